@@ -1,0 +1,1 @@
+"""hpc: configuration, executors (submitit/SLURM), the Dask cluster, the campaign controller, the CLI and reports."""

@@ -1,0 +1,1 @@
+"""Sub-commands of `microloop`: one module each, exposing `register(app)`."""

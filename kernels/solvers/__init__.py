@@ -1,0 +1,1 @@
+"""Transport solvers behind one `solve()` entry: one back-end per module."""

@@ -1,0 +1,1 @@
+"""sbatch templates rendered by `microloop submit` and the convergence study."""
