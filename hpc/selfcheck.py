@@ -1,0 +1,194 @@
+"""Self-checks of the machine room: does submitit reach the scheduler, do arrays and errors come
+back, do MPI ranks start, do Dask workers join? `microloop doctor` runs them on the user's cluster
+before a campaign is trusted to it; the test suite runs them on the single-node test cluster.
+
+The job functions live here (not in tests) because submitit unpickles them on the compute node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from jobs.mpi_probe import mpiexec_path
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    seconds: float
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- functions that run on compute nodes ---------------------------------------------------------
+
+def square(x: float) -> float:
+    return x * x
+
+
+def where_am_i() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}
+
+
+class SelfCheckError(RuntimeError):
+    """Raised on purpose by `fail_on_node` so the caller can see a remote traceback come back."""
+
+
+def fail_on_node(message: str) -> None:
+    raise SelfCheckError(message)
+
+
+# --- the checks ----------------------------------------------------------------------------------
+
+def make_executor(kind: str, folder: str | Path, partition: str | None = None,
+                  timeout_min: int = 5, mem_gb: float = 1.0):
+    """A submitit executor for the checks (`local`, `slurm` or `debug`)."""
+    import submitit
+
+    if kind not in ("local", "slurm", "debug"):
+        raise ValueError(f"executor must be one of local, slurm, debug (got {kind!r})")
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
+    params: dict = {"timeout_min": timeout_min}
+    if kind == "slurm":
+        params.update(slurm_mem=f"{int(mem_gb * 1024)}M", cpus_per_task=1)
+        if partition:
+            params["slurm_partition"] = partition
+    executor.update_parameters(**params)
+    return executor
+
+
+def _timed(name: str, body: Callable[[], str]) -> CheckResult:
+    start = time.perf_counter()
+    try:
+        detail = body()
+        ok = True
+    except Exception as error:  # a check reports, it does not crash the doctor
+        detail = f"{type(error).__name__}: {error}"
+        ok = False
+    return CheckResult(name, ok, round(time.perf_counter() - start, 2), detail)
+
+
+def check_submit(executor) -> CheckResult:
+    def body() -> str:
+        job = executor.submit(square, 7)
+        value = job.result()
+        if value != 49:
+            raise AssertionError(f"square(7) came back as {value!r}")
+        return f"job {job.job_id} returned 49"
+
+    return _timed("submit", body)
+
+
+def check_array(executor, n: int = 8) -> CheckResult:
+    def body() -> str:
+        jobs = executor.map_array(square, list(range(n)))
+        values = [job.result() for job in jobs]
+        if values != [i * i for i in range(n)]:
+            raise AssertionError(f"array results {values}")
+        return f"{n} array tasks returned their squares ({jobs[0].job_id.split('_')[0]})"
+
+    return _timed("array", body)
+
+
+def check_remote_error(executor) -> CheckResult:
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    def body() -> str:
+        job = executor.submit(fail_on_node, "raised on purpose by microloop doctor")
+        try:
+            job.result()
+        except (FailedJobError, UncompletedJobError) as error:
+            text = str(error)
+            if "SelfCheckError" not in text or "Traceback" not in text:
+                raise AssertionError(f"error came back without the remote traceback: {text[:300]}") from error
+            return "the remote SelfCheckError came back with its traceback"
+        except SelfCheckError:  # the debug executor raises in-process
+            return "the SelfCheckError came back (in-process executor)"
+        raise AssertionError("a failing job returned normally")
+
+    return _timed("remote_error", body)
+
+
+def run_mpi_probe(n_ranks: int = 2, timeout_s: float = 120.0) -> dict:
+    """Launch `jobs.mpi_probe` on n ranks with the venv's (or PATH's) mpiexec; return its JSON."""
+    launcher = mpiexec_path()
+    if launcher is None:
+        raise RuntimeError("no mpiexec found beside the Python interpreter or on PATH "
+                           "(install the `mpich` extra: pip install 'microloop[mpich]')")
+    completed = subprocess.run(
+        [launcher, "-n", str(n_ranks), sys.executable, "-m", "jobs.mpi_probe"],
+        capture_output=True, text=True, timeout=timeout_s,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"mpiexec exited {completed.returncode}: {completed.stderr[-2000:]}")
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"mpi probe printed no result: {completed.stdout[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def check_mpi(n_ranks: int = 2) -> CheckResult:
+    def body() -> str:
+        report = run_mpi_probe(n_ranks)
+        ranks = sorted(r["rank"] for r in report["ranks"])
+        if ranks != list(range(n_ranks)):
+            raise AssertionError(f"ranks reported: {ranks}")
+        return f"ranks {ranks} of {n_ranks} ({report['mpi_library'].splitlines()[0]})"
+
+    return _timed("mpi", body)
+
+
+def make_slurm_dask_cluster(partition: str | None, folder: str | Path, interface: str | None = None,
+                            walltime: str = "00:15:00", memory: str = "1GiB"):
+    """A dask-jobqueue SLURMCluster with one single-threaded worker per job."""
+    from dask_jobqueue import SLURMCluster
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return SLURMCluster(
+        queue=partition, cores=1, processes=1, memory=memory, walltime=walltime,
+        interface=interface, local_directory=str(folder / "dask-local"),
+        log_directory=str(folder / "dask-logs"), python=sys.executable,
+        scheduler_options={"dashboard_address": ":0"},
+    )
+
+
+def check_dask(partition: str | None, folder: str | Path, interface: str | None = None,
+               n_workers: int = 2, timeout_s: float = 120.0) -> CheckResult:
+    def body() -> str:
+        from dask.distributed import Client
+
+        with make_slurm_dask_cluster(partition, folder, interface) as cluster, Client(cluster) as client:
+            cluster.scale(n_workers)
+            client.wait_for_workers(n_workers, timeout=timeout_s)
+            values = client.gather(client.map(square, range(10)))
+            if values != [i * i for i in range(10)]:
+                raise AssertionError(f"dask results {values}")
+            hosts = client.run(lambda: os.environ.get("SLURM_JOB_ID"))
+            return f"{len(hosts)} SLURM-job workers (jobs {sorted(hosts.values())}) mapped square over 10"
+
+    return _timed("dask", body)
+
+
+def run_all(executor_kind: str, folder: str | Path, partition: str | None = None,
+            interface: str | None = None, mpi_ranks: int = 2) -> list[CheckResult]:
+    folder = Path(folder)
+    executor = make_executor(executor_kind, folder / "submitit", partition)
+    results = [check_submit(executor), check_array(executor), check_remote_error(executor),
+               check_mpi(mpi_ranks)]
+    if executor_kind == "slurm":
+        results.append(check_dask(partition, folder / "dask", interface))
+    return results
