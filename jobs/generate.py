@@ -1,0 +1,153 @@
+"""Design params -> stored voxel samples (procedural simulator or a trained generator).
+
+Idempotent: only samples whose done marker is unset are (re)generated. Each sample's seed is
+derived from (campaign seed, trial id, sample index), so a regenerated sample equals the lost one
+and the same campaign gives the same voxels whichever job or node writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs.spec import EvaluationSpec, validate_params
+from jobs.store import DesignStore
+
+
+def sample_seed(seed: int, trial_id: int, index: int) -> int:
+    """A 32-bit seed for one sample, independent across (seed, trial, index)."""
+    state = np.random.SeedSequence([int(seed), int(trial_id), int(index)]).generate_state(1)
+    return int(state[0])
+
+
+def default_device() -> str:
+    """The GPU when torch sees one (generation is the GPU-friendly stage), else the CPU."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
+                device: str = "cpu") -> np.ndarray:
+    """One uint8 cube (0 pore / 1 AM / 2 CBD) of `spec.fidelity.cube_voxels`^3 for `params`."""
+    size = spec.fidelity.cube_voxels
+    if spec.generator.is_procedural:
+        from kernels.structure import ManufacturingParams, generate_structure
+
+        manufacturing = ManufacturingParams(
+            am_wt_frac=params["am_wt_frac"],
+            porosity=params["porosity"],
+            binder_adhesion=params.get("binder_adhesion", ManufacturingParams.binder_adhesion),
+            mean_diameter_um=spec.generator.mean_diameter_um,
+            diameter_spread=spec.generator.diameter_spread,
+        )
+        manufacturing.validate()
+        volume = generate_structure(manufacturing, size, spec.fidelity.voxel_um, seed)
+    else:
+        volume = _sample_trained(params, spec, seed, device)
+    volume = np.ascontiguousarray(volume, dtype=np.uint8)
+    if volume.shape != (size, size, size):
+        raise ValueError(f"generator returned shape {volume.shape}, expected {(size,) * 3}")
+    return volume
+
+
+def _sample_trained(params: dict[str, float], spec: EvaluationSpec, seed: int,
+                    device: str) -> np.ndarray:
+    """One cube from a trained generator file (kernels.generator, imported only when used)."""
+    model_path = Path(spec.generator.kind)
+    if not model_path.is_file():
+        raise ValueError(f"generator.kind must be 'procedural' or an existing model file, "
+                         f"got {spec.generator.kind!r} (no such file)")
+    try:
+        generator = importlib.import_module("kernels.generator")
+    except ImportError as error:
+        raise RuntimeError(f"generator.kind={spec.generator.kind!r} needs kernels.generator, "
+                           f"which could not be imported ({error}); use 'procedural'") from error
+    model = generator.load(str(model_path), device=device)
+    design = {k: v for k, v in params.items() if k != "mass_loading_mg_cm2"}
+    volumes = generator.sample(model, design, n=1, size=spec.fidelity.cube_voxels, seed=seed,
+                               device=device)
+    return np.asarray(volumes)[0]
+
+
+def design_attributes(trial_id: int, params: dict[str, float],
+                      spec: EvaluationSpec) -> dict[str, Any]:
+    """What the design group records about itself, once, when it is created."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        microloop_version = version("microloop")
+    except PackageNotFoundError:
+        microloop_version = "unknown"
+    return {
+        "trial_id": int(trial_id),
+        "params": dict(params),
+        "spec": spec.to_dict(),
+        "provenance": {
+            "generator": spec.generator.kind,
+            "seed": spec.seed,
+            "sample_seeds": "numpy SeedSequence([seed, trial_id, index])",
+            "microloop_version": microloop_version,
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "labels": {"0": "pore", "1": "am", "2": "cbd", "255": "never written"},
+        },
+    }
+
+
+def open_design_store(campaign_dir: str | Path, trial_id: int, params: dict[str, float],
+                      spec: EvaluationSpec) -> DesignStore:
+    """Create the design's group (first time) or open it (later); same layout either way."""
+    return DesignStore.create(
+        campaign_dir, trial_id, n_samples=spec.fidelity.n_cubes,
+        size_voxels=spec.fidelity.cube_voxels,
+        attributes=design_attributes(trial_id, params, spec))
+
+
+def generate_samples(campaign_dir: str | Path, trial_id: int, params: dict[str, float],
+                     spec: EvaluationSpec | dict, device: str | None = None) -> list[int]:
+    """Write every sample of the design that is not done yet; returns the indices written.
+
+    Done samples that fail verification (a lost or damaged chunk) are regenerated too.
+    """
+    spec = EvaluationSpec.from_dict(spec)
+    params = validate_params(params)
+    device = default_device() if device is None else device
+    store = open_design_store(campaign_dir, trial_id, params, spec)
+    store.remove_partials()
+    store.repair()
+    written = []
+    for index in range(store.n_samples):
+        if store.is_done(index):
+            continue
+        volume = make_volume(params, spec, sample_seed(spec.seed, trial_id, index), device)
+        store.write_sample(index, volume)
+        written.append(index)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.generate",
+        description="Generate the missing voxel samples of one design into the campaign store.")
+    parser.add_argument("campaign_dir")
+    parser.add_argument("trial_id", type=int)
+    parser.add_argument("--spec", required=True, help="EvaluationSpec JSON file")
+    parser.add_argument("--params", required=True, help="design params JSON file")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    args = parser.parse_args(argv)
+    spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
+    params = json.loads(Path(args.params).read_text())
+    written = generate_samples(args.campaign_dir, args.trial_id, params, spec, args.device)
+    print(json.dumps({"trial_id": args.trial_id, "written": written}))
+
+
+if __name__ == "__main__":
+    main()
