@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.spec import EvaluationSpec, validate_params
+from jobs.spec import DEFAULT_MODEL, EvaluationSpec, validate_params
 from jobs.store import DesignStore
 
 
@@ -61,20 +61,23 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
 
 def _sample_trained(params: dict[str, float], spec: EvaluationSpec, seed: int,
                     device: str) -> np.ndarray:
-    """One cube from a trained generator file (kernels.generator, imported only when used)."""
-    model_path = Path(spec.generator.kind)
-    if not model_path.is_file():
-        raise ValueError(f"generator.kind must be 'procedural' or an existing model file, "
-                         f"got {spec.generator.kind!r} (no such file)")
+    """One cube from a trained generator (kernels.generator, imported only when used):
+    generator.kind "default" is the model shipped with microloop, anything else a model file."""
     try:
         generator = importlib.import_module("kernels.generator")
     except ImportError as error:
         raise RuntimeError(f"generator.kind={spec.generator.kind!r} needs kernels.generator, "
                            f"which could not be imported ({error}); use 'procedural'") from error
-    model = generator.load(str(model_path), device=device)
-    design = {k: v for k, v in params.items() if k != "mass_loading_mg_cm2"}
-    volumes = generator.sample(model, design, n=1, size=spec.fidelity.cube_voxels, seed=seed,
-                               device=device)
+    if spec.generator.kind == DEFAULT_MODEL:
+        model = None
+    else:
+        model_path = Path(spec.generator.kind)
+        if not model_path.is_file():
+            raise ValueError(f"generator.kind must be 'procedural', 'default' or an existing "
+                             f"model file, got {spec.generator.kind!r} (no such file)")
+        model = generator.load_state_bytes(model_path.read_bytes())
+    volumes = generator.sample(params, n=1, size=spec.fidelity.cube_voxels, seed=seed,
+                               device=device, model=model)
     return np.asarray(volumes)[0]
 
 

@@ -16,6 +16,7 @@ OBJECTIVE_KINDS = ("energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh
 PARAM_KEYS = ("am_wt_frac", "porosity", "binder_adhesion", "mass_loading_mg_cm2")
 REQUIRED_PARAM_KEYS = ("am_wt_frac", "porosity")
 PROCEDURAL = "procedural"
+DEFAULT_MODEL = "default"   # the trained generator shipped with microloop
 
 
 def _require(ok: bool, name: str, accepted: str, value: Any) -> None:
@@ -75,7 +76,8 @@ class FidelitySpec:
 
 @dataclass
 class GeneratorSpec:
-    """Where voxels come from: the procedural simulator or a trained model file (a path)."""
+    """Where voxels come from: the procedural simulator, the shipped trained model ("default")
+    or a trained model file (a path). The mean diameter/spread apply to the procedural one."""
 
     kind: str = PROCEDURAL
     mean_diameter_um: float = 8.0
@@ -83,7 +85,9 @@ class GeneratorSpec:
 
     def validate(self) -> None:
         _require(isinstance(self.kind, str) and self.kind != "",
-                 "generator.kind", f"'{PROCEDURAL}' or the path of a trained model file", self.kind)
+                 "generator.kind",
+                 f"'{PROCEDURAL}', '{DEFAULT_MODEL}' (the shipped model) or a model file path",
+                 self.kind)
         _require(_is_number(self.mean_diameter_um) and self.mean_diameter_um > 0,
                  "generator.mean_diameter_um", "a number > 0 (micrometres)", self.mean_diameter_um)
         _require(_is_number(self.diameter_spread) and self.diameter_spread >= 0,

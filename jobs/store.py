@@ -241,8 +241,9 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False)   # fails before any write
     with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True, allow_nan=False)
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
