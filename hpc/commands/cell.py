@@ -172,18 +172,23 @@ def _print_table(report: dict, half_cell: bool) -> None:
     from rich.table import Table
 
     roll = report["jelly_roll"]
-    title = (f"4680 cell: nominal {report['capacity_Ah']:.2f} Ah, roll {roll['roll_length_m']:.2f} m"
-             f" ({roll['turns']:.0f} turns), {roll['mass_g']:.0f} g")
-    table = Table(title=title)
-    columns = ["load", "energy Wh", "Wh/L", "Wh/kg"] + (["mAh/g"] if half_cell else [])
+    if half_cell:
+        table = Table(title="lithium-metal half cell")
+        columns = ["load", "mAh/g of AM"]
+    else:
+        table = Table(title=f"4680 cell: nominal {report['capacity_Ah']:.2f} Ah, roll "
+                      f"{roll['roll_length_m']:.2f} m ({roll['turns']:.0f} turns), "
+                      f"{roll['mass_g']:.0f} g")
+        columns = ["load", "energy Wh", "Wh/L", "Wh/kg"]
     for column in columns + ["feasible", "reason"]:
         table.add_column(column)
     for r in report["results"]:
         load = f"{r['power_W']:g} W" if r["power_W"] is not None else f"{r['c_rate']:g} C"
-        row = [load, f"{r['energy_Wh']:.2f}", f"{r['energy_density_Wh_L']:.0f}",
-               f"{r['specific_energy_Wh_kg']:.0f}"]
         if half_cell:
-            row.append(f"{r['capacity_mAh_g']:.1f}")
+            row = [load, f"{r['capacity_mAh_g']:.1f}"]
+        else:
+            row = [load, f"{r['energy_Wh']:.2f}", f"{r['energy_density_Wh_L']:.0f}",
+                   f"{r['specific_energy_Wh_kg']:.0f}"]
         table.add_row(*row, str(r["feasible"]), r["reason"])
     Console().print(table)
 
