@@ -1,0 +1,134 @@
+"""Metrics -> cell results: the objective's discharge and a Ragone sweep, on Dask workers or here.
+
+A built PyBaMM simulation costs ~0.5 s and pickles badly, a re-solve with new inputs ~0.05 s:
+so each worker builds the model once (`kernels.cell.get_cell_model` caches it per process;
+`client.run` warms every worker), and tasks carry only small dicts in and scalars out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from jobs.spec import EvaluationSpec
+
+
+def cell_options(spec: EvaluationSpec) -> dict[str, Any]:
+    """The arguments that select the (cached) cell model, as plain data for a worker."""
+    return {"parameter_set": spec.cell.parameter_set, "half_cell": spec.objective.half_cell,
+            "packaging": dict(spec.cell.packaging)}
+
+
+def _model(options: dict[str, Any]) -> Any:
+    from kernels.cell import Packaging4680, get_cell_model
+
+    packaging = Packaging4680(**options["packaging"]) if options["packaging"] else None
+    return get_cell_model(parameter_set=options["parameter_set"],
+                          half_cell=options["half_cell"], packaging=packaging)
+
+
+def warm_model(options: dict[str, Any]) -> float:
+    """Build this process's cell model now (run on every worker); returns the seconds it took."""
+    start = time.perf_counter()
+    _model(options).warm_up()
+    return time.perf_counter() - start
+
+
+def discharge(options: dict[str, Any], design: dict[str, float], mode: str,
+              value: float) -> dict[str, Any]:
+    """One discharge of `design` at `value` W (mode "power") or `value` C (mode "c_rate")."""
+    from kernels.cell import ElectrodeDesign
+
+    model = _model(options)
+    electrode = ElectrodeDesign(**design)
+    if mode == "power":
+        result = model.discharge_power(electrode, float(value))
+    elif mode == "c_rate":
+        result = model.discharge_c_rate(electrode, float(value))
+    else:
+        raise ValueError(f"mode must be 'power' or 'c_rate', got {mode!r}")
+    return result.to_dict()
+
+
+def electrode_design(metrics_mean: dict[str, Any], thickness_um: float) -> dict[str, float]:
+    """The cell-model design of the mean metrics, as a plain dict."""
+    from kernels.cell import design_from_metrics
+
+    return dataclasses.asdict(design_from_metrics(metrics_mean, float(thickness_um)))
+
+
+def simulate_design(metrics_mean: dict[str, Any], thickness_um: float,
+                    spec: EvaluationSpec | dict, client: Any = None) -> dict[str, Any]:
+    """The objective's discharge and the Ragone sweep of one electrode.
+
+    `client` is a `distributed.Client`, a scheduler address (a client is opened and closed
+    here), or None to solve in this process. Returns ``{"design", "thickness_um", "objective",
+    "ragone", "feasible", "reason", "wall_s"}``; `feasible`/`reason` are the objective's.
+    """
+    spec = EvaluationSpec.from_dict(spec)
+    start = time.perf_counter()
+    options = cell_options(spec)
+    design = electrode_design(metrics_mean, thickness_um)
+    objective = spec.objective
+    mode, value = (("power", objective.power_W) if objective.power_W is not None
+                   else ("c_rate", objective.c_rate))
+    jobs = [(mode, value)] + [("power", p) for p in spec.cell.ragone_powers_W]
+    if client is None:
+        outputs = [discharge(options, design, m, v) for m, v in jobs]
+    else:
+        outputs = _on_dask(client, options, design, jobs)
+    ragone = [dict(output, power_W_requested=float(v))
+              for output, (_, v) in zip(outputs[1:], jobs[1:], strict=True)]
+    return {
+        "design": design,
+        "thickness_um": float(thickness_um),
+        "objective": outputs[0],
+        "ragone": ragone,
+        "feasible": bool(outputs[0]["feasible"]),
+        "reason": str(outputs[0].get("reason", "")),
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def _on_dask(client: Any, options: dict[str, Any], design: dict[str, float],
+             jobs: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    from distributed import Client
+
+    own = isinstance(client, str)
+    if own:
+        client = Client(client, timeout="60s")
+    try:
+        client.run(warm_model, options)
+        futures = [client.submit(discharge, options, design, m, v, pure=False) for m, v in jobs]
+        return client.gather(futures)
+    finally:
+        if own:
+            client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.simulate",
+        description="Score one characterised design in the cell model (objective + Ragone).")
+    parser.add_argument("metrics", help="metrics.json written by jobs.characterise")
+    parser.add_argument("--spec", required=True, help="EvaluationSpec JSON file")
+    parser.add_argument("--thickness-um", type=float, required=True)
+    parser.add_argument("--dask-scheduler", default=None, help="Dask scheduler address")
+    parser.add_argument("--out", default=None, help="write the results JSON here")
+    args = parser.parse_args(argv)
+    spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
+    metrics = json.loads(Path(args.metrics).read_text())
+    results = simulate_design(metrics["mean"], args.thickness_um, spec, args.dask_scheduler)
+    text = json.dumps(results, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

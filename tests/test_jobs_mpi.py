@@ -1,0 +1,112 @@
+"""Characterisation over real MPI ranks (the venv's mpiexec, 2 processes) equals the serial run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from jobs.characterise import metrics_path, run_characterise
+from jobs.generate import generate_samples
+from jobs.spec import EvaluationSpec
+
+pytestmark = pytest.mark.mpi
+
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+PARAMS = {"am_wt_frac": 0.92, "porosity": 0.38}
+
+
+def _spec(ranks: int) -> EvaluationSpec:
+    return EvaluationSpec.from_dict({
+        "fidelity": {"n_cubes": 4, "cube_voxels": 32, "voxel_um": 0.5, "mpi_ranks": ranks},
+        "generator": {"mean_diameter_um": 4.0}, "seed": 11})
+
+
+@pytest.fixture(autouse=True)
+def _need_mpiexec(monkeypatch):
+    if not MPIEXEC.is_file():
+        pytest.skip(f"no mpiexec next to {sys.executable} (pip install mpich)")
+    # the launcher must be the venv's mpiexec even inside a SLURM job running the suite
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("MICROLOOP_MPI_LAUNCHER", raising=False)
+
+
+def _flat(nested: dict, prefix: str = "") -> dict:
+    """Nested metric dicts -> {"a.b": value} (pytest.approx compares flat mappings only)."""
+    out = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _records(campaign: Path, trial: int) -> list[dict]:
+    return [json.loads(metrics_path(campaign, trial, i).read_text()) for i in range(4)]
+
+
+def test_two_ranks_give_the_serial_metrics(tmp_path):
+    serial_dir, mpi_dir = tmp_path / "serial", tmp_path / "mpi"
+    for folder, ranks in ((serial_dir, 1), (mpi_dir, 2)):
+        generate_samples(folder, 5, PARAMS, _spec(ranks))
+    serial = run_characterise(serial_dir, 5, _spec(1))
+    parallel = run_characterise(mpi_dir, 5, _spec(2))        # mpiexec -n 2 python -m ...
+    log = (mpi_dir / "trials" / "5" / "characterise.log").read_text()
+    assert "mpiexec -n 2" in log
+    assert _flat(parallel["mean"]) == pytest.approx(_flat(serial["mean"]), rel=1e-9)
+    assert _flat(parallel["std"]) == pytest.approx(_flat(serial["std"]), rel=1e-9)
+    for a, b in zip(_records(serial_dir, 5), _records(mpi_dir, 5), strict=True):
+        assert _flat(a["metrics"]) == pytest.approx(_flat(b["metrics"]), rel=1e-9)
+    # samples were handed out dynamically to both ranks
+    assert {r["rank"] for r in _records(mpi_dir, 5)} == {0, 1}
+    assert {r["rank"] for r in _records(serial_dir, 5)} == {0}
+
+
+def test_a_failing_rank_fails_the_job_with_its_traceback(tmp_path):
+    script = tmp_path / "pool.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from mpi4py import MPI
+        from jobs.mpi_pool import map_dynamic
+
+        def work(task):
+            if task == 5:
+                raise ValueError("task five is bad")
+            return task * task
+
+        comm = MPI.COMM_WORLD
+        try:
+            results = map_dynamic(work, list(range(int(sys.argv[1]))), comm)
+        except RuntimeError as error:
+            print("FAILED", error, flush=True)
+            sys.exit(3)
+        if comm.Get_rank() == 0:
+            print("OK", sorted(results.items()), flush=True)
+    """))
+    ok = subprocess.run([str(MPIEXEC), "-n", "3", sys.executable, str(script), "5"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "OK [(0, 0), (1, 1), (2, 4), (3, 9), (4, 16)]" in ok.stdout
+    bad = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(script), "8"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    assert "task five is bad" in bad.stdout
+
+
+def test_a_launcher_with_the_wrong_rank_count_is_refused(tmp_path):
+    spec = _spec(2)
+    generate_samples(tmp_path, 6, PARAMS, spec)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    # as srun without the right --mpi would do: a one-rank job told to expect two
+    run = subprocess.run([sys.executable, "-m", "jobs.characterise", str(tmp_path), "6",
+                          "--spec", str(spec_file), "--ranks", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "expected 2 MPI ranks" in run.stderr
+    assert not metrics_path(tmp_path, 6, 0).exists()
