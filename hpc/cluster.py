@@ -1,0 +1,78 @@
+"""The Dask cluster that runs the cell sweeps, kept alive for the whole campaign.
+
+Why one cluster per campaign: each worker builds the PyBaMM model once and keeps it; a cluster
+per evaluation would rebuild it every time. Evaluations connect to it by address (passed to
+`jobs.evaluate.evaluate_design` and in ``MICROLOOP_DASK_SCHEDULER``).
+
+- local / debug executors: `distributed.LocalCluster(processes=True)`, one thread per worker.
+- slurm: `dask_jobqueue.SLURMCluster`, one single-core worker per SLURM job, restarted before
+  its walltime by ``--lifetime`` (workers die at walltime otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DASK_SCHEDULER_ENV = "MICROLOOP_DASK_SCHEDULER"
+
+
+@dataclass
+class DaskCluster:
+    """A started cluster and its scheduler address; `close()` when the campaign ends."""
+
+    cluster: Any
+    address: str
+
+    def close(self) -> None:
+        try:
+            self.cluster.close()
+        except Exception as error:  # closing must never lose a campaign's results
+            log.warning("closing the Dask cluster: %s", error)
+
+
+def _walltime_text(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
+def start_dask_cluster(executor: str, n_workers: int, folder: Path, *,
+                       partition: str | None = None, account: str | None = None,
+                       memory_gb: float = 2.0, walltime_min: int = 60,
+                       interface: str | None = None) -> DaskCluster | None:
+    """Start the campaign's cluster; None when n_workers is 0 (sweeps then run in each job)."""
+    if n_workers <= 0:
+        return None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("distributed", "dask_jobqueue"):  # per-connection INFO lines drown the progress
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if executor == "slurm":
+        from dask_jobqueue import SLURMCluster
+
+        lifetime_min = max(1, walltime_min - max(2, walltime_min // 10))
+        kwargs: dict[str, Any] = dict(
+            queue=partition, account=account, cores=1, processes=1,
+            memory=f"{int(memory_gb * 1024)}MiB", walltime=_walltime_text(walltime_min),
+            local_directory=str(folder / "local"), log_directory=str(folder / "logs"),
+            python=sys.executable, scheduler_options={"dashboard_address": ":0"},
+            worker_extra_args=["--lifetime", f"{lifetime_min}m", "--lifetime-stagger", "1m"],
+            job_name="microloop-dask",
+        )
+        if interface:
+            kwargs["interface"] = interface
+        cluster = SLURMCluster(**kwargs)
+        # adapt with a fixed size: a worker retired by --lifetime is replaced by a fresh job
+        cluster.adapt(minimum=n_workers, maximum=n_workers)
+    else:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", local_directory=str(folder / "local"))
+    log.info("Dask cluster for cell sweeps at %s (%d workers)", cluster.scheduler_address,
+             n_workers)
+    return DaskCluster(cluster, cluster.scheduler_address)

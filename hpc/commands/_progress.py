@@ -1,0 +1,38 @@
+"""The progress bar shared by `microloop run` and `microloop resume`."""
+
+from __future__ import annotations
+
+import typer
+
+
+def drive(controller, quiet: bool = False) -> None:  # controller: hpc.campaign.Campaign
+    """Run the controller with a rich progress bar (done/running/failed, best so far)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    def describe(p) -> str:
+        best = "-" if p.best_objective is None else f"{p.best_objective:.4g}"
+        return (f"done {p.complete} | running {p.running} | failed {p.failed} | "
+                f"best {best}")
+
+    try:
+        if quiet:
+            final = controller.run()
+        else:
+            with Progress(TextColumn("[bold]{task.fields[label]}"), BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+                task = bar.add_task("campaign", total=controller.budget, label="starting")
+
+                def show(p) -> None:
+                    bar.update(task, completed=p.complete + p.failed, label=describe(p))
+
+                final = controller.run(on_progress=show)
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted: running jobs keep going; continue with "
+                   f"`microloop resume {controller.dir}`", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        controller.close()
+    typer.echo(describe(final))
+    if final.best_params is not None:
+        typer.echo(f"best design: {final.best_params}")
+    typer.echo(f"results: {controller.dir / 'trials.csv'}")

@@ -1,0 +1,63 @@
+"""What one submitted job runs: `jobs.evaluate.evaluate_design` for one trial, requeue-safe.
+
+It lives in the package (not in a test or a script) because submitit unpickles the callable on
+the compute node by its module path. It is a `submitit.helpers.Checkpointable`: on a SLURM
+timeout or preemption the job is requeued with the same arguments, and since `evaluate_design`
+is idempotent (finished stages are read back from the store) the requeued run simply continues.
+
+Fault injection (campaign `[[faults]]`, for testing the controller's retry path): the first
+`attempts` attempts of a trial raise `InjectedFault` (mode "raise") or SIGKILL their own process
+(mode "kill", as the kernel's OOM killer would).
+
+If the campaign's Dask scheduler cannot be reached (a killed controller took it down), the cell
+sweeps run in the job's own process instead of failing the evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import submitit
+
+MPI_LAUNCHER_ENV = "MICROLOOP_MPI_LAUNCHER"
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by a campaign's `[[faults]]` entry."""
+
+
+class EvaluationTask(submitit.helpers.Checkpointable):
+    """Callable job: evaluate one trial of a campaign."""
+
+    def __call__(self, campaign_dir: str, trial_id: int, params: dict[str, float],
+                 spec: dict[str, Any], attempt: int = 1, dask_address: str | None = None,
+                 fault: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
+        for key, value in (env or {}).items():
+            os.environ.setdefault(key, value)
+        if fault and attempt <= int(fault.get("attempts", 1)):
+            if fault.get("mode") == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise InjectedFault(
+                f"injected fault: trial {trial_id} attempt {attempt} "
+                f"(campaign [[faults]] fails the first {fault.get('attempts', 1)})"
+            )
+        from jobs.evaluate import evaluate_design
+
+        try:
+            result = evaluate_design(campaign_dir, trial_id, params, spec,
+                                     dask_scheduler_address=dask_address)
+        except (OSError, TimeoutError) as error:
+            if dask_address is None:
+                raise
+            # The campaign's Dask scheduler is gone (e.g. the controller was killed and is being
+            # resumed): run the cell sweeps in this process. Finished stages are read back from
+            # the store, so only the sweeps are redone.
+            print(f"Dask scheduler {dask_address} unreachable ({type(error).__name__}: {error}); "
+                  "running the cell sweeps in this job", flush=True)
+            result = evaluate_design(campaign_dir, trial_id, params, spec,
+                                     dask_scheduler_address=None)
+        return dict(result, attempt=attempt, host=os.uname().nodename,
+                    job_id=os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"))

@@ -1,0 +1,158 @@
+"""The trial table: every evaluation's state, rebuilt from the journal, written as trials.csv.
+
+The journal is the truth; this module folds its events into one `Trial` per evaluation and
+writes `trials.csv` atomically (temporary file + rename), so a reader never sees half a table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TRIALS_NAME = "trials.csv"
+
+#: Trial statuses. "proposed": journaled, not yet handed to the executor; "submitted": has a job.
+STATUSES = ("proposed", "submitted", "complete", "failed")
+
+#: Scalar metrics copied from the evaluation result into trials.csv (mean over sub-volumes).
+METRIC_COLUMNS = (
+    "tortuosity_factor", "effective_conductivity_S_m", "cbd_coverage", "percolating",
+)
+
+
+@dataclass
+class Trial:
+    trial_id: int
+    params: dict[str, float]
+    status: str = "proposed"
+    attempt: int = 0
+    job_ids: list[str] = field(default_factory=list)
+    objective: float | None = None
+    feasible: bool | None = None
+    reason: str = ""
+    result: dict[str, Any] | None = None
+    proposed_at: float = 0.0
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    submitting: bool = False  # a "submitting" event without its "submitted" yet
+
+    @property
+    def job_id(self) -> str | None:
+        return self.job_ids[-1] if self.job_ids else None
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("complete", "failed")
+
+
+def fold_events(events: list[dict[str, Any]]) -> dict[int, Trial]:
+    """Replay journal events into trials (later events override earlier ones)."""
+    trials: dict[int, Trial] = {}
+    for event in events:
+        apply_event(trials, event)
+    return trials
+
+
+def apply_event(trials: dict[int, Trial], event: dict[str, Any]) -> None:
+    """Apply one journal event to the trial table in place."""
+    kind = event["event"]
+    if "trial_id" not in event:
+        return
+    tid = int(event["trial_id"])
+    if kind == "proposed":
+        trials[tid] = Trial(tid, dict(event["params"]), proposed_at=event["time"])
+        return
+    trial = trials.get(tid)
+    if trial is None:
+        raise ValueError(f"journal: event {kind!r} for trial {tid} before it was proposed")
+    if kind == "submitting":
+        trial.attempt = int(event["attempt"])
+        trial.submitting = True
+    elif kind == "submitted":
+        trial.attempt = int(event["attempt"])
+        trial.job_ids.append(str(event["job_id"]))
+        trial.status = "submitted"
+        trial.submitting = False
+        trial.submitted_at = trial.submitted_at or event["time"]
+    elif kind == "completed":
+        result = event["result"]
+        trial.status = "complete"
+        trial.result = result
+        trial.objective = result.get("objective")
+        trial.feasible = result.get("feasible")
+        trial.reason = result.get("reason") or ""
+        trial.finished_at = event["time"]
+    elif kind == "retried":
+        trial.status = "proposed"  # to be submitted again
+        trial.reason = event.get("reason", "")
+    elif kind == "failed":
+        trial.status = "failed"
+        trial.reason = event.get("reason", "")
+        trial.finished_at = event["time"]
+
+
+def _metric_values(result: dict[str, Any] | None) -> dict[str, Any]:
+    if not result:
+        return {}
+    mean = (result.get("metrics") or {}).get("mean") or {}
+    out: dict[str, Any] = {name: mean.get(name) for name in METRIC_COLUMNS if name in mean}
+    for phase, value in (mean.get("volume_fraction") or {}).items():
+        out[f"volume_fraction_{phase}"] = value
+    for name, value in (mean.get("specific_surface_area_per_um") or {}).items():
+        out[f"surface_area_{name}_per_um"] = value
+    results = result.get("results") or {}
+    if results.get("thickness_um") is not None:
+        out["thickness_um"] = results["thickness_um"]
+    for name, value in (result.get("timings_s") or {}).items():
+        out[f"time_{name}_s"] = value
+    return out
+
+
+def trial_rows(trials: dict[int, Trial], param_names: list[str]) -> tuple[list[str], list[dict]]:
+    """Columns and rows of trials.csv (parameters first, then metrics and timings)."""
+    rows = []
+    extra: list[str] = []
+    for trial in sorted(trials.values(), key=lambda t: t.trial_id):
+        metrics = _metric_values(trial.result)
+        for name in metrics:
+            if name not in extra:
+                extra.append(name)
+        row = {
+            "trial_id": trial.trial_id,
+            "status": trial.status,
+            "objective": trial.objective,
+            "feasible": trial.feasible,
+            "reason": trial.reason.replace("\n", " ")[:500],
+            **{name: trial.params.get(name) for name in param_names},
+            **metrics,
+            "attempts": trial.attempt,
+            "job_ids": ";".join(trial.job_ids),
+            "wall_s": (trial.finished_at - trial.submitted_at)
+            if trial.finished_at and trial.submitted_at else None,
+        }
+        rows.append(row)
+    columns = (["trial_id", "status", "objective", "feasible", "reason", *param_names] + extra
+               + ["attempts", "job_ids", "wall_s"])
+    return columns, rows
+
+
+def write_trials_csv(directory: Path, trials: dict[int, Trial], param_names: list[str]) -> Path:
+    """Rewrite <directory>/trials.csv atomically."""
+    columns, rows = trial_rows(trials, param_names)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    path = Path(directory) / TRIALS_NAME
+    tmp = path.with_name(f".{TRIALS_NAME}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(buffer.getvalue())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
