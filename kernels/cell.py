@@ -207,7 +207,9 @@ def bruggeman_exponent(tortuosity_factor: float, porosity: float) -> float:
 
 
 _BUILD_LOCK = threading.Lock()
-_SIMULATIONS: dict[tuple, object] = {}
+# One built Simulation is not safe to solve from two threads at once: each has its own lock, so
+# threads of one process take turns (run cell sweeps in parallel with processes, not threads).
+_SIMULATIONS: dict[tuple, tuple[object, threading.Lock]] = {}
 _MODELS: dict[tuple, CellModel] = {}
 
 _INPUT_NAMES_CATHODE = (
@@ -301,7 +303,8 @@ def _simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: flo
     key = (parameter_set, half_cell, mode, round(separator_m, 12))
     with _BUILD_LOCK:
         if key not in _SIMULATIONS:
-            _SIMULATIONS[key] = _build_simulation(parameter_set, half_cell, mode, separator_m)
+            simulation = _build_simulation(parameter_set, half_cell, mode, separator_m)
+            _SIMULATIONS[key] = (simulation, threading.Lock())
         return _SIMULATIONS[key]
 
 
@@ -477,7 +480,9 @@ class CellModel:
             inputs["Current function [A]"] = level * q_nominal_m2
             t_end_s = max(600.0, 2.0 * 3600.0 / level)
         try:
-            solution = self._sim(mode).solve([0.0, t_end_s], inputs=inputs)
+            simulation, lock = self._sim(mode)
+            with lock:
+                solution = simulation.solve([0.0, t_end_s], inputs=inputs)
             termination = str(solution.termination)
             t_last = float(solution.t[-1])
             energy_Wh_m2 = float(solution["Discharge energy [W.h]"].entries[-1])
