@@ -85,8 +85,12 @@ def test_aggregate_averages_tortuosity_over_percolating_samples_only():
     assert none["mean"]["tortuosity_factor"] is None and none["mean"]["percolating"] is False
 
 
+def _task_prefixes(dask_scheduler) -> list[str]:
+    return list(dask_scheduler.task_prefixes)
+
+
 @pytest.mark.slow
-def test_simulate_on_dask_workers_equals_in_process():
+def test_simulate_on_dask_workers_equals_in_process(tmp_path, monkeypatch):
     from distributed import Client, LocalCluster
 
     metrics = {"volume_fraction": {"pore": 0.35, "am": 0.5, "cbd": 0.15},
@@ -102,6 +106,15 @@ def test_simulate_on_dask_workers_equals_in_process():
         # the model was built once per worker process, in the worker (not shipped)
         pids = client.run(os.getpid)
         assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+        # an evaluation (as an array task would) finds the campaign's cluster by env var
+        monkeypatch.setenv("MICROLOOP_DASK_SCHEDULER", cluster.scheduler_address)
+        client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.task_prefixes.clear())
+        via_dask = evaluate_design(str(tmp_path / "a"), 1, PARAMS, tiny_spec())
+        assert "discharge" in client.run_on_scheduler(_task_prefixes)
+    monkeypatch.delenv("MICROLOOP_DASK_SCHEDULER")
+    in_process = evaluate_design(str(tmp_path / "b"), 1, PARAMS, tiny_spec())
+    assert via_dask["objective"] == in_process["objective"]
+    assert via_dask["results"]["ragone"] == in_process["results"]["ragone"]
     for remote in (on_client, by_address):
         assert remote["objective"] == local["objective"]
         assert remote["ragone"] == local["ragone"]

@@ -110,3 +110,21 @@ def test_a_launcher_with_the_wrong_rank_count_is_refused(tmp_path):
     assert run.returncode != 0
     assert "expected 2 MPI ranks" in run.stderr
     assert not metrics_path(tmp_path, 6, 0).exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_inside_a_slurm_allocation_the_ranks_start_with_srun(tmp_path):
+    spec = _spec(2)
+    generate_samples(tmp_path, 7, PARAMS, spec)
+    (tmp_path / "spec.json").write_text(json.dumps(spec.to_dict()))
+    code = ("import json; from jobs.characterise import run_characterise; "
+            "run_characterise('.', 7, json.load(open('spec.json')))")
+    job = subprocess.run(
+        ["sbatch", "--wait", "--ntasks=2", "--time=5", f"--chdir={tmp_path}",
+         "--output=slurm.out", "--wrap", f"{sys.executable} -c \"{code}\""],
+        capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "trials" / "7" / "characterise.log").read_text()
+    assert job.returncode == 0, (job.stderr, (tmp_path / "slurm.out").read_text(), log)
+    assert "srun --mpi=pmi2 --ntasks=2" in log
+    assert {r["rank"] for r in _records(tmp_path, 7)} == {0, 1}
