@@ -218,7 +218,7 @@ def test_pores_cut_the_solid_path() -> None:
 # --- surface areas ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("radius", [3.0, 5.5, 9.0, 14.0])
+@pytest.mark.parametrize("radius", [3.5, 5.5, 9.0, 14.0, 27.0])
 def test_sphere_area_within_five_percent(radius: float) -> None:
     n = int(2 * radius + 10)
     volume = np.where(voxel_sphere(radius, (n, n, n)), AM, PORE).astype(np.uint8)
