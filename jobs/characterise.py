@@ -146,6 +146,7 @@ def characterise_trial(campaign_dir: str | Path, trial_id: int, spec: Evaluation
     Every rank calls this; rank 0 writes ``metrics.json`` and returns the aggregate, the other
     ranks return None. Samples not yet generated are an error (generate first).
     """
+    import kernels.metrics  # noqa: F401  (import before the hand-out: ranks start level)
     from jobs.mpi_pool import map_dynamic
 
     spec = EvaluationSpec.from_dict(spec)
@@ -157,8 +158,10 @@ def characterise_trial(campaign_dir: str | Path, trial_id: int, spec: Evaluation
         raise ValueError(f"trial {trial_id}: samples {missing} are not generated yet")
     pending = [i for i in range(store.n_samples)
                if not metrics_path(campaign_dir, trial_id, i).exists()]
-    map_dynamic(lambda i: characterise_sample(campaign_dir, trial_id, i, spec, device, rank)["sample"],
-                pending, comm)
+    def solve(index: int) -> int:
+        return characterise_sample(campaign_dir, trial_id, index, spec, device, rank)["sample"]
+
+    map_dynamic(solve, pending, comm)
     if rank != 0:
         return None
     records = [read_json(metrics_path(campaign_dir, trial_id, i)) for i in range(store.n_samples)]
@@ -171,16 +174,21 @@ def characterise_trial(campaign_dir: str | Path, trial_id: int, spec: Evaluation
 def mpi_launch_prefix(ranks: int) -> list[str] | None:
     """The command that starts `ranks` MPI processes here, or None when there is none.
 
-    Order: ``$MICROLOOP_MPI_LAUNCHER`` (``{ranks}`` is substituted), ``srun`` inside a SLURM
-    allocation of more than one task, the ``mpiexec`` next to this Python, ``mpiexec`` on PATH.
+    Order: ``$MICROLOOP_MPI_LAUNCHER`` (``{ranks}`` is substituted); ``srun --overlap`` inside
+    a SLURM job step; ``srun`` in a SLURM batch script of more than one task; the ``mpiexec``
+    next to this Python; ``mpiexec`` on PATH.
     """
     template = os.environ.get(MPI_LAUNCHER_ENV)
     if template:
         return shlex.split(template.format(ranks=ranks))
-    if (os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1
-            and shutil.which("srun")):
-        return ["srun", *_srun_mpi_flag(), f"--ntasks={ranks}", "--cpus-per-task=1",
-                "--kill-on-bad-exit=1"]
+    if os.environ.get("SLURM_JOB_ID") and shutil.which("srun"):
+        ranks_args = [f"--ntasks={ranks}", "--cpus-per-task=1", "--kill-on-bad-exit=1"]
+        if os.environ.get("SLURM_STEP_ID") not in (None, "", "batch", "extern"):
+            # inside a job step (e.g. submitit's): the ranks are a nested step sharing its CPUs
+            # and memory; a plain mpiexec here would wait for CPUs the step already holds
+            return ["srun", "--overlap", "--mem=0", *srun_mpi_flag(), *ranks_args]
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            return ["srun", *srun_mpi_flag(), *ranks_args]
     beside = Path(sys.executable).parent / "mpiexec"
     if beside.is_file() and os.access(beside, os.X_OK):
         return [str(beside), "-n", str(ranks)]
@@ -190,7 +198,7 @@ def mpi_launch_prefix(ranks: int) -> list[str] | None:
     return None
 
 
-def _srun_mpi_flag() -> list[str]:
+def srun_mpi_flag() -> list[str]:
     """srun's ``--mpi`` for the MPI that mpi4py uses. A site default of ``none`` would start R
     separate one-rank jobs; MPICH and Intel MPI speak PMI-2, Open MPI wants the site's PMIx.
     ``SLURM_MPI_TYPE`` (read by srun itself) wins when set."""
@@ -201,6 +209,9 @@ def _srun_mpi_flag() -> list[str]:
          "from mpi4py import MPI; print(MPI.Get_library_version())"],
         capture_output=True, text=True, timeout=60, check=False)
     return [] if "Open MPI" in probe.stdout else ["--mpi=pmi2"]
+
+
+_srun_mpi_flag = srun_mpi_flag   # the name hpc.evaluation_task used first
 
 
 def run_characterise(campaign_dir: str | Path, trial_id: int, spec: EvaluationSpec | dict,

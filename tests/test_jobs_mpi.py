@@ -114,17 +114,25 @@ def test_a_launcher_with_the_wrong_rank_count_is_refused(tmp_path):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_inside_a_slurm_allocation_the_ranks_start_with_srun(tmp_path):
+def test_inside_slurm_the_ranks_start_with_srun(tmp_path):
+    """In a 2-task batch script the ranks are an srun step; inside a 1-task step (as submitit
+    runs a job) they are a nested, overlapping step. Both give 2 real ranks."""
     spec = _spec(2)
-    generate_samples(tmp_path, 7, PARAMS, spec)
+    for trial in (7, 8):
+        generate_samples(tmp_path, trial, PARAMS, spec)
     (tmp_path / "spec.json").write_text(json.dumps(spec.to_dict()))
-    code = ("import json; from jobs.characterise import run_characterise; "
-            "run_characterise('.', 7, json.load(open('spec.json')))")
-    job = subprocess.run(
-        ["sbatch", "--wait", "--ntasks=2", "--time=5", f"--chdir={tmp_path}",
-         "--output=slurm.out", "--wrap", f"{sys.executable} -c \"{code}\""],
-        capture_output=True, text=True, timeout=300)
-    log = (tmp_path / "trials" / "7" / "characterise.log").read_text()
-    assert job.returncode == 0, (job.stderr, (tmp_path / "slurm.out").read_text(), log)
-    assert "srun --mpi=pmi2 --ntasks=2" in log
-    assert {r["rank"] for r in _records(tmp_path, 7)} == {0, 1}
+    script = tmp_path / "job.sh"
+    code = ("import json, sys; from jobs.characterise import run_characterise; "
+            "run_characterise('.', int(sys.argv[1]), json.load(open('spec.json')))")
+    script.write_text(f"#!/bin/bash\nset -e\n{sys.executable} -c \"{code}\" 7\n"
+                      f"srun --ntasks=1 {sys.executable} -c \"{code}\" 8\n")
+    job = subprocess.run(["sbatch", "--wait", "--ntasks=2", "--time=5", f"--chdir={tmp_path}",
+                          "--output=slurm.out", str(script)],
+                         capture_output=True, text=True, timeout=300)
+    logs = {t: (tmp_path / "trials" / str(t) / "characterise.log") for t in (7, 8)}
+    logs = {t: p.read_text() if p.exists() else "" for t, p in logs.items()}
+    assert job.returncode == 0, (job.stderr, (tmp_path / "slurm.out").read_text(), logs)
+    assert "srun --mpi=pmi2 --ntasks=2" in logs[7]
+    assert "srun --overlap --mem=0 --mpi=pmi2 --ntasks=2" in logs[8]
+    for trial in (7, 8):
+        assert {r["rank"] for r in _records(tmp_path, trial)} == {0, 1}
