@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import importlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,38 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
-                device: str = "cpu") -> np.ndarray:
-    """One uint8 cube (0 pore / 1 AM / 2 CBD) of `spec.fidelity.cube_voxels`^3 for `params`."""
-    size = spec.fidelity.cube_voxels
+def load_generator(spec: EvaluationSpec, device: str = "cpu") -> Any:
+    """The trained generator the spec names ("default" or a model file), or None for the
+    procedural simulator. Its voxel size must be the spec's: the metrics are per micrometre."""
     if spec.generator.is_procedural:
+        return None
+    try:
+        generator = importlib.import_module("kernels.generator")
+    except ImportError as error:
+        raise RuntimeError(f"generator.kind={spec.generator.kind!r} needs kernels.generator, "
+                           f"which could not be imported ({error}); use 'procedural'") from error
+    if spec.generator.kind == DEFAULT_MODEL:
+        model = generator.load_default_model()
+    else:
+        model_path = Path(spec.generator.kind)
+        if not model_path.is_file():
+            raise ValueError(f"generator.kind must be 'procedural', 'default' or an existing "
+                             f"model file, got {spec.generator.kind!r} (no such file)")
+        model = generator.load_state_bytes(model_path.read_bytes())
+    model_voxel_um = float(model.config.voxel_um)
+    if not math.isclose(model_voxel_um, spec.fidelity.voxel_um, rel_tol=1e-6):
+        raise ValueError(f"fidelity.voxel_um must be the generator's voxel size "
+                         f"{model_voxel_um} um for generator.kind={spec.generator.kind!r}, "
+                         f"got {spec.fidelity.voxel_um}")
+    return model.to(device)
+
+
+def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
+                device: str = "cpu", model: Any = None) -> np.ndarray:
+    """One uint8 cube (0 pore / 1 AM / 2 CBD) of `spec.fidelity.cube_voxels`^3 for `params`:
+    from `model` (see `load_generator`) when given, else the procedural simulator."""
+    size = spec.fidelity.cube_voxels
+    if model is None:
         from kernels.structure import ManufacturingParams, generate_structure
 
         manufacturing = ManufacturingParams(
@@ -52,33 +80,13 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
         manufacturing.validate()
         volume = generate_structure(manufacturing, size, spec.fidelity.voxel_um, seed)
     else:
-        volume = _sample_trained(params, spec, seed, device)
+        from kernels.generator import sample
+
+        volume = sample(params, n=1, size=size, seed=seed, device=device, model=model)[0]
     volume = np.ascontiguousarray(volume, dtype=np.uint8)
     if volume.shape != (size, size, size):
         raise ValueError(f"generator returned shape {volume.shape}, expected {(size,) * 3}")
     return volume
-
-
-def _sample_trained(params: dict[str, float], spec: EvaluationSpec, seed: int,
-                    device: str) -> np.ndarray:
-    """One cube from a trained generator (kernels.generator, imported only when used):
-    generator.kind "default" is the model shipped with microloop, anything else a model file."""
-    try:
-        generator = importlib.import_module("kernels.generator")
-    except ImportError as error:
-        raise RuntimeError(f"generator.kind={spec.generator.kind!r} needs kernels.generator, "
-                           f"which could not be imported ({error}); use 'procedural'") from error
-    if spec.generator.kind == DEFAULT_MODEL:
-        model = None
-    else:
-        model_path = Path(spec.generator.kind)
-        if not model_path.is_file():
-            raise ValueError(f"generator.kind must be 'procedural', 'default' or an existing "
-                             f"model file, got {spec.generator.kind!r} (no such file)")
-        model = generator.load_state_bytes(model_path.read_bytes())
-    volumes = generator.sample(params, n=1, size=spec.fidelity.cube_voxels, seed=seed,
-                               device=device, model=model)
-    return np.asarray(volumes)[0]
 
 
 def design_attributes(trial_id: int, params: dict[str, float],
@@ -126,11 +134,11 @@ def generate_samples(campaign_dir: str | Path, trial_id: int, params: dict[str, 
     store = open_design_store(campaign_dir, trial_id, params, spec)
     store.remove_partials()
     store.repair()
+    todo = [index for index in range(store.n_samples) if not store.is_done(index)]
+    model = load_generator(spec, device) if todo else None
     written = []
-    for index in range(store.n_samples):
-        if store.is_done(index):
-            continue
-        volume = make_volume(params, spec, sample_seed(spec.seed, trial_id, index), device)
+    for index in todo:
+        volume = make_volume(params, spec, sample_seed(spec.seed, trial_id, index), device, model)
         store.write_sample(index, volume)
         written.append(index)
     return written
