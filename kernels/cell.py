@@ -24,6 +24,7 @@ Mapping of the microstructure metrics (REFERENCE / ARCHITECTURE):
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -231,7 +232,9 @@ def _li_metal_exchange_current_density(c_e, c_Li, T):  # noqa: N803 (PyBaMM's ar
     return 3.5e-8 * F_C_MOL * c_Li**0.7 * c_e**0.3
 
 
-def _parameter_values(parameter_set: str, half_cell: bool, separator_m: float):
+def _parameter_values(parameter_set: str, half_cell: bool, separator_m: float,
+                      calibration: tuple[tuple[str, float], ...] = ()):
+    """The parameter set on a 1 m^2 electrode, with the half-cell additions and a calibration."""
     import pybamm
 
     try:
@@ -263,10 +266,16 @@ def _parameter_values(parameter_set: str, half_cell: bool, separator_m: float):
             },
             check_already_exists=False,
         )
+    if calibration:
+        from kernels.calibration import Calibration
+
+        # after the 1 m^2 area is set: areal resistances and the capacity factor refer to it
+        values = Calibration(values=dict(calibration)).apply_to_parameter_values(values)
     return values
 
 
-def _build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float):
+def _build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
+                      calibration: tuple[tuple[str, float], ...] = ()):
     """A DFN with the design quantities as inputs, discretised on a symbolic mesh."""
     import pybamm
 
@@ -276,8 +285,12 @@ def _build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_
         options["operating mode"] = "power"
     if half_cell:
         options["working electrode"] = "positive"
+    if calibration:
+        from kernels.calibration import required_model_options
+
+        options.update(required_model_options([name for name, _ in calibration]))
     model = pybamm.lithium_ion.DFN(options)
-    values = _parameter_values(parameter_set, half_cell, separator_m)
+    values = _parameter_values(parameter_set, half_cell, separator_m, calibration)
     inputs = {name: "[input]" for name in _INPUT_NAMES_CATHODE}
     if not half_cell:
         inputs.update({name: "[input]" for name in _INPUT_NAMES_ANODE})
@@ -299,11 +312,13 @@ def _build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_
     return simulation
 
 
-def _simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float):
-    key = (parameter_set, half_cell, mode, round(separator_m, 12))
+def _simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
+                calibration: tuple[tuple[str, float], ...] = ()):
+    key = (parameter_set, half_cell, mode, round(separator_m, 12), calibration)
     with _BUILD_LOCK:
         if key not in _SIMULATIONS:
-            simulation = _build_simulation(parameter_set, half_cell, mode, separator_m)
+            simulation = _build_simulation(parameter_set, half_cell, mode, separator_m,
+                                           calibration)
             _SIMULATIONS[key] = (simulation, threading.Lock())
         return _SIMULATIONS[key]
 
@@ -317,6 +332,8 @@ class CellModel:
     cbd_blocking: how much AM surface covered by carbon-binder is lost to the reaction
     (0: CBD fully permeable, 1: fully blocking; default 0.5, a modelling choice).
     rho_am_g_cm3: AM density for mass loading, mAh/g and the cell mass.
+    calibration: a `kernels.calibration.Calibration.to_dict()` (the file `microloop calibrate`
+    writes); its corrections are applied to the parameter set before the model is built.
     """
 
     def __init__(
@@ -326,6 +343,7 @@ class CellModel:
         packaging: Packaging4680 | None = None,
         cbd_blocking: float = DEFAULT_CBD_BLOCKING,
         rho_am_g_cm3: float = RHO_AM_G_CM3,
+        calibration: dict | None = None,
     ) -> None:
         if not 0.0 <= cbd_blocking <= 1.0:
             raise ValueError(f"cbd_blocking must be in [0, 1], got {cbd_blocking}")
@@ -336,6 +354,12 @@ class CellModel:
         self.packaging = packaging if packaging is not None else Packaging4680()
         self.cbd_blocking = float(cbd_blocking)
         self.rho_am_g_cm3 = float(rho_am_g_cm3)
+        self.calibration: tuple[tuple[str, float], ...] = ()
+        if calibration is not None:
+            from kernels.calibration import Calibration
+
+            parsed = Calibration.from_dict(calibration)  # ValueError naming the bad key
+            self.calibration = tuple(sorted((k, float(v)) for k, v in parsed.values.items()))
         # Plain numbers of the parameter set (also validates its name early).
         values = _parameter_values(parameter_set, self.half_cell,
                                    self.packaging.separator_thickness_um * 1e-6)
@@ -393,8 +417,10 @@ class CellModel:
         return 3.0 * design.am_volume_fraction / a_eff_per_m
 
     def nominal_capacity_Ah_m2(self, design: ElectrodeDesign) -> float:
-        """C-rate reference per m^2: the cyclable lithium (full cell) or the cathode (half cell)."""
-        q = self.cathode_capacity_Ah_m2(design)
+        """C-rate reference per m^2: the cyclable lithium (full cell) or the cathode (half cell),
+        times a calibration's capacity_factor (the active share of the electrode)."""
+        factor = dict(self.calibration).get("capacity_factor", 1.0)
+        q = self.cathode_capacity_Ah_m2(design) * factor
         if self.half_cell or self.packaging.np_ratio is None:
             return q
         return q * (1.0 - self.packaging.first_cycle_loss)
@@ -434,7 +460,7 @@ class CellModel:
 
     def _sim(self, mode: str):
         return _simulation(self.parameter_set, self.half_cell, mode,
-                           self.packaging.separator_thickness_um * 1e-6)
+                           self.packaging.separator_thickness_um * 1e-6, self.calibration)
 
     # ---- discharges --------------------------------------------------------------------------
 
@@ -525,7 +551,7 @@ def get_cell_model(
 ) -> CellModel:
     """The process-wide CellModel for these settings (its PyBaMM models are built once)."""
     key = (parameter_set, bool(half_cell), packaging or Packaging4680(),
-           tuple(sorted(kwargs.items())))
+           json.dumps(kwargs, sort_keys=True, default=str))
     with _BUILD_LOCK:
         if key not in _MODELS:
             _MODELS[key] = CellModel(parameter_set, half_cell, packaging, **kwargs)

@@ -239,3 +239,19 @@ def test_parameter_set_is_selectable_and_unknown_names_are_listed():
     assert result.feasible and result.energy_Wh > 0
     with pytest.raises(ValueError, match="parameter_set"):
         CellModel("NoSuchSet2099")
+
+
+def test_calibration_is_carried_into_the_model(full_cell):
+    pytest.importorskip("kernels.calibration", reason="kernels.calibration (issue 11) not present")
+    smaller = get_cell_model("Chen2020", calibration={"values": {"capacity_factor": 0.9}})
+    resistive = get_cell_model("Chen2020",
+                               calibration={"values": {"contact_resistance_Ohm_cm2": 20.0}})
+    base_slow = full_cell.discharge_power(CHEN2020_CATHODE, 10.0).energy_Wh
+    assert smaller.discharge_power(CHEN2020_CATHODE, 10.0).energy_Wh == pytest.approx(
+        0.9 * base_slow, rel=0.01)
+    assert smaller.nominal_capacity_Ah(CHEN2020_CATHODE) == pytest.approx(
+        0.9 * full_cell.nominal_capacity_Ah(CHEN2020_CATHODE))
+    base_fast = full_cell.discharge_power(CHEN2020_CATHODE, 100.0).energy_Wh
+    assert resistive.discharge_power(CHEN2020_CATHODE, 100.0).energy_Wh < 0.97 * base_fast
+    with pytest.raises(ValueError, match="bogus"):
+        CellModel("Chen2020", calibration={"values": {"bogus": 1.0}})

@@ -111,3 +111,20 @@ def test_packaging_toml_calibrates_and_unknown_keys_exit_2(metrics_file, tmp_pat
     assert heavy_row["energy_Wh"] == pytest.approx(light_row["energy_Wh"])
     failed = invoke(*common, "--packaging", str(bad))
     assert failed.exit_code == 2 and "hardware_mas_g" in failed.output
+
+
+def test_calibration_file_is_used_and_bad_ones_exit_2(metrics_file, tmp_path):
+    pytest.importorskip("kernels.calibration", reason="kernels.calibration (issue 11) not present")
+    good = tmp_path / "calibration.json"
+    good.write_text(json.dumps({"values": {"capacity_factor": 0.8}}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"values": {"capacity_factr": 0.8}}))
+    common = ["--metrics", str(metrics_file), "--thickness-um", "80", "--power-W", "10", "--json"]
+    plain = invoke(*common)
+    calibrated = invoke(*common, "--calibration", str(good))
+    assert plain.exit_code == 0 and calibrated.exit_code == 0, plain.output + calibrated.output
+    energy = [json.loads(r.stdout.strip().splitlines()[-1])["results"][0]["energy_Wh"]
+              for r in (plain, calibrated)]
+    assert energy[1] == pytest.approx(0.8 * energy[0], rel=0.01)
+    failed = invoke(*common, "--calibration", str(bad))
+    assert failed.exit_code == 2 and "capacity_factr" in failed.output

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--packaging", type=Path,
                         help="TOML file whose table (top level or [packaging]) overrides "
                         "Packaging4680 values")
+    parser.add_argument("--calibration", type=Path,
+                        help="calibration JSON written by `microloop calibrate`")
     parser.add_argument("--cbd-blocking", type=float, default=None,
                         help="share of CBD-covered AM surface lost to reaction, 0-1 (default 0.5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -142,7 +144,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
                 parser.error(f"{flag} {level} is outside the accepted range [{low}, {high}]")
     design = build_design(args, parser)
     packaging = _load_packaging(args.packaging, parser) if args.packaging else None
-    options = {} if args.cbd_blocking is None else {"cbd_blocking": args.cbd_blocking}
+    options: dict = {} if args.cbd_blocking is None else {"cbd_blocking": args.cbd_blocking}
+    if args.calibration is not None:
+        try:
+            options["calibration"] = json.loads(args.calibration.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            parser.error(f"--calibration {args.calibration}: {error}")
     try:
         model = get_cell_model(args.parameter_set, half_cell=args.half_cell,
                                packaging=packaging, **options)
