@@ -48,6 +48,15 @@ def test_json_report_with_powers_c_rates_and_ragone(metrics_file, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_metrics_under_mean_as_jobs_characterise_writes_them(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"mean": METRICS, "std": {}, "percolating_fraction": 1.0}))
+    result = invoke("--metrics", str(path), "--thickness-um", "80", "--power-W", "10", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["design"]["porosity"] == 0.335 and report["results"][0]["feasible"]
+
+
 def test_flags_override_metrics_and_half_cell_reports_mAh_g(metrics_file):
     base = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--c-rate", "0.1",
                   "3", "--half-cell", "--json")

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         "Wh/kg at constant power, capacity at constant C-rate, mAh/g in a lithium-metal half cell.",
     )
     parser.add_argument("--metrics", type=Path, help="JSON from VolumeMetrics.to_dict() "
-                        "(or a results file with it under 'metrics')")
+                        "(or a file holding it under 'metrics' or 'mean')")
     parser.add_argument("--thickness-um", type=float, help="cathode thickness, 20-300 um")
     parser.add_argument("--mass-loading-mg-cm2", type=float,
                         help="AM mass loading instead of --thickness-um")
@@ -68,8 +68,10 @@ def _load_metrics(path: Path, parser: argparse.ArgumentParser) -> dict:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         parser.error(f"--metrics {path}: {error}")
-    if isinstance(data, dict) and "volume_fraction" not in data and "metrics" in data:
-        data = data["metrics"]
+    # a results file holds the metrics under "metrics"; jobs.characterise writes "mean" / "std"
+    for key in ("metrics", "mean"):
+        if isinstance(data, dict) and "volume_fraction" not in data and key in data:
+            data = data[key]
     if not isinstance(data, dict) or "volume_fraction" not in data:
         parser.error(f"--metrics {path}: no 'volume_fraction' (expected VolumeMetrics.to_dict())")
     return data
