@@ -1,0 +1,107 @@
+"""`microloop train-generator`: train the conditional generator on procedural or user volumes.
+
+On a SLURM GPU node (see docs/generator.md):
+    sbatch --gres=gpu:1 --time=04:00:00 --wrap \
+      "microloop train-generator procedural --out model.pt --steps 20000 --device cuda --resume"
+`--resume` makes the same line safe to resubmit after a timeout or preemption.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def _parse_grid(items: list[str]) -> dict[str, list[float]] | None:
+    if not items:
+        return None
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            grid[name.strip()] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            sep = ""
+        if not sep or not grid.get(name.strip()):
+            raise typer.BadParameter(f"{item!r} must look like name=v1,v2,v3", param_hint="--grid")
+    return grid
+
+
+def train_generator_command(
+    data: str = typer.Argument(..., help="'procedural', a zarr group of labelled arrays (params in "
+                               "attributes), or a folder of .npy/.tif volumes + a params CSV with a "
+                               "'file' column."),
+    out: Path = typer.Option(..., help="Model file to write (the checkpoint and loss plot go next to it)."),
+    steps: int = typer.Option(2000, help="Total optimiser steps (counting those before --resume)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT.ckpt when it exists."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    crop: int = typer.Option(32, help="Side of the generated training crops, voxels (multiple of 8)."),
+    batch: int = typer.Option(4, help="Crops per step."),
+    learning_rate: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
+    checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
+    seed: int = typer.Option(0, help="Seed of the weights, noise and batch order."),
+    threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
+    time_limit_min: float = typer.Option(0.0, help="Stop after a checkpoint once this many minutes "
+                                         "have passed (0 = no limit); set below a job's wall time."),
+    voxel_um: float = typer.Option(0.4, help="Voxel size of the training volumes."),
+    grid: list[str] = typer.Option([], "--grid", help="procedural only: name=v1,v2,... (repeatable); "
+                                   "default am_wt_frac=0.85,0.9,0.95 porosity=0.25,0.35,0.45 "
+                                   "binder_adhesion=0,0.5,1"),
+    volume_voxels: int = typer.Option(96, help="procedural only: side of each training volume."),
+    samples_per_point: int = typer.Option(1, help="procedural only: volumes per grid point."),
+) -> None:
+    """Train the conditional 3D generator; writes OUT, OUT.ckpt and the loss plot."""
+    import sys
+
+    from jobs.train import TrainOptions, train_generator
+    from jobs.training_data import load_training_set
+
+    procedural = {}
+    if data == "procedural":
+        procedural = {"grid": _parse_grid(grid), "size_voxels": volume_voxels,
+                      "samples_per_point": samples_per_point}
+    elif grid:
+        raise typer.BadParameter("only for DATA = procedural", param_hint="--grid")
+    options = TrainOptions(steps=steps, batch=batch, crop_voxels=crop, learning_rate=learning_rate,
+                           checkpoint_every=checkpoint_every, seed=seed, device=device,
+                           threads=threads or None,
+                           time_limit_s=time_limit_min * 60 if time_limit_min > 0 else None)
+    try:
+        options.validate()
+        training_set = load_training_set(data, voxel_um=voxel_um, **procedural)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(f"training on {len(training_set.volumes)} volumes ({training_set.source})", err=True)
+    if sys.stderr.isatty():
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        with Progress(TextColumn("[bold]{task.fields[label]}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), transient=False) as bar:
+            task = bar.add_task("train", total=steps, label="training")
+
+            def show(step: int, total: int, parts: dict[str, float]) -> None:
+                bar.update(task, completed=step, label=f"loss {parts['loss']:.4g}")
+
+            summary = train_generator(training_set, out, options, resume=resume, progress=show)
+    else:  # a batch job: one line every ~2 % of the run
+        every = max(1, steps // 50)
+
+        def log(step: int, total: int, parts: dict[str, float]) -> None:
+            if step % every == 0 or step == total:
+                typer.echo(f"step {step}/{total} " + " ".join(f"{k}={v:.4g}" for k, v in parts.items()),
+                           err=True)
+
+        summary = train_generator(training_set, out, options, resume=resume, progress=log)
+    typer.echo(json.dumps(summary))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-generator")(train_generator_command)

@@ -1,0 +1,247 @@
+"""Train the conditional generator on a training set, with checkpoints, resume and a loss plot.
+
+Files written next to `out` (say `model.pt`): the model itself (usable at every checkpoint, so
+a killed job still leaves a model), `model.pt.ckpt` (optimiser and random states: `resume`
+continues bit-for-bit where the last checkpoint left off) and `model.loss.png`.
+
+Run as a program for SLURM: `python -m jobs.train procedural --out model.pt --device cuda`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jobs.training_data import TrainingSet, load_training_set
+from kernels.generator import (
+    ConditionalGenerator,
+    load_default_model,
+    load_state_bytes,
+    make_targets,
+    model_from_state,
+    model_state,
+    train_step,
+)
+from kernels.generator_model import GeneratorConfig
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass
+class TrainOptions:
+    steps: int = 2000
+    batch: int = 4
+    crop_voxels: int = 32
+    learning_rate: float = 1e-3
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    time_limit_s: float | None = None   # stop (after a checkpoint) before a job's wall limit
+    widths: tuple[int, ...] = (48, 32, 16, 8)
+    latent_channels: int = 8
+    max_lag_voxels: int = 12
+
+    def validate(self) -> None:
+        for name in ("steps", "batch", "checkpoint_every", "crop_voxels", "latent_channels"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        f = 2 ** (len(self.widths) - 1)
+        if self.crop_voxels % f:
+            raise ValueError(f"crop_voxels must be a multiple of {f}, got {self.crop_voxels}")
+        if self.crop_voxels <= self.max_lag_voxels:
+            raise ValueError(f"crop_voxels ({self.crop_voxels}) must exceed max_lag_voxels "
+                             f"({self.max_lag_voxels})")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but torch sees no GPU here")
+
+
+def save_model(model: ConditionalGenerator, path: str | Path, training: dict | None = None) -> None:
+    """Write a model file atomically (write + rename), so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(model_state(model, training), tmp)
+    os.replace(tmp, path)
+
+
+def load_model(source: str | Path) -> ConditionalGenerator:
+    """A model from a file written by `save_model`, or `default` for the shipped weights."""
+    if str(source) == "default":
+        return load_default_model()
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"generator model file {str(source)!r} not found (give a file written by "
+                         "`microloop train-generator`, 'default' or 'procedural')")
+    return load_state_bytes(path.read_bytes())
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    return Path(str(out) + ".ckpt")
+
+
+def loss_plot_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".loss.png")
+
+
+def plot_losses(history: list[dict[str, float]], path: str | Path) -> None:
+    """Loss parts against step, log scale, with a running mean over ~2 % of the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = np.arange(1, len(history) + 1)
+    window = max(1, len(history) // 50)
+    for key in ("loss", "fraction", "s2"):
+        y = np.array([h[key] for h in history])
+        if window > 1:
+            y = np.convolve(y, np.ones(window) / window, mode="valid")
+        ax.plot(steps[len(steps) - len(y):], y, label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _training_metadata(data: TrainingSet, options: TrainOptions, config: GeneratorConfig,
+                       history: list[dict], wall_s: float) -> dict:
+    points = sorted({tuple(p[k] for k in config.condition_names) for p in data.params})
+    tail = history[-min(len(history), 50):]
+    return {
+        "steps": len(history),
+        "wall_s": wall_s,
+        "options": {**asdict(options), "widths": list(options.widths)},
+        "data": data.describe(),
+        "fixed_params": data.fixed_params,
+        "training_points": [list(p) for p in points],
+        "final_loss": {k: float(np.mean([h[k] for h in tail])) for k in tail[0]} if tail else {},
+        "torch_version": str(torch.__version__),
+    }
+
+
+def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | None = None,
+                    resume: bool = False, progress: ProgressFn | None = None) -> dict:
+    """Train (or resume training) and return a summary; the model is at `out` afterwards."""
+    options = options or TrainOptions()
+    options.validate()
+    out = Path(out)
+    ckpt = checkpoint_path(out)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    names = data.condition_names()
+    lows = tuple(min(p[k] for p in data.params) for k in names)
+    highs = tuple(max(p[k] for p in data.params) for k in names)
+    config = GeneratorConfig(condition_names=names, condition_low=lows, condition_high=highs,
+                             latent_channels=options.latent_channels, widths=tuple(options.widths),
+                             voxel_um=data.voxel_um, max_lag_voxels=options.max_lag_voxels)
+    too_small = [v.shape for v in data.volumes if min(v.shape) <= options.max_lag_voxels]
+    if too_small:
+        raise ValueError(f"training volumes must be larger than max_lag_voxels={options.max_lag_voxels} "
+                         f"per side; got {too_small[:3]}")
+    torch.manual_seed(options.seed)
+    model = ConditionalGenerator(config).to(options.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
+    noise = torch.Generator().manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    history: list[dict[str, float]] = []
+    wall_before = 0.0
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state["config"] != config.to_dict():
+            raise ValueError(f"{ckpt.name} was made with another model configuration or training "
+                             "data envelope; start again without --resume or use the same options")
+        model = model_from_state(state["model"]).to(options.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
+        optimizer.load_state_dict(state["optimizer"])
+        noise.set_state(state["noise_state"])
+        rng.bit_generator.state = state["rng_state"]
+        history = list(state["history"])
+        targets = state["targets"]
+        wall_before = float(state["wall_s"])
+    else:
+        targets = make_targets(data.params, data.volumes, config)
+    start = time.perf_counter()
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - start
+
+    def save(step: int) -> None:
+        save_model(model, out, _training_metadata(data, options, config, history, wall()))
+        tmp = ckpt.with_name(ckpt.name + ".partial")
+        torch.save({"config": config.to_dict(), "model": model_state(model),
+                    "optimizer": optimizer.state_dict(), "noise_state": noise.get_state(),
+                    "rng_state": rng.bit_generator.state, "history": history, "targets": targets,
+                    "wall_s": wall(), "step": step}, tmp)
+        os.replace(tmp, ckpt)
+        if history:
+            plot_losses(history, loss_plot_path(out))
+
+    n = len(data.volumes)
+    stopped_early = False
+    step = len(history)
+    while step < options.steps:
+        index = torch.as_tensor(rng.choice(n, size=options.batch, replace=n < options.batch))
+        parts = train_step(model, optimizer, targets, index, options.crop_voxels, noise)
+        if not all(math.isfinite(v) for v in parts.values()):
+            raise FloatingPointError(f"training diverged at step {step + 1}: {parts}; lower the "
+                                     "learning rate")
+        history.append(parts)
+        step += 1
+        if progress is not None:
+            progress(step, options.steps, parts)
+        if step % options.checkpoint_every == 0 or step == options.steps:
+            save(step)
+        if options.time_limit_s is not None and time.perf_counter() - start > options.time_limit_s:
+            if step % options.checkpoint_every:
+                save(step)
+            stopped_early = step < options.steps
+            break
+    if not out.exists():
+        save(step)
+    return {"out": str(out), "checkpoint": str(ckpt), "loss_plot": str(loss_plot_path(out)),
+            "steps": step, "target_steps": options.steps, "stopped_early": stopped_early,
+            "wall_s": wall(), "final_loss": history[-1] if history else None,
+            "condition_names": list(names)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n")[0])
+    parser.add_argument("data")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--voxel-um", type=float, default=0.4)
+    parser.add_argument("--time-limit-s", type=float, default=None)
+    args = parser.parse_args(argv)
+    data = load_training_set(args.data, voxel_um=args.voxel_um)
+    options = TrainOptions(steps=args.steps, batch=args.batch, crop_voxels=args.crop,
+                           device=args.device, time_limit_s=args.time_limit_s)
+
+    def report(step: int, total: int, parts: dict[str, float]) -> None:
+        if step % 10 == 0 or step == total:
+            print(f"step {step}/{total} " + " ".join(f"{k}={v:.4g}" for k, v in parts.items()),
+                  flush=True)
+
+    print(train_generator(data, args.out, options, resume=args.resume, progress=report))
+
+
+if __name__ == "__main__":
+    main()

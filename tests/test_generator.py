@@ -1,0 +1,170 @@
+"""The conditional generator kernel: decoding, sampling, periodicity, weights, envelope, spread."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kernels import generator as gen
+from kernels.generator_model import ConditionalGenerator, GeneratorConfig
+from kernels.objective_spread import objective_spread, pooled_noise_var
+from kernels.structure import ManufacturingParams, target_phase_fractions
+from kernels.two_point import (
+    correlation_length_voxels,
+    directional_s2,
+    volume_two_point_map,
+)
+
+PARAMS = {"am_wt_frac": 0.92, "porosity": 0.35, "binder_adhesion": 0.4}
+
+
+@pytest.fixture(scope="module")
+def small_model() -> ConditionalGenerator:
+    torch.manual_seed(3)
+    model = ConditionalGenerator(GeneratorConfig(widths=(16, 12, 8, 8), latent_channels=4))
+    model.training_info = {"training_points": [[0.85, 0.25, 0.0], [0.95, 0.45, 1.0],
+                                               [0.85, 0.45, 0.5], [0.95, 0.25, 0.5]],
+                           "fixed_params": {"mean_diameter_um": 8.0}}
+    return model.eval()
+
+
+def _brute_s2(vol: np.ndarray, i: int, j: int, d: tuple[int, int, int]) -> float:
+    a, b = (vol == i).astype(float), (vol == j).astype(float)
+    sl = []
+    for n, s in zip(vol.shape, d, strict=True):
+        sl.append((slice(max(0, -s), n - max(0, s)), slice(max(0, s), n - max(0, -s))))
+    return float((a[sl[0][0], sl[1][0], sl[2][0]] * b[sl[0][1], sl[1][1], sl[2][1]]).mean())
+
+
+def test_two_point_map_equals_brute_force_pair_counting():
+    vol = np.random.default_rng(0).integers(0, 3, (14, 15, 16)).astype(np.uint8)
+    r = 4
+    maps = volume_two_point_map(vol, r)
+    for k, (i, j) in enumerate(((0, 0), (1, 1), (2, 2), (1, 2))):
+        for d in [(0, 0, 0), (1, -2, 3), (-4, 4, 0), (2, 0, -3)]:
+            got = maps[k, r + d[0], r + d[1], r + d[2]]
+            assert got == pytest.approx(_brute_s2(vol, i, j, d), abs=1e-12)
+    curves = directional_s2(vol, 1, 3)
+    assert curves.shape == (3, 4) and np.allclose(curves[:, 0], np.mean(vol == 1))
+    # Random labels decorrelate in one voxel.
+    assert correlation_length_voxels(curves[0]) < 1.0
+
+
+def test_decode_exact_hits_target_counts_and_follows_scores():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3, 10, 11, 12)).astype(np.float32)
+    fractions = np.array([0.3, 0.55, 0.15])
+    labels = gen.decode_exact(logits, fractions)
+    assert labels.dtype == np.uint8 and labels.shape == (10, 11, 12)
+    counts = np.bincount(labels.ravel(), minlength=3)
+    assert counts.sum() == labels.size
+    assert np.all(np.abs(counts - fractions * labels.size) <= 1)
+    # The rarest phase takes the voxels where it leads the other logits most.
+    score = logits[2] - np.maximum(logits[0], logits[1])
+    assert score[labels == 2].min() >= score[labels != 2].max()
+    with pytest.raises(ValueError, match="summing to 1"):
+        gen.decode_exact(logits, np.array([0.5, 0.5, 0.5]))
+
+
+def test_sample_shape_dtype_labels_exact_fractions_and_seeds(small_model):
+    vols = gen.sample(PARAMS, n=2, size=20, seed=7, model=small_model)   # 20: cropped from 24
+    assert vols.shape == (2, 20, 20, 20) and vols.dtype == np.uint8
+    assert set(np.unique(vols)) <= {0, 1, 2}
+    want = target_phase_fractions(PARAMS["am_wt_frac"], PARAMS["porosity"])
+    for vol in vols:
+        counts = np.bincount(vol.ravel(), minlength=3)
+        for k, name in enumerate(("pore", "am", "cbd")):
+            assert abs(counts[k] - want[name] * vol.size) <= 1
+    again = gen.sample(PARAMS, n=2, size=20, seed=7, model=small_model)
+    assert np.array_equal(vols, again)
+    assert not np.array_equal(vols[0], vols[1])
+    # Sample i depends on (seed, i) only, not on how many are drawn.
+    one = gen.sample(ManufacturingParams(**PARAMS), n=1, size=20, seed=7, model=small_model)
+    assert np.array_equal(one[0], vols[0])
+    other = gen.sample(PARAMS, n=1, size=20, seed=8, model=small_model)
+    assert not np.array_equal(other[0], vols[0])
+
+
+def test_periodic_latent_tiles_to_a_seamless_periodic_volume(small_model):
+    """A latent tiled 2x per axis gives logits tiled 2x: the volume at 2L is the L volume
+    repeated, so there are no seams at the period boundaries and any size comes from one net."""
+    params = gen.params_to_dict(PARAMS)
+    z = gen._latent(small_model.config, 3, seed=0, index=0)
+    small = gen.generate_logits(small_model, params, z)
+    big = gen.generate_logits(small_model, params, z.repeat(1, 1, 2, 2, 2))
+    assert big.shape[1:] == (48, 48, 48)
+    assert torch.allclose(big, small.repeat(1, 2, 2, 2), atol=1e-5)
+    vol = gen.decode_exact(big, gen.target_fractions(params))
+    # Periodic: the faces on opposite sides match as well as neighbouring interior slices do.
+    seam = np.mean(vol[0] != vol[-1])
+    interior = np.mean(vol[23] != vol[24])
+    assert seam <= interior + 0.02
+
+
+def test_bad_params_name_the_field_and_ranges(small_model):
+    with pytest.raises(ValueError, match="unknown parameter 'porosty'.*porosity in \\[0.2, 0.55\\]"):
+        gen.sample({"am_wt_frac": 0.9, "porosty": 0.3}, n=1, size=16, seed=0, model=small_model)
+    with pytest.raises(ValueError, match="am_wt_frac"):
+        gen.sample({"am_wt_frac": 0.99, "porosity": 0.3}, n=1, size=16, seed=0, model=small_model)
+    with pytest.raises(ValueError, match="mass_loading_mg_cm2"):
+        gen.params_to_dict({**PARAMS, "mass_loading_mg_cm2": -3})
+    with pytest.raises(ValueError, match="missing parameter 'porosity'"):
+        gen.params_to_dict({"am_wt_frac": 0.9})
+    with pytest.raises(ValueError, match="size"):
+        gen.sample(PARAMS, n=1, size=4, seed=0, model=small_model)
+    # Mass loading is accepted (it sets thickness, not the microstructure) and filled defaults too.
+    values = gen.params_to_dict({**PARAMS, "mass_loading_mg_cm2": 20})
+    assert values["mass_loading_mg_cm2"] == 20 and values["mean_diameter_um"] == 8.0
+
+
+def test_state_round_trip_gives_identical_samples(small_model):
+    state = gen.model_state(small_model, {"steps": 3, "training_points": [[0.9, 0.3, 0.5]]})
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    loaded = gen.load_state_bytes(buffer.getvalue())
+    assert loaded.config == small_model.config
+    assert loaded.training_info["steps"] == 3
+    a = gen.sample(PARAMS, n=1, size=16, seed=2, model=small_model)
+    b = gen.sample(PARAMS, n=1, size=16, seed=2, model=loaded)
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="not a microloop generator"):
+        gen.model_from_state({"kind": "something else"})
+
+
+def test_training_envelope_flags_points_outside(small_model):
+    inside, reason = gen.in_training_envelope({"am_wt_frac": 0.9, "porosity": 0.35,
+                                               "binder_adhesion": 0.5}, small_model)
+    assert inside, reason
+    inside, reason = gen.in_training_envelope({"am_wt_frac": 0.97, "porosity": 0.35}, small_model)
+    assert not inside and "am_wt_frac=0.97 outside the training range [0.85, 0.95]" in reason
+    inside, reason = gen.in_training_envelope({**PARAMS, "mean_diameter_um": 12.0}, small_model)
+    assert not inside and "mean_diameter_um" in reason
+
+
+def test_shipped_model_makes_128_cubed_with_exact_fractions_on_cpu():
+    model = gen.load_default_model()
+    assert model.training_info["steps"] > 0 and model.training_info["training_points"]
+    vol = gen.sample({"am_wt_frac": 0.94, "porosity": 0.35, "binder_adhesion": 0.5}, n=1, size=128,
+                     seed=0, model=model)[0]
+    want = target_phase_fractions(0.94, 0.35)
+    counts = np.bincount(vol.ravel(), minlength=3) / vol.size
+    assert counts == pytest.approx([want["pore"], want["am"], want["cbd"]], abs=1e-6)
+    assert gen.in_training_envelope({"am_wt_frac": 0.94, "porosity": 0.35}, model)[0]
+
+
+def test_objective_spread_gives_noise_of_the_mean():
+    spread = objective_spread([10.0, 12.0, 11.0, 13.0])
+    assert spread.mean == pytest.approx(11.5)
+    assert spread.std == pytest.approx(np.std([10, 12, 11, 13], ddof=1))
+    assert spread.noise_var == pytest.approx(spread.std ** 2 / 4)
+    single = objective_spread([5.0], min_noise_var=0.25)
+    assert single.std == 0 and single.noise_var == 0.25
+    assert objective_spread([-1.0, 1.0]).to_dict()["rel_std"] is None
+    with pytest.raises(ValueError, match="finite"):
+        objective_spread([1.0, math.nan])
+    assert pooled_noise_var([spread, objective_spread([1.0, 3.0])]) > 0
