@@ -208,15 +208,20 @@ def _plot_ragone(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = sorted((r["power_W"], r["energy_density_Wh_L"]) for r in report["results"]
-                    if r["power_W"] is not None)
+    rows = sorted((r for r in report["results"] if r["power_W"] is not None),
+                  key=lambda r: r["power_W"])
     fig, ax = plt.subplots(figsize=(5, 4))
-    if points:
-        ax.plot([p for p, _ in points], [e for _, e in points], "o-")
-        ax.set_xscale("log")
+    ax.plot([r["power_W"] for r in rows], [r["energy_density_Wh_L"] for r in rows], "o-",
+            label="discharges")
+    failed = [r for r in rows if not r["feasible"]]
+    if failed:
+        ax.plot([r["power_W"] for r in failed], [0.0] * len(failed), "x", color="red",
+                markersize=9, label="infeasible (scored 0)")
+        ax.legend()
+    ax.set_xscale("log")
     ax.set_xlabel("power per 4680 cell [W]")
     ax.set_ylabel("energy density [Wh/L]")
-    ax.set_title("Ragone (infeasible = 0)")
+    ax.set_title("Ragone, one 4680 cell")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
