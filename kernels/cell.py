@@ -519,7 +519,9 @@ class CellModel:
                 return infeasible("voltage cut-off reached at t = 0 (load too high for this design)")
             return infeasible(f"solver failure: {type(error).__name__}: {message[:200]}")
         if "event" not in termination:
-            return infeasible(f"did not reach the cut-off: {termination}")
+            if termination.startswith("failure"):
+                return infeasible(f"solver failure after {t_last:.3g} s: {termination[:200]}")
+            return infeasible(f"did not reach the cut-off: {termination[:200]}")
         if t_last <= MIN_DISCHARGE_TIME_S:
             return infeasible(f"voltage cut-off reached at t = {t_last:.3g} s ({termination})")
         if not (math.isfinite(energy_Wh_m2) and energy_Wh_m2 > 0):
