@@ -24,6 +24,7 @@ Default conductivities (change them per campaign in the config):
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,12 +107,16 @@ def specific_surface_areas(volume: np.ndarray, voxel_um: float) -> tuple[dict[st
 
 
 def tortuosity_factor(
-    volume: np.ndarray, axis: int = 0, backend: str = "taufactor", rel_tol: float = 1e-3
+    volume: np.ndarray,
+    axis: int = 0,
+    backend: str = "taufactor",
+    rel_tol: float = 1e-3,
+    device: str = "cpu",
 ) -> tuple[float, bool]:
     """(pore tortuosity factor along `axis`, pore percolates); (inf, False) without a path."""
     pore = (volume == PORE).astype(np.float32)
     porosity = float(pore.mean())
-    result = solve(pore, axis=_check_axis(axis), backend=backend, rel_tol=rel_tol)
+    result = solve(pore, axis=_check_axis(axis), backend=backend, rel_tol=rel_tol, device=device)
     if not result.percolating or result.relative_conductance <= 0:
         return math.inf, False
     return porosity / result.relative_conductance, True
@@ -124,6 +129,7 @@ def effective_conductivity_S_m(
     conductivity_cbd_S_m: float = DEFAULT_CONDUCTIVITY_CBD_S_M,
     backend: str = "taufactor",
     rel_tol: float = 1e-3,
+    device: str = "cpu",
 ) -> float:
     """Effective electronic conductivity (S/m) of the solid (AM + CBD) along `axis`."""
     for name, value in (("conductivity_am_S_m", conductivity_am_S_m),
@@ -135,7 +141,7 @@ def effective_conductivity_S_m(
     field[volume == CBD] = conductivity_cbd_S_m
     if not field.any():
         return 0.0
-    result = solve(field, axis=_check_axis(axis), backend=backend, rel_tol=rel_tol)
+    result = solve(field, axis=_check_axis(axis), backend=backend, rel_tol=rel_tol, device=device)
     return float(result.relative_conductance * field.max())
 
 
@@ -147,16 +153,20 @@ def characterise_volume(
     conductivity_am_S_m: float = DEFAULT_CONDUCTIVITY_AM_S_M,
     conductivity_cbd_S_m: float = DEFAULT_CONDUCTIVITY_CBD_S_M,
     rel_tol: float = 1e-3,
+    device: str = "cpu",
 ) -> VolumeMetrics:
-    """All four metrics of one labelled volume (0 pore, 1 AM, 2 CBD) with voxels of `voxel_um`."""
+    """All four metrics of one labelled volume (0 pore, 1 AM, 2 CBD) with voxels of `voxel_um`.
+
+    device: where the transport solves run ('cpu', or 'cuda:N' on a GPU node).
+    """
     validate_labels(volume)
-    if not (isinstance(voxel_um, int | float) and math.isfinite(voxel_um) and voxel_um > 0):
+    if not (isinstance(voxel_um, numbers.Real) and math.isfinite(voxel_um) and voxel_um > 0):
         raise ValueError(f"voxel_um must be a positive number, got {voxel_um!r}")
     _check_axis(axis)
     ssa, coverage = specific_surface_areas(volume, voxel_um)
-    tau, percolating = tortuosity_factor(volume, axis, backend, rel_tol)
+    tau, percolating = tortuosity_factor(volume, axis, backend, rel_tol, device)
     sigma = effective_conductivity_S_m(
-        volume, axis, conductivity_am_S_m, conductivity_cbd_S_m, backend, rel_tol
+        volume, axis, conductivity_am_S_m, conductivity_cbd_S_m, backend, rel_tol, device
     )
     return VolumeMetrics(
         volume_fraction=volume_fractions(volume),

@@ -23,6 +23,7 @@ three axes (minimum-image distances) and deterministic for a given seed.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,9 +50,14 @@ NECK_WEIGHT = 2.0
 _ALLOWED_OVERLAP = 0.10  # centres may approach to (1 - this) * (r_i + r_j)
 
 
+def _is_real(value: object) -> bool:
+    """A real number (numpy scalars included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def _check_range(name: str, value: float, bounds: tuple[float, float]) -> None:
     low, high = bounds
-    if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+    if not (_is_real(value) and math.isfinite(value) and low <= value <= high):
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
 
@@ -214,7 +220,7 @@ def generate_structure(
     """
     params.validate()
     shape = _shape3(size_voxels)
-    if not (isinstance(voxel_um, int | float) and math.isfinite(voxel_um) and voxel_um > 0):
+    if not (_is_real(voxel_um) and math.isfinite(voxel_um) and voxel_um > 0):
         raise ValueError(f"voxel_um must be a positive number, got {voxel_um!r}")
     rng = np.random.default_rng(seed)
     fractions = target_phase_fractions(params.am_wt_frac, params.porosity)

@@ -168,3 +168,12 @@ def test_slices_image_is_written(tmp_path: Path) -> None:
     path = tmp_path / "structure_slices.png"
     save_slices(volumes, path)
     assert path.stat().st_size > 10_000
+
+
+def test_numpy_scalars_are_accepted_and_bools_are_not() -> None:
+    params = ManufacturingParams(am_wt_frac=np.float32(0.9), porosity=np.float64(0.3),
+                                 binder_adhesion=np.float32(0.5))
+    volume = generate_structure(params, 16, voxel_um=np.float32(1.0), seed=np.int64(1))
+    assert volume.shape == (16, 16, 16)
+    with pytest.raises(ValueError, match="binder_adhesion"):
+        ManufacturingParams(0.9, 0.3, binder_adhesion=True).validate()
