@@ -74,8 +74,8 @@ def validate_labels(volume: np.ndarray) -> None:
         raise ValueError(
             f"volume must hold integer labels (uint8 preferred), got dtype {volume.dtype}"
         )
-    if volume.size == 0:
-        raise ValueError("volume is empty")
+    if min(volume.shape) < 2:
+        raise ValueError(f"volume must be at least 2 voxels along every axis, got {volume.shape}")
     present = np.unique(volume)
     bad = present[~np.isin(present, list(PHASE_NAMES))]
     if bad.size:

@@ -293,6 +293,7 @@ def test_calendered_electrode_is_more_tortuous_through_the_thickness() -> None:
     [
         (np.zeros((8, 8), np.uint8), "3D"),
         (np.zeros((4, 4, 4, 4), np.uint8), "3D"),
+        (np.zeros((1, 8, 8), np.uint8), "at least 2 voxels"),
         (np.zeros((8, 8, 8), np.float32), "dtype"),
         (np.zeros((8, 8, 8), bool), "dtype"),
         (np.full((8, 8, 8), 3, np.uint8), r"found \[3\]"),
