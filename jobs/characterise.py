@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.spec import EvaluationSpec
-from jobs.store import DesignStore, read_json, trial_dir, write_json_atomic
+from jobs.store import DesignStore, json_safe, read_json, trial_dir, write_json_atomic
 
 MPI_LAUNCHER_ENV = "MICROLOOP_MPI_LAUNCHER"   # e.g. "srun --mpi=pmix -n {ranks}"
 AGGREGATE_NAME = "metrics.json"
@@ -63,7 +63,7 @@ def characterise_sample(campaign_dir: str | Path, trial_id: int, index: int,
     metrics = characterise_volume(volume, fidelity.voxel_um, **kwargs)
     record = {
         "sample": int(index),
-        "metrics": metrics.to_dict(),
+        "metrics": json_safe(metrics.to_dict()),
         "wall_s": time.perf_counter() - start,
         "device": device,
         "rank": int(rank),

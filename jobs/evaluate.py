@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.spec import EvaluationSpec, validate_params
-from jobs.store import read_json, trial_dir, write_json_atomic
+from jobs.store import json_safe, read_json, trial_dir, write_json_atomic
 
 DASK_SCHEDULER_ENV = "MICROLOOP_DASK_SCHEDULER"
 RESULT_NAME = "result.json"
@@ -63,6 +63,9 @@ def evaluate_design(campaign_dir: str, trial_id: int, params: dict[str, float],
     trial_id = int(trial_id)
     stored = read_json(result_path(campaign_dir, trial_id))
     if stored is not None:
+        if stored.get("params") != params:
+            raise ValueError(f"trial {trial_id} in {campaign_dir} was evaluated with params "
+                             f"{stored.get('params')}, not {params}: use a new trial id")
         return stored
 
     start = time.perf_counter()
@@ -89,7 +92,7 @@ def evaluate_design(campaign_dir: str, trial_id: int, params: dict[str, float],
     timings["simulate"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
 
-    result = {
+    result = json_safe({
         "trial_id": trial_id,
         "params": params,
         "objective": _objective_value(results, spec),
@@ -98,7 +101,7 @@ def evaluate_design(campaign_dir: str, trial_id: int, params: dict[str, float],
         "metrics": metrics,
         "results": results,
         "timings_s": timings,
-    }
+    })
     write_json_atomic(result_path(campaign_dir, trial_id), result)
     return result
 

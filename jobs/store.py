@@ -249,6 +249,20 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with numpy scalars made Python numbers and non-finite floats made None (JSON has
+    no inf/NaN; a solver's inf means "does not percolate", which the metrics spell None)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def read_json(path: str | Path) -> Any | None:
     """The JSON in `path`, or None when the file does not exist."""
     try:

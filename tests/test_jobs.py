@@ -141,6 +141,8 @@ def test_evaluate_design_end_to_end_is_idempotent_and_repairs(tmp_path):
     stamp = result_path(tmp_path, 1).stat().st_mtime_ns
     assert evaluate_design(str(tmp_path), 1, PARAMS, tiny_spec()) == result
     assert result_path(tmp_path, 1).stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="was evaluated with params"):
+        evaluate_design(str(tmp_path), 1, {**PARAMS, "porosity": 0.3}, tiny_spec())
 
     # a half-finished trial (result lost, a chunk lost, one sample's metrics lost) is completed
     # from what is stored, and gives the same answer
