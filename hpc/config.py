@@ -194,11 +194,15 @@ class OptimizerConfig(_Section):
     mode: Literal["async", "sync"] = "async"
     options: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _initial_within_budget(self) -> OptimizerConfig:
-        if self.n_initial > self.budget:
-            raise ValueError(f"n_initial ({self.n_initial}) must be <= budget ({self.budget})")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _initial_within_budget(cls, data: Any) -> Any:
+        """An initial design larger than the budget is capped at the budget (e.g. --budget 2)."""
+        if isinstance(data, dict) and isinstance(data.get("budget"), int):
+            n_initial = data.get("n_initial", 4)
+            if isinstance(n_initial, int) and n_initial > data["budget"] >= 1:
+                data = {**data, "n_initial": data["budget"]}
+        return data
 
 
 class ResourcesConfig(_Section):
@@ -371,7 +375,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             continue
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "literal_error":
-            message = f"got {item.get('input')!r}; {message.lower()}"
+            message = f"got {item.get('input')!r}; {message[0].lower()}{message[1:]}"
         elif item["type"] == "missing":
             message = "required key is missing"
         lines.append(f"  {path}: {message}")

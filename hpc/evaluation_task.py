@@ -24,6 +24,19 @@ import submitit
 MPI_LAUNCHER_ENV = "MICROLOOP_MPI_LAUNCHER"
 
 
+def _set_mpi_launcher_in_slurm_step() -> None:
+    """Inside submitit's srun step (1 task holding the job's CPUs) MPI ranks must be a nested
+    step that overlaps it: plain mpiexec would call srun and wait forever for free CPUs."""
+    if os.environ.get(MPI_LAUNCHER_ENV) or not os.environ.get("SLURM_STEP_ID"):
+        return
+    from jobs import characterise
+
+    mpi_flag = " ".join(characterise._srun_mpi_flag())
+    os.environ[MPI_LAUNCHER_ENV] = (
+        f"srun --overlap {mpi_flag} --ntasks={{ranks}} --cpus-per-task=1 --kill-on-bad-exit=1"
+    )
+
+
 class InjectedFault(RuntimeError):
     """Raised on purpose by a campaign's `[[faults]]` entry."""
 
@@ -37,6 +50,7 @@ class EvaluationTask(submitit.helpers.Checkpointable):
                  env: dict[str, str] | None = None) -> dict[str, Any]:
         for key, value in (env or {}).items():
             os.environ.setdefault(key, value)
+        _set_mpi_launcher_in_slurm_step()
         if fault and attempt <= int(fault.get("attempts", 1)):
             if fault.get("mode") == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)

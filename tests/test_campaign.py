@@ -1,0 +1,192 @@
+"""The controller, for real: a SIGKILLed `microloop run` resumes with nothing lost and nothing run
+twice; failing jobs are retried then recorded; infeasible designs score 0; an invalid campaign
+fails before any job is submitted. Evaluations are real (procedural structures, TauFactor,
+PyBaMM) at the lowest fidelity: 2 cubes of 24^3 voxels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from hpc.campaign import Campaign
+from hpc.config import load_campaign
+from hpc.journal import read_journal
+
+MICROLOOP = [sys.executable, "-m", "hpc.cli"]
+
+
+def tiny_campaign(path: Path, **sections: dict) -> Path:
+    """A campaign file with the cheapest real evaluations; `sections` override tables."""
+    data = {
+        "name": "tiny",
+        "space": {"am_wt_frac": [0.86, 0.96], "porosity": [0.28, 0.42], "binder_adhesion": 0.5,
+                  "mass_loading_mg_cm2": 15.0},
+        "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+        "fidelity": {"n_cubes": 2, "cube_voxels": 24, "voxel_um": 1.0, "rel_tol": 1e-2},
+        "optimizer": {"backend": "botorch", "n_initial": 2, "budget": 4, "max_concurrent": 2,
+                      "seed": 3},
+        "resources": {"executor": "local", "dask_workers": 1, "max_retries": 1,
+                      "walltime_min": 10, "poll_interval_s": 0.5},
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            data.setdefault(name, {}).update(values)
+        else:
+            data[name] = values
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYBAMM_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1")
+
+
+def _events(directory: Path, kind: str) -> list[dict]:
+    return [e for e in read_journal(directory) if e["event"] == kind]
+
+
+def _status(directory: Path) -> dict:
+    out = subprocess.run([*MICROLOOP, "status", str(directory), "--json"], capture_output=True,
+                         text=True, env=_env(), timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.slow
+def test_sigkilled_controller_resumes_with_nothing_lost_and_nothing_run_twice(tmp_path):
+    campaign = tiny_campaign(tmp_path / "tiny.toml")
+    folder = tmp_path / "run"
+    controller = subprocess.Popen([*MICROLOOP, "run", str(campaign), "--dir", str(folder),
+                                   "--quiet"], env=_env(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+    try:
+        # kill once something has completed while other trials are still running
+        deadline = time.monotonic() + 300
+        while True:
+            assert controller.poll() is None, "the campaign ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial completed in time"
+            if _events(folder, "completed") and len(_events(folder, "submitted")) >= 3:
+                break
+            time.sleep(0.2)
+        controller.send_signal(signal.SIGKILL)
+        controller.wait(timeout=30)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+    before = _status(folder)
+    assert before["budget"] == 4 and not before["finished"]
+    assert before["counts"]["complete"] >= 1
+    saved = json.loads((folder / "optimizer_state.json").read_text())
+    asks_at_kill = saved["state"]["counters"]["n_asks"]
+
+    resumed = subprocess.run([*MICROLOOP, "resume", str(folder), "--quiet"], env=_env(),
+                             capture_output=True, text=True, timeout=480)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    after = _status(folder)
+    assert after["finished"]
+    assert after["counts"] == {"complete": 4, "running": 0, "failed": 0, "pending": 0}
+    assert after["best"]["objective"] > 0 and set(after["best"]["params"]) >= {"porosity"}
+    # nothing proposed twice, nothing submitted twice, one evaluation (result) per trial
+    proposed = [e["trial_id"] for e in _events(folder, "proposed")]
+    assert sorted(proposed) == list(range(4))
+    submitted = Counter(e["trial_id"] for e in _events(folder, "submitted"))
+    assert submitted == Counter(range(4)), submitted
+    assert not _events(folder, "retried")
+    assert len(list((folder / "jobs").glob("*_result.pkl"))) == 4
+    assert len(_events(folder, "campaign_started")) == 2
+    # the optimiser continued: it holds every observation and asked again after the restart
+    state = json.loads((folder / "optimizer_state.json").read_text())
+    assert len(state["state"]["observations"]) == 4 and state["told"] == list(range(4))
+    assert state["state"]["counters"]["n_asks"] > asks_at_kill
+    with open(folder / "trials.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows] == ["complete"] * 4
+    assert {"trial_id", "objective", "reason", "am_wt_frac", "porosity"} <= set(rows[0])
+
+
+@pytest.mark.slow
+def test_failing_jobs_are_retried_then_recorded_and_infeasible_designs_score_zero(tmp_path):
+    campaign = tiny_campaign(
+        tmp_path / "faults.toml",
+        # thick electrodes at 8 kW per cell: far beyond what they deliver, so infeasible
+        space={"mass_loading_mg_cm2": 40.0},
+        objective={"power_W": 8000.0},
+        optimizer={"backend": "sobol", "budget": 4, "max_concurrent": 2},
+        resources={"dask_workers": 0},
+        faults=[{"trial_id": 0, "attempts": 1, "mode": "raise"},
+                {"trial_id": 1, "attempts": 5, "mode": "kill"}],
+    )
+    controller = Campaign.create(load_campaign(campaign), tmp_path / "run")
+    try:
+        progress = controller.run()
+    finally:
+        controller.close()
+    folder = tmp_path / "run"
+    assert (progress.complete, progress.failed) == (3, 1)
+    trials = controller.trials
+    assert trials[0].status == "complete" and trials[0].attempt == 2
+    retried = _events(folder, "retried")
+    assert any(e["trial_id"] == 0 and "InjectedFault" in e["reason"] for e in retried)
+    assert trials[1].status == "failed" and trials[1].attempt == 2
+    assert "after 2 attempts" in trials[1].reason and "without a result" in trials[1].reason
+    for trial_id in (0, 2, 3):  # the campaign went on around the failure
+        assert trials[trial_id].objective == 0.0
+        assert trials[trial_id].feasible is False and trials[trial_id].reason
+    with open(folder / "trials.csv") as handle:
+        rows = {int(r["trial_id"]): r for r in csv.DictReader(handle)}
+    assert rows[1]["status"] == "failed" and "without a result" in rows[1]["reason"]
+    assert float(rows[2]["objective"]) == 0.0 and rows[2]["feasible"] == "False"
+    state = json.loads((folder / "optimizer_state.json").read_text())
+    assert len(state["state"]["failures"]) == 1 and len(state["state"]["observations"]) == 3
+
+
+def test_invalid_campaign_fails_before_any_job_is_submitted(tmp_path):
+    bad_key = tiny_campaign(tmp_path / "bad.toml", fidelity={"n_cubez": 2})
+    done = subprocess.run([*MICROLOOP, "run", str(bad_key), "--dir", str(tmp_path / "a")],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 2
+    assert "fidelity.n_cubez: unknown key" in done.stderr
+    assert not (tmp_path / "a").exists()
+
+    bad_set = tiny_campaign(tmp_path / "bad2.toml", cell={"parameter_set": "NoSuchCell2099"})
+    done = subprocess.run([*MICROLOOP, "run", str(bad_set), "--dir", str(tmp_path / "b")],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 2
+    assert "cell.parameter_set" in done.stderr and "Chen2020" in done.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_run_refuses_an_existing_campaign_folder(tmp_path):
+    campaign = tiny_campaign(tmp_path / "tiny.toml", optimizer={"budget": 1})
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "journal.jsonl").write_text('{"event": "campaign_started", "time": 0}\n')
+    done = subprocess.run([*MICROLOOP, "run", str(campaign), "--dir", str(folder)],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 2 and "microloop resume" in done.stderr
+
+
+def test_journal_drops_a_torn_last_line(tmp_path):
+    from hpc.journal import Journal
+
+    journal = Journal(tmp_path)
+    journal.append("proposed", trial_id=0, params={"porosity": 0.3})
+    journal.close()
+    with open(tmp_path / "journal.jsonl", "a") as handle:
+        handle.write('{"event": "submitted", "trial_')  # a write cut by SIGKILL
+    assert [e["event"] for e in read_journal(tmp_path)] == ["proposed"]
+    journal = Journal(tmp_path)  # reopening repairs the tail before appending
+    journal.append("submitting", trial_id=0, attempt=1)
+    journal.close()
+    assert [e["event"] for e in read_journal(tmp_path)] == ["proposed", "submitting"]
