@@ -72,7 +72,13 @@ def simulate_design(metrics_mean: dict[str, Any], thickness_um: float,
     spec = EvaluationSpec.from_dict(spec)
     start = time.perf_counter()
     options = cell_options(spec)
-    design = electrode_design(metrics_mean, thickness_um)
+    try:
+        design = electrode_design(metrics_mean, thickness_um)
+    except ValueError as error:
+        # measured metrics (or a mass-loading thickness) outside what the cell model accepts,
+        # e.g. a tortuosity factor above its range: a design it cannot score, not a crash
+        return _unscorable(thickness_um, f"outside the cell model's accepted range: {error}",
+                           start)
     objective = spec.objective
     mode, value = (("power", objective.power_W) if objective.power_W is not None
                    else ("c_rate", objective.c_rate))
@@ -92,6 +98,12 @@ def simulate_design(metrics_mean: dict[str, Any], thickness_um: float,
         "reason": str(outputs[0].get("reason", "")),
         "wall_s": time.perf_counter() - start,
     }
+
+
+def _unscorable(thickness_um: float, reason: str, start: float) -> dict[str, Any]:
+    return {"design": None, "thickness_um": float(thickness_um), "objective": None,
+            "ragone": [], "feasible": False, "reason": reason,
+            "wall_s": time.perf_counter() - start}
 
 
 def _on_dask(client: Any, options: dict[str, Any], design: dict[str, float],

@@ -168,6 +168,16 @@ def test_mass_loading_sets_thickness_and_infeasible_scores_zero(tmp_path):
     assert result["results"]["thickness_um"] == pytest.approx(expected_um)
 
 
+def test_metrics_outside_the_cell_models_range_score_zero_with_the_reason():
+    metrics = {"volume_fraction": {"pore": 0.35, "am": 0.5, "cbd": 0.15},
+               "specific_surface_area_per_um": {"am_pore": 0.3, "am_cbd": 0.1},
+               "cbd_coverage": 0.25, "tortuosity_factor": 55.0,   # a tight small cube
+               "effective_conductivity_S_m": 1.0, "percolating": True}
+    result = simulate_design(metrics, 80.0, EvaluationSpec())
+    assert result["feasible"] is False and result["objective"] is None
+    assert "tortuosity_factor" in result["reason"] and "accepted range" in result["reason"]
+
+
 def test_failed_stage_raises_and_keeps_what_was_written(tmp_path):
     spec = tiny_spec()
     spec["fidelity"]["backend"] = "no-such-solver"
