@@ -100,6 +100,18 @@ def test_taufactor_matches_an_independent_sparse_direct_solve(seed: int) -> None
         assert result.relative_conductance == pytest.approx(exact, rel=1e-3)
 
 
+@pytest.mark.parametrize("backend", ["taufactor", "native"])
+def test_every_backend_solves_the_same_discrete_problem(backend: str) -> None:
+    """The solve() contract: any registered back-end returns sigma_eff / max(c) of this problem."""
+    rng = np.random.default_rng(11)
+    labels = rng.choice(3, size=(18, 16, 20), p=[0.3, 0.55, 0.15])
+    field = np.choose(labels, [0.0, 0.18, 10.0]).astype(np.float32)
+    exact = direct_relative_conductance(np.where(spanning_cluster(field > 0), field, 0))
+    result = solve(field, axis=0, backend=backend, rel_tol=TIGHT)
+    assert result.converged and result.percolating
+    assert result.relative_conductance == pytest.approx(exact, rel=1e-3)
+
+
 def test_other_axes_solve_the_transposed_problem() -> None:
     rng = np.random.default_rng(5)
     field = np.choose(rng.choice(3, size=(14, 16, 18), p=[0.25, 0.6, 0.15]),
