@@ -20,6 +20,8 @@ import numpy as np
 from jobs.spec import DEFAULT_MODEL, EvaluationSpec, validate_params
 from jobs.store import DesignStore
 
+MAX_CHUNK_VOXELS = 128
+
 
 def sample_seed(seed: int, trial_id: int, index: int) -> int:
     """A 32-bit seed for one sample, independent across (seed, trial, index)."""
@@ -116,10 +118,21 @@ def design_attributes(trial_id: int, params: dict[str, float],
 def open_design_store(campaign_dir: str | Path, trial_id: int, params: dict[str, float],
                       spec: EvaluationSpec) -> DesignStore:
     """Create the design's group (first time) or open it (later); same layout either way."""
+    size = spec.fidelity.cube_voxels
     return DesignStore.create(
-        campaign_dir, trial_id, n_samples=spec.fidelity.n_cubes,
-        size_voxels=spec.fidelity.cube_voxels,
-        attributes=design_attributes(trial_id, params, spec))
+        campaign_dir, trial_id, n_samples=spec.fidelity.n_cubes, size_voxels=size,
+        attributes=design_attributes(trial_id, params, spec), chunk_voxels=chunk_voxels(size))
+
+
+def chunk_voxels(size_voxels: int, max_voxels: int = MAX_CHUNK_VOXELS) -> int:
+    """Chunk edge for cubes of `size_voxels`: the whole cube up to `max_voxels`, else the
+    largest divisor not above it (>= 32), so a 256^3 cube is 8 chunks of 128^3 (2 MiB each)."""
+    if size_voxels <= max_voxels:
+        return size_voxels
+    for edge in range(max_voxels, 31, -1):
+        if size_voxels % edge == 0:
+            return edge
+    return size_voxels
 
 
 def generate_samples(campaign_dir: str | Path, trial_id: int, params: dict[str, float],
