@@ -16,6 +16,8 @@ from typing import Any
 
 from jobs.spec import EvaluationSpec
 
+DASK_WORKER_WAIT_S = 300.0   # how long a sweep waits for the campaign's first Dask worker
+
 
 def cell_options(spec: EvaluationSpec) -> dict[str, Any]:
     """The arguments that select the (cached) cell model, as plain data for a worker."""
@@ -114,6 +116,9 @@ def _on_dask(client: Any, options: dict[str, Any], design: dict[str, float],
     if own:
         client = Client(client, timeout="60s")
     try:
+        # a scheduler whose workers are gone (walltime, scancel) would queue the tasks forever:
+        # fail with TimeoutError instead, so the caller can solve in its own process
+        client.wait_for_workers(1, timeout=DASK_WORKER_WAIT_S)
         client.run(warm_model, options)
         futures = [client.submit(discharge, options, design, m, v, pure=False) for m, v in jobs]
         return client.gather(futures)

@@ -168,6 +168,20 @@ def test_mass_loading_sets_thickness_and_infeasible_scores_zero(tmp_path):
     assert result["results"]["thickness_um"] == pytest.approx(expected_um)
 
 
+def test_a_dask_cluster_without_workers_times_out_instead_of_hanging(monkeypatch):
+    from distributed import LocalCluster
+
+    import jobs.simulate
+
+    monkeypatch.setattr(jobs.simulate, "DASK_WORKER_WAIT_S", 1.0)
+    metrics = {"volume_fraction": {"pore": 0.35, "am": 0.5, "cbd": 0.15},
+               "specific_surface_area_per_um": {"am_pore": 0.3, "am_cbd": 0.1},
+               "tortuosity_factor": 2.5, "effective_conductivity_S_m": 1.0}
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster:
+        with pytest.raises(TimeoutError, match="workers"):
+            simulate_design(metrics, 80.0, EvaluationSpec(), client=cluster.scheduler_address)
+
+
 def test_metrics_outside_the_cell_models_range_score_zero_with_the_reason():
     metrics = {"volume_fraction": {"pore": 0.35, "am": 0.5, "cbd": 0.15},
                "specific_surface_area_per_um": {"am_pore": 0.3, "am_cbd": 0.1},
