@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,32 @@ def test_two_ranks_give_the_serial_metrics(tmp_path):
     # samples were handed out dynamically to both ranks
     assert {r["rank"] for r in _records(mpi_dir, 5)} == {0, 1}
     assert {r["rank"] for r in _records(serial_dir, 5)} == {0}
+
+
+@pytest.mark.slow
+def test_a_killed_mpi_job_resumes_without_redoing_finished_cubes(tmp_path):
+    spec = EvaluationSpec.from_dict({**_spec(2).to_dict(), "fidelity": {
+        **_spec(2).to_dict()["fidelity"], "n_cubes": 8}})
+    generate_samples(tmp_path, 4, PARAMS, spec)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    job = subprocess.Popen([str(MPIEXEC), "-n", "2", sys.executable, "-m", "jobs.characterise",
+                            str(tmp_path), "4", "--spec", str(spec_file), "--ranks", "2"],
+                           start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    paths = [metrics_path(tmp_path, 4, i) for i in range(8)]
+    deadline = time.monotonic() + 120
+    while not any(p.exists() for p in paths) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)          # the whole job: mpiexec and both ranks
+    job.wait(timeout=30)
+    finished = {p: p.stat().st_mtime_ns for p in paths if p.exists()}
+    assert 1 <= len(finished) < 8
+    assert not (tmp_path / "trials" / "4" / "metrics.json").exists()
+
+    result = run_characterise(tmp_path, 4, spec)     # the rerun: only the rest is solved
+    assert result["n_samples"] == 8 and all(p.exists() for p in paths)
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
 
 
 def test_a_failing_rank_fails_the_job_with_its_traceback(tmp_path):
