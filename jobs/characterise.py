@@ -13,7 +13,6 @@ SPEC.json`` (``srun`` inside a SLURM allocation), or in this process when R is 1
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -52,13 +51,12 @@ def characterise_sample(campaign_dir: str | Path, trial_id: int, index: int,
 
     volume = DesignStore.open(campaign_dir, trial_id).read_sample(index)
     fidelity = spec.fidelity
-    kwargs: dict[str, Any] = {"axis": 0, "backend": fidelity.backend, "rel_tol": fidelity.rel_tol}
+    kwargs: dict[str, Any] = {"axis": 0, "backend": fidelity.backend, "rel_tol": fidelity.rel_tol,
+                              "device": device}
     if fidelity.conductivity_am_S_m is not None:
         kwargs["conductivity_am_S_m"] = fidelity.conductivity_am_S_m
     if fidelity.conductivity_cbd_S_m is not None:
         kwargs["conductivity_cbd_S_m"] = fidelity.conductivity_cbd_S_m
-    if "device" in inspect.signature(characterise_volume).parameters:
-        kwargs["device"] = device
     start = time.perf_counter()
     metrics = characterise_volume(volume, fidelity.voxel_um, **kwargs)
     record = {
