@@ -16,6 +16,7 @@ OBJECTIVE_KINDS = ("energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh
 PARAM_KEYS = ("am_wt_frac", "porosity", "binder_adhesion", "mass_loading_mg_cm2")
 REQUIRED_PARAM_KEYS = ("am_wt_frac", "porosity")
 PROCEDURAL = "procedural"
+MAX_POWER_W = 20000.0       # the cell model's upper power per 4680 cell
 DEFAULT_MODEL = "default"   # the trained generator shipped with microloop
 
 
@@ -115,13 +116,26 @@ class ObjectiveSpec:
                  "exactly one of power_W (W per cell) or c_rate set",
                  {"power_W": self.power_W, "c_rate": self.c_rate})
         if self.power_W is not None:
-            _require(_is_number(self.power_W) and self.power_W > 0, "objective.power_W",
-                     "a number > 0 (watts per cell)", self.power_W)
+            _require(_is_number(self.power_W) and 0 < self.power_W <= MAX_POWER_W,
+                     "objective.power_W", f"a number in (0, {MAX_POWER_W:g}] (watts per cell)",
+                     self.power_W)
         if self.c_rate is not None:
             _require(_is_number(self.c_rate) and self.c_rate > 0, "objective.c_rate",
                      "a number > 0 (1/h)", self.c_rate)
         _require(isinstance(self.half_cell, bool), "objective.half_cell", "true or false",
                  self.half_cell)
+        # the cell model scores a lithium-metal half cell in mAh/g at a C-rate only, and a
+        # full cell in Wh/L or Wh/kg (it reports no mAh/g for a full cell)
+        if self.half_cell:
+            _require(self.kind == "capacity_mAh_g", "objective.kind",
+                     "'capacity_mAh_g' for a half cell (objective.half_cell = true)", self.kind)
+            _require(self.c_rate is not None, "objective.c_rate",
+                     "set for a half cell (a half cell is discharged at a C-rate, not a power)",
+                     self.c_rate)
+        else:
+            _require(self.kind != "capacity_mAh_g", "objective.kind",
+                     "'energy_density_Wh_L' or 'specific_energy_Wh_kg' for a full cell "
+                     "('capacity_mAh_g' needs objective.half_cell = true)", self.kind)
 
 
 @dataclass
@@ -150,8 +164,8 @@ class CellSpec:
                  "cell.mass_loading_mg_cm2", "a number > 0 (mg/cm^2) or omitted",
                  self.mass_loading_mg_cm2)
         _require(isinstance(self.ragone_powers_W, list)
-                 and all(_is_number(p) and p > 0 for p in self.ragone_powers_W),
-                 "cell.ragone_powers_W", "a list of numbers > 0 (watts per cell)",
+                 and all(_is_number(p) and 0 < p <= MAX_POWER_W for p in self.ragone_powers_W),
+                 "cell.ragone_powers_W", f"a list of numbers in (0, {MAX_POWER_W:g}] (watts per cell)",
                  self.ragone_powers_W)
 
 
@@ -170,6 +184,9 @@ class EvaluationSpec:
         self.generator.validate()
         self.objective.validate()
         self.cell.validate()
+        _require(not (self.objective.half_cell and self.cell.ragone_powers_W),
+                 "cell.ragone_powers_W", "empty for a half cell (constant-power sweeps need a "
+                 "full cell)", self.cell.ragone_powers_W)
         _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                  "seed", "an integer >= 0", self.seed)
 

@@ -41,11 +41,21 @@ def test_spec_round_trips_and_names_bad_fields():
         ({"cell": {"ragone_powers_W": [10, -1]}}, "cell.ragone_powers_W"),
         ({"cell": {"packaging": {"can_wall_mm": "thin"}}}, "cell.packaging.can_wall_mm"),
         ({"seed": 1.5}, "seed"),
+        ({"objective": {"kind": "capacity_mAh_g", "power_W": 10.0}}, "objective.kind"),
+        ({"objective": {"kind": "capacity_mAh_g", "half_cell": True, "power_W": 10.0}},
+         "objective.c_rate"),
+        ({"objective": {"kind": "capacity_mAh_g", "half_cell": True, "power_W": None,
+                        "c_rate": 1.0}, "cell": {"ragone_powers_W": [10.0]}},
+         "cell.ragone_powers_W"),
+        ({"objective": {"power_W": 30000.0}}, "objective.power_W"),
         ({"fidelty": {}}, "fidelty"),
     ]
     for data, field in bad:
         with pytest.raises(ValueError, match=field.replace(".", r"\.")):
             EvaluationSpec.from_dict(data)
+    half = {"objective": {"kind": "capacity_mAh_g", "half_cell": True, "power_W": None,
+                          "c_rate": 1.0}}
+    assert EvaluationSpec.from_dict(half).objective.half_cell
     with pytest.raises(ValueError, match="missing key.*porosity"):
         validate_params({"am_wt_frac": 0.9})
     with pytest.raises(ValueError, match="unknown key.*thickness"):
