@@ -1,0 +1,107 @@
+"""A small, real convergence study: procedural source, TauFactor solves, MPI ranks, SLURM arrays."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hpc.commands.convergence import run_study
+from hpc.convergence_config import build_convergence_file
+from jobs.convergence import collect, cube_result_path, load_plan, plan_cubes
+
+DESIGN = {"am_wt_frac": 0.92, "porosity": 0.40, "binder_adhesion": 0.5, "mean_diameter_um": 3.0}
+
+
+def small_study(**resources):
+    return build_convergence_file({
+        "material": {"design": DESIGN, "source_voxels": 40, "voxel_um": 0.5},
+        "study": {"cube_voxels": [16, 24, 32], "cubes_per_size": 5, "n_bootstrap": 200},
+        "resources": resources,
+    })
+
+
+def tortuosities(study_dir):
+    _, results, missing = collect(study_dir)
+    assert missing == 0
+    return {(r["cube_voxels"], r["index"]): r["tortuosity_factor"] for r in results}
+
+
+def test_local_study_summarises_recommends_plots_and_resumes(tmp_path):
+    summary = run_study(tmp_path, small_study(), show_progress=False, poll_s=0.2)
+    assert summary["errors"] == [] and summary["missing_cubes"] == 0
+    assert [row["cube_voxels"] for row in summary["per_size"]] == [16, 24, 32]
+    for row in summary["per_size"]:
+        assert row["n_cubes"] == 5 and row["tau_mean"] > 1.0
+        low, high = row["tau_ci95"]
+        assert low <= row["tau_mean"] <= high
+        assert row["cubes_needed"] >= 1 and row["solve_cpu_s"] > 0
+    assert summary["per_size"][-1]["bias_vs_largest"] == 0.0
+    assert summary["recommended"]["cube_voxels"] in (16, 24, 32)
+    assert (tmp_path / "convergence.png").stat().st_size > 1000
+
+    # interrupt: lose two cubes; the rerun solves exactly those and keeps the rest untouched
+    plan = load_plan(tmp_path)
+    tasks = plan_cubes(tmp_path, plan)
+    before = {t.name: cube_result_path(tmp_path, t).stat().st_mtime_ns for t in tasks}
+    for lost in tasks[:2]:
+        cube_result_path(tmp_path, lost).unlink()
+    again = run_study(tmp_path, small_study(), show_progress=False, poll_s=0.2)
+    assert again["missing_cubes"] == 0
+    after = {t.name: cube_result_path(tmp_path, t).stat().st_mtime_ns for t in tasks}
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {t.name for t in tasks[:2]}
+    def stats(rows):
+        return [(r["cube_voxels"], r["tau_mean"], r["tau_ci95"], r["cubes_needed"]) for r in rows]
+
+    assert stats(again["per_size"]) == stats(summary["per_size"])
+
+
+def test_a_different_plan_in_the_same_folder_is_refused(tmp_path):
+    run_study(tmp_path, small_study(), show_progress=False, poll_s=0.2)
+    other = build_convergence_file({"material": {"design": DESIGN, "source_voxels": 40},
+                                    "study": {"cube_voxels": [16], "cubes_per_size": 3}})
+    with pytest.raises(ValueError, match="different study"):
+        run_study(tmp_path, other, show_progress=False)
+
+
+def test_bad_study_file_names_the_key():
+    with pytest.raises(ValueError, match="study.cubes_per_size"):
+        build_convergence_file({"material": {"design": DESIGN}, "study": {"cubes_per_size": 1}})
+    with pytest.raises(ValueError, match="exactly one of material.design or material.volume"):
+        build_convergence_file({"material": {}})
+
+
+@pytest.mark.mpi
+def test_two_mpi_ranks_share_the_cubes_and_agree_with_one_rank(tmp_path):
+    serial = run_study(tmp_path / "serial", small_study(n_tasks=2), show_progress=False, poll_s=0.2)
+    parallel = run_study(tmp_path / "mpi", small_study(n_tasks=1, mpi_ranks_per_task=2),
+                         show_progress=False, poll_s=0.2)
+    assert serial["errors"] == [] and parallel["errors"] == []
+    assert tortuosities(tmp_path / "serial") == tortuosities(tmp_path / "mpi")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_study_runs_as_a_slurm_array_with_mpi_ranks_and_the_cli_prints_json(tmp_path):
+    spec = tmp_path / "study.toml"
+    spec.write_text(
+        '[material]\ndesign = { am_wt_frac = 0.92, porosity = 0.40, binder_adhesion = 0.5, '
+        'mean_diameter_um = 3.0 }\nsource_voxels = 40\n'
+        '[study]\ncube_voxels = [16, 24, 32]\ncubes_per_size = 5\nn_bootstrap = 200\n'
+        '[resources]\nexecutor = "slurm"\nn_tasks = 3\nmpi_ranks_per_task = 2\nwalltime_min = 10\n')
+    completed = subprocess.run(
+        [sys.executable, "-m", "hpc.cli", "convergence", str(spec), "--dir", str(tmp_path / "s"),
+         "--json"], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert {"per_size", "recommended"} <= set(summary)
+    assert set(summary["per_size"][0]) >= {"cube_voxels", "n_cubes", "tau_mean", "tau_ci95",
+                                           "bias_vs_largest", "cubes_needed", "solve_cpu_s"}
+    assert set(summary["recommended"]) >= {"cube_voxels", "n_cubes"}
+    run_study(tmp_path / "local", small_study(), show_progress=False, poll_s=0.2)
+    assert tortuosities(tmp_path / "s") == tortuosities(tmp_path / "local")
+    job_logs = list((tmp_path / "s" / "jobs").glob("*_log.out"))
+    assert len(job_logs) >= 3  # three array tasks ran
