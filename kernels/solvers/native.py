@@ -70,7 +70,7 @@ class _Level:
     t: torch.Tensor  # scratch
     acc: torch.Tensor | None = None  # sum of the W-cycle's corrections (coarse levels)
     rhs: torch.Tensor | None = None  # copy of r kept during a W-cycle (coarse levels)
-    factor: torch.Tensor | None = None  # Cholesky factor (coarsest level only)
+    inverse: torch.Tensor | None = None  # dense inverse on the active cells (coarsest level)
     active: torch.Tensor | None = None  # flat indices of the active cells (coarsest level only)
 
     @property
@@ -147,19 +147,28 @@ def _coarsen(level: _Level) -> _Level:
     return _make_level(cgx, cgy, cgz, b_lo, b_hi, level.hi // 2)
 
 
-def _factor_coarsest(level: _Level) -> None:
-    """Dense Cholesky factor of the coarsest operator, restricted to its active cells."""
+def _invert_coarsest(level: _Level) -> None:
+    """Dense Cholesky-based inverse of the coarsest operator, restricted to its active cells."""
     n = level.diag.numel()
-    eye = torch.eye(n, dtype=torch.float64, device=level.diag.device).reshape((n, *level.shape))
-    lv64 = _Level(level.gx.double(), level.gy.double(), level.gz.double(), level.diag.double(),
-                  level.b_lo, level.b_hi, level.hi, level.r, level.z, level.t)
-    matrix = torch.stack([_apply(lv64, e, torch.empty_like(e)) for e in eye]).reshape(n, n)
+    dev = level.diag.device
+    index = torch.arange(n, device=dev).reshape(level.shape)
+    matrix = torch.zeros((n, n), dtype=torch.float64, device=dev)
+    matrix.diagonal().copy_(level.diag.reshape(-1))
+    for g, lo, hi in (
+        (level.gx, index[:-1], index[1:]),
+        (level.gy, index[:, :-1], index[:, 1:]),
+        (level.gz, index[:, :, :-1], index[:, :, 1:]),
+    ):
+        matrix[lo.reshape(-1), hi.reshape(-1)] = -g.reshape(-1).double()
+        matrix[hi.reshape(-1), lo.reshape(-1)] = -g.reshape(-1).double()
     raw = _face_sum(level.gx, level.gy, level.gz, level.shape)
     raw[0] += level.b_lo
     raw[level.hi] += level.b_hi
     active = torch.nonzero(raw.reshape(-1) > 0).reshape(-1)
     level.active = active
-    level.factor = torch.linalg.cholesky(matrix[active][:, active]) if active.numel() else None
+    if active.numel():
+        # a dense inverse: one small matrix-vector product per visit of the coarsest level
+        level.inverse = torch.cholesky_inverse(torch.linalg.cholesky(matrix[active][:, active]))
 
 
 def _hierarchy(gx: torch.Tensor, gy: torch.Tensor, gz: torch.Tensor, b_lo: torch.Tensor,
@@ -168,7 +177,7 @@ def _hierarchy(gx: torch.Tensor, gy: torch.Tensor, gz: torch.Tensor, b_lo: torch
     levels = [_make_level(gx, gy, gz, b_lo, b_hi, gx.shape[0])]
     while levels[-1].diag.numel() > COARSEST_MAX_CELLS and min(levels[-1].shape) >= 4:
         levels.append(_coarsen(levels[-1]))
-    _factor_coarsest(levels[-1])
+    _invert_coarsest(levels[-1])
     return levels
 
 
@@ -180,12 +189,14 @@ def _restrict(fine: torch.Tensor, coarse: torch.Tensor) -> None:
     w = a.view(n1 // 2, n2 // 2, 2, n3)
     b = w[:, :, 0] + w[:, :, 1]
     u = b.view(n1 // 2, n2 // 2, n3 // 2, 2)
-    torch.add(u[..., 0], u[..., 1], out=coarse)
+    # the coarse level may carry one extra (inactive, zero) layer of padding per dimension
+    torch.add(u[..., 0], u[..., 1], out=coarse[: n1 // 2, : n2 // 2, : n3 // 2])
 
 
 def _prolong_add(coarse: torch.Tensor, fine: torch.Tensor, scale: float) -> None:
     """fine += scale · (coarse value repeated over its 2×2×2 block)."""
-    c1, c2, c3 = coarse.shape
+    c1, c2, c3 = (n // 2 for n in fine.shape)
+    coarse = coarse[:c1, :c2, :c3]
     expanded = coarse.unsqueeze(-1).expand(c1, c2, c3, 2).reshape(c1, c2, 2 * c3)
     fine.view(c1, 2, c2, 2, 2 * c3).add_(expanded.view(c1, 1, c2, 1, 2 * c3), alpha=scale)
 
@@ -206,9 +217,8 @@ def _cycle(levels: list[_Level], k: int) -> None:
     lv = levels[k]
     if k == len(levels) - 1:
         lv.z.zero_()
-        if lv.factor is not None:
-            rhs = lv.r.reshape(-1)[lv.active].double().unsqueeze(1)
-            sol = torch.cholesky_solve(rhs, lv.factor).squeeze(1)
+        if lv.inverse is not None:
+            sol = lv.inverse @ lv.r.reshape(-1)[lv.active].double()
             lv.z.view(-1)[lv.active] = sol.to(lv.z.dtype)
         return
     torch.div(lv.r, lv.diag, out=lv.z).mul_(JACOBI_DAMPING)  # first sweep from z = 0

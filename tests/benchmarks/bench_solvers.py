@@ -1,0 +1,168 @@
+"""Benchmark: native multigrid-CG back-end vs TauFactor on the same volumes, in one run.
+
+For each size and each solve (pore tortuosity: binary pore field; electronic: AM + CBD with
+per-phase conductivities) the two back-ends run alternately (taufactor, native, taufactor,
+native, ...) so that both see the same load on a shared machine; medians and their ratio are
+reported. Every solve runs in its own subprocess with one torch thread, which also gives its
+peak memory: peak RSS during the solve minus RSS just before it (same imports in both).
+
+Accuracy: each back-end at the benchmark tolerance is compared with a reference value, the
+native solver run to rel_tol 1e-7 (its result is an upper bound converging quadratically), and
+at sizes up to --tight-max with TauFactor run to conv_crit 1e-4 as an independent check.
+
+    python tests/benchmarks/bench_solvers.py --sizes 64 128 --repeats 2 --markdown out.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = ("pore", "electronic")
+CONDUCTIVITY_AM = 1.0  # relative values, as in REFERENCE.md's TauFactor timings
+CONDUCTIVITY_CBD = 0.1
+
+
+def _field(labels, case: str):
+    import numpy as np
+
+    if case == "pore":
+        return (labels == 0).astype(np.float32)
+    table = np.array([0.0, CONDUCTIVITY_AM, CONDUCTIVITY_CBD], dtype=np.float32)
+    return table[labels]
+
+
+def _worker(path: str, case: str, backend: str, rel_tol: float) -> None:
+    """Run one solve; print a JSON line with the result, wall time and peak memory."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    import kernels.solvers.native  # noqa: F401  (both workers import both back-ends)
+    import kernels.solvers.taufactor_backend  # noqa: F401
+    from kernels.solvers import solve
+
+    field = _field(np.load(path), case)
+
+    def rss_kib() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+    before = rss_kib()
+    start = time.perf_counter()
+    result = solve(field, axis=0, backend=backend, rel_tol=rel_tol, device="cpu")
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({
+        "relative_conductance": result.relative_conductance, "iterations": result.iterations,
+        "converged": result.converged, "wall_s": wall,
+        "peak_extra_MiB": max(peak - before, 0) / 1024.0,
+    }))
+
+
+def _run(path: str, case: str, backend: str, rel_tol: float, timeout_s: float) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYBAMM_DISABLE_TELEMETRY="true")
+    cmd = [sys.executable, __file__, "--worker", path, case, backend, repr(rel_tol)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per back-end")
+    parser.add_argument("--rel-tol", type=float, default=1e-3)
+    parser.add_argument("--tight-max", type=int, default=128,
+                        help="largest size also solved by TauFactor at conv_crit 1e-4")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout-s", type=float, default=7200.0)
+    parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
+    parser.add_argument("--worker", nargs=4, metavar=("NPY", "CASE", "BACKEND", "REL_TOL"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        path, case, backend, rel_tol = args.worker
+        _worker(path, case, backend, float(rel_tol))
+        return
+
+    from kernels.structure import ManufacturingParams, generate_structure
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            import numpy as np
+
+            labels = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), size, 1.0,
+                                        seed=args.seed)
+            path = str(Path(tmp) / f"vol{size}.npy")
+            np.save(path, labels)
+            for case in CASES:
+                runs: dict[str, list[dict]] = {"taufactor": [], "native": []}
+                for _ in range(args.repeats):
+                    for backend in ("taufactor", "native"):
+                        res = _run(path, case, backend, args.rel_tol, args.timeout_s)
+                        runs[backend].append(res)
+                        print(f"{size}^3 {case:10s} {backend:9s} {res['wall_s']:8.2f} s "
+                              f"it {res['iterations']:5d} value {res['relative_conductance']:.6f} "
+                              f"mem +{res['peak_extra_MiB']:.0f} MiB", flush=True)
+                ref = _run(path, case, "native", 1e-7, args.timeout_s)["relative_conductance"]
+                tight = None
+                if size <= args.tight_max:
+                    tight = _run(path, case, "taufactor", 1e-4, args.timeout_s)
+                    tight = tight["relative_conductance"]
+                row = {"size": size, "case": case, "reference": ref, "taufactor_tight": tight}
+                for backend, results in runs.items():
+                    row[backend] = {
+                        "wall_s": statistics.median(r["wall_s"] for r in results),
+                        "iterations": statistics.median(r["iterations"] for r in results),
+                        "peak_extra_MiB": statistics.median(r["peak_extra_MiB"] for r in results),
+                        "value": results[-1]["relative_conductance"],
+                    }
+                rows.append(row)
+                print(_row_markdown(row), flush=True)
+    table = _table(rows, args)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table)
+
+
+def _err(value: float, ref: float | None) -> str:
+    return "—" if not ref else f"{100 * (value / ref - 1):+.3f} %"
+
+
+def _row_markdown(row: dict) -> str:
+    tf, nat = row["taufactor"], row["native"]
+    speedup = tf["wall_s"] / nat["wall_s"]
+    mem = nat["peak_extra_MiB"] / max(tf["peak_extra_MiB"], 1e-9)
+    return (f"| {row['size']}³ | {row['case']} | {tf['wall_s']:.2f} | {tf['iterations']:.0f} | "
+            f"{nat['wall_s']:.2f} | {nat['iterations']:.0f} | **{speedup:.1f}×** | "
+            f"{tf['peak_extra_MiB']:.0f} | {nat['peak_extra_MiB']:.0f} | {mem:.2f} | "
+            f"{row['reference']:.5f} | {_err(tf['value'], row['reference'])} | "
+            f"{_err(nat['value'], row['reference'])} | "
+            f"{_err(row['taufactor_tight'] or 0, row['reference']) if row['taufactor_tight'] else '—'} |")
+
+
+def _table(rows: list[dict], args: argparse.Namespace) -> str:
+    head = (f"Solver benchmark, {time.strftime('%Y-%m-%d')}, CPU, 1 torch thread, rel_tol "
+            f"{args.rel_tol:g}, medians of {args.repeats} interleaved runs; errors relative to "
+            "native at rel_tol 1e-7; 'TF tight' = TauFactor at conv_crit 1e-4.\n\n"
+            "| size | solve | TauFactor s | TF iters | native s | native iters | speed-up | "
+            "TF MiB | native MiB | mem ratio | reference σ/σmax | TF error | native error | "
+            "TF tight error |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    return head + "\n".join(_row_markdown(r) for r in rows) + "\n"
+
+
+if __name__ == "__main__":
+    main()
