@@ -56,7 +56,7 @@ def evaluate_design(campaign_dir: str, trial_id: int, params: dict[str, float],
     # stage modules import kernels (torch, pybamm): load them only when a trial runs
     from jobs.characterise import run_characterise
     from jobs.generate import generate_samples
-    from jobs.simulate import simulate_design
+    from jobs.simulate import simulate_design, unscorable_result
 
     spec = EvaluationSpec.from_dict(spec)
     params = validate_params(params)
@@ -85,10 +85,14 @@ def evaluate_design(campaign_dir: str, trial_id: int, params: dict[str, float],
 
     tick = time.perf_counter()
     mean = metrics["mean"]
-    thickness_um = cathode_thickness_um(params, spec, mean["volume_fraction"]["am"])
     address = dask_scheduler_address or os.environ.get(DASK_SCHEDULER_ENV) or None
-    # a non-percolating mean design comes back infeasible (objective 0) from the cell model
-    results = simulate_design(mean, thickness_um, spec, client=address)
+    try:
+        thickness_um = cathode_thickness_um(params, spec, mean["volume_fraction"]["am"])
+    except ValueError as error:    # e.g. an AM fraction the loading formula does not accept
+        results = unscorable_result(None, f"no cathode thickness for this design: {error}", tick)
+    else:
+        # a non-percolating mean design comes back infeasible (objective 0) from the cell model
+        results = simulate_design(mean, thickness_um, spec, client=address)
     timings["simulate"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
 

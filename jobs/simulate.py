@@ -79,7 +79,7 @@ def simulate_design(metrics_mean: dict[str, Any], thickness_um: float,
     except ValueError as error:
         # measured metrics (or a mass-loading thickness) outside what the cell model accepts,
         # e.g. a tortuosity factor above its range: a design it cannot score, not a crash
-        return _unscorable(thickness_um, f"outside the cell model's accepted range: {error}",
+        return unscorable_result(thickness_um, f"outside the cell model's accepted range: {error}",
                            start)
     objective = spec.objective
     mode, value = (("power", objective.power_W) if objective.power_W is not None
@@ -102,8 +102,11 @@ def simulate_design(metrics_mean: dict[str, Any], thickness_um: float,
     }
 
 
-def _unscorable(thickness_um: float, reason: str, start: float) -> dict[str, Any]:
-    return {"design": None, "thickness_um": float(thickness_um), "objective": None,
+def unscorable_result(thickness_um: float | None, reason: str, start: float) -> dict[str, Any]:
+    """The results of a design the cell model cannot take: infeasible, with the reason."""
+    return {"design": None,
+            "thickness_um": None if thickness_um is None else float(thickness_um),
+            "objective": None,
             "ragone": [], "feasible": False, "reason": reason,
             "wall_s": time.perf_counter() - start}
 
