@@ -64,6 +64,8 @@ class BoTorchOptimizer(Optimizer):
             for p, _, v, var in self.priors
         ]
         self.design_position = 0
+        #: How the last ask chose its points: "sobol", "qlognei", "thompson" (joined by "+").
+        self.last_ask_method = ""
 
     def _parse_priors(self, raw: object) -> list[tuple[dict, np.ndarray, float, float | None]]:
         if not isinstance(raw, list | tuple):
@@ -117,19 +119,31 @@ class BoTorchOptimizer(Optimizer):
         else:
             n_design = min(n, max(0, self.options["n_initial"] - used))
         parts = []
+        methods = []
         if n_design:
             design, self.design_position = quasirandom.draw_stream(
                 self.space, "sobol", self.seed, self.design_position, n_design, avoid
             )
             parts.append(design)
+            methods.append("sobol")
         rest = n - n_design
         if rest:
             taken = np.concatenate([pending_unit, *parts]) if parts else pending_unit
-            parts.append(self._model_based(rest, X, Y, Yvar, taken))
+            threshold = self.options["thompson_threshold"]
+            thompson = rest >= threshold or len(taken) >= threshold
+            methods.append("thompson" if thompson else "qlognei")
+            parts.append(self._model_based(rest, X, Y, Yvar, taken, thompson))
+        self.last_ask_method = "+".join(methods)
         return np.concatenate(parts)
 
     def _model_based(
-        self, n: int, X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None, pending: np.ndarray
+        self,
+        n: int,
+        X: np.ndarray,
+        Y: np.ndarray,
+        Yvar: np.ndarray | None,
+        pending: np.ndarray,
+        thompson: bool,
     ) -> np.ndarray:
         import gpytorch
         import torch
@@ -145,8 +159,7 @@ class BoTorchOptimizer(Optimizer):
         ):
             warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
             model = fit_gp(X, Y, Yvar)
-            threshold = self.options["thompson_threshold"]
-            if n >= threshold or len(pending) >= threshold:
+            if thompson:
                 return self._thompson(model, n, pending, seed)
             return self._qlognei(model, X, n, pending, seed)
 
