@@ -261,7 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ranks", type=int, default=None,
                         help="the number of ranks the launcher was asked for (checked)")
     args = parser.parse_args(argv)
-    spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
+    try:    # a bad spec file: a one-line error and exit 2, before any work
+        spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD

@@ -131,8 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", required=True, help="design params JSON file")
     parser.add_argument("--dask-scheduler", default=None, help="Dask scheduler address")
     args = parser.parse_args(argv)
-    spec = json.loads(Path(args.spec).read_text())
-    params = json.loads(Path(args.params).read_text())
+    try:    # bad input files: a one-line error and exit 2, before any work
+        spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
+        params = validate_params(json.loads(Path(args.params).read_text()))
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     result = evaluate_design(args.campaign_dir, args.trial_id, params, spec, args.dask_scheduler)
     print(json.dumps({k: result[k] for k in ("trial_id", "objective", "feasible", "reason")}))
 

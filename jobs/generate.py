@@ -167,8 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", required=True, help="design params JSON file")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     args = parser.parse_args(argv)
-    spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
-    params = json.loads(Path(args.params).read_text())
+    try:    # bad input files: a one-line error and exit 2, before any work
+        spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
+        params = validate_params(json.loads(Path(args.params).read_text()))
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     written = generate_samples(args.campaign_dir, args.trial_id, params, spec, args.device)
     print(json.dumps({"trial_id": args.trial_id, "written": written}))
 

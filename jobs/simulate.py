@@ -140,8 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dask-scheduler", default=None, help="Dask scheduler address")
     parser.add_argument("--out", default=None, help="write the results JSON here")
     args = parser.parse_args(argv)
-    spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
-    metrics = json.loads(Path(args.metrics).read_text())
+    try:    # bad input files: a one-line error and exit 2, before any work
+        spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
+        metrics = json.loads(Path(args.metrics).read_text())
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
     results = simulate_design(metrics["mean"], args.thickness_um, spec, args.dask_scheduler)
     text = json.dumps(results, indent=1)
     if args.out:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -210,3 +212,15 @@ def test_failed_stage_raises_and_keeps_what_was_written(tmp_path):
     store = DesignStore.open(tmp_path, 3)
     assert store.done_samples() == [0, 1]
     assert not result_path(tmp_path, 3).exists()
+
+
+def test_the_evaluate_program_refuses_bad_input_files_with_exit_2(tmp_path):
+    (tmp_path / "spec.json").write_text(json.dumps(tiny_spec()))
+    (tmp_path / "params.json").write_text(json.dumps({"am_wt_frac": 0.9}))
+    run = subprocess.run([sys.executable, "-m", "jobs.evaluate", str(tmp_path / "c"), "0",
+                          "--spec", str(tmp_path / "spec.json"),
+                          "--params", str(tmp_path / "params.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "missing key(s) ['porosity']" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "c").exists()
