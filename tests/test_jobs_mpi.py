@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,3 +166,23 @@ def test_inside_slurm_the_ranks_start_with_srun(tmp_path):
     assert "srun --overlap --mem=0 --mpi=pmi2 --ntasks=2" in logs[8]
     for trial in (7, 8):
         assert {r["rank"] for r in _records(tmp_path, trial)} == {0, 1}
+
+
+def test_the_launcher_is_chosen_from_the_environment(monkeypatch):
+    from jobs.characterise import mpi_launch_prefix
+
+    assert mpi_launch_prefix(3) == [str(MPIEXEC), "-n", "3"]          # no SLURM: the venv's
+    monkeypatch.setenv("MICROLOOP_MPI_LAUNCHER", "mpirun --oversubscribe -np {ranks}")
+    assert mpi_launch_prefix(4) == ["mpirun", "--oversubscribe", "-np", "4"]
+    monkeypatch.delenv("MICROLOOP_MPI_LAUNCHER")
+    if shutil.which("srun") is None:
+        return
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert mpi_launch_prefix(2)[0] == str(MPIEXEC)                     # batch script, 1 task
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_MPI_TYPE", "pmix")                      # srun reads it itself
+    assert mpi_launch_prefix(2) == ["srun", "--ntasks=2", "--cpus-per-task=1",
+                                    "--kill-on-bad-exit=1"]
+    monkeypatch.setenv("SLURM_STEP_ID", "0")                           # inside a job step
+    assert mpi_launch_prefix(2)[:3] == ["srun", "--overlap", "--mem=0"]
