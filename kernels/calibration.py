@@ -349,6 +349,11 @@ class CurveSimulator:
         values.update(updates, check_already_exists=False)
 
         options = dict(model_options or {})
+        anode = [n for n in list(self.fit) + list(fixed or {}) if n.startswith("anode_")]
+        if anode and options.get("working electrode") == "positive":
+            raise ValueError(f"{', '.join(anode)}: a lithium-metal half cell has no graphite "
+                             "anode; fit cathode corrections, contact_resistance_Ohm_cm2 or "
+                             "capacity_factor")
         options.update(required_model_options(list(self.fit) + list(fixed or {})))
         if curve.drive == "power":
             options["operating mode"] = "power"
@@ -377,8 +382,17 @@ class CurveSimulator:
             voltage_var = solution["Voltage [V]"]
             sim_t = np.asarray(solution.t, dtype=float).ravel()
             simulated = np.asarray(voltage_var.entries, dtype=float).ravel()
+            columns = [np.asarray(voltage_var.sensitivities[name], dtype=float).ravel()
+                       for name in self.fit] if sensitivities else []
         except (pybamm.SolverError, ValueError, RuntimeError):
-            sim_t, simulated, voltage_var = np.zeros(0), np.zeros(0), None
+            sim_t, simulated, columns = np.zeros(0), np.zeros(0), []
+        # a solver that lost the solution returns NaN from there on (seen in power mode with
+        # sensitivities): treat the first non-finite value as the end of the simulation
+        finite = np.isfinite(simulated)
+        for column in columns:
+            finite &= np.isfinite(column)
+        end = int(np.argmin(finite)) if not finite.all() else simulated.size
+        sim_t, simulated, columns = sim_t[:end], simulated[:end], [c[:end] for c in columns]
         if simulated.size == 0:   # failed at the start: a flat, clearly wrong curve
             out = np.full(n, float(self.measured_V.min()) - 0.5)
             return out, (np.zeros((n, len(self.fit))) if sensitivities else None)
@@ -389,8 +403,7 @@ class CurveSimulator:
             return out, None
         jacobian = np.zeros((n, len(self.fit)))
         inside = self.time_s <= sim_t[-1]
-        for j, name in enumerate(self.fit):
-            column = np.asarray(voltage_var.sensitivities[name], dtype=float).ravel()
+        for j, column in enumerate(columns):
             jacobian[inside, j] = np.interp(self.time_s[inside], sim_t, column)
         return out, jacobian
 
@@ -558,15 +571,18 @@ def simulate_discharge(
     values: Mapping[str, float] | None = None,
     model_options: Mapping[str, str] | None = None,
     initial_soc: float | None = None,
+    temperature_C: float | None = None,
 ) -> np.ndarray:
-    """Terminal voltage at `time_s` for the given drive and corrections (NaN past the cut-off).
+    """Terminal voltage at `time_s` for the given drive and corrections (NaN past the cut-off),
+    isothermal at `temperature_C` (default: the parameter set's ambient temperature).
 
     What the fit compares against, exposed for synthetic data, plots and checks."""
     values = dict(values or {})
     time_s = np.asarray(time_s, dtype=float)
     # a placeholder voltage inside every Li-ion window, so the cut-offs stay the parameter set's
     curve = DischargeCurve(
-        "simulated", time_s, np.full(time_s.size, 3.7), current_A=current_A, power_W=power_W)
+        "simulated", time_s, np.full(time_s.size, 3.7), current_A=current_A, power_W=power_W,
+        temperature_C=None if temperature_C is None else np.full(time_s.size, temperature_C))
     simulator = CurveSimulator(parameter_values, curve, list(values), model_options=model_options,
                                initial_soc=initial_soc, max_points=time_s.size)
     solution = simulator.simulation.solve(
