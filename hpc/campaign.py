@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,7 +127,8 @@ class Campaign:
             res.executor, self.dir / JOBS_FOLDER, partition=res.partition, account=res.account,
             cpus_per_task=max(res.cpus_per_task, config.ranks_per_task),
             gpus_per_task=res.gpus_per_task, mem_gb=res.mem_gb, walltime_min=res.walltime_min,
-            job_name=f"microloop-{config.name}"[:64], sbatch_options=res.sbatch_options,
+            job_name=re.sub(r"[^A-Za-z0-9_.\-]", "_", f"microloop-{config.name}")[:64],
+            sbatch_options=res.sbatch_options,
         )
         self.dask = None
         self._job_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",

@@ -49,8 +49,11 @@ def start_dask_cluster(executor: str, n_workers: int, folder: Path, *,
         return None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("distributed", "dask_jobqueue"):  # per-connection INFO lines drown the progress
-        logging.getLogger(name).setLevel(logging.WARNING)
+    import distributed  # noqa: F401 - configures its loggers on import; quieten them after
+
+    for name in ("distributed", "distributed.scheduler", "distributed.core", "distributed.nanny",
+                 "distributed.deploy.adaptive", "dask_jobqueue"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # per-connection INFO lines
     if executor == "slurm":
         from dask_jobqueue import SLURMCluster
 

@@ -1,0 +1,126 @@
+"""End to end on the real single-node SLURM: evaluations as submitit array tasks, characterisation
+on 2 MPI ranks inside each job, cell sweeps on a dask-jobqueue SLURMCluster; the same campaign
+run locally with the same seed gives identical results. And `microloop submit`: the controller
+job script quotes every config string, and sbatch really runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_campaign import tiny_campaign
+
+from hpc.campaign import Campaign
+from hpc.commands.submit import render_controller
+from hpc.config import load_campaign
+
+E2E = dict(
+    fidelity={"mpi_ranks": 2},
+    optimizer={"backend": "sobol", "budget": 4, "max_concurrent": 4, "mode": "sync", "seed": 5},
+    resources={"dask_workers": 1, "dask_interface": "lo", "dask_memory_gb": 1.0, "mem_gb": 1.5,
+               "max_retries": 0, "poll_interval_s": 1.0},
+)
+
+
+def _run(campaign: Path, folder: Path, executor: str) -> dict[int, tuple]:
+    config = load_campaign(campaign, {"resources": {"executor": executor}})
+    controller = Campaign.create(config, folder)
+    try:
+        progress = controller.run()
+    finally:
+        controller.close()
+    assert progress.complete == 4, [t.reason for t in controller.trials.values()]
+    return {t.trial_id: (t.params, t.objective, t.result["metrics"]["mean"]["tortuosity_factor"])
+            for t in controller.trials.values()}
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_slurm_campaign_matches_the_local_one(tmp_path):
+    campaign = tiny_campaign(tmp_path / "e2e.toml", **E2E)
+    on_slurm = _run(campaign, tmp_path / "slurm", "slurm")
+    folder = tmp_path / "slurm"
+    job_ids = [e["job_id"] for e in map(json.loads, (folder / "journal.jsonl").read_text()
+                                        .splitlines()) if e["event"] == "submitted"]
+    assert len(job_ids) == 4 and len({j.split("_")[0] for j in job_ids}) == 1  # one array
+    assert all("_" in job_id for job_id in job_ids)
+    for trial in range(4):  # characterisation ran as 2 MPI ranks in a step of the array task
+        log = (folder / "trials" / str(trial) / "characterise.log").read_text()
+        assert "srun --overlap" in log and '"ranks": 2' in log
+    dask_logs = list((folder / "dask" / "logs").glob("microloop-dask-*.err"))
+    assert dask_logs, "no dask-jobqueue worker job ran"
+
+    local = _run(campaign, tmp_path / "local", "local")
+    assert on_slurm == local
+
+
+def test_controller_script_quotes_hostile_strings(tmp_path):
+    hostile = "x'; touch PWNED; echo $(touch PWNED2) \"`touch PWNED3`\" ;"
+    campaign = tiny_campaign(tmp_path / "c.toml", name=hostile)
+    config = load_campaign(campaign)
+    directory = tmp_path / f"dir {hostile}"
+    echo_argv = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))"]
+    script = render_controller(config, hostile, directory, launcher=echo_argv)
+    assert "#SBATCH --job-name=" in script
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout.strip().splitlines()[-1])
+    assert argv == ["run", hostile, "--dir", str(directory), "--quiet"]
+    assert not list(tmp_path.glob("PWNED*"))
+    # a name that would break an #SBATCH line never reaches one
+    sbatch_lines = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert all("'" not in line and "$" not in line and ";" not in line for line in sbatch_lines)
+
+
+def test_submit_dry_run_and_sbatch_options_are_checked(tmp_path):
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             resources={"sbatch_options": {"qos": "normal; rm -rf ~"}})
+    done = subprocess.run([sys.executable, "-m", "hpc.cli", "submit", str(campaign), "--dry-run"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "resources.sbatch_options" in done.stderr and "allowed characters" in done.stderr
+
+    campaign = tiny_campaign(tmp_path / "ok.toml", resources={"partition": "debug"})
+    done = subprocess.run([sys.executable, "-m", "hpc.cli", "submit", str(campaign), "--dir",
+                           str(tmp_path / "run"), "--dry-run"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "#SBATCH --partition=debug" in done.stdout
+    assert "sbatch --parsable" in done.stdout
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_submit_runs_the_controller_as_a_slurm_job(tmp_path):
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             optimizer={"backend": "sobol", "budget": 1, "max_concurrent": 1},
+                             resources={"dask_workers": 0, "controller_walltime_min": 15})
+    folder = tmp_path / "run"
+    env = dict(os.environ, PYBAMM_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "hpc.cli", "submit", str(campaign), "--dir",
+                           str(folder)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.split("controller job ")[1].split(";")[0]
+    deadline = time.monotonic() + 400
+    while True:
+        state = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id],
+                               capture_output=True, text=True).stdout.strip()
+        if state and state.split()[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+            break
+        assert time.monotonic() < deadline, f"controller job {job_id} still {state}"
+        time.sleep(2)
+    log = "\n".join(p.read_text() for p in folder.glob("controller-*.out"))
+    assert state.startswith("COMPLETED"), log[-3000:]
+    status = json.loads(subprocess.run(
+        [sys.executable, "-m", "hpc.cli", "status", str(folder), "--json"], capture_output=True,
+        text=True, timeout=60, env=env, check=True).stdout)
+    assert status["counts"]["complete"] == 1 and status["finished"]
