@@ -121,6 +121,7 @@ class Campaign:
         self._had_warm_start = any(e["event"] == "warm_start" for e in events)
         self.journal = Journal(self.dir)
         self.optimizer, self._told = self._load_optimizer()
+        self._dirty = True  # trials.csv needs rewriting
         self._untold: list[int] = []  # sync mode: finished trials waiting for the batch to end
         res = config.resources
         self.executor = Executor(
@@ -218,9 +219,13 @@ class Campaign:
     def journal_event(self, event: str, **fields: Any) -> None:
         record = self.journal.append(event, **fields)
         apply_event(self.trials, record)
+        self._dirty = True
 
     def _persist(self) -> None:
-        write_trials_csv(self.dir, self.trials, self.param_names)
+        """Rewrite trials.csv when an event changed the table since the last write."""
+        if self._dirty:
+            write_trials_csv(self.dir, self.trials, self.param_names)
+            self._dirty = False
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -289,6 +294,10 @@ class Campaign:
             return
         pending = [t.params for t in in_flight]
         points = self.optimizer.ask(free, pending)
+        if not points and not in_flight:
+            raise CampaignError(f"the {self.config.optimizer.backend} optimiser proposed no new "
+                                f"point with nothing in flight; {len(self.trials)} of "
+                                f"{self.budget} evaluations done")
         new_ids = []
         for point in points:
             trial_id = len(self.trials)

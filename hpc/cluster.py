@@ -63,7 +63,10 @@ def start_dask_cluster(executor: str, n_workers: int, folder: Path, *,
             memory=f"{int(memory_gb * 1024)}MiB", walltime=_walltime_text(walltime_min),
             local_directory=str(folder / "local"), log_directory=str(folder / "logs"),
             python=sys.executable, scheduler_options={"dashboard_address": ":0"},
+            # --lifetime: retire before walltime; death_timeout: a worker whose controller (and
+            # scheduler) was killed gives its allocation back after 2 minutes
             worker_extra_args=["--lifetime", f"{lifetime_min}m", "--lifetime-stagger", "1m"],
+            death_timeout=120,
             job_name="microloop-dask",
         )
         if interface:

@@ -144,7 +144,7 @@ class Executor:
             if account:
                 extra["account"] = account
             params: dict[str, Any] = dict(
-                time=int(walltime_min), cpus_per_task=int(cpus_per_task), ntasks_per_node=1,
+                time=int(walltime_min), cpus_per_task=int(cpus_per_task),
                 mem=f"{int(mem_gb * 1024)}M", job_name=job_name, signal_delay_s=60,
                 additional_parameters=extra,
             )

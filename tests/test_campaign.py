@@ -114,6 +114,20 @@ def test_sigkilled_controller_resumes_with_nothing_lost_and_nothing_run_twice(tm
     assert [r["status"] for r in rows] == ["complete"] * 4
     assert {"trial_id", "objective", "reason", "am_wt_frac", "porosity"} <= set(rows[0])
 
+    # warm start: a new campaign over the same space starts from these 4 observations ...
+    again = tiny_campaign(tmp_path / "again.toml", warm_start={"campaigns": [str(folder)]})
+    warm = Campaign.create(load_campaign(again), tmp_path / "warm")
+    warm.close()
+    assert warm.optimizer.n_observations == 4
+    assert _events(tmp_path / "warm", "warm_start")[0]["n_observations"] == 4
+    # ... and one that varies another parameter says why it cannot use them
+    other = tiny_campaign(tmp_path / "other.toml", warm_start={"campaigns": [str(folder)]},
+                          space={"binder_adhesion": [0.2, 0.8]})
+    cold = Campaign.create(load_campaign(other), tmp_path / "cold")
+    cold.close()
+    assert cold.optimizer.n_observations == 0
+    assert "varies" in _events(tmp_path / "cold", "warm_start")[0]["skipped_reason"]
+
 
 @pytest.mark.slow
 def test_failing_jobs_are_retried_then_recorded_and_infeasible_designs_score_zero(tmp_path):

@@ -100,3 +100,36 @@ def test_slurm_scancel_is_seen_and_reported(tmp_path):
     status = _wait(executor, [job_id], timeout_s=60)[job_id]
     assert status.state == "failed"
     assert "CANCELLED" in status.detail
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_preempted_evaluation_is_requeued_released_and_completes(tmp_path):
+    """A real evaluation signalled as at its time limit checkpoints, is requeued by submitit, is
+    released from SLURM's 120 s requeue hold by the poll loop, and finishes from its store."""
+    from hpc.config import parse_campaign
+    from hpc.evaluation_task import EvaluationTask
+
+    config = parse_campaign({
+        "space": {"am_wt_frac": [0.86, 0.96], "porosity": [0.28, 0.42],
+                  "mass_loading_mg_cm2": 15.0},
+        "objective": {"power_W": 10.0},
+        "fidelity": {"n_cubes": 2, "cube_voxels": 24, "rel_tol": 1e-2},
+    })
+    params = {"am_wt_frac": 0.9, "porosity": 0.35, "binder_adhesion": 0.5,
+              "mass_loading_mg_cm2": 15.0}
+    campaign_dir = tmp_path / "campaign"
+    executor = Executor("slurm", tmp_path / "jobs", mem_gb=1.5, walltime_min=10)
+    job_id = executor.submit(EvaluationTask(), str(campaign_dir), 0, params,
+                             config.to_spec_dict(), 1, None, None, {"OMP_NUM_THREADS": "1"})
+    _wait(executor, [job_id], timeout_s=120, until=("running",))
+    time.sleep(3)  # let submitit install its signal handlers
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    status = _wait(executor, [job_id], timeout_s=110)[job_id]  # < SLURM's 120 s hold
+    assert status.state == "finished", status
+    outcome = executor.outcome(job_id)
+    assert outcome.ok, outcome.error
+    assert outcome.value["trial_id"] == 0 and outcome.value["objective"] > 0
+    runs = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job_id],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert runs[0] == "REQUEUED" and len(runs) == 2, runs  # the first run requeued, one rerun
