@@ -16,6 +16,8 @@ CSV (one header row; column names case-insensitive, other columns ignored):
 Cycler files (galvani, the `cyclers` extra): BioLogic `.mpr` (binary) and `.mpt` (text export).
 Each contiguous stretch of discharge current (I < 0 in EC-Lab's convention) longer than
 MIN_POINTS_PER_CURVE rows becomes one curve; rests and charges are dropped.
+Rows after a curve's last discharging row (the relaxation after the cut-off) are dropped: the
+simulation stops at the cut-off and cannot follow them. A leading rest is kept.
 """
 
 from __future__ import annotations
@@ -172,6 +174,20 @@ def read_cycler(path: str | Path) -> list[DischargeCurve]:
     return curves
 
 
+def _without_trailing_rest(curve: DischargeCurve) -> DischargeCurve:
+    """The curve up to its last discharging row. The relaxation after the cut-off cannot be
+    followed by a simulation that stops at the cut-off; a leading rest is harmless and kept."""
+    drive = curve.current_A if curve.current_A is not None else curve.power_W
+    on = np.flatnonzero(drive > _DISCHARGE_THRESHOLD * np.max(drive))
+    stop = int(on[-1]) + 1
+    if stop == drive.size or stop < MIN_POINTS_PER_CURVE:
+        return curve
+    def cut(a):
+        return None if a is None else a[:stop]
+    return DischargeCurve(curve.curve_id, cut(curve.time_s), cut(curve.voltage_V),
+                          cut(curve.current_A), cut(curve.power_W), cut(curve.temperature_C))
+
+
 def load_curves(paths: Sequence[str | Path]) -> list[DischargeCurve]:
     """All curves of all files, validated, with ids unique across files."""
     if not paths:
@@ -194,7 +210,7 @@ def load_curves(paths: Sequence[str | Path]) -> list[DischargeCurve]:
                 curve.validate()
             except ValueError as error:
                 raise ValueError(f"{path}: {error}") from None
-        curves.extend(found)
+        curves.extend(_without_trailing_rest(curve) for curve in found)
     ids = [c.curve_id for c in curves]
     seen: dict[str, int] = {}
     for curve in curves:        # the same stem in two folders: number the repeats

@@ -408,19 +408,37 @@ class CurveSimulator:
         return out, jacobian
 
 
-def _to_x(name: str, value: float) -> float:
+# The optimiser works in coordinates x in [1, 2]: each parameter's bounds mapped linearly (log
+# bounds for scales) and shifted by 1. Comparable coordinates make one trust radius fit all, and
+# keeping |x| >= 1 matters: scipy's initial trust radius and its xtol test are relative to |x|,
+# so a start near x = 0 (a scale of 1 in plain log space) would stall the fit at once.
+def _warp(name: str, value: float) -> float:
     return math.log(value) if fit_parameter(name).log_scale else float(value)
 
 
+def _span(name: str) -> float:
+    spec = fit_parameter(name)
+    return _warp(name, spec.upper) - _warp(name, spec.lower)
+
+
+def _to_x(name: str, value: float) -> float:
+    return 1.0 + (_warp(name, value) - _warp(name, fit_parameter(name).lower)) / _span(name)
+
+
 def _from_x(name: str, x: float) -> float:
-    return math.exp(x) if fit_parameter(name).log_scale else float(x)
+    warped = _warp(name, fit_parameter(name).lower) + (x - 1.0) * _span(name)
+    return math.exp(warped) if fit_parameter(name).log_scale else float(warped)
+
+
+def _dvalue_dx(name: str, value: float) -> float:
+    return _span(name) * (value if fit_parameter(name).log_scale else 1.0)
 
 
 def resolve_start(fit: Sequence[str], initial: Mapping[str, float] | None) -> dict[str, float]:
     """Starting values: the given ones, else the documented defaults; checked against the bounds.
 
-    A log-scaled parameter cannot start at 0 and a bounded one cannot start on its bound's wrong
-    side; the trust-region method needs a strictly interior start, so bounds are nudged inwards."""
+    The trust-region method needs a start strictly inside the bounds and moves slowly off a
+    bound, so a start on a bound (contact resistance 0) is moved 1 % of the range inwards."""
     if not fit:
         raise ValueError("fit: name at least one parameter; accepted: " + ", ".join(FIT_PARAMETERS))
     if len(set(fit)) != len(fit):
@@ -432,7 +450,7 @@ def resolve_start(fit: Sequence[str], initial: Mapping[str, float] | None) -> di
         if not spec.lower <= value <= spec.upper:
             raise ValueError(f"initial {name} = {value} is outside [{spec.lower}, {spec.upper}]")
         span = spec.upper - spec.lower
-        start[name] = min(max(value, spec.lower + 1e-6 * span), spec.upper - 1e-6 * span)
+        start[name] = min(max(value, spec.lower + 0.01 * span), spec.upper - 0.01 * span)
     for name in initial or {}:
         if name not in fit:
             raise ValueError(f"initial value given for {name!r}, which is not being fitted "
@@ -492,8 +510,8 @@ def fit_discharge_curves(
             parts = [s.voltage(values, sensitivities=True) for s in simulators]
             simulated = np.concatenate([p[0] for p in parts])
             jac_values = np.vstack([p[1] for p in parts])
-            # chain rule into the fitted coordinates: d/dlog(v) = v d/dv
-            scale = np.array([values[n] if fit_parameter(n).log_scale else 1.0 for n in fit])
+            # chain rule into the fitted coordinates
+            scale = np.array([_dvalue_dx(n, values[n]) for n in fit])
             cache.clear()
             cache[key] = (simulated - measured, jac_values * scale)
         return cache[key]
@@ -506,7 +524,7 @@ def fit_discharge_curves(
                              np.cumsum([s.time_s.size for s in simulators])[:-1])
     result = least_squares(
         lambda x: evaluate(x)[0], x0, jac=lambda x: evaluate(x)[1], bounds=(lower, upper),
-        method="trf", x_scale="jac", max_nfev=max_iterations, xtol=1e-4, ftol=1e-6, gtol=1e-8)
+        method="trf", x_scale=1.0, max_nfev=max_iterations, xtol=1e-4, ftol=1e-6, gtol=1e-8)
     residual, jacobian = evaluate(result.x)
     values = {name: _from_x(name, xi) for name, xi in zip(fit, result.x, strict=True)}
 
@@ -521,7 +539,7 @@ def fit_discharge_curves(
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = covariance_x / np.outer(sd_x, sd_x)
     stderr = {
-        name: float(values[name] * sd_x[i] if fit_parameter(name).log_scale else sd_x[i])
+        name: float(_dvalue_dx(name, values[name]) * sd_x[i])
         for i, name in enumerate(fit)
     }
 

@@ -198,3 +198,12 @@ def test_calibration_file_validation(tmp_path):
         load_calibration(path)
     with pytest.raises(ValueError, match="does not exist"):
         load_calibration(tmp_path / "missing.json")
+
+
+def test_trailing_rest_is_dropped_leading_rest_kept(tmp_path):
+    rows = ["0,4.10,0", "60,4.10,0"] + [f"{120 + 60 * i},{4.0 - 0.2 * i:.2f},5" for i in range(6)]
+    rows += ["600,3.2,0", "660,3.3,0", "720,3.35,0"]
+    (curve,) = load_curves([_write(tmp_path, "rest.csv", "time_s,voltage_V,current_A\n"
+                                   + "\n".join(rows) + "\n")])
+    assert curve.time_s.size == 8
+    assert curve.current_A[0] == 0.0 and curve.current_A[-1] == 5.0
