@@ -44,7 +44,8 @@ from kernels.solvers import TransportSolution
 
 # Multigrid parameters (tuned on procedural electrodes 32³–256³, see docs/solvers.md).
 JACOBI_DAMPING = 0.95  # < 1 keeps the smoother convergent, hence the cycle SPD
-SMOOTHING_SWEEPS = 2  # before and after the coarse correction
+SMOOTHING_SWEEPS = 2  # before and after the coarse correction, on the coarse levels
+FINE_SMOOTHING_SWEEPS = 2  # the same on the finest level, where a sweep costs the most
 CYCLE_GAMMA = 2  # coarse problems solved by 2 cycles (W-cycle): cheap in 3D, far fewer CG steps
 COARSE_CORRECTION_SCALE = 2.0  # over-correction compensating piecewise-constant interpolation
 COARSEST_MAX_CELLS = 1000
@@ -222,7 +223,8 @@ def _cycle(levels: list[_Level], k: int) -> None:
             lv.z.view(-1)[lv.active] = sol.to(lv.z.dtype)
         return
     torch.div(lv.r, lv.diag, out=lv.z).mul_(JACOBI_DAMPING)  # first sweep from z = 0
-    for _ in range(SMOOTHING_SWEEPS - 1):
+    sweeps = FINE_SMOOTHING_SWEEPS if k == 0 else SMOOTHING_SWEEPS
+    for _ in range(sweeps - 1):
         _smooth(lv)
     _apply(lv, lv.z, lv.t)
     torch.sub(lv.r, lv.t, out=lv.t)
@@ -247,7 +249,7 @@ def _cycle(levels: list[_Level], k: int) -> None:
                 _apply(coarse, acc, coarse.t)
                 torch.sub(rhs, coarse.t, out=coarse.r)
         _prolong_add(acc, lv.z, COARSE_CORRECTION_SCALE)
-    for _ in range(SMOOTHING_SWEEPS):
+    for _ in range(sweeps):
         _smooth(lv)
 
 
