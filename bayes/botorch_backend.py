@@ -122,7 +122,8 @@ class BoTorchOptimizer(Optimizer):
         methods = []
         if n_design:
             design, self.design_position = quasirandom.draw_stream(
-                self.space, "sobol", self.seed, self.design_position, n_design, avoid
+                self.space, "sobol", self.seed, self.design_position, n_design, avoid,
+                separation=self.options["duplicate_radius"],
             )
             parts.append(design)
             methods.append("sobol")

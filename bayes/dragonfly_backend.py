@@ -116,7 +116,7 @@ class DragonflyOptimizer(Optimizer):
         if n_design:
             design, self.design_position = quasirandom.draw_stream(
                 self.space, "sobol", self.seed, self.design_position, n_design,
-                self._avoid(pending_unit),
+                self._avoid(pending_unit), separation=self.options["duplicate_radius"],
             )
             parts.append(design)
         rest = n - n_design

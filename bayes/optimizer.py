@@ -261,7 +261,8 @@ class _StreamOptimizer(Optimizer):
 
     def _propose(self, n: int, pending_unit: np.ndarray) -> np.ndarray:
         unit, self.position = quasirandom.draw_stream(
-            self.space, self.kind, self.seed, self.position, n, self._avoid(pending_unit)
+            self.space, self.kind, self.seed, self.position, n, self._avoid(pending_unit),
+            separation=self.options["duplicate_radius"],
         )
         return unit
 

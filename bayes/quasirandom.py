@@ -72,15 +72,16 @@ def draw_stream(
     start: int,
     n: int,
     avoid: list[tuple[np.ndarray, float]] = (),
+    separation: float = 0.0,
 ) -> tuple[np.ndarray, int]:
     """The next ``n`` allowed points of a stream from position ``start``; returns (points, new start).
 
-    Points in the batch also keep ``avoid``'s first radius from each other (no duplicates).
+    Points in the batch also stay more than ``separation`` apart (no duplicates).
     """
     chosen: list[np.ndarray] = []
     position = start
     chunk = max(64, 2 * n)
-    radius = max([r for _, r in avoid], default=0.0)
+    radius = separation
     while len(chosen) < n:
         if position - start > MAX_DRAW_FACTOR * max(n, 16):
             raise RuntimeError(

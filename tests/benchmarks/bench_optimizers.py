@@ -191,7 +191,7 @@ def table(out: Path, problems: list[str], backends: list[str]) -> str:
                 if "cpu_s" in d:
                     cells.append(f"{d['cpu_s']:.2f}")
                 elif "timeout_s" in d:
-                    cells.append(f"> {d['timeout_s']:.0f} (stopped)")
+                    cells.append(f"stopped after {d['timeout_s']:.0f} s wall")
                 else:
                     cells.append("error")
             lines.append(f"| {backend} | " + " | ".join(cells) + " |")
