@@ -70,6 +70,8 @@ HALF_CELL_UPPER_CUTOFF_V = 4.4  # the charged cathode alone sits above 4.2 V vs 
 LI_METAL_CONDUCTIVITY_S_M = 1.08e7
 LI_FOIL_THICKNESS_M = 50e-6
 MIN_DISCHARGE_TIME_S = 1.0
+END_OF_DISCHARGE_STOICHIOMETRY_MARGIN = 1e-3  # stop 0.1 % short of a full / empty particle surface
+END_OF_DISCHARGE_ELECTROLYTE_MOL_M3 = 1.0  # stop when the electrolyte is locally depleted
 # Tortuosity just below 1 happens from voxel noise; it is read as 1.
 TORTUOSITY_NOISE_FLOOR = 0.95
 
@@ -274,8 +276,37 @@ def _parameter_values(parameter_set: str, half_cell: bool, separator_m: float,
     return values
 
 
+def _add_end_of_discharge_events(model, half_cell: bool) -> None:
+    """Events that end a discharge where the DFN stops being defined (the fallback model).
+
+    A cathode particle surface saturating (stoichiometry -> 1), an anode surface emptying
+    (-> 0) or the electrolyte running dry make the exchange current or the electrolyte
+    potential undefined, and the solver then fails. The main model runs without these events
+    (it reaches the voltage cut-off through local depletion, which the events would cut short
+    by up to ~15 % of the energy at the Ragone knee); after a mid-discharge failure the
+    discharge is re-solved with them, so the energy delivered up to that point is kept instead
+    of the whole result being lost.
+    """
+    import pybamm
+
+    variables = model.variables
+    limit = END_OF_DISCHARGE_STOICHIOMETRY_MARGIN
+    model.events.append(pybamm.Event(
+        "Maximum positive particle surface stoichiometry",
+        1.0 - limit - variables["Maximum positive particle surface stoichiometry"]))
+    if not half_cell:
+        model.events.append(pybamm.Event(
+            "Minimum negative particle surface stoichiometry",
+            variables["Minimum negative particle surface stoichiometry"] - limit))
+    model.events.append(pybamm.Event(
+        "Minimum electrolyte concentration",
+        pybamm.min(variables["Electrolyte concentration [mol.m-3]"])
+        - END_OF_DISCHARGE_ELECTROLYTE_MOL_M3))
+
+
 def _build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
-                      calibration: tuple[tuple[str, float], ...] = ()):
+                      calibration: tuple[tuple[str, float], ...] = (),
+                      end_events: bool = False):
     """A DFN with the design quantities as inputs, discretised on a symbolic mesh."""
     import pybamm
 
@@ -290,6 +321,8 @@ def _build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_
 
         options.update(required_model_options([name for name, _ in calibration]))
     model = pybamm.lithium_ion.DFN(options)
+    if end_events:
+        _add_end_of_discharge_events(model, half_cell)
     values = _parameter_values(parameter_set, half_cell, separator_m, calibration)
     inputs = {name: "[input]" for name in _INPUT_NAMES_CATHODE}
     if not half_cell:
@@ -313,12 +346,12 @@ def _build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_
 
 
 def _simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
-                calibration: tuple[tuple[str, float], ...] = ()):
-    key = (parameter_set, half_cell, mode, round(separator_m, 12), calibration)
+                calibration: tuple[tuple[str, float], ...] = (), end_events: bool = False):
+    key = (parameter_set, half_cell, mode, round(separator_m, 12), calibration, end_events)
     with _BUILD_LOCK:
         if key not in _SIMULATIONS:
             simulation = _build_simulation(parameter_set, half_cell, mode, separator_m,
-                                           calibration)
+                                           calibration, end_events)
             _SIMULATIONS[key] = (simulation, threading.Lock())
         return _SIMULATIONS[key]
 
@@ -458,9 +491,20 @@ class CellModel:
             self.discharge_power(reference, 50.0)
         self.discharge_c_rate(reference, 1.0)
 
-    def _sim(self, mode: str):
+    def _sim(self, mode: str, end_events: bool = False):
         return _simulation(self.parameter_set, self.half_cell, mode,
-                           self.packaging.separator_thickness_um * 1e-6, self.calibration)
+                           self.packaging.separator_thickness_um * 1e-6, self.calibration,
+                           end_events)
+
+    def _solve(self, mode: str, inputs: dict, t_end_s: float,
+               end_events: bool = False) -> tuple[str, float, float, float]:
+        """(termination, last time s, energy Wh/m^2, capacity Ah/m^2) of one solve; may raise."""
+        simulation, lock = self._sim(mode, end_events)
+        with lock:
+            solution = simulation.solve([0.0, t_end_s], inputs=inputs)
+        return (str(solution.termination), float(solution.t[-1]),
+                float(solution["Discharge energy [W.h]"].entries[-1]),
+                float(solution["Discharge capacity [A.h]"].entries[-1]))
 
     # ---- discharges --------------------------------------------------------------------------
 
@@ -506,13 +550,13 @@ class CellModel:
             inputs["Current function [A]"] = level * q_nominal_m2
             t_end_s = max(600.0, 2.0 * 3600.0 / level)
         try:
-            simulation, lock = self._sim(mode)
-            with lock:
-                solution = simulation.solve([0.0, t_end_s], inputs=inputs)
-            termination = str(solution.termination)
-            t_last = float(solution.t[-1])
-            energy_Wh_m2 = float(solution["Discharge energy [W.h]"].entries[-1])
-            capacity_Ah_m2 = float(solution["Discharge capacity [A.h]"].entries[-1])
+            termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._solve(mode, inputs, t_end_s)
+            if termination.startswith("failure") and t_last > MIN_DISCHARGE_TIME_S:
+                # failed mid-discharge: almost always a particle surface saturating or the
+                # electrolyte running dry, where the DFN is undefined; the variant that ends
+                # there (see _add_end_of_discharge_events) keeps the energy delivered so far
+                termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._solve(
+                    mode, inputs, t_end_s, end_events=True)
         except Exception as error:  # SolverError at >= 20 kW, casadi errors: all are infeasible
             message = str(error)
             if "non-positive at initial conditions" in message:
