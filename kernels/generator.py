@@ -298,14 +298,27 @@ def make_targets(params_list: list[Mapping[str, float]], volumes: list[np.ndarra
                            torch.tensor(np.stack(maps), dtype=torch.float32))
 
 
+# Short lags carry the interface (surface area, CBD coverage) but are few among the (2r+1)^3
+# entries of an S2 map; weighting them up keeps them from being drowned by the long-lag plateau.
+SHORT_LAG_BOOST = 20.0
+SHORT_LAG_SCALE_VOXELS = 2.0
+
+
+def short_lag_weight(max_lag: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Weight 1 + SHORT_LAG_BOOST exp(-|d|^2 / (2 s^2)) over the lag cube [-r, r]^3."""
+    lags = torch.arange(-max_lag, max_lag + 1, dtype=torch.float32, device=device)
+    d2 = lags[:, None, None] ** 2 + lags[None, :, None] ** 2 + lags[None, None, :] ** 2
+    return 1.0 + SHORT_LAG_BOOST * torch.exp(-d2 / (2 * SHORT_LAG_SCALE_VOXELS ** 2))
+
+
 def training_loss(model: ConditionalGenerator, targets: TrainingTargets, index: torch.Tensor,
                   crop_voxels: int, generator: torch.Generator,
                   fraction_weight: float = 10.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss on a batch of training volumes `index`: fraction error + relative S2 map error.
 
     The S2 error of pair (i, j) is divided by sqrt(phi_i phi_j) so rare phases (CBD) count as
-    much as common ones; the d = 0 entries also push the softmax fields to be crisp (S2(0) = phi
-    only for 0/1 fields).
+    much as common ones, and weighted up at short lags (`short_lag_weight`); the d = 0 entries
+    also push the softmax fields to be crisp (S2(0) = phi only for 0/1 fields).
     """
     cfg = model.config
     f = cfg.upsample_factor
@@ -325,7 +338,8 @@ def training_loss(model: ConditionalGenerator, targets: TrainingTargets, index: 
     s2 = two_point_map(probs, cfg.max_lag_voxels, DEFAULT_PAIRS)
     scale = torch.stack([torch.sqrt(want_fr[:, i] * want_fr[:, j]).clamp_min(1e-3)
                          for i, j in DEFAULT_PAIRS], dim=1)[:, :, None, None, None]
-    s2_loss = (((s2 - targets.s2[index].to(device)) / scale) ** 2).mean()
+    weight = short_lag_weight(cfg.max_lag_voxels, device)
+    s2_loss = ((((s2 - targets.s2[index].to(device)) / scale) ** 2) * weight).mean() / weight.mean()
     loss = fraction_weight * fraction_loss + s2_loss
     return loss, {"loss": loss.item(), "fraction": fraction_loss.item(), "s2": s2_loss.item()}
 

@@ -1,0 +1,233 @@
+"""How close are generated volumes to the procedural simulator they were trained on?
+
+For parameter points on the training grid, between grid points, and outside the training
+envelope, this draws `--seeds` volumes from the generator and from the procedural simulator
+(same size and voxel size) and compares the four metrics of kernels.metrics (volume fractions,
+specific surface areas, tortuosity factor, effective conductivity) and two-point correlations
+(kernels.two_point: correlation lengths of AM and pore along the thickness and in-plane, and the
+RMS distance between S2 curves). Seed-to-seed differences of the procedural volumes are
+reported as the yardstick: a generator is as good as it gets when its distance to the simulator
+is no larger than the simulator's distance to itself.
+
+    python tests/benchmarks/bench_generator_quality.py --model default --size 64 --seeds 2 \
+        --json quality.json --docs docs/generator.md [--cache procedural_metrics.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+POINTS = [  # (label, kind, params)
+    ("A", "grid", {"am_wt_frac": 0.90, "porosity": 0.35, "binder_adhesion": 0.5}),
+    ("B", "grid", {"am_wt_frac": 0.85, "porosity": 0.25, "binder_adhesion": 0.0}),
+    ("C", "between", {"am_wt_frac": 0.92, "porosity": 0.30, "binder_adhesion": 0.25}),
+    ("D", "between", {"am_wt_frac": 0.88, "porosity": 0.40, "binder_adhesion": 0.75}),
+    ("E", "outside", {"am_wt_frac": 0.97, "porosity": 0.50, "binder_adhesion": 0.5}),
+    ("F", "outside", {"am_wt_frac": 0.82, "porosity": 0.22, "binder_adhesion": 1.0}),
+]
+MAX_LAG = 16
+TABLE_START = "<!-- quality table: start (written by tests/benchmarks/bench_generator_quality.py) -->"
+TABLE_END = "<!-- quality table: end -->"
+
+
+def measure(volume: np.ndarray, voxel_um: float) -> dict[str, float]:
+    from kernels.metrics import characterise_volume
+    from kernels.two_point import correlation_length_voxels, directional_s2
+
+    m = characterise_volume(volume, voxel_um).to_dict()
+    out = {
+        "ssa_am_pore_per_um": m["specific_surface_area_per_um"]["am_pore"],
+        "ssa_am_cbd_per_um": m["specific_surface_area_per_um"]["am_cbd"],
+        "cbd_coverage": m["cbd_coverage"],
+        "tortuosity_factor": m["tortuosity_factor"] if m["tortuosity_factor"] is not None else math.inf,
+        "conductivity_S_m": m["effective_conductivity_S_m"],
+    }
+    for phase, name in ((1, "am"), (0, "pore")):
+        s2 = directional_s2(volume, phase, MAX_LAG)
+        out[f"corr_len_{name}_through_um"] = correlation_length_voxels(s2[0]) * voxel_um
+        out[f"corr_len_{name}_inplane_um"] = 0.5 * (correlation_length_voxels(s2[1])
+                                                     + correlation_length_voxels(s2[2])) * voxel_um
+        out[f"_s2_{name}"] = s2.tolist()
+    return out
+
+
+def s2_distance(a: list[dict], b: list[dict], same: bool) -> float:
+    """Mean RMS distance between the S2 curves (AM and pore, all axes) of two sets of volumes;
+    `same` skips comparing a volume with itself."""
+    from kernels.two_point import s2_curve_distance
+
+    d = []
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            if same and j <= i:
+                continue
+            d.append(np.mean([s2_curve_distance(x[k], y[k]) for k in ("_s2_am", "_s2_pore")]))
+    return float(np.mean(d)) if d else math.nan
+
+
+def summarise(rows: list[dict]) -> dict[str, tuple[float, float]]:
+    keys = [k for k in rows[0] if not k.startswith("_")]
+    out = {}
+    for k in keys:
+        v = np.array([r[k] for r in rows], dtype=float)
+        out[k] = (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+    return out
+
+
+def procedural_rows(params: dict, size: int, voxel_um: float, seeds: int,
+                    cache: dict | None) -> tuple[list[dict], float]:
+    """Metrics of the procedural volumes (deterministic per seed, so they may come from a cache)."""
+    from kernels.structure import ManufacturingParams, generate_structure
+
+    rows, t_total = [], 0.0
+    for s in range(seeds):
+        key = json.dumps([params, size, voxel_um, 100 + s], sort_keys=True)
+        if cache is not None and key in cache:
+            rows.append(cache[key]["row"])
+            t_total += cache[key]["seconds"]
+            continue
+        t0 = time.perf_counter()
+        volume = generate_structure(ManufacturingParams(**params), size, voxel_um, seed=100 + s)
+        seconds = time.perf_counter() - t0
+        rows.append(measure(volume, voxel_um))
+        t_total += seconds
+        if cache is not None:
+            cache[key] = {"row": rows[-1], "seconds": seconds}
+    return rows, t_total / seeds
+
+
+def run(model_source: str | None, size: int, seeds: int, voxel_um: float,
+        cache: dict | None = None) -> dict:
+    """Measure every point; with model_source None only the procedural side (to fill a cache)."""
+    from jobs.train import load_model
+    from kernels.generator import in_training_envelope, sample
+
+    model = load_model(model_source) if model_source is not None else None
+    if model is not None and abs(model.config.voxel_um - voxel_um) > 1e-12:
+        raise ValueError(f"the model makes {model.config.voxel_um} um voxels, not {voxel_um}")
+    results = []
+    for label, kind, params in POINTS:
+        pm, t_proc = procedural_rows(params, size, voxel_um, seeds, cache)
+        if model is None:
+            print(f"{label} procedural done", flush=True)
+            continue
+        t0 = time.perf_counter()
+        gen = sample(params, n=seeds, size=size, seed=100, model=model)
+        t_gen = (time.perf_counter() - t0) / seeds
+        gm = [measure(v, voxel_um) for v in gen]
+        inside, reason = in_training_envelope(params, model)
+        results.append({
+            "label": label, "kind": kind, "params": params, "in_envelope": inside, "reason": reason,
+            "generated": summarise(gm), "procedural": summarise(pm),
+            "s2_rms_gen_vs_proc": s2_distance(gm, pm, same=False),
+            "s2_rms_proc_vs_proc": s2_distance(pm, pm, same=True),
+            "s2_rms_gen_vs_gen": s2_distance(gm, gm, same=True),
+            "seconds_per_volume": {"generated": t_gen, "procedural": t_proc},
+        })
+        print(f"{label} {kind} done", flush=True)
+    info = getattr(model, "training_info", {})
+    return {"model": model_source, "size": size, "seeds": seeds, "voxel_um": voxel_um,
+            "training_steps": info.get("steps"), "training_wall_s": info.get("wall_s"),
+            "points": results}
+
+
+COLUMNS = [  # (key, header, format)
+    ("ssa_am_pore_per_um", "SSA AM-pore 1/µm", "{:.3f}"),
+    ("ssa_am_cbd_per_um", "SSA AM-CBD 1/µm", "{:.3f}"),
+    ("cbd_coverage", "CBD coverage", "{:.2f}"),
+    ("tortuosity_factor", "τ pore", "{:.2f}"),
+    ("conductivity_S_m", "σ_eff S/m", "{:.3f}"),
+    ("corr_len_am_through_um", "ℓ AM ⊥ µm", "{:.2f}"),
+    ("corr_len_am_inplane_um", "ℓ AM ∥ µm", "{:.2f}"),
+]
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"Model `{report['model']}` ({report['training_steps']} training steps, "
+        f"{(report['training_wall_s'] or 0) / 60:.0f} CPU-min); {report['seeds']} volumes of "
+        f"{report['size']}³ at {report['voxel_um']} µm per point and generator; "
+        "each cell is `generated / procedural` (mean over seeds). Volume fractions are exact "
+        "for both by construction. S2 RMS: distance between AM and pore two-point curves, "
+        "generated-vs-procedural (yardstick: procedural seed-vs-seed).",
+        "",
+        "| point | params (w_AM, ε, adhesion) | where | "
+        + " | ".join(h for _, h, _ in COLUMNS) + " | S2 RMS gen-proc (proc-proc) |",
+        "|---|---|---|" + "---|" * len(COLUMNS) + "---|",
+    ]
+    for p in report["points"]:
+        q = p["params"]
+        cells = []
+        for key, _, fmt in COLUMNS:
+            g, r = p["generated"][key][0], p["procedural"][key][0]
+            cells.append(f"{fmt.format(g)} / {fmt.format(r)}")
+        where = p["kind"] + ("" if p["in_envelope"] else " (flagged)")
+        lines.append(f"| {p['label']} | {q['am_wt_frac']}, {q['porosity']}, {q['binder_adhesion']} | "
+                     f"{where} | " + " | ".join(cells)
+                     + f" | {p['s2_rms_gen_vs_proc']:.4f} ({p['s2_rms_proc_vs_proc']:.4f}) |")
+    lines.append("")
+    for key, header, _ in COLUMNS[:5]:
+        rel = [abs(p["generated"][key][0] - p["procedural"][key][0]) / abs(p["procedural"][key][0])
+               for p in report["points"]
+               if math.isfinite(p["generated"][key][0]) and math.isfinite(p["procedural"][key][0])
+               and abs(p["procedural"][key][0]) > 1e-3]
+        spread = [p["procedural"][key][1] / abs(p["procedural"][key][0]) for p in report["points"]
+                  if math.isfinite(p["procedural"][key][1]) and abs(p["procedural"][key][0]) > 1e-3]
+        if rel:
+            lines.append(f"- {header}: median |generated - procedural| / procedural = "
+                         f"{100 * np.median(rel):.0f} % (procedural seed-to-seed spread "
+                         f"{100 * np.median(spread):.0f} %)")
+    return "\n".join(lines)
+
+
+def write_docs(path: Path, table: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    block = f"{TABLE_START}\n{table}\n{TABLE_END}"
+    if TABLE_START in text and TABLE_END in text:
+        head, rest = text.split(TABLE_START, 1)
+        text = head + block + rest.split(TABLE_END, 1)[1]
+    else:
+        text = text + ("\n" if text else "") + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--docs", type=Path, default=None)
+    parser.add_argument("--voxel-um", type=float, default=0.4)
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="JSON file of procedural metrics to reuse (they are seeded)")
+    parser.add_argument("--procedural-only", action="store_true", help="only fill --cache")
+    args = parser.parse_args()
+    cache = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
+    try:
+        report = run(None if args.procedural_only else args.model, args.size, args.seeds,
+                     args.voxel_um, cache)
+    finally:
+        if args.cache:
+            args.cache.write_text(json.dumps(cache, default=float))
+    if args.procedural_only:
+        return
+    table = markdown(report)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=float))
+    if args.docs:
+        write_docs(args.docs, table)
+
+
+if __name__ == "__main__":
+    main()
