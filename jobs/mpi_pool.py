@@ -19,7 +19,7 @@ from typing import Any
 
 TAG_REQUEST = 11
 TAG_TASK = 12
-POLL_S = 0.01   # hand-out latency; solves take seconds, so 10 ms costs nothing
+POLL_S = 0.002   # hand-out latency vs a sleeping thread's wake-ups (see bench_mpi_pool.py)
 
 
 def local_rank(comm: Any) -> int:
