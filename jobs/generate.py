@@ -143,7 +143,8 @@ def generate_samples(campaign_dir: str | Path, trial_id: int, params: dict[str, 
     """
     spec = EvaluationSpec.from_dict(spec)
     params = validate_params(params)
-    device = default_device() if device is None else device
+    if device is None:   # torch only matters (and is only imported) for a trained generator
+        device = "cpu" if spec.generator.is_procedural else default_device()
     store = open_design_store(campaign_dir, trial_id, params, spec)
     store.remove_partials()
     store.repair()
