@@ -1,35 +1,40 @@
 """The 4680 cell model: a PyBaMM DFN scored as a whole 46 x 80 mm cell.
 
-Why it looks like this (numbers in docs/cell-model.md):
-- One DFN per (parameter set, half cell, operating mode, separator) is built ONCE per process
-  and every design quantity is a PyBaMM `[input]`: cathode porosity, AM volume fraction,
-  Bruggeman exponent, effective conductivity, and also cathode thickness, particle radius and
-  anode thickness, which `pybamm.SymbolicUniform1DSubMesh` allows. Measured here this costs
-  little per solve and avoids a ~0.3 s rebuild per design; see the benchmark.
-- The model electrode has 1 m^2; the 4680 roll (kernels.cell_geometry_4680) gives the area, so
-  a power per cell P becomes P / A per m^2 and energies scale back by A (isothermal: exact).
+Three modules, one job each: kernels.cell_design (the validated design and the metrics
+mapping), kernels.cell_pybamm (the DFN with the design as inputs, built once per process) and
+kernels.cell_geometry_4680 (roll and mass budget). This module joins them: `CellModel` turns a
+design and a load into a `DischargeResult` for one 4680 cell; `get_cell_model` keeps one
+CellModel per settings per process (a Dask worker builds its models once).
+
+- The model electrode has 1 m^2; the 4680 roll gives the area A, so a power per cell P becomes
+  P / A per m^2 and energies scale back by A (isothermal: exact).
+- Particle radius R = 3 phi_AM / a_eff with a_eff = a (1 - cbd_blocking * cbd_coverage): AM
+  surface covered by carbon-binder counts for (1 - cbd_blocking); with the metrics' areas this
+  is a_AM-pore + (1 - cbd_blocking) a_AM-CBD.
 - Every discharge returns a `DischargeResult`. A design that cannot deliver (collapse at high
   power, solver failure, cut-off at t = 0, non-percolating pores) gives energy 0, feasible False
-  and a reason; only inputs outside the documented ranges raise ValueError.
-
-Mapping of the microstructure metrics (REFERENCE / ARCHITECTURE):
-- Bruggeman exponent b = 1 - ln(tau) / ln(eps), so that eps^b = eps / tau, clamped to
-  [BRUGGEMAN_MIN, BRUGGEMAN_MAX] (no design inside the documented ranges reaches the clamp).
-- Particle radius R = 3 phi_AM / a_eff with a_eff = a_AM * (1 - cbd_blocking * cbd_coverage):
-  AM surface covered by carbon-binder counts for (1 - cbd_blocking); with the metrics' areas
-  this is a_AM-pore + (1 - cbd_blocking) a_AM-CBD.
-- Effective electronic conductivity -> `Positive electrode conductivity [S.m-1]` with the solid
-  Bruggeman coefficient 0, so the value is used as the effective one.
+  and a reason; only inputs outside the documented ranges raise ValueError. A discharge that
+  fails part-way (a particle surface saturating, the electrolyte running dry) is re-solved on a
+  variant that ends there, keeping the energy delivered.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from dataclasses import asdict, dataclass
 
+from kernels.cell_design import (
+    BRUGGEMAN_MAX,
+    BRUGGEMAN_MIN,
+    RANGES,
+    ElectrodeDesign,
+    bruggeman_exponent,
+    check_range,
+    design_from_metrics,
+    thickness_from_mass_loading_um,
+)
 from kernels.cell_geometry_4680 import (
     RHO_AM_G_CM3,
     JellyRoll,
@@ -37,148 +42,30 @@ from kernels.cell_geometry_4680 import (
     Packaging4680,
     jelly_roll,
 )
+from kernels.cell_pybamm import F_C_MOL
+from kernels.cell_pybamm import parameter_values as _parameter_values
+from kernels.cell_pybamm import simulation as _simulation
 
 __all__ = [
+    "BRUGGEMAN_MAX",
+    "BRUGGEMAN_MIN",
     "CellModel",
     "DischargeResult",
     "ElectrodeDesign",
     "JellyRoll",
     "Packaging4680",
     "RANGES",
+    "bruggeman_exponent",
     "design_from_metrics",
     "get_cell_model",
     "thickness_from_mass_loading_um",
 ]
 
-F_C_MOL = 96485.33212
-
-# Documented input ranges: inside them nothing raises; outside them ValueError names the field.
-RANGES: dict[str, tuple[float, float]] = {
-    "porosity": (0.2, 0.55),
-    "am_volume_fraction": (0.3, 0.75),
-    "thickness_um": (20.0, 300.0),
-    "tortuosity_factor": (1.0, 20.0),
-    "specific_surface_area_per_um": (0.05, 3.0),
-    "effective_conductivity_S_m": (0.001, 1000.0),
-    "cbd_coverage": (0.0, 1.0),
-    "power_W": (0.1, 20000.0),
-    "c_rate": (0.01, 20.0),
-}
-BRUGGEMAN_MIN, BRUGGEMAN_MAX = 1.0, 8.0
 DEFAULT_CBD_BLOCKING = 0.5
-HALF_CELL_UPPER_CUTOFF_V = 4.4  # the charged cathode alone sits above 4.2 V vs Li
-LI_METAL_CONDUCTIVITY_S_M = 1.08e7
-LI_FOIL_THICKNESS_M = 50e-6
 MIN_DISCHARGE_TIME_S = 1.0
-END_OF_DISCHARGE_STOICHIOMETRY_MARGIN = 1e-3  # stop 0.1 % short of a full / empty particle surface
-END_OF_DISCHARGE_ELECTROLYTE_MOL_M3 = 1.0  # stop when the electrolyte is locally depleted
-# Tortuosity just below 1 happens from voxel noise; it is read as 1.
-TORTUOSITY_NOISE_FLOOR = 0.95
 
-
-def _check_range(name: str, value: float) -> None:
-    low, high = RANGES[name]
-    if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} = {value} is outside the accepted range [{low}, {high}]")
-
-
-@dataclass(frozen=True)
-class ElectrodeDesign:
-    """The cathode as the cell model sees it; validated on construction.
-
-    `tortuosity_factor = math.inf` and `effective_conductivity_S_m = 0.0` are accepted as the
-    "not percolating" markers the metrics produce; such a design scores infeasible.
-    """
-
-    porosity: float
-    am_volume_fraction: float
-    thickness_um: float
-    tortuosity_factor: float
-    specific_surface_area_per_um: float  # AM surface per total volume, 1/um (see cbd_coverage)
-    effective_conductivity_S_m: float
-    cbd_coverage: float = 0.0  # fraction of that AM surface touching carbon-binder
-
-    def __post_init__(self) -> None:
-        _check_range("porosity", self.porosity)
-        _check_range("am_volume_fraction", self.am_volume_fraction)
-        _check_range("thickness_um", self.thickness_um)
-        if self.tortuosity_factor != math.inf:
-            _check_range("tortuosity_factor", self.tortuosity_factor)
-        _check_range("specific_surface_area_per_um", self.specific_surface_area_per_um)
-        if self.effective_conductivity_S_m != 0.0:
-            _check_range("effective_conductivity_S_m", self.effective_conductivity_S_m)
-        _check_range("cbd_coverage", self.cbd_coverage)
-
-    @property
-    def cbd_volume_fraction(self) -> float:
-        return 1.0 - self.porosity - self.am_volume_fraction
-
-    def infeasible_reason(self) -> str | None:
-        """Why this design cannot be a working electrode, or None."""
-        if self.cbd_volume_fraction < -1e-9:
-            return (
-                f"porosity + am_volume_fraction = {self.porosity + self.am_volume_fraction:.3f} "
-                "exceeds 1"
-            )
-        if self.tortuosity_factor == math.inf:
-            return "pore phase does not percolate through the electrode (tortuosity infinite)"
-        if self.effective_conductivity_S_m == 0.0:
-            return "solid phase does not conduct through the electrode (conductivity 0)"
-        return None
-
-
-def thickness_from_mass_loading_um(
-    mass_loading_mg_cm2: float, am_volume_fraction: float, rho_am_g_cm3: float = RHO_AM_G_CM3
-) -> float:
-    """Cathode thickness that carries a given AM mass loading: L = m / (phi_AM rho_AM)."""
-    if not (math.isfinite(mass_loading_mg_cm2) and mass_loading_mg_cm2 > 0):
-        raise ValueError(f"mass_loading_mg_cm2 must be > 0, got {mass_loading_mg_cm2}")
-    _check_range("am_volume_fraction", am_volume_fraction)
-    if not (math.isfinite(rho_am_g_cm3) and rho_am_g_cm3 > 0):
-        raise ValueError(f"rho_am_g_cm3 must be > 0, got {rho_am_g_cm3}")
-    # mg/cm^2 / (g/cm^3) = 1e-3 cm = 10 um
-    return mass_loading_mg_cm2 / (am_volume_fraction * rho_am_g_cm3) * 10.0
-
-
-def design_from_metrics(metrics: dict, thickness_um: float) -> ElectrodeDesign:
-    """ElectrodeDesign from `VolumeMetrics.to_dict()` and a thickness.
-
-    The AM surface is a_AM-pore + a_AM-CBD, and cbd_coverage = a_AM-CBD / that sum, so the cell
-    model's blocking factor gives a_eff = a_AM-pore + (1 - blocking) a_AM-CBD. A non-percolating
-    volume (tortuosity None / inf, or `percolating` False) becomes an infeasible design.
-    """
-    try:
-        fractions = metrics["volume_fraction"]
-        areas = metrics["specific_surface_area_per_um"]
-        porosity = float(fractions["pore"])
-        am_fraction = float(fractions["am"])
-        a_pore = float(areas["am_pore"])
-        a_cbd = float(areas.get("am_cbd", 0.0) or 0.0)
-    except (KeyError, TypeError) as error:
-        raise ValueError(
-            "metrics must hold volume_fraction{pore,am,cbd} and "
-            f"specific_surface_area_per_um{{am_pore,am_cbd}}; missing {error}"
-        ) from None
-    tau = metrics.get("tortuosity_factor")
-    percolating = bool(metrics.get("percolating", True))
-    tau = math.inf if (tau is None or not percolating) else float(tau)
-    if TORTUOSITY_NOISE_FLOOR <= tau < 1.0:
-        tau = 1.0
-    sigma = metrics.get("effective_conductivity_S_m")
-    sigma = 0.0 if sigma is None else float(sigma)
-    area = a_pore + a_cbd
-    coverage = a_cbd / area if area > 0 else 0.0
-    return ElectrodeDesign(
-        porosity=porosity,
-        am_volume_fraction=am_fraction,
-        thickness_um=float(thickness_um),
-        tortuosity_factor=tau,
-        specific_surface_area_per_um=area,
-        effective_conductivity_S_m=sigma,
-        cbd_coverage=coverage,
-    )
+_MODELS_LOCK = threading.Lock()
+_MODELS: dict[tuple, CellModel] = {}
 
 
 @dataclass
@@ -197,166 +84,6 @@ class DischargeResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def bruggeman_exponent(tortuosity_factor: float, porosity: float) -> float:
-    """b with porosity^b = porosity / tortuosity, clamped to [BRUGGEMAN_MIN, BRUGGEMAN_MAX]."""
-    b = 1.0 - math.log(tortuosity_factor) / math.log(porosity)
-    return min(BRUGGEMAN_MAX, max(BRUGGEMAN_MIN, b))
-
-
-# --------------------------------------------------------------------------------------------
-# PyBaMM simulations, built once per process
-
-
-_BUILD_LOCK = threading.Lock()
-# One built Simulation is not safe to solve from two threads at once: each has its own lock, so
-# threads of one process take turns (run cell sweeps in parallel with processes, not threads).
-_SIMULATIONS: dict[tuple, tuple[object, threading.Lock]] = {}
-_MODELS: dict[tuple, CellModel] = {}
-
-_INPUT_NAMES_CATHODE = (
-    "Positive electrode porosity",
-    "Positive electrode active material volume fraction",
-    "Positive electrode Bruggeman coefficient (electrolyte)",
-    "Positive electrode conductivity [S.m-1]",
-    "Positive electrode thickness [m]",
-    "Positive particle radius [m]",
-)
-_INPUT_NAMES_ANODE = (
-    "Negative electrode thickness [m]",
-    "Initial concentration in negative electrode [mol.m-3]",
-)
-
-
-def _li_metal_exchange_current_density(c_e, c_Li, T):  # noqa: N803 (PyBaMM's argument names)
-    """Lithium-metal exchange current density (Xu et al. 2019): 3.5e-8 F c_Li^0.7 c_e^0.3."""
-    return 3.5e-8 * F_C_MOL * c_Li**0.7 * c_e**0.3
-
-
-def _parameter_values(parameter_set: str, half_cell: bool, separator_m: float,
-                      calibration: tuple[tuple[str, float], ...] = ()):
-    """The parameter set on a 1 m^2 electrode, with the half-cell additions and a calibration."""
-    import pybamm
-
-    try:
-        values = pybamm.ParameterValues(parameter_set)
-    except Exception as error:  # pybamm raises ValueError / KeyError for unknown names
-        known = sorted(pybamm.parameter_sets.keys())
-        raise ValueError(
-            f"parameter_set {parameter_set!r} is not a PyBaMM parameter set; known: {known}"
-        ) from error
-    values.update(
-        {
-            "Electrode height [m]": 1.0,
-            "Electrode width [m]": 1.0,
-            "Number of electrodes connected in parallel to make a cell": 1.0,
-            "Separator thickness [m]": separator_m,
-            "Positive electrode Bruggeman coefficient (electrode)": 0.0,
-        },
-        check_already_exists=False,
-    )
-    if half_cell:
-        values.update(
-            {
-                "Exchange-current density for lithium metal electrode [A.m-2]":
-                    _li_metal_exchange_current_density,
-                "Lithium metal partial molar volume [m3.mol-1]": 1.3e-5,
-                "Negative electrode conductivity [S.m-1]": LI_METAL_CONDUCTIVITY_S_M,
-                "Negative electrode thickness [m]": LI_FOIL_THICKNESS_M,
-                "Upper voltage cut-off [V]": HALF_CELL_UPPER_CUTOFF_V,
-            },
-            check_already_exists=False,
-        )
-    if calibration:
-        from kernels.calibration import Calibration
-
-        # after the 1 m^2 area is set: areal resistances and the capacity factor refer to it
-        values = Calibration(values=dict(calibration)).apply_to_parameter_values(values)
-    return values
-
-
-def _add_end_of_discharge_events(model, half_cell: bool) -> None:
-    """Events that end a discharge where the DFN stops being defined (the fallback model).
-
-    A cathode particle surface saturating (stoichiometry -> 1), an anode surface emptying
-    (-> 0) or the electrolyte running dry make the exchange current or the electrolyte
-    potential undefined, and the solver then fails. The main model runs without these events
-    (it reaches the voltage cut-off through local depletion, which the events would cut short
-    by up to ~15 % of the energy at the Ragone knee); after a mid-discharge failure the
-    discharge is re-solved with them, so the energy delivered up to that point is kept instead
-    of the whole result being lost.
-    """
-    import pybamm
-
-    variables = model.variables
-    limit = END_OF_DISCHARGE_STOICHIOMETRY_MARGIN
-    model.events.append(pybamm.Event(
-        "Maximum positive particle surface stoichiometry",
-        1.0 - limit - variables["Maximum positive particle surface stoichiometry"]))
-    if not half_cell:
-        model.events.append(pybamm.Event(
-            "Minimum negative particle surface stoichiometry",
-            variables["Minimum negative particle surface stoichiometry"] - limit))
-    model.events.append(pybamm.Event(
-        "Minimum electrolyte concentration",
-        pybamm.min(variables["Electrolyte concentration [mol.m-3]"])
-        - END_OF_DISCHARGE_ELECTROLYTE_MOL_M3))
-
-
-def _build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
-                      calibration: tuple[tuple[str, float], ...] = (),
-                      end_events: bool = False):
-    """A DFN with the design quantities as inputs, discretised on a symbolic mesh."""
-    import pybamm
-
-    os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
-    options = {"calculate discharge energy": "true"}
-    if mode == "power":
-        options["operating mode"] = "power"
-    if half_cell:
-        options["working electrode"] = "positive"
-    if calibration:
-        from kernels.calibration import required_model_options
-
-        options.update(required_model_options([name for name, _ in calibration]))
-    model = pybamm.lithium_ion.DFN(options)
-    if end_events:
-        _add_end_of_discharge_events(model, half_cell)
-    values = _parameter_values(parameter_set, half_cell, separator_m, calibration)
-    inputs = {name: "[input]" for name in _INPUT_NAMES_CATHODE}
-    if not half_cell:
-        inputs.update({name: "[input]" for name in _INPUT_NAMES_ANODE})
-    inputs["Power function [W]" if mode == "power" else "Current function [A]"] = "[input]"
-    values.update(inputs, check_already_exists=False)
-    submeshes = dict(model.default_submesh_types)
-    for domain in submeshes:
-        if domain in ("negative electrode", "separator", "positive electrode",
-                      "negative particle", "positive particle"):
-            submeshes[domain] = pybamm.SymbolicUniform1DSubMesh
-    solver = pybamm.IDAKLUSolver(
-        on_failure="ignore",
-        output_variables=["Discharge energy [W.h]", "Discharge capacity [A.h]", "Voltage [V]"],
-    )
-    simulation = pybamm.Simulation(
-        model, parameter_values=values, solver=solver, submesh_types=submeshes
-    )
-    simulation.build()
-    return simulation
-
-
-def _simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
-                calibration: tuple[tuple[str, float], ...] = (), end_events: bool = False):
-    key = (parameter_set, half_cell, mode, round(separator_m, 12), calibration, end_events)
-    with _BUILD_LOCK:
-        if key not in _SIMULATIONS:
-            simulation = _build_simulation(parameter_set, half_cell, mode, separator_m,
-                                           calibration, end_events)
-            _SIMULATIONS[key] = (simulation, threading.Lock())
-        return _SIMULATIONS[key]
-
-
-# --------------------------------------------------------------------------------------------
 
 
 class CellModel:
@@ -510,7 +237,7 @@ class CellModel:
 
     def discharge_power(self, design: ElectrodeDesign, power_W: float) -> DischargeResult:
         """Constant power per 4680 cell (W) to the lower cut-off voltage."""
-        _check_range("power_W", power_W)
+        check_range("power_W", power_W)
         if self.half_cell:
             raise ValueError("discharge_power needs a full cell: use half_cell=False "
                              "(a lithium-metal half cell is scored with discharge_c_rate)")
@@ -518,13 +245,13 @@ class CellModel:
 
     def discharge_c_rate(self, design: ElectrodeDesign, c_rate: float) -> DischargeResult:
         """Constant current at c_rate x nominal_capacity_Ah (full cell or half cell)."""
-        _check_range("c_rate", c_rate)
+        check_range("c_rate", c_rate)
         return self._discharge(design, "current", float(c_rate))
 
     def ragone(self, design: ElectrodeDesign, powers_W: list[float]) -> list[DischargeResult]:
         """Energy vs power: one constant-power discharge per power (all validated first)."""
         for power in powers_W:
-            _check_range("power_W", power)
+            check_range("power_W", power)
         return [self.discharge_power(design, power) for power in powers_W]
 
     def _discharge(self, design: ElectrodeDesign, mode: str, level: float) -> DischargeResult:
@@ -598,7 +325,7 @@ def get_cell_model(
     """The process-wide CellModel for these settings (its PyBaMM models are built once)."""
     key = (parameter_set, bool(half_cell), packaging or Packaging4680(),
            json.dumps(kwargs, sort_keys=True, default=str))
-    with _BUILD_LOCK:
+    with _MODELS_LOCK:
         if key not in _MODELS:
             _MODELS[key] = CellModel(parameter_set, half_cell, packaging, **kwargs)
         return _MODELS[key]

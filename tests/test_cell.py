@@ -223,15 +223,15 @@ def test_default_packaging_overshoots_teardown_and_calibration_matches_it():
 
 
 def test_model_is_built_once_per_process(full_cell):
-    import kernels.cell as cell
+    import kernels.cell_pybamm as cell_pybamm
 
     assert get_cell_model("Chen2020") is full_cell
     full_cell.warm_up()
-    built = dict(cell._SIMULATIONS)
+    built = dict(cell_pybamm.SIMULATIONS)
     other = ElectrodeDesign(0.3, 0.6, 120.0, 3.0, 0.8, 5.0, cbd_coverage=0.3)
     assert full_cell.discharge_power(other, 30.0).feasible
     assert full_cell.discharge_c_rate(other, 0.5).feasible
-    assert cell._SIMULATIONS == built  # a new geometry re-used the built simulations
+    assert cell_pybamm.SIMULATIONS == built  # a new geometry re-used the built simulations
 
 
 def test_parameter_set_is_selectable_and_unknown_names_are_listed():

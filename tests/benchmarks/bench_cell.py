@@ -49,10 +49,10 @@ def rebuild_per_design(design, model) -> tuple[float, float]:
     """The alternative: a fixed-mesh DFN rebuilt with this design's thicknesses and radius."""
     import pybamm
 
-    from kernels.cell import _parameter_values
+    from kernels.cell_pybamm import parameter_values
 
     start = time.perf_counter()
-    values = _parameter_values("Chen2020", False, 12e-6)
+    values = parameter_values("Chen2020", False, 12e-6)
     inputs = model.inputs(design)
     roll = model.jelly_roll(design)
     values.update(inputs, check_already_exists=False)
@@ -69,9 +69,9 @@ def fixed_mesh_ragone_s(design, model) -> float:
     """Ragone time on a fixed-mesh DFN built for this one design (power the only input)."""
     import pybamm
 
-    from kernels.cell import _parameter_values
+    from kernels.cell_pybamm import parameter_values
 
-    values = _parameter_values("Chen2020", False, 12e-6)
+    values = parameter_values("Chen2020", False, 12e-6)
     values.update(model.inputs(design), check_already_exists=False)
     values.update({"Power function [W]": "[input]"})
     sim = pybamm.Simulation(
