@@ -1,0 +1,109 @@
+"""The campaign report: its numbers (GP partial dependence and length-scales, Ragone crossing)
+on functions with known answers, and the whole report on real campaigns that are empty, have a
+failed trial or only one completed trial ("not enough data", never a crash)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hpc.campaign import Campaign
+from hpc.cli import app
+from hpc.config import parse_campaign
+from hpc.report import analyse_gp, find_crossing_W, to_unit, write_report
+
+
+def tiny_config(**sections: dict):
+    """The cheapest real campaign: one 24^3 cube, in-process (debug) evaluations."""
+    data = {
+        "name": "tiny-report",
+        "space": {"am_wt_frac": [0.86, 0.96], "porosity": [0.28, 0.42], "binder_adhesion": 0.5,
+                  "mass_loading_mg_cm2": 15.0},
+        "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+        "fidelity": {"n_cubes": 1, "cube_voxels": 24, "voxel_um": 1.0, "rel_tol": 1e-2},
+        "cell": {"ragone_powers_W": [10.0, 200.0]},
+        "optimizer": {"backend": "sobol", "n_initial": 2, "budget": 2, "max_concurrent": 1,
+                      "seed": 1},
+        "resources": {"executor": "debug", "dask_workers": 0, "max_retries": 0,
+                      "poll_interval_s": 0.1},
+    }
+    data.update(sections)
+    return parse_campaign(data)
+
+
+def test_crossing_of_log_linear_curves_is_found_exactly():
+    powers = np.array([1.0, 5.0, 10.0, 50.0, 100.0])
+    energy_cell = 100.0 - 10.0 * np.log(powers)      # better at low power
+    power_cell = np.full_like(powers, 80.0)          # flat
+    assert find_crossing_W(powers, energy_cell, power_cell) == pytest.approx(math.exp(2.0))
+    # never below: no crossing; points where neither delivers (both 0) are ignored
+    assert find_crossing_W(powers, energy_cell + 100.0, power_cell) is None
+    assert find_crossing_W(powers, [90, 85, 0, 0, 0], [80, 80, 70, 0, 0]) == pytest.approx(
+        math.exp(math.log(5.0) + 5.0 / 75.0 * (math.log(10.0) - math.log(5.0))))
+
+
+def test_gp_partial_dependence_and_length_scales_follow_the_function():
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 2))
+    y = np.sin(3.0 * x[:, 0]) + 0.02 * x[:, 1]       # x0 matters, x1 hardly
+    gp = analyse_gp(x, y, n_grid=21, n_base=64)
+    assert gp.lengthscales[0] < gp.lengthscales[1]
+    assert gp.importance[0] > 0.5 and gp.importance.sum() == pytest.approx(1.0)
+    expected = np.sin(3.0 * gp.grid) + 0.01
+    assert np.corrcoef(gp.mean[0], expected)[0, 1] > 0.95
+    assert np.ptp(gp.mean[1]) < 0.2 * np.ptp(gp.mean[0])
+    with pytest.raises(ValueError, match="same for every trial"):
+        analyse_gp(x, np.ones(16))
+
+
+def test_to_unit_scales_by_the_campaign_bounds():
+    unit = to_unit([{"a": 2.0, "b": 10.0}], {"a": (1.0, 3.0), "b": (10.0, 20.0)})
+    assert unit.tolist() == [[0.5, 0.0]]
+
+
+def test_report_of_an_empty_campaign_says_so(tmp_path):
+    Campaign.create(tiny_config(), tmp_path / "c").close()
+    summary = write_report(tmp_path / "c").read_text()
+    assert "no completed trial" in summary.lower() and "Not enough data" in summary
+    assert (tmp_path / "c" / "report" / "trace.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_report_with_a_failed_trial_and_one_completed_trial(tmp_path):
+    folder = tmp_path / "c"
+    config = tiny_config(faults=[{"trial_id": 1, "attempts": 1, "mode": "raise"}])
+    campaign = Campaign.create(config, folder)
+    try:
+        progress = campaign.run()          # the controller's hook writes the report
+    finally:
+        campaign.close()
+    assert progress.complete == 1 and progress.failed == 1
+    report = folder / "report"
+    summary = (report / "summary.md").read_text()
+    assert "Not enough data for the GP plots" in summary
+    assert "Trial 1 failed" in summary and "injected fault" in summary
+    for name in ("trace.png", "microstructure.png", "ragone.png"):
+        assert (report / name).stat().st_size > 1000, name
+    assert not (report / "objective_over_params.png").exists()
+    data = json.loads((report / "summary.json").read_text())
+    assert data["best"]["trial_id"] == 0 and data["n_failed"] == 1
+    assert data["best"]["objective"] == pytest.approx(
+        json.loads((folder / "trials" / "0" / "result.json").read_text())["objective"])
+
+    # the command rewrites it; a folder that is no campaign is refused with exit code 2
+    (report / "summary.md").unlink()
+    runner = CliRunner()
+    assert runner.invoke(app, ["report", str(folder)]).exit_code == 0
+    assert (report / "summary.md").exists()
+    refused = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert refused.exit_code == 2 and "neither a campaign folder" in refused.output
+
+
+def test_report_of_a_campaign_folder_path_object(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a campaign folder"):
+        write_report(Path(tmp_path))
