@@ -41,8 +41,8 @@ class BoTorchOptimizer(Optimizer):
         "prior_observations": [],  # [(point, value) or (point, value, noise_var), ...]
         "thompson_threshold": 64,
         "n_candidates": 2048,
-        "num_restarts": 10,
-        "raw_samples": 512,
+        "num_restarts": 20,
+        "raw_samples": 2048,
         "mc_samples": 128,
     }
 
