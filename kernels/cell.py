@@ -170,11 +170,26 @@ class CellModel:
         )
         return jelly_roll(stack, self.packaging)
 
+    def open_surface_fraction(self, design: ElectrodeDesign) -> float:
+        """Share of the AM surface that reacts: 1 - cbd_blocking * cbd_coverage."""
+        return 1.0 - self.cbd_blocking * design.cbd_coverage
+
     def particle_radius_m(self, design: ElectrodeDesign) -> float:
         """R = 3 phi_AM / a_eff, a_eff = a (1 - cbd_blocking * cbd_coverage)."""
-        a_eff_per_m = (design.specific_surface_area_per_um * 1e6
-                       * (1.0 - self.cbd_blocking * design.cbd_coverage))
+        open_fraction = self.open_surface_fraction(design)
+        if open_fraction <= 0.0:
+            raise ValueError("no AM surface open to the electrolyte: cbd_blocking x cbd_coverage "
+                             f"= {self.cbd_blocking} x {design.cbd_coverage} = 1")
+        a_eff_per_m = design.specific_surface_area_per_um * 1e6 * open_fraction
         return 3.0 * design.am_volume_fraction / a_eff_per_m
+
+    def infeasible_reason(self, design: ElectrodeDesign) -> str | None:
+        """Why this design cannot be scored by this model, or None."""
+        reason = design.infeasible_reason()
+        if reason is None and self.open_surface_fraction(design) <= 0.0:
+            reason = (f"carbon-binder covers all AM surface (cbd_coverage {design.cbd_coverage}) "
+                      f"and blocks it fully (cbd_blocking {self.cbd_blocking})")
+        return reason
 
     def nominal_capacity_Ah_m2(self, design: ElectrodeDesign) -> float:
         """C-rate reference per m^2: the cyclable lithium (full cell) or the cathode (half cell),
@@ -262,7 +277,7 @@ class CellModel:
             return DischargeResult(power_W, c_rate, 0.0, capacity_Ah, 0.0, 0.0,
                                    0.0 if self.half_cell else None, False, reason)
 
-        reason = design.infeasible_reason()
+        reason = self.infeasible_reason(design)
         if reason is not None:
             return infeasible(reason)
         roll = self.jelly_roll(design)

@@ -132,6 +132,9 @@ def test_documented_range_corners_never_raise(full_cell, half_cell):
             assert half_cell.discharge_c_rate(design, c_rate).reason
     assert not full_cell.discharge_power(corners[3], 10.0).feasible
     assert "exceeds 1" in full_cell.discharge_power(corners[3], 10.0).reason
+    fully_blocking = CellModel("Chen2020", cbd_blocking=1.0)
+    covered = fully_blocking.discharge_power(corners[2], 10.0)
+    assert not covered.feasible and "blocks" in covered.reason
 
 
 @pytest.mark.parametrize(
