@@ -296,7 +296,7 @@ class CellModel:
             if termination.startswith("failure") and t_last > MIN_DISCHARGE_TIME_S:
                 # failed mid-discharge: almost always a particle surface saturating or the
                 # electrolyte running dry, where the DFN is undefined; the variant that ends
-                # there (see _add_end_of_discharge_events) keeps the energy delivered so far
+                # there (kernels.cell_pybamm.add_end_of_discharge_events) keeps the energy so far
                 termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._solve(
                     mode, inputs, t_end_s, end_events=True)
         except Exception as error:  # SolverError at >= 20 kW, casadi errors: all are infeasible
@@ -308,6 +308,8 @@ class CellModel:
             if termination.startswith("failure"):
                 return infeasible(f"solver failure after {t_last:.3g} s: {termination[:200]}")
             return infeasible(f"did not reach the cut-off: {termination[:200]}")
+        if "Maximum voltage" in termination:
+            return infeasible(f"upper voltage cut-off during a discharge ({termination})")
         if t_last <= MIN_DISCHARGE_TIME_S:
             return infeasible(f"voltage cut-off reached at t = {t_last:.3g} s ({termination})")
         if not (math.isfinite(energy_Wh_m2) and energy_Wh_m2 > 0):
