@@ -290,6 +290,19 @@ class FitResult:
     message: str
 
 
+def _end_of_fit(voltage_V: np.ndarray, tail_V: float) -> int:
+    """Rows of a curve the fit uses: all but its final stretch within `tail_V` of the lowest
+    voltage. That last plunge to the cut-off is where the DFN stiffens or fails (a cathode
+    surface at full lithiation) and where a residual jumps as the simulated end moves past a
+    data point; the knee before it still fixes capacity and rate capability."""
+    if tail_V <= 0:
+        return voltage_V.size
+    above = np.flatnonzero(voltage_V > voltage_V.min() + tail_V)
+    if above.size == 0:
+        return voltage_V.size
+    return max(int(above[-1]) + 1, min(MIN_POINTS_PER_CURVE, voltage_V.size))
+
+
 def _subsample(n: int, max_points: int) -> np.ndarray:
     """Indices of at most `max_points` rows, evenly spread, keeping the first and last."""
     if n <= max_points:
@@ -311,6 +324,7 @@ class CurveSimulator:
         fixed: Mapping[str, float] | None = None,
         initial_soc: float | None = None,
         max_points: int = 200,
+        tail_V: float = 0.0,
     ) -> None:
         import pybamm
 
@@ -318,9 +332,11 @@ class CurveSimulator:
         self.curve = curve
         self.fit = list(fit)
         time_s = np.asarray(curve.time_s, dtype=float) - float(curve.time_s[0])
-        keep = _subsample(time_s.size, max_points)
+        voltage = np.asarray(curve.voltage_V, dtype=float)
+        n_fit = _end_of_fit(voltage, tail_V)
+        keep = _subsample(n_fit, max_points)
         self.time_s = time_s[keep]
-        self.measured_V = np.asarray(curve.voltage_V, dtype=float)[keep]
+        self.measured_V = voltage[keep]
 
         values = parameter_values.copy()
         if initial_soc is not None:
@@ -343,7 +359,7 @@ class CurveSimulator:
             updates["Initial temperature [K]"] = kelvin
         # let the simulation follow the data a little past its own voltage window
         updates["Lower voltage cut-off [V]"] = min(
-            float(values["Lower voltage cut-off [V]"]), float(self.measured_V.min()) - 0.05)
+            float(values["Lower voltage cut-off [V]"]), float(voltage.min()) - 0.05)
         updates["Upper voltage cut-off [V]"] = max(
             float(values["Upper voltage cut-off [V]"]), float(self.measured_V.max()) + 0.1)
         values.update(updates, check_already_exists=False)
@@ -449,8 +465,8 @@ def resolve_start(fit: Sequence[str], initial: Mapping[str, float] | None) -> di
         value = float((initial or {}).get(name, spec.default))
         if not spec.lower <= value <= spec.upper:
             raise ValueError(f"initial {name} = {value} is outside [{spec.lower}, {spec.upper}]")
-        span = spec.upper - spec.lower
-        start[name] = min(max(value, spec.lower + 0.01 * span), spec.upper - 0.01 * span)
+        x = min(max(_to_x(name, value), 1.01), 1.99)    # 1 % of the (log) range inwards
+        start[name] = value if x == _to_x(name, value) else _from_x(name, x)
     for name in initial or {}:
         if name not in fit:
             raise ValueError(f"initial value given for {name!r}, which is not being fitted "
@@ -473,13 +489,15 @@ def fit_discharge_curves(
     initial_soc: float | None = None,
     max_points_per_curve: int = 200,
     max_iterations: int = 30,
+    tail_V: float = 0.1,
     metadata: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Least squares fit of the named corrections to all curves at once, within their bounds.
 
     `parameter_values` describe the cell as built (all design quantities as numbers). Residuals are
     measured minus simulated voltage at up to `max_points_per_curve` evenly spread times per curve,
-    so long and short curves weigh alike. Uncertainty: the standard error from the Jacobian at the
+    so long and short curves weigh alike; each curve's final plunge within `tail_V` of its lowest
+    voltage is left out (see `_end_of_fit`). Uncertainty: the standard error from the Jacobian at the
     optimum, sqrt(diag((J^T J)^-1) s^2) with s^2 = SSE / (n - p), mapped back from log space."""
     from scipy.optimize import least_squares
 
@@ -497,7 +515,8 @@ def fit_discharge_curves(
         fit_parameter(name)
     simulators = [
         CurveSimulator(parameter_values, curve, fit, model_options=model_options, fixed=fixed,
-                       initial_soc=initial_soc, max_points=max_points_per_curve)
+                       initial_soc=initial_soc, max_points=max_points_per_curve,
+                       tail_V=tail_V)
         for curve in curves
     ]
     measured = np.concatenate([s.measured_V for s in simulators])
@@ -558,6 +577,7 @@ def fit_discharge_curves(
         "initial_values": start,
         "fixed": dict(fixed or {}),
         "initial_soc": initial_soc,
+        "tail_V": tail_V,
         "rmse_initial_V": rmse_initial,
         "rmse_fitted_V": rmse_fitted,
         "rmse_per_curve_V": {c.curve_id: c.rmse_fitted_V for c in curve_fits},

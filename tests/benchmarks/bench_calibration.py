@@ -109,7 +109,7 @@ def run_pybop(values, curves, optimiser: str, max_iterations: int) -> dict:
     started = time.perf_counter()
     result = optim.run()
     wall_s = time.perf_counter() - started
-    fitted = dict(zip(meta.parameters.keys(), np.asarray(result.x, dtype=float), strict=True))
+    fitted = {k: float(np.asarray(v).ravel()[0]) for k, v in result.best_inputs.items()}
     # the RMSE of the PyBOP optimum, measured the same way as ours
     residuals = []
     for curve in curves:
@@ -118,7 +118,8 @@ def run_pybop(values, curves, optimiser: str, max_iterations: int) -> dict:
         residuals.append(simulated - sim.measured_V)
     rmse = float(np.sqrt(np.mean(np.square(np.concatenate(residuals)))))
     return {"method": f"pybop {optimiser}", "wall_s": wall_s,
-            "solves": int(result.n_evaluations) * len(curves), "values": fitted, "rmse_V": rmse}
+            "solves": int(result.n_evaluations) * len(curves), "values": fitted, "rmse_V": rmse,
+            "message": str(result.message)}
 
 
 def main() -> None:
@@ -141,7 +142,8 @@ def main() -> None:
     for run in runs:
         errors = {k: f"{100 * (run['values'][k] / TRUTH[k] - 1):+.1f}%" for k in TRUTH}
         print(f"{run['method']:45s} {run['wall_s']:7.1f} s ({run['wall_s'] / base:4.1f}x) "
-              f"{run['solves']:5d} solves  RMSE {1e3 * run['rmse_V']:.2f} mV  errors {errors}")
+              f"{run['solves']:5d} solves  RMSE {1e3 * run['rmse_V']:.2f} mV  errors {errors}"
+              + (f"  ({run['message']})" if run.get("message") else ""))
 
 
 if __name__ == "__main__":
