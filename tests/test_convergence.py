@@ -105,3 +105,16 @@ def test_study_runs_as_a_slurm_array_with_mpi_ranks_and_the_cli_prints_json(tmp_
     assert tortuosities(tmp_path / "s") == tortuosities(tmp_path / "local")
     job_logs = list((tmp_path / "s" / "jobs").glob("*_log.out"))
     assert len(job_logs) >= 3  # three array tasks ran
+
+
+def test_conductivity_can_be_the_studied_metric(tmp_path):
+    study = build_convergence_file({
+        "material": {"design": DESIGN, "source_voxels": 32, "voxel_um": 0.5},
+        "study": {"cube_voxels": [16, 24], "cubes_per_size": 3, "n_bootstrap": 200,
+                  "metric": "effective_conductivity_S_m"},
+    })
+    summary = run_study(tmp_path, study, show_progress=False, poll_s=0.2)
+    assert summary["metric"] == "effective_conductivity_S_m"
+    assert all(row["metric_mean"] > 0 for row in summary["per_size"])
+    _, results, _ = collect(tmp_path)
+    assert all(r["tortuosity_factor"] is None and r["effective_conductivity_S_m"] > 0 for r in results)
