@@ -151,8 +151,9 @@ def read_cycler(path: str | Path) -> list[DischargeCurve]:
         else:
             data, _ = BioLogic.MPTfile(str(path))
     except (OSError, ValueError, NotImplementedError, AssertionError, UnicodeDecodeError,
-            KeyError) as error:
-        raise ValueError(f"{path}: not a readable BioLogic {path.suffix} file: {error}") from None
+            KeyError, StopIteration, AttributeError) as error:  # galvani's ways of failing
+        raise ValueError(f"{path}: not a readable BioLogic {path.suffix} file: "
+                         f"{error or type(error).__name__}") from None
     if len(data) == 0:
         raise ValueError(f"{path}: the file holds no data points")
     time_s, voltage_V, current_A = _cycler_columns(data, path)

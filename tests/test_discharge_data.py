@@ -207,3 +207,18 @@ def test_trailing_rest_is_dropped_leading_rest_kept(tmp_path):
                                    + "\n".join(rows) + "\n")])
     assert curve.time_s.size == 8
     assert curve.current_A[0] == 0.0 and curve.current_A[-1] == 5.0
+
+
+def test_biologic_mpt_text_export(tmp_path):
+    rows = [f"{30.0 * i}\t{4.1 - 0.05 * i:.3f}\t{-1500.0 if 2 <= i < 12 else 0.0}"
+            for i in range(15)]
+    path = tmp_path / "export.mpt"
+    path.write_bytes(("EC-Lab ASCII FILE\r\nNb header lines : 3\r\ntime/s\tEwe/V\tI/mA\r\n"
+                      + "\r\n".join(rows) + "\r\n").encode())
+    (curve,) = load_curves([path])
+    assert curve.curve_id == "export#1"
+    assert curve.time_s.size == 10
+    np.testing.assert_allclose(curve.current_A, 1.5)
+    (tmp_path / "empty.mpt").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.mpt: not a readable BioLogic .mpt file"):
+        load_curves([tmp_path / "empty.mpt"])
