@@ -23,7 +23,7 @@ _DESIGN_FLAGS = {
     # ElectrodeDesign field: (flag, help)
     "porosity": ("--porosity", "cathode porosity, 0.2-0.55"),
     "am_volume_fraction": ("--am-fraction", "active-material volume fraction, 0.3-0.75"),
-    "tortuosity_factor": ("--tortuosity", "pore tortuosity factor, 1-20"),
+    "tortuosity_factor": ("--tortuosity", "pore tortuosity factor, 1-100"),
     "specific_surface_area_per_um": ("--ssa-per-um", "AM specific surface area, 0.05-3 1/um"),
     "effective_conductivity_S_m": ("--conductivity-S-m", "effective electronic conductivity, "
                                    "0.001-1000 S/m"),
