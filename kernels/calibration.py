@@ -638,13 +638,13 @@ def design_parameter_values(cell_model: Any, design: Any) -> Any:
     set with the design's quantities and the whole 4680 electrode area, so measured amps,
     watts and ohms apply as they are. Uncalibrated: the fit starts from the model the
     campaigns use. `cell_model` is a `kernels.cell.CellModel`, `design` an `ElectrodeDesign`."""
-    from kernels.cell import _parameter_values
+    from kernels.cell_pybamm import parameter_values
 
     reason = design.infeasible_reason()
     if reason is not None:
         raise ValueError(f"design: cannot calibrate an infeasible design: {reason}")
-    values = _parameter_values(cell_model.parameter_set, cell_model.half_cell,
-                               cell_model.packaging.separator_thickness_um * 1e-6)
+    values = parameter_values(cell_model.parameter_set, cell_model.half_cell,
+                              cell_model.packaging.separator_thickness_um * 1e-6)
     values.update(cell_model.inputs(design), check_already_exists=False)
     values.update({"Electrode width [m]": cell_model.jelly_roll(design).electrode_area_m2},
                   check_already_exists=False)

@@ -162,10 +162,43 @@ def test_apply_scales_numbers_and_functions_and_resistance_per_area(cell):
     assert values["Electrode width [m]"] == pytest.approx(area_m2)   # input untouched
 
 
-def test_half_cell_rejects_anode_corrections():
-    from kernels.cell import _parameter_values
+def test_half_cell_recovery_and_mAh_per_g_follow_the_calibration():
+    """Lithium-metal half cell: the fit uses the cell model's half-cell options, and the
+    calibrated model's mAh/g moves with the fitted corrections."""
+    from kernels.calibration import cell_model_options
+    from kernels.cell import ElectrodeDesign, get_cell_model
 
-    half = _parameter_values("Chen2020", True, 12e-6)
+    model = get_cell_model(half_cell=True)
+    design = ElectrodeDesign(porosity=0.335, am_volume_fraction=0.665, thickness_um=75.6,
+                             tortuosity_factor=1.728, specific_surface_area_per_um=0.382,
+                             effective_conductivity_S_m=0.18)
+    values = design_parameter_values(model, design)
+    options = cell_model_options(model)
+    assert options == {"working electrode": "positive"}
+    truth = {"cathode_diffusivity_scale": 0.3, "capacity_factor": 0.9}
+    rng = np.random.default_rng(5)
+    curves = []
+    for c_rate in (0.5, 2.0):
+        t = np.arange(0.0, 3 * 3600.0 / c_rate, 20.0)
+        current = np.full(t.size, c_rate * model.nominal_capacity_Ah(design))
+        voltage = simulate_discharge(values, t, current_A=current, values=truth,
+                                     model_options=options)
+        ok = ~np.isnan(voltage)
+        curves.append(DischargeCurve(f"{c_rate}C", t[ok],
+                                     voltage[ok] + rng.normal(0, NOISE_V, ok.sum()),
+                                     current_A=current[ok]))
+    result = fit_discharge_curves(values, curves, list(truth), model_options=options,
+                                  max_points_per_curve=POINTS)
+    _check_recovered(result, truth)
+    calibrated = get_cell_model(half_cell=True, calibration=result.calibration.to_dict())
+    plain_mAh_g = model.discharge_c_rate(design, 0.5).capacity_mAh_g
+    assert calibrated.discharge_c_rate(design, 0.5).capacity_mAh_g < 0.9 * plain_mAh_g
+
+
+def test_half_cell_rejects_anode_corrections():
+    from kernels.cell_pybamm import parameter_values
+
+    half = parameter_values("Chen2020", True, 12e-6)
     curve = DischargeCurve("c", np.arange(10.0), np.linspace(4, 3.5, 10), current_A=np.ones(10))
     with pytest.raises(ValueError, match="anode_diffusivity_scale: a lithium-metal half cell"):
         fit_discharge_curves(half, [curve], ["anode_diffusivity_scale"],
