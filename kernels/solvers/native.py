@@ -18,7 +18,7 @@ binary pore field (conductivity 1) this is TauFactor's ``D_rel`` (τ = ε / D_re
 
 Method: the system matrix is a weighted graph Laplacian plus boundary terms, symmetric positive
 definite on the percolating cluster. It is preconditioned with one V-cycle of aggregation
-multigrid: 2×2×2 blocks, Galerkin coarse operators (which for piecewise-constant transfer are
+multigrid: 2×2×2 blocks (2×2 or 2 in dimensions thinner than 4 cells), Galerkin coarse operators (which for piecewise-constant transfer are
 again 7-point stencils whose face conductances are sums of fine face conductances, so coarse
 grids keep the exact connectivity of the pore network), damped Jacobi smoothing, an
 over-corrected coarse-grid correction, and a dense Cholesky solve on the coarsest grid.
@@ -72,6 +72,7 @@ class _Level:
     acc: torch.Tensor | None = None  # sum of the W-cycle's corrections (coarse levels)
     rhs: torch.Tensor | None = None  # copy of r kept during a W-cycle (coarse levels)
     inverse: torch.Tensor | None = None  # dense inverse on the active cells (coarsest level)
+    factors: tuple[int, int, int] = (2, 2, 2)  # block size that made this level from the finer
     active: torch.Tensor | None = None  # flat indices of the active cells (coarsest level only)
 
     @property
@@ -133,19 +134,37 @@ def _make_level(gx: torch.Tensor, gy: torch.Tensor, gz: torch.Tensor, b_lo: torc
                   t=torch.zeros(shape, dtype=dt, device=dev))
 
 
-def _coarsen(level: _Level) -> _Level:
-    """Galerkin coarse level for 2×2×2 piecewise-constant aggregation.
+def _coarsening_factors(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Halve every dimension of at least 4 cells; thinner ones are kept (semi-coarsening)."""
+    return tuple(2 if n >= 4 else 1 for n in shape)  # type: ignore[return-value]
+
+
+def _sum_pairs(a: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    for dim in dims:
+        a = _pair_sum(a, dim)
+    return a
+
+
+def _coarsen(level: _Level, factors: tuple[int, int, int]) -> _Level:
+    """Galerkin coarse level for piecewise-constant aggregation over 2×2×2 (or thinner) blocks.
 
     With piecewise-constant prolongation P, Pᵀ A P of a weighted graph Laplacian is the
     Laplacian of the quotient graph: a coarse face conductance is the sum of the fine face
     conductances crossing it, faces inside a block cancel, boundary terms add up.
     """
-    cgx = _pair_sum(_pair_sum(level.gx[1::2], 1), 2)
-    cgy = _pair_sum(_pair_sum(level.gy[:, 1::2], 0), 2)
-    cgz = _pair_sum(_pair_sum(level.gz[:, :, 1::2], 0), 1)
-    b_lo = _pair_sum(_pair_sum(level.b_lo, 0), 1)
-    b_hi = _pair_sum(_pair_sum(level.b_hi, 0), 1)
-    return _make_level(cgx, cgy, cgz, b_lo, b_hi, level.hi // 2)
+    halved = [d for d in range(3) if factors[d] == 2]
+    faces = []
+    for d, g in enumerate((level.gx, level.gy, level.gz)):
+        if factors[d] == 2:  # only the faces between blocks: cells 2I+1 | 2I+2
+            index: list[slice] = [slice(None)] * 3
+            index[d] = slice(1, None, 2)
+            g = g[tuple(index)]
+        faces.append(_sum_pairs(g, tuple(e for e in halved if e != d)).contiguous())
+    sides = tuple(e - 1 for e in halved if e > 0)  # b_lo, b_hi are (n2, n3)
+    b_lo, b_hi = _sum_pairs(level.b_lo, sides), _sum_pairs(level.b_hi, sides)
+    coarse = _make_level(*faces, b_lo, b_hi, level.hi // factors[0])
+    coarse.factors = factors
+    return coarse
 
 
 def _invert_coarsest(level: _Level) -> None:
@@ -176,30 +195,45 @@ def _hierarchy(gx: torch.Tensor, gy: torch.Tensor, gz: torch.Tensor, b_lo: torch
                b_hi: torch.Tensor) -> list[_Level]:
     """Fine level plus Galerkin coarse levels down to at most COARSEST_MAX_CELLS cells."""
     levels = [_make_level(gx, gy, gz, b_lo, b_hi, gx.shape[0])]
-    while levels[-1].diag.numel() > COARSEST_MAX_CELLS and min(levels[-1].shape) >= 4:
-        levels.append(_coarsen(levels[-1]))
+    while levels[-1].diag.numel() > COARSEST_MAX_CELLS:
+        factors = _coarsening_factors(levels[-1].shape)
+        if factors == (1, 1, 1):
+            break
+        levels.append(_coarsen(levels[-1], factors))
     _invert_coarsest(levels[-1])
     return levels
 
 
-def _restrict(fine: torch.Tensor, coarse: torch.Tensor) -> None:
-    """coarse ← sum over each 2×2×2 block of fine (Pᵀ for piecewise-constant P)."""
+def _restrict(fine: torch.Tensor, coarse: torch.Tensor, factors: tuple[int, int, int]) -> None:
+    """coarse ← sum over each block of fine (Pᵀ for piecewise-constant P)."""
+    f1, f2, f3 = factors
     n1, n2, n3 = fine.shape
-    v = fine.view(n1 // 2, 2, n2, n3)
-    a = v[:, 0] + v[:, 1]
-    w = a.view(n1 // 2, n2 // 2, 2, n3)
-    b = w[:, :, 0] + w[:, :, 1]
-    u = b.view(n1 // 2, n2 // 2, n3 // 2, 2)
+    a = fine
+    if f1 == 2:
+        v = a.view(n1 // 2, 2, n2, n3)
+        a = v[:, 0] + v[:, 1]
+    if f2 == 2:
+        w = a.view(n1 // f1, n2 // 2, 2, n3)
+        a = w[:, :, 0] + w[:, :, 1]
+    c1, c2, c3 = n1 // f1, n2 // f2, n3 // f3
     # the coarse level may carry one extra (inactive, zero) layer of padding per dimension
-    torch.add(u[..., 0], u[..., 1], out=coarse[: n1 // 2, : n2 // 2, : n3 // 2])
+    if f3 == 2:
+        u = a.view(c1, c2, c3, 2)
+        torch.add(u[..., 0], u[..., 1], out=coarse[:c1, :c2, :c3])
+    else:
+        coarse[:c1, :c2, :c3].copy_(a)
 
 
-def _prolong_add(coarse: torch.Tensor, fine: torch.Tensor, scale: float) -> None:
-    """fine += scale · (coarse value repeated over its 2×2×2 block)."""
-    c1, c2, c3 = (n // 2 for n in fine.shape)
+def _prolong_add(coarse: torch.Tensor, fine: torch.Tensor, scale: float,
+                 factors: tuple[int, int, int]) -> None:
+    """fine += scale · (coarse value repeated over its block)."""
+    f1, f2, f3 = factors
+    n1, n2, n3 = fine.shape
+    c1, c2, c3 = n1 // f1, n2 // f2, n3 // f3
     coarse = coarse[:c1, :c2, :c3]
-    expanded = coarse.unsqueeze(-1).expand(c1, c2, c3, 2).reshape(c1, c2, 2 * c3)
-    fine.view(c1, 2, c2, 2, 2 * c3).add_(expanded.view(c1, 1, c2, 1, 2 * c3), alpha=scale)
+    if f3 == 2:  # repeat along the contiguous axis first, then broadcast over the others
+        coarse = coarse.unsqueeze(-1).expand(c1, c2, c3, 2).reshape(c1, c2, n3)
+    fine.view(c1, f1, c2, f2, n3).add_(coarse.reshape(c1, 1, c2, 1, n3), alpha=scale)
 
 
 def _smooth(lv: _Level) -> None:
@@ -229,11 +263,11 @@ def _cycle(levels: list[_Level], k: int) -> None:
     _apply(lv, lv.z, lv.t)
     torch.sub(lv.r, lv.t, out=lv.t)
     coarse = levels[k + 1]
-    _restrict(lv.t, coarse.r)
+    _restrict(lv.t, coarse.r, coarse.factors)
     gamma = 1 if k + 2 == len(levels) else CYCLE_GAMMA
     if gamma == 1:
         _cycle(levels, k + 1)
-        _prolong_add(coarse.z, lv.z, COARSE_CORRECTION_SCALE)
+        _prolong_add(coarse.z, lv.z, COARSE_CORRECTION_SCALE, coarse.factors)
     else:
         if coarse.acc is None:
             coarse.acc, coarse.rhs = torch.empty_like(coarse.z), torch.empty_like(coarse.z)
@@ -248,7 +282,7 @@ def _cycle(levels: list[_Level], k: int) -> None:
             if i + 1 < gamma:
                 _apply(coarse, acc, coarse.t)
                 torch.sub(rhs, coarse.t, out=coarse.r)
-        _prolong_add(acc, lv.z, COARSE_CORRECTION_SCALE)
+        _prolong_add(acc, lv.z, COARSE_CORRECTION_SCALE, coarse.factors)
     for _ in range(sweeps):
         _smooth(lv)
 
