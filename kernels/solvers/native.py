@@ -321,7 +321,7 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float) -> tuple[float, 
         torch.add(z, p, alpha=rho_new / rho, out=p)
         rho = rho_new
     else:
-        converged = rho <= 0  # exact solution reached (e.g. a straight channel)
+        converged = rho == 0.0  # residual exactly zero (e.g. a straight channel); < 0: broken B
     return _energy(fine, x), it, converged
 
 
