@@ -98,6 +98,13 @@ def preflight(config: CampaignConfig) -> dict[str, Any]:
     if backends and config.fidelity.backend not in backends:
         raise ConfigError(f"fidelity.backend: {config.fidelity.backend!r} is not available here; "
                           f"allowed: {sorted(backends)}")
+    if config.resources.executor == "slurm":
+        import shutil
+
+        missing = [tool for tool in ("sbatch", "sacct", "scontrol") if shutil.which(tool) is None]
+        if missing:
+            raise ConfigError(f"resources.executor = 'slurm' but {', '.join(missing)} not found "
+                              "on PATH; use executor = 'local' on a machine without SLURM")
     return spec
 
 

@@ -17,6 +17,7 @@ import pytest
 from test_campaign import tiny_campaign
 
 from hpc.campaign import Campaign
+from hpc.commands.status import campaign_status
 from hpc.commands.submit import render_controller
 from hpc.config import load_campaign
 
@@ -28,11 +29,17 @@ E2E = dict(
 )
 
 
-def _run(campaign: Path, folder: Path, executor: str) -> dict[int, tuple]:
+def _run(campaign: Path, folder: Path, executor: str, seen: list | None = None
+         ) -> dict[int, tuple]:
     config = load_campaign(campaign, {"resources": {"executor": executor}})
     controller = Campaign.create(config, folder)
+
+    def look(progress) -> None:  # what `microloop status --json` says while jobs run
+        if seen is not None and progress.running and not seen:
+            seen.append(campaign_status(folder))
+
     try:
-        progress = controller.run()
+        progress = controller.run(on_progress=look)
     finally:
         controller.close()
     assert progress.complete == 4, [t.reason for t in controller.trials.values()]
@@ -45,7 +52,11 @@ def _run(campaign: Path, folder: Path, executor: str) -> dict[int, tuple]:
 @pytest.mark.mpi
 def test_slurm_campaign_matches_the_local_one(tmp_path):
     campaign = tiny_campaign(tmp_path / "e2e.toml", **E2E)
-    on_slurm = _run(campaign, tmp_path / "slurm", "slurm")
+    seen: list[dict] = []
+    on_slurm = _run(campaign, tmp_path / "slurm", "slurm", seen)
+    assert seen and seen[0]["counts"]["running"] == len(seen[0]["running"]) > 0
+    assert all(r["state"] in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED")
+               for r in seen[0]["running"]), seen[0]
     folder = tmp_path / "slurm"
     job_ids = [e["job_id"] for e in map(json.loads, (folder / "journal.jsonl").read_text()
                                         .splitlines()) if e["event"] == "submitted"]
