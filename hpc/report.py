@@ -262,7 +262,7 @@ def plot_trace(data: CampaignData, path: Path) -> Path:
     ax.set_xlabel("evaluation (trial id)")
     ax.set_ylabel(data.objective_label)
     ax.set_title(f"{data.name}: {len(done)} of {data.budget} evaluations")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -275,15 +275,16 @@ def plot_partial_dependence(data: CampaignData, gp: GPAnalysis, path: Path) -> P
     names = list(data.bounds)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), sharey=True,
                              squeeze=False)
-    x_obs = np.array([[t.params[n] for n in names] for t in data.complete])
-    y_obs = np.array([t.objective for t in data.complete])
+    scored = [t for t in data.complete if t.feasible is not False]
+    x_obs = np.array([[t.params[n] for n in names] for t in scored])
+    y_obs = np.array([t.objective for t in scored])
     for i, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
         low, high = data.bounds[name]
         x = low + gp.grid * (high - low)
         ax.fill_between(x, gp.mean[i] - 2 * gp.sd[i], gp.mean[i] + 2 * gp.sd[i], color="C0",
                         alpha=0.2, label="GP +- 2 sd")
         ax.plot(x, gp.mean[i], color="C0", label="GP mean (partial dependence)")
-        ax.scatter(x_obs[:, i], y_obs, color="k", s=12, zorder=3, label="trials")
+        ax.scatter(x_obs[:, i], y_obs, color="k", s=12, zorder=3, label="feasible trials")
         ax.set_xlabel(PARAM_LABELS.get(name, name))
     axes[0][0].set_ylabel(data.objective_label)
     axes[0][0].legend(fontsize=7)
@@ -425,14 +426,20 @@ def write_report(directory: str | Path) -> Path:
 
     gp_info: dict[str, Any] | None = None
     complete = data.complete
-    if len(complete) < MIN_TRIALS_FOR_GP:
+    # infeasible designs score 0, a cliff a smooth GP cannot follow: they would inflate its
+    # noise and flatten the picture, so the GP describes the feasible region only
+    scored = [t for t in complete if t.feasible is not False]
+    if len(scored) < MIN_TRIALS_FOR_GP:
         notes.append(f"Not enough data for the GP plots (objective over the parameters, "
-                     f"importance): {len(complete)} completed trial(s), at least "
+                     f"importance): {len(scored)} completed feasible trial(s), at least "
                      f"{MIN_TRIALS_FOR_GP} needed.")
     else:
+        if len(scored) < len(complete):
+            notes.append(f"The GP is fitted to the {len(scored)} feasible trials; the "
+                         f"{len(complete) - len(scored)} infeasible ones (scored 0) are left out.")
         try:
-            gp = analyse_gp(to_unit([t.params for t in complete], data.bounds),
-                            np.array([t.objective for t in complete]))
+            gp = analyse_gp(to_unit([t.params for t in scored], data.bounds),
+                            np.array([t.objective for t in scored]))
         except ValueError as error:
             notes.append(f"No GP plots: {error}.")
         else:
