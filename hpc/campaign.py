@@ -258,6 +258,7 @@ class Campaign:
         self.journal_event("campaign_started", pid=os.getpid(), budget=self.budget,
                            resumed=bool(self.trials))
         started = time.monotonic()
+        self._recover_submissions()
         if not self.finished():
             self.dask = _start_dask(self.config, self.dir)
         try:
@@ -289,6 +290,21 @@ class Campaign:
 
     def close(self) -> None:
         self.journal.close()
+
+    def _recover_submissions(self) -> None:
+        """Trials whose submission was cut by a kill: re-attach to the job if it started."""
+        from hpc.evaluation_task import started_marker
+
+        for trial in sorted(self.trials.values(), key=lambda t: t.trial_id):
+            if trial.status != "proposed" or not trial.submitting:
+                continue
+            marker = started_marker(self.dir, trial.trial_id, trial.attempt)
+            if marker.exists():
+                job_id = json.loads(marker.read_text())["job_id"]
+                log.info("trial %d: re-attaching to job %s found running after a restart",
+                         trial.trial_id, job_id)
+                self.journal_event("submitted", trial_id=trial.trial_id, attempt=trial.attempt,
+                                   job_id=job_id, recovered=True)
 
     def _refill(self) -> None:
         """Ask the optimiser for as many new trials as there are free slots."""

@@ -15,13 +15,33 @@ sweeps run in the job's own process instead of failing the evaluation.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import submitit
 
 MPI_LAUNCHER_ENV = "MICROLOOP_MPI_LAUNCHER"
+
+
+def started_marker(campaign_dir: str | Path, trial_id: int, attempt: int) -> Path:
+    return Path(campaign_dir) / "jobs" / "started" / f"{int(trial_id)}-{int(attempt)}.json"
+
+
+def mark_started(campaign_dir: str, trial_id: int, attempt: int) -> None:
+    """Record which job runs this attempt, so a controller killed between the scheduler
+    accepting the job and journaling its id can re-attach to it instead of submitting again."""
+    try:
+        job_id = submitit.JobEnvironment().job_id
+    except RuntimeError:  # not inside a submitit job (the debug executor)
+        return
+    path = started_marker(campaign_dir, trial_id, attempt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"job_id": str(job_id), "host": os.uname().nodename}))
+    os.replace(tmp, path)
 
 
 def _set_mpi_launcher_in_slurm_step() -> None:
@@ -50,6 +70,7 @@ class EvaluationTask(submitit.helpers.Checkpointable):
                  env: dict[str, str] | None = None) -> dict[str, Any]:
         for key, value in (env or {}).items():
             os.environ.setdefault(key, value)
+        mark_started(campaign_dir, trial_id, attempt)
         _set_mpi_launcher_in_slurm_step()
         if fault and attempt <= int(fault.get("attempts", 1)):
             if fault.get("mode") == "kill":

@@ -208,3 +208,38 @@ def test_journal_drops_a_torn_last_line(tmp_path):
     journal.append("submitting", trial_id=0, attempt=1)
     journal.close()
     assert [e["event"] for e in read_journal(tmp_path)] == ["proposed", "submitting"]
+
+
+@pytest.mark.slow
+def test_a_kill_between_submission_and_journaling_reattaches_to_the_started_job(tmp_path):
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             optimizer={"backend": "sobol", "budget": 1, "max_concurrent": 1},
+                             resources={"dask_workers": 0})
+    folder = tmp_path / "run"
+    first = Campaign.create(load_campaign(campaign), folder)
+    accepted = first.executor.submit_array
+
+    def accept_then_die(fn, args_list):  # the controller dies right after the job is accepted
+        accepted(fn, args_list)
+        raise KeyboardInterrupt
+
+    first.executor.submit_array = accept_then_die
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    first.close()
+    assert [e["event"] for e in read_journal(folder)][-1] == "submitting"
+    marker = folder / "jobs" / "started" / "0-1.json"
+    deadline = time.monotonic() + 60
+    while not marker.exists():  # the job has started and said which job it is
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    second = Campaign.open(folder)
+    try:
+        progress = second.run()
+    finally:
+        second.close()
+    assert progress.complete == 1
+    submitted = _events(folder, "submitted")
+    assert len(submitted) == 1 and submitted[0]["recovered"] is True
+    assert len(list((folder / "jobs").glob("*_result.pkl"))) == 1  # it ran once
