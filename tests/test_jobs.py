@@ -192,9 +192,12 @@ def test_a_dask_cluster_without_workers_times_out_instead_of_hanging(monkeypatch
 
 
 def test_metrics_outside_the_cell_models_range_score_zero_with_the_reason():
+    from kernels.cell import RANGES
+
+    too_tortuous = 2.0 * RANGES["tortuosity_factor"][1]
     metrics = {"volume_fraction": {"pore": 0.35, "am": 0.5, "cbd": 0.15},
                "specific_surface_area_per_um": {"am_pore": 0.3, "am_cbd": 0.1},
-               "cbd_coverage": 0.25, "tortuosity_factor": 55.0,   # a tight small cube
+               "cbd_coverage": 0.25, "tortuosity_factor": too_tortuous,
                "effective_conductivity_S_m": 1.0, "percolating": True}
     result = simulate_design(metrics, 80.0, EvaluationSpec())
     assert result["feasible"] is False and result["objective"] is None
