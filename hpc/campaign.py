@@ -252,8 +252,9 @@ class Campaign:
         return len(self.trials) >= self.budget and not self.in_flight()
 
     def run(self, on_progress: Callable[[Progress], None] | None = None,
-            stop_after_s: float | None = None) -> Progress:
-        """Drive the campaign until the budget is spent (or `stop_after_s` passes)."""
+            stop_after_s: float | None = None, report: bool = True) -> Progress:
+        """Drive the campaign until the budget is spent (or `stop_after_s` passes); then write
+        the report (hpc.report, when installed) unless `report` is False."""
         res = self.config.resources
         self.journal_event("campaign_started", pid=os.getpid(), budget=self.budget,
                            resumed=bool(self.trials))
@@ -283,7 +284,8 @@ class Campaign:
         if self.finished():
             self.journal_event("campaign_finished", complete=progress.complete,
                                failed=progress.failed)
-            _report_hook(self.dir)
+            if report:
+                _report_hook(self.dir)
         if on_progress:
             on_progress(progress)
         return progress

@@ -68,8 +68,8 @@ def test_sigkilled_controller_resumes_with_nothing_lost_and_nothing_run_twice(tm
     # so the resumed controller must ask the optimiser again
     campaign = tiny_campaign(tmp_path / "tiny.toml", optimizer={"budget": 5})
     folder = tmp_path / "run"
-    controller = subprocess.Popen([*MICROLOOP, "run", str(campaign), "--dir", str(folder),
-                                   "--quiet"], env=_env(), stdout=subprocess.DEVNULL,
+    command = [*MICROLOOP, "run", str(campaign), "--dir", str(folder), "--quiet", "--no-report"]
+    controller = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
     try:
         # kill once something has completed while other trials are still running
@@ -116,6 +116,7 @@ def test_sigkilled_controller_resumes_with_nothing_lost_and_nothing_run_twice(tm
     with open(folder / "trials.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["status"] for r in rows] == ["complete"] * 5
+    assert (folder / "report" / "summary.md").exists()  # the end-of-campaign report hook ran
     assert {"trial_id", "objective", "reason", "am_wt_frac", "porosity"} <= set(rows[0])
 
     # warm start: a new campaign over the same space starts from these 5 observations ...
@@ -147,7 +148,7 @@ def test_failing_jobs_are_retried_then_recorded_and_infeasible_designs_score_zer
     )
     controller = Campaign.create(load_campaign(campaign), tmp_path / "run")
     try:
-        progress = controller.run()
+        progress = controller.run(report=False)
     finally:
         controller.close()
     folder = tmp_path / "run"
@@ -236,7 +237,7 @@ def test_a_kill_between_submission_and_journaling_reattaches_to_the_started_job(
 
     second = Campaign.open(folder)
     try:
-        progress = second.run()
+        progress = second.run(report=False)
     finally:
         second.close()
     assert progress.complete == 1

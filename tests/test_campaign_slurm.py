@@ -39,7 +39,7 @@ def _run(campaign: Path, folder: Path, executor: str, seen: list | None = None
             seen.append(campaign_status(folder))
 
     try:
-        progress = controller.run(on_progress=look)
+        progress = controller.run(on_progress=look, report=False)
     finally:
         controller.close()
     assert progress.complete == 4, [t.reason for t in controller.trials.values()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 
-def drive(controller, quiet: bool = False) -> None:  # controller: hpc.campaign.Campaign
+def drive(controller, quiet: bool = False, report: bool = True) -> None:  # controller: hpc.campaign.Campaign
     """Run the controller with a rich progress bar (done/running/failed, best so far)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -16,7 +16,7 @@ def drive(controller, quiet: bool = False) -> None:  # controller: hpc.campaign.
 
     try:
         if quiet:
-            final = controller.run()
+            final = controller.run(report=report)
         else:
             with Progress(TextColumn("[bold]{task.fields[label]}"), BarColumn(),
                           MofNCompleteColumn(), TimeElapsedColumn()) as bar:
@@ -25,7 +25,7 @@ def drive(controller, quiet: bool = False) -> None:  # controller: hpc.campaign.
                 def show(p) -> None:
                     bar.update(task, completed=p.complete + p.failed, label=describe(p))
 
-                final = controller.run(on_progress=show)
+                final = controller.run(on_progress=show, report=report)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: running jobs keep going; continue with "
                    f"`microloop resume {controller.dir}`", err=True)

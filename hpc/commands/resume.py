@@ -11,6 +11,7 @@ def resume(
     directory: Path = typer.Argument(..., help="The campaign folder to continue."),
     budget: int = typer.Option(None, "--budget", help="Raise (or lower) optimizer.budget."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
 ) -> None:
     """Re-attach to running jobs, submit what was proposed but never submitted, and go on."""
     from hpc.campaign import Campaign, CampaignError
@@ -25,7 +26,7 @@ def resume(
     p = controller.progress()
     typer.echo(f"resuming {directory}: {p.complete} complete, {p.failed} failed, "
                f"{p.running} running, budget {p.budget}")
-    drive(controller, quiet)
+    drive(controller, quiet, report=not no_report)
 
 
 def register(app: typer.Typer) -> None:

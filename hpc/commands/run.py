@@ -20,6 +20,7 @@ def run(
     budget: int = typer.Option(None, "--budget", help="Override optimizer.budget."),
     seed: int = typer.Option(None, "--seed", help="Override optimizer.seed."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
 ) -> None:
     """Run a campaign: ask -> evaluate (jobs) -> tell, until the budget is spent."""
     from hpc.campaign import Campaign, CampaignError
@@ -36,7 +37,7 @@ def run(
         raise typer.Exit(2) from None
     typer.echo(f"campaign {config.name!r} in {folder} ({config.resources.executor} executor, "
                f"budget {config.optimizer.budget})")
-    drive(controller, quiet)
+    drive(controller, quiet, report=not no_report)
 
 
 def register(app: typer.Typer) -> None:
