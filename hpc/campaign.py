@@ -86,7 +86,8 @@ def preflight(config: CampaignConfig) -> dict[str, Any]:
         fields = set(getattr(kcell.Packaging4680, "__dataclass_fields__", {}))
         unknown = sorted(set(config.cell.packaging) - fields)
         if unknown:
-            raise ConfigError(f"cell.packaging: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+            raise ConfigError(f"cell.packaging: unknown key(s) {unknown}; "
+                              f"allowed: {sorted(fields)}")
     import pybamm
 
     if config.cell.parameter_set not in pybamm.parameter_sets:

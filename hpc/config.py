@@ -24,7 +24,8 @@ PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
     "binder_adhesion": (0.0, 1.0),
     "mass_loading_mg_cm2": (5.0, 50.0),
 }
-UNITS = {"am_wt_frac": "-", "porosity": "-", "binder_adhesion": "-", "mass_loading_mg_cm2": "mg/cm2"}
+UNITS = {"am_wt_frac": "-", "porosity": "-", "binder_adhesion": "-",
+         "mass_loading_mg_cm2": "mg/cm2"}
 
 OBJECTIVE_KINDS = ("energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g")
 SOLVER_BACKENDS = ("taufactor", "native")
@@ -45,7 +46,8 @@ class _Section(BaseModel):
 
 def _range_text(name: str) -> str:
     low, high = PHYSICAL_RANGES[name]
-    return f"a number in [{low}, {high}] ({UNITS[name]}) to fix it, or [low, high] inside that range to vary it"
+    return (f"a number in [{low}, {high}] ({UNITS[name]}) to fix it, "
+            "or [low, high] inside that range to vary it")
 
 
 class SpaceConfig(_Section):
@@ -89,7 +91,8 @@ class SpaceConfig(_Section):
             )
         for name in self.log_scale:
             if name not in self.bounds():
-                raise ValueError(f"log_scale names {name!r}, which is fixed; only varied ones can be")
+                raise ValueError(
+                    f"log_scale names {name!r}, which is fixed; only varied ones can be")
         return self
 
     def bounds(self) -> dict[str, tuple[float, float]]:
@@ -242,7 +245,8 @@ class ResourcesConfig(_Section):
                 raise ValueError(f"option name {key!r}: use sbatch's long option names, e.g. 'qos'")
             if not _SLURM_NAME.match(str(value)):
                 raise ValueError(
-                    f"{key} = {value!r}: allowed characters: letters, digits and _ . - , : = + / @ %"
+                    f"{key} = {value!r}: allowed characters: letters, digits and "
+                    "_ . - , : = + / @ %"
                 )
         return options
 
@@ -357,7 +361,8 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
             return None
         annotation = field.annotation
         args = getattr(annotation, "__args__", ())
-        current = args[0] if args and getattr(annotation, "__origin__", None) is list else annotation
+        is_list = bool(args) and getattr(annotation, "__origin__", None) is list
+        current = args[0] if is_list else annotation
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return None
@@ -401,7 +406,7 @@ def resolve_campaign_path(name_or_path: str | Path) -> Path:
 
 def parse_campaign(data: dict[str, Any], source: str = "<dict>",
                    base_dir: Path | None = None) -> CampaignConfig:
-    """Validate campaign data; relative paths (model file, warm-start folders) resolve to base_dir."""
+    """Validate campaign data; relative paths (model file, warm starts) resolve to base_dir."""
     try:
         config = CampaignConfig.model_validate(data)
     except ValidationError as error:

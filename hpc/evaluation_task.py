@@ -94,5 +94,5 @@ class EvaluationTask(submitit.helpers.Checkpointable):
                   "running the cell sweeps in this job", flush=True)
             result = evaluate_design(campaign_dir, trial_id, params, spec,
                                      dask_scheduler_address=None)
-        return dict(result, attempt=attempt, host=os.uname().nodename,
-                    job_id=os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"))
+        job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+        return dict(result, attempt=attempt, host=os.uname().nodename, job_id=job_id)

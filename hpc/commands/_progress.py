@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 
-def drive(controller, quiet: bool = False, report: bool = True) -> None:  # controller: hpc.campaign.Campaign
-    """Run the controller with a rich progress bar (done/running/failed, best so far)."""
+def drive(controller, quiet: bool = False, report: bool = True) -> None:
+    """Run an hpc.campaign.Campaign with a rich progress bar (done/running/failed, best)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     def describe(p) -> str:

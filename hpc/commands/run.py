@@ -14,9 +14,9 @@ def _default_dir(name: str) -> Path:
 
 
 def run(
-    campaign: str = typer.Argument(..., help="Campaign TOML file, or a built-in: quick, cs1, cs2, cs3."),
-    directory: Path = typer.Option(None, "--dir", help="Campaign folder (default runs/<name>-<time>)."),
-    executor: str = typer.Option(None, "--executor", help="Override resources.executor: local or slurm."),
+    campaign: str = typer.Argument(..., help="Campaign TOML file, or quick, cs1, cs2, cs3."),
+    directory: Path = typer.Option(None, "--dir", help="Folder (default runs/<name>-<time>)."),
+    executor: str = typer.Option(None, "--executor", help="Override resources.executor."),
     budget: int = typer.Option(None, "--budget", help="Override optimizer.budget."),
     seed: int = typer.Option(None, "--seed", help="Override optimizer.seed."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

@@ -60,11 +60,12 @@ def sbatch_command(script: Path, campaign_dir: Path) -> list[str]:
 
 
 def submit(
-    campaign: str = typer.Argument(..., help="Campaign TOML file, or a built-in: quick, cs1, cs2, cs3."),
-    directory: Path = typer.Option(None, "--dir", help="Campaign folder (default runs/<name>-<time>)."),
+    campaign: str = typer.Argument(..., help="Campaign TOML file, or quick, cs1, cs2, cs3."),
+    directory: Path = typer.Option(None, "--dir", help="Folder (default runs/<name>-<time>)."),
     executor: str = typer.Option(None, "--executor", help="Executor of the evaluations (default: "
                                  "the campaign's resources.executor)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the script and the sbatch command only."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Print the script and the sbatch command only."),
 ) -> None:
     """Submit the campaign controller as a SLURM job (`sbatch`); it resumes itself if requeued."""
     from hpc.campaign import preflight
