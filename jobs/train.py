@@ -104,8 +104,8 @@ def plot_losses(history: list[dict[str, float]], path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = np.arange(1, len(history) + 1)
     window = max(1, len(history) // 50)
-    for key in ("loss", "fraction", "s2"):
-        y = np.array([h[key] for h in history])
+    for key in [k for k in ("loss", "fraction", "s2", "crisp") if k in history[-1]]:
+        y = np.array([h.get(key, np.nan) for h in history])
         if window > 1:
             y = np.convolve(y, np.ones(window) / window, mode="valid")
         ax.plot(steps[len(steps) - len(y):], y, label=key)

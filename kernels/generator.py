@@ -313,12 +313,13 @@ def short_lag_weight(max_lag: int, device: torch.device | str = "cpu") -> torch.
 
 def training_loss(model: ConditionalGenerator, targets: TrainingTargets, index: torch.Tensor,
                   crop_voxels: int, generator: torch.Generator,
-                  fraction_weight: float = 10.0) -> tuple[torch.Tensor, dict[str, float]]:
+                  fraction_weight: float = 10.0,
+                  crisp_weight: float = 0.3) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss on a batch of training volumes `index`: fraction error + relative S2 map error.
 
     The S2 error of pair (i, j) is divided by sqrt(phi_i phi_j) so rare phases (CBD) count as
-    much as common ones, and weighted up at short lags (`short_lag_weight`); the d = 0 entries
-    also push the softmax fields to be crisp (S2(0) = phi only for 0/1 fields).
+    much as common ones, and weighted up at short lags (`short_lag_weight`); a crispness term
+    makes the softmax fields one-hot, so their S2 is that of the decoded labels.
     """
     cfg = model.config
     f = cfg.upsample_factor
@@ -335,13 +336,18 @@ def training_loss(model: ConditionalGenerator, targets: TrainingTargets, index: 
     probs = torch.softmax(model(z.to(device), cond), dim=1)
     want_fr = targets.fractions[index].to(device)
     fraction_loss = ((probs.mean(dim=(2, 3, 4)) - want_fr) ** 2).sum(dim=1).mean()
-    s2 = two_point_map(probs, cfg.max_lag_voxels, DEFAULT_PAIRS)
     scale = torch.stack([torch.sqrt(want_fr[:, i] * want_fr[:, j]).clamp_min(1e-3)
                          for i, j in DEFAULT_PAIRS], dim=1)[:, :, None, None, None]
     weight = short_lag_weight(cfg.max_lag_voxels, device)
+    s2 = two_point_map(probs, cfg.max_lag_voxels, DEFAULT_PAIRS)
     s2_loss = ((((s2 - targets.s2[index].to(device)) / scale) ** 2) * weight).mean() / weight.mean()
-    loss = fraction_weight * fraction_loss + s2_loss
-    return loss, {"loss": loss.item(), "fraction": fraction_loss.item(), "s2": s2_loss.item()}
+    # Without it the net can match S2 with fuzzy fields (max probability ~0.6) that only the
+    # ranking decoder turns into labels, with ragged boundaries. The Gini impurity 1 - sum p^2
+    # is 0 only for one-hot fields, for which soft S2 equals the S2 of the decoded labels.
+    crisp_loss = (1.0 - (probs ** 2).sum(dim=1)).mean()
+    loss = fraction_weight * fraction_loss + s2_loss + crisp_weight * crisp_loss
+    return loss, {"loss": loss.item(), "fraction": fraction_loss.item(), "s2": s2_loss.item(),
+                  "crisp": crisp_loss.item()}
 
 
 def train_step(model: ConditionalGenerator, optimizer: torch.optim.Optimizer,
