@@ -22,15 +22,16 @@ DASK_WORKER_WAIT_S = 300.0   # how long a sweep waits for the campaign's first D
 def cell_options(spec: EvaluationSpec) -> dict[str, Any]:
     """The arguments that select the (cached) cell model, as plain data for a worker."""
     return {"parameter_set": spec.cell.parameter_set, "half_cell": spec.objective.half_cell,
-            "packaging": dict(spec.cell.packaging)}
+            "packaging": dict(spec.cell.packaging), "calibration": spec.cell.calibration}
 
 
 def _model(options: dict[str, Any]) -> Any:
     from kernels.cell import Packaging4680, get_cell_model
 
-    packaging = Packaging4680(**options["packaging"]) if options["packaging"] else None
+    packaging = Packaging4680.from_dict(options["packaging"]) if options["packaging"] else None
+    extra = {"calibration": options["calibration"]} if options.get("calibration") else {}
     return get_cell_model(parameter_set=options["parameter_set"],
-                          half_cell=options["half_cell"], packaging=packaging)
+                          half_cell=options["half_cell"], packaging=packaging, **extra)
 
 
 def warm_model(options: dict[str, Any]) -> float:

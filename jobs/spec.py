@@ -148,8 +148,13 @@ class CellSpec:
     thickness_um: float = 75.6                                   # Chen2020's positive electrode
     mass_loading_mg_cm2: float | None = None
     ragone_powers_W: list[float] = field(default_factory=list)
+    # the content of a calibration file (kernels.calibration.Calibration.to_dict), or None
+    calibration: dict[str, Any] | None = None
 
     def validate(self) -> None:
+        from kernels.calibration import Calibration
+        from kernels.cell_geometry_4680 import Packaging4680
+
         _require(isinstance(self.parameter_set, str) and self.parameter_set != "",
                  "cell.parameter_set", "a PyBaMM parameter set name such as 'Chen2020'",
                  self.parameter_set)
@@ -157,6 +162,15 @@ class CellSpec:
                  "a table of Packaging4680 values", self.packaging)
         for key, value in self.packaging.items():
             _require(_is_number(value), f"cell.packaging.{key}", "a number", value)
+        try:
+            Packaging4680.from_dict(self.packaging)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"cell.packaging: {error}") from None
+        if self.calibration is not None:
+            try:
+                Calibration.from_dict(self.calibration)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"cell.calibration: {error}") from None
         _require(_is_number(self.thickness_um) and 1 <= self.thickness_um <= 1000,
                  "cell.thickness_um", "a number in [1, 1000] (micrometres)", self.thickness_um)
         _require(self.mass_loading_mg_cm2 is None
