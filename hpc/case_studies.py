@@ -218,14 +218,15 @@ def compare_case_study(name: str, directory: str | Path, cs1_dir: str | Path | N
                              "reasons": [r.get("reason", "") for r in curve]}
         crossing = None
         keys = list(curves)
-        if name == "cs3" and len(keys) >= 2 and keys[0].startswith("energy") \
-                and keys[1].startswith("power"):
+        members = CASE_STUDIES[name]
+        if len(keys) >= 2 and [curves[k]["campaign"] for k in keys[:2]] == list(members[:2]):
+            # the low-power optimum against the high-power one (cs2 and cs3)
             crossing = find_crossing_W(np.array(powers_W), np.array(curves[keys[0]][quantity]),
                                        np.array(curves[keys[1]][quantity]))
             summary["crossing_power_W"] = crossing
             if crossing is None:
-                notes.append(f"The energy cell stays above the power cell from {powers_W[0]:g} "
-                             f"to {powers_W[-1]:g} W: no crossing in the sweep.")
+                notes.append(f"The low-power optimum stays above the high-power one from "
+                             f"{powers_W[0]:g} to {powers_W[-1]:g} W: no crossing in the sweep.")
             cs1_key = next((k for k in keys if k.startswith("cs1")), None)
             if cs1_key is not None and GAIN_POWER_W in powers_W:
                 i = list(powers_W).index(GAIN_POWER_W)
@@ -297,7 +298,8 @@ def _markdown(name: str, optima: dict[str, Optimum], summary: dict[str, Any],
         lines += ["Not enough data: no campaign has a completed trial.", ""]
     if "crossing_power_W" in summary:
         crossing = summary["crossing_power_W"]
-        lines.append("- Energy cell / power cell crossing: "
+        lines.append("- Power where the high-power optimum overtakes the low-power one "
+                     "(energy cell / power cell crossing): "
                      + (f"{crossing:.0f} W" if crossing is not None else "none in the sweep"))
     if summary.get("gain_over_cs1_at_10W_percent") is not None:
         lines.append(f"- Energy cell vs cs1 design at 10 W: {summary['energy_cell_Wh_L_at_10W']:.0f}"
