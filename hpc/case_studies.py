@@ -140,6 +140,28 @@ def ragone_curve(optimum: Optimum, powers_W: tuple[float, ...] | list[float]
     return [discharge(optimum.cell_options, optimum.design, "power", float(p)) for p in powers_W]
 
 
+def refine_crossing_W(low_power_optimum: Optimum, high_power_optimum: Optimum, low_W: float,
+                      high_W: float, quantity: str = "energy_density_Wh_L",
+                      rel_tol: float = 0.02, max_iter: int = 12) -> float:
+    """The power in [low_W, high_W] where the high-power optimum overtakes the low-power one,
+    by bisection in log power to `rel_tol` (each step: one discharge of each design)."""
+    def advantage(power_W: float) -> float:
+        a, b = (_energies(ragone_curve(o, [power_W]), quantity)[0]
+                for o in (low_power_optimum, high_power_optimum))
+        return a - b
+
+    low, high = float(low_W), float(high_W)
+    for _ in range(max_iter):
+        if high / low <= 1.0 + rel_tol:
+            break
+        middle = math.sqrt(low * high)
+        if advantage(middle) > 0:
+            low = middle
+        else:
+            high = middle
+    return math.sqrt(low * high)
+
+
 def _energies(curve: list[dict[str, Any]], quantity: str) -> np.ndarray:
     return np.array([float(r.get(quantity) or 0.0) if r.get("feasible") else 0.0 for r in curve])
 
@@ -223,6 +245,13 @@ def compare_case_study(name: str, directory: str | Path, cs1_dir: str | Path | N
             # the low-power optimum against the high-power one (cs2 and cs3)
             crossing = find_crossing_W(np.array(powers_W), np.array(curves[keys[0]][quantity]),
                                        np.array(curves[keys[1]][quantity]))
+            summary["crossing_power_grid_W"] = crossing
+            if crossing is not None:
+                # the sweep only brackets it: bisect between the two swept powers around it
+                k = int(np.searchsorted(np.array(powers_W), crossing))
+                bracket = (powers_W[max(k - 1, 0)], powers_W[min(k, len(powers_W) - 1)])
+                crossing = refine_crossing_W(optima[members[0]], optima[members[1]], *bracket,
+                                             quantity=quantity)
             summary["crossing_power_W"] = crossing
             if crossing is None:
                 notes.append(f"The low-power optimum stays above the high-power one from "

@@ -66,8 +66,11 @@ def test_reduced_cs3_end_to_end_with_ragone_crossing_and_gain_over_cs1(tmp_path)
     i10, i200 = POWERS_W.index(10.0), POWERS_W.index(200.0)
     assert energy[i10] == pytest.approx(summary["optima"]["cs3"]["objective"], rel=1e-3)
     assert power[i200] == pytest.approx(summary["optima"]["cs3_power"]["objective"], rel=1e-3)
-    assert summary["crossing_power_W"] == find_crossing_W(np.array(POWERS_W), np.array(energy),
-                                                          np.array(power))
+    grid_crossing = find_crossing_W(np.array(POWERS_W), np.array(energy), np.array(power))
+    assert summary["crossing_power_grid_W"] == grid_crossing
+    if grid_crossing is not None:       # bisection stays inside the swept interval around it
+        k = int(np.searchsorted(np.array(POWERS_W), grid_crossing))
+        assert POWERS_W[k - 1] <= summary["crossing_power_W"] <= POWERS_W[k]
     assert summary["gain_over_cs1_at_10W_percent"] == pytest.approx(
         100 * (energy[i10] - cs1_curve[i10]) / cs1_curve[i10])
     text = (tmp_path / "cs3" / "report" / "summary.md").read_text()

@@ -73,7 +73,6 @@ def test_report_of_an_empty_campaign_says_so(tmp_path):
     assert (tmp_path / "c" / "report" / "trace.png").stat().st_size > 0
 
 
-@pytest.mark.slow
 def test_report_with_a_failed_trial_and_one_completed_trial(tmp_path):
     folder = tmp_path / "c"
     config = tiny_config(faults=[{"trial_id": 1, "attempts": 1, "mode": "raise"}])
