@@ -155,6 +155,7 @@ class Campaign:
         preflight(config)  # before anything is written
         directory.mkdir(parents=True, exist_ok=True)
         dump_campaign(config, directory / FROZEN_CONFIG)
+        _create_store_root(directory)
         return cls(directory, config)
 
     @classmethod
@@ -422,6 +423,16 @@ class Campaign:
             self._told.add(trial_id)
         self._untold = []
         self._save_optimizer()
+
+
+def _create_store_root(directory: Path) -> None:
+    """Create the campaign's zarr store once, here: array tasks starting at the same instant
+    would otherwise race to create its root group (zarr raises ContainsGroupError)."""
+    import zarr
+
+    from jobs.store import store_path
+
+    zarr.open_group(store_path(directory), mode="a")
 
 
 def best_trial(trials: dict[int, Trial]) -> Trial | None:
