@@ -384,10 +384,11 @@ def best_rows(data: CampaignData, n: int = N_BEST_ROWS) -> list[dict[str, Any]]:
             "tortuosity_factor": mean.get("tortuosity_factor"),
             "effective_conductivity_S_m": mean.get("effective_conductivity_S_m"),
             "thickness_um": results.get("thickness_um"),
-            "energy_density_Wh_L": objective.get("energy_density_Wh_L"),
-            "specific_energy_Wh_kg": objective.get("specific_energy_Wh_kg"),
-            "capacity_mAh_g": objective.get("capacity_mAh_g"),
         })
+        # a half cell reports mAh/g only (its energies are 0 by convention), a full cell energies
+        names = (("capacity_mAh_g",) if data.objective.get("half_cell")
+                 else ("energy_density_Wh_L", "specific_energy_Wh_kg"))
+        rows[-1].update({name: objective.get(name) for name in names})
     return rows
 
 
