@@ -441,8 +441,8 @@ def write_report(directory: str | Path) -> Path:
         try:
             gp = analyse_gp(to_unit([t.params for t in scored], data.bounds),
                             np.array([t.objective for t in scored]))
-        except ValueError as error:
-            notes.append(f"No GP plots: {error}.")
+        except Exception as error:  # a GP that will not fit (e.g. not PSD) costs its plots only
+            notes.append(f"No GP plots: {type(error).__name__}: {error}.")
         else:
             plots.append(("Objective over the parameters (GP partial dependence)",
                           plot_partial_dependence(data, gp, out /
@@ -462,8 +462,8 @@ def write_report(directory: str | Path) -> Path:
             plots.append(("Microstructure of the best design", plot_microstructure(
                 volume, _voxel_um(data), f"{data.name}: best design (trial {best.trial_id}), "
                 "sample 0", out / "microstructure.png").name))
-        except (KeyError, ValueError, FileNotFoundError, OSError) as error:
-            notes.append(f"No microstructure slices: {error}.")
+        except Exception as error:  # missing, unfinished or damaged voxels cost this plot only
+            notes.append(f"No microstructure slices: {type(error).__name__}: {error}.")
         ragone = ((best.result or {}).get("results") or {}).get("ragone") or []
         if ragone:
             powers = np.array([r.get("power_W_requested", r.get("power_W")) for r in ragone])
