@@ -7,6 +7,7 @@ names the key as a dotted path (``space.porosity``) together with what is accept
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from importlib import resources as importlib_resources
@@ -174,6 +175,8 @@ class CellConfig(_Section):
     #: used when space.mass_loading_mg_cm2 is not given; None = the parameter set's (Chen2020 75.6)
     thickness_um: float | None = Field(default=None, ge=10, le=500)
     ragone_powers_W: list[float] = Field(default_factory=list)
+    #: a calibration file written by `microloop calibrate` (path, relative to the campaign file)
+    calibration: str | None = None
 
     @field_validator("ragone_powers_W")
     @classmethod
@@ -312,6 +315,13 @@ class CampaignConfig(_Section):
         }
         if self.cell.thickness_um is not None:
             cell["thickness_um"] = self.cell.thickness_um
+        if self.cell.calibration is not None:
+            try:
+                cell["calibration"] = json.loads(Path(self.cell.calibration).read_text())
+            except (OSError, json.JSONDecodeError) as error:
+                raise ConfigError(f"cell.calibration: cannot read {self.cell.calibration!r} "
+                                  f"as a calibration file (JSON from `microloop calibrate`): "
+                                  f"{error}") from None
         spec = {
             "fidelity": self.fidelity.model_dump(),
             "generator": {
@@ -418,6 +428,11 @@ def parse_campaign(data: dict[str, Any], source: str = "<dict>",
             f"invalid campaign file {source}:\n  generator.model_path: file "
             f"{config.generator.model_path!r} does not exist"
         )
+    if config.cell.calibration and not Path(config.cell.calibration).exists():
+        raise ConfigError(
+            f"invalid campaign file {source}:\n  cell.calibration: file "
+            f"{config.cell.calibration!r} does not exist (write one with `microloop calibrate`)"
+        )
     return config
 
 
@@ -429,10 +444,13 @@ def _resolve_paths(config: CampaignConfig, base_dir: Path) -> CampaignConfig:
     generator = config.generator
     if generator.model_path:
         generator = generator.model_copy(update={"model_path": absolute(generator.model_path)})
+    cell = config.cell
+    if cell.calibration:
+        cell = cell.model_copy(update={"calibration": absolute(cell.calibration)})
     warm = config.warm_start.model_copy(
         update={"campaigns": [absolute(c) for c in config.warm_start.campaigns]}
     )
-    return config.model_copy(update={"generator": generator, "warm_start": warm})
+    return config.model_copy(update={"generator": generator, "cell": cell, "warm_start": warm})
 
 
 def load_campaign(name_or_path: str | Path, overrides: dict[str, dict[str, Any]] | None = None

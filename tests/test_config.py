@@ -128,3 +128,22 @@ def test_frozen_config_round_trips(tmp_path):
 def test_missing_file_names_the_builtins(tmp_path):
     with pytest.raises(ConfigError, match="quick"):
         load_campaign(tmp_path / "absent.toml")
+
+
+def test_calibration_file_is_read_into_the_spec_relative_to_the_campaign(tmp_path):
+    import json
+
+    from kernels.calibration import FIT_PARAMETERS, Calibration, fit_parameter
+
+    name = next(iter(FIT_PARAMETERS))
+    limits = fit_parameter(name)
+    calibration = Calibration(values={name: (limits.lower + limits.upper) / 2})
+    (tmp_path / "fit.json").write_text(json.dumps(calibration.to_dict()))
+    config = parse_campaign(_with("cell", calibration="fit.json"), base_dir=tmp_path)
+    assert config.to_spec_dict()["cell"]["calibration"] == calibration.to_dict()
+
+    with pytest.raises(ConfigError, match="cell.calibration"):
+        parse_campaign(_with("cell", calibration="absent.json"), base_dir=tmp_path)
+    (tmp_path / "bad.json").write_text(json.dumps({"values": {name: limits.upper + 1e6}}))
+    with pytest.raises(ValueError, match="cell.calibration"):
+        parse_campaign(_with("cell", calibration="bad.json"), base_dir=tmp_path).to_spec_dict()
