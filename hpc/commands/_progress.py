@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
+if TYPE_CHECKING:
+    from hpc.campaign import Campaign, Progress
 
-def drive(controller, quiet: bool = False, report: bool = True) -> None:
+
+def drive(controller: Campaign, quiet: bool = False, report: bool = True) -> None:
     """Run an hpc.campaign.Campaign with a rich progress bar (done/running/failed, best)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def describe(p) -> str:
+    def describe(p: Progress) -> str:
         best = "-" if p.best_objective is None else f"{p.best_objective:.4g}"
         return (f"done {p.complete} | running {p.running} | failed {p.failed} | "
                 f"best {best}")
@@ -22,7 +27,7 @@ def drive(controller, quiet: bool = False, report: bool = True) -> None:
                           MofNCompleteColumn(), TimeElapsedColumn()) as bar:
                 task = bar.add_task("campaign", total=controller.budget, label="starting")
 
-                def show(p) -> None:
+                def show(p: Progress) -> None:
                     bar.update(task, completed=p.complete + p.failed, label=describe(p))
 
                 final = controller.run(on_progress=show, report=report)
