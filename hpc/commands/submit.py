@@ -13,15 +13,19 @@ import subprocess
 import sys
 from importlib import resources as importlib_resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from hpc.config import CampaignConfig
 
 TEMPLATE = "controller.sh"
 
 
-def render_controller(config, campaign: str, campaign_dir: Path,
+def render_controller(config: CampaignConfig, campaign: str, campaign_dir: Path,
                       launcher: list[str] | None = None, executor: str | None = None) -> str:
-    """The controller's sbatch script for `config` (a CampaignConfig)."""
+    """The controller's sbatch script for `config`; `launcher` is the microloop command."""
     res = config.resources
     template = (importlib_resources.files("slurm_templates") / TEMPLATE).read_text()
     sbatch_lines = []
