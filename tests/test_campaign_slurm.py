@@ -135,3 +135,36 @@ def test_submit_runs_the_controller_as_a_slurm_job(tmp_path):
         [sys.executable, "-m", "hpc.cli", "status", str(folder), "--json"], capture_output=True,
         text=True, timeout=60, env=env, check=True).stdout)
     assert status["counts"]["complete"] == 1 and status["finished"]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_scancelled_evaluation_is_retried_and_the_campaign_completes(tmp_path):
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             optimizer={"backend": "sobol", "budget": 2, "max_concurrent": 2},
+                             resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.5,
+                                        "max_retries": 1, "poll_interval_s": 0.5})
+    folder = tmp_path / "run"
+    controller = Campaign.create(load_campaign(campaign), folder)
+    cancelled: list[str] = []
+
+    def cancel_first_running(progress) -> None:
+        if cancelled:
+            return
+        for item in campaign_status(folder)["running"]:
+            if item["state"] == "RUNNING":
+                subprocess.run(["scancel", item["job_id"]], check=True)
+                cancelled.append(item["job_id"])
+                return
+
+    try:
+        progress = controller.run(on_progress=cancel_first_running, report=False)
+    finally:
+        controller.close()
+    assert cancelled
+    assert (progress.complete, progress.failed) == (2, 0)
+    retried = [e for e in map(json.loads, (folder / "journal.jsonl").read_text().splitlines())
+               if e["event"] == "retried"]
+    assert len(retried) == 1 and "CANCELLED" in retried[0]["reason"]
+    trial = controller.trials[retried[0]["trial_id"]]
+    assert trial.attempt == 2 and trial.job_ids[0] == cancelled[0] and len(trial.job_ids) == 2
