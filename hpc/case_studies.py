@@ -304,7 +304,9 @@ def _plot_cs1(optima: dict[str, Optimum], path: Path) -> Path:
     axes[1].set_xlabel("C-rate (1/h)")
     axes[1].set_ylabel("optimal value (-)")
     axes[1].legend(fontsize=8)
-    fig.suptitle("cs1: half-cell optimum per C-rate (10 mg/cm2)", fontsize=10)
+    loadings = {o.params.get("mass_loading_mg_cm2") for o in optima.values()}
+    loading = f" ({loadings.pop():g} mg/cm2)" if len(loadings) == 1 and None not in loadings else ""
+    fig.suptitle(f"cs1: half-cell optimum per C-rate{loading}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
