@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 FROZEN_CONFIG = "campaign.toml"
 OPTIMIZER_STATE = "optimizer_state.json"
 JOBS_FOLDER = "jobs"
+LOCK_NAME = ".controller.lock"
 
 
 class CampaignError(RuntimeError):
@@ -124,6 +125,7 @@ class Campaign:
         self.max_concurrent = config.optimizer.max_concurrent
         self.max_attempts = 1 + config.resources.max_retries
         self.faults = {f.trial_id: f.model_dump() for f in config.faults}
+        self._lock = _lock_campaign(self.dir)
         events = read_journal(self.dir)
         self.trials: dict[int, Trial] = fold_events(events)
         self._had_warm_start = any(e["event"] == "warm_start" for e in events)
@@ -294,6 +296,7 @@ class Campaign:
 
     def close(self) -> None:
         self.journal.close()
+        self._lock.close()  # releases the flock
 
     def _recover_submissions(self) -> None:
         """Trials whose submission was cut by a kill: re-attach to the job if it started."""
@@ -423,6 +426,28 @@ class Campaign:
             self._told.add(trial_id)
         self._untold = []
         self._save_optimizer()
+
+
+def _lock_campaign(directory: Path) -> Any:
+    """Hold an exclusive lock on the folder: two controllers appending to one journal would
+    submit everything twice. The kernel drops the lock when the process dies, even by SIGKILL."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / LOCK_NAME, "a+")  # noqa: SIM115 - held for the campaign's life
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise CampaignError(f"another controller (pid {owner}) is driving {directory}; "
+                            "wait for it or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _create_store_root(directory: Path) -> None:

@@ -196,6 +196,20 @@ def test_run_refuses_an_existing_campaign_folder(tmp_path):
     assert done.returncode == 2 and "microloop resume" in done.stderr
 
 
+def test_a_second_controller_on_the_same_folder_is_refused(tmp_path):
+    from hpc.campaign import CampaignError
+
+    campaign = tiny_campaign(tmp_path / "c.toml", optimizer={"backend": "sobol", "budget": 1},
+                             resources={"dask_workers": 0})
+    first = Campaign.create(load_campaign(campaign), tmp_path / "run")
+    try:
+        with pytest.raises(CampaignError, match=f"pid {os.getpid()}"):
+            Campaign.open(tmp_path / "run")
+    finally:
+        first.close()
+    Campaign.open(tmp_path / "run").close()  # free again once the first one is gone
+
+
 def test_journal_drops_a_torn_last_line(tmp_path):
     from hpc.journal import Journal
 
