@@ -172,3 +172,13 @@ def test_cli_generate_rejects_bad_params_with_exit_2(tmp_path):
     out_of_range = runner.invoke(app, ["generate", "-p", "am_wt_frac=1.5", "-p", "porosity=0.3",
                                        "--out", str(tmp_path / "x.npy")])
     assert out_of_range.exit_code == 2 and "[0.8, 0.98]" in _flat(out_of_range.output)
+
+
+def test_cli_generate_from_the_shipped_model_warns_outside_its_envelope(tmp_path):
+    target = tmp_path / "v.npy"
+    result = CliRunner().invoke(app, ["generate", "-p", "am_wt_frac=0.97", "-p", "porosity=0.5",
+                                      "--size", "16", "--out", str(target), "--model", "default"])
+    assert result.exit_code == 0, result.output
+    assert "outside the training envelope" in result.output and "am_wt_frac=0.97" in result.output
+    vols = np.load(target)
+    assert vols.shape == (1, 16, 16, 16) and abs(np.mean(vols == 0) - 0.5) < 1e-3

@@ -29,7 +29,8 @@ def generate(
     n: int = typer.Option(1, help="Number of samples (different seeds)."),
     seed: int = typer.Option(0, help="Sample i uses (seed, i); the same seed gives the same volumes."),
     out: Path = typer.Option(..., help="Output: .npy, .tif/.tiff or .zarr (shape (n, size, size, size))."),
-    model: str = typer.Option("default", help="'default' (shipped weights), 'procedural' or a model file."),
+    model: str = typer.Option("procedural", help="'procedural' (the simulator, the campaign default), "
+                              "'default' (the shipped trained weights) or a model file."),
     voxel_um: float = typer.Option(0.4, help="Voxel size for 'procedural' (a model has its own)."),
     device: str = typer.Option("cpu", help="cpu or cuda (trained models only)."),
 ) -> None:
