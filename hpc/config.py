@@ -165,6 +165,9 @@ class FidelityConfig(_Section):
     conductivity_am_S_m: float | None = Field(default=None, gt=0)
     conductivity_cbd_S_m: float | None = Field(default=None, gt=0)
     mpi_ranks: int = Field(default=1, ge=1, le=4096)
+    #: a `microloop convergence` study folder: its recommended cube size and count (and voxel
+    #: size) become n_cubes, cube_voxels and voxel_um (see apply_convergence_recommendation)
+    from_convergence: str | None = None
 
 
 class CellConfig(_Section):
@@ -417,6 +420,7 @@ def resolve_campaign_path(name_or_path: str | Path) -> Path:
 def parse_campaign(data: dict[str, Any], source: str = "<dict>",
                    base_dir: Path | None = None) -> CampaignConfig:
     """Validate campaign data; relative paths (model file, warm starts) resolve to base_dir."""
+    data = apply_convergence_recommendation(data, source, base_dir)
     try:
         config = CampaignConfig.model_validate(data)
     except ValidationError as error:
@@ -434,6 +438,38 @@ def parse_campaign(data: dict[str, Any], source: str = "<dict>",
             f"{config.cell.calibration!r} does not exist (write one with `microloop calibrate`)"
         )
     return config
+
+
+def apply_convergence_recommendation(data: dict[str, Any], source: str = "<dict>",
+                                     base_dir: Path | None = None) -> dict[str, Any]:
+    """Fill [fidelity] n_cubes, cube_voxels and voxel_um from a convergence study's recommendation
+    (`fidelity.from_convergence = "study folder"`). Giving them as well is an error unless they
+    agree, so a campaign never silently runs at another fidelity than the one it names."""
+    fidelity = data.get("fidelity")
+    if not isinstance(fidelity, dict) or not fidelity.get("from_convergence"):
+        return data
+    key = "fidelity.from_convergence"
+    folder = Path(str(fidelity["from_convergence"])).expanduser()
+    if not folder.is_absolute() and base_dir is not None:
+        folder = (base_dir / folder).resolve()
+    summary_path, plan_path = folder / "convergence.json", folder / "study.json"
+    if not summary_path.exists() or not plan_path.exists():
+        raise ConfigError(f"invalid campaign file {source}:\n  {key}: {str(folder)!r} holds no "
+                          "finished convergence study (run `microloop convergence ... --dir` first)")
+    summary = json.loads(summary_path.read_text())
+    plan = json.loads(plan_path.read_text())
+    recommended = summary.get("recommended")
+    if not recommended:
+        raise ConfigError(f"invalid campaign file {source}:\n  {key}: the study in {str(folder)!r} "
+                          "recommends nothing (no size met its tolerance): add larger cube sizes")
+    chosen = {"n_cubes": int(recommended["n_cubes"]),
+              "cube_voxels": int(recommended["cube_voxels"]),
+              "voxel_um": float(plan["voxel_um"])}
+    for name, value in chosen.items():
+        if name in fidelity and fidelity[name] != value:
+            raise ConfigError(f"invalid campaign file {source}:\n  fidelity.{name}: {fidelity[name]!r}"
+                              f" contradicts {key} (which gives {value!r}); remove one of them")
+    return {**data, "fidelity": {**fidelity, **chosen, "from_convergence": str(folder)}}
 
 
 def _resolve_paths(config: CampaignConfig, base_dir: Path) -> CampaignConfig:

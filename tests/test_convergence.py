@@ -118,3 +118,21 @@ def test_conductivity_can_be_the_studied_metric(tmp_path):
     assert all(row["metric_mean"] > 0 for row in summary["per_size"])
     _, results, _ = collect(tmp_path)
     assert all(r["tortuosity_factor"] is None and r["effective_conductivity_S_m"] > 0 for r in results)
+
+
+def test_a_campaign_file_takes_the_recommendation(tmp_path):
+    from hpc.config import ConfigError, parse_campaign
+
+    summary = run_study(tmp_path / "study", small_study(), show_progress=False, poll_s=0.2)
+    campaign = {"space": {"am_wt_frac": [0.85, 0.95], "porosity": 0.35},
+                "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+                "fidelity": {"from_convergence": "study"}}
+    config = parse_campaign(campaign, base_dir=tmp_path)
+    assert config.fidelity.cube_voxels == summary["recommended"]["cube_voxels"]
+    assert config.fidelity.n_cubes == summary["recommended"]["n_cubes"]
+    assert config.fidelity.voxel_um == 0.5
+    contradicting = {**campaign, "fidelity": {"from_convergence": "study", "cube_voxels": 999}}
+    with pytest.raises(ConfigError, match="fidelity.cube_voxels: 999 contradicts"):
+        parse_campaign(contradicting, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="holds no finished convergence study"):
+        parse_campaign({**campaign, "fidelity": {"from_convergence": "nowhere"}}, base_dir=tmp_path)
