@@ -174,7 +174,11 @@ def markdown(report: dict) -> str:
         lines.append(f"| {p['label']} | {q['am_wt_frac']}, {q['porosity']}, {q['binder_adhesion']} | "
                      f"{where} | " + " | ".join(cells)
                      + f" | {p['s2_rms_gen_vs_proc']:.4f} ({p['s2_rms_proc_vs_proc']:.4f}) |")
-    lines.append("")
+    t_gen = np.mean([p["seconds_per_volume"]["generated"] for p in report["points"]])
+    t_proc = np.mean([p["seconds_per_volume"]["procedural"] for p in report["points"]])
+    lines += ["", f"Time per {report['size']}³ volume on this (shared) CPU: generated {t_gen:.2f} s, "
+              f"procedural {t_proc:.2f} s (timings under varying load; procedural ones may come "
+              "from the --cache of an earlier run).", ""]
     for key, header, _ in COLUMNS[:5]:
         rel = [abs(p["generated"][key][0] - p["procedural"][key][0]) / abs(p["procedural"][key][0])
                for p in report["points"]
