@@ -49,6 +49,7 @@ class TrainOptions:
     widths: tuple[int, ...] = (48, 32, 16, 8)
     latent_channels: int = 8
     max_lag_voxels: int = 12
+    crisp_weight: float = 0.3           # weight of the one-hot (Gini) term of the loss
 
     def validate(self) -> None:
         for name in ("steps", "batch", "checkpoint_every", "crop_voxels", "latent_channels"):
@@ -196,7 +197,8 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
     step = len(history)
     while step < options.steps:
         index = torch.as_tensor(rng.choice(n, size=options.batch, replace=n < options.batch))
-        parts = train_step(model, optimizer, targets, index, options.crop_voxels, noise)
+        parts = train_step(model, optimizer, targets, index, options.crop_voxels, noise,
+                           crisp_weight=options.crisp_weight)
         if not all(math.isfinite(v) for v in parts.values()):
             raise FloatingPointError(f"training diverged at step {step + 1}: {parts}; lower the "
                                      "learning rate")

@@ -352,11 +352,12 @@ def training_loss(model: ConditionalGenerator, targets: TrainingTargets, index: 
 
 def train_step(model: ConditionalGenerator, optimizer: torch.optim.Optimizer,
                targets: TrainingTargets, index: torch.Tensor, crop_voxels: int,
-               generator: torch.Generator) -> dict[str, float]:
+               generator: torch.Generator, crisp_weight: float = 0.3) -> dict[str, float]:
     """One optimiser step on the batch `index`; returns the loss parts."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss, parts = training_loss(model, targets, index, crop_voxels, generator)
+    loss, parts = training_loss(model, targets, index, crop_voxels, generator,
+                                crisp_weight=crisp_weight)
     loss.backward()
     optimizer.step()
     return parts
