@@ -30,10 +30,7 @@ BACKEND_PARAMS = [
     "botorch",
     pytest.param(
         "dragonfly",
-        marks=[
-            pytest.mark.skipif(DRAGONFLY_MISSING is not None, reason=str(DRAGONFLY_MISSING)),
-            pytest.mark.slow,  # a fresh GP bandit per ask: 10-40 s per test on two busy cores
-        ],
+        marks=pytest.mark.skipif(DRAGONFLY_MISSING is not None, reason=str(DRAGONFLY_MISSING)),
     ),
 ]
 
