@@ -42,6 +42,7 @@ def train_generator_command(
     learning_rate: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
     seed: int = typer.Option(0, help="Seed of the weights, noise and batch order."),
+    crisp_weight: float = typer.Option(0.3, help="Weight of the term that makes fields one-hot."),
     threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
     time_limit_min: float = typer.Option(0.0, help="Stop after a checkpoint once this many minutes "
                                          "have passed (0 = no limit); set below a job's wall time."),
@@ -66,6 +67,7 @@ def train_generator_command(
         raise typer.BadParameter("only for DATA = procedural", param_hint="--grid")
     options = TrainOptions(steps=steps, batch=batch, crop_voxels=crop, learning_rate=learning_rate,
                            checkpoint_every=checkpoint_every, seed=seed, device=device,
+                           crisp_weight=crisp_weight,
                            threads=threads or None,
                            time_limit_s=time_limit_min * 60 if time_limit_min > 0 else None)
     try:
