@@ -264,11 +264,14 @@ class WarmStartConfig(_Section):
 
 
 class FaultConfig(_Section):
-    """Testing only: make the first ``attempts`` attempts of one trial fail, to exercise retries."""
+    """Testing only: make the first ``attempts`` attempts of one trial fail ("raise", "kill"), or
+    hold them ``delay_s`` seconds before evaluating ("delay"), to exercise retries, cancellation
+    and preemption whatever the machine's speed."""
 
     trial_id: int = Field(ge=0)
     attempts: int = Field(default=1, ge=1)
-    mode: Literal["raise", "kill"] = "raise"
+    mode: Literal["raise", "kill", "delay"] = "raise"
+    delay_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 class CampaignConfig(_Section):
@@ -326,7 +329,7 @@ class CampaignConfig(_Section):
                                   f"as a calibration file (JSON from `microloop calibrate`): "
                                   f"{error}") from None
         spec = {
-            "fidelity": self.fidelity.model_dump(),
+            "fidelity": self.fidelity.model_dump(exclude={"from_convergence"}),
             "generator": {
                 "kind": gen.model_path if gen.kind == "model" else gen.kind,
                 "mean_diameter_um": gen.mean_diameter_um,

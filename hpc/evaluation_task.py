@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,10 @@ class EvaluationTask(submitit.helpers.Checkpointable):
             os.environ.setdefault(key, value)
         mark_started(campaign_dir, trial_id, attempt)
         _set_mpi_launcher_in_slurm_step()
-        if fault and attempt <= int(fault.get("attempts", 1)):
+        if fault and attempt <= int(fault.get("attempts", 1)) and fault.get("mode") == "delay":
+            if int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:  # not again after a requeue
+                time.sleep(float(fault.get("delay_s", 30.0)))
+        elif fault and attempt <= int(fault.get("attempts", 1)):
             if fault.get("mode") == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise InjectedFault(

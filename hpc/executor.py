@@ -12,6 +12,7 @@ so the controller can journal them and re-attach after a restart.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import subprocess
@@ -30,6 +31,9 @@ SLURM_TERMINAL = {
 }
 #: How long a terminal job may lack its result pickle before it counts as failed (slow NFS).
 RESULT_GRACE_S = 5.0
+# A requeued job released at once is killed at start ("Job credential revoked") while its old
+# step is still being torn down; a few seconds later it starts cleanly.
+REQUEUE_RELEASE_DELAY_S = 4.0
 
 
 @dataclass
@@ -137,6 +141,7 @@ class Executor:
         self._local_jobs: dict[str, Any] = {}
         self._terminal_since: dict[str, float] = {}
         self._last_slurm_state: dict[str, str] = {}
+        self._requeued_since: dict[str, float] = {}   # requeued jobs not yet released
         self.sacct_calls = 0
         if kind == "slurm":
             self._ex = submitit.SlurmExecutor(self.folder, max_num_timeout=max_num_timeout)
@@ -236,8 +241,14 @@ class Executor:
     def _slurm_status(self, job_id: str, state: str) -> JobStatus:
         previous = self._last_slurm_state.get(job_id)
         self._last_slurm_state[job_id] = state
-        if state in ("PENDING", "REQUEUED") and previous in ("RUNNING", "REQUEUED"):
-            self._release_requeued(job_id)
+        if state in ("PENDING", "REQUEUED") and (previous in ("RUNNING", "REQUEUED")
+                                                 or job_id in self._requeued_since):
+            since = self._requeued_since.setdefault(job_id, time.monotonic())
+            if time.monotonic() - since >= REQUEUE_RELEASE_DELAY_S:
+                self._release_requeued(job_id)
+                self._requeued_since[job_id] = math.inf  # released; wait for it to run
+        elif state == "RUNNING":
+            self._requeued_since.pop(job_id, None)
         if state in SLURM_TERMINAL:
             return self._after_grace(job_id, state)
         if state in ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "RESIZING", "SIGNALING"):

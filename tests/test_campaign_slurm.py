@@ -69,7 +69,12 @@ def test_slurm_campaign_matches_the_local_one(tmp_path):
     assert dask_logs, "no dask-jobqueue worker job ran"
 
     local = _run(campaign, tmp_path / "local", "local")
-    assert on_slurm == local
+    # same designs and same structures; the IDAKLU solve may differ in the last few bits
+    # between processes (a cached model that solved another design before), hence 1e-9
+    assert on_slurm.keys() == local.keys()
+    for trial, (params, objective, tau) in local.items():
+        assert on_slurm[trial][0] == params and on_slurm[trial][2] == tau
+        assert on_slurm[trial][1] == pytest.approx(objective, rel=1e-9)
 
 
 def test_controller_script_quotes_hostile_strings(tmp_path):
@@ -143,7 +148,10 @@ def test_scancelled_evaluation_is_retried_and_the_campaign_completes(tmp_path):
     campaign = tiny_campaign(tmp_path / "c.toml",
                              optimizer={"backend": "sobol", "budget": 2, "max_concurrent": 2},
                              resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.5,
-                                        "max_retries": 1, "poll_interval_s": 0.5})
+                                        "max_retries": 1, "poll_interval_s": 0.5},
+                             # both first attempts are held, so one is surely running when cancelled
+                             faults=[{"trial_id": 0, "mode": "delay", "delay_s": 20.0},
+                                     {"trial_id": 1, "mode": "delay", "delay_s": 20.0}])
     folder = tmp_path / "run"
     controller = Campaign.create(load_campaign(campaign), folder)
     cancelled: list[str] = []

@@ -120,8 +120,9 @@ def test_slurm_preempted_evaluation_is_requeued_released_and_completes(tmp_path)
               "mass_loading_mg_cm2": 15.0}
     campaign_dir = tmp_path / "campaign"
     executor = Executor("slurm", tmp_path / "jobs", mem_gb=1.5, walltime_min=10)
+    hold = {"trial_id": 0, "attempts": 1, "mode": "delay", "delay_s": 15.0}  # running when signalled
     job_id = executor.submit(EvaluationTask(), str(campaign_dir), 0, params,
-                             config.to_spec_dict(), 1, None, None, {"OMP_NUM_THREADS": "1"})
+                             config.to_spec_dict(), 1, None, hold, {"OMP_NUM_THREADS": "1"})
     _wait(executor, [job_id], timeout_s=120, until=("running",))
     time.sleep(3)  # let submitit install its signal handlers
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)

@@ -125,8 +125,13 @@ def test_simulate_on_dask_workers_equals_in_process(tmp_path, monkeypatch):
         assert "discharge" in client.run_on_scheduler(_task_prefixes)
     assert via_dask["feasible"] and via_dask["objective"] > 100
     for remote in (on_client, by_address):
-        assert remote["objective"] == local["objective"]
-        assert remote["ragone"] == local["ragone"]
+        # identical but for the last bits of the IDAKLU solve in another process
+        for got, want in zip([remote["objective"], *remote["ragone"]],
+                             [local["objective"], *local["ragone"]], strict=True):
+            assert got.keys() == want.keys()
+            for key, value in want.items():
+                assert got[key] == (pytest.approx(value, rel=1e-9)
+                                    if isinstance(value, float) else value)
     assert local["feasible"] and local["objective"]["energy_density_Wh_L"] > 100
     energies = [r["energy_Wh"] for r in local["ragone"]]
     assert energies[0] > energies[1] > 0          # a Ragone curve falls with power
