@@ -160,7 +160,7 @@ class FidelityConfig(_Section):
     n_cubes: int = Field(default=2, ge=1, le=4096)
     cube_voxels: int = Field(default=32, ge=16, le=1024)
     voxel_um: float = Field(default=1.0, gt=0, le=10)
-    backend: Literal["taufactor", "native"] = "taufactor"
+    backend: Literal["taufactor", "native"] = "native"
     rel_tol: float = Field(default=1e-3, gt=0, le=0.1)
     conductivity_am_S_m: float | None = Field(default=None, gt=0)
     conductivity_cbd_S_m: float | None = Field(default=None, gt=0)

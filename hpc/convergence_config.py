@@ -35,7 +35,7 @@ class StudySection(_Strict):
     cube_voxels: list[int] = Field([32, 48, 64, 96, 128], min_length=1)
     cubes_per_size: int = Field(40, ge=2, le=100000)
     metric: Literal["tortuosity_factor", "effective_conductivity_S_m"] = "tortuosity_factor"
-    backend: Literal["taufactor", "native"] = "taufactor"
+    backend: Literal["taufactor", "native"] = "native"
     rel_tol: float = Field(1e-3, gt=0, lt=0.1)
     confidence: float = Field(0.95, gt=0, lt=1)
     relative_tolerance: float = Field(0.01, gt=0, lt=1)

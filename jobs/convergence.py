@@ -54,7 +54,7 @@ class ConvergencePlan:
     voxel_um: float = 0.5
     axis: int = 0
     metric: str = "tortuosity_factor"
-    backend: str = "taufactor"
+    backend: str = "native"
     rel_tol: float = 1e-3
     conductivity_am_S_m: float | None = None
     conductivity_cbd_S_m: float | None = None

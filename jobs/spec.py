@@ -48,7 +48,7 @@ class FidelitySpec:
     n_cubes: int = 2
     cube_voxels: int = 64
     voxel_um: float = 0.4
-    backend: str = "taufactor"
+    backend: str = "native"
     rel_tol: float = 1e-3
     # None = the documented defaults of kernels.metrics (DEFAULT_CONDUCTIVITY_*_S_M)
     conductivity_am_S_m: float | None = None

@@ -109,7 +109,7 @@ def specific_surface_areas(volume: np.ndarray, voxel_um: float) -> tuple[dict[st
 def tortuosity_factor(
     volume: np.ndarray,
     axis: int = 0,
-    backend: str = "taufactor",
+    backend: str = "native",
     rel_tol: float = 1e-3,
     device: str = "cpu",
 ) -> tuple[float, bool]:
@@ -127,7 +127,7 @@ def effective_conductivity_S_m(
     axis: int = 0,
     conductivity_am_S_m: float = DEFAULT_CONDUCTIVITY_AM_S_M,
     conductivity_cbd_S_m: float = DEFAULT_CONDUCTIVITY_CBD_S_M,
-    backend: str = "taufactor",
+    backend: str = "native",
     rel_tol: float = 1e-3,
     device: str = "cpu",
 ) -> float:
@@ -149,7 +149,7 @@ def characterise_volume(
     volume: np.ndarray,
     voxel_um: float,
     axis: int = 0,
-    backend: str = "taufactor",
+    backend: str = "native",
     conductivity_am_S_m: float = DEFAULT_CONDUCTIVITY_AM_S_M,
     conductivity_cbd_S_m: float = DEFAULT_CONDUCTIVITY_CBD_S_M,
     rel_tol: float = 1e-3,

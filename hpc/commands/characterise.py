@@ -27,7 +27,7 @@ def characterise_file(
     volume_path: str,
     axis: int = 0,
     voxel_um: float = 1.0,
-    backend: str = "taufactor",
+    backend: str = "native",
     conductivity_am_S_m: float | None = None,
     conductivity_cbd_S_m: float | None = None,
     rel_tol: float = 1e-3,
@@ -115,7 +115,7 @@ def characterise(
     ),
     axis: str = typer.Option("z", "--axis", help="Transport axis: z|y|x (= 0|1|2); z is axis 0."),
     voxel_um: float = typer.Option(1.0, "--voxel-um", help="Voxel edge length in micrometres."),
-    backend: str = typer.Option("taufactor", "--backend",
+    backend: str = typer.Option("native", "--backend",
                                 help=f"Transport solver: {' | '.join(BACKEND_NAMES)}."),
     conductivity_am_S_m: float | None = typer.Option(
         None, "--conductivity-am-S-m", help="Active-material conductivity [S/m] (default 0.18)."

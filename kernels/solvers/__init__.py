@@ -118,7 +118,7 @@ def spanning_cluster(conducting: np.ndarray, axis: int = 0) -> np.ndarray:
 def solve(
     conductivity: np.ndarray,
     axis: int = 0,
-    backend: str = "taufactor",
+    backend: str = "native",
     rel_tol: float = 1e-3,
     device: str = "cpu",
 ) -> TransportSolution:
