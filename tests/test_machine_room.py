@@ -84,3 +84,16 @@ def test_cli_version_and_help():
     helped = subprocess.run([sys.executable, "-m", "hpc.cli", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert helped.returncode == 0 and "doctor" in helped.stdout
+
+
+def test_every_command_has_working_help():
+    from typer.testing import CliRunner
+
+    from hpc.cli import app
+
+    commands = [c.name for c in app.registered_commands]
+    assert {"run", "resume", "status", "submit", "characterise", "cell", "convergence"} <= set(commands)
+    runner = CliRunner()
+    for name in commands:
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output, result.exception)

@@ -111,7 +111,7 @@ def _print_table(results: list[dict[str, Any]], title: str) -> None:
 
 def characterise(
     volume: str = typer.Argument(
-        ..., help="Labelled volume (0 pore, 1 AM, 2 CBD): .npy, .tif/.tiff or store.zarr[/array]."
+        ..., help="Labelled volume (0 pore, 1 AM, 2 CBD): .npy, .tif/.tiff or store.zarr or store.zarr/path/to/array."
     ),
     axis: str = typer.Option("z", "--axis", help="Transport axis: z|y|x (= 0|1|2); z is axis 0."),
     voxel_um: float = typer.Option(1.0, "--voxel-um", help="Voxel edge length in micrometres."),
