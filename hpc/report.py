@@ -75,6 +75,8 @@ class CampaignData:
     n_initial: int
     budget: int
     trials: list[TrialRecord] = field(default_factory=list)
+    #: the campaign's cell-model line: parameter set, and the calibration when one was named
+    cell_model: str = "Chen2020 (uncalibrated)"
 
     @property
     def complete(self) -> list[TrialRecord]:
@@ -130,7 +132,31 @@ def load_campaign_data(directory: str | Path) -> CampaignData:
         description=str(config.get("description", "")), objective=dict(config.get("objective", {})),
         bounds=bounds, fixed=fixed, n_initial=int(optimizer.get("n_initial", 0)),
         budget=int(optimizer.get("budget", 0)), trials=records,
+        cell_model=describe_cell_model(config.get("cell", {})),
     )
+
+
+def describe_cell_model(cell: dict[str, Any]) -> str:
+    """One line saying which cell model scored the campaign, and whether (and how) it was
+    calibrated to measurements: the fitted values with standard errors and the RMSE."""
+    name = str(cell.get("parameter_set", "Chen2020"))
+    path = cell.get("calibration")
+    if not path:
+        return f"{name} (uncalibrated)"
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        return f"{name}, calibrated with {path} (unreadable now: {error})"
+    stderr = data.get("stderr", {})
+    values = ", ".join(
+        f"{k} = {v:.4g}" + (f" ± {stderr[k]:.2g}" if k in stderr else "")
+        for k, v in data.get("values", {}).items())
+    meta = data.get("metadata", {})
+    rmse = ""
+    if "rmse_initial_V" in meta and "rmse_fitted_V" in meta:
+        rmse = (f"; RMSE {1e3 * meta['rmse_initial_V']:.1f} -> {1e3 * meta['rmse_fitted_V']:.1f} mV "
+                "on the measured curves")
+    return f"{name}, **calibrated** with {path}: {values}{rmse}"
 
 
 # ---- numbers ---------------------------------------------------------------------------------
@@ -488,6 +514,7 @@ def write_report(directory: str | Path) -> Path:
     summary = {
         "name": data.name, "description": data.description, "objective": data.objective,
         "bounds": data.bounds, "fixed": data.fixed, "budget": data.budget,
+        "cell_model": data.cell_model,
         "n_trials": len(data.trials), "n_complete": len(complete),
         "n_failed": len(data.failed), "n_infeasible": len(infeasible),
         "best": rows[0] if rows else None, "best_designs": rows, "gp": gp_info,
@@ -512,6 +539,7 @@ def _summary_markdown(data: CampaignData, rows: list[dict[str, Any]],
         f"- Objective: {data.objective_label} at {data.operating_point}",
         f"- Varied: {varied}",
         f"- Fixed: {fixed}",
+        f"- Cell model: {data.cell_model}",
         f"- Evaluations: {len(data.trials)} of {data.budget} (initial design {data.n_initial}); "
         f"{len(data.complete)} complete, {len(data.failed)} failed, {running} running",
         "",

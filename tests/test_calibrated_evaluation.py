@@ -36,3 +36,17 @@ def test_bad_packaging_key_and_bad_calibration_fail_at_spec_validation():
         EvaluationSpec.from_dict(spec_with({"packaging": {"can_wal_mm": 0.5}}))
     with pytest.raises(ValueError, match=r"cell\.calibration: calibration\.values\.capacity_factor"):
         EvaluationSpec.from_dict(spec_with({"calibration": {"values": {"capacity_factor": 9.0}}}))
+
+
+def test_report_says_whether_the_cell_model_was_calibrated(tmp_path):
+    import json
+
+    from hpc.report import describe_cell_model
+
+    assert describe_cell_model({}) == "Chen2020 (uncalibrated)"
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"values": {"capacity_factor": 0.93}, "stderr": {"capacity_factor": 0.01},
+                                "metadata": {"rmse_initial_V": 0.2066, "rmse_fitted_V": 0.0030}}))
+    line = describe_cell_model({"parameter_set": "Chen2020", "calibration": str(path)})
+    assert "calibrated" in line and "capacity_factor = 0.93 ± 0.01" in line
+    assert "RMSE 206.6 -> 3.0 mV" in line
