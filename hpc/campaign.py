@@ -203,7 +203,13 @@ class Campaign:
     def _tell(self, optimizer: Any, trial: Trial) -> None:
         if trial.status == "complete" and trial.objective is not None and math.isfinite(
                 trial.objective):
-            optimizer.tell([trial.params], [float(trial.objective)])
+            spread = (trial.result or {}).get("objective_spread") or {}
+            noise = spread.get("noise_var")
+            if noise is not None and math.isfinite(noise):
+                # the design's objective spread over its samples, as known observation noise
+                optimizer.tell([trial.params], [float(trial.objective)], noise_var=[float(noise)])
+            else:
+                optimizer.tell([trial.params], [float(trial.objective)])
         else:
             optimizer.tell_failed([trial.params], [trial.reason or "failed"])
 

@@ -128,6 +128,8 @@ class ObjectiveConfig(_Section):
     power_W: float | None = Field(default=None, gt=0, le=20000)
     c_rate: float | None = Field(default=None, gt=0, le=50)
     half_cell: bool = False
+    #: score each sample on its own and tell the optimiser the variance of the mean as known noise
+    noise_from_samples: bool = False
 
     @model_validator(mode="after")
     def _one_operating_point(self) -> ObjectiveConfig:

@@ -107,6 +107,15 @@ def _metric_values(result: dict[str, Any] | None) -> dict[str, Any]:
     results = result.get("results") or {}
     if results.get("thickness_um") is not None:
         out["thickness_um"] = results["thickness_um"]
+    spread = result.get("objective_spread")
+    if spread:
+        out["objective_sd"] = spread.get("std")
+        out["objective_noise_var"] = spread.get("noise_var")
+    envelope = result.get("training_envelope")
+    if envelope:  # a trained generator: is the design where it saw training data?
+        out["in_training_envelope"] = envelope.get("inside")
+        if not envelope.get("inside"):
+            out["envelope_reason"] = envelope.get("reason")
     for name, value in (result.get("timings_s") or {}).items():
         out[f"time_{name}_s"] = value
     return out

@@ -12,6 +12,7 @@ Files, under ``<campaign>/trials/<id>/``: ``spec.json``, ``params.json``, ``metr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -93,6 +94,9 @@ def evaluate_design(campaign_dir: str, trial_id: int, params: dict[str, float],
     else:
         # a non-percolating mean design comes back infeasible (objective 0) from the cell model
         results = simulate_design(mean, thickness_um, spec, client=address)
+    spread = None
+    if spec.objective.noise_from_samples and results["feasible"]:
+        spread = per_sample_spread(campaign_dir, trial_id, spec, thickness_um, address)
     timings["simulate"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
 
@@ -105,9 +109,42 @@ def evaluate_design(campaign_dir: str, trial_id: int, params: dict[str, float],
         "metrics": metrics,
         "results": results,
         "timings_s": timings,
+        "objective_spread": spread,
+        "training_envelope": training_envelope(params, spec),
     })
     write_json_atomic(result_path(campaign_dir, trial_id), result)
     return result
+
+
+def per_sample_spread(campaign_dir: str | Path, trial_id: int, spec: EvaluationSpec,
+                      thickness_um: float, address: str | None) -> dict[str, Any] | None:
+    """The objective of each sample on its own, and their spread (kernels.objective_spread):
+    `noise_var` (variance of the mean) is the design's known noise for the optimiser. None with
+    fewer than two samples; an infeasible sample counts as 0, as it would for the design."""
+    from jobs.characterise import metrics_path
+    from jobs.simulate import simulate_design
+    from kernels.objective_spread import objective_spread
+
+    records = [read_json(metrics_path(campaign_dir, trial_id, i))
+               for i in range(spec.fidelity.n_cubes)]
+    if len(records) < 2 or any(r is None for r in records):
+        return None
+    objective_only = dataclasses.replace(spec, cell=dataclasses.replace(spec.cell, ragone_powers_W=[]))
+    values = [_objective_value(simulate_design(r, thickness_um, objective_only, client=address),
+                               spec) for r in records]
+    return dict(objective_spread(values).to_dict(), per_sample=values)
+
+
+def training_envelope(params: dict[str, float], spec: EvaluationSpec) -> dict[str, Any] | None:
+    """For a trained generator: whether the design lies where it saw training data (a design
+    outside it is flagged, its microstructures are extrapolated). None for the simulator."""
+    if spec.generator.is_procedural:
+        return None
+    from jobs.generate import load_generator
+    from kernels.generator import in_training_envelope
+
+    inside, reason = in_training_envelope(params, load_generator(spec))
+    return {"inside": bool(inside), "reason": reason}
 
 
 def _objective_value(results: dict[str, Any], spec: EvaluationSpec) -> float:

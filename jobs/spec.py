@@ -108,8 +108,13 @@ class ObjectiveSpec:
     power_W: float | None = 10.0
     c_rate: float | None = None
     half_cell: bool = False
+    # also score every sample on its own: the spread of the per-sample objective is the design's
+    # known observation noise for the optimiser (one more discharge per sample)
+    noise_from_samples: bool = False
 
     def validate(self) -> None:
+        _require(isinstance(self.noise_from_samples, bool), "objective.noise_from_samples",
+                 "true or false", self.noise_from_samples)
         _require(self.kind in OBJECTIVE_KINDS, "objective.kind", f"one of {list(OBJECTIVE_KINDS)}",
                  self.kind)
         _require((self.power_W is None) != (self.c_rate is None), "objective.power_W/c_rate",
