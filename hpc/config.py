@@ -386,13 +386,18 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return None
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"invalid campaign file {source}:"]
+def format_validation_error(error: ValidationError, source: str,
+                            model: type[BaseModel] | None = None,
+                            what: str = "campaign file") -> str:
+    """One line per offending key (dotted path), with the accepted keys for an unknown one.
+    `model` is the root model validated (default: CampaignConfig)."""
+    model = model or CampaignConfig
+    lines = [f"invalid {what} {source}:"]
     for item in error.errors():
         loc = tuple(item["loc"])
         path = ".".join(str(part) for part in loc) or "(top level)"
         if item["type"] == "extra_forbidden":
-            allowed = _allowed_keys(CampaignConfig, loc)
+            allowed = _allowed_keys(model, loc)
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
             lines.append(f"  {path}: unknown key{hint}")
             continue

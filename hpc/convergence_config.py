@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hpc.config import format_validation_error
 from jobs.convergence import ConvergencePlan
 
 
@@ -71,14 +72,6 @@ class ConvergenceFile(_Strict):
         )
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid convergence study"]
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        lines.append(f"  {key}: {item['msg']}")
-    return "\n".join(lines)
-
-
 def load_convergence_file(path: str | Path, overrides: dict | None = None) -> ConvergenceFile:
     """Parse and validate; `overrides` are merged per section (command-line flags win)."""
     path = Path(path)
@@ -90,11 +83,12 @@ def load_convergence_file(path: str | Path, overrides: dict | None = None) -> Co
 
 
 def build_convergence_file(data: dict, overrides: dict | None = None,
-                           source: str = "convergence study") -> ConvergenceFile:
+                           source: str = "<dict>") -> ConvergenceFile:
     merged = {section: dict(values) for section, values in data.items()}
     for section, values in (overrides or {}).items():
         merged.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
     try:
         return ConvergenceFile.model_validate(merged)
     except ValidationError as error:
-        raise ValueError(format_validation_error(error, source)) from None
+        raise ValueError(format_validation_error(error, source, ConvergenceFile,
+                                                 "convergence study")) from None

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.spec import EvaluationSpec, validate_params
+from jobs.spec import EvaluationSpec, read_job_inputs, validate_params
 from jobs.store import json_safe, read_json, trial_dir, write_json_atomic
 
 DASK_SCHEDULER_ENV = "MICROLOOP_DASK_SCHEDULER"
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dask-scheduler", default=None, help="Dask scheduler address")
     args = parser.parse_args(argv)
     try:    # bad input files: a one-line error and exit 2, before any work
-        spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
-        params = validate_params(json.loads(Path(args.params).read_text()))
+        spec, params = read_job_inputs(args.spec, args.params)
     except (OSError, ValueError) as error:
         parser.error(str(error))
     result = evaluate_design(args.campaign_dir, args.trial_id, params, spec, args.dask_scheduler)

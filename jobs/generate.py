@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.spec import DEFAULT_MODEL, EvaluationSpec, validate_params
+from jobs.spec import DEFAULT_MODEL, EvaluationSpec, read_job_inputs, validate_params
 from jobs.store import DesignStore
 
 MAX_CHUNK_VOXELS = 128
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     args = parser.parse_args(argv)
     try:    # bad input files: a one-line error and exit 2, before any work
-        spec = EvaluationSpec.from_dict(json.loads(Path(args.spec).read_text()))
-        params = validate_params(json.loads(Path(args.params).read_text()))
+        spec, params = read_job_inputs(args.spec, args.params)
     except (OSError, ValueError) as error:
         parser.error(str(error))
     written = generate_samples(args.campaign_dir, args.trial_id, params, spec, args.device)

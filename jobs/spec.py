@@ -260,3 +260,14 @@ def validate_params(params: dict[str, float]) -> dict[str, float]:
         _require(out["mass_loading_mg_cm2"] > 0, "params.mass_loading_mg_cm2",
                  "a number > 0 (mg/cm^2)", out["mass_loading_mg_cm2"])
     return out
+
+
+def read_job_inputs(spec_path: str, params_path: str) -> tuple[EvaluationSpec, dict[str, float]]:
+    """The spec and design params of a `python -m jobs.*` program, from their JSON files;
+    ValueError (or OSError) with the reason, so the program can exit 2 before any work."""
+    import json
+    from pathlib import Path
+
+    spec = EvaluationSpec.from_dict(json.loads(Path(spec_path).read_text()))
+    params = validate_params(json.loads(Path(params_path).read_text()))
+    return spec, params
