@@ -29,8 +29,9 @@ def run_study(study_dir: Path, study, show_progress: bool = True, poll_s: float 
     """Plan, solve every cube (locally or as a SLURM array), analyse and plot. Resumable."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from jobs.convergence import analyse, collect, init_study, launch_share, plot
+    from jobs.convergence import analyse, init_study, launch_share, plot
 
+    study_dir = Path(study_dir)
     plan = study.to_plan()
     init_study(study_dir, plan)
     res = study.resources
@@ -74,7 +75,8 @@ def run_study(study_dir: Path, study, show_progress: bool = True, poll_s: float 
         bar = progress.add_task("cubes", total=total)
         while True:
             done_now = finished()
-            progress.update(bar, completed=total - collect(study_dir)[2])
+            # count result files rather than reading them: a study may hold thousands of cubes
+            progress.update(bar, completed=sum(1 for _ in (study_dir / "cubes").glob("*.json")))
             if done_now:
                 break
             time.sleep(poll_s)
