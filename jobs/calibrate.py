@@ -1,10 +1,10 @@
 """Calibrate the cell model of a built cell to its measured discharges, as files in and out.
 
-    design.json + data files --(kernels.calibration)--> calibration.json (+ fit.png)
+    design.json + data files --(kernels.cell.calibration)--> calibration.json (+ fit.png)
 
 The calibration file is what a campaign names (`[cell] calibration = "calibration.json"`) so its
 evaluations use the calibrated model: `load_calibration(path)` gives the dict that
-`kernels.cell.get_cell_model(..., calibration=...)` takes.
+`kernels.cell.model.get_cell_model(..., calibration=...)` takes.
 
 DESIGN.json describes the cell as built, in one of three forms (plus optional cell settings):
     {"design": {ElectrodeDesign fields}, ...}      what `microloop cell --json` prints
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.discharge_data import load_curves
-from kernels.calibration import Calibration, FitResult
+from kernels.cell.calibration import Calibration, FitResult
 
 _SETTINGS = ("parameter_set", "half_cell", "packaging", "cbd_blocking")
 _DESIGN_FIELDS = ("porosity", "am_volume_fraction", "thickness_um", "tortuosity_factor",
@@ -36,14 +36,14 @@ _DESIGN_FIELDS = ("porosity", "am_volume_fraction", "thickness_um", "tortuosity_
 class BuiltCell:
     """The cell as built: its cathode design and the cell-model settings it was scored with."""
 
-    design: Any                      # kernels.cell.ElectrodeDesign
+    design: Any                      # kernels.cell.model.ElectrodeDesign
     parameter_set: str = "Chen2020"
     half_cell: bool = False
     packaging: dict[str, Any] = field(default_factory=dict)
     cbd_blocking: float | None = None
 
     def cell_model(self):
-        from kernels.cell import Packaging4680, get_cell_model
+        from kernels.cell.model import Packaging4680, get_cell_model
 
         packaging = Packaging4680.from_dict(self.packaging) if self.packaging else None
         options = {} if self.cbd_blocking is None else {"cbd_blocking": self.cbd_blocking}
@@ -61,7 +61,11 @@ class BuiltCell:
 
 def built_cell_from_dict(data: Mapping[str, Any], where: str = "design") -> BuiltCell:
     """A BuiltCell from DESIGN.json's content; ValueError naming the key that is wrong."""
-    from kernels.cell import ElectrodeDesign, design_from_metrics, thickness_from_mass_loading_um
+    from kernels.cell.model import (
+        ElectrodeDesign,
+        design_from_metrics,
+        thickness_from_mass_loading_um,
+    )
 
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: expected a JSON object, got {type(data).__name__}")
@@ -110,7 +114,7 @@ def load_built_cell(path: str | Path) -> BuiltCell:
 
 
 def load_calibration(path: str | Path) -> dict[str, Any]:
-    """The validated content of a calibration file, as `kernels.cell` takes it."""
+    """The validated content of a calibration file, as `kernels.cell.model` takes it."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -181,7 +185,7 @@ def calibrate(
     max_iterations: int = 30,
 ) -> FitResult:
     """Read the data and the built cell, fit, write the calibration file (and the plot)."""
-    from kernels.calibration import (
+    from kernels.cell.calibration import (
         cell_model_options,
         design_parameter_values,
         fit_discharge_curves,

@@ -150,7 +150,7 @@ def ensure_source(study_dir: str | Path, plan: ConvergencePlan) -> None:
         for i in range(volume.shape[0]):
             array[i] = volume[i]
     else:
-        from kernels.structure import ManufacturingParams, generate_structure
+        from kernels.structure.procedural import ManufacturingParams, generate_structure
 
         params = ManufacturingParams(**plan.design)
         params.validate()
@@ -196,7 +196,7 @@ def solve_cube(study_dir: str | Path, plan: ConvergencePlan, task: CubeTask) -> 
         return stored
     import torch
 
-    from kernels import metrics as kmetrics
+    from kernels.metrics import volume as kmetrics
 
     torch.set_num_threads(1)
     source = zarr.open_array(str(Path(study_dir) / SOURCE_STORE), mode="r")
@@ -285,7 +285,7 @@ def collect(study_dir: str | Path) -> tuple[ConvergencePlan, list[dict], int]:
 
 def analyse(study_dir: str | Path) -> dict:
     """Per-size statistics and the recommendation; written to convergence.json."""
-    from kernels.sampling_statistics import recommend, summarise_sizes
+    from kernels.metrics.sampling_statistics import recommend, summarise_sizes
 
     plan, results, missing = collect(study_dir)
     by_size: dict[int, list[dict]] = {}

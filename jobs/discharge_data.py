@@ -1,7 +1,7 @@
 """Measured discharge curves from files: CSV with documented columns, or BioLogic cycler files.
 
 Why a reader of its own: a calibration is only as good as its data, and cycler exports differ in
-units, sign conventions and layout. Everything is turned into `kernels.calibration.DischargeCurve`
+units, sign conventions and layout. Everything is turned into `kernels.cell.calibration.DischargeCurve`
 (seconds, volts, amps or watts, discharge positive) and checked, so a bad file fails here with
 the file, the column and the row named, before any simulation runs.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.calibration import MIN_POINTS_PER_CURVE, DischargeCurve
+from kernels.cell.calibration import MIN_POINTS_PER_CURVE, DischargeCurve
 
 # canonical column -> {accepted name: conversion to the canonical unit}
 _COLUMNS: dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]] = {

@@ -37,7 +37,7 @@ def cathode_thickness_um(params: dict[str, float], spec: EvaluationSpec,
     loading = params.get("mass_loading_mg_cm2", spec.cell.mass_loading_mg_cm2)
     if loading is None:
         return float(spec.cell.thickness_um)
-    from kernels.cell import thickness_from_mass_loading_um
+    from kernels.cell.model import thickness_from_mass_loading_um
 
     return float(thickness_from_mass_loading_um(loading, am_volume_fraction))
 
@@ -118,12 +118,12 @@ def evaluate_design(campaign_dir: str, trial_id: int, params: dict[str, float],
 
 def per_sample_spread(campaign_dir: str | Path, trial_id: int, spec: EvaluationSpec,
                       thickness_um: float, address: str | None) -> dict[str, Any] | None:
-    """The objective of each sample on its own, and their spread (kernels.objective_spread):
+    """The objective of each sample on its own, and their spread (kernels.cell.objective_spread):
     `noise_var` (variance of the mean) is the design's known noise for the optimiser. None with
     fewer than two samples; an infeasible sample counts as 0, as it would for the design."""
     from jobs.characterise import metrics_path
     from jobs.simulate import simulate_design
-    from kernels.objective_spread import objective_spread
+    from kernels.cell.objective_spread import objective_spread
 
     records = [read_json(metrics_path(campaign_dir, trial_id, i))
                for i in range(spec.fidelity.n_cubes)]
@@ -141,7 +141,7 @@ def training_envelope(params: dict[str, float], spec: EvaluationSpec) -> dict[st
     if spec.generator.is_procedural:
         return None
     from jobs.generate import load_generator
-    from kernels.generator import in_training_envelope
+    from kernels.generator.model import in_training_envelope
 
     inside, reason = in_training_envelope(params, load_generator(spec))
     return {"inside": bool(inside), "reason": reason}

@@ -44,9 +44,9 @@ def load_generator(spec: EvaluationSpec, device: str = "cpu") -> Any:
     if spec.generator.is_procedural:
         return None
     try:
-        generator = importlib.import_module("kernels.generator")
+        generator = importlib.import_module("kernels.generator.model")
     except ImportError as error:
-        raise RuntimeError(f"generator.kind={spec.generator.kind!r} needs kernels.generator, "
+        raise RuntimeError(f"generator.kind={spec.generator.kind!r} needs kernels.generator.model, "
                            f"which could not be imported ({error}); use 'procedural'") from error
     if spec.generator.kind == DEFAULT_MODEL:
         model = generator.load_default_model()
@@ -70,7 +70,7 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
     from `model` (see `load_generator`) when given, else the procedural simulator."""
     size = spec.fidelity.cube_voxels
     if model is None:
-        from kernels.structure import ManufacturingParams, generate_structure
+        from kernels.structure.procedural import ManufacturingParams, generate_structure
 
         manufacturing = ManufacturingParams(
             am_wt_frac=params["am_wt_frac"],
@@ -82,7 +82,7 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
         manufacturing.validate()
         volume = generate_structure(manufacturing, size, spec.fidelity.voxel_um, seed)
     else:
-        from kernels.generator import sample
+        from kernels.generator.model import sample
 
         volume = sample(params, n=1, size=size, seed=seed, device=device, model=model)[0]
     volume = np.ascontiguousarray(volume, dtype=np.uint8)

@@ -1,7 +1,7 @@
 """Metrics -> cell results: the objective's discharge and a Ragone sweep, on Dask workers or here.
 
 A built PyBaMM simulation costs ~0.5 s and pickles badly, a re-solve with new inputs ~0.05 s:
-so each worker builds the model once (`kernels.cell.get_cell_model` caches it per process;
+so each worker builds the model once (`kernels.cell.model.get_cell_model` caches it per process;
 `client.run` warms every worker), and tasks carry only small dicts in and scalars out.
 """
 
@@ -26,7 +26,7 @@ def cell_options(spec: EvaluationSpec) -> dict[str, Any]:
 
 
 def _model(options: dict[str, Any]) -> Any:
-    from kernels.cell import Packaging4680, get_cell_model
+    from kernels.cell.model import Packaging4680, get_cell_model
 
     packaging = Packaging4680.from_dict(options["packaging"]) if options["packaging"] else None
     extra = {"calibration": options["calibration"]} if options.get("calibration") else {}
@@ -44,7 +44,7 @@ def warm_model(options: dict[str, Any]) -> float:
 def discharge(options: dict[str, Any], design: dict[str, float], mode: str,
               value: float) -> dict[str, Any]:
     """One discharge of `design` at `value` W (mode "power") or `value` C (mode "c_rate")."""
-    from kernels.cell import ElectrodeDesign
+    from kernels.cell.model import ElectrodeDesign
 
     model = _model(options)
     electrode = ElectrodeDesign(**design)
@@ -59,7 +59,7 @@ def discharge(options: dict[str, Any], design: dict[str, float], mode: str,
 
 def electrode_design(metrics_mean: dict[str, Any], thickness_um: float) -> dict[str, float]:
     """The cell-model design of the mean metrics, as a plain dict."""
-    from kernels.cell import design_from_metrics
+    from kernels.cell.model import design_from_metrics
 
     return dataclasses.asdict(design_from_metrics(metrics_mean, float(thickness_um)))
 

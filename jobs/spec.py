@@ -1,6 +1,6 @@
 """What one design evaluation needs to know, as plain dataclasses that travel as JSON.
 
-`hpc.config` builds an `EvaluationSpec` from the campaign file; the spec is then written next to
+`hpc.campaign.config` builds an `EvaluationSpec` from the campaign file; the spec is then written next to
 each trial (``trials/<id>/spec.json``) so that every job (an array task, an MPI rank started by
 ``mpiexec``, a Dask worker) reads the same values. Every check raises ``ValueError`` naming the
 field and the accepted values, before any work is done.
@@ -50,7 +50,7 @@ class FidelitySpec:
     voxel_um: float = 0.4
     backend: str = "native"
     rel_tol: float = 1e-3
-    # None = the documented defaults of kernels.metrics (DEFAULT_CONDUCTIVITY_*_S_M)
+    # None = the documented defaults of kernels.metrics.volume (DEFAULT_CONDUCTIVITY_*_S_M)
     conductivity_am_S_m: float | None = None
     conductivity_cbd_S_m: float | None = None
     mpi_ranks: int = 1
@@ -153,12 +153,12 @@ class CellSpec:
     thickness_um: float = 75.6                                   # Chen2020's positive electrode
     mass_loading_mg_cm2: float | None = None
     ragone_powers_W: list[float] = field(default_factory=list)
-    # the content of a calibration file (kernels.calibration.Calibration.to_dict), or None
+    # the content of a calibration file (kernels.cell.calibration.Calibration.to_dict), or None
     calibration: dict[str, Any] | None = None
 
     def validate(self) -> None:
-        from kernels.calibration import Calibration
-        from kernels.cell_geometry_4680 import Packaging4680
+        from kernels.cell.calibration import Calibration
+        from kernels.cell.geometry_4680 import Packaging4680
 
         _require(isinstance(self.parameter_set, str) and self.parameter_set != "",
                  "cell.parameter_set", "a PyBaMM parameter set name such as 'Chen2020'",
@@ -242,7 +242,7 @@ def validate_params(params: dict[str, float]) -> dict[str, float]:
 
     `am_wt_frac` and `porosity` are required (the controller merges fixed values in);
     `binder_adhesion` and `mass_loading_mg_cm2` are optional. Physical ranges are checked by
-    `kernels.structure.ManufacturingParams.validate` when the structure is built.
+    `kernels.structure.procedural.ManufacturingParams.validate` when the structure is built.
     """
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict, got {type(params).__name__}")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from jobs.training_data import TrainingSet, load_training_set
-from kernels.generator import (
+from kernels.generator.model import (
     ConditionalGenerator,
     load_default_model,
     load_state_bytes,
@@ -30,7 +30,7 @@ from kernels.generator import (
     model_state,
     train_step,
 )
-from kernels.generator_model import GeneratorConfig
+from kernels.generator.network import GeneratorConfig
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.generator import params_to_dict
-from kernels.structure import ManufacturingParams, generate_structure
+from kernels.generator.model import params_to_dict
+from kernels.structure.procedural import ManufacturingParams, generate_structure
 
 DEFAULT_GRID: dict[str, list[float]] = {
     "am_wt_frac": [0.85, 0.90, 0.95],

@@ -41,7 +41,7 @@ def test_bad_packaging_key_and_bad_calibration_fail_at_spec_validation():
 def test_report_says_whether_the_cell_model_was_calibrated(tmp_path):
     import json
 
-    from hpc.report import describe_cell_model
+    from hpc.analysis.report import describe_cell_model
 
     assert describe_cell_model({}) == "Chen2020 (uncalibrated)"
     path = tmp_path / "calibration.json"

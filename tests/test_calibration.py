@@ -1,5 +1,5 @@
 """Calibration against a known truth: curves simulated with perturbed corrections plus noise
-must be recovered; the calibration must reach kernels.cell; the command must run end to end.
+must be recovered; the calibration must reach kernels.cell.model; the command must run end to end.
 
 Tolerances: with 3 mV noise on 2 curves x 60 points the fitted values land within 5 % of the
 truth (contact resistance within 1 Ohm.cm2) and within 4 standard errors, and the RMSE falls
@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from kernels.calibration import (
+from kernels.cell.calibration import (
     FIT_PARAMETERS,
     Calibration,
     DischargeCurve,
@@ -33,7 +33,7 @@ def cell():
     """The default Chen2020 4680 cell: its model, a design and the whole-cell parameter values."""
     import pybamm
 
-    from kernels.cell import ElectrodeDesign, get_cell_model
+    from kernels.cell.model import ElectrodeDesign, get_cell_model
 
     pybamm.set_logging_level("ERROR")
     model = get_cell_model()
@@ -122,8 +122,8 @@ def test_fixed_corrections_are_applied_and_carried(cell):
 
 
 def test_calibration_reaches_the_campaign_cell_model(cell):
-    """kernels.cell with the calibration gives the energy the fitted model delivers."""
-    from kernels.cell import get_cell_model
+    """kernels.cell.model with the calibration gives the energy the fitted model delivers."""
+    from kernels.cell.model import get_cell_model
 
     model, design, values = cell
     corrections = {"cathode_diffusivity_scale": 0.5, "contact_resistance_Ohm_cm2": 10.0,
@@ -165,8 +165,8 @@ def test_apply_scales_numbers_and_functions_and_resistance_per_area(cell):
 def test_half_cell_recovery_and_mAh_per_g_follow_the_calibration():
     """Lithium-metal half cell: the fit uses the cell model's half-cell options, and the
     calibrated model's mAh/g moves with the fitted corrections."""
-    from kernels.calibration import cell_model_options
-    from kernels.cell import ElectrodeDesign, get_cell_model
+    from kernels.cell.calibration import cell_model_options
+    from kernels.cell.model import ElectrodeDesign, get_cell_model
 
     model = get_cell_model(half_cell=True)
     design = ElectrodeDesign(porosity=0.335, am_volume_fraction=0.665, thickness_um=75.6,
@@ -196,7 +196,7 @@ def test_half_cell_recovery_and_mAh_per_g_follow_the_calibration():
 
 
 def test_half_cell_rejects_anode_corrections():
-    from kernels.cell_pybamm import parameter_values
+    from kernels.cell.pybamm_model import parameter_values
 
     half = parameter_values("Chen2020", True, 12e-6)
     curve = DischargeCurve("c", np.arange(10.0), np.linspace(4, 3.5, 10), current_A=np.ones(10))
@@ -225,7 +225,7 @@ def test_microloop_calibrate_end_to_end(cell, tmp_path):
     """The command: CSV + design JSON in, calibration file + plot out, usable by a campaign."""
     from typer.testing import CliRunner
 
-    from hpc.cli import app
+    from hpc.cli.app import app
     from jobs.calibrate import load_calibration
     from jobs.discharge_data import write_csv
 

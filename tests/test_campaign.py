@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from hpc.campaign import Campaign
-from hpc.config import load_campaign
-from hpc.journal import read_journal
+from hpc.campaign.config import load_campaign
+from hpc.campaign.controller import Campaign
+from hpc.campaign.journal import read_journal
 
 MICROLOOP = [sys.executable, "-m", "hpc.cli"]
 
@@ -148,7 +148,7 @@ def test_failing_jobs_are_retried_then_recorded_and_infeasible_designs_score_zer
     )
     controller = Campaign.create(load_campaign(campaign), tmp_path / "run")
     try:
-        progress = controller.run(report=False)
+        progress = controller.run(report=None)
     finally:
         controller.close()
     folder = tmp_path / "run"
@@ -197,7 +197,7 @@ def test_run_refuses_an_existing_campaign_folder(tmp_path):
 
 
 def test_a_second_controller_on_the_same_folder_is_refused(tmp_path):
-    from hpc.campaign import CampaignError
+    from hpc.campaign.controller import CampaignError
 
     campaign = tiny_campaign(tmp_path / "c.toml", optimizer={"backend": "sobol", "budget": 1},
                              resources={"dask_workers": 0})
@@ -211,7 +211,7 @@ def test_a_second_controller_on_the_same_folder_is_refused(tmp_path):
 
 
 def test_journal_drops_a_torn_last_line(tmp_path):
-    from hpc.journal import Journal
+    from hpc.campaign.journal import Journal
 
     journal = Journal(tmp_path)
     journal.append("proposed", trial_id=0, params={"porosity": 0.3})
@@ -251,7 +251,7 @@ def test_a_kill_between_submission_and_journaling_reattaches_to_the_started_job(
 
     second = Campaign.open(folder)
     try:
-        progress = second.run(report=False)
+        progress = second.run(report=None)
     finally:
         second.close()
     assert progress.complete == 1

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from test_campaign import tiny_campaign
 
-from hpc.campaign import Campaign
-from hpc.commands.status import campaign_status
-from hpc.commands.submit import render_controller
-from hpc.config import load_campaign
+from hpc.campaign.config import load_campaign
+from hpc.campaign.controller import Campaign
+from hpc.cli.commands.status import campaign_status
+from hpc.cli.commands.submit import render_controller
 
 E2E = dict(
     fidelity={"mpi_ranks": 2},
@@ -39,7 +39,7 @@ def _run(campaign: Path, folder: Path, executor: str, seen: list | None = None
             seen.append(campaign_status(folder))
 
     try:
-        progress = controller.run(on_progress=look, report=False)
+        progress = controller.run(on_progress=look, report=None)
     finally:
         controller.close()
     assert progress.complete == 4, [t.reason for t in controller.trials.values()]
@@ -166,7 +166,7 @@ def test_scancelled_evaluation_is_retried_and_the_campaign_completes(tmp_path):
                 return
 
     try:
-        progress = controller.run(on_progress=cancel_first_running, report=False)
+        progress = controller.run(on_progress=cancel_first_running, report=None)
     finally:
         controller.close()
     assert cancelled

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hpc.campaign import Campaign
-from hpc.case_studies import CASE_STUDIES, campaign_file, run_case_study
-from hpc.cli import app
-from hpc.config import BUILTIN_CAMPAIGNS, load_campaign
-from hpc.report import find_crossing_W
+from hpc.analysis.case_studies import CASE_STUDIES, campaign_file, run_case_study
+from hpc.analysis.report import find_crossing_W
+from hpc.campaign.config import BUILTIN_CAMPAIGNS, load_campaign
+from hpc.campaign.controller import Campaign
+from hpc.cli.app import app
 
 REDUCED = {
     "optimizer": {"budget": 2, "n_initial": 2, "max_concurrent": 1, "backend": "sobol"},

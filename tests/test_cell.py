@@ -9,7 +9,14 @@ import math
 
 import pytest
 
-from kernels.cell import (
+from kernels.cell.geometry_4680 import (
+    ANK2023_ENERGY_DENSITY_WH_L,
+    ANK2023_PACKAGING,
+    ANK2023_SPECIFIC_ENERGY_WH_KG,
+    LayerStack,
+    jelly_roll,
+)
+from kernels.cell.model import (
     RANGES,
     CellModel,
     ElectrodeDesign,
@@ -18,13 +25,6 @@ from kernels.cell import (
     design_from_metrics,
     get_cell_model,
     thickness_from_mass_loading_um,
-)
-from kernels.cell_geometry_4680 import (
-    ANK2023_ENERGY_DENSITY_WH_L,
-    ANK2023_PACKAGING,
-    ANK2023_SPECIFIC_ENERGY_WH_KG,
-    LayerStack,
-    jelly_roll,
 )
 
 # The Chen2020 (LG M50) cathode expressed as a design: porosity 0.335, AM 0.665, 75.6 um,
@@ -226,7 +226,7 @@ def test_default_packaging_overshoots_teardown_and_calibration_matches_it():
 
 
 def test_model_is_built_once_per_process(full_cell):
-    import kernels.cell_pybamm as cell_pybamm
+    import kernels.cell.pybamm_model as cell_pybamm
 
     assert get_cell_model("Chen2020") is full_cell
     full_cell.warm_up()
@@ -245,7 +245,7 @@ def test_parameter_set_is_selectable_and_unknown_names_are_listed():
 
 
 def test_calibration_is_carried_into_the_model(full_cell):
-    pytest.importorskip("kernels.calibration", reason="kernels.calibration (issue 11) not present")
+    pytest.importorskip("kernels.cell.calibration", reason="kernels.cell.calibration (issue 11) not present")
     smaller = get_cell_model("Chen2020", calibration={"values": {"capacity_factor": 0.9}})
     resistive = get_cell_model("Chen2020",
                                calibration={"values": {"contact_resistance_Ohm_cm2": 20.0}})

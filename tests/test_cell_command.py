@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from hpc.cli import app
+from hpc.cli.app import app
 
 METRICS = {
     "volume_fraction": {"pore": 0.335, "am": 0.6, "cbd": 0.065},
@@ -123,7 +123,7 @@ def test_packaging_toml_calibrates_and_unknown_keys_exit_2(metrics_file, tmp_pat
 
 
 def test_calibration_file_is_used_and_bad_ones_exit_2(metrics_file, tmp_path):
-    pytest.importorskip("kernels.calibration", reason="kernels.calibration (issue 11) not present")
+    pytest.importorskip("kernels.cell.calibration", reason="kernels.cell.calibration (issue 11) not present")
     good = tmp_path / "calibration.json"
     good.write_text(json.dumps({"values": {"capacity_factor": 0.8}}))
     bad = tmp_path / "bad.json"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hpc.cli import app
+from hpc.cli.app import app
 from jobs.volume_io import VolumeFileError, open_volume, read_volume, write_volume
-from kernels.metrics import characterise_volume
-from kernels.structure import ManufacturingParams, generate_structure
+from kernels.metrics.volume import characterise_volume
+from kernels.structure.procedural import ManufacturingParams, generate_structure
 
 KEYS = {"volume_fraction", "specific_surface_area_per_um", "cbd_coverage", "tortuosity_factor",
         "effective_conductivity_S_m", "percolating"}

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from hpc.config import (
+from hpc.campaign.config import (
     BUILTIN_CAMPAIGNS,
     ConfigError,
     dump_campaign,
@@ -133,7 +133,7 @@ def test_missing_file_names_the_builtins(tmp_path):
 def test_calibration_file_is_read_into_the_spec_relative_to_the_campaign(tmp_path):
     import json
 
-    from kernels.calibration import FIT_PARAMETERS, Calibration, fit_parameter
+    from kernels.cell.calibration import FIT_PARAMETERS, Calibration, fit_parameter
 
     name = next(iter(FIT_PARAMETERS))
     limits = fit_parameter(name)

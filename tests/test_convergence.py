@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from hpc.commands.convergence import run_study
-from hpc.convergence_config import build_convergence_file
+from hpc.campaign.convergence_config import build_convergence_file
+from hpc.cli.commands.convergence import run_study
 from jobs.convergence import collect, cube_result_path, load_plan, plan_cubes
 
 DESIGN = {"am_wt_frac": 0.92, "porosity": 0.40, "binder_adhesion": 0.5, "mean_diameter_um": 3.0}
@@ -121,7 +121,7 @@ def test_conductivity_can_be_the_studied_metric(tmp_path):
 
 
 def test_a_campaign_file_takes_the_recommendation(tmp_path):
-    from hpc.config import ConfigError, parse_campaign
+    from hpc.campaign.config import ConfigError, parse_campaign
 
     summary = run_study(tmp_path / "study", small_study(), show_progress=False, poll_s=0.2)
     campaign = {"space": {"am_wt_frac": [0.85, 0.95], "porosity": 0.35},

@@ -10,7 +10,7 @@ import pytest
 
 from jobs.calibrate import load_calibration
 from jobs.discharge_data import load_curves, read_csv, read_cycler, write_csv
-from kernels.calibration import Calibration, DischargeCurve
+from kernels.cell.calibration import Calibration, DischargeCurve
 
 
 def _write(tmp_path, name: str, text: str):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from hpc.executor import Executor, parse_sacct, slurm_max_array_size
+from hpc.machine.executor import Executor, parse_sacct, slurm_max_array_size
 
 
 def _wait(executor: Executor, job_ids: list[str], timeout_s: float = 120.0,
@@ -107,8 +107,8 @@ def test_slurm_scancel_is_seen_and_reported(tmp_path):
 def test_slurm_preempted_evaluation_is_requeued_released_and_completes(tmp_path):
     """A real evaluation signalled as at its time limit checkpoints, is requeued by submitit, is
     released from SLURM's 120 s requeue hold by the poll loop, and finishes from its store."""
-    from hpc.config import parse_campaign
-    from hpc.evaluation_task import EvaluationTask
+    from hpc.campaign.config import parse_campaign
+    from hpc.machine.evaluation_task import EvaluationTask
 
     config = parse_campaign({
         "space": {"am_wt_frac": [0.86, 0.96], "porosity": [0.28, 0.42],

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from kernels import generator as gen
-from kernels.generator_model import ConditionalGenerator, GeneratorConfig
-from kernels.objective_spread import objective_spread, pooled_noise_var
-from kernels.structure import ManufacturingParams, target_phase_fractions
-from kernels.two_point import (
+from kernels.cell.objective_spread import objective_spread, pooled_noise_var
+from kernels.generator import model as gen
+from kernels.generator.network import ConditionalGenerator, GeneratorConfig
+from kernels.structure.procedural import ManufacturingParams, target_phase_fractions
+from kernels.structure.two_point import (
     correlation_length_voxels,
     directional_s2,
     volume_two_point_map,

@@ -197,7 +197,7 @@ def test_a_dask_cluster_without_workers_times_out_instead_of_hanging(monkeypatch
 
 
 def test_metrics_outside_the_cell_models_range_score_zero_with_the_reason():
-    from kernels.cell import RANGES
+    from kernels.cell.model import RANGES
 
     too_tortuous = 2.0 * RANGES["tortuosity_factor"][1]
     metrics = {"volume_fraction": {"pore": 0.35, "am": 0.5, "cbd": 0.15},

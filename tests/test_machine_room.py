@@ -9,7 +9,7 @@ import sys
 import pytest
 from submitit.core.utils import FailedJobError
 
-from hpc import selfcheck
+from hpc.machine import selfcheck
 
 
 @pytest.fixture()
@@ -89,7 +89,7 @@ def test_cli_version_and_help():
 def test_every_command_has_working_help():
     from typer.testing import CliRunner
 
-    from hpc.cli import app
+    from hpc.cli.app import app
 
     commands = [c.name for c in app.registered_commands]
     assert {"run", "resume", "status", "submit", "characterise", "cell", "convergence"} <= set(commands)

@@ -15,7 +15,8 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from kernels.metrics import (
+from kernels.metrics.solvers import TransportSolution, available_backends, solve, spanning_cluster
+from kernels.metrics.volume import (
     DEFAULT_CONDUCTIVITY_AM_S_M,
     DEFAULT_CONDUCTIVITY_CBD_S_M,
     VolumeMetrics,
@@ -26,8 +27,7 @@ from kernels.metrics import (
     validate_labels,
     volume_fractions,
 )
-from kernels.solvers import TransportSolution, available_backends, solve, spanning_cluster
-from kernels.structure import AM, CBD, PORE, ManufacturingParams, generate_structure
+from kernels.structure.procedural import AM, CBD, PORE, ManufacturingParams, generate_structure
 
 TIGHT = 1e-4  # TauFactor tolerance for comparisons with exact answers
 

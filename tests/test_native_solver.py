@@ -13,8 +13,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy import ndimage
 
-from kernels.solvers import native, solve, spanning_cluster
-from kernels.structure import ManufacturingParams, generate_structure
+from kernels.metrics.solvers import native, solve, spanning_cluster
+from kernels.structure.procedural import ManufacturingParams, generate_structure
 
 CBD_RELATIVE = 0.1  # σ_CBD / σ_AM used in the electronic fields below
 

@@ -33,8 +33,8 @@ def test_spread_over_samples_and_envelope_flags_are_recorded(tmp_path):
 
 @pytest.mark.slow
 def test_campaign_tells_the_optimiser_the_spread_as_noise(tmp_path):
-    from hpc.campaign import Campaign
-    from hpc.config import parse_campaign
+    from hpc.campaign.config import parse_campaign
+    from hpc.campaign.controller import Campaign
 
     config = parse_campaign({
         "space": {"am_wt_frac": [0.86, 0.96], "porosity": [0.28, 0.42], "mass_loading_mg_cm2": 15.0},
@@ -45,7 +45,7 @@ def test_campaign_tells_the_optimiser_the_spread_as_noise(tmp_path):
     })
     controller = Campaign.create(config, tmp_path / "run")
     try:
-        progress = controller.run(report=False)
+        progress = controller.run(report=None)
     finally:
         controller.close()
     assert progress.complete == 2

@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hpc.campaign import Campaign
-from hpc.cli import app
-from hpc.config import parse_campaign
-from hpc.report import analyse_gp, find_crossing_W, to_unit, write_report
+from hpc.analysis.report import (
+    analyse_gp,
+    find_crossing_W,
+    to_unit,
+    write_report,
+    write_report_logged,
+)
+from hpc.campaign.config import parse_campaign
+from hpc.campaign.controller import Campaign
+from hpc.cli.app import app
 
 
 def tiny_config(**sections: dict):
@@ -79,7 +85,7 @@ def test_report_with_a_failed_trial_and_one_completed_trial(tmp_path):
     config = tiny_config(faults=[{"trial_id": 1, "attempts": 1, "mode": "raise"}])
     campaign = Campaign.create(config, folder)
     try:
-        progress = campaign.run()          # the controller's hook writes the report
+        progress = campaign.run(report=write_report_logged)  # the CLI passes this hook
     finally:
         campaign.close()
     assert progress.complete == 1 and progress.failed == 1

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from kernels.sampling_statistics import (
+from kernels.metrics.sampling_statistics import (
     SizeSummary,
     bootstrap_mean_ci,
     cubes_needed,

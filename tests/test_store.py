@@ -116,8 +116,8 @@ def test_json_files_are_replaced_atomically(tmp_path):
 
 def test_a_trained_generator_file_is_used_and_its_voxel_size_enforced(tmp_path):
     torch = pytest.importorskip("torch")
-    generator = pytest.importorskip("kernels.generator")
-    from kernels.generator_model import ConditionalGenerator, GeneratorConfig
+    generator = pytest.importorskip("kernels.generator.model")
+    from kernels.generator.network import ConditionalGenerator, GeneratorConfig
 
     torch.manual_seed(0)
     model_file = tmp_path / "model.pt"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernels.structure import (
+from kernels.structure.procedural import (
     AM,
     CBD,
     PORE,

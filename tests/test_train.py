@@ -10,11 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hpc.cli import app
+from hpc.cli.app import app
 from jobs.train import TrainOptions, load_model, loss_plot_path, train_generator
 from jobs.training_data import load_training_set, procedural_training_set
-from kernels.generator import sample
-from kernels.structure import ManufacturingParams, generate_structure
+from kernels.generator.model import sample
+from kernels.structure.procedural import ManufacturingParams, generate_structure
 
 GRID = {"am_wt_frac": [0.85, 0.95], "porosity": [0.3, 0.45], "binder_adhesion": [0.2, 0.8]}
 TINY = dict(batch=2, crop_voxels=16, max_lag_voxels=6, widths=(16, 12, 8, 8), latent_channels=4,

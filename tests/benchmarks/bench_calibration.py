@@ -32,13 +32,13 @@ def problem():
     """Base parameter values of the built cell and the noisy measured curves."""
     import pybamm
 
-    from kernels.calibration import (
+    from kernels.cell.calibration import (
         DischargeCurve,
         _subsample,
         design_parameter_values,
         simulate_discharge,
     )
-    from kernels.cell import ElectrodeDesign, get_cell_model
+    from kernels.cell.model import ElectrodeDesign, get_cell_model
 
     pybamm.set_logging_level("ERROR")
     model = get_cell_model()
@@ -63,7 +63,7 @@ def problem():
 
 
 def run_scipy(values, curves) -> dict:
-    from kernels.calibration import fit_discharge_curves
+    from kernels.cell.calibration import fit_discharge_curves
 
     started = time.perf_counter()
     result = fit_discharge_curves(values, curves, list(TRUTH), max_points_per_curve=POINTS)
@@ -77,7 +77,7 @@ def run_pybop(values, curves, optimiser: str, max_iterations: int) -> dict:
     import pybamm
     import pybop
 
-    from kernels.calibration import CurveSimulator, _apply, fit_parameter, resolve_start
+    from kernels.cell.calibration import CurveSimulator, _apply, fit_parameter, resolve_start
 
     start = resolve_start(list(TRUTH), None)
     problems = []

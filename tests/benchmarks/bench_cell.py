@@ -27,7 +27,7 @@ DESIGN = {
 
 def warm_worker() -> float:
     """Build this process's cell model (Dask: once per worker, through client.run)."""
-    from kernels.cell import get_cell_model
+    from kernels.cell.model import get_cell_model
 
     start = time.perf_counter()
     get_cell_model().warm_up()
@@ -38,7 +38,7 @@ def energy_density_Wh_L(design: dict, power_W: float) -> tuple[float, float]:
     """One Dask task: an input dict in, scalars out (never a Solution or a Simulation).
 
     Returns (Wh/L, seconds spent solving in the worker) so overhead and CPU contention show."""
-    from kernels.cell import ElectrodeDesign, get_cell_model
+    from kernels.cell.model import ElectrodeDesign, get_cell_model
 
     start = time.perf_counter()
     result = get_cell_model().discharge_power(ElectrodeDesign(**design), power_W)
@@ -49,7 +49,7 @@ def rebuild_per_design(design, model) -> tuple[float, float]:
     """The alternative: a fixed-mesh DFN rebuilt with this design's thicknesses and radius."""
     import pybamm
 
-    from kernels.cell_pybamm import parameter_values
+    from kernels.cell.pybamm_model import parameter_values
 
     start = time.perf_counter()
     values = parameter_values("Chen2020", False, 12e-6)
@@ -69,7 +69,7 @@ def fixed_mesh_ragone_s(design, model) -> float:
     """Ragone time on a fixed-mesh DFN built for this one design (power the only input)."""
     import pybamm
 
-    from kernels.cell_pybamm import parameter_values
+    from kernels.cell.pybamm_model import parameter_values
 
     values = parameter_values("Chen2020", False, 12e-6)
     values.update(model.inputs(design), check_already_exists=False)
@@ -92,7 +92,7 @@ def fixed_mesh_ragone_s(design, model) -> float:
 def main() -> None:
     from dask.distributed import Client, LocalCluster
 
-    from kernels.cell import ElectrodeDesign, get_cell_model
+    from kernels.cell.model import ElectrodeDesign, get_cell_model
 
     rows: list[tuple[str, str]] = []
     start = time.perf_counter()

@@ -2,9 +2,9 @@
 
 For parameter points on the training grid, between grid points, and outside the training
 envelope, this draws `--seeds` volumes from the generator and from the procedural simulator
-(same size and voxel size) and compares the four metrics of kernels.metrics (volume fractions,
+(same size and voxel size) and compares the four metrics of kernels.metrics.volume (volume fractions,
 specific surface areas, tortuosity factor, effective conductivity) and two-point correlations
-(kernels.two_point: correlation lengths of AM and pore along the thickness and in-plane, and the
+(kernels.structure.two_point: correlation lengths of AM and pore along the thickness and in-plane, and the
 RMS distance between S2 curves). Seed-to-seed differences of the procedural volumes are
 reported as the yardstick: a generator is as good as it gets when its distance to the simulator
 is no larger than the simulator's distance to itself.
@@ -40,8 +40,8 @@ TABLE_END = "<!-- quality table: end -->"
 
 
 def measure(volume: np.ndarray, voxel_um: float) -> dict[str, float]:
-    from kernels.metrics import characterise_volume
-    from kernels.two_point import correlation_length_voxels, directional_s2
+    from kernels.metrics.volume import characterise_volume
+    from kernels.structure.two_point import correlation_length_voxels, directional_s2
 
     m = characterise_volume(volume, voxel_um).to_dict()
     out = {
@@ -63,7 +63,7 @@ def measure(volume: np.ndarray, voxel_um: float) -> dict[str, float]:
 def s2_distance(a: list[dict], b: list[dict], same: bool) -> float:
     """Mean RMS distance between the S2 curves (AM and pore, all axes) of two sets of volumes;
     `same` skips comparing a volume with itself."""
-    from kernels.two_point import s2_curve_distance
+    from kernels.structure.two_point import s2_curve_distance
 
     d = []
     for i, x in enumerate(a):
@@ -86,7 +86,7 @@ def summarise(rows: list[dict]) -> dict[str, tuple[float, float]]:
 def procedural_rows(params: dict, size: int, voxel_um: float, seeds: int,
                     cache: dict | None) -> tuple[list[dict], float]:
     """Metrics of the procedural volumes (deterministic per seed, so they may come from a cache)."""
-    from kernels.structure import ManufacturingParams, generate_structure
+    from kernels.structure.procedural import ManufacturingParams, generate_structure
 
     rows, t_total = [], 0.0
     for s in range(seeds):
@@ -109,7 +109,7 @@ def run(model_source: str | None, size: int, seeds: int, voxel_um: float,
         cache: dict | None = None) -> dict:
     """Measure every point; with model_source None only the procedural side (to fill a cache)."""
     from jobs.train import load_model
-    from kernels.generator import in_training_envelope, sample
+    from kernels.generator.model import in_training_envelope, sample
 
     model = load_model(model_source) if model_source is not None else None
     if model is not None and abs(model.config.voxel_um - voxel_um) > 1e-12:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from kernels.metrics import (  # noqa: E402
+from kernels.metrics.volume import (  # noqa: E402
     effective_conductivity_S_m,
     specific_surface_areas,
     tortuosity_factor,
     volume_fractions,
 )
-from kernels.structure import ManufacturingParams, generate_structure  # noqa: E402
+from kernels.structure.procedural import ManufacturingParams, generate_structure  # noqa: E402
 
 PARAMS = ManufacturingParams(am_wt_frac=0.9, porosity=0.35, binder_adhesion=0.5)
 VOXEL_UM = 0.5

@@ -1,7 +1,7 @@
 """Why the controller polls SLURM with one batched `sacct` call per cycle.
 
 Submits N trivial jobs as arrays (split at MaxArraySize), then in the same run times
-(a) one `hpc.executor` poll cycle: one `sacct` call for every job, and
+(a) one `hpc.machine.executor` poll cycle: one `sacct` call for every job, and
 (b) asking the scheduler job by job (`sacct -j <id>` per job), what per-job polling costs,
 and prints both and their ratio. Needs a running SLURM (`source <slurm dir>/env.sh`).
 
@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from hpc.executor import Executor
+from hpc.machine.executor import Executor
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 CASES = ("pore", "electronic")
 # σ_AM, σ_CBD of the electronic solve: 1 and 0.1 as in REFERENCE.md's TauFactor timings; the
-# loop's defaults (kernels.metrics: 0.18 and 10 S/m) via --electronic-S-m 0.18 10.
+# loop's defaults (kernels.metrics.volume: 0.18 and 10 S/m) via --electronic-S-m 0.18 10.
 DEFAULT_ELECTRONIC_S_M = (1.0, 0.1)
 
 
@@ -49,9 +49,9 @@ def _worker(path: str, case: str, backend: str, rel_tol: float,
     import torch
 
     torch.set_num_threads(1)
-    import kernels.solvers.native  # noqa: F401  (both workers import both back-ends)
-    import kernels.solvers.taufactor_backend  # noqa: F401
-    from kernels.solvers import solve
+    import kernels.metrics.solvers.native  # noqa: F401  (both workers import both back-ends)
+    import kernels.metrics.solvers.taufactor_backend  # noqa: F401
+    from kernels.metrics.solvers import solve
 
     field = _field(np.load(path), case, electronic_S_m)
 
@@ -104,7 +104,7 @@ def main() -> None:
         _worker(path, case, backend, float(rel_tol), tuple(args.electronic_S_m))
         return
 
-    from kernels.structure import ManufacturingParams, generate_structure
+    from kernels.structure.procedural import ManufacturingParams, generate_structure
 
     cond = tuple(args.electronic_S_m)
     rows = []

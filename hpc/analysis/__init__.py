@@ -1,0 +1,1 @@
+"""Reading finished campaigns: the report, the case studies, plots."""

@@ -1,0 +1,581 @@
+"""The campaign report: PNG plots and a markdown summary in ``<campaign>/report/``.
+
+Written by the controller at the end of every run (through `write_report_logged`, which the CLI hands it) and by
+`microloop report DIR`. It reads only the campaign folder (the frozen ``campaign.toml``, the
+journal, ``voxels.zarr``), so it works on a finished, running or crashed campaign alike, and it
+never fails for lack of data: a plot that needs more completed trials than there are is replaced
+by a line saying so in the summary.
+
+What is in it, and why:
+- ``trace.png``: best objective so far against evaluations, the initial design shaded, so one
+  sees whether the optimiser still improved after its space-filling start.
+- ``objective_over_params.png``: partial dependence of a GP fitted to the trials (the mean over
+  the other parameters, +- 2 sd), with the observations, so one sees which way each knob pulls.
+- ``importance.png``: 1 / GP length-scale per parameter (unit-cube inputs): a short length-scale
+  means the objective changes quickly along that parameter.
+- ``microstructure.png``: three orthogonal mid-slices of the best design's first stored sample.
+- ``ragone.png``: the best design's energy against power (when the campaign swept powers).
+- ``summary.md`` (the table of the best designs) and ``summary.json`` (the same, for scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpc.campaign.folder import REPORT_FOLDER
+
+#: a GP over d parameters needs a few points; below this the GP plots are skipped
+MIN_TRIALS_FOR_GP = 3
+N_BEST_ROWS = 5
+PHASE_NAMES = ("pore", "AM", "CBD")
+PHASE_COLOURS = ("#f2f2f2", "#1f4e9c", "#e07b00")
+
+OBJECTIVE_LABELS = {
+    "energy_density_Wh_L": ("energy density", "Wh/L"),
+    "specific_energy_Wh_kg": ("specific energy", "Wh/kg"),
+    "capacity_mAh_g": ("capacity per gram of AM", "mAh/g"),
+}
+PARAM_LABELS = {
+    "am_wt_frac": "AM weight fraction (-)",
+    "porosity": "porosity (-)",
+    "binder_adhesion": "binder adhesion (-)",
+    "mass_loading_mg_cm2": "mass loading (mg/cm2)",
+}
+
+
+@dataclass
+class TrialRecord:
+    """One evaluation as the report sees it."""
+
+    trial_id: int
+    status: str
+    params: dict[str, float]
+    objective: float | None
+    feasible: bool | None
+    reason: str
+    result: dict[str, Any] | None
+
+
+@dataclass
+class CampaignData:
+    """What a report needs from a campaign folder."""
+
+    directory: Path
+    name: str
+    description: str
+    objective: dict[str, Any]
+    bounds: dict[str, tuple[float, float]]
+    fixed: dict[str, float]
+    n_initial: int
+    budget: int
+    trials: list[TrialRecord] = field(default_factory=list)
+    #: the campaign's cell-model line: parameter set, and the calibration when one was named
+    cell_model: str = "Chen2020 (uncalibrated)"
+
+    @property
+    def complete(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.status == "complete" and t.objective is not None
+                and math.isfinite(t.objective)]
+
+    @property
+    def failed(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.status == "failed"]
+
+    def best(self) -> TrialRecord | None:
+        done = self.complete
+        return max(done, key=lambda t: (t.objective, -t.trial_id)) if done else None
+
+    @property
+    def objective_label(self) -> str:
+        what, unit = OBJECTIVE_LABELS.get(self.objective.get("kind", ""), ("objective", "-"))
+        return f"{what} ({unit})"
+
+    @property
+    def operating_point(self) -> str:
+        if self.objective.get("power_W") is not None:
+            return f"{self.objective['power_W']:g} W"
+        cell = "half cell" if self.objective.get("half_cell") else "full cell"
+        return f"{self.objective.get('c_rate', float('nan')):g}C ({cell})"
+
+
+def load_campaign_data(directory: str | Path) -> CampaignData:
+    """Read a campaign folder; FileNotFoundError when it is not one."""
+    from hpc.campaign.folder import FROZEN_CONFIG
+    from hpc.campaign.journal import read_journal
+    from hpc.campaign.trials import fold_events
+
+    directory = Path(directory)
+    frozen = directory / FROZEN_CONFIG
+    if not frozen.exists():
+        raise FileNotFoundError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
+    config = tomllib.loads(frozen.read_text())
+    space = config.get("space", {})
+    bounds = {k: (float(v[0]), float(v[1])) for k, v in space.items()
+              if isinstance(v, list) and k != "log_scale"}
+    fixed = {k: float(v) for k, v in space.items() if isinstance(v, int | float)}
+    optimizer = config.get("optimizer", {})
+    trials = fold_events(read_journal(directory))
+    records = [
+        TrialRecord(trial_id=t.trial_id, status=t.status, params=dict(t.params),
+                    objective=None if t.objective is None else float(t.objective),
+                    feasible=t.feasible, reason=t.reason, result=t.result)
+        for t in sorted(trials.values(), key=lambda t: t.trial_id)
+    ]
+    return CampaignData(
+        directory=directory, name=str(config.get("name", directory.name)),
+        description=str(config.get("description", "")), objective=dict(config.get("objective", {})),
+        bounds=bounds, fixed=fixed, n_initial=int(optimizer.get("n_initial", 0)),
+        budget=int(optimizer.get("budget", 0)), trials=records,
+        cell_model=describe_cell_model(config.get("cell", {})),
+    )
+
+
+def describe_cell_model(cell: dict[str, Any]) -> str:
+    """One line saying which cell model scored the campaign, and whether (and how) it was
+    calibrated to measurements: the fitted values with standard errors and the RMSE."""
+    name = str(cell.get("parameter_set", "Chen2020"))
+    path = cell.get("calibration")
+    if not path:
+        return f"{name} (uncalibrated)"
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        return f"{name}, calibrated with {path} (unreadable now: {error})"
+    stderr = data.get("stderr", {})
+    values = ", ".join(
+        f"{k} = {v:.4g}" + (f" ± {stderr[k]:.2g}" if k in stderr else "")
+        for k, v in data.get("values", {}).items())
+    meta = data.get("metadata", {})
+    rmse = ""
+    if "rmse_initial_V" in meta and "rmse_fitted_V" in meta:
+        rmse = (f"; RMSE {1e3 * meta['rmse_initial_V']:.1f} -> {1e3 * meta['rmse_fitted_V']:.1f} mV "
+                "on the measured curves")
+    return f"{name}, **calibrated** with {path}: {values}{rmse}"
+
+
+# ---- numbers ---------------------------------------------------------------------------------
+
+
+def to_unit(points: list[dict[str, float]], bounds: dict[str, tuple[float, float]]) -> np.ndarray:
+    """Parameters scaled to the unit cube of the campaign's bounds (n, d)."""
+    names = list(bounds)
+    x = np.array([[p[n] for n in names] for p in points], dtype=float).reshape(len(points),
+                                                                             len(names))
+    low = np.array([bounds[n][0] for n in names])
+    high = np.array([bounds[n][1] for n in names])
+    return (x - low) / (high - low)
+
+
+@dataclass
+class GPAnalysis:
+    """A GP fitted to (unit-cube parameters, objective): length-scales and partial dependence."""
+
+    lengthscales: np.ndarray               # (d,), in unit-cube units
+    grid: np.ndarray                       # (n_grid,), unit cube
+    mean: np.ndarray                       # (d, n_grid): partial dependence of the GP mean
+    sd: np.ndarray                         # (d, n_grid): mean posterior sd over the same points
+
+    @property
+    def importance(self) -> np.ndarray:
+        """1 / length-scale, normalised to sum 1 (a larger share changes the objective faster)."""
+        inverse = 1.0 / self.lengthscales
+        return inverse / inverse.sum()
+
+
+def analyse_gp(x_unit: np.ndarray, y: np.ndarray, n_grid: int = 41, n_base: int = 256,
+               seed: int = 0) -> GPAnalysis:
+    """Fit the botorch backend's GP (SingleTaskGP, standardised y) and average its posterior
+    over `n_base` scrambled Sobol points of the other parameters, per parameter (partial
+    dependence). ValueError when y is constant (no GP can be fitted to it)."""
+    import torch
+
+    from bayes.botorch_backend import fit_gp
+
+    x_unit = np.asarray(x_unit, dtype=float)
+    y = np.asarray(y, dtype=float).reshape(-1, 1)
+    if x_unit.ndim != 2 or x_unit.shape[0] != y.shape[0]:
+        raise ValueError(f"x_unit must be (n, d) with n = len(y); got {x_unit.shape}, {y.shape}")
+    if np.ptp(y) == 0.0:
+        raise ValueError("the objective is the same for every trial: nothing to fit")
+    torch.manual_seed(seed)
+    model = fit_gp(x_unit, y, None)
+    kernel = model.covar_module
+    lengthscale = getattr(kernel, "lengthscale", None)
+    if lengthscale is None:
+        lengthscale = kernel.base_kernel.lengthscale
+    lengthscales = lengthscale.detach().numpy().reshape(-1)
+    d = x_unit.shape[1]
+    base = torch.quasirandom.SobolEngine(d, scramble=True, seed=seed).draw(n_base).double()
+    grid = np.linspace(0.0, 1.0, n_grid)
+    mean = np.empty((d, n_grid))
+    sd = np.empty((d, n_grid))
+    with torch.no_grad():
+        for i in range(d):
+            points = base.repeat(n_grid, 1)
+            points[:, i] = torch.as_tensor(grid).repeat_interleave(n_base)
+            posterior = model.posterior(points)
+            m = posterior.mean.reshape(n_grid, n_base)
+            s = posterior.variance.clamp_min(0).sqrt().reshape(n_grid, n_base)
+            mean[i] = m.mean(dim=1).numpy()
+            sd[i] = s.mean(dim=1).numpy()
+    return GPAnalysis(lengthscales, grid, mean, sd)
+
+
+def find_crossing_W(powers_W: np.ndarray, energy_a: np.ndarray, energy_b: np.ndarray
+                    ) -> float | None:
+    """The lowest power where curve a (better at low power) falls below curve b, interpolated
+    linearly in log power; None when a never falls below b inside the sweep. Points where both
+    are 0 (neither delivers) are ignored."""
+    powers_W = np.asarray(powers_W, dtype=float)
+    diff = np.asarray(energy_a, dtype=float) - np.asarray(energy_b, dtype=float)
+    both_dead = (np.asarray(energy_a) <= 0) & (np.asarray(energy_b) <= 0)
+    keep = ~both_dead & np.isfinite(diff)
+    p, d = powers_W[keep], diff[keep]
+    for k in range(1, len(p)):
+        if d[k - 1] > 0 >= d[k]:
+            if d[k] == 0:
+                return float(p[k])
+            lo, hi = math.log(p[k - 1]), math.log(p[k])
+            t = d[k - 1] / (d[k - 1] - d[k])
+            return float(math.exp(lo + t * (hi - lo)))
+    return None
+
+
+# ---- plots -----------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_trace(data: CampaignData, path: Path) -> Path:
+    """Objective per evaluation (trial order), best so far, initial design shaded."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    done = [t for t in data.trials if t.status in ("complete", "failed")]
+    ids = [t.trial_id for t in data.complete]
+    values = [t.objective for t in data.complete]
+    feasible = [bool(t.feasible) for t in data.complete]
+    if data.n_initial:
+        ax.axvspan(-0.5, data.n_initial - 0.5, color="0.9", label="initial design")
+    ax.scatter([i for i, f in zip(ids, feasible, strict=True) if f],
+               [v for v, f in zip(values, feasible, strict=True) if f], color="C0", zorder=3,
+               label="evaluation")
+    if not all(feasible):
+        ax.scatter([i for i, f in zip(ids, feasible, strict=True) if not f],
+                   [v for v, f in zip(values, feasible, strict=True) if not f], color="C1",
+                   marker="s", zorder=3, label="infeasible (scored 0)")
+    failed = [t.trial_id for t in data.failed]
+    if failed:
+        floor = min(values) if values else 0.0
+        ax.scatter(failed, [floor] * len(failed), color="C3", marker="x", zorder=3,
+                   label="failed (no result)")
+    if ids:
+        order = np.argsort(ids)
+        best = np.maximum.accumulate(np.array(values)[order])
+        ax.step(np.array(ids)[order], best, where="post", color="k", label="best so far")
+    ax.set_xlabel("evaluation (trial id)")
+    ax.set_ylabel(data.objective_label)
+    ax.set_title(f"{data.name}: {len(done)} of {data.budget} evaluations")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_partial_dependence(data: CampaignData, gp: GPAnalysis, path: Path) -> Path:
+    """GP partial dependence per varied parameter (+- 2 sd) with the observations."""
+    plt = _pyplot()
+    names = list(data.bounds)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), sharey=True,
+                             squeeze=False)
+    scored = [t for t in data.complete if t.feasible is not False]
+    x_obs = np.array([[t.params[n] for n in names] for t in scored])
+    y_obs = np.array([t.objective for t in scored])
+    for i, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        low, high = data.bounds[name]
+        x = low + gp.grid * (high - low)
+        ax.fill_between(x, gp.mean[i] - 2 * gp.sd[i], gp.mean[i] + 2 * gp.sd[i], color="C0",
+                        alpha=0.2, label="GP +- 2 sd")
+        ax.plot(x, gp.mean[i], color="C0", label="GP mean (partial dependence)")
+        ax.scatter(x_obs[:, i], y_obs, color="k", s=12, zorder=3, label="feasible trials")
+        ax.set_xlabel(PARAM_LABELS.get(name, name))
+    axes[0][0].set_ylabel(data.objective_label)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{data.name}: objective over the parameters (averaged over the others)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_importance(data: CampaignData, gp: GPAnalysis, path: Path) -> Path:
+    """Bar chart of the normalised inverse GP length-scales."""
+    plt = _pyplot()
+    names = list(data.bounds)
+    fig, ax = plt.subplots(figsize=(5.0, 0.6 + 0.5 * len(names)))
+    ax.barh([PARAM_LABELS.get(n, n) for n in names], gp.importance, color="C2")
+    for k, ls in enumerate(gp.lengthscales):
+        ax.text(gp.importance[k], k, f"  l = {ls:.2g}", va="center", fontsize=8)
+    ax.set_xlim(0, 1.25 * float(gp.importance.max()))
+    ax.set_xlabel("importance: (1 / length-scale), normalised")
+    ax.set_title(f"{data.name}: parameter importance", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_microstructure(volume: np.ndarray, voxel_um: float, title: str, path: Path) -> Path:
+    """Three orthogonal mid-slices of a labelled volume (0 pore, 1 AM, 2 CBD)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    plt = _pyplot()
+    cmap = ListedColormap(PHASE_COLOURS)
+    mid = [s // 2 for s in volume.shape]
+    slices = [(volume[mid[0], :, :], "axis 0 (through-plane) cut"),
+              (volume[:, mid[1], :], "axis 1 cut"), (volume[:, :, mid[2]], "axis 2 cut")]
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.6))
+    for ax, (image, label) in zip(axes, slices, strict=True):
+        extent = (0, image.shape[1] * voxel_um, image.shape[0] * voxel_um, 0)
+        ax.imshow(image, cmap=cmap, vmin=0, vmax=2, interpolation="nearest", extent=extent)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("um")
+    handles = [Patch(color=c, label=n) for c, n in zip(PHASE_COLOURS, PHASE_NAMES, strict=True)]
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_ragone(curves: dict[str, tuple[np.ndarray, np.ndarray]], ylabel: str, path: Path,
+                title: str, crossing_W: float | None = None) -> Path:
+    """Energy against power (log power) per labelled curve; loads a design cannot deliver
+    (energy 0) are drawn as red crosses; a crossing power is marked with a vertical line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, (label, (powers, energies)) in enumerate(curves.items()):
+        powers, energies = np.asarray(powers, float), np.asarray(energies, float)
+        ok = energies > 0
+        ax.plot(powers[ok], energies[ok], "o-", color=f"C{k}", label=label, ms=4)
+        if (~ok).any():
+            ax.plot(powers[~ok], np.zeros((~ok).sum()), "x", color="C3", ms=7)
+    if crossing_W is not None:
+        ax.axvline(crossing_W, color="k", ls="--", lw=1)
+        ax.text(crossing_W, ax.get_ylim()[1] * 0.97, f" crossing {crossing_W:.0f} W",
+                va="top", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("constant discharge power per 4680 cell (W)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+
+def best_rows(data: CampaignData, n: int = N_BEST_ROWS) -> list[dict[str, Any]]:
+    """The n best completed trials with their parameters and main metrics."""
+    ranked = sorted(data.complete, key=lambda t: (-t.objective, t.trial_id))[:n]
+    rows = []
+    for t in ranked:
+        result = t.result or {}
+        mean = (result.get("metrics") or {}).get("mean") or {}
+        results = result.get("results") or {}
+        objective = results.get("objective") or {}
+        rows.append({
+            "trial_id": t.trial_id, **t.params, "objective": t.objective,
+            "feasible": t.feasible,
+            "tortuosity_factor": mean.get("tortuosity_factor"),
+            "effective_conductivity_S_m": mean.get("effective_conductivity_S_m"),
+            "thickness_um": results.get("thickness_um"),
+        })
+        # a half cell reports mAh/g only (its energies are 0 by convention), a full cell energies
+        names = (("capacity_mAh_g",) if data.objective.get("half_cell")
+                 else ("energy_density_Wh_L", "specific_energy_Wh_kg"))
+        rows[-1].update({name: objective.get(name) for name in names})
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A GitHub markdown table of `rows` restricted to `columns` (missing -> '-')."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _voxel_um(data: CampaignData) -> float:
+    config = tomllib.loads((data.directory / "campaign.toml").read_text())
+    return float(config.get("fidelity", {}).get("voxel_um", 1.0))
+
+
+def write_report_logged(directory: Path) -> None:
+    """The controller's end-of-run hook: write the report; a failed report is logged as a
+    warning with its reason and does not fail a finished campaign (its results are all on disk)."""
+    import logging
+
+    try:
+        write_report(directory)
+    except Exception as error:
+        logging.getLogger("microloop.report").warning(
+            "report failed: %s: %s (rerun `microloop report %s`)", type(error).__name__, error,
+            directory)
+
+
+def write_report(directory: str | Path) -> Path:
+    """Write ``<directory>/report/`` (plots, summary.md, summary.json); returns summary.md."""
+    data = load_campaign_data(directory)
+    out = Path(directory) / REPORT_FOLDER
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    plots: list[tuple[str, str]] = []
+    best = data.best()
+
+    plots.append(("Optimisation trace", plot_trace(data, out / "trace.png").name))
+
+    gp_info: dict[str, Any] | None = None
+    complete = data.complete
+    # infeasible designs score 0, a cliff a smooth GP cannot follow: they would inflate its
+    # noise and flatten the picture, so the GP describes the feasible region only
+    scored = [t for t in complete if t.feasible is not False]
+    if len(scored) < MIN_TRIALS_FOR_GP:
+        notes.append(f"Not enough data for the GP plots (objective over the parameters, "
+                     f"importance): {len(scored)} completed feasible trial(s), at least "
+                     f"{MIN_TRIALS_FOR_GP} needed.")
+    else:
+        if len(scored) < len(complete):
+            notes.append(f"The GP is fitted to the {len(scored)} feasible trials; the "
+                         f"{len(complete) - len(scored)} infeasible ones (scored 0) are left out.")
+        try:
+            gp = analyse_gp(to_unit([t.params for t in scored], data.bounds),
+                            np.array([t.objective for t in scored]))
+        except Exception as error:  # a GP that will not fit (e.g. not PSD) costs its plots only
+            notes.append(f"No GP plots: {type(error).__name__}: {error}.")
+        else:
+            plots.append(("Objective over the parameters (GP partial dependence)",
+                          plot_partial_dependence(data, gp, out /
+                                                  "objective_over_params.png").name))
+            plots.append(("Parameter importance (GP length-scales)",
+                          plot_importance(data, gp, out / "importance.png").name))
+            gp_info = {"lengthscales": dict(zip(data.bounds, gp.lengthscales.tolist(),
+                                                strict=True)),
+                       "importance": dict(zip(data.bounds, gp.importance.tolist(),
+                                              strict=True))}
+
+    if best is not None:
+        try:
+            from jobs.store import DesignStore
+
+            volume = DesignStore.open(data.directory, best.trial_id).read_sample(0)
+            plots.append(("Microstructure of the best design", plot_microstructure(
+                volume, _voxel_um(data), f"{data.name}: best design (trial {best.trial_id}), "
+                "sample 0", out / "microstructure.png").name))
+        except Exception as error:  # missing, unfinished or damaged voxels cost this plot only
+            notes.append(f"No microstructure slices: {type(error).__name__}: {error}.")
+        ragone = ((best.result or {}).get("results") or {}).get("ragone") or []
+        if ragone:
+            powers = np.array([r.get("power_W_requested", r.get("power_W")) for r in ragone])
+            energies = np.array([r.get("energy_density_Wh_L") or 0.0 for r in ragone])
+            plots.append(("Ragone curve of the best design", plot_ragone(
+                {f"best design (trial {best.trial_id})": (powers, energies)},
+                "energy density (Wh/L)", out / "ragone.png",
+                f"{data.name}: Ragone curve of the best design").name))
+        elif not data.objective.get("half_cell"):
+            notes.append("No Ragone curve: the campaign swept no powers "
+                         "(cell.ragone_powers_W is empty).")
+    else:
+        notes.append("No completed trial yet: no best design.")
+
+    for t in data.failed:
+        notes.append(f"Trial {t.trial_id} failed: {t.reason}")
+    infeasible = [t for t in complete if t.feasible is False]
+    for t in infeasible:
+        notes.append(f"Trial {t.trial_id} infeasible (scored 0): {t.reason}")
+
+    rows = best_rows(data)
+    summary = {
+        "name": data.name, "description": data.description, "objective": data.objective,
+        "bounds": data.bounds, "fixed": data.fixed, "budget": data.budget,
+        "cell_model": data.cell_model,
+        "n_trials": len(data.trials), "n_complete": len(complete),
+        "n_failed": len(data.failed), "n_infeasible": len(infeasible),
+        "best": rows[0] if rows else None, "best_designs": rows, "gp": gp_info,
+        "notes": notes, "plots": [name for _, name in plots],
+    }
+    from jobs.store import json_safe
+
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=1))
+    (out / "summary.md").write_text(_summary_markdown(data, rows, plots, notes, gp_info))
+    return out / "summary.md"
+
+
+def _summary_markdown(data: CampaignData, rows: list[dict[str, Any]],
+                      plots: list[tuple[str, str]], notes: list[str],
+                      gp_info: dict[str, Any] | None) -> str:
+    running = len([t for t in data.trials if t.status in ("proposed", "submitted")])
+    fixed = ", ".join(f"{k} = {v:g}" for k, v in data.fixed.items()) or "none"
+    varied = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in data.bounds.items())
+    lines = [
+        f"# Campaign report: {data.name}", "",
+        data.description, "",
+        f"- Objective: {data.objective_label} at {data.operating_point}",
+        f"- Varied: {varied}",
+        f"- Fixed: {fixed}",
+        f"- Cell model: {data.cell_model}",
+        f"- Evaluations: {len(data.trials)} of {data.budget} (initial design {data.n_initial}); "
+        f"{len(data.complete)} complete, {len(data.failed)} failed, {running} running",
+        "",
+    ]
+    if rows:
+        best = rows[0]
+        lines += [f"## Best design: trial {best['trial_id']}, {data.objective_label} = "
+                  f"{best['objective']:.4g}", ""]
+    else:
+        lines += ["## Best design", "", "Not enough data: no completed trial yet.", ""]
+    if rows:
+        columns = ["trial_id", *data.bounds, "objective", "feasible", "thickness_um",
+                   "tortuosity_factor", "effective_conductivity_S_m"]
+        lines += ["## Best designs", "", markdown_table(rows, columns), ""]
+    if gp_info:
+        lines += ["## Parameter importance (GP length-scales on the unit cube)", "",
+                  markdown_table([{"parameter": k, "length-scale": gp_info["lengthscales"][k],
+                                   "importance": gp_info["importance"][k]}
+                                  for k in data.bounds],
+                                 ["parameter", "length-scale", "importance"]), ""]
+    lines += ["## Plots", ""]
+    lines += [f"### {title}\n\n![{title}]({name})\n" for title, name in plots]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,525 @@
+"""The asynchronous campaign controller: ask -> submit -> poll -> tell -> persist.
+
+A finished evaluation frees a slot that is refilled at once (up to `max_concurrent`). Every
+state change is appended to ``journal.jsonl`` (fsync) BEFORE it is acted on, so a controller
+killed at any instant resumes with nothing lost and nothing run twice:
+
+- proposed but never submitted -> submitted on resume (never proposed again);
+- submitted -> re-attached by job id (its result is read when it finishes);
+- completed/failed -> told to the optimiser again only if the saved optimiser state predates it.
+
+The optimiser state is saved (atomically) to ``optimizer_state.json`` after every ask and tell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc.campaign.config import CampaignConfig, ConfigError, dump_campaign, load_campaign
+from hpc.campaign.folder import FROZEN_CONFIG, JOBS_FOLDER, LOCK_NAME, OPTIMIZER_STATE
+from hpc.campaign.journal import Journal, json_safe, read_journal
+from hpc.campaign.trials import Trial, apply_event, fold_events, write_trials_csv
+from hpc.machine.executor import Executor, ExecutorError, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+
+class CampaignError(RuntimeError):
+    """A campaign folder that cannot be started or resumed as asked."""
+
+
+@dataclass
+class Progress:
+    """What a progress display shows."""
+
+    budget: int
+    complete: int
+    failed: int
+    running: int
+    pending: int
+    best_objective: float | None
+    best_params: dict[str, float] | None
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(json_safe(data), handle, allow_nan=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def preflight(config: CampaignConfig) -> dict[str, Any]:
+    """Everything checkable before a job is submitted; returns the evaluation spec dict."""
+    try:
+        spec = config.to_spec_dict()
+    except ValueError as error:
+        raise ConfigError(f"campaign does not make a valid evaluation spec: {error}") from None
+    try:
+        config.space.to_bayes_space()
+    except ValueError as error:
+        raise ConfigError(f"space: {error}") from None
+    from bayes.optimizer import get_backend_class
+
+    accepted = set(getattr(get_backend_class(config.optimizer.backend), "OPTIONS", {}))
+    accepted |= set(getattr(get_backend_class(config.optimizer.backend), "COMMON_OPTIONS", {}))
+    unknown = sorted(set(config.optimizer.options) - accepted)
+    if unknown:
+        raise ConfigError(f"optimizer.options: unknown key(s) {unknown} for backend "
+                          f"{config.optimizer.backend!r}; allowed: {sorted(accepted)}")
+    from kernels.cell import model as kcell
+
+    if config.cell.packaging:
+        fields = set(getattr(kcell.Packaging4680, "__dataclass_fields__", {}))
+        unknown = sorted(set(config.cell.packaging) - fields)
+        if unknown:
+            raise ConfigError(f"cell.packaging: unknown key(s) {unknown}; "
+                              f"allowed: {sorted(fields)}")
+    import pybamm
+
+    if config.cell.parameter_set not in pybamm.parameter_sets:
+        raise ConfigError(f"cell.parameter_set: {config.cell.parameter_set!r} is not a PyBaMM "
+                          f"parameter set; e.g. Chen2020, Ecker2015, OKane2022")
+    from kernels.metrics import solvers
+
+    backends = set(getattr(solvers, "BACKENDS", {})) | set(getattr(solvers, "BACKEND_MODULES", {}))
+    if backends and config.fidelity.backend not in backends:
+        raise ConfigError(f"fidelity.backend: {config.fidelity.backend!r} is not available here; "
+                          f"allowed: {sorted(backends)}")
+    if config.resources.executor == "slurm":
+        import shutil
+
+        missing = [tool for tool in ("sbatch", "sacct", "scontrol") if shutil.which(tool) is None]
+        if missing:
+            raise ConfigError(f"resources.executor = 'slurm' but {', '.join(missing)} not found "
+                              "on PATH; use executor = 'local' on a machine without SLURM")
+    return spec
+
+
+class Campaign:
+    """One campaign folder and the controller that drives it."""
+
+    def __init__(self, directory: Path, config: CampaignConfig) -> None:
+        self.dir = Path(directory).absolute()
+        self.config = config
+        self.spec = preflight(config)
+        self.space = config.space.to_bayes_space()
+        self.param_names = list(config.space.bounds()) + [
+            n for n in config.space.fixed() if n not in config.space.bounds()
+        ]
+        self.budget = config.optimizer.budget
+        self.max_concurrent = config.optimizer.max_concurrent
+        self.max_attempts = 1 + config.resources.max_retries
+        self.faults = {f.trial_id: f.model_dump() for f in config.faults}
+        self._lock = _lock_campaign(self.dir)
+        events = read_journal(self.dir)
+        self.trials: dict[int, Trial] = fold_events(events)
+        self._had_warm_start = any(e["event"] == "warm_start" for e in events)
+        self.journal = Journal(self.dir)
+        self.optimizer, self._told = self._load_optimizer()
+        self._dirty = True  # trials.csv needs rewriting
+        self._untold: list[int] = []  # sync mode: finished trials waiting for the batch to end
+        res = config.resources
+        self.executor = Executor(
+            res.executor, self.dir / JOBS_FOLDER, partition=res.partition, account=res.account,
+            cpus_per_task=max(res.cpus_per_task, config.ranks_per_task),
+            gpus_per_task=res.gpus_per_task, mem_gb=res.mem_gb, walltime_min=res.walltime_min,
+            job_name=re.sub(r"[^A-Za-z0-9_.\-]", "_", f"microloop-{config.name}")[:64],
+            sbatch_options=res.sbatch_options,
+        )
+        self.dask = None
+        self._job_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                         "PYBAMM_DISABLE_TELEMETRY": "true"}
+
+    # ---- creation and reopening ---------------------------------------------------------
+
+    @classmethod
+    def create(cls, config: CampaignConfig, directory: Path) -> Campaign:
+        """A new campaign folder (refuses one that already has a journal: use resume)."""
+        directory = Path(directory)
+        if read_journal(directory):
+            raise CampaignError(f"{directory} already holds a campaign; continue it with "
+                                f"`microloop resume {directory}` or choose another --dir")
+        preflight(config)  # before anything is written
+        directory.mkdir(parents=True, exist_ok=True)
+        dump_campaign(config, directory / FROZEN_CONFIG)
+        _create_store_root(directory)
+        return cls(directory, config)
+
+    @classmethod
+    def open(cls, directory: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Campaign:
+        """Reopen a campaign folder from its frozen config and journal."""
+        frozen = Path(directory) / FROZEN_CONFIG
+        if not frozen.exists():
+            raise CampaignError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
+        config = load_campaign(frozen, overrides)
+        if overrides:
+            dump_campaign(config, frozen)
+        return cls(Path(directory), config)
+
+    # ---- the optimiser --------------------------------------------------------------------
+
+    def _load_optimizer(self) -> tuple[Any, set[int]]:
+        from bayes.optimizer import get_backend_class, make_optimizer, optimizer_from_state
+
+        path = self.dir / OPTIMIZER_STATE
+        if path.exists():
+            saved = json.loads(path.read_text())
+            optimizer = optimizer_from_state(self.space, saved["state"])
+            told = {int(t) for t in saved["told"]}
+        else:
+            opt = self.config.optimizer
+            options = dict(opt.options)
+            if "n_initial" in getattr(get_backend_class(opt.backend), "OPTIONS", {}):
+                options.setdefault("n_initial", opt.n_initial)
+            optimizer = make_optimizer(self.space, backend=opt.backend, seed=opt.seed, **options)
+            told = set()
+            self._warm_start(optimizer)
+        self._tell_missing(optimizer, told)
+        return optimizer, told
+
+    def _tell_missing(self, optimizer: Any, told: set[int]) -> None:
+        """Tell results the saved state does not include yet (finished after the last save)."""
+        for trial in sorted(self.trials.values(), key=lambda t: t.trial_id):
+            if trial.trial_id in told or not trial.done:
+                continue
+            self._tell(optimizer, trial)
+            told.add(trial.trial_id)
+
+    def _tell(self, optimizer: Any, trial: Trial) -> None:
+        if trial.status == "complete" and trial.objective is not None and math.isfinite(
+                trial.objective):
+            spread = (trial.result or {}).get("objective_spread") or {}
+            noise = spread.get("noise_var")
+            if noise is not None and math.isfinite(noise):
+                # the design's objective spread over its samples, as known observation noise
+                optimizer.tell([trial.params], [float(trial.objective)], noise_var=[float(noise)])
+            else:
+                optimizer.tell([trial.params], [float(trial.objective)])
+        else:
+            optimizer.tell_failed([trial.params], [trial.reason or "failed"])
+
+    def _save_optimizer(self) -> None:
+        _write_json_atomic(self.dir / OPTIMIZER_STATE,
+                           {"told": sorted(self._told), "state": self.optimizer.state_dict()})
+
+    def _warm_start(self, optimizer: Any) -> None:
+        """Tell earlier campaigns' observations when their space and objective match."""
+        for source in self.config.warm_start.campaigns:
+            points, values, why = warm_start_observations(Path(source), self.config, self.space)
+            if points:
+                optimizer.tell(points, values)
+            if not self._had_warm_start:
+                self.journal_event("warm_start", source=source, n_observations=len(points),
+                                   skipped_reason=why)
+            if why:
+                log.warning("warm start from %s skipped: %s", source, why)
+            else:
+                log.info("warm start: %d observations from %s", len(points), source)
+
+    # ---- journal + persistence ------------------------------------------------------------
+
+    def journal_event(self, event: str, **fields: Any) -> None:
+        record = self.journal.append(event, **fields)
+        apply_event(self.trials, record)
+        self._dirty = True
+
+    def _persist(self) -> None:
+        """Rewrite trials.csv when an event changed the table since the last write."""
+        if self._dirty:
+            write_trials_csv(self.dir, self.trials, self.param_names)
+            self._dirty = False
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def in_flight(self) -> list[Trial]:
+        return [t for t in self.trials.values() if not t.done]
+
+    def progress(self) -> Progress:
+        counts = {"complete": 0, "failed": 0, "submitted": 0, "proposed": 0}
+        for trial in self.trials.values():
+            counts[trial.status] += 1
+        best = best_trial(self.trials)
+        return Progress(self.budget, counts["complete"], counts["failed"], counts["submitted"],
+                        counts["proposed"] + self.budget - len(self.trials),
+                        best.objective if best else None, best.params if best else None)
+
+    def finished(self) -> bool:
+        return len(self.trials) >= self.budget and not self.in_flight()
+
+    def run(self, on_progress: Callable[[Progress], None] | None = None,
+            stop_after_s: float | None = None,
+            report: Callable[[Path], None] | None = None) -> Progress:
+        """Drive the campaign until the budget is spent (or `stop_after_s` passes); then call
+        `report(folder)` (the CLI passes `hpc.analysis.report.write_report_logged`), so the
+        campaign package never imports the analysis package."""
+        res = self.config.resources
+        self.journal_event("campaign_started", pid=os.getpid(), budget=self.budget,
+                           resumed=bool(self.trials))
+        started = time.monotonic()
+        self._recover_submissions()
+        if not self.finished():
+            self.dask = _start_dask(self.config, self.dir)
+        try:
+            while not self.finished():
+                self._submit_waiting()
+                self._refill()
+                self._poll_once()
+                self._persist()
+                if on_progress:
+                    on_progress(self.progress())
+                if self.finished():
+                    break
+                if stop_after_s is not None and time.monotonic() - started > stop_after_s:
+                    break
+                time.sleep(res.poll_interval_s)
+        finally:
+            if self.dask is not None:
+                self.dask.close()
+                self.dask = None
+        self._persist()
+        progress = self.progress()
+        if self.finished():
+            self.journal_event("campaign_finished", complete=progress.complete,
+                               failed=progress.failed)
+            if report is not None:
+                report(self.dir)
+        if on_progress:
+            on_progress(progress)
+        return progress
+
+    def close(self) -> None:
+        self.journal.close()
+        self._lock.close()  # releases the flock
+
+    def _recover_submissions(self) -> None:
+        """Trials whose submission was cut by a kill: re-attach to the job if it started."""
+        from hpc.machine.evaluation_task import started_marker
+
+        for trial in sorted(self.trials.values(), key=lambda t: t.trial_id):
+            if trial.status != "proposed" or not trial.submitting:
+                continue
+            marker = started_marker(self.dir, trial.trial_id, trial.attempt)
+            if marker.exists():
+                job_id = json.loads(marker.read_text())["job_id"]
+                log.info("trial %d: re-attaching to job %s found running after a restart",
+                         trial.trial_id, job_id)
+                self.journal_event("submitted", trial_id=trial.trial_id, attempt=trial.attempt,
+                                   job_id=job_id, recovered=True)
+
+    def _refill(self) -> None:
+        """Ask the optimiser for as many new trials as there are free slots."""
+        in_flight = self.in_flight()
+        if self.config.optimizer.mode == "sync" and in_flight:
+            return
+        self._tell_untold()
+        free = min(self.max_concurrent - len(in_flight), self.budget - len(self.trials))
+        if free <= 0:
+            return
+        pending = [t.params for t in in_flight]
+        points = self.optimizer.ask(free, pending)
+        if not points and not in_flight:
+            raise CampaignError(f"the {self.config.optimizer.backend} optimiser proposed no new "
+                                f"point with nothing in flight; {len(self.trials)} of "
+                                f"{self.budget} evaluations done")
+        new_ids = []
+        for point in points:
+            trial_id = len(self.trials)
+            params = {**self.config.space.fixed(), **{k: float(v) for k, v in point.items()}}
+            self.journal_event("proposed", trial_id=trial_id, params=params)
+            new_ids.append(trial_id)
+        self._save_optimizer()
+        self._submit([self.trials[i] for i in new_ids])
+
+    def _submit_waiting(self) -> None:
+        """Trials proposed (or set back for a retry) that have no live job."""
+        waiting = [t for t in self.trials.values() if t.status == "proposed"]
+        if waiting:
+            self._submit(sorted(waiting, key=lambda t: t.trial_id))
+
+    def _submit(self, trials: list[Trial]) -> None:
+        if not trials:
+            return
+        from hpc.machine.evaluation_task import EvaluationTask
+
+        address = self.dask.address if self.dask else None
+        args = []
+        for trial in trials:
+            attempt = trial.attempt if trial.submitting else trial.attempt + 1
+            self.journal_event("submitting", trial_id=trial.trial_id, attempt=attempt)
+            args.append((str(self.dir), trial.trial_id, trial.params, self.spec, attempt,
+                         address, self.faults.get(trial.trial_id), self._job_env))
+        try:
+            job_ids = self.executor.submit_array(EvaluationTask(), args)
+        except ExecutorError as error:
+            for trial in trials:
+                self._attempt_failed(self.trials[trial.trial_id], f"submission failed: {error}")
+            return
+        for trial, job_id, arg in zip(trials, job_ids, args, strict=True):
+            self.journal_event("submitted", trial_id=trial.trial_id, attempt=arg[4],
+                               job_id=job_id)
+
+    def _poll_once(self) -> None:
+        running = {t.job_id: t.trial_id for t in self.trials.values()
+                   if t.status == "submitted" and t.job_id}
+        if not running:
+            return
+        try:
+            statuses = self.executor.poll(list(running))
+        except ExecutorError as error:  # the scheduler did not answer: try again next cycle
+            log.warning("poll failed: %s", error)
+            return
+        for job_id, status in statuses.items():
+            trial = self.trials[running[job_id]]
+            self._handle_status(trial, job_id, status)
+
+    def _handle_status(self, trial: Trial, job_id: str, status: JobStatus) -> None:
+        if status.state == "finished":
+            outcome = self.executor.outcome(job_id)
+            if outcome.ok and isinstance(outcome.value, dict):
+                result = outcome.value
+                objective = result.get("objective")
+                if objective is None or not math.isfinite(float(objective)):
+                    self._attempt_failed(trial, f"evaluation returned objective {objective!r}")
+                    return
+                self.journal_event("completed", trial_id=trial.trial_id, result=result)
+                self._after_done(self.trials[trial.trial_id])
+            else:
+                error = outcome.error or f"job returned {type(outcome.value).__name__}"
+                self._attempt_failed(trial, _short_reason(error))
+        elif status.state == "failed":
+            self._attempt_failed(trial, status.detail)
+
+    def _attempt_failed(self, trial: Trial, reason: str) -> None:
+        if trial.attempt < self.max_attempts:
+            log.warning("trial %d attempt %d failed (%s); retrying", trial.trial_id,
+                        trial.attempt, reason)
+            self.journal_event("retried", trial_id=trial.trial_id, attempt=trial.attempt,
+                               reason=reason)
+        else:
+            log.warning("trial %d failed after %d attempts: %s", trial.trial_id, trial.attempt,
+                        reason)
+            self.journal_event("failed", trial_id=trial.trial_id,
+                               reason=f"after {trial.attempt} attempts: {reason}")
+            self._after_done(self.trials[trial.trial_id])
+
+    def _after_done(self, trial: Trial) -> None:
+        if self.config.optimizer.mode == "sync":
+            self._untold.append(trial.trial_id)
+            return
+        self._tell(self.optimizer, trial)
+        self._told.add(trial.trial_id)
+        self._save_optimizer()
+
+    def _tell_untold(self) -> None:
+        """Sync mode: tell a finished batch in trial order (independent of completion order)."""
+        if not self._untold:
+            return
+        for trial_id in sorted(self._untold):
+            self._tell(self.optimizer, self.trials[trial_id])
+            self._told.add(trial_id)
+        self._untold = []
+        self._save_optimizer()
+
+
+def _lock_campaign(directory: Path) -> Any:
+    """Hold an exclusive lock on the folder: two controllers appending to one journal would
+    submit everything twice. The kernel drops the lock when the process dies, even by SIGKILL."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / LOCK_NAME, "a+")  # noqa: SIM115 - held for the campaign's life
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise CampaignError(f"another controller (pid {owner}) is driving {directory}; "
+                            "wait for it or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _create_store_root(directory: Path) -> None:
+    """Create the campaign's zarr store once, here: array tasks starting at the same instant
+    would otherwise race to create its root group (zarr raises ContainsGroupError)."""
+    import zarr
+
+    from jobs.store import store_path
+
+    zarr.open_group(store_path(directory), mode="a")
+
+
+def best_trial(trials: dict[int, Trial]) -> Trial | None:
+    done = [t for t in trials.values() if t.status == "complete" and t.objective is not None]
+    return max(done, key=lambda t: (t.objective, -t.trial_id)) if done else None
+
+
+def _short_reason(error: str) -> str:
+    """The last line of a remote traceback (the exception) plus where it was raised."""
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    return lines[-1].strip()[:400]
+
+
+def _start_dask(config: CampaignConfig, directory: Path) -> Any:
+    from hpc.machine.dask_cluster import start_dask_cluster
+
+    res = config.resources
+    kind = "slurm" if res.executor == "slurm" else "local"
+    return start_dask_cluster(kind, res.dask_workers, directory / "dask",
+                              partition=res.partition, account=res.account,
+                              memory_gb=res.dask_memory_gb, walltime_min=res.walltime_min,
+                              interface=res.dask_interface)
+
+
+def warm_start_observations(source: Path, config: CampaignConfig, space: Any
+                            ) -> tuple[list[dict[str, float]], list[float], str]:
+    """Observations of an earlier campaign usable here, or ([], [], why not)."""
+    frozen = source / FROZEN_CONFIG
+    if not frozen.exists():
+        return [], [], f"{source} is not a campaign folder (no {FROZEN_CONFIG})"
+    try:
+        other = load_campaign(frozen)
+    except ConfigError as error:
+        return [], [], f"its campaign.toml does not load: {error}"
+    if set(other.space.bounds()) != set(config.space.bounds()):
+        return [], [], (f"it varies {sorted(other.space.bounds())}, this campaign varies "
+                        f"{sorted(config.space.bounds())}")
+    if other.space.fixed() != config.space.fixed():
+        return [], [], f"fixed values differ: {other.space.fixed()} vs {config.space.fixed()}"
+    if other.objective != config.objective:
+        return [], [], (f"objective differs: {other.objective.model_dump()} vs "
+                        f"{config.objective.model_dump()}")
+    if other.cell != config.cell:
+        return [], [], "the cell (parameter set, packaging or thickness) differs"
+    trials = fold_events(read_journal(source))
+    points, values, outside = [], [], 0
+    for trial in sorted(trials.values(), key=lambda t: t.trial_id):
+        if trial.status != "complete" or trial.objective is None:
+            continue
+        if not space.is_valid(trial.params):
+            outside += 1
+            continue
+        points.append(trial.params)
+        values.append(float(trial.objective))
+    if not points:
+        return [], [], ("no completed trials inside this campaign's bounds"
+                        + (f" ({outside} outside)" if outside else ""))
+    return points, values, ""

@@ -1,0 +1,94 @@
+"""The convergence-study file (TOML) as validated models; errors name the key and the fix."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hpc.campaign.config import format_validation_error
+from jobs.convergence import ConvergencePlan
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MaterialSection(_Strict):
+    design: dict[str, float] | None = Field(
+        None, description="procedural recipe: am_wt_frac, porosity, binder_adhesion, ...")
+    volume: str | None = Field(None, description="a labelled volume file (.npy, .tif, .zarr) instead")
+    source_voxels: int = Field(256, ge=16, le=2048)
+    n_source_volumes: int = Field(1, ge=1, le=64)
+    voxel_um: float = Field(0.5, gt=0, le=50)
+    axis: Literal[0, 1, 2] = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MaterialSection:
+        if (self.design is None) == (self.volume is None):
+            raise ValueError("give exactly one of material.design or material.volume")
+        return self
+
+
+class StudySection(_Strict):
+    cube_voxels: list[int] = Field([32, 48, 64, 96, 128], min_length=1)
+    cubes_per_size: int = Field(40, ge=2, le=100000)
+    metric: Literal["tortuosity_factor", "effective_conductivity_S_m"] = "tortuosity_factor"
+    backend: Literal["taufactor", "native"] = "native"
+    rel_tol: float = Field(1e-3, gt=0, lt=0.1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    relative_tolerance: float = Field(0.01, gt=0, lt=1)
+    n_bootstrap: int = Field(2000, ge=100)
+    seed: int = 0
+
+
+class ResourcesSection(_Strict):
+    executor: Literal["local", "slurm"] = "local"
+    n_tasks: int = Field(1, ge=1, le=100000, description="SLURM array tasks the cubes are split over")
+    mpi_ranks_per_task: int = Field(1, ge=1, le=1024)
+    partition: str | None = None
+    account: str | None = None
+    walltime_min: int = Field(60, ge=1)
+    mem_gb_per_rank: float = Field(1.0, gt=0)
+
+
+class ConvergenceFile(_Strict):
+    material: MaterialSection
+    study: StudySection = StudySection()
+    resources: ResourcesSection = ResourcesSection()
+
+    def to_plan(self) -> ConvergencePlan:
+        return ConvergencePlan(
+            cube_voxels=sorted(self.study.cube_voxels), cubes_per_size=self.study.cubes_per_size,
+            design=self.material.design, source_voxels=self.material.source_voxels,
+            n_source_volumes=self.material.n_source_volumes,
+            volume_path=str(Path(self.material.volume).resolve()) if self.material.volume else None,
+            voxel_um=self.material.voxel_um, axis=self.material.axis, metric=self.study.metric,
+            backend=self.study.backend, rel_tol=self.study.rel_tol,
+            confidence=self.study.confidence, relative_tolerance=self.study.relative_tolerance,
+            n_bootstrap=self.study.n_bootstrap, seed=self.study.seed,
+        )
+
+
+def load_convergence_file(path: str | Path, overrides: dict | None = None) -> ConvergenceFile:
+    """Parse and validate; `overrides` are merged per section (command-line flags win)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not valid TOML: {error}") from error
+    return build_convergence_file(data, overrides, str(path))
+
+
+def build_convergence_file(data: dict, overrides: dict | None = None,
+                           source: str = "<dict>") -> ConvergenceFile:
+    merged = {section: dict(values) for section, values in data.items()}
+    for section, values in (overrides or {}).items():
+        merged.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    try:
+        return ConvergenceFile.model_validate(merged)
+    except ValidationError as error:
+        raise ValueError(format_validation_error(error, source, ConvergenceFile,
+                                                 "convergence study")) from None

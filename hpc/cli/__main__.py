@@ -1,0 +1,5 @@
+"""`python -m hpc.cli`: the same as the `microloop` command."""
+
+from hpc.cli.app import main
+
+main()

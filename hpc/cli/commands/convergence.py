@@ -1,0 +1,166 @@
+"""`microloop convergence`: how many sub-volumes of what size a material needs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import typer
+
+
+def _parse_design(items: list[str]) -> dict[str, float]:
+    design: dict[str, float] = {}
+    for item in items:
+        for part in item.split(","):
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"expected NAME=VALUE, got {part!r}", param_hint="--design")
+            try:
+                design[name.strip()] = float(value)
+            except ValueError:
+                raise typer.BadParameter(f"{name}: {value!r} is not a number",
+                                         param_hint="--design") from None
+    return design
+
+
+def run_study(study_dir: Path, study, show_progress: bool = True, poll_s: float = 2.0) -> dict:
+    """Plan, solve every cube (locally or as a SLURM array), analyse and plot. Resumable."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from jobs.convergence import analyse, init_study, launch_share, plot
+
+    study_dir = Path(study_dir)
+    plan = study.to_plan()
+    init_study(study_dir, plan)
+    res = study.resources
+    errors: list[str] = []
+    jobs: list = []
+    if res.executor == "slurm":
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=str(study_dir / "jobs"), cluster="slurm")
+        extra = {"account": res.account} if res.account else {}
+        executor.update_parameters(
+            timeout_min=res.walltime_min, cpus_per_task=res.mpi_ranks_per_task,
+            slurm_mem_per_cpu=f"{int(res.mem_gb_per_rank * 1024)}M",
+            slurm_array_parallelism=res.n_tasks, name="microloop-convergence",
+            **({"slurm_partition": res.partition} if res.partition else {}),
+            slurm_additional_parameters=extra,
+        )
+        n = res.n_tasks
+        jobs = executor.map_array(launch_share, [str(study_dir)] * n, list(range(n)), [n] * n,
+                                  [res.mpi_ranks_per_task] * n)
+
+        def finished() -> bool:
+            return all(job.done() for job in jobs)
+    else:
+        def work() -> None:
+            for index in range(res.n_tasks):
+                try:
+                    launch_share(study_dir, index, res.n_tasks, res.mpi_ranks_per_task)
+                except Exception as error:  # recorded, the other tasks still run
+                    errors.append(f"task {index}: {type(error).__name__}: {error}")
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+
+        def finished() -> bool:
+            return not worker.is_alive()
+
+    total = len(plan.cube_voxels) * plan.cubes_per_size
+    with Progress(TextColumn("[bold]cubes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  disable=not show_progress, transient=True) as progress:
+        bar = progress.add_task("cubes", total=total)
+        while True:
+            done_now = finished()
+            # count result files rather than reading them: a study may hold thousands of cubes
+            progress.update(bar, completed=sum(1 for _ in (study_dir / "cubes").glob("*.json")))
+            if done_now:
+                break
+            time.sleep(poll_s)
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as error:
+            errors.append(f"job {job.job_id}: {str(error).splitlines()[-1] if str(error) else error}")
+    summary = analyse(study_dir)
+    summary["errors"] = errors
+    if summary["per_size"]:
+        plot(study_dir, summary)
+    return summary
+
+
+def convergence(
+    spec: Path = typer.Argument(None, help="Study file (TOML). Flags override its values."),
+    design: list[str] = typer.Option([], help="Procedural recipe, e.g. am_wt_frac=0.94,porosity=0.35"),
+    volume: Path = typer.Option(None, help="A labelled volume (.npy/.tif/.zarr) instead of a design."),
+    sizes: list[int] = typer.Option(None, "--sizes", help="Cube edges in voxels (repeat the flag)."),
+    cubes_per_size: int = typer.Option(None, help="Cubes drawn per size."),
+    source_voxels: int = typer.Option(None, help="Edge of the generated source volume."),
+    voxel_um: float = typer.Option(None, help="Voxel size in µm."),
+    backend: str = typer.Option(None, help="Transport solver: taufactor or native."),
+    executor: str = typer.Option(None, help="local or slurm."),
+    tasks: int = typer.Option(None, help="SLURM array tasks (or local sequential shares)."),
+    mpi_ranks: int = typer.Option(None, help="MPI ranks per task."),
+    partition: str = typer.Option(None, help="SLURM partition."),
+    study_dir: Path = typer.Option(Path("convergence-study"), "--dir", help="Study folder (resumable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Cut many cubes of several sizes, solve them, and recommend the cheapest (size, count)
+    that pins the mean metric within the tolerance at the confidence (defaults 1 %, 95 %)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hpc.campaign.convergence_config import build_convergence_file, load_convergence_file
+
+    overrides = {
+        "material": {"design": _parse_design(design) or None,
+                     "volume": str(volume) if volume else None,
+                     "source_voxels": source_voxels, "voxel_um": voxel_um},
+        "study": {"cube_voxels": sizes or None, "cubes_per_size": cubes_per_size, "backend": backend},
+        "resources": {"executor": executor, "n_tasks": tasks, "mpi_ranks_per_task": mpi_ranks,
+                      "partition": partition},
+    }
+    try:
+        if spec is not None:
+            study = load_convergence_file(spec, overrides)
+        else:
+            study = build_convergence_file({}, overrides, "command line")
+        study.to_plan().validate()
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        summary = run_study(study_dir, study, show_progress=not as_json)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        table = Table(title=f"convergence of {summary['metric']} ({study_dir})")
+        for column in ("cube", "n", "mean", "95 % CI", "bias vs largest", "cubes needed", "CPU s/cube"):
+            table.add_column(column)
+        key = "tau" if summary["metric"] == "tortuosity_factor" else "metric"
+        for row in summary["per_size"]:
+            low, high = row[f"{key}_ci95"]
+            table.add_row(f"{row['cube_voxels']}³", str(row["n_cubes"]), f"{row[f'{key}_mean']:.4g}",
+                          f"[{low:.4g}, {high:.4g}]", f"{100 * row['bias_vs_largest']:+.2f} %",
+                          str(row["cubes_needed"]), f"{row['solve_cpu_s']:.2f}")
+        Console().print(table)
+        rec = summary["recommended"]
+        if rec:
+            typer.echo(f"recommended: {rec['n_cubes']} cubes of {rec['cube_voxels']}³ "
+                       f"(≈ {rec['solve_cpu_s']:.0f} CPU-s per design); plot: {study_dir / 'convergence.png'}")
+        else:
+            typer.echo("no size meets the tolerance against the largest size: add larger sizes")
+        for error in summary["errors"]:
+            typer.echo(f"failed: {error}", err=True)
+    if summary["errors"] or summary["missing_cubes"]:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convergence")(convergence)

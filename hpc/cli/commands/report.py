@@ -1,0 +1,35 @@
+"""`microloop report DIR`: (re)write a campaign's plots and summary into DIR/report/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def report(
+    directory: Path = typer.Argument(..., help="A campaign folder (or a case-study folder)."),
+) -> None:
+    """Write the optimisation trace, GP plots, microstructure slices, Ragone curve and the
+    best-design table into DIR/report/ (also done at the end of every run)."""
+    from hpc.analysis.report import write_report
+
+    if not (directory / "campaign.toml").exists():
+        from hpc.analysis.case_studies import CASE_STUDIES, compare_case_study
+
+        found = [name for name, members in CASE_STUDIES.items()
+                 if any((directory / m / "campaign.toml").exists() for m in members)]
+        if len(found) != 1:
+            typer.echo(f"error: {directory} is neither a campaign folder (no campaign.toml) nor "
+                       f"a case-study folder (sub-folders named like {', '.join(CASE_STUDIES)}'s "
+                       "campaigns)", err=True)
+            raise typer.Exit(2)
+        compare_case_study(found[0], directory)
+        typer.echo(f"case-study report: {directory / 'report' / 'summary.md'}")
+        return
+    path = write_report(directory)
+    typer.echo(f"report: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)

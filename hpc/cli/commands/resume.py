@@ -1,0 +1,33 @@
+"""`microloop resume DIR`: continue a stopped or killed campaign from its journal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def resume(
+    directory: Path = typer.Argument(..., help="The campaign folder to continue."),
+    budget: int = typer.Option(None, "--budget", help="Raise (or lower) optimizer.budget."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
+) -> None:
+    """Re-attach to running jobs, submit what was proposed but never submitted, and go on."""
+    from hpc.campaign.config import ConfigError
+    from hpc.campaign.controller import Campaign, CampaignError
+    from hpc.cli.commands._progress import drive
+
+    try:
+        controller = Campaign.open(directory, {"optimizer": {"budget": budget}} if budget else None)
+    except (ConfigError, CampaignError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    p = controller.progress()
+    typer.echo(f"resuming {directory}: {p.complete} complete, {p.failed} failed, "
+               f"{p.running} running, budget {p.budget}")
+    drive(controller, quiet, report=not no_report)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("resume")(resume)

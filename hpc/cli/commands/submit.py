@@ -1,0 +1,107 @@
+"""`microloop submit CAMPAIGN`: run the campaign controller itself as a SLURM job.
+
+The controller job is rendered from slurm_templates/controller.sh with the campaign's resources.
+No config string reaches a shell unescaped: shell values go through `shlex.quote`, #SBATCH values
+are checked against a plain alphabet (hpc.campaign.config) and paths go to sbatch as separate arguments.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from importlib import resources as importlib_resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from hpc.campaign.config import CampaignConfig
+
+TEMPLATE = "controller.sh"
+
+
+def render_controller(config: CampaignConfig, campaign: str, campaign_dir: Path,
+                      launcher: list[str] | None = None, executor: str | None = None) -> str:
+    """The controller's sbatch script for `config`; `launcher` is the microloop command."""
+    res = config.resources
+    template = (importlib_resources.files("slurm_templates") / TEMPLATE).read_text()
+    sbatch_lines = []
+    if res.partition:
+        sbatch_lines.append(f"#SBATCH --partition={shlex.quote(res.partition)}")
+    if res.account:
+        sbatch_lines.append(f"#SBATCH --account={shlex.quote(res.account)}")
+    for key, value in sorted(res.sbatch_options.items()):
+        sbatch_lines.append(f"#SBATCH --{key}={shlex.quote(str(value))}")
+    run_options = ["--executor", executor] if executor else []
+    values = {
+        "job_name": safe_job_name(f"microloop-ctl-{config.name}"),
+        "time_min": str(int(res.controller_walltime_min)),
+        "cpus": str(int(res.controller_cpus)),
+        "mem": f"{int(max(2.0, res.dask_memory_gb) * 1024)}M",
+        "sbatch_lines": "\n".join(sbatch_lines),
+        "campaign_dir": shlex.quote(str(campaign_dir)),
+        "launcher": shlex.join(launcher or [sys.executable, "-m", "hpc.cli"]),
+        "campaign": shlex.quote(campaign),
+        "run_options": shlex.join(run_options),
+    }
+    text = template
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    return text
+
+
+def safe_job_name(name: str) -> str:
+    """A job name of plain characters only (it goes into an #SBATCH line)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:64]
+
+
+def sbatch_command(script: Path, campaign_dir: Path) -> list[str]:
+    log = campaign_dir / "controller-%j.out"
+    return ["sbatch", "--parsable", f"--output={log}", f"--chdir={campaign_dir}", str(script)]
+
+
+def submit(
+    campaign: str = typer.Argument(..., help="Campaign TOML file, or quick, cs1, cs2, cs3."),
+    directory: Path = typer.Option(None, "--dir", help="Folder (default runs/<name>-<time>)."),
+    executor: str = typer.Option(None, "--executor", help="Executor of the evaluations (default: "
+                                 "the campaign's resources.executor)."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Print the script and the sbatch command only."),
+) -> None:
+    """Submit the campaign controller as a SLURM job (`sbatch`); it resumes itself if requeued."""
+    from hpc.campaign.config import BUILTIN_CAMPAIGNS, ConfigError, load_campaign
+    from hpc.campaign.controller import preflight
+    from hpc.cli.commands.run import _default_dir
+
+    try:
+        config = load_campaign(campaign, {"resources": {"executor": executor}})
+        preflight(config)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    if "\n" in campaign or (directory is not None and "\n" in str(directory)):
+        typer.echo("error: campaign and --dir may not contain newlines", err=True)
+        raise typer.Exit(2)
+    folder = (directory or _default_dir(config.name)).absolute()
+    target = campaign if campaign in BUILTIN_CAMPAIGNS else str(Path(campaign).absolute())
+    script_text = render_controller(config, target, folder, executor=executor)
+    if dry_run:
+        typer.echo(script_text)
+        typer.echo("# " + shlex.join(sbatch_command(folder / "controller.sbatch", folder)))
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "controller.sbatch"
+    script.write_text(script_text)
+    done = subprocess.run(sbatch_command(script, folder), capture_output=True, text=True)
+    if done.returncode != 0:
+        typer.echo(f"error: sbatch refused the controller job: {done.stderr.strip()}", err=True)
+        raise typer.Exit(1)
+    job_id = done.stdout.strip().split(";")[0]
+    typer.echo(f"submitted controller job {job_id}; follow it with `microloop status {folder}`")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit)

@@ -1,0 +1,148 @@
+"""A cathode design as the cell model sees it: validated quantities and how metrics map to them.
+
+Kept apart from the PyBaMM code so that validation, the mass-loading conversion and the
+metrics mapping can be used (and tested) without importing PyBaMM.
+
+- Bruggeman exponent b = 1 - ln(tau) / ln(eps), so that eps^b = eps / tau, clamped to
+  [BRUGGEMAN_MIN, BRUGGEMAN_MAX] (no design inside the documented ranges reaches the clamp).
+- The AM surface a = a_AM-pore + a_AM-CBD and cbd_coverage = a_AM-CBD / a; the cell model
+  turns them into a particle radius with its cbd_blocking factor (kernels.cell.model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from kernels.cell.geometry_4680 import RHO_AM_G_CM3
+
+# Documented input ranges: inside them nothing raises; outside them ValueError names the field.
+RANGES: dict[str, tuple[float, float]] = {
+    "porosity": (0.2, 0.55),
+    "am_volume_fraction": (0.3, 0.75),
+    "thickness_um": (20.0, 300.0),
+    # up to 100: low-fidelity cubes of dense, CBD-rich electrodes measure tau of 20-40, and a
+    # design must not score 0 just for a narrow input range (b stays below the clamp of 8)
+    "tortuosity_factor": (1.0, 100.0),
+    "specific_surface_area_per_um": (0.05, 3.0),
+    "effective_conductivity_S_m": (0.001, 1000.0),
+    "cbd_coverage": (0.0, 1.0),
+    "power_W": (0.1, 20000.0),
+    "c_rate": (0.01, 20.0),
+}
+BRUGGEMAN_MIN, BRUGGEMAN_MAX = 1.0, 10.0
+# Tortuosity just below 1 happens from voxel noise; it is read as 1.
+TORTUOSITY_NOISE_FLOOR = 0.95
+
+
+def check_range(name: str, value: float) -> None:
+    """ValueError naming `name` and its documented range unless `value` lies inside it."""
+    low, high = RANGES[name]
+    if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} = {value} is outside the accepted range [{low}, {high}]")
+
+
+@dataclass(frozen=True)
+class ElectrodeDesign:
+    """The cathode as the cell model sees it; validated on construction.
+
+    `tortuosity_factor = math.inf` and `effective_conductivity_S_m = 0.0` are accepted as the
+    "not percolating" markers the metrics produce; such a design scores infeasible.
+    """
+
+    porosity: float
+    am_volume_fraction: float
+    thickness_um: float
+    tortuosity_factor: float
+    specific_surface_area_per_um: float  # AM surface per total volume, 1/um (see cbd_coverage)
+    effective_conductivity_S_m: float
+    cbd_coverage: float = 0.0  # fraction of that AM surface touching carbon-binder
+
+    def __post_init__(self) -> None:
+        check_range("porosity", self.porosity)
+        check_range("am_volume_fraction", self.am_volume_fraction)
+        check_range("thickness_um", self.thickness_um)
+        if self.tortuosity_factor != math.inf:
+            check_range("tortuosity_factor", self.tortuosity_factor)
+        check_range("specific_surface_area_per_um", self.specific_surface_area_per_um)
+        if self.effective_conductivity_S_m != 0.0:
+            check_range("effective_conductivity_S_m", self.effective_conductivity_S_m)
+        check_range("cbd_coverage", self.cbd_coverage)
+
+    @property
+    def cbd_volume_fraction(self) -> float:
+        return 1.0 - self.porosity - self.am_volume_fraction
+
+    def infeasible_reason(self) -> str | None:
+        """Why this design cannot be a working electrode, or None."""
+        if self.cbd_volume_fraction < -1e-9:
+            return (
+                f"porosity + am_volume_fraction = {self.porosity + self.am_volume_fraction:.3f} "
+                "exceeds 1"
+            )
+        if self.tortuosity_factor == math.inf:
+            return "pore phase does not percolate through the electrode (tortuosity infinite)"
+        if self.effective_conductivity_S_m == 0.0:
+            return "solid phase does not conduct through the electrode (conductivity 0)"
+        return None
+
+
+def thickness_from_mass_loading_um(
+    mass_loading_mg_cm2: float, am_volume_fraction: float, rho_am_g_cm3: float = RHO_AM_G_CM3
+) -> float:
+    """Cathode thickness that carries a given AM mass loading: L = m / (phi_AM rho_AM)."""
+    if not (math.isfinite(mass_loading_mg_cm2) and mass_loading_mg_cm2 > 0):
+        raise ValueError(f"mass_loading_mg_cm2 must be > 0, got {mass_loading_mg_cm2}")
+    check_range("am_volume_fraction", am_volume_fraction)
+    if not (math.isfinite(rho_am_g_cm3) and rho_am_g_cm3 > 0):
+        raise ValueError(f"rho_am_g_cm3 must be > 0, got {rho_am_g_cm3}")
+    # mg/cm^2 / (g/cm^3) = 1e-3 cm = 10 um
+    return mass_loading_mg_cm2 / (am_volume_fraction * rho_am_g_cm3) * 10.0
+
+
+def design_from_metrics(metrics: dict, thickness_um: float) -> ElectrodeDesign:
+    """ElectrodeDesign from `VolumeMetrics.to_dict()` and a thickness.
+
+    The AM surface is a_AM-pore + a_AM-CBD, and cbd_coverage = a_AM-CBD / that sum, so the cell
+    model's blocking factor gives a_eff = a_AM-pore + (1 - blocking) a_AM-CBD. A non-percolating
+    volume (tortuosity None / inf, or `percolating` False) becomes an infeasible design.
+    """
+    try:
+        fractions = metrics["volume_fraction"]
+        areas = metrics["specific_surface_area_per_um"]
+        porosity = float(fractions["pore"])
+        am_fraction = float(fractions["am"])
+        a_pore = float(areas["am_pore"])
+        a_cbd = float(areas.get("am_cbd", 0.0) or 0.0)
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            "metrics must hold volume_fraction{pore,am,cbd} and "
+            f"specific_surface_area_per_um{{am_pore,am_cbd}}; missing {error}"
+        ) from None
+    tau = metrics.get("tortuosity_factor")
+    percolating = bool(metrics.get("percolating", True))
+    tau = math.inf if (tau is None or not percolating) else float(tau)
+    if TORTUOSITY_NOISE_FLOOR <= tau < 1.0:
+        tau = 1.0
+    sigma = metrics.get("effective_conductivity_S_m")
+    sigma = 0.0 if sigma is None else float(sigma)
+    area = a_pore + a_cbd
+    coverage = a_cbd / area if area > 0 else 0.0
+    return ElectrodeDesign(
+        porosity=porosity,
+        am_volume_fraction=am_fraction,
+        thickness_um=float(thickness_um),
+        tortuosity_factor=tau,
+        specific_surface_area_per_um=area,
+        effective_conductivity_S_m=sigma,
+        cbd_coverage=coverage,
+    )
+
+
+
+def bruggeman_exponent(tortuosity_factor: float, porosity: float) -> float:
+    """b with porosity^b = porosity / tortuosity, clamped to [BRUGGEMAN_MIN, BRUGGEMAN_MAX]."""
+    b = 1.0 - math.log(tortuosity_factor) / math.log(porosity)
+    return min(BRUGGEMAN_MAX, max(BRUGGEMAN_MIN, b))

@@ -1,0 +1,348 @@
+"""The 4680 cell model: a PyBaMM DFN scored as a whole 46 x 80 mm cell.
+
+Three modules, one job each: kernels.cell.design (the validated design and the metrics
+mapping), kernels.cell.pybamm_model (the DFN with the design as inputs, built once per process) and
+kernels.cell.geometry_4680 (roll and mass budget). This module joins them: `CellModel` turns a
+design and a load into a `DischargeResult` for one 4680 cell; `get_cell_model` keeps one
+CellModel per settings per process (a Dask worker builds its models once).
+
+- The model electrode has 1 m^2; the 4680 roll gives the area A, so a power per cell P becomes
+  P / A per m^2 and energies scale back by A (isothermal: exact).
+- Particle radius R = 3 phi_AM / a_eff with a_eff = a (1 - cbd_blocking * cbd_coverage): AM
+  surface covered by carbon-binder counts for (1 - cbd_blocking); with the metrics' areas this
+  is a_AM-pore + (1 - cbd_blocking) a_AM-CBD.
+- Every discharge returns a `DischargeResult`. A design that cannot deliver (collapse at high
+  power, solver failure, cut-off at t = 0, non-percolating pores) gives energy 0, feasible False
+  and a reason; only inputs outside the documented ranges raise ValueError. A discharge that
+  fails part-way (a particle surface saturating, the electrolyte running dry) is re-solved on a
+  variant that ends there, keeping the energy delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import asdict, dataclass
+
+from kernels.cell.design import (
+    BRUGGEMAN_MAX,
+    BRUGGEMAN_MIN,
+    RANGES,
+    ElectrodeDesign,
+    bruggeman_exponent,
+    check_range,
+    design_from_metrics,
+    thickness_from_mass_loading_um,
+)
+from kernels.cell.geometry_4680 import (
+    RHO_AM_G_CM3,
+    JellyRoll,
+    LayerStack,
+    Packaging4680,
+    jelly_roll,
+)
+from kernels.cell.pybamm_model import F_C_MOL
+from kernels.cell.pybamm_model import parameter_values as _parameter_values
+from kernels.cell.pybamm_model import simulation as _simulation
+
+__all__ = [
+    "BRUGGEMAN_MAX",
+    "BRUGGEMAN_MIN",
+    "CellModel",
+    "DischargeResult",
+    "ElectrodeDesign",
+    "JellyRoll",
+    "Packaging4680",
+    "RANGES",
+    "bruggeman_exponent",
+    "design_from_metrics",
+    "get_cell_model",
+    "thickness_from_mass_loading_um",
+]
+
+DEFAULT_CBD_BLOCKING = 0.5
+MIN_DISCHARGE_TIME_S = 1.0
+
+_MODELS_LOCK = threading.Lock()
+_MODELS: dict[tuple, CellModel] = {}
+
+
+@dataclass
+class DischargeResult:
+    """One discharge of one design, normalised to one 4680 cell."""
+
+    power_W: float | None
+    c_rate: float | None
+    energy_Wh: float
+    capacity_Ah: float
+    energy_density_Wh_L: float
+    specific_energy_Wh_kg: float
+    capacity_mAh_g: float | None
+    feasible: bool
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CellModel:
+    """Scores cathode designs as 4680 cells (full cell) or lithium-metal half cells.
+
+    cbd_blocking: how much AM surface covered by carbon-binder is lost to the reaction
+    (0: CBD fully permeable, 1: fully blocking; default 0.5, a modelling choice).
+    rho_am_g_cm3: AM density for mass loading, mAh/g and the cell mass.
+    calibration: a `kernels.cell.calibration.Calibration.to_dict()` (the file `microloop calibrate`
+    writes); its corrections are applied to the parameter set before the model is built.
+    """
+
+    def __init__(
+        self,
+        parameter_set: str = "Chen2020",
+        half_cell: bool = False,
+        packaging: Packaging4680 | None = None,
+        cbd_blocking: float = DEFAULT_CBD_BLOCKING,
+        rho_am_g_cm3: float = RHO_AM_G_CM3,
+        calibration: dict | None = None,
+    ) -> None:
+        if not 0.0 <= cbd_blocking <= 1.0:
+            raise ValueError(f"cbd_blocking must be in [0, 1], got {cbd_blocking}")
+        if not (math.isfinite(rho_am_g_cm3) and rho_am_g_cm3 > 0):
+            raise ValueError(f"rho_am_g_cm3 must be > 0, got {rho_am_g_cm3}")
+        self.parameter_set = parameter_set
+        self.half_cell = bool(half_cell)
+        self.packaging = packaging if packaging is not None else Packaging4680()
+        self.cbd_blocking = float(cbd_blocking)
+        self.rho_am_g_cm3 = float(rho_am_g_cm3)
+        self.calibration: tuple[tuple[str, float], ...] = ()
+        if calibration is not None:
+            from kernels.cell.calibration import Calibration
+
+            parsed = Calibration.from_dict(calibration)  # ValueError naming the bad key
+            self.calibration = tuple(sorted((k, float(v)) for k, v in parsed.values.items()))
+        # Plain numbers of the parameter set (also validates its name early).
+        values = _parameter_values(parameter_set, self.half_cell,
+                                   self.packaging.separator_thickness_um * 1e-6)
+        self._c_p_max = float(values["Maximum concentration in positive electrode [mol.m-3]"])
+        self._c_p_init = float(values["Initial concentration in positive electrode [mol.m-3]"])
+        self._c_n_max = float(values["Maximum concentration in negative electrode [mol.m-3]"])
+        self._n_own_thickness_m = float(values["Negative electrode thickness [m]"])
+        self._n_own_c_init = float(values["Initial concentration in negative electrode [mol.m-3]"])
+        p = self.packaging
+        self._n_porosity = (p.anode_porosity if p.anode_porosity is not None
+                            else float(values["Negative electrode porosity"]))
+        self._n_am = (p.anode_am_volume_fraction if p.anode_am_volume_fraction is not None
+                      else float(values["Negative electrode active material volume fraction"]))
+
+    # ---- design -> numbers -----------------------------------------------------------------
+
+    def cathode_capacity_Ah_m2(self, design: ElectrodeDesign) -> float:
+        """Lithium the charged cathode can take back: phi L c_max F (1 - x_charged), per m^2."""
+        x_charged = self._c_p_init / self._c_p_max
+        return (design.am_volume_fraction * design.thickness_um * 1e-6 * self._c_p_max
+                * F_C_MOL * (1.0 - x_charged) / 3600.0)
+
+    def anode(self, design: ElectrodeDesign) -> tuple[float, float]:
+        """Anode thickness (m) and its charged lithium concentration (mol/m^3).
+
+        At a fixed N/P ratio the anode holds np_ratio x the cathode capacity and, charged,
+        the lithium the cathode gave up less the first-cycle loss: y = (1 - loss) / (N/P).
+        np_ratio None keeps the parameter set's own anode.
+        """
+        np_ratio = self.packaging.np_ratio
+        if np_ratio is None:
+            return self._n_own_thickness_m, self._n_own_c_init
+        q_p = self.cathode_capacity_Ah_m2(design) * 3600.0
+        thickness_m = np_ratio * q_p / (self._n_am * self._c_n_max * F_C_MOL)
+        return thickness_m, self._c_n_max * (1.0 - self.packaging.first_cycle_loss) / np_ratio
+
+    def jelly_roll(self, design: ElectrodeDesign) -> JellyRoll:
+        """The 4680 roll this cathode (and its anode) winds into."""
+        anode_m, _ = self.anode(design)
+        stack = LayerStack(
+            cathode_thickness_m=design.thickness_um * 1e-6,
+            cathode_porosity=design.porosity,
+            cathode_am_fraction=design.am_volume_fraction,
+            anode_thickness_m=anode_m,
+            anode_porosity=self._n_porosity,
+            anode_am_fraction=self._n_am,
+            rho_cathode_am_kg_m3=self.rho_am_g_cm3 * 1e3,
+        )
+        return jelly_roll(stack, self.packaging)
+
+    def open_surface_fraction(self, design: ElectrodeDesign) -> float:
+        """Share of the AM surface that reacts: 1 - cbd_blocking * cbd_coverage."""
+        return 1.0 - self.cbd_blocking * design.cbd_coverage
+
+    def particle_radius_m(self, design: ElectrodeDesign) -> float:
+        """R = 3 phi_AM / a_eff, a_eff = a (1 - cbd_blocking * cbd_coverage)."""
+        open_fraction = self.open_surface_fraction(design)
+        if open_fraction <= 0.0:
+            raise ValueError("no AM surface open to the electrolyte: cbd_blocking x cbd_coverage "
+                             f"= {self.cbd_blocking} x {design.cbd_coverage} = 1")
+        a_eff_per_m = design.specific_surface_area_per_um * 1e6 * open_fraction
+        return 3.0 * design.am_volume_fraction / a_eff_per_m
+
+    def infeasible_reason(self, design: ElectrodeDesign) -> str | None:
+        """Why this design cannot be scored by this model, or None."""
+        reason = design.infeasible_reason()
+        if reason is None and self.open_surface_fraction(design) <= 0.0:
+            reason = (f"carbon-binder covers all AM surface (cbd_coverage {design.cbd_coverage}) "
+                      f"and blocks it fully (cbd_blocking {self.cbd_blocking})")
+        return reason
+
+    def nominal_capacity_Ah_m2(self, design: ElectrodeDesign) -> float:
+        """C-rate reference per m^2: the cyclable lithium (full cell) or the cathode (half cell),
+        times a calibration's capacity_factor (the active share of the electrode)."""
+        factor = dict(self.calibration).get("capacity_factor", 1.0)
+        q = self.cathode_capacity_Ah_m2(design) * factor
+        if self.half_cell or self.packaging.np_ratio is None:
+            return q
+        return q * (1.0 - self.packaging.first_cycle_loss)
+
+    def nominal_capacity_Ah(self, design: ElectrodeDesign) -> float:
+        """C-rate reference of one 4680 cell: nominal_capacity_Ah_m2 times the electrode area."""
+        return self.nominal_capacity_Ah_m2(design) * self.jelly_roll(design).electrode_area_m2
+
+    def inputs(self, design: ElectrodeDesign) -> dict[str, float]:
+        """The PyBaMM input dict of one design (without the power / current)."""
+        values = {
+            "Positive electrode porosity": design.porosity,
+            "Positive electrode active material volume fraction": design.am_volume_fraction,
+            "Positive electrode Bruggeman coefficient (electrolyte)":
+                bruggeman_exponent(design.tortuosity_factor, design.porosity),
+            "Positive electrode conductivity [S.m-1]": design.effective_conductivity_S_m,
+            "Positive electrode thickness [m]": design.thickness_um * 1e-6,
+            "Positive particle radius [m]": self.particle_radius_m(design),
+        }
+        if not self.half_cell:
+            anode_m, c_n_init = self.anode(design)
+            values["Negative electrode thickness [m]"] = anode_m
+            values["Initial concentration in negative electrode [mol.m-3]"] = c_n_init
+        return values
+
+    def warm_up(self) -> None:
+        """Build the simulations and solve once each (the first solve of a fresh build costs
+        several re-solves), e.g. in a Dask worker through client.run before the first task."""
+        reference = ElectrodeDesign(
+            porosity=0.335, am_volume_fraction=0.665, thickness_um=75.6,
+            tortuosity_factor=0.335**-0.5, specific_surface_area_per_um=3 * 0.665 / 5.22,
+            effective_conductivity_S_m=0.18,
+        )
+        if not self.half_cell:
+            self.discharge_power(reference, 50.0)
+        self.discharge_c_rate(reference, 1.0)
+
+    def _sim(self, mode: str, end_events: bool = False):
+        return _simulation(self.parameter_set, self.half_cell, mode,
+                           self.packaging.separator_thickness_um * 1e-6, self.calibration,
+                           end_events)
+
+    def _solve(self, mode: str, inputs: dict, t_end_s: float,
+               end_events: bool = False) -> tuple[str, float, float, float]:
+        """(termination, last time s, energy Wh/m^2, capacity Ah/m^2) of one solve; may raise."""
+        simulation, lock = self._sim(mode, end_events)
+        with lock:
+            solution = simulation.solve([0.0, t_end_s], inputs=inputs)
+        return (str(solution.termination), float(solution.t[-1]),
+                float(solution["Discharge energy [W.h]"].entries[-1]),
+                float(solution["Discharge capacity [A.h]"].entries[-1]))
+
+    # ---- discharges --------------------------------------------------------------------------
+
+    def discharge_power(self, design: ElectrodeDesign, power_W: float) -> DischargeResult:
+        """Constant power per 4680 cell (W) to the lower cut-off voltage."""
+        check_range("power_W", power_W)
+        if self.half_cell:
+            raise ValueError("discharge_power needs a full cell: use half_cell=False "
+                             "(a lithium-metal half cell is scored with discharge_c_rate)")
+        return self._discharge(design, "power", float(power_W))
+
+    def discharge_c_rate(self, design: ElectrodeDesign, c_rate: float) -> DischargeResult:
+        """Constant current at c_rate x nominal_capacity_Ah (full cell or half cell)."""
+        check_range("c_rate", c_rate)
+        return self._discharge(design, "current", float(c_rate))
+
+    def ragone(self, design: ElectrodeDesign, powers_W: list[float]) -> list[DischargeResult]:
+        """Energy vs power: one constant-power discharge per power (all validated first)."""
+        for power in powers_W:
+            check_range("power_W", power)
+        return [self.discharge_power(design, power) for power in powers_W]
+
+    def _discharge(self, design: ElectrodeDesign, mode: str, level: float) -> DischargeResult:
+        power_W = level if mode == "power" else None
+        c_rate = level if mode == "current" else None
+
+        def infeasible(reason: str, capacity_Ah: float = 0.0) -> DischargeResult:
+            return DischargeResult(power_W, c_rate, 0.0, capacity_Ah, 0.0, 0.0,
+                                   0.0 if self.half_cell else None, False, reason)
+
+        reason = self.infeasible_reason(design)
+        if reason is not None:
+            return infeasible(reason)
+        roll = self.jelly_roll(design)
+        area = roll.electrode_area_m2
+        q_nominal_m2 = self.nominal_capacity_Ah_m2(design)
+        inputs = self.inputs(design)
+        if mode == "power":
+            inputs["Power function [W]"] = level / area
+            energy_guess_Wh_m2 = q_nominal_m2 * 3.7
+            t_end_s = max(600.0, 3.0 * energy_guess_Wh_m2 / inputs["Power function [W]"] * 3600.0)
+        else:
+            inputs["Current function [A]"] = level * q_nominal_m2
+            t_end_s = max(600.0, 2.0 * 3600.0 / level)
+        try:
+            termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._solve(mode, inputs, t_end_s)
+            if termination.startswith("failure") and t_last > MIN_DISCHARGE_TIME_S:
+                # failed mid-discharge: almost always a particle surface saturating or the
+                # electrolyte running dry, where the DFN is undefined; the variant that ends
+                # there (kernels.cell.pybamm_model.add_end_of_discharge_events) keeps the energy so far
+                termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._solve(
+                    mode, inputs, t_end_s, end_events=True)
+        except Exception as error:  # SolverError at >= 20 kW, casadi errors: all are infeasible
+            message = str(error)
+            if "non-positive at initial conditions" in message:
+                return infeasible("voltage cut-off reached at t = 0 (load too high for this design)")
+            return infeasible(f"solver failure: {type(error).__name__}: {message[:200]}")
+        if "event" not in termination:
+            if termination.startswith("failure"):
+                return infeasible(f"solver failure after {t_last:.3g} s: {termination[:200]}")
+            return infeasible(f"did not reach the cut-off: {termination[:200]}")
+        if "Maximum voltage" in termination:
+            return infeasible(f"upper voltage cut-off during a discharge ({termination})")
+        if t_last <= MIN_DISCHARGE_TIME_S:
+            return infeasible(f"voltage cut-off reached at t = {t_last:.3g} s ({termination})")
+        if not (math.isfinite(energy_Wh_m2) and energy_Wh_m2 > 0):
+            return infeasible(f"no energy delivered ({termination})")
+        capacity_Ah = capacity_Ah_m2 * area
+        if self.half_cell:
+            am_mass_g_m2 = design.am_volume_fraction * design.thickness_um * 1e-6 * self.rho_am_g_cm3 * 1e6
+            return DischargeResult(power_W, c_rate, 0.0, capacity_Ah, 0.0, 0.0,
+                                   capacity_Ah_m2 * 1e3 / am_mass_g_m2, True, termination)
+        energy_Wh = energy_Wh_m2 * area
+        return DischargeResult(
+            power_W=power_W,
+            c_rate=c_rate,
+            energy_Wh=energy_Wh,
+            capacity_Ah=capacity_Ah,
+            energy_density_Wh_L=energy_Wh / roll.envelope_volume_L,
+            specific_energy_Wh_kg=energy_Wh / (roll.total_mass_g * 1e-3),
+            capacity_mAh_g=None,
+            feasible=True,
+            reason=termination,
+        )
+
+
+def get_cell_model(
+    parameter_set: str = "Chen2020",
+    half_cell: bool = False,
+    packaging: Packaging4680 | None = None,
+    **kwargs,
+) -> CellModel:
+    """The process-wide CellModel for these settings (its PyBaMM models are built once)."""
+    key = (parameter_set, bool(half_cell), packaging or Packaging4680(),
+           json.dumps(kwargs, sort_keys=True, default=str))
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = CellModel(parameter_set, half_cell, packaging, **kwargs)
+        return _MODELS[key]

@@ -1,0 +1,166 @@
+"""The PyBaMM side of the cell model: parameter values, the DFN with the design as inputs, and
+the once-per-process cache of built simulations.
+
+Thickness and particle radius are inputs too: all five 1D domains use
+`pybamm.SymbolicUniform1DSubMesh`, so a new design is a re-solve (~0.08 s) and not a rebuild
+(~0.9 s with its solve); the energies agree with a rebuilt fixed mesh to 0.01 %
+(docs/cell-model.md). The electrode has 1 m^2; kernels.cell.model scales to the 4680 roll.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+F_C_MOL = 96485.33212
+HALF_CELL_UPPER_CUTOFF_V = 4.4  # the charged cathode alone sits above 4.2 V vs Li
+LI_METAL_CONDUCTIVITY_S_M = 1.08e7
+LI_FOIL_THICKNESS_M = 50e-6
+END_OF_DISCHARGE_STOICHIOMETRY_MARGIN = 1e-3  # stop 0.1 % short of a full / empty particle surface
+END_OF_DISCHARGE_ELECTROLYTE_MOL_M3 = 1.0  # stop when the electrolyte is locally depleted
+
+_BUILD_LOCK = threading.Lock()
+# One built Simulation is not safe to solve from two threads at once: each has its own lock, so
+# threads of one process take turns (run cell sweeps in parallel with processes, not threads).
+SIMULATIONS: dict[tuple, tuple[object, threading.Lock]] = {}
+
+INPUT_NAMES_CATHODE = (
+    "Positive electrode porosity",
+    "Positive electrode active material volume fraction",
+    "Positive electrode Bruggeman coefficient (electrolyte)",
+    "Positive electrode conductivity [S.m-1]",
+    "Positive electrode thickness [m]",
+    "Positive particle radius [m]",
+)
+INPUT_NAMES_ANODE = (
+    "Negative electrode thickness [m]",
+    "Initial concentration in negative electrode [mol.m-3]",
+)
+
+
+def _li_metal_exchange_current_density(c_e, c_Li, T):  # noqa: N803 (PyBaMM's argument names)
+    """Lithium-metal exchange current density (Xu et al. 2019): 3.5e-8 F c_Li^0.7 c_e^0.3."""
+    return 3.5e-8 * F_C_MOL * c_Li**0.7 * c_e**0.3
+
+
+def parameter_values(parameter_set: str, half_cell: bool, separator_m: float,
+                      calibration: tuple[tuple[str, float], ...] = ()):
+    """The parameter set on a 1 m^2 electrode, with the half-cell additions and a calibration."""
+    import pybamm
+
+    try:
+        values = pybamm.ParameterValues(parameter_set)
+    except Exception as error:  # pybamm raises ValueError / KeyError for unknown names
+        known = sorted(pybamm.parameter_sets.keys())
+        raise ValueError(
+            f"parameter_set {parameter_set!r} is not a PyBaMM parameter set; known: {known}"
+        ) from error
+    values.update(
+        {
+            "Electrode height [m]": 1.0,
+            "Electrode width [m]": 1.0,
+            "Number of electrodes connected in parallel to make a cell": 1.0,
+            "Separator thickness [m]": separator_m,
+            "Positive electrode Bruggeman coefficient (electrode)": 0.0,
+        },
+        check_already_exists=False,
+    )
+    if half_cell:
+        values.update(
+            {
+                "Exchange-current density for lithium metal electrode [A.m-2]":
+                    _li_metal_exchange_current_density,
+                "Lithium metal partial molar volume [m3.mol-1]": 1.3e-5,
+                "Negative electrode conductivity [S.m-1]": LI_METAL_CONDUCTIVITY_S_M,
+                "Negative electrode thickness [m]": LI_FOIL_THICKNESS_M,
+                "Upper voltage cut-off [V]": HALF_CELL_UPPER_CUTOFF_V,
+            },
+            check_already_exists=False,
+        )
+    if calibration:
+        from kernels.cell.corrections import Calibration
+
+        # after the 1 m^2 area is set: areal resistances and the capacity factor refer to it
+        values = Calibration(values=dict(calibration)).apply_to_parameter_values(values)
+    return values
+
+
+def add_end_of_discharge_events(model, half_cell: bool) -> None:
+    """Events that end a discharge where the DFN stops being defined (the fallback model).
+
+    A cathode particle surface saturating (stoichiometry -> 1), an anode surface emptying
+    (-> 0) or the electrolyte running dry make the exchange current or the electrolyte
+    potential undefined, and the solver then fails. The main model runs without these events
+    (it reaches the voltage cut-off through local depletion, which the events would cut short
+    by up to ~15 % of the energy at the Ragone knee); after a mid-discharge failure the
+    discharge is re-solved with them, so the energy delivered up to that point is kept instead
+    of the whole result being lost.
+    """
+    import pybamm
+
+    variables = model.variables
+    limit = END_OF_DISCHARGE_STOICHIOMETRY_MARGIN
+    model.events.append(pybamm.Event(
+        "Maximum positive particle surface stoichiometry",
+        1.0 - limit - variables["Maximum positive particle surface stoichiometry"]))
+    if not half_cell:
+        model.events.append(pybamm.Event(
+            "Minimum negative particle surface stoichiometry",
+            variables["Minimum negative particle surface stoichiometry"] - limit))
+    model.events.append(pybamm.Event(
+        "Minimum electrolyte concentration",
+        pybamm.min(variables["Electrolyte concentration [mol.m-3]"])
+        - END_OF_DISCHARGE_ELECTROLYTE_MOL_M3))
+
+
+def build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
+                      calibration: tuple[tuple[str, float], ...] = (),
+                      end_events: bool = False):
+    """A DFN with the design quantities as inputs, discretised on a symbolic mesh."""
+    import pybamm
+
+    os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
+    options = {"calculate discharge energy": "true"}
+    if mode == "power":
+        options["operating mode"] = "power"
+    if half_cell:
+        options["working electrode"] = "positive"
+    if calibration:
+        from kernels.cell.corrections import required_model_options
+
+        options.update(required_model_options([name for name, _ in calibration]))
+    model = pybamm.lithium_ion.DFN(options)
+    if end_events:
+        add_end_of_discharge_events(model, half_cell)
+    values = parameter_values(parameter_set, half_cell, separator_m, calibration)
+    inputs = {name: "[input]" for name in INPUT_NAMES_CATHODE}
+    if not half_cell:
+        inputs.update({name: "[input]" for name in INPUT_NAMES_ANODE})
+    inputs["Power function [W]" if mode == "power" else "Current function [A]"] = "[input]"
+    values.update(inputs, check_already_exists=False)
+    submeshes = dict(model.default_submesh_types)
+    for domain in submeshes:
+        if domain in ("negative electrode", "separator", "positive electrode",
+                      "negative particle", "positive particle"):
+            submeshes[domain] = pybamm.SymbolicUniform1DSubMesh
+    solver = pybamm.IDAKLUSolver(
+        on_failure="ignore",
+        output_variables=["Discharge energy [W.h]", "Discharge capacity [A.h]", "Voltage [V]"],
+    )
+    simulation = pybamm.Simulation(
+        model, parameter_values=values, solver=solver, submesh_types=submeshes
+    )
+    simulation.build()
+    return simulation
+
+
+def simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
+                calibration: tuple[tuple[str, float], ...] = (), end_events: bool = False):
+    key = (parameter_set, half_cell, mode, round(separator_m, 12), calibration, end_events)
+    with _BUILD_LOCK:
+        if key not in SIMULATIONS:
+            simulation = build_simulation(parameter_set, half_cell, mode, separator_m,
+                                           calibration, end_events)
+            SIMULATIONS[key] = (simulation, threading.Lock())
+        return SIMULATIONS[key]
+

@@ -1,0 +1,1 @@
+"""The conditional generative model: network, sampling, training step, envelope, shipped weights."""

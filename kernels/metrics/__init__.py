@@ -1,0 +1,1 @@
+"""Metrics of a labelled volume: fractions, interface areas, transport solves (solvers/), sub-volume statistics."""

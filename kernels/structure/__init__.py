@@ -1,0 +1,1 @@
+"""Microstructures: the procedural manufacturing simulator and structural statistics."""
