@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.spec import EvaluationSpec
+from jobs.contract.spec import EvaluationSpec
 from jobs.store import DesignStore, json_safe, read_json, trial_dir, write_json_atomic
 
 MPI_LAUNCHER_ENV = "MICROLOOP_MPI_LAUNCHER"   # e.g. "srun --mpi=pmix -n {ranks}"

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.spec import EvaluationSpec, read_job_inputs, validate_params
+from jobs.contract.spec import EvaluationSpec, read_job_inputs, validate_params
 from jobs.store import json_safe, read_json, trial_dir, write_json_atomic
 
 DASK_SCHEDULER_ENV = "MICROLOOP_DASK_SCHEDULER"

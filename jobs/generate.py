@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.spec import DEFAULT_MODEL, EvaluationSpec, read_job_inputs, validate_params
+from jobs.contract.spec import DEFAULT_MODEL, EvaluationSpec, read_job_inputs, validate_params
 from jobs.store import DesignStore
 
 MAX_CHUNK_VOXELS = 128

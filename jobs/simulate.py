@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.spec import EvaluationSpec
+from jobs.contract.spec import EvaluationSpec
 
 DASK_WORKER_WAIT_S = 300.0   # how long a sweep waits for the campaign's first Dask worker
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.contract.spec import EvaluationSpec
 from jobs.simulate import simulate_design
-from jobs.spec import EvaluationSpec
 
 METRICS_MEAN = {
     "volume_fraction": {"pore": 0.35, "am": 0.55, "cbd": 0.10},

@@ -1,5 +1,5 @@
 """The campaign file: every error names the key and what is accepted; built-ins load; the spec
-round-trips through jobs.spec."""
+round-trips through jobs.contract.spec."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hpc.campaign.config import (
     parse_campaign,
     resolve_campaign_path,
 )
-from jobs.spec import EvaluationSpec
+from jobs.contract.spec import EvaluationSpec
 
 BASE = {
     "space": {"am_wt_frac": [0.85, 0.95], "porosity": [0.3, 0.4], "mass_loading_mg_cm2": 20.0},

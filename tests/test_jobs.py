@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from jobs.characterise import aggregate, metrics_path, run_characterise
+from jobs.contract.spec import EvaluationSpec, validate_params
 from jobs.evaluate import evaluate_design, result_path
 from jobs.generate import generate_samples
 from jobs.simulate import simulate_design
-from jobs.spec import EvaluationSpec, validate_params
 from jobs.store import DesignStore
 
 PARAMS = {"am_wt_frac": 0.9, "porosity": 0.4, "binder_adhesion": 0.3}

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from jobs.characterise import metrics_path, run_characterise
+from jobs.contract.spec import EvaluationSpec
 from jobs.generate import generate_samples
-from jobs.spec import EvaluationSpec
 
 pytestmark = pytest.mark.mpi
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from jobs.contract.spec import EvaluationSpec
 from jobs.generate import generate_samples, sample_seed
-from jobs.spec import EvaluationSpec
 from jobs.store import FILL_VALUE, DesignStore, read_json, write_json_atomic
 
 PARAMS = {"am_wt_frac": 0.9, "porosity": 0.35, "binder_adhesion": 0.5}

@@ -314,7 +314,7 @@ class CampaignConfig(_Section):
         return self.resources.mpi_ranks_per_task or self.fidelity.mpi_ranks
 
     def to_spec_dict(self) -> dict[str, Any]:
-        """The JSON-safe `jobs.spec.EvaluationSpec` dict every evaluation receives."""
+        """The JSON-safe `jobs.contract.spec.EvaluationSpec` dict every evaluation receives."""
         gen = self.generator
         cell: dict[str, Any] = {
             "parameter_set": self.cell.parameter_set,
@@ -349,8 +349,8 @@ class CampaignConfig(_Section):
 
 
 def _spec_through_jobs(spec: dict[str, Any]) -> dict[str, Any]:
-    """Round-trip through jobs.spec so a mismatch with the evaluation's contract fails here."""
-    from jobs.spec import EvaluationSpec
+    """Round-trip through jobs.contract.spec so a mismatch with the evaluation's contract fails here."""
+    from jobs.contract.spec import EvaluationSpec
 
     return EvaluationSpec.from_dict(spec).to_dict()
 

@@ -17,8 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from jobs.characterise import metrics_path, run_characterise
+from jobs.contract.spec import EvaluationSpec
 from jobs.generate import generate_samples
-from jobs.spec import EvaluationSpec
 
 PARAMS = {"am_wt_frac": 0.92, "porosity": 0.36, "binder_adhesion": 0.4}
 
