@@ -15,33 +15,14 @@ import math
 from dataclasses import dataclass
 
 from kernels.cell.geometry_4680 import RHO_AM_G_CM3
+from kernels.cell.ranges import CELL_MODEL_RANGES, check_range
 
-# Documented input ranges: inside them nothing raises; outside them ValueError names the field.
-RANGES: dict[str, tuple[float, float]] = {
-    "porosity": (0.2, 0.55),
-    "am_volume_fraction": (0.3, 0.75),
-    "thickness_um": (20.0, 300.0),
-    # up to 100: low-fidelity cubes of dense, CBD-rich electrodes measure tau of 20-40, and a
-    # design must not score 0 just for a narrow input range (b stays below the clamp of 8)
-    "tortuosity_factor": (1.0, 100.0),
-    "specific_surface_area_per_um": (0.05, 3.0),
-    "effective_conductivity_S_m": (0.001, 1000.0),
-    "cbd_coverage": (0.0, 1.0),
-    "power_W": (0.1, 20000.0),
-    "c_rate": (0.01, 20.0),
-}
+# Documented input ranges, defined once in kernels.cell.ranges: inside them nothing raises;
+# outside them ValueError names the field and both bounds.
+RANGES: dict[str, tuple[float, float]] = {n: r.bounds for n, r in CELL_MODEL_RANGES.items()}
 BRUGGEMAN_MIN, BRUGGEMAN_MAX = 1.0, 10.0
 # Tortuosity just below 1 happens from voxel noise; it is read as 1.
 TORTUOSITY_NOISE_FLOOR = 0.95
-
-
-def check_range(name: str, value: float) -> None:
-    """ValueError naming `name` and its documented range unless `value` lies inside it."""
-    low, high = RANGES[name]
-    if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} = {value} is outside the accepted range [{low}, {high}]")
 
 
 @dataclass(frozen=True)

@@ -29,15 +29,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from kernels.cell import ranges
+
 PORE, AM, CBD = 0, 1, 2
 RHO_AM_G_CM3 = 4.75  # NMC (layered oxide) crystal density
 RHO_CBD_G_CM3 = 1.8  # carbon black + PVDF binder, as a solid
 
-AM_WT_FRAC_RANGE = (0.80, 0.98)
-POROSITY_RANGE = (0.20, 0.55)
-ADHESION_RANGE = (0.0, 1.0)
-MEAN_DIAMETER_UM_RANGE = (0.5, 50.0)
-DIAMETER_SPREAD_RANGE = (0.0, 1.0)
+# The recipe's accepted ranges are defined once, with their reasons, in kernels.cell.ranges.
+AM_WT_FRAC_RANGE = ranges.AM_WT_FRAC.bounds
+POROSITY_RANGE = ranges.POROSITY.bounds
+ADHESION_RANGE = ranges.BINDER_ADHESION.bounds
+MEAN_DIAMETER_UM_RANGE = ranges.MEAN_DIAMETER_UM.bounds
+DIAMETER_SPREAD_RANGE = ranges.DIAMETER_SPREAD.bounds
 
 # Calendering: the porosity of an uncalendered coating (no compression) and the strongest
 # compression reached at the lowest porosity in range. Linear in between.
