@@ -74,7 +74,7 @@ def test_unknown_section_is_rejected():
     ("space", "binder_adhesion", [0.0, 1.5], "[0.0, 1.0]"),
     ("objective", "kind", "Wh", "energy_density_Wh_L"),
     ("fidelity", "backend", "cuda-magic", "taufactor"),
-    ("fidelity", "cube_voxels", 4, "greater than or equal to 16"),
+    ("fidelity", "cube_voxels", 4, "[16, 1024]"),
     ("optimizer", "backend", "hyperopt", "botorch"),
     ("resources", "executor", "kubernetes", "slurm"),
     ("resources", "partition", "debug; rm -rf /", "allowed characters"),

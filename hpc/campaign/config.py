@@ -3,30 +3,48 @@
 One file describes a whole campaign: what varies, what is scored, how finely, with which optimiser
 and on which machines. Everything is checked here, before any job is submitted, and every error
 names the key as a dotted path (``space.porosity``) together with what is accepted.
+
+Types are strict (``budget = "4"``, ``half_cell = "yes"`` or ``binder_adhesion = true`` are errors,
+not coerced), numbers must be finite, and every physical range is the one of
+`kernels.cell.ranges`, which the evaluation stages use too: what this file accepts, they accept.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import pickle
 import re
 import tomllib
 from importlib import resources as importlib_resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from kernels.cell import ranges
+from kernels.cell.ranges import PhysicalRange
 
 BUILTIN_CAMPAIGNS = ("quick", "cs1", "cs2", "cs3")
 
-#: The manufacturing parameters a campaign may vary, with their physical ranges and units.
+#: The manufacturing parameters a campaign may vary, with their physical ranges and units
+#: (views of kernels.cell.ranges.DESIGN_PARAMETERS).
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
-    "am_wt_frac": (0.80, 0.98),
-    "porosity": (0.20, 0.55),
-    "binder_adhesion": (0.0, 1.0),
-    "mass_loading_mg_cm2": (5.0, 50.0),
-}
-UNITS = {"am_wt_frac": "-", "porosity": "-", "binder_adhesion": "-",
-         "mass_loading_mg_cm2": "mg/cm2"}
+    name: r.bounds for name, r in ranges.DESIGN_PARAMETERS.items()}
+UNITS = {name: r.unit for name, r in ranges.DESIGN_PARAMETERS.items()}
+#: the voxel size of the procedural simulator when [fidelity] voxel_um is not given
+PROCEDURAL_VOXEL_UM = 1.0
+#: the campaign name becomes a folder name (runs/<name>-<time>), a SLURM job name and a plot title
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 OBJECTIVE_KINDS = ("energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g")
 SOLVER_BACKENDS = ("taufactor", "native")
@@ -42,13 +60,29 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no coercion ("4" is not 4, true is not 1.0); allow_inf_nan: NaN/inf are refused
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_in(physical: PhysicalRange, value: Any) -> Any:
+    if value is not None and not physical.contains(value):
+        raise ValueError(f"got {value!r}; expected {physical.describe()}")
+    return value
+
+
+def _ranged(physical: PhysicalRange) -> Any:
+    """The pydantic type of a value that must lie in `physical` (a kernels.cell.ranges range)."""
+    base = int if physical.integer else float
+    return Annotated[base, AfterValidator(functools.partial(_check_in, physical))]
 
 
 def _range_text(name: str) -> str:
-    low, high = PHYSICAL_RANGES[name]
-    return (f"a number in [{low}, {high}] ({UNITS[name]}) to fix it, "
-            "or [low, high] inside that range to vary it")
+    physical = ranges.DESIGN_PARAMETERS[name]
+    return (f"{physical.describe()} to fix it, or [low, high] inside that range to vary it")
 
 
 class SpaceConfig(_Section):
@@ -60,19 +94,30 @@ class SpaceConfig(_Section):
     mass_loading_mg_cm2: float | list[float] | None = None
     log_scale: list[str] = Field(default_factory=list)
 
-    @field_validator("am_wt_frac", "porosity", "binder_adhesion", "mass_loading_mg_cm2")
+    @field_validator("am_wt_frac", "porosity", "binder_adhesion", "mass_loading_mg_cm2",
+                     mode="before")
     @classmethod
-    def _in_physical_range(cls, value: float | list[float] | None, info: Any) -> Any:
+    def _in_physical_range(cls, value: Any, info: Any) -> Any:
+        """Checked before the type, so one clear message replaces pydantic's per-branch ones."""
         if value is None:
             return value
         name = info.field_name
-        low, high = PHYSICAL_RANGES[name]
-        values = value if isinstance(value, list) else [value]
-        if isinstance(value, list) and (len(value) != 2 or not value[0] < value[1]):
-            raise ValueError(f"got {value}; expected {_range_text(name)} with low < high")
+        physical = ranges.DESIGN_PARAMETERS[name]
+        if isinstance(value, list):
+            if len(value) != 2 or not all(_is_number(v) for v in value):
+                raise ValueError(f"got {value!r}; expected {_range_text(name)}")
+            values = value
+        elif _is_number(value):
+            values = [value]
+        else:
+            raise ValueError(f"got {value!r} ({type(value).__name__}); expected {_range_text(name)}")
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"got {value!r}; every value must be finite: {_range_text(name)}")
+        if isinstance(value, list) and not value[0] < value[1]:
+            raise ValueError(f"got {value!r}; expected {_range_text(name)} with low < high")
         for number in values:
-            if not low <= number <= high:
-                raise ValueError(f"got {value}; expected {_range_text(name)}")
+            if not physical.contains(number):
+                raise ValueError(f"got {value!r}; expected {_range_text(name)}")
         return value
 
     @field_validator("log_scale")
@@ -125,11 +170,14 @@ class ObjectiveConfig(_Section):
     kind: Literal["energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g"] = (
         "energy_density_Wh_L"
     )
-    power_W: float | None = Field(default=None, gt=0, le=20000)
-    c_rate: float | None = Field(default=None, gt=0, le=50)
+    power_W: _ranged(ranges.POWER_W) | None = None
+    c_rate: _ranged(ranges.C_RATE) | None = None
     half_cell: bool = False
     #: score each sample on its own and tell the optimiser the variance of the mean as known noise
     noise_from_samples: bool = False
+    #: the fraction of a design's cubes whose pore and solid phases must both percolate for the
+    #: design to be scored; below it the design is infeasible
+    min_percolating_fraction: _ranged(ranges.MIN_PERCOLATING_FRACTION) = 1.0
 
     @model_validator(mode="after")
     def _one_operating_point(self) -> ObjectiveConfig:
@@ -144,8 +192,8 @@ class GeneratorConfig(_Section):
 
     kind: Literal["procedural", "default", "model"] = "procedural"
     model_path: str | None = None
-    mean_diameter_um: float = Field(default=8.0, gt=0.5, le=50)
-    diameter_spread: float = Field(default=0.25, ge=0, le=1)
+    mean_diameter_um: _ranged(ranges.MEAN_DIAMETER_UM) = 8.0
+    diameter_spread: _ranged(ranges.DIAMETER_SPREAD) = 0.25
 
     @model_validator(mode="after")
     def _model_needs_path(self) -> GeneratorConfig:
@@ -160,8 +208,10 @@ class FidelityConfig(_Section):
     """How finely each design is characterised: sub-volumes, their size and the solver."""
 
     n_cubes: int = Field(default=2, ge=1, le=4096)
-    cube_voxels: int = Field(default=32, ge=16, le=1024)
-    voxel_um: float = Field(default=1.0, gt=0, le=10)
+    cube_voxels: _ranged(ranges.CUBE_VOXELS) = 32
+    #: None: the trained generator's own voxel size, or PROCEDURAL_VOXEL_UM for the simulator
+    #: (parse_campaign fills it in; a value that differs from a trained model's is an error)
+    voxel_um: _ranged(ranges.VOXEL_UM) | None = None
     backend: Literal["taufactor", "native"] = "native"
     rel_tol: float = Field(default=1e-3, gt=0, le=0.1)
     conductivity_am_S_m: float | None = Field(default=None, gt=0)
@@ -178,17 +228,10 @@ class CellConfig(_Section):
     parameter_set: str = "Chen2020"
     packaging: dict[str, float] = Field(default_factory=dict)
     #: used when space.mass_loading_mg_cm2 is not given; None = the parameter set's (Chen2020 75.6)
-    thickness_um: float | None = Field(default=None, ge=10, le=500)
-    ragone_powers_W: list[float] = Field(default_factory=list)
+    thickness_um: _ranged(ranges.THICKNESS_UM) | None = None
+    ragone_powers_W: list[_ranged(ranges.POWER_W)] = Field(default_factory=list)
     #: a calibration file written by `microloop calibrate` (path, relative to the campaign file)
     calibration: str | None = None
-
-    @field_validator("ragone_powers_W")
-    @classmethod
-    def _positive_powers(cls, powers: list[float]) -> list[float]:
-        if any(not 0 < p <= 20000 for p in powers):
-            raise ValueError(f"got {powers}; every power must be in (0, 20000] W")
-        return powers
 
 
 class OptimizerConfig(_Section):
@@ -209,9 +252,11 @@ class OptimizerConfig(_Section):
     @classmethod
     def _initial_within_budget(cls, data: Any) -> Any:
         """An initial design larger than the budget is capped at the budget (e.g. --budget 2)."""
-        if isinstance(data, dict) and isinstance(data.get("budget"), int):
+        budget = data.get("budget") if isinstance(data, dict) else None
+        if isinstance(budget, int) and not isinstance(budget, bool):
             n_initial = data.get("n_initial", 4)
-            if isinstance(n_initial, int) and n_initial > data["budget"] >= 1:
+            if (isinstance(n_initial, int) and not isinstance(n_initial, bool)
+                    and n_initial > budget >= 1):
                 data = {**data, "n_initial": data["budget"]}
         return data
 
@@ -291,6 +336,17 @@ class CampaignConfig(_Section):
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     faults: list[FaultConfig] = Field(default_factory=list)
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        """It names a folder, a SLURM job and a plot title: a plain slug, no path, no TeX."""
+        if not NAME_PATTERN.fullmatch(name) or ".." in name:
+            raise ValueError(
+                f"got {name!r}; expected 1-64 characters of letters, digits and - _ . , starting "
+                "with a letter or digit, with no '..' (it becomes a folder name: no path "
+                "separators, spaces, '$', NUL or newline)")
+        return name
+
     @model_validator(mode="after")
     def _thickness_or_loading(self) -> CampaignConfig:
         has_loading = self.space.mass_loading_mg_cm2 is not None
@@ -299,6 +355,8 @@ class CampaignConfig(_Section):
                 "cell.thickness_um is set but space.mass_loading_mg_cm2 fixes the thickness: "
                 "remove one of them"
             )
+        if has_loading:
+            _check_loading_thickness(self.space)
         ranks = self.resources.mpi_ranks_per_task
         if ranks is not None and ranks < self.fidelity.mpi_ranks:
             raise ValueError(
@@ -315,6 +373,8 @@ class CampaignConfig(_Section):
 
     def to_spec_dict(self) -> dict[str, Any]:
         """The JSON-safe `jobs.contract.spec.EvaluationSpec` dict every evaluation receives."""
+        if self.fidelity.voxel_um is None:   # built without parse_campaign
+            return _with_voxel_size(self, self.name).to_spec_dict()
         gen = self.generator
         cell: dict[str, Any] = {
             "parameter_set": self.cell.parameter_set,
@@ -348,6 +408,31 @@ class CampaignConfig(_Section):
         return _drop_none(self.model_dump())
 
 
+def _interval(value: float | list[float]) -> tuple[float, float]:
+    return (float(value[0]), float(value[1])) if isinstance(value, list) else (float(value),) * 2
+
+
+def _check_loading_thickness(space: SpaceConfig) -> None:
+    """The thickness every design of the box gets from its loading, L = m / (phi_AM rho_AM),
+    must be one the cell model accepts: checked at the box's corners, before any submission."""
+    am, porosity = _interval(space.am_wt_frac), _interval(space.porosity)
+    loading = _interval(space.mass_loading_mg_cm2)
+    thinnest, thickest = ranges.thickness_range_um(am, porosity, loading)
+    accepted = ranges.THICKNESS_UM
+    if accepted.low <= thinnest and thickest <= accepted.high:
+        return
+    # the loadings that fit every (am_wt_frac, porosity) corner: L scales linearly with m
+    low = loading[0] * accepted.low / ranges.thickness_range_um(am, porosity, (loading[0],) * 2)[0]
+    high = loading[1] * accepted.high / ranges.thickness_range_um(am, porosity, (loading[1],) * 2)[1]
+    fix = (f"keep space.mass_loading_mg_cm2 within [{low:.3g}, {high:.3g}] mg/cm2 for this box"
+           if low <= high else "narrow space.am_wt_frac or space.porosity: no single loading fits")
+    raise ValueError(
+        f"space.mass_loading_mg_cm2: {space.mass_loading_mg_cm2} mg/cm2 with am_wt_frac "
+        f"{space.am_wt_frac} and porosity {space.porosity} gives cathodes {thinnest:.1f} to "
+        f"{thickest:.1f} um thick (L = m / (phi_AM rho_AM) at the box's corners), but the cell "
+        f"model accepts thickness_um in {accepted.interval_text()}: {fix}")
+
+
 def _spec_through_jobs(spec: dict[str, Any]) -> dict[str, Any]:
     """Round-trip through jobs.contract.spec so a mismatch with the evaluation's contract fails here."""
     from jobs.contract.spec import EvaluationSpec
@@ -366,10 +451,11 @@ def _drop_none(value: Any) -> Any:
 # ---- loading ---------------------------------------------------------------------------------
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """Walk a pydantic location to the model that rejected an extra key; return its field names."""
+def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model reached by walking field names `path` from `model` (list indices
+    skipped), or None where the path leaves the models."""
     current: Any = model
-    for part in loc[:-1]:
+    for part in path:
         if isinstance(part, int):
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
@@ -382,30 +468,73 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
         is_list = bool(args) and getattr(annotation, "__origin__", None) is list
         current = args[0] if is_list else annotation
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        return current
     return None
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Walk a pydantic location to the model that rejected an extra key; return its field names."""
+    current = _model_at(model, loc[:-1])
+    return None if current is None else list(current.model_fields)
+
+
+_BOUND_WORDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _bounds_text(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """Both bounds of a Field(ge=..., le=...) at `loc`, e.g. 'a number >= 1 and <= 4096'."""
+    names = [part for part in loc if not isinstance(part, int)]
+    if not names:
+        return None
+    owner = _model_at(model, tuple(names[:-1]))
+    field = None if owner is None else owner.model_fields.get(str(names[-1]))
+    if field is None:
+        return None
+    words = [f"{symbol} {getattr(item, key)}" for item in field.metadata
+             for key, symbol in _BOUND_WORDS.items() if getattr(item, key, None) is not None]
+    kind = "an integer" if field.annotation is int else "a number"
+    return f"{kind} {' and '.join(words)}" if words else None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def format_validation_error(error: ValidationError, source: str,
                             model: type[BaseModel] | None = None,
                             what: str = "campaign file") -> str:
-    """One line per offending key (dotted path), with the accepted keys for an unknown one.
-    `model` is the root model validated (default: CampaignConfig)."""
+    """One line per offending key (dotted path) saying what was given and what is accepted: the
+    accepted keys for an unknown one, both bounds for a number out of range, the type for a
+    value of the wrong type. `model` is the root model validated (default: CampaignConfig)."""
     model = model or CampaignConfig
     lines = [f"invalid {what} {source}:"]
     for item in error.errors():
         loc = tuple(item["loc"])
         path = ".".join(str(part) for part in loc) or "(top level)"
-        if item["type"] == "extra_forbidden":
+        kind = item["type"]
+        if not loc and kind == "value_error":   # a cross-field check: its message names the keys
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+            continue
+        if kind == "extra_forbidden":
             allowed = _allowed_keys(model, loc)
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
             lines.append(f"  {path}: unknown key{hint}")
             continue
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "literal_error":
-            message = f"got {item.get('input')!r}; {message[0].lower()}{message[1:]}"
-        elif item["type"] == "missing":
+        given = item.get("input")
+        if kind == "literal_error":
+            message = f"got {_shown(given)}; {message[0].lower()}{message[1:]}"
+        elif kind == "missing":
             message = "required key is missing"
+        elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            bounds = _bounds_text(model, loc)
+            message = f"got {_shown(given)}; expected {bounds or message}"
+        elif kind == "finite_number":
+            message = f"got {_shown(given)}; expected a finite number (no nan or inf)"
+        elif kind.endswith("_type") or kind.endswith("_parsing"):
+            message = (f"got {_shown(given)} ({type(given).__name__}); "
+                       f"{message[0].lower()}{message[1:]} (values are not converted)")
         lines.append(f"  {path}: {message}")
     return "\n".join(lines)
 
@@ -419,7 +548,7 @@ def resolve_campaign_path(name_or_path: str | Path) -> Path:
             raise ConfigError(f"built-in campaign {text!r} is not installed (no {path.name})")
         return path
     path = Path(text)
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(
             f"campaign file {text!r} not found; give a path to a .toml file or one of "
             f"{', '.join(BUILTIN_CAMPAIGNS)}"
@@ -429,7 +558,15 @@ def resolve_campaign_path(name_or_path: str | Path) -> Path:
 
 def parse_campaign(data: dict[str, Any], source: str = "<dict>",
                    base_dir: Path | None = None) -> CampaignConfig:
-    """Validate campaign data; relative paths (model file, warm starts) resolve to base_dir."""
+    """Validate campaign data; relative paths (model file, warm starts) resolve to base_dir.
+
+    Everything the evaluations will check is checked here too (the evaluation spec is built once),
+    so a campaign that passes cannot fail every trial for its configuration. Any bad input is a
+    ConfigError naming the key.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid campaign file {source}:\n  (top level): expected a table of "
+                          f"sections, got {type(data).__name__}")
     data = apply_convergence_recommendation(data, source, base_dir)
     try:
         config = CampaignConfig.model_validate(data)
@@ -437,7 +574,7 @@ def parse_campaign(data: dict[str, Any], source: str = "<dict>",
         raise ConfigError(format_validation_error(error, source)) from None
     if base_dir is not None:
         config = _resolve_paths(config, base_dir)
-    if config.generator.model_path and not Path(config.generator.model_path).exists():
+    if config.generator.model_path and not Path(config.generator.model_path).is_file():
         raise ConfigError(
             f"invalid campaign file {source}:\n  generator.model_path: file "
             f"{config.generator.model_path!r} does not exist"
@@ -447,7 +584,62 @@ def parse_campaign(data: dict[str, Any], source: str = "<dict>",
             f"invalid campaign file {source}:\n  cell.calibration: file "
             f"{config.cell.calibration!r} does not exist (write one with `microloop calibrate`)"
         )
+    config = _with_voxel_size(config, source)
+    try:
+        config.to_spec_dict()
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"invalid campaign file {source}:\n  {error}") from None
     return config
+
+
+def trained_generator_voxel_um(kind: str, model_path: str | None = None) -> float:
+    """The voxel size (um) a trained generator was trained at, stored with its weights
+    (`kernels.generator.network.GeneratorConfig.voxel_um`); ValueError if the file is no model."""
+    from kernels.generator import model as generator
+
+    if kind == "default":
+        return float(generator.load_default_model().config.voxel_um)
+    if model_path is None:
+        raise ValueError("generator.model_path is needed for kind = 'model'")
+    try:
+        model = generator.load_state_bytes(Path(model_path).read_bytes())
+    # the ways a file that is not a saved generator fails to load (torch.load with
+    # weights_only=True, then model_from_state); each is reported with its type and message
+    except (OSError, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, KeyError,
+            TypeError, AttributeError) as error:
+        raise ValueError(f"generator.model_path: {model_path!r} is not a generator saved by "
+                         f"`microloop train-generator` ({type(error).__name__}: "
+                         f"{str(error)[:200]})") from None
+    return float(model.config.voxel_um)
+
+
+def _with_voxel_size(config: CampaignConfig, source: str) -> CampaignConfig:
+    """fidelity.voxel_um filled in: a trained generator's own (a different value given is an
+    error: the metrics are per micrometre), else the simulator's default."""
+    fidelity, generator = config.fidelity, config.generator
+    if generator.kind == "procedural":
+        voxel_um = PROCEDURAL_VOXEL_UM if fidelity.voxel_um is None else fidelity.voxel_um
+    else:
+        try:
+            voxel_um = trained_generator_voxel_um(generator.kind, generator.model_path)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(f"invalid campaign file {source}:\n  {error}") from None
+        which = ("the shipped generator (generator.kind = 'default')" if generator.kind == "default"
+                 else f"the generator in {generator.model_path!r}")
+        if fidelity.voxel_um is not None and not math.isclose(fidelity.voxel_um, voxel_um,
+                                                              rel_tol=1e-9):
+            raise ConfigError(
+                f"invalid campaign file {source}:\n  fidelity.voxel_um: {fidelity.voxel_um} um "
+                f"differs from the {voxel_um} um voxels of {which}, which generates at the size it "
+                "was trained at; remove fidelity.voxel_um (the model's is used) or train a model "
+                "at that size")
+        if not ranges.VOXEL_UM.contains(voxel_um):
+            raise ConfigError(f"invalid campaign file {source}:\n  generator: {which} has "
+                              f"{voxel_um} um voxels; fidelity.voxel_um must be "
+                              f"{ranges.VOXEL_UM.describe()}")
+    return config.model_copy(update={"fidelity": fidelity.model_copy(update={"voxel_um": voxel_um})})
 
 
 def apply_convergence_recommendation(data: dict[str, Any], source: str = "<dict>",
@@ -456,29 +648,37 @@ def apply_convergence_recommendation(data: dict[str, Any], source: str = "<dict>
     (`fidelity.from_convergence = "study folder"`). Giving them as well is an error unless they
     agree, so a campaign never silently runs at another fidelity than the one it names."""
     fidelity = data.get("fidelity")
-    if not isinstance(fidelity, dict) or not fidelity.get("from_convergence"):
-        return data
+    if not isinstance(fidelity, dict) or not isinstance(fidelity.get("from_convergence"), str) \
+            or not fidelity["from_convergence"]:
+        return data   # absent, or of the wrong type: the schema reports it
     key = "fidelity.from_convergence"
-    folder = Path(str(fidelity["from_convergence"])).expanduser()
+    where = f"invalid campaign file {source}:\n  {key}"
+    folder = Path(fidelity["from_convergence"]).expanduser()
     if not folder.is_absolute() and base_dir is not None:
         folder = (base_dir / folder).resolve()
     summary_path, plan_path = folder / "convergence.json", folder / "study.json"
-    if not summary_path.exists() or not plan_path.exists():
-        raise ConfigError(f"invalid campaign file {source}:\n  {key}: {str(folder)!r} holds no "
-                          "finished convergence study (run `microloop convergence ... --dir` first)")
-    summary = json.loads(summary_path.read_text())
-    plan = json.loads(plan_path.read_text())
-    recommended = summary.get("recommended")
-    if not recommended:
-        raise ConfigError(f"invalid campaign file {source}:\n  {key}: the study in {str(folder)!r} "
-                          "recommends nothing (no size met its tolerance): add larger cube sizes")
-    chosen = {"n_cubes": int(recommended["n_cubes"]),
-              "cube_voxels": int(recommended["cube_voxels"]),
-              "voxel_um": float(plan["voxel_um"])}
+    if not summary_path.is_file() or not plan_path.is_file():
+        raise ConfigError(f"{where}: {str(folder)!r} holds no finished convergence study "
+                          "(run `microloop convergence ... --dir` first)")
+    try:
+        summary = json.loads(summary_path.read_text())
+        plan = json.loads(plan_path.read_text())
+        recommended = summary.get("recommended")
+        if not recommended:
+            raise ConfigError(f"{where}: the study in {str(folder)!r} recommends nothing (no size "
+                              "met its tolerance): add larger cube sizes")
+        chosen = {"n_cubes": recommended["n_cubes"], "cube_voxels": recommended["cube_voxels"],
+                  "voxel_um": plan["voxel_um"]}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError,
+            TypeError) as error:
+        raise ConfigError(f"{where}: cannot read the study in {str(folder)!r} "
+                          f"(convergence.json / study.json: {type(error).__name__}: {error})"
+                          ) from None
     for name, value in chosen.items():
         if name in fidelity and fidelity[name] != value:
-            raise ConfigError(f"invalid campaign file {source}:\n  fidelity.{name}: {fidelity[name]!r}"
-                              f" contradicts {key} (which gives {value!r}); remove one of them")
+            raise ConfigError(f"invalid campaign file {source}:\n  fidelity.{name}: "
+                              f"{fidelity[name]!r} contradicts {key} (which gives {value!r}); "
+                              "remove one of them")
     return {**data, "fidelity": {**fidelity, **chosen, "from_convergence": str(folder)}}
 
 
@@ -504,9 +704,13 @@ def load_campaign(name_or_path: str | Path, overrides: dict[str, dict[str, Any]]
     """Read, override (e.g. {"optimizer": {"budget": 4}}) and validate a campaign file."""
     path = resolve_campaign_path(name_or_path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"campaign file {path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"campaign file {path} is not UTF-8 text (TOML must be): {error}") from None
+    except OSError as error:
+        raise ConfigError(f"campaign file {path} cannot be read: {error}") from None
     for section, values in (overrides or {}).items():
         table = data.setdefault(section, {})
         if not isinstance(table, dict):

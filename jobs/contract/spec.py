@@ -3,7 +3,8 @@
 `hpc.campaign.config` builds an `EvaluationSpec` from the campaign file; the spec is then written next to
 each trial (``trials/<id>/spec.json``) so that every job (an array task, an MPI rank started by
 ``mpiexec``, a Dask worker) reads the same values. Every check raises ``ValueError`` naming the
-field and the accepted values, before any work is done.
+field and the accepted values, before any work is done. Physical ranges are not written here:
+they come from `kernels.cell.ranges`, so the spec accepts exactly what the stages accept.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from kernels.cell import ranges
+
 OBJECTIVE_KINDS = ("energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g")
-PARAM_KEYS = ("am_wt_frac", "porosity", "binder_adhesion", "mass_loading_mg_cm2")
+PARAM_KEYS = tuple(ranges.DESIGN_PARAMETERS)
 REQUIRED_PARAM_KEYS = ("am_wt_frac", "porosity")
 PROCEDURAL = "procedural"
-MAX_POWER_W = 20000.0       # the cell model's upper power per 4680 cell
+MAX_POWER_W = ranges.POWER_W.high   # the cell model's upper power per 4680 cell
 DEFAULT_MODEL = "default"   # the trained generator shipped with microloop
 
 
@@ -27,6 +30,10 @@ def _require(ok: bool, name: str, accepted: str, value: Any) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
@@ -41,7 +48,7 @@ def _from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
     return cls(**data)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FidelitySpec:
     """How finely a design is characterised: `n_cubes` independent cubes of `cube_voxels`^3."""
 
@@ -56,12 +63,10 @@ class FidelitySpec:
     mpi_ranks: int = 1
 
     def validate(self) -> None:
-        _require(isinstance(self.n_cubes, int) and self.n_cubes >= 1,
+        _require(_is_int(self.n_cubes) and self.n_cubes >= 1,
                  "fidelity.n_cubes", "an integer >= 1", self.n_cubes)
-        _require(isinstance(self.cube_voxels, int) and 8 <= self.cube_voxels <= 1024,
-                 "fidelity.cube_voxels", "an integer in [8, 1024]", self.cube_voxels)
-        _require(_is_number(self.voxel_um) and self.voxel_um > 0,
-                 "fidelity.voxel_um", "a number > 0 (micrometres per voxel)", self.voxel_um)
+        ranges.CUBE_VOXELS.check(self.cube_voxels, "fidelity.cube_voxels")
+        ranges.VOXEL_UM.check(self.voxel_um, "fidelity.voxel_um")
         _require(isinstance(self.backend, str) and self.backend != "",
                  "fidelity.backend", "a solver back-end name such as 'taufactor' or 'native'",
                  self.backend)
@@ -71,11 +76,11 @@ class FidelitySpec:
             value = getattr(self, name)
             _require(value is None or (_is_number(value) and value > 0),
                      f"fidelity.{name}", "a number > 0 in S/m, or omitted for the default", value)
-        _require(isinstance(self.mpi_ranks, int) and self.mpi_ranks >= 1,
+        _require(_is_int(self.mpi_ranks) and self.mpi_ranks >= 1,
                  "fidelity.mpi_ranks", "an integer >= 1", self.mpi_ranks)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GeneratorSpec:
     """Where voxels come from: the procedural simulator, the shipped trained model ("default")
     or a trained model file (a path). The mean diameter/spread apply to the procedural one."""
@@ -89,18 +94,15 @@ class GeneratorSpec:
                  "generator.kind",
                  f"'{PROCEDURAL}', '{DEFAULT_MODEL}' (the shipped model) or a model file path",
                  self.kind)
-        _require(_is_number(self.mean_diameter_um) and self.mean_diameter_um > 0,
-                 "generator.mean_diameter_um", "a number > 0 (micrometres)", self.mean_diameter_um)
-        _require(_is_number(self.diameter_spread) and self.diameter_spread >= 0,
-                 "generator.diameter_spread", "a number >= 0 (lognormal sigma)",
-                 self.diameter_spread)
+        ranges.MEAN_DIAMETER_UM.check(self.mean_diameter_um, "generator.mean_diameter_um")
+        ranges.DIAMETER_SPREAD.check(self.diameter_spread, "generator.diameter_spread")
 
     @property
     def is_procedural(self) -> bool:
         return self.kind == PROCEDURAL
 
 
-@dataclass
+@dataclass(frozen=True)
 class ObjectiveSpec:
     """The number the optimiser maximises: one cell quantity at one power or one C-rate."""
 
@@ -111,6 +113,9 @@ class ObjectiveSpec:
     # also score every sample on its own: the spread of the per-sample objective is the design's
     # known observation noise for the optimiser (one more discharge per sample)
     noise_from_samples: bool = False
+    # the fraction of a design's cubes whose pore AND solid phases must both percolate for the
+    # design to be scored; below it the design is infeasible (1.0: every cube)
+    min_percolating_fraction: float = 1.0
 
     def validate(self) -> None:
         _require(isinstance(self.noise_from_samples, bool), "objective.noise_from_samples",
@@ -121,12 +126,11 @@ class ObjectiveSpec:
                  "exactly one of power_W (W per cell) or c_rate set",
                  {"power_W": self.power_W, "c_rate": self.c_rate})
         if self.power_W is not None:
-            _require(_is_number(self.power_W) and 0 < self.power_W <= MAX_POWER_W,
-                     "objective.power_W", f"a number in (0, {MAX_POWER_W:g}] (watts per cell)",
-                     self.power_W)
+            ranges.POWER_W.check(self.power_W, "objective.power_W")
         if self.c_rate is not None:
-            _require(_is_number(self.c_rate) and self.c_rate > 0, "objective.c_rate",
-                     "a number > 0 (1/h)", self.c_rate)
+            ranges.C_RATE.check(self.c_rate, "objective.c_rate")
+        ranges.MIN_PERCOLATING_FRACTION.check(self.min_percolating_fraction,
+                                              "objective.min_percolating_fraction")
         _require(isinstance(self.half_cell, bool), "objective.half_cell", "true or false",
                  self.half_cell)
         # the cell model scores a lithium-metal half cell in mAh/g at a C-rate only, and a
@@ -143,7 +147,7 @@ class ObjectiveSpec:
                      "('capacity_mAh_g' needs objective.half_cell = true)", self.kind)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CellSpec:
     """The cell the electrode is scored in. The cathode thickness comes from, in order:
     `mass_loading_mg_cm2` in the design params, `mass_loading_mg_cm2` here, `thickness_um` here."""
@@ -176,19 +180,16 @@ class CellSpec:
                 Calibration.from_dict(self.calibration)
             except (TypeError, ValueError) as error:
                 raise ValueError(f"cell.calibration: {error}") from None
-        _require(_is_number(self.thickness_um) and 1 <= self.thickness_um <= 1000,
-                 "cell.thickness_um", "a number in [1, 1000] (micrometres)", self.thickness_um)
-        _require(self.mass_loading_mg_cm2 is None
-                 or (_is_number(self.mass_loading_mg_cm2) and self.mass_loading_mg_cm2 > 0),
-                 "cell.mass_loading_mg_cm2", "a number > 0 (mg/cm^2) or omitted",
-                 self.mass_loading_mg_cm2)
-        _require(isinstance(self.ragone_powers_W, list)
-                 and all(_is_number(p) and 0 < p <= MAX_POWER_W for p in self.ragone_powers_W),
-                 "cell.ragone_powers_W", f"a list of numbers in (0, {MAX_POWER_W:g}] (watts per cell)",
-                 self.ragone_powers_W)
+        ranges.THICKNESS_UM.check(self.thickness_um, "cell.thickness_um")
+        if self.mass_loading_mg_cm2 is not None:
+            ranges.MASS_LOADING_MG_CM2.check(self.mass_loading_mg_cm2, "cell.mass_loading_mg_cm2")
+        _require(isinstance(self.ragone_powers_W, list), "cell.ragone_powers_W",
+                 f"a list of powers, each {ranges.POWER_W.describe()}", self.ragone_powers_W)
+        for index, power in enumerate(self.ragone_powers_W):
+            ranges.POWER_W.check(power, f"cell.ragone_powers_W[{index}]")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvaluationSpec:
     """Everything fixed across a campaign's evaluations; the design params vary per trial."""
 
@@ -206,7 +207,7 @@ class EvaluationSpec:
         _require(not (self.objective.half_cell and self.cell.ragone_powers_W),
                  "cell.ragone_powers_W", "empty for a half cell (constant-power sweeps need a "
                  "full cell)", self.cell.ragone_powers_W)
-        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+        _require(_is_int(self.seed) and self.seed >= 0,
                  "seed", "an integer >= 0", self.seed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,24 +226,29 @@ class EvaluationSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"spec: unknown key(s) {unknown}; accepted keys: {sorted(known)}")
+        cell = data.get("cell")
+        if isinstance(cell, dict) and isinstance(cell.get("ragone_powers_W"), tuple):
+            cell = {**cell, "ragone_powers_W": list(cell["ragone_powers_W"])}
         spec = cls(
             fidelity=_from_dict(FidelitySpec, data.get("fidelity"), "fidelity"),
             generator=_from_dict(GeneratorSpec, data.get("generator"), "generator"),
             objective=_from_dict(ObjectiveSpec, data.get("objective"), "objective"),
-            cell=_from_dict(CellSpec, data.get("cell"), "cell"),
+            cell=_from_dict(CellSpec, cell, "cell"),
             seed=data.get("seed", 0),
         )
-        spec.cell.ragone_powers_W = list(spec.cell.ragone_powers_W)
         spec.validate()
         return spec
 
 
-def validate_params(params: dict[str, float]) -> dict[str, float]:
+def validate_params(params: dict[str, float],
+                    spec: EvaluationSpec | None = None) -> dict[str, float]:
     """Check the design params of one trial; returns them as plain floats.
 
     `am_wt_frac` and `porosity` are required (the controller merges fixed values in);
-    `binder_adhesion` and `mass_loading_mg_cm2` are optional. Physical ranges are checked by
-    `kernels.structure.procedural.ManufacturingParams.validate` when the structure is built.
+    `binder_adhesion` and `mass_loading_mg_cm2` are optional. Each must lie in its range of
+    `kernels.cell.ranges.DESIGN_PARAMETERS`, and the cathode thickness a mass loading gives
+    (from the params, else from `spec.cell`) in `ranges.THICKNESS_UM`, so a trial the cell model
+    would refuse fails here, before generation.
     """
     if not isinstance(params, dict):
         raise ValueError(f"params must be a dict, got {type(params).__name__}")
@@ -252,13 +258,18 @@ def validate_params(params: dict[str, float]) -> dict[str, float]:
     missing = [key for key in REQUIRED_PARAM_KEYS if key not in params]
     if missing:
         raise ValueError(f"params: missing key(s) {missing}; required: {list(REQUIRED_PARAM_KEYS)}")
-    out: dict[str, float] = {}
-    for key, value in params.items():
-        _require(_is_number(value), f"params.{key}", "a finite number", value)
-        out[key] = float(value)
-    if "mass_loading_mg_cm2" in out:
-        _require(out["mass_loading_mg_cm2"] > 0, "params.mass_loading_mg_cm2",
-                 "a number > 0 (mg/cm^2)", out["mass_loading_mg_cm2"])
+    out = {key: ranges.DESIGN_PARAMETERS[key].check(value, f"params.{key}")
+           for key, value in params.items()}
+    loading = out.get("mass_loading_mg_cm2",
+                      None if spec is None else spec.cell.mass_loading_mg_cm2)
+    if loading is not None:
+        thickness, _ = ranges.thickness_range_um((out["am_wt_frac"],) * 2, (out["porosity"],) * 2,
+                                                 (loading,) * 2)
+        if not ranges.THICKNESS_UM.contains(thickness):
+            raise ValueError(
+                f"params.mass_loading_mg_cm2 = {loading} with am_wt_frac {out['am_wt_frac']} and "
+                f"porosity {out['porosity']} gives a cathode {thickness:.1f} um thick, outside "
+                f"the cell model's thickness_um range {ranges.THICKNESS_UM.interval_text()}")
     return out
 
 
@@ -269,5 +280,5 @@ def read_job_inputs(spec_path: str, params_path: str) -> tuple[EvaluationSpec, d
     from pathlib import Path
 
     spec = EvaluationSpec.from_dict(json.loads(Path(spec_path).read_text()))
-    params = validate_params(json.loads(Path(params_path).read_text()))
+    params = validate_params(json.loads(Path(params_path).read_text()), spec)
     return spec, params
