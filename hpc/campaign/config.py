@@ -74,10 +74,21 @@ def _check_in(physical: PhysicalRange, value: Any) -> Any:
     return value
 
 
-def _ranged(physical: PhysicalRange) -> Any:
+def in_range(physical: PhysicalRange) -> Any:
     """The pydantic type of a value that must lie in `physical` (a kernels.cell.ranges range)."""
     base = int if physical.integer else float
     return Annotated[base, AfterValidator(functools.partial(_check_in, physical))]
+
+
+def _plain_path(value: str | None) -> str | None:
+    """A file or folder name from the campaign file: non-empty, one line, no NUL."""
+    if value is not None and (not value.strip() or any(c in value for c in "\x00\n\r")):
+        raise ValueError(f"got {value!r}; expected a non-empty path on one line (no NUL)")
+    return value
+
+
+#: a path given in the campaign file (relative ones resolve against the file's folder)
+PathText = Annotated[str, AfterValidator(_plain_path)]
 
 
 def _range_text(name: str) -> str:
@@ -170,14 +181,14 @@ class ObjectiveConfig(_Section):
     kind: Literal["energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g"] = (
         "energy_density_Wh_L"
     )
-    power_W: _ranged(ranges.POWER_W) | None = None
-    c_rate: _ranged(ranges.C_RATE) | None = None
+    power_W: in_range(ranges.POWER_W) | None = None
+    c_rate: in_range(ranges.C_RATE) | None = None
     half_cell: bool = False
     #: score each sample on its own and tell the optimiser the variance of the mean as known noise
     noise_from_samples: bool = False
     #: the fraction of a design's cubes whose pore and solid phases must both percolate for the
     #: design to be scored; below it the design is infeasible
-    min_percolating_fraction: _ranged(ranges.MIN_PERCOLATING_FRACTION) = 1.0
+    min_percolating_fraction: in_range(ranges.MIN_PERCOLATING_FRACTION) = 1.0
 
     @model_validator(mode="after")
     def _one_operating_point(self) -> ObjectiveConfig:
@@ -191,9 +202,9 @@ class GeneratorConfig(_Section):
     ("default") or a trained model file (kind = "model" with model_path)."""
 
     kind: Literal["procedural", "default", "model"] = "procedural"
-    model_path: str | None = None
-    mean_diameter_um: _ranged(ranges.MEAN_DIAMETER_UM) = 8.0
-    diameter_spread: _ranged(ranges.DIAMETER_SPREAD) = 0.25
+    model_path: PathText | None = None
+    mean_diameter_um: in_range(ranges.MEAN_DIAMETER_UM) = 8.0
+    diameter_spread: in_range(ranges.DIAMETER_SPREAD) = 0.25
 
     @model_validator(mode="after")
     def _model_needs_path(self) -> GeneratorConfig:
@@ -208,10 +219,10 @@ class FidelityConfig(_Section):
     """How finely each design is characterised: sub-volumes, their size and the solver."""
 
     n_cubes: int = Field(default=2, ge=1, le=4096)
-    cube_voxels: _ranged(ranges.CUBE_VOXELS) = 32
+    cube_voxels: in_range(ranges.CUBE_VOXELS) = 32
     #: None: the trained generator's own voxel size, or PROCEDURAL_VOXEL_UM for the simulator
     #: (parse_campaign fills it in; a value that differs from a trained model's is an error)
-    voxel_um: _ranged(ranges.VOXEL_UM) | None = None
+    voxel_um: in_range(ranges.VOXEL_UM) | None = None
     backend: Literal["taufactor", "native"] = "native"
     rel_tol: float = Field(default=1e-3, gt=0, le=0.1)
     conductivity_am_S_m: float | None = Field(default=None, gt=0)
@@ -219,7 +230,7 @@ class FidelityConfig(_Section):
     mpi_ranks: int = Field(default=1, ge=1, le=4096)
     #: a `microloop convergence` study folder: its recommended cube size and count (and voxel
     #: size) become n_cubes, cube_voxels and voxel_um (see apply_convergence_recommendation)
-    from_convergence: str | None = None
+    from_convergence: PathText | None = None
 
 
 class CellConfig(_Section):
@@ -228,10 +239,10 @@ class CellConfig(_Section):
     parameter_set: str = "Chen2020"
     packaging: dict[str, float] = Field(default_factory=dict)
     #: used when space.mass_loading_mg_cm2 is not given; None = the parameter set's (Chen2020 75.6)
-    thickness_um: _ranged(ranges.THICKNESS_UM) | None = None
-    ragone_powers_W: list[_ranged(ranges.POWER_W)] = Field(default_factory=list)
+    thickness_um: in_range(ranges.THICKNESS_UM) | None = None
+    ragone_powers_W: list[in_range(ranges.POWER_W)] = Field(default_factory=list)
     #: a calibration file written by `microloop calibrate` (path, relative to the campaign file)
-    calibration: str | None = None
+    calibration: PathText | None = None
 
 
 class OptimizerConfig(_Section):
@@ -307,7 +318,7 @@ class ResourcesConfig(_Section):
 class WarmStartConfig(_Section):
     """Earlier campaign folders whose observations seed the optimiser when their spaces match."""
 
-    campaigns: list[str] = Field(default_factory=list)
+    campaigns: list[PathText] = Field(default_factory=list)
 
 
 class FaultConfig(_Section):
@@ -386,7 +397,7 @@ class CampaignConfig(_Section):
         if self.cell.calibration is not None:
             try:
                 cell["calibration"] = json.loads(Path(self.cell.calibration).read_text())
-            except (OSError, json.JSONDecodeError) as error:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise ConfigError(f"cell.calibration: cannot read {self.cell.calibration!r} "
                                   f"as a calibration file (JSON from `microloop calibrate`): "
                                   f"{error}") from None
@@ -572,14 +583,22 @@ def parse_campaign(data: dict[str, Any], source: str = "<dict>",
         config = CampaignConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source)) from None
-    if base_dir is not None:
-        config = _resolve_paths(config, base_dir)
-    if config.generator.model_path and not Path(config.generator.model_path).is_file():
+    try:
+        if base_dir is not None:
+            config = _resolve_paths(config, base_dir)
+        model_missing = (config.generator.model_path is not None
+                         and not Path(config.generator.model_path).is_file())
+        calibration_missing = (config.cell.calibration is not None
+                               and not Path(config.cell.calibration).is_file())
+    except OSError as error:   # e.g. a name longer than the file system allows
+        raise ConfigError(f"invalid campaign file {source}:\n  a path in the file cannot be "
+                          f"used: {error}") from None
+    if model_missing:
         raise ConfigError(
             f"invalid campaign file {source}:\n  generator.model_path: file "
             f"{config.generator.model_path!r} does not exist"
         )
-    if config.cell.calibration and not Path(config.cell.calibration).exists():
+    if calibration_missing:
         raise ConfigError(
             f"invalid campaign file {source}:\n  cell.calibration: file "
             f"{config.cell.calibration!r} does not exist (write one with `microloop calibrate`)"

@@ -1,4 +1,8 @@
-"""The convergence-study file (TOML) as validated models; errors name the key and the fix."""
+"""The convergence-study file (TOML) as validated models; errors name the key and the fix.
+
+Strict like the campaign file (no coercion, finite numbers), with the voxel and cube sizes and the
+recipe checked against `kernels.cell.ranges`: a study recommends only what a campaign accepts.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,19 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpc.campaign.config import format_validation_error
+from hpc.campaign.config import format_validation_error, in_range
 from jobs.convergence import ConvergencePlan
+from kernels.cell import ranges
+
+#: what a procedural recipe may hold (mass loading sets a thickness, not a microstructure)
+RECIPE_RANGES = {**{k: v for k, v in ranges.DESIGN_PARAMETERS.items()
+                    if k != "mass_loading_mg_cm2"}, **ranges.PARTICLE_PARAMETERS}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class MaterialSection(_Strict):
@@ -22,8 +31,18 @@ class MaterialSection(_Strict):
     volume: str | None = Field(None, description="a labelled volume file (.npy, .tif, .zarr) instead")
     source_voxels: int = Field(256, ge=16, le=2048)
     n_source_volumes: int = Field(1, ge=1, le=64)
-    voxel_um: float = Field(0.5, gt=0, le=50)
+    voxel_um: in_range(ranges.VOXEL_UM) = 0.5
     axis: Literal[0, 1, 2] = 0
+
+    @field_validator("design")
+    @classmethod
+    def _recipe_in_range(cls, design: dict[str, float] | None) -> dict[str, float] | None:
+        for name, value in (design or {}).items():
+            if name not in RECIPE_RANGES:
+                raise ValueError(f"unknown recipe key {name!r}; accepted: {', '.join(RECIPE_RANGES)}")
+            if not RECIPE_RANGES[name].contains(value):
+                raise ValueError(f"{name} = {value!r}; expected {RECIPE_RANGES[name].describe()}")
+        return design
 
     @model_validator(mode="after")
     def _one_source(self) -> MaterialSection:
@@ -33,7 +52,7 @@ class MaterialSection(_Strict):
 
 
 class StudySection(_Strict):
-    cube_voxels: list[int] = Field([32, 48, 64, 96, 128], min_length=1)
+    cube_voxels: list[in_range(ranges.CUBE_VOXELS)] = Field([32, 48, 64, 96, 128], min_length=1)
     cubes_per_size: int = Field(40, ge=2, le=100000)
     metric: Literal["tortuosity_factor", "effective_conductivity_S_m"] = "tortuosity_factor"
     backend: Literal["taufactor", "native"] = "native"

@@ -176,6 +176,9 @@ class CellSpec:
         except (TypeError, ValueError) as error:
             raise ValueError(f"cell.packaging: {error}") from None
         if self.calibration is not None:
+            _require(isinstance(self.calibration, dict), "cell.calibration",
+                     "the table of a calibration file (from `microloop calibrate`)",
+                     type(self.calibration).__name__)
             try:
                 Calibration.from_dict(self.calibration)
             except (TypeError, ValueError) as error:
