@@ -3,6 +3,7 @@ round-trips through jobs.contract.spec."""
 
 from __future__ import annotations
 
+import math
 import tomllib
 
 import numpy as np
@@ -360,3 +361,77 @@ def test_malformed_campaigns_raise_config_error_naming_a_changed_field(case):
         message = str(error)
         assert any(section in message and (key is None or key in message)
                    for section, key in where), (message, where)
+
+
+_NOT_A_NUMBER = st.one_of(
+    st.booleans(), st.text(max_size=8), st.sampled_from([math.nan, math.inf, -math.inf]),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.lists(st.text(max_size=3), min_size=1, max_size=3),
+)
+_NOT_A_BOOL = st.one_of(st.integers(), st.floats(allow_nan=False), st.sampled_from(
+    ["true", "yes", "1", ""]), st.lists(st.booleans(), max_size=2))
+_CHOICES = {
+    ("objective", "kind"): ["energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g"],
+    ("generator", "kind"): ["procedural", "default", "model"],
+    ("fidelity", "backend"): ["taufactor", "native"],
+    ("optimizer", "backend"): ["botorch", "dragonfly", "sobol", "random"],
+    ("optimizer", "mode"): ["async", "sync"],
+    ("resources", "executor"): ["local", "slurm", "debug"],
+}
+_NUMBERS = {
+    "space": ["am_wt_frac", "porosity", "binder_adhesion", "mass_loading_mg_cm2"],
+    "objective": ["power_W", "min_percolating_fraction"],
+    "generator": ["mean_diameter_um", "diameter_spread"],
+    "fidelity": ["n_cubes", "cube_voxels", "voxel_um", "rel_tol", "mpi_ranks"],
+    "cell": ["thickness_um"],
+    "optimizer": ["n_initial", "budget", "max_concurrent", "seed"],
+    "resources": ["mem_gb", "walltime_min", "max_retries", "gpus_per_task"],
+}
+_BOOLS = {"objective": ["half_cell", "noise_from_samples"]}
+
+
+@st.composite
+def _invalid(draw):
+    """A campaign with one value that no correct schema accepts, and where it is."""
+    data = {k: dict(v) for k, v in BASE.items()}
+    kind = draw(st.sampled_from(["number", "bool", "choice", "name", "section", "key"]))
+    if kind == "number":
+        section = draw(st.sampled_from(list(_NUMBERS)))
+        key, value = draw(st.sampled_from(_NUMBERS[section])), draw(_NOT_A_NUMBER)
+    elif kind == "bool":
+        section, key, value = "objective", draw(st.sampled_from(_BOOLS["objective"])), \
+            draw(_NOT_A_BOOL)
+    elif kind == "choice":
+        section, key = draw(st.sampled_from(list(_CHOICES)))
+        value = draw(st.one_of(st.integers(), st.booleans(), st.text(max_size=12).filter(
+            lambda text, allowed=_CHOICES[(section, key)]: text not in allowed)))
+    elif kind == "name":
+        section, key = "name", None
+        value = draw(st.one_of(
+            st.integers(), st.booleans(),
+            st.tuples(st.text(max_size=6), st.sampled_from(["/", "\\", "..", "$", "\x00", "\n",
+                                                            " "]), st.text(max_size=6)
+                      ).map("".join),
+            st.text(alphabet="ab", min_size=65, max_size=80)))
+        data["name"] = value
+        return data, section, key
+    elif kind == "section":
+        section, key = draw(st.sampled_from(["space", "objective", "fidelity", "cell"])), None
+        data[section] = draw(st.one_of(st.integers(), st.text(max_size=5), st.booleans(),
+                                       st.lists(st.integers(), max_size=2)))
+        return data, section, key
+    else:
+        section = draw(st.sampled_from(list(_NUMBERS)))
+        key, value = "no_such_key", draw(_JUNK)
+    data.setdefault(section, {})[key] = value
+    return data, section, key
+
+
+@settings(max_examples=300, deadline=None)
+@given(_invalid())
+def test_invalid_values_are_refused_with_a_config_error_naming_the_field(case):
+    data, section, key = case
+    with pytest.raises(ConfigError) as info:
+        parse_campaign(data)
+    where = section if key is None else f"{section}.{key}"
+    assert where in str(info.value), str(info.value)

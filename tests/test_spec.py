@@ -1,0 +1,94 @@
+"""The evaluation spec accepts what the stages accept: its ranges are kernels.cell.ranges', its
+values are not coerced, and a trial's params are refused before generation when the cell model
+would refuse them (a thickness from the mass loading included)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from jobs.contract.spec import EvaluationSpec, validate_params
+from kernels.cell.design import ElectrodeDesign
+
+PARAMS = {"am_wt_frac": 0.9, "porosity": 0.35, "binder_adhesion": 0.5}
+
+
+@pytest.mark.parametrize(("data", "field", "accepted"), [
+    ({"objective": {"power_W": None, "c_rate": 30.0}}, "objective.c_rate", "[0.01, 20.0] 1/h"),
+    ({"objective": {"power_W": 0.05}}, "objective.power_W", "[0.1, 20000.0] W"),
+    ({"cell": {"thickness_um": 400.0}}, "cell.thickness_um", "[20.0, 300.0] um"),
+    ({"cell": {"mass_loading_mg_cm2": 60.0}}, "cell.mass_loading_mg_cm2", "[5.0, 50.0] mg/cm2"),
+    ({"cell": {"ragone_powers_W": [10.0, 0.0]}}, "cell.ragone_powers_W[1]", "[0.1, 20000.0]"),
+    ({"fidelity": {"cube_voxels": 8}}, "fidelity.cube_voxels", "[16, 1024] voxels"),
+    ({"fidelity": {"voxel_um": 0.0}}, "fidelity.voxel_um", "[0.01, 10.0] um"),
+    ({"generator": {"mean_diameter_um": 0.1}}, "generator.mean_diameter_um", "[0.5, 50.0] um"),
+    ({"generator": {"diameter_spread": 2.0}}, "generator.diameter_spread", "[0.0, 1.0]"),
+    ({"objective": {"min_percolating_fraction": 1.5}}, "objective.min_percolating_fraction",
+     "[0.0, 1.0]"),
+])
+def test_out_of_range_values_are_refused_with_both_bounds(data, field, accepted):
+    with pytest.raises(ValueError) as info:
+        EvaluationSpec.from_dict(data)
+    assert field in str(info.value) and accepted in str(info.value)
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"fidelity": {"n_cubes": True}}, "fidelity.n_cubes"),
+    ({"fidelity": {"cube_voxels": 32.0}}, "fidelity.cube_voxels"),
+    ({"fidelity": {"mpi_ranks": True}}, "fidelity.mpi_ranks"),
+    ({"objective": {"power_W": "10"}}, "objective.power_W"),
+    ({"objective": {"min_percolating_fraction": float("nan")}}, "finite"),
+    ({"cell": {"thickness_um": float("inf")}}, "finite"),
+    ({"cell": {"calibration": ["not", "a", "table"]}}, "cell.calibration"),
+])
+def test_values_of_the_wrong_type_or_not_finite_are_refused(data, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        EvaluationSpec.from_dict(data)
+
+
+def test_the_spec_is_frozen_and_round_trips_with_min_percolating_fraction():
+    spec = EvaluationSpec.from_dict({"objective": {"min_percolating_fraction": 0.75},
+                                     "cell": {"ragone_powers_W": (5.0, 50.0)}})
+    assert spec.objective.min_percolating_fraction == 0.75
+    assert EvaluationSpec().objective.min_percolating_fraction == 1.0
+    assert EvaluationSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.objective.c_rate = 30.0   # a spec travels to every job: it cannot drift on the way
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("am_wt_frac", 0.99), ("porosity", 0.6), ("binder_adhesion", -0.1),
+    ("mass_loading_mg_cm2", 60.0), ("porosity", float("nan")), ("am_wt_frac", True),
+])
+def test_trial_params_outside_the_design_ranges_are_refused_before_generation(key, value):
+    with pytest.raises(ValueError) as info:
+        validate_params({**PARAMS, key: value})
+    assert f"params.{key}" in str(info.value)
+    if value == value and not isinstance(value, bool):   # a number out of range: both bounds
+        from kernels.cell.ranges import DESIGN_PARAMETERS
+
+        assert DESIGN_PARAMETERS[key].interval_text() in str(info.value)
+
+
+def test_a_mass_loading_that_makes_a_cathode_the_cell_model_refuses_fails_the_params():
+    """50 mg/cm2 at 0.80 wt% / porosity 0.55 (phi_AM 0.271) is a 388 um cathode: the cell model
+    (ElectrodeDesign) refuses that thickness, so the trial is refused before any work."""
+    from kernels.cell.design import thickness_from_mass_loading_um
+    from kernels.structure.procedural import target_phase_fractions
+
+    thick = {"am_wt_frac": 0.80, "porosity": 0.55, "mass_loading_mg_cm2": 50.0}
+    fractions = target_phase_fractions(0.80, 0.55)
+    thickness_um = thickness_from_mass_loading_um(50.0, fractions["am"])
+    with pytest.raises(ValueError, match="thickness_um"):
+        ElectrodeDesign(fractions["pore"], fractions["am"], thickness_um, 2.0, 1.0, 1.0)
+    with pytest.raises(ValueError) as info:
+        validate_params(thick)
+    assert "params.mass_loading_mg_cm2" in str(info.value) and "388" in str(info.value)
+    assert "[20.0, 300.0]" in str(info.value)
+    # the same loading from the spec's [cell] instead of the params
+    spec = EvaluationSpec.from_dict({"cell": {"mass_loading_mg_cm2": 50.0}})
+    with pytest.raises(ValueError, match="388"):
+        validate_params({"am_wt_frac": 0.80, "porosity": 0.55}, spec)
+    assert validate_params({**PARAMS, "mass_loading_mg_cm2": 20.0})["mass_loading_mg_cm2"] == 20.0
