@@ -435,3 +435,19 @@ def test_invalid_values_are_refused_with_a_config_error_naming_the_field(case):
         parse_campaign(data)
     where = section if key is None else f"{section}.{key}"
     assert where in str(info.value), str(info.value)
+
+
+def test_the_ranges_table_in_the_docs_is_the_one_in_kernels_cell_ranges():
+    """docs/campaigns.md lists the accepted ranges; they must be the ones the code enforces."""
+    import re
+    from pathlib import Path
+
+    from kernels.cell import ranges
+
+    text = (Path(__file__).parents[1] / "docs" / "campaigns.md").read_text()
+    rows = re.findall(r"^\| `([A-Za-z0-9_.]+)`[^|]*\| ([-0-9.e]+) – ([-0-9.e]+) \| [^|]+ \| `ranges\.(\w+)`",
+                      text, flags=re.MULTILINE)
+    assert len(rows) >= 13
+    for key, low, high, name in rows:
+        physical = getattr(ranges, name)
+        assert (float(low), float(high)) == physical.bounds, key
