@@ -155,12 +155,16 @@ EFFECTIVE_CONDUCTIVITY_S_M = PhysicalRange(
     "effective electronic conductivity of the solid; measured NMC cathodes are 0.1-10 S/m")
 CBD_COVERAGE = PhysicalRange(
     "cbd_coverage", 0.0, 1.0, "-", "fraction of the AM surface touching carbon-binder")
+PARTICLE_RADIUS_UM = PhysicalRange(
+    "particle_radius_um", 0.1, 50.0, "um",
+    "measured 3V/S radius of the AM particles: sub-micron primaries to large secondaries")
 
 #: every range the cell model checks (kernels.cell.design and kernels.cell.model), by field name
 CELL_MODEL_RANGES: dict[str, PhysicalRange] = {
     r.name: r for r in (
         MEASURED_POROSITY, MEASURED_AM_VOLUME_FRACTION, THICKNESS_UM, TORTUOSITY_FACTOR,
-        SPECIFIC_SURFACE_AREA_PER_UM, EFFECTIVE_CONDUCTIVITY_S_M, CBD_COVERAGE, POWER_W, C_RATE,
+        SPECIFIC_SURFACE_AREA_PER_UM, EFFECTIVE_CONDUCTIVITY_S_M, CBD_COVERAGE,
+        PARTICLE_RADIUS_UM, POWER_W, C_RATE,
     )
 }
 
