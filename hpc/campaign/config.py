@@ -16,7 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-BUILTIN_CAMPAIGNS = ("quick", "cs1", "cs2", "cs3")
+from hpc.campaigns import builtin_names
+
+#: every campaign file shipped in hpc/campaigns (quick, cs1, cs1_3C, ...), read from the package
+BUILTIN_CAMPAIGNS = builtin_names("campaign")
 
 #: The manufacturing parameters a campaign may vary, with their physical ranges and units.
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
