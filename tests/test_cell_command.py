@@ -33,7 +33,7 @@ def invoke(*args: str):
 def test_json_report_with_powers_c_rates_and_ragone(metrics_file, tmp_path):
     png = tmp_path / "ragone.png"
     result = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--power-W", "10",
-                    "200", "--c-rate", "0.1", "1", "--json", "--ragone", str(png))
+                    "--power-W", "200", "--c-rate", "0.1", "--c-rate", "1", "--json", "--ragone", str(png))
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["capacity_Ah"] > 10
@@ -59,9 +59,9 @@ def test_metrics_under_mean_as_jobs_characterise_writes_them(tmp_path):
 
 def test_flags_override_metrics_and_half_cell_reports_mAh_g(metrics_file):
     base = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--c-rate", "0.1",
-                  "3", "--half-cell", "--json")
+                  "--c-rate", "3", "--half-cell", "--json")
     dense = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--c-rate", "0.1",
-                   "3", "--half-cell", "--json", "--porosity", "0.25")
+                   "--c-rate", "3", "--half-cell", "--json", "--porosity", "0.25")
     assert base.exit_code == 0 and dense.exit_code == 0, base.output + dense.output
     base_rows = json.loads(base.stdout.strip().splitlines()[-1])["results"]
     dense_report = json.loads(dense.stdout.strip().splitlines()[-1])

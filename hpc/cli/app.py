@@ -78,6 +78,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     cls=_MicroloopGroup,
+    rich_markup_mode=None,  # help texts are plain: units like [mg/cm2] are not markup
     context_settings={"help_option_names": HELP_OPTION_NAMES},
 )
 
