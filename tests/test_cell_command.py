@@ -137,3 +137,24 @@ def test_calibration_file_is_used_and_bad_ones_exit_2(metrics_file, tmp_path):
     assert energy[1] == pytest.approx(0.8 * energy[0], rel=0.01)
     failed = invoke(*common, "--calibration", str(bad))
     assert failed.exit_code == 2 and "capacity_factr" in failed.output
+
+
+def test_metrics_as_characterise_json_prints_them_for_one_sample_and_not_for_two(tmp_path):
+    """`characterise --json` of a generated (1, L, L, L) volume is a one-element list."""
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps([{"sample": 0, **METRICS}]))
+    result = invoke("--metrics", str(one), "--thickness-um", "80", "--power-W", "10", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["design"]["porosity"] == 0.335 and report["results"][0]["feasible"]
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps([METRICS, METRICS]))
+    refused = invoke("--metrics", str(two), "--thickness-um", "80", "--power-W", "10")
+    assert refused.exit_code == 2 and "2 samples" in refused.output
+
+
+def test_several_values_are_given_by_repeating_the_flag(metrics_file):
+    """One list convention across the CLI; the old `--power-W 10 200` is refused, not misread."""
+    old_style = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--power-W", "10",
+                       "200")
+    assert old_style.exit_code == 2 and "200" in old_style.output

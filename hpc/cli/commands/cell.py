@@ -83,6 +83,12 @@ def _load_metrics(path: Path) -> dict:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         _usage_error(f"--metrics {path}: {error}")
+    # `characterise --json` of a (1, L, L, L) volume, e.g. from `generate --n 1`: one sample
+    if isinstance(data, list):
+        if len(data) != 1:
+            _usage_error(f"--metrics {path}: a list of {len(data)} samples; give one sample's "
+                         "metrics, or their mean under 'mean'")
+        data = data[0]
     # a results file holds the metrics under "metrics"; jobs.characterise writes "mean" / "std"
     for key in ("metrics", "mean"):
         if isinstance(data, dict) and "volume_fraction" not in data and key in data:
