@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,8 +124,11 @@ def test_installed_wheel_runs_from_another_folder(installed, tmp_path):
         "c = load_campaign('cs1_3C')\n"
         "s = load_convergence_file('study.toml')\n"
         "model = m.load_default_model()\n"
+        "from jobs.contract.spec import EvaluationSpec\n"
+        "from jobs.generate import design_attributes\n"
+        "v = design_attributes(0, {}, EvaluationSpec())['provenance']['microloop_version']\n"
         "print(json.dumps({'hpc': hpc.__file__, 'c_rate': c.objective.c_rate, "
-        "'name': c.name, 'weights': m.default_weights_available(), "
+        "'name': c.name, 'weights': m.default_weights_available(), 'version': v, "
         "'sizes': s.study.cube_voxels, 'params': sum(p.numel() for p in model.parameters())}))\n"
     ), cwd=elsewhere)
     found = json.loads(out.strip().splitlines()[-1])
@@ -132,6 +136,7 @@ def test_installed_wheel_runs_from_another_folder(installed, tmp_path):
     assert found["name"] == "cs1_3C" and found["c_rate"] == 3.0
     assert found["weights"] and found["params"] > 1000
     assert found["sizes"] == [32, 48, 64, 96, 128]
+    assert found["version"] == _project()["version"]  # the voxel store's provenance
 
 
 def _project() -> dict:
@@ -148,6 +153,19 @@ def test_distribution_name_license_and_imports_are_declared():
     declared = " ".join(project["dependencies"])
     for distribution in ("scikit-image", "galvani", "tifffile", "zarr", "pybamm", "taufactor"):
         assert distribution in declared
+
+
+def test_metadata_lookups_and_install_hints_name_the_distribution():
+    """`version("microloop")` or `pip install microloop[...]` would find the unrelated PyPI
+    project (or nothing): the provenance version and the hints must use the distribution."""
+    wrong = re.compile(r"""version\(["']microloop["']\)|microloop\[""")
+    offenders = [f"{path.relative_to(REPO)}:{number}"
+                 for folder in ("kernels", "bayes", "jobs", "hpc", "tests", "docs")
+                 for path in sorted((REPO / folder).rglob("*"))
+                 if path.suffix in (".py", ".md") and path != Path(__file__).resolve()
+                 for number, line in enumerate(path.read_text().splitlines(), start=1)
+                 if wrong.search(line)]
+    assert not offenders, offenders
 
 
 # ------------------------------------------------------------------ the command's front door
