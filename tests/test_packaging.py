@@ -30,9 +30,10 @@ from hpc.cli.app import DISTRIBUTION, app
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.name for p in (REPO / "hpc" / "campaigns").glob("*.toml"))
 WEIGHTS = "kernels/generator/weights/generator_default.pt"
-# setuptools' words when a folder of data files is not a listed package, or a package is unlisted
-PACKAGING_WARNINGS = ("would be ignored", "absent from the `packages` configuration",
-                      "is not a listed package", "_IncludePackageDataAbuse")
+# any warning of setuptools' own (its words for a data folder that is not a listed package
+# among them); the build runs with -W always so none is hidden
+PACKAGING_WARNINGS = ("SetuptoolsWarning", "SetuptoolsDeprecationWarning", "would be ignored",
+                      "absent from the `packages` configuration", "_IncludePackageDataAbuse")
 
 
 def _run(args: list[str], cwd: Path, env: dict | None = None,
@@ -92,6 +93,8 @@ def test_wheel_and_sdist_carry_every_shipped_file_and_build_cleanly(installed):
         assert f"hpc/campaigns/{name}" in wheel_names and f"hpc/campaigns/{name}" in sdist
     assert WEIGHTS in wheel_names and WEIGHTS in sdist
     assert "slurm_templates/controller.sh" in wheel_names
+    entry_points = next(n for n in wheel_names if n.endswith(".dist-info/entry_points.txt"))
+    assert entry_points.startswith("microloop_electrodes-")
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in wheel_names)
     assert {"LICENSE", "README.md", "pyproject.toml"} <= sdist
     assert {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")} <= sdist
