@@ -122,7 +122,8 @@ def test_installed_wheel_runs_from_another_folder(installed, tmp_path):
     assert version.strip() == f"microloop {_project()['version']}"
     out = _installed_python(site, (
         "import json, hpc, kernels.generator.model as m\n"
-        "from hpc.campaign.config import load_campaign\n"
+        "from hpc.campaign.config import BUILTIN_CAMPAIGNS, load_campaign\n"
+        "loaded = sorted(load_campaign(n).name for n in BUILTIN_CAMPAIGNS)\n"
         "from hpc.campaign.convergence_config import load_convergence_file\n"
         "c = load_campaign('cs1_3C')\n"
         "s = load_convergence_file('study.toml')\n"
@@ -132,11 +133,14 @@ def test_installed_wheel_runs_from_another_folder(installed, tmp_path):
         "v = design_attributes(0, {}, EvaluationSpec())['provenance']['microloop_version']\n"
         "print(json.dumps({'hpc': hpc.__file__, 'c_rate': c.objective.c_rate, "
         "'name': c.name, 'weights': m.default_weights_available(), 'version': v, "
+        "'loaded': loaded, "
         "'sizes': s.study.cube_voxels, 'params': sum(p.numel() for p in model.parameters())}))\n"
     ), cwd=elsewhere)
     found = json.loads(out.strip().splitlines()[-1])
     assert Path(found["hpc"]).is_relative_to(site)  # the installed copy, not this source tree
     assert found["name"] == "cs1_3C" and found["c_rate"] == 3.0
+    assert found["loaded"] == sorted(n.removesuffix(".toml") for n in SHIPPED
+                                     if n != "convergence.toml")  # every campaign, by name
     assert found["weights"] and found["params"] > 1000
     assert found["sizes"] == [32, 48, 64, 96, 128]
     assert found["version"] == _project()["version"]  # the voxel store's provenance
