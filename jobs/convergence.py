@@ -255,7 +255,7 @@ def launch_share(study_dir: str | Path, task_index: int, n_tasks: int, mpi_ranks
     if prefix is None:
         if mpi_ranks > 1:
             raise RuntimeError("mpi_ranks > 1 but no MPI launcher (srun, mpiexec) was found; "
-                               "install microloop[mpich] or load your cluster's MPI")
+                               "install microloop-electrodes[mpich] or load your cluster's MPI")
         run_share(study_dir, task_index, n_tasks)
         return
     command = [*prefix, sys.executable, "-m", "jobs.convergence", "run-task", str(study_dir),

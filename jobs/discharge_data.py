@@ -13,7 +13,7 @@ CSV (one header row; column names case-insensitive, other columns ignored):
     temperature_C   optional cell temperature (or temperature_K): the curve is simulated
                     isothermally at its mean
     curve_id        optional: several curves in one file, one per distinct value
-Cycler files (galvani, the `cyclers` extra): BioLogic `.mpr` (binary) and `.mpt` (text export).
+Cycler files (galvani, a dependency): BioLogic `.mpr` (binary) and `.mpt` (text export).
 Each contiguous stretch of discharge current (I < 0 in EC-Lab's convention) longer than
 MIN_POINTS_PER_CURVE rows becomes one curve; rests and charges are dropped.
 Rows after a curve's last discharging row (the relaxation after the cut-off) are dropped: the
@@ -143,8 +143,8 @@ def read_cycler(path: str | Path) -> list[DischargeCurve]:
     try:
         from galvani import BioLogic
     except ImportError:
-        raise ValueError(f"{path}: reading cycler files needs galvani: "
-                         "pip install 'microloop[cyclers]'") from None
+        raise ValueError(f"{path}: reading cycler files needs galvani, a dependency of "
+                         "microloop-electrodes that is missing here: pip install galvani") from None
     try:
         if path.suffix.lower() == ".mpr":
             data = BioLogic.MPRfile(str(path)).data

@@ -97,7 +97,7 @@ def design_attributes(trial_id: int, params: dict[str, float],
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        microloop_version = version("microloop")
+        microloop_version = version("microloop-electrodes")  # the distribution, not the command
     except PackageNotFoundError:
         microloop_version = "unknown"
     return {

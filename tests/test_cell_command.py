@@ -33,7 +33,7 @@ def invoke(*args: str):
 def test_json_report_with_powers_c_rates_and_ragone(metrics_file, tmp_path):
     png = tmp_path / "ragone.png"
     result = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--power-W", "10",
-                    "200", "--c-rate", "0.1", "1", "--json", "--ragone", str(png))
+                    "--power-W", "200", "--c-rate", "0.1", "--c-rate", "1", "--json", "--ragone", str(png))
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["capacity_Ah"] > 10
@@ -59,9 +59,9 @@ def test_metrics_under_mean_as_jobs_characterise_writes_them(tmp_path):
 
 def test_flags_override_metrics_and_half_cell_reports_mAh_g(metrics_file):
     base = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--c-rate", "0.1",
-                  "3", "--half-cell", "--json")
+                  "--c-rate", "3", "--half-cell", "--json")
     dense = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--c-rate", "0.1",
-                   "3", "--half-cell", "--json", "--porosity", "0.25")
+                   "--c-rate", "3", "--half-cell", "--json", "--porosity", "0.25")
     assert base.exit_code == 0 and dense.exit_code == 0, base.output + dense.output
     base_rows = json.loads(base.stdout.strip().splitlines()[-1])["results"]
     dense_report = json.loads(dense.stdout.strip().splitlines()[-1])
@@ -137,3 +137,24 @@ def test_calibration_file_is_used_and_bad_ones_exit_2(metrics_file, tmp_path):
     assert energy[1] == pytest.approx(0.8 * energy[0], rel=0.01)
     failed = invoke(*common, "--calibration", str(bad))
     assert failed.exit_code == 2 and "capacity_factr" in failed.output
+
+
+def test_metrics_as_characterise_json_prints_them_for_one_sample_and_not_for_two(tmp_path):
+    """`characterise --json` of a generated (1, L, L, L) volume is a one-element list."""
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps([{"sample": 0, **METRICS}]))
+    result = invoke("--metrics", str(one), "--thickness-um", "80", "--power-W", "10", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["design"]["porosity"] == 0.335 and report["results"][0]["feasible"]
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps([METRICS, METRICS]))
+    refused = invoke("--metrics", str(two), "--thickness-um", "80", "--power-W", "10")
+    assert refused.exit_code == 2 and "2 samples" in refused.output
+
+
+def test_several_values_are_given_by_repeating_the_flag(metrics_file):
+    """One list convention across the CLI; the old `--power-W 10 200` is refused, not misread."""
+    old_style = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--power-W", "10",
+                       "200")
+    assert old_style.exit_code == 2 and "200" in old_style.output

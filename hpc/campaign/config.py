@@ -34,7 +34,10 @@ from pydantic import (
 from kernels.cell import ranges
 from kernels.cell.ranges import PhysicalRange
 
-BUILTIN_CAMPAIGNS = ("quick", "cs1", "cs2", "cs3")
+from hpc.campaigns import builtin_names
+
+#: every campaign file shipped in hpc/campaigns (quick, cs1, cs1_3C, ...), read from the package
+BUILTIN_CAMPAIGNS = builtin_names("campaign")
 
 #: The manufacturing parameters a campaign may vary, with their physical ranges and units
 #: (views of kernels.cell.ranges.DESIGN_PARAMETERS).

@@ -127,7 +127,7 @@ def run_mpi_probe(n_ranks: int = 2, timeout_s: float = 120.0) -> dict:
     launcher = mpiexec_path()
     if launcher is None:
         raise RuntimeError("no mpiexec found beside the Python interpreter or on PATH "
-                           "(install the `mpich` extra: pip install 'microloop[mpich]')")
+                           "(install the `mpich` extra: pip install 'microloop-electrodes[mpich]')")
     completed = subprocess.run(
         [launcher, "-n", str(n_ranks), sys.executable, "-m", "jobs.mpi_probe"],
         capture_output=True, text=True, timeout=timeout_s,

@@ -8,7 +8,7 @@ to compare: the machine is shared).
 
     .venv/bin/python tests/benchmarks/bench_calibration.py [--skip-pybop]
 
-PyBOP needs the `calibrate` extra (`pip install 'microloop[calibrate]'`).
+PyBOP needs the `calibrate` extra (`pip install 'microloop-electrodes[calibrate]'`).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main() -> None:
         try:
             import pybop  # noqa: F401
         except ImportError:
-            print("pybop is not installed: pip install 'microloop[calibrate]'")
+            print("pybop is not installed: pip install 'microloop-electrodes[calibrate]'")
         else:
             runs.append(run_pybop(values, curves, "L-BFGS-B", args.pybop_iterations))
             runs.append(run_pybop(values, curves, "XNES", args.pybop_iterations))

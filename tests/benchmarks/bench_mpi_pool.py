@@ -3,7 +3,7 @@
     .venv/bin/python tests/benchmarks/bench_mpi_pool.py [--ranks 4] [--tasks 32] [--spread 0.4]
 
 Each task sleeps for a lognormal duration (median 0.2 s, sigma `--spread`; the eight 64^3 cubes
-of one volume solved in 2.3-3.4 s, REFERENCE.md), so the numbers measure scheduling, not the
+of one 128^3 volume solved in 2.3-3.4 s with TauFactor), so the numbers measure scheduling, not the
 CPU: they hold on a busy machine. Reports both makespans, their ratio and the ideal (total / R).
 """
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 CASES = ("pore", "electronic")
-# σ_AM, σ_CBD of the electronic solve: 1 and 0.1 as in REFERENCE.md's TauFactor timings; the
+# σ_AM, σ_CBD of the electronic solve: 1 and 0.1 as in the first TauFactor timings; the
 # loop's defaults (kernels.metrics.volume: 0.18 and 10 S/m) via --electronic-S-m 0.18 10.
 DEFAULT_ELECTRONIC_S_M = (1.0, 0.1)
 

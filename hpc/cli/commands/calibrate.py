@@ -1,61 +1,56 @@
 """`microloop calibrate`: fit the cell model to measured discharge curves of a built cell.
 
-    microloop calibrate --measured DATA [DATA ...] --design DESIGN.json --fit PARAM [PARAM ...]
-                        --out calibration.json [--plot fit.png] [--initial NAME=VALUE ...]
-                        [--fix NAME=VALUE ...] [--max-points N] [--json]
+    microloop calibrate --measured a.csv [--measured b.mpr ...] --design DESIGN.json
+                        --fit PARAM [--fit PARAM ...] --out calibration.json [--plot fit.png]
+                        [--initial NAME=VALUE ...] [--fix NAME=VALUE ...] [--max-points N] [--json]
 
-Several values follow one flag (`--measured a.csv b.mpr`), which typer cannot express, so the
-arguments are parsed with argparse (as `microloop cell` does); every usage error exits with 2.
-The calibration file is named by a campaign as `[cell] calibration = "calibration.json"`.
-Data formats, parameter names and the workflow: docs/calibration.md.
+A list is given as every other command takes one: repeat the flag. Every usage error exits
+with status 2 and names the flag. The calibration file is named by a campaign as
+`[cell] calibration = "calibration.json"`. Data formats, parameter names and the workflow:
+docs/calibration.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
+from kernels.cell.corrections import FIT_PARAMETERS  # plain numbers: the help lists them
 
-def _parser() -> argparse.ArgumentParser:
-    from kernels.cell.calibration import FIT_PARAMETERS
-
-    names = "; ".join(f"{p.name} [{p.lower:g}, {p.upper:g}] {p.unit}, default {p.default:g}"
-                      for p in FIT_PARAMETERS.values())
-    parser = argparse.ArgumentParser(
-        prog="microloop calibrate",
-        description="Fit named corrections of the PyBaMM cell model to measured discharge "
-        "curves by bounded least squares over all curves at once; write a calibration file a "
-        "campaign can name.",
-    )
-    parser.add_argument("--measured", type=Path, nargs="+", action="extend", required=True,
-                        metavar="DATA", help="CSV (time_s, voltage_V, current_A or power_W, "
-                        "optional temperature_C, curve_id) or BioLogic .mpr/.mpt files")
-    parser.add_argument("--design", type=Path, required=True, metavar="DESIGN.json",
-                        help="the cell as built: `microloop cell --json` output, or metrics "
-                        "with thickness_um, or ElectrodeDesign fields (+ parameter_set, "
-                        "half_cell, packaging, cbd_blocking)")
-    parser.add_argument("--fit", nargs="+", action="extend", required=True, metavar="PARAM",
-                        help=f"parameters to fit: {names}")
-    parser.add_argument("--out", type=Path, required=True, metavar="calibration.json")
-    parser.add_argument("--plot", type=Path, metavar="fit.png",
-                        help="measured vs simulated curves, before and after")
-    parser.add_argument("--initial", nargs="+", action="extend", default=[],
-                        metavar="NAME=VALUE", help="starting values (default: the defaults)")
-    parser.add_argument("--fix", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
-                        help="corrections held at a value and written into the calibration")
-    parser.add_argument("--max-points", type=int, default=200,
-                        help="points per curve used in the fit, evenly spread (default 200)")
-    parser.add_argument("--max-iterations", type=int, default=30,
-                        help="most least-squares evaluations (default 30)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    return parser
+_FIT_HELP = ("Parameter to fit; repeat the flag for several. Accepted (bounds, unit, default): "
+             + "; ".join(f"{p.name} [{p.lower:g}, {p.upper:g}] {p.unit}, {p.default:g}"
+                         for p in FIT_PARAMETERS.values()) + ".")
 
 
-def _pairs(items: list[str], flag: str, parser: argparse.ArgumentParser) -> dict[str, float]:
+class CalibrateUsageError(ValueError):
+    """A bad flag value; the command prints it and exits with 2."""
+
+
+def _usage_error(message: str) -> NoReturn:
+    raise CalibrateUsageError(message)
+
+
+@dataclass(frozen=True)
+class CalibrateRequest:
+    """The command's options, typed."""
+
+    measured: tuple[Path, ...]
+    design: Path
+    fit: tuple[str, ...]
+    out: Path
+    plot: Path | None = None
+    initial: tuple[str, ...] = ()
+    fix: tuple[str, ...] = ()
+    max_points: int = 200
+    max_iterations: int = 30
+
+
+def _pairs(items: tuple[str, ...], flag: str) -> dict[str, float]:
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -64,25 +59,23 @@ def _pairs(items: list[str], flag: str, parser: argparse.ArgumentParser) -> dict
                 raise ValueError
             out[name.strip()] = float(value)
         except ValueError:
-            parser.error(f"{flag} {item!r}: expected NAME=VALUE with a number")
+            _usage_error(f"{flag} {item!r}: expected NAME=VALUE with a number")
     return out
 
 
-def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from kernels.cell.calibration import FIT_PARAMETERS
-
+def _check(args: CalibrateRequest) -> None:
     for name in args.fit:
         if name not in FIT_PARAMETERS:
-            parser.error(f"--fit {name}: unknown parameter; accepted: {', '.join(FIT_PARAMETERS)}")
+            _usage_error(f"--fit {name}: unknown parameter; accepted: {', '.join(FIT_PARAMETERS)}")
     for path in args.measured:
         if not path.is_file():
-            parser.error(f"--measured {path}: no such file")
+            _usage_error(f"--measured {path}: no such file")
     if not args.design.is_file():
-        parser.error(f"--design {args.design}: no such file")
+        _usage_error(f"--design {args.design}: no such file")
     if args.max_points < 10:
-        parser.error(f"--max-points {args.max_points}: give at least 10")
+        _usage_error(f"--max-points {args.max_points}: give at least 10")
     if args.max_iterations < 1:
-        parser.error(f"--max-iterations {args.max_iterations}: give at least 1")
+        _usage_error(f"--max-iterations {args.max_iterations}: give at least 1")
 
 
 def _print_table(result) -> None:
@@ -110,33 +103,64 @@ def _print_table(result) -> None:
         console.print(f"[yellow]the optimiser stopped early: {result.message}[/yellow]")
 
 
-def calibrate(ctx: typer.Context) -> None:
-    """Fit the cell model to measured discharges: --measured a.csv --design d.json --fit ... --out c.json."""
-    parser = _parser()
-    args = parser.parse_args(ctx.args)
-    _check(args, parser)
-    initial = _pairs(args.initial, "--initial", parser)
-    fixed = _pairs(args.fix, "--fix", parser)
+def run(args: CalibrateRequest):
+    """Check the request, fit, write the calibration file; the fit result."""
+    _check(args)
+    initial = _pairs(args.initial, "--initial")
+    fixed = _pairs(args.fix, "--fix")
     from jobs.calibrate import calibrate as run_calibration
 
     try:
-        result = run_calibration(
-            args.measured, args.design, args.fit, args.out, plot=args.plot, initial=initial,
-            fixed=fixed, max_points_per_curve=args.max_points,
+        return run_calibration(
+            list(args.measured), args.design, list(args.fit), args.out, plot=args.plot,
+            initial=initial, fixed=fixed, max_points_per_curve=args.max_points,
             max_iterations=args.max_iterations)
     except ValueError as error:
-        parser.error(str(error))
-    if args.json:
+        _usage_error(str(error))
+
+
+def calibrate(
+    measured: list[Path] = typer.Option(..., "--measured", metavar="DATA", help="Measured "
+                                        "discharges; repeat the flag for several files: CSV "
+                                        "(time_s, voltage_V, current_A or power_W, optional "
+                                        "temperature_C, curve_id) or BioLogic .mpr/.mpt."),
+    design: Path = typer.Option(..., "--design", metavar="DESIGN.json", help="The cell as built: "
+                                "`microloop cell --json` output, or metrics with thickness_um, or "
+                                "ElectrodeDesign fields (+ parameter_set, half_cell, packaging, "
+                                "cbd_blocking)."),
+    fit: list[str] = typer.Option(..., "--fit", metavar="PARAM", help=_FIT_HELP),
+    out: Path = typer.Option(..., "--out", metavar="calibration.json",
+                             help="Calibration file to write."),
+    plot: Path = typer.Option(None, "--plot", metavar="fit.png",
+                              help="Measured vs simulated curves, before and after."),
+    initial: list[str] = typer.Option([], "--initial", metavar="NAME=VALUE", help="Starting "
+                                      "value of a fitted parameter (default: its default); "
+                                      "repeat the flag for several."),
+    fix: list[str] = typer.Option([], "--fix", metavar="NAME=VALUE", help="A correction held at "
+                                  "a value and written into the calibration; repeat the flag."),
+    max_points: int = typer.Option(200, "--max-points", help="Points per curve used in the fit, "
+                                   "evenly spread (at least 10)."),
+    max_iterations: int = typer.Option(30, "--max-iterations",
+                                       help="Most least-squares evaluations (at least 1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Fit named corrections of the PyBaMM cell model to measured discharge curves by bounded
+    least squares over all curves at once; write a calibration file a campaign can name."""
+    request = CalibrateRequest(
+        measured=tuple(measured), design=design, fit=tuple(fit), out=out, plot=plot,
+        initial=tuple(initial), fix=tuple(fix), max_points=max_points,
+        max_iterations=max_iterations)
+    try:
+        result = run(request)
+    except CalibrateUsageError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
         sys.stdout.write(json.dumps(result.calibration.to_dict()) + "\n")
     else:
         _print_table(result)
-        typer.echo(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
+        typer.echo(f"wrote {out}" + (f" and {plot}" if plot else ""))
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "calibrate",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                          "help_option_names": []},
-        add_help_option=False,
-    )(calibrate)
+    app.command("calibrate")(calibrate)

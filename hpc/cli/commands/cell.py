@@ -1,83 +1,104 @@
 """`microloop cell`: score one cathode design as a 4680 cell (or a lithium-metal half cell).
 
-    microloop cell --metrics METRICS.json --thickness-um 80 --power-W 10 200 [--c-rate 0.1 1]
-                   [--half-cell] [--json] [--ragone out.png]
+    microloop cell --metrics METRICS.json --thickness-um 80 --power-W 10 --power-W 200
+                   [--c-rate 0.1 --c-rate 1] [--half-cell] [--json] [--ragone out.png]
 
 The design comes from a metrics file (`VolumeMetrics.to_dict()`, or a results file holding it
-under "metrics") and/or flags, flags winning. Lists take several values after one flag
-(`--power-W 10 200`), which typer cannot express, so the arguments are parsed with argparse;
-argparse also gives the exit status 2 for every usage error.
+under "metrics") and/or flags, flags winning. A list is given as every other command takes one:
+repeat the flag. Every usage error exits with status 2 and names the flag.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
+from kernels.cell.design import RANGES  # plain numbers, no pybamm: the help shows the ranges
+
+
+def _span(name: str, unit: str = "") -> str:
+    low, high = RANGES[name]
+    return f"{low:g}-{high:g}{' ' + unit if unit else ''}"
+
+
 _DESIGN_FLAGS = {
     # ElectrodeDesign field: (flag, help)
-    "porosity": ("--porosity", "cathode porosity, 0.2-0.55"),
-    "am_volume_fraction": ("--am-fraction", "active-material volume fraction, 0.3-0.75"),
-    "tortuosity_factor": ("--tortuosity", "pore tortuosity factor, 1-100"),
-    "specific_surface_area_per_um": ("--ssa-per-um", "AM specific surface area, 0.05-3 1/um"),
+    "porosity": ("--porosity", f"cathode porosity, {_span('porosity')}"),
+    "am_volume_fraction": ("--am-fraction",
+                           f"active-material volume fraction, {_span('am_volume_fraction')}"),
+    "tortuosity_factor": ("--tortuosity", f"pore tortuosity factor, {_span('tortuosity_factor')}"),
+    "specific_surface_area_per_um": ("--ssa-per-um", "AM specific surface area, "
+                                     f"{_span('specific_surface_area_per_um', '1/um')}"),
     "effective_conductivity_S_m": ("--conductivity-S-m", "effective electronic conductivity, "
-                                   "0.001-1000 S/m"),
-    "cbd_coverage": ("--cbd-coverage", "fraction of the AM surface covered by carbon-binder, 0-1"),
+                                   f"{_span('effective_conductivity_S_m', 'S/m')}"),
+    "cbd_coverage": ("--cbd-coverage", "fraction of the AM surface covered by carbon-binder, "
+                     f"{_span('cbd_coverage')}, default 0"),
 }
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="microloop cell",
-        description="Score one cathode design as a 4680 cell (PyBaMM DFN): energy, Wh/L and "
-        "Wh/kg at constant power, capacity at constant C-rate, mAh/g in a lithium-metal half cell.",
-    )
-    parser.add_argument("--metrics", type=Path, help="JSON from VolumeMetrics.to_dict() "
-                        "(or a file holding it under 'metrics' or 'mean')")
-    parser.add_argument("--thickness-um", type=float, help="cathode thickness, 20-300 um")
-    parser.add_argument("--mass-loading-mg-cm2", type=float,
-                        help="AM mass loading instead of --thickness-um")
-    for field, (flag, text) in _DESIGN_FLAGS.items():
-        parser.add_argument(flag, dest=field, type=float, help=text + " (overrides --metrics)")
-    parser.add_argument("--power-W", type=float, nargs="+", default=[],
-                        help="constant powers per 4680 cell, 0.1-20000 W (full cell only)")
-    parser.add_argument("--c-rate", type=float, nargs="+", default=[],
-                        help="constant-current discharges, 0.01-20 C")
-    parser.add_argument("--half-cell", action="store_true",
-                        help="lithium-metal half cell: report mAh/g of active material")
-    parser.add_argument("--parameter-set", default="Chen2020", help="PyBaMM parameter set")
-    parser.add_argument("--packaging", type=Path,
-                        help="TOML file whose table (top level or [packaging]) overrides "
-                        "Packaging4680 values")
-    parser.add_argument("--calibration", type=Path,
-                        help="calibration JSON written by `microloop calibrate`")
-    parser.add_argument("--cbd-blocking", type=float, default=None,
-                        help="share of CBD-covered AM surface lost to reaction, 0-1 (default 0.5)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--ragone", type=Path, help="write energy density vs power (PNG)")
-    return parser
+_THICKNESS_HELP = f"Cathode thickness, {_span('thickness_um', 'um')}."
+_POWER_HELP = (f"Constant power per 4680 cell, {_span('power_W', 'W')}; repeat the flag for "
+               "several (full cell only).")
+_C_RATE_HELP = f"Constant-current discharge, {_span('c_rate', 'C')}; repeat the flag for several."
 
 
-def _load_metrics(path: Path, parser: argparse.ArgumentParser) -> dict:
+class CellUsageError(ValueError):
+    """A bad combination or value of flags; the command prints it and exits with 2."""
+
+
+def _usage_error(message: str) -> NoReturn:
+    raise CellUsageError(message)
+
+
+@dataclass(frozen=True)
+class CellRequest:
+    """The command's options, typed: what `run` needs to score one design."""
+
+    metrics: Path | None = None
+    thickness_um: float | None = None
+    mass_loading_mg_cm2: float | None = None
+    porosity: float | None = None
+    am_volume_fraction: float | None = None
+    tortuosity_factor: float | None = None
+    specific_surface_area_per_um: float | None = None
+    effective_conductivity_S_m: float | None = None
+    cbd_coverage: float | None = None
+    power_W: tuple[float, ...] = ()
+    c_rate: tuple[float, ...] = ()
+    half_cell: bool = False
+    parameter_set: str = "Chen2020"
+    packaging: Path | None = None
+    calibration: Path | None = None
+    cbd_blocking: float | None = None
+    ragone: Path | None = None
+
+
+def _load_metrics(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        parser.error(f"--metrics {path}: {error}")
+        _usage_error(f"--metrics {path}: {error}")
+    # `characterise --json` of a (1, L, L, L) volume, e.g. from `generate --n 1`: one sample
+    if isinstance(data, list):
+        if len(data) != 1:
+            _usage_error(f"--metrics {path}: a list of {len(data)} samples; give one sample's "
+                         "metrics, or their mean under 'mean'")
+        data = data[0]
     # a results file holds the metrics under "metrics"; jobs.characterise writes "mean" / "std"
     for key in ("metrics", "mean"):
         if isinstance(data, dict) and "volume_fraction" not in data and key in data:
             data = data[key]
     if not isinstance(data, dict) or "volume_fraction" not in data:
-        parser.error(f"--metrics {path}: no 'volume_fraction' (expected VolumeMetrics.to_dict())")
+        _usage_error(f"--metrics {path}: no 'volume_fraction' (expected VolumeMetrics.to_dict())")
     return data
 
 
-def _load_packaging(path: Path, parser: argparse.ArgumentParser):
+def _load_packaging(path: Path):
     import tomllib
 
     from kernels.cell.model import Packaging4680
@@ -85,15 +106,15 @@ def _load_packaging(path: Path, parser: argparse.ArgumentParser):
     try:
         table = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
-        parser.error(f"--packaging {path}: {error}")
+        _usage_error(f"--packaging {path}: {error}")
     table = table.get("packaging", table)
     try:
         return Packaging4680.from_dict(table)
     except (TypeError, ValueError) as error:
-        parser.error(f"--packaging {path}: {error}")
+        _usage_error(f"--packaging {path}: {error}")
 
 
-def build_design(args: argparse.Namespace, parser: argparse.ArgumentParser):
+def build_design(args: CellRequest):
     """ElectrodeDesign from the metrics file and the flags; a missing quantity names its flag."""
     from kernels.cell.model import (
         ElectrodeDesign,
@@ -103,11 +124,11 @@ def build_design(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
     values: dict[str, float] = {}
     if args.metrics is not None:
-        metrics = _load_metrics(args.metrics, parser)
+        metrics = _load_metrics(args.metrics)
         try:
             values = vars(design_from_metrics(metrics, thickness_um=100.0)).copy()
         except ValueError as error:
-            parser.error(f"--metrics {args.metrics}: {error}")
+            _usage_error(f"--metrics {args.metrics}: {error}")
         del values["thickness_um"]
     for field in _DESIGN_FLAGS:
         flag_value = getattr(args, field)
@@ -116,9 +137,9 @@ def build_design(args: argparse.Namespace, parser: argparse.ArgumentParser):
     values.setdefault("cbd_coverage", 0.0)
     missing = [_DESIGN_FLAGS[f][0] for f in _DESIGN_FLAGS if f not in values]
     if missing:
-        parser.error(f"missing design quantities: give {', '.join(missing)} or --metrics")
+        _usage_error(f"missing design quantities: give {', '.join(missing)} or --metrics")
     if args.thickness_um is not None and args.mass_loading_mg_cm2 is not None:
-        parser.error("give --thickness-um or --mass-loading-mg-cm2, not both")
+        _usage_error("give --thickness-um or --mass-loading-mg-cm2, not both")
     try:
         if args.thickness_um is not None:
             values["thickness_um"] = args.thickness_um
@@ -126,41 +147,41 @@ def build_design(args: argparse.Namespace, parser: argparse.ArgumentParser):
             values["thickness_um"] = thickness_from_mass_loading_um(
                 args.mass_loading_mg_cm2, values["am_volume_fraction"])
         else:
-            parser.error("missing design quantity: give --thickness-um (or --mass-loading-mg-cm2)")
+            _usage_error("missing design quantity: give --thickness-um (or --mass-loading-mg-cm2)")
         return ElectrodeDesign(**values)
     except ValueError as error:
-        parser.error(str(error))
+        _usage_error(str(error))
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def run(args: CellRequest) -> dict:
     """All requested discharges of one design, as the JSON object the command prints."""
     from kernels.cell.model import RANGES, get_cell_model
 
     if not args.power_W and not args.c_rate:
-        parser.error("nothing to run: give --power-W and/or --c-rate")
+        _usage_error("nothing to run: give --power-W and/or --c-rate")
     if args.ragone is not None and not args.power_W:
-        parser.error("--ragone needs --power-W values")
+        _usage_error("--ragone needs --power-W values")
     if args.half_cell and args.power_W:
-        parser.error("--power-W needs a full cell; a --half-cell is discharged with --c-rate")
+        _usage_error("--power-W needs a full cell; a --half-cell is discharged with --c-rate")
     for flag, name, levels in (("--power-W", "power_W", args.power_W),
                                ("--c-rate", "c_rate", args.c_rate)):
         low, high = RANGES[name]
         for level in levels:
             if not low <= level <= high:
-                parser.error(f"{flag} {level} is outside the accepted range [{low}, {high}]")
-    design = build_design(args, parser)
-    packaging = _load_packaging(args.packaging, parser) if args.packaging else None
+                _usage_error(f"{flag} {level} is outside the accepted range [{low}, {high}]")
+    design = build_design(args)
+    packaging = _load_packaging(args.packaging) if args.packaging else None
     options: dict = {} if args.cbd_blocking is None else {"cbd_blocking": args.cbd_blocking}
     if args.calibration is not None:
         try:
             options["calibration"] = json.loads(args.calibration.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            parser.error(f"--calibration {args.calibration}: {error}")
+            _usage_error(f"--calibration {args.calibration}: {error}")
     try:
         model = get_cell_model(args.parameter_set, half_cell=args.half_cell,
                                packaging=packaging, **options)
     except ValueError as error:
-        parser.error(str(error))
+        _usage_error(str(error))
     results = [model.discharge_power(design, p) for p in args.power_W]
     results += [model.discharge_c_rate(design, c) for c in args.c_rate]
     roll = model.jelly_roll(design)
@@ -232,23 +253,66 @@ def _plot_ragone(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def cell(ctx: typer.Context) -> None:
-    """Score one cathode design as a 4680 cell: --metrics M.json --thickness-um 80 --power-W 10 200."""
-    parser = _parser()
-    args = parser.parse_args(ctx.args)
-    report = run(args, parser)
-    if args.ragone is not None:
-        _plot_ragone(report, args.ragone)
-    if args.json:
+def cell(
+    metrics: Path = typer.Option(None, "--metrics", help="JSON from VolumeMetrics.to_dict() (or a "
+                                 "file holding it under 'metrics' or 'mean', as `characterise "
+                                 "--json` writes)."),
+    thickness_um: float = typer.Option(None, "--thickness-um", help=_THICKNESS_HELP),
+    mass_loading_mg_cm2: float = typer.Option(None, "--mass-loading-mg-cm2",
+                                              help="AM mass loading [mg/cm2] instead of "
+                                              "--thickness-um."),
+    porosity: float = typer.Option(None, "--porosity",
+                                   help=_DESIGN_FLAGS["porosity"][1] + " (overrides --metrics)."),
+    am_volume_fraction: float = typer.Option(
+        None, "--am-fraction", help=_DESIGN_FLAGS["am_volume_fraction"][1] + " (overrides --metrics)."),
+    tortuosity_factor: float = typer.Option(
+        None, "--tortuosity", help=_DESIGN_FLAGS["tortuosity_factor"][1] + " (overrides --metrics)."),
+    specific_surface_area_per_um: float = typer.Option(
+        None, "--ssa-per-um",
+        help=_DESIGN_FLAGS["specific_surface_area_per_um"][1] + " (overrides --metrics)."),
+    effective_conductivity_S_m: float = typer.Option(
+        None, "--conductivity-S-m",
+        help=_DESIGN_FLAGS["effective_conductivity_S_m"][1] + " (overrides --metrics)."),
+    cbd_coverage: float = typer.Option(
+        None, "--cbd-coverage", help=_DESIGN_FLAGS["cbd_coverage"][1] + " (overrides --metrics)."),
+    power_W: list[float] = typer.Option([], "--power-W", help=_POWER_HELP),
+    c_rate: list[float] = typer.Option([], "--c-rate", help=_C_RATE_HELP),
+    half_cell: bool = typer.Option(False, "--half-cell", help="Lithium-metal half cell: report "
+                                   "mAh/g of active material."),
+    parameter_set: str = typer.Option("Chen2020", "--parameter-set",
+                                      help="PyBaMM parameter set (an unknown name lists them)."),
+    packaging: Path = typer.Option(None, "--packaging", help="TOML file whose table (top level "
+                                   "or [packaging]) overrides Packaging4680 values."),
+    calibration: Path = typer.Option(None, "--calibration",
+                                     help="Calibration JSON written by `microloop calibrate`."),
+    cbd_blocking: float = typer.Option(None, "--cbd-blocking", help="Share of the CBD-covered AM "
+                                       "surface lost to reaction, 0-1 (default 0.5)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    ragone: Path = typer.Option(None, "--ragone", help="Write energy density vs power (PNG)."),
+) -> None:
+    """Score one cathode design as a 4680 cell (PyBaMM DFN): energy, Wh/L, Wh/kg at constant
+    power, capacity at constant C-rate, mAh/g in a lithium-metal half cell."""
+    request = CellRequest(
+        metrics=metrics, thickness_um=thickness_um, mass_loading_mg_cm2=mass_loading_mg_cm2,
+        porosity=porosity, am_volume_fraction=am_volume_fraction,
+        tortuosity_factor=tortuosity_factor,
+        specific_surface_area_per_um=specific_surface_area_per_um,
+        effective_conductivity_S_m=effective_conductivity_S_m, cbd_coverage=cbd_coverage,
+        power_W=tuple(power_W), c_rate=tuple(c_rate), half_cell=half_cell,
+        parameter_set=parameter_set, packaging=packaging, calibration=calibration,
+        cbd_blocking=cbd_blocking, ragone=ragone)
+    try:
+        report = run(request)
+    except CellUsageError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    if request.ragone is not None:
+        _plot_ragone(report, request.ragone)
+    if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
-        _print_table(report, args.half_cell)
+        _print_table(report, request.half_cell)
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "cell",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                          "help_option_names": []},
-        add_help_option=False,
-    )(cell)
+    app.command("cell")(cell)

@@ -14,7 +14,7 @@ def _default_dir(name: str) -> Path:
 
 
 def run(
-    campaign: str = typer.Argument(..., help="Campaign TOML file, or quick, cs1, cs2, cs3."),
+    campaign: str = typer.Argument(..., help="Campaign TOML file, or a built-in name: microloop campaigns list."),
     directory: Path = typer.Option(None, "--dir", help="Folder (default runs/<name>-<time>)."),
     executor: str = typer.Option(None, "--executor", help="Override resources.executor."),
     budget: int = typer.Option(None, "--budget", help="Override optimizer.budget."),

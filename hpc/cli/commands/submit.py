@@ -64,7 +64,7 @@ def sbatch_command(script: Path, campaign_dir: Path) -> list[str]:
 
 
 def submit(
-    campaign: str = typer.Argument(..., help="Campaign TOML file, or quick, cs1, cs2, cs3."),
+    campaign: str = typer.Argument(..., help="Campaign TOML file, or a built-in name: microloop campaigns list."),
     directory: Path = typer.Option(None, "--dir", help="Folder (default runs/<name>-<time>)."),
     executor: str = typer.Option(None, "--executor", help="Executor of the evaluations (default: "
                                  "the campaign's resources.executor)."),

@@ -1,0 +1,355 @@
+"""Every `microloop ...` example in README.md and docs/*.md parses, and the cheap ones run.
+
+Examples come from fenced ```bash / ```console blocks (one logical line each, `\\` continued,
+`$ ` prompts and `# comments` dropped, `[optional]` brackets opened, `a|b` alternatives taken
+at their first choice, `...` dropped). Each is parsed by the real command (click's own parser
+and typer's type conversions, the command body not run): an unknown option, a missing value or
+an extra argument fails here. The cheap ones then run in a temporary folder, in page order, so a
+page's later example can read what an earlier one wrote; input volumes and metrics files a page
+names without making them are generated first (small procedural volumes). Examples too costly
+for CI are parsed only, with the reason in EXPENSIVE. Synopses (fenced blocks without a language)
+and inline `microloop ...` spans must name real commands and options.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from hpc.cli.app import app
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+EXAMPLE_LANGUAGES = {"bash", "console", "sh", "shell"}
+SYNOPSIS_LANGUAGES = {"", "text"}
+
+#: sub-commands whose examples are parsed but not run in CI, and why
+EXPENSIVE = {
+    "run": "a whole campaign: minutes (quick) to hours (case studies)",
+    "resume": "continues a campaign folder that only a finished `run` leaves",
+    "status": "reads a campaign folder that only `run` writes",
+    "report": "reads a finished campaign folder",
+    "submit": "submits the controller to SLURM (tests/test_campaign_slurm.py covers it)",
+    "case-study": "several campaigns: hours",
+    "convergence": "hundreds of cube solves: minutes (tests/test_convergence.py runs a small study)",
+    "train-generator": "trains the network: minutes to hours (tests/test_train.py runs 2 steps)",
+    "calibrate": "needs measured discharge files and 30+ DFN solves (tests/test_calibration.py)",
+    "doctor": "submits jobs and starts MPI ranks and Dask workers",
+}
+#: single examples, by an argument they name, parsed but not run, and why
+NEEDS_A_CAMPAIGN = {"runs/c1/voxels.zarr/trial_3/vol": "a campaign's voxel store (from `run`)"}
+#: largest generated volume edge run in CI (the pages' 128^3 takes ~1 s per volume)
+MAX_RUN_SIZE = 128
+
+
+@dataclass(frozen=True)
+class Example:
+    """One `microloop` command of a page: where it is, as written, and its argument list."""
+
+    where: str
+    written: str
+    args: tuple[str, ...]
+    stdout_to: str | None = None
+
+
+def _logical_lines(body: str, synopsis: bool = False) -> list[tuple[int, str]]:
+    """Lines continued by `\\` (and, in a synopsis, by indentation) joined, prompts dropped."""
+    lines, current, start = [], "", 0
+    for number, raw in enumerate(body.splitlines()):
+        line = raw.strip()
+        if line.startswith("$ "):
+            line = line[2:]
+        if synopsis and lines and raw[:1].isspace() and not current:
+            lines[-1] = (lines[-1][0], f"{lines[-1][1]} {line}")
+            continue
+        if not current:
+            start = number
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        lines.append((start, current + line))
+        current = ""
+    return [(n, line) for n, line in lines if line]
+
+
+def _open_synopsis(tokens: list[str]) -> list[str]:
+    """Drop `[` `]`, take the first of `a|b|c`, drop `...`: a synopsis as one concrete line."""
+    out = []
+    for token in tokens:
+        token = token.strip("[]").replace("\\|", "|")
+        if "|" in token and token != "|":
+            token = token.split("|")[0]
+        if token and token != "...":
+            out.append(token)
+    return out
+
+
+def _commands(tokens: list[str]) -> list[tuple[list[str], str | None]]:
+    """The `microloop` invocations in one shell line: (args after `microloop`, stdout file)."""
+    found = []
+    segment: list[str] = []
+    for token in [*tokens, "&&"]:
+        if token not in ("&&", ";", "||", "|"):
+            segment.append(token)
+            continue
+        for i, word in enumerate(segment):
+            if word.startswith("microloop ") or " microloop " in word:  # sbatch --wrap "..."
+                inner = shlex.split(word[word.index("microloop"):], comments=True)
+                found += _commands(inner)
+            elif Path(word).name == "microloop":
+                rest = segment[i + 1:]
+                stdout_to = None
+                if ">" in rest:
+                    stdout_to = rest[rest.index(">") + 1]
+                    rest = rest[:rest.index(">")]
+                found.append((_open_synopsis(rest), stdout_to))
+                break
+        segment = []
+        if token == "|":
+            break  # what a pipe feeds is not a microloop command
+    return found
+
+
+def _fenced_blocks(page: Path):
+    text = page.read_text()
+    for match in re.finditer(r"^```([\w-]*)[^\n]*\n(.*?)^```", text, re.S | re.M):
+        yield text[:match.start()].count("\n") + 2, match.group(1), match.group(2)
+
+
+def collect(languages: set[str]) -> list[Example]:
+    examples = []
+    for page in PAGES:
+        name = page.relative_to(REPO).as_posix()
+        for first_line, language, body in _fenced_blocks(page):
+            if language not in languages or "microloop" not in body:
+                continue
+            for offset, line in _logical_lines(body, language in SYNOPSIS_LANGUAGES):
+                if not re.search(r"(^|[\s/\"])microloop\s", line):
+                    continue
+                if language in SYNOPSIS_LANGUAGES and not line.startswith("microloop "):
+                    continue  # a diagram that mentions the command
+                for args, stdout_to in _commands(shlex.split(line, comments=True)):
+                    examples.append(Example(f"{name}:{first_line + offset}", line,
+                                            tuple(args), stdout_to))
+    return examples
+
+
+def collect_inline() -> list[Example]:
+    examples = []
+    for page in PAGES:
+        name = page.relative_to(REPO).as_posix()
+        for number, line in enumerate(page.read_text().splitlines(), start=1):
+            for span in re.findall(r"`(microloop [^`]+)`", line):
+                tokens = shlex.split(span.replace("\\|", "|"), posix=True)
+                examples.append(Example(f"{name}:{number}", span,
+                                        tuple(_open_synopsis(tokens[1:]))))
+    return examples
+
+
+EXAMPLES = collect(EXAMPLE_LANGUAGES)
+SYNOPSES = collect(SYNOPSIS_LANGUAGES) + collect_inline()
+ROOT = typer.main.get_command(app)
+
+
+def _resolve(args: tuple[str, ...]):
+    """(command path, click command, its arguments) of `microloop ARGS`."""
+    rest = list(args)
+    while rest and rest[0].startswith("-"):  # root options: -v, --version
+        rest.pop(0)
+    command, path = ROOT, []
+    while rest and hasattr(command, "commands") and rest[0] in command.commands:
+        path.append(rest[0])
+        command = command.commands[rest.pop(0)]
+    return path, command, rest
+
+
+def _options(command) -> set[str]:
+    names = {"-h", "--help"}
+    for param in command.params:
+        names.update(param.opts)
+        names.update(param.secondary_opts)
+    return names
+
+
+def _check_options(example: Example) -> None:
+    """A real command, known options each with its value, no argument too many.
+
+    Values are not converted (a synopsis has placeholders such as `--porosity P`): click's
+    option parser splits the line as the command would, and the leftover positionals are
+    counted against the command's arguments (`--power-W 10 200` leaves one too many).
+    """
+    path, command, rest = _resolve(example.args)
+    asks_help = bool({"-h", "--help"} & set(example.args))
+    names_a_command = bool(path) and not hasattr(command, "commands")
+    assert names_a_command or asks_help, \
+        f"{example.where}: `microloop {' '.join(example.args)}` names no command"
+    if not names_a_command:
+        return
+    unknown = [t for t in rest if t.startswith("-") and not _is_number(t)
+               and t.split("=")[0] not in _options(command)]
+    assert not unknown, f"{example.where}: {example.written}\n  unknown options {unknown}"
+    parser = command.make_parser(typer.Context(command, info_name=" ".join(path)))
+    try:
+        _values, positionals, _order = parser.parse_args(list(rest))
+    except Exception as error:  # click's NoSuchOption / BadOptionUsage
+        pytest.fail(f"{example.where}: {example.written}\n  {error}")
+    arguments = [p for p in command.params if p.param_type_name == "argument"]
+    if all(p.nargs >= 0 for p in arguments):
+        room = sum(p.nargs for p in arguments)
+        assert len(positionals) <= room, (f"{example.where}: {example.written}\n  extra "
+                                          f"arguments {positionals[room:]}")
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse(example: Example) -> None:
+    """click's parser and typer's conversions on the example, without running the command."""
+    path, command, rest = _resolve(example.args)
+    root = logging.getLogger()
+    level = root.level
+    try:
+        command.make_context(" ".join(["microloop", *path]), list(rest))
+    except typer.Exit as done:  # --help prints and exits
+        assert done.exit_code == 0, example.where
+    except Exception as error:  # click's UsageError / BadParameter: the drift this test catches
+        pytest.fail(f"{example.where}: {example.written}\n  does not parse: {error}")
+    finally:
+        root.setLevel(level)  # `-v` in an example turns on debug logging
+
+
+def _why_not_run(example: Example) -> str | None:
+    path, _command, rest = _resolve(example.args)
+    if any(flag in rest for flag in ("-h", "--help")):
+        return None
+    if not path:
+        return "no sub-command"
+    if path[0] in EXPENSIVE:
+        return EXPENSIVE[path[0]]
+    for argument, reason in NEEDS_A_CAMPAIGN.items():
+        if argument in rest:
+            return reason
+    if path[0] == "generate" and "--size" in rest:
+        size = int(rest[rest.index("--size") + 1])
+        if size > MAX_RUN_SIZE:
+            return f"--size {size} is above the {MAX_RUN_SIZE} run in CI"
+    return None
+
+
+def test_the_pages_have_examples_and_synopses():
+    """The extraction itself: these examples must be found (a broken regex finds none)."""
+    commands = {_resolve(e.args)[0][0] for e in EXAMPLES if _resolve(e.args)[0]}
+    assert {"run", "campaigns", "generate", "characterise", "cell", "convergence",
+            "calibrate", "case-study"} <= commands
+    assert any(e.args[:2] == ("campaigns", "copy") for e in EXAMPLES)
+    assert any(e.stdout_to == "metrics.json" for e in EXAMPLES)
+    assert any(_resolve(e.args)[0] == ["cell"] for e in SYNOPSES)
+
+
+@pytest.mark.parametrize("example", SYNOPSES, ids=lambda e: e.where)
+def test_synopses_name_real_commands_and_options(example):
+    _check_options(example)
+
+
+SOURCE_TREE = ("docs/", "hpc/", "kernels/", "jobs/", "bayes/", "slurm_templates/")
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.where)
+def test_every_example_parses(example):
+    _check_options(example)
+    _parse(example)
+    in_tree = [a for a in example.args if a.startswith(SOURCE_TREE)]
+    assert not in_tree, (f"{example.where}: {example.written}\n  names {in_tree}, files of "
+                         "the source tree that an installed package does not have (use a "
+                         "built-in name: microloop campaigns list)")
+
+
+def _volume(seed: int):
+    from kernels.structure.procedural import ManufacturingParams, generate_structure
+
+    return generate_structure(ManufacturingParams(am_wt_frac=0.94, porosity=0.35),
+                              size_voxels=32, voxel_um=0.5, seed=seed)
+
+
+def _make_input(name: str, folder: Path) -> None:
+    """A small real input for a file a page reads but does not make."""
+    import numpy as np
+
+    target = folder / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".npy"):
+        np.save(target, _volume(0))
+    elif name.endswith((".tif", ".tiff")):
+        import tifffile
+
+        tifffile.imwrite(target, _volume(1))
+    else:  # a metrics file: what `characterise --json` says of a small volume
+        source = folder / "_fixture_volume.npy"
+        np.save(source, _volume(2))
+        result = CliRunner().invoke(app, ["characterise", str(source), "--voxel-um", "0.5",
+                                          "--json"])
+        assert result.exit_code == 0, result.output
+        target.write_text(result.stdout)
+
+
+_WRITES = {"--out", "--ragone", "--plot", "--dir"}
+
+
+def _inputs(example: Example) -> list[str]:
+    _path, _command, rest = _resolve(example.args)
+    names = []
+    for i, token in enumerate(rest):
+        written = i > 0 and rest[i - 1] in _WRITES
+        if not written and re.fullmatch(r"[\w./-]+\.(npy|tif|tiff|json)", token):
+            names.append(token)
+    return names
+
+
+RUN_PAGES = sorted({e.where.split(":")[0] for e in EXAMPLES if _why_not_run(e) is None})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_cheap_examples_run(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ran = 0
+    for example in EXAMPLES:
+        if example.where.split(":")[0] != page or _why_not_run(example) is not None:
+            continue
+        for name in _inputs(example):
+            if not (tmp_path / name).exists():
+                _make_input(name, tmp_path)
+        result = CliRunner().invoke(app, list(example.args))
+        assert result.exit_code == 0, (f"{example.where}: {example.written}\n{result.output}"
+                                       f"\n{result.exception!r}")
+        if example.stdout_to:
+            (tmp_path / example.stdout_to).write_text(result.stdout)
+        if "--json" in example.args:  # what --json promises: JSON on stdout
+            try:
+                json.loads(result.stdout)
+            except json.JSONDecodeError:  # one object on the last line (cell, calibrate)
+                json.loads(result.stdout.strip().splitlines()[-1])
+        ran += 1
+    assert ran > 0
+
+
+def test_the_examples_not_run_say_why():
+    """Every command is either run somewhere in the pages or has its reason in EXPENSIVE."""
+    run = {_resolve(e.args)[0][0] for e in EXAMPLES if _why_not_run(e) is None and
+           _resolve(e.args)[0]}
+    documented = {_resolve(e.args)[0][0] for e in EXAMPLES if _resolve(e.args)[0]}
+    assert documented <= run | set(EXPENSIVE), documented - run - set(EXPENSIVE)
+    assert {"campaigns", "generate", "characterise", "cell"} <= run
