@@ -35,6 +35,10 @@ def run(
     except (ConfigError, CampaignError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    except (OSError, UnicodeDecodeError) as error:  # a directory, a binary or unreadable file
+        typer.echo(f"error: campaign {campaign!r} cannot be read as a TOML text file: {error}",
+                   err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"campaign {config.name!r} in {folder} ({config.resources.executor} executor, "
                f"budget {config.optimizer.budget})")
     drive(controller, quiet, report=not no_report)
