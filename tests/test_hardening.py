@@ -148,6 +148,18 @@ def test_planted_training_checkpoint_is_refused_without_running_code(tmp_path):
     assert summary["steps"] == 3
 
 
+def test_planted_checkpoint_through_the_cli_is_a_usage_error(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"config": _Planted(marker)}, str(tmp_path / "m.pt") + ".ckpt")
+    result = cli("train-generator", "procedural", "--out", str(tmp_path / "m.pt"), "--resume",
+                 "--steps", "1")
+    assert result.exit_code == 2, result.output
+    assert "--resume" in result.output and "weights only" in result.output
+    assert not marker.exists()
+    result = cli("train-generator", "procedural", "--out", str(tmp_path / "no" / "m.pt"))
+    assert result.exit_code == 2 and "--out" in result.output
+
+
 def test_planted_generator_model_is_a_usage_error_without_running_code(tmp_path):
     model = tmp_path / "model.pt"
     marker = tmp_path / "pwned"
@@ -376,6 +388,24 @@ def test_cell_ragone_into_a_missing_folder_is_refused_before_solving(tmp_path):
     assert result.exit_code == 2, result.output
     assert "--ragone" in result.output and "does not exist" in result.output
     assert time.perf_counter() - start < 5.0  # no PyBaMM solve ran first
+
+
+def test_calibrate_with_an_impossible_current_names_the_column_before_fitting(tmp_path):
+    from kernels.cell.model import ElectrodeDesign
+
+    design = ElectrodeDesign(porosity=0.335, am_volume_fraction=0.665, thickness_um=75.6,
+                             tortuosity_factor=0.335**-0.5,
+                             specific_surface_area_per_um=3 * 0.665 / 5.22,
+                             effective_conductivity_S_m=0.18)
+    (tmp_path / "design.json").write_text(json.dumps({"design": vars(design)}))
+    rows = [f"{60.0 * i},{4.1 - 0.01 * i},1e9" for i in range(60)]
+    (tmp_path / "data.csv").write_text("time_s,voltage_V,current_A\n" + "\n".join(rows) + "\n")
+    result = cli("calibrate", "--measured", str(tmp_path / "data.csv"), "--design",
+                 str(tmp_path / "design.json"), "--fit", "capacity_factor", "--out",
+                 str(tmp_path / "cal.json"))
+    assert result.exit_code == 2, result.output
+    assert "current_A reaches 1e+09 A" in result.output and "accepted up to 20 C" in result.output
+    assert "JSON compliant" not in result.output and not (tmp_path / "cal.json").exists()
 
 
 def test_characterise_of_a_non_npy_file_does_not_advise_pickles(tmp_path):
