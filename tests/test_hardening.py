@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from hpc.campaign.config import ConfigError, parse_campaign
@@ -495,3 +497,29 @@ def test_safe_paths_refuse_only_links_that_leave(tmp_path):
     (root / "journal.jsonl").symlink_to(tmp_path / "journal.jsonl")  # dangling, outside
     with pytest.raises(OutsideFolderError, match="journal.jsonl"):
         check_campaign_folder(root)
+
+
+# ---- malformed volumes: a clear error naming the file, never a traceback, nothing written ------
+
+_NPY_HEADER = b"\x93NUMPY\x01\x00"
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(suffix=st.sampled_from([".npy", ".tif", ".tiff"]),
+       head=st.sampled_from([b"", _NPY_HEADER, b"II*\x00", b"MM\x00*", b"\x80\x04\x95"]),
+       body=st.binary(max_size=300))
+def test_malformed_volume_files_give_a_clear_error(tmp_path, suffix, head, body):
+    folder = tmp_path / f"case{abs(hash((suffix, head, body))) % 10**9}"
+    folder.mkdir()
+    path = folder / f"volume{suffix}"
+    path.write_bytes(head + body)
+    result = cli("characterise", str(path), "--json")
+    if result.exit_code == 0:  # the bytes happened to make a valid labelled volume
+        json.loads(result.output)
+    else:
+        assert result.exit_code == 2, result.output
+        assert isinstance(result.exception, SystemExit), result.exception
+        assert result.output.startswith("error: ") and str(path) in result.output
+        assert "allow_pickle" not in result.output
+    assert sorted(p.name for p in folder.iterdir()) == [path.name]  # nothing written
