@@ -241,6 +241,20 @@ def test_linked_campaign_toml_is_refused_and_its_target_left_alone(campaign_copy
     assert target.read_bytes() == before
 
 
+def test_run_into_a_folder_with_a_link_out_is_refused_before_writing(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (tmp_path / "outside.zarr").mkdir()
+    (folder / "voxels.zarr").symlink_to(tmp_path / "outside.zarr")
+    toml = tmp_path / "quick.toml"
+    toml.write_text((REPO / "hpc" / "campaigns" / "quick.toml").read_text())
+    result = cli("run", str(toml), "--dir", str(folder), "--quiet", "--no-report")
+    assert result.exit_code == 2, result.output
+    assert "voxels.zarr" in result.output and "leads outside" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["voxels.zarr"]
+    assert list((tmp_path / "outside.zarr").iterdir()) == []
+
+
 def test_voxel_store_linked_outside_is_refused(tmp_path):
     from jobs.store import DesignStore, store_path
 

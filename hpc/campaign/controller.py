@@ -162,6 +162,8 @@ class Campaign:
             raise CampaignError(f"{directory} already holds a campaign; continue it with "
                                 f"`microloop resume {directory}` or choose another --dir")
         preflight(config)  # before anything is written
+        if directory.exists():
+            check_campaign_folder(directory)
         directory.mkdir(parents=True, exist_ok=True)
         dump_campaign(config, directory / FROZEN_CONFIG)
         _create_store_root(directory)
