@@ -313,7 +313,7 @@ class Executor:
         path = self.result_path(job_id)
         try:
             kind, value = load_plain_pickle(path)
-        except (OSError, ValueError, pickle.UnpicklingError, EOFError) as error:
+        except Exception as error:  # refused, truncated or garbled: the attempt fails, named
             return JobOutcome(False, error=f"unreadable result {path.name}: {error}")
         if kind == "success":
             return JobOutcome(True, value)
