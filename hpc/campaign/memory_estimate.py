@@ -17,7 +17,9 @@ rel_tol 1e-2, peak RSS from getrusage, a fresh process per size) at 64^3 and 96^
 | native    | 339.5 MB  | 423.0 MB  | 134                 | 304 MB    |
 | taufactor | 345.9 MB  | 437.9 MB  | 148                 | 307 MB    |
 
-(the process after importing numpy, torch and taufactor: 294 MB). Extrapolated to 256^3 the
+(the process after importing numpy, torch and taufactor: 294 MB). Not included: the PyBaMM model
+when the cell sweeps run inside the job (`dask_workers = 0`) and GPU memory. The estimate is
+therefore a lower bound, used to refuse what surely does not fit, not to size a job tightly. Extrapolated to 256^3 the
 native model gives 2.37 GiB against the 2.27 GiB measured in issue 20 (+4 %).
 """
 
