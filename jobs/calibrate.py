@@ -172,6 +172,31 @@ def plot_fit(result: FitResult, path: str | Path) -> None:
     plt.close(fig)
 
 
+def _check_drive_levels(curves: Sequence[Any], capacity_Ah: float) -> None:
+    """Refuse currents or powers outside the cell model's accepted C-rate / power range: a fit at
+    1e9 A runs every solve to nothing and ends in an infinite residual."""
+    import numpy as np
+
+    from kernels.cell.model import RANGES
+
+    c_high = RANGES["c_rate"][1]
+    p_low, p_high = RANGES["power_W"]
+    for curve in curves:
+        if curve.current_A is not None:
+            peak = float(np.nanmax(np.abs(curve.current_A)))
+            if not peak <= c_high * capacity_Ah:
+                raise ValueError(
+                    f"measured {curve.curve_id}: current_A reaches {peak:.4g} A = "
+                    f"{peak / capacity_Ah:.4g} C for this {capacity_Ah:.3g} Ah cell; accepted "
+                    f"up to {c_high:g} C ({c_high * capacity_Ah:.4g} A): check the current "
+                    "column's unit (current_A or current_mA)")
+        else:
+            peak = float(np.nanmax(np.abs(curve.power_W)))
+            if not peak <= p_high:
+                raise ValueError(f"measured {curve.curve_id}: power_W reaches {peak:.4g} W; "
+                                 f"accepted {p_low:g} to {p_high:g} W: check the power unit")
+
+
 def calibrate(
     measured: Sequence[str | Path],
     design: str | Path,
@@ -195,6 +220,7 @@ def calibrate(
     curves = load_curves(measured)
     cell = load_built_cell(design)
     model = cell.cell_model()
+    _check_drive_levels(curves, model.nominal_capacity_Ah(cell.design))  # before any solve
     parameter_values = design_parameter_values(model, cell.design)
     roll = model.jelly_roll(cell.design)
     result = fit_discharge_curves(

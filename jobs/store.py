@@ -33,9 +33,29 @@ VALID_LABELS = (0, 1, 2)
 STORE_NAME = "voxels.zarr"
 
 
+class OutsideFolderError(ValueError):
+    """A path inside a campaign folder that (through a symlink) leads out of it."""
+
+
+def resolve_inside(root: str | Path, path: str | Path, what: str) -> Path:
+    """`path` (under `root`) with its symlinks followed, refusing one that leads outside `root`:
+    a link planted in a campaign folder must not make microloop read or write elsewhere."""
+    base = Path(root).resolve()
+    target = Path(path) if Path(path).is_absolute() else base / path
+    resolved = target.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise OutsideFolderError(f"{what} {target} leads outside the campaign folder {base} "
+                                 f"(to {resolved}); symlinks out of a campaign folder are "
+                                 "refused (docs/trust.md): replace the link by the real file")
+    return resolved
+
+
 def store_path(campaign_dir: str | Path) -> Path:
-    """Where a campaign keeps its voxels."""
-    return Path(campaign_dir) / STORE_NAME
+    """Where a campaign keeps its voxels (a `voxels.zarr` linked out of the folder is refused)."""
+    path = Path(campaign_dir) / STORE_NAME
+    if path.is_symlink() or path.exists():
+        resolve_inside(campaign_dir, path, "the voxel store")
+    return path
 
 
 def group_name(trial_id: int) -> str:

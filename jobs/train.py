@@ -10,6 +10,7 @@ Run as a program for SLURM: `python -m jobs.train procedural --out model.pt --de
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
@@ -23,6 +24,7 @@ import torch
 from jobs.training_data import TrainingSet, load_training_set
 from kernels.generator.model import (
     ConditionalGenerator,
+    TrainingTargets,
     load_default_model,
     load_state_bytes,
     make_targets,
@@ -88,6 +90,28 @@ def load_model(source: str | Path) -> ConditionalGenerator:
 
 def checkpoint_path(out: str | Path) -> Path:
     return Path(str(out) + ".ckpt")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint, read with `weights_only=True`: it holds only tensors, numbers,
+    strings and containers (the numpy RNG state as JSON, the targets as a dict of tensors), so
+    a planted file cannot run code; anything else is refused with the file's name."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(f"{Path(path).name} is not a microloop training checkpoint that loads "
+                         f"safely (weights only): {str(error).splitlines()[0]}; delete it and "
+                         "train without --resume") from None
+    expected = {"config", "model", "optimizer", "noise_state", "rng_state_json", "history",
+                "targets", "wall_s"}
+    missing = expected - set(state) if isinstance(state, dict) else expected
+    if missing:
+        raise ValueError(f"{Path(path).name} is not a microloop training checkpoint of this "
+                         f"version (missing {sorted(missing)}); delete it and train without "
+                         "--resume")
+    return state
 
 
 def loss_plot_path(out: str | Path) -> Path:
@@ -162,7 +186,7 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
     history: list[dict[str, float]] = []
     wall_before = 0.0
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt)
         if state["config"] != config.to_dict():
             raise ValueError(f"{ckpt.name} was made with another model configuration or training "
                              "data envelope; start again without --resume or use the same options")
@@ -170,9 +194,9 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
         optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
         optimizer.load_state_dict(state["optimizer"])
         noise.set_state(state["noise_state"])
-        rng.bit_generator.state = state["rng_state"]
+        rng.bit_generator.state = json.loads(state["rng_state_json"])
         history = list(state["history"])
-        targets = state["targets"]
+        targets = TrainingTargets(**state["targets"])
         wall_before = float(state["wall_s"])
     else:
         targets = make_targets(data.params, data.volumes, config)
@@ -186,7 +210,8 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
         tmp = ckpt.with_name(ckpt.name + ".partial")
         torch.save({"config": config.to_dict(), "model": model_state(model),
                     "optimizer": optimizer.state_dict(), "noise_state": noise.get_state(),
-                    "rng_state": rng.bit_generator.state, "history": history, "targets": targets,
+                    "rng_state_json": json.dumps(rng.bit_generator.state), "history": history,
+                    "targets": asdict(targets),
                     "wall_s": wall(), "step": step}, tmp)
         os.replace(tmp, ckpt)
         if history:

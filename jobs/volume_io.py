@@ -67,6 +67,10 @@ def open_volume(path: str | Path) -> Any:
         raise VolumeFileError(f"unsupported volume file {path}: expected {ACCEPTED}")
     if not path.exists():
         raise VolumeFileError(f"volume file {path} does not exist")
+    if suffix in NPY_SUFFIXES and not _has_npy_magic(path):
+        raise VolumeFileError(f"{path} is not an NPY file (it does not start with the NPY magic "
+                              "bytes \\x93NUMPY); give an array written by numpy.save, a .tif or "
+                              "a .zarr store")
     try:
         if suffix in NPY_SUFFIXES:
             return np.load(path, allow_pickle=False)
@@ -74,6 +78,16 @@ def open_volume(path: str | Path) -> Any:
 
         return tifffile.imread(path)
     except Exception as error:  # corrupt files raise many types
+        raise VolumeFileError(f"cannot read {path}: {error}") from None
+
+
+def _has_npy_magic(path: Path) -> bool:
+    """Whether the file starts like an NPY file (numpy would otherwise try it as a pickle and
+    answer with advice to allow pickles, which a volume never needs)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(6) == b"\x93NUMPY"
+    except OSError as error:
         raise VolumeFileError(f"cannot read {path}: {error}") from None
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tomllib
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +253,35 @@ def find_crossing_W(powers_W: np.ndarray, energy_a: np.ndarray, energy_b: np.nda
 # ---- plots -----------------------------------------------------------------------------------
 
 
+def _atomic_target(path: Path) -> Path:
+    """A temporary name next to `path` (same folder, same suffix, so the format is kept)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+
+
+def save_figure_atomic(fig: Any, path: Path) -> None:
+    """savefig to a temporary file, then rename: a killed report leaves the old plot or the new
+    one, never a 0-byte PNG (and the rename replaces a planted link instead of following it)."""
+    tmp = _atomic_target(path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text by temporary file + fsync + rename (see `save_figure_atomic`)."""
+    tmp = _atomic_target(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _pyplot():
     import matplotlib
 
@@ -291,7 +322,7 @@ def plot_trace(data: CampaignData, path: Path) -> Path:
     ax.set_title(f"{data.name}: {len(done)} of {data.budget} evaluations")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path)
     plt.close(fig)
     return path
 
@@ -318,7 +349,7 @@ def plot_partial_dependence(data: CampaignData, gp: GPAnalysis, path: Path) -> P
     fig.suptitle(f"{data.name}: objective over the parameters (averaged over the others)",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path)
     plt.close(fig)
     return path
 
@@ -335,7 +366,7 @@ def plot_importance(data: CampaignData, gp: GPAnalysis, path: Path) -> Path:
     ax.set_xlabel("importance: (1 / length-scale), normalised")
     ax.set_title(f"{data.name}: parameter importance", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path)
     plt.close(fig)
     return path
 
@@ -361,7 +392,7 @@ def plot_microstructure(volume: np.ndarray, voxel_um: float, title: str, path: P
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path)
     plt.close(fig)
     return path
 
@@ -388,7 +419,7 @@ def plot_ragone(curves: dict[str, tuple[np.ndarray, np.ndarray]], ylabel: str, p
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path)
     plt.close(fig)
     return path
 
@@ -456,6 +487,9 @@ def write_report_logged(directory: Path) -> None:
 
 def write_report(directory: str | Path) -> Path:
     """Write ``<directory>/report/`` (plots, summary.md, summary.json); returns summary.md."""
+    from hpc.campaign.safe_paths import check_campaign_folder
+
+    check_campaign_folder(directory)  # a report/ (or journal, voxels) linked out is refused
     data = load_campaign_data(directory)
     out = Path(directory) / REPORT_FOLDER
     out.mkdir(parents=True, exist_ok=True)
@@ -536,8 +570,8 @@ def write_report(directory: str | Path) -> Path:
     }
     from jobs.store import json_safe
 
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=1))
-    (out / "summary.md").write_text(_summary_markdown(data, rows, plots, notes, gp_info))
+    write_text_atomic(out / "summary.json", json.dumps(json_safe(summary), indent=1))
+    write_text_atomic(out / "summary.md", _summary_markdown(data, rows, plots, notes, gp_info))
     return out / "summary.md"
 
 

@@ -31,10 +31,9 @@ from pydantic import (
     model_validator,
 )
 
+from hpc.campaigns import builtin_names
 from kernels.cell import ranges
 from kernels.cell.ranges import PhysicalRange
-
-from hpc.campaigns import builtin_names
 
 #: every campaign file shipped in hpc/campaigns (quick, cs1, cs1_3C, ...), read from the package
 BUILTIN_CAMPAIGNS = builtin_names("campaign")

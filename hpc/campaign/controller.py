@@ -13,6 +13,7 @@ The optimiser state is saved (atomically) to ``optimizer_state.json`` after ever
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from typing import Any
 from hpc.campaign.config import CampaignConfig, ConfigError, dump_campaign, load_campaign
 from hpc.campaign.folder import FROZEN_CONFIG, JOBS_FOLDER, LOCK_NAME, OPTIMIZER_STATE
 from hpc.campaign.journal import Journal, json_safe, read_journal
+from hpc.campaign.safe_paths import check_campaign_folder
 from hpc.campaign.trials import Trial, apply_event, fold_events, write_trials_csv
 from hpc.machine.executor import Executor, ExecutorError, JobStatus
 
@@ -66,6 +68,14 @@ def preflight(config: CampaignConfig) -> dict[str, Any]:
         spec = config.to_spec_dict()
     except ValueError as error:
         raise ConfigError(f"campaign does not make a valid evaluation spec: {error}") from None
+    from hpc.campaign.memory_estimate import check_evaluation_memory
+
+    fid = config.fidelity
+    try:  # an evaluation that cannot fit in mem_gb would be OOM-killed on every attempt
+        check_evaluation_memory(fid.cube_voxels, fid.n_cubes, fid.mpi_ranks,
+                                config.resources.mem_gb, fid.backend)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     try:
         config.space.to_bayes_space()
     except ValueError as error:
@@ -110,7 +120,7 @@ def preflight(config: CampaignConfig) -> dict[str, Any]:
 class Campaign:
     """One campaign folder and the controller that drives it."""
 
-    def __init__(self, directory: Path, config: CampaignConfig) -> None:
+    def __init__(self, directory: Path, config: CampaignConfig, lock: Any = None) -> None:
         self.dir = Path(directory).absolute()
         self.config = config
         self.spec = preflight(config)
@@ -122,7 +132,7 @@ class Campaign:
         self.max_concurrent = config.optimizer.max_concurrent
         self.max_attempts = 1 + config.resources.max_retries
         self.faults = {f.trial_id: f.model_dump() for f in config.faults}
-        self._lock = _lock_campaign(self.dir)
+        self._lock = lock or _lock_campaign(self.dir)
         events = read_journal(self.dir)
         self.trials: dict[int, Trial] = fold_events(events)
         self._had_warm_start = any(e["event"] == "warm_start" for e in events)
@@ -152,6 +162,8 @@ class Campaign:
             raise CampaignError(f"{directory} already holds a campaign; continue it with "
                                 f"`microloop resume {directory}` or choose another --dir")
         preflight(config)  # before anything is written
+        if directory.exists():
+            check_campaign_folder(directory)
         directory.mkdir(parents=True, exist_ok=True)
         dump_campaign(config, directory / FROZEN_CONFIG)
         _create_store_root(directory)
@@ -163,21 +175,26 @@ class Campaign:
         frozen = Path(directory) / FROZEN_CONFIG
         if not frozen.exists():
             raise CampaignError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
+        check_campaign_folder(directory)
         config = load_campaign(frozen, overrides)
-        if overrides:
-            dump_campaign(config, frozen)
-        return cls(Path(directory), config)
+        lock = _lock_campaign(Path(directory).absolute())  # before any write: a refused resume
+        try:                                                # must not change a running campaign
+            if overrides:
+                dump_campaign(config, frozen)
+            return cls(Path(directory), config, lock=lock)
+        except BaseException:
+            lock.close()
+            raise
 
     # ---- the optimiser --------------------------------------------------------------------
 
     def _load_optimizer(self) -> tuple[Any, set[int]]:
-        from bayes.optimizer import get_backend_class, make_optimizer, optimizer_from_state
+        from bayes.optimizer import get_backend_class, make_optimizer
 
         path = self.dir / OPTIMIZER_STATE
-        if path.exists():
-            saved = json.loads(path.read_text())
-            optimizer = optimizer_from_state(self.space, saved["state"])
-            told = {int(t) for t in saved["told"]}
+        restored = _restore_optimizer(path, self.space) if path.exists() else None
+        if restored is not None:
+            optimizer, told = restored
         else:
             opt = self.config.optimizer
             options = dict(opt.options)
@@ -264,10 +281,20 @@ class Campaign:
         """Drive the campaign until the budget is spent (or `stop_after_s` passes); then call
         `report(folder)` (the CLI passes `hpc.analysis.report.write_report_logged`), so the
         campaign package never imports the analysis package."""
+        try:
+            self.journal_event("campaign_started", pid=os.getpid(), budget=self.budget,
+                               resumed=bool(self.trials))
+            return self._drive(time.monotonic(), on_progress, stop_after_s, report)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):  # a stop, not a failed attempt
+                raise CampaignError(f"the disk holding {self.dir} is full ({error}); nothing "
+                                    "was lost: free space, then `microloop resume "
+                                    f"{self.dir}`") from error
+            raise
+
+    def _drive(self, started: float, on_progress: Callable[[Progress], None] | None,
+               stop_after_s: float | None, report: Callable[[Path], None] | None) -> Progress:
         res = self.config.resources
-        self.journal_event("campaign_started", pid=os.getpid(), budget=self.budget,
-                           resumed=bool(self.trials))
-        started = time.monotonic()
         self._recover_submissions()
         if not self.finished():
             self.dask = _start_dask(self.config, self.dir)
@@ -431,6 +458,20 @@ class Campaign:
             self._told.add(trial_id)
         self._untold = []
         self._save_optimizer()
+
+
+def _restore_optimizer(path: Path, space: Any) -> tuple[Any, set[int]] | None:
+    """The saved optimiser, or None (with a warning) when the file is damaged: the journal
+    holds every observation, so the caller rebuilds the optimiser from it instead of stopping."""
+    from bayes.optimizer import optimizer_from_state
+
+    try:
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+        return optimizer_from_state(space, saved["state"]), {int(t) for t in saved["told"]}
+    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError, UnicodeDecodeError
+        log.warning("%s is damaged (%s: %s); rebuilding the optimiser from the journal",
+                    path, type(error).__name__, error)
+        return None
 
 
 def _lock_campaign(directory: Path) -> Any:

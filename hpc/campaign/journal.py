@@ -81,20 +81,33 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+class JournalError(ValueError):
+    """A damaged journal: which file, which line, and why (never guessed around)."""
+
+
 def read_journal(directory: Path) -> list[dict[str, Any]]:
-    """All complete events of a campaign folder, in order (a torn last line is ignored)."""
+    """All complete events of a campaign folder, in order (a torn last line is ignored).
+
+    A damaged line elsewhere (bad bytes, not JSON, not an event) raises JournalError naming the
+    file and the line: skipping it could forget a submitted job and run it twice."""
     path = Path(directory) / JOURNAL_NAME
     if not path.exists():
         return []
     events = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    lines = path.read_bytes().split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
+            event = json.loads(raw.decode("utf-8"))
+            if not isinstance(event, dict) or event.get("event") not in EVENTS:
+                raise ValueError(f"not a journal event (events: {', '.join(EVENTS)})")
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             if number == len(lines):  # the torn tail of a killed write
                 break
-            raise ValueError(f"{path}:{number}: corrupt journal line") from None
+            raise JournalError(
+                f"{path}: line {number} is damaged ({type(error).__name__}: {error}); "
+                "microloop will not guess which events it held: restore the journal from a "
+                "backup, or start a new campaign folder") from None
+        events.append(event)
     return events

@@ -62,7 +62,8 @@ def start_dask_cluster(executor: str, n_workers: int, folder: Path, *,
             queue=partition, account=account, cores=1, processes=1,
             memory=f"{int(memory_gb * 1024)}MiB", walltime=_walltime_text(walltime_min),
             local_directory=str(folder / "local"), log_directory=str(folder / "logs"),
-            python=sys.executable, scheduler_options={"dashboard_address": ":0"},
+            python=sys.executable, scheduler_options={"dashboard_address": ":0",
+                                                     "local_directory": str(folder / "scheduler")},
             # --lifetime: retire before walltime; death_timeout: a worker whose controller (and
             # scheduler) was killed gives its allocation back after 2 minutes
             worker_extra_args=["--lifetime", f"{lifetime_min}m", "--lifetime-stagger", "1m"],
@@ -78,7 +79,9 @@ def start_dask_cluster(executor: str, n_workers: int, folder: Path, *,
         from distributed import LocalCluster
 
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", local_directory=str(folder / "local"))
+                               dashboard_address=":0", local_directory=str(folder / "local"),
+                               # the scheduler's scratch too stays inside the campaign folder
+                               scheduler_kwargs={"local_directory": str(folder / "scheduler")})
     log.info("Dask cluster for cell sweeps at %s (%d workers)", cluster.scheduler_address,
              n_workers)
     return DaskCluster(cluster, cluster.scheduler_address)

@@ -11,9 +11,11 @@ so the controller can journal them and re-attach after a restart.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import pickle
 import re
 import subprocess
 import time
@@ -191,6 +193,10 @@ class Executor:
                 else:
                     with self._ex.batch():
                         jobs = [self._ex.submit(fn, *args) for args in chunk]
+            except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # a full disk stops the campaign; it is no attempt's failure
+                raise ExecutorError(f"{self.kind} submission failed: {error}") from error
             except Exception as error:  # submitit raises plain exceptions for sbatch errors
                 raise ExecutorError(f"{self.kind} submission failed: {error}") from error
             for job in jobs:
@@ -219,6 +225,7 @@ class Executor:
             for job_id in job_ids:
                 statuses[job_id] = JobStatus("finished", "DEBUG")
             return statuses
+        self._reap_local()
         waiting = []
         for job_id in job_ids:
             if self.result_path(job_id).exists():
@@ -237,6 +244,15 @@ class Executor:
             for job_id in waiting:
                 statuses[job_id] = self._local_status(job_id)
         return statuses
+
+    def _reap_local(self) -> None:
+        """Wait for local jobs that exited (no zombies until the controller ends); a job that
+        left its result is forgotten, one without keeps its exit code for `_local_status`."""
+        for job_id, job in list(self._local_jobs.items()):
+            process = getattr(job, "_process", None)
+            if process is not None and process.poll() is not None \
+                    and self.result_path(job_id).exists():
+                del self._local_jobs[job_id]
 
     def _slurm_status(self, job_id: str, state: str) -> JobStatus:
         previous = self._last_slurm_state.get(job_id)
@@ -294,12 +310,10 @@ class Executor:
                 return JobOutcome(True, fn(*args))
             except Exception as error:  # the function's own error, in this process
                 return JobOutcome(False, error=f"{type(error).__name__}: {error}")
-        from submitit.core.utils import pickle_load
-
         path = self.result_path(job_id)
         try:
-            kind, value = pickle_load(path)
-        except Exception as error:  # a truncated or unreadable pickle
+            kind, value = load_plain_pickle(path)
+        except Exception as error:  # refused, truncated or garbled: the attempt fails, named
             return JobOutcome(False, error=f"unreadable result {path.name}: {error}")
         if kind == "success":
             return JobOutcome(True, value)
@@ -318,6 +332,28 @@ class Executor:
                 os.kill(int(job_id), signal.SIGTERM)
             except (ProcessLookupError, ValueError):
                 pass
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds only what pickle makes without importing anything (str, bytes, numbers, None,
+    bool, list, tuple, dict, set): no class is ever looked up, so no code runs (docs/trust.md)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refused: the result pickle names {module}.{name}; a "
+                                     "microloop result holds plain data only (docs/trust.md)")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("refused: the result pickle uses persistent ids")
+
+
+def load_plain_pickle(path: Path) -> tuple[str, Any]:
+    """A submitit result file, ``("success", value)`` or ``("error", traceback)``, read without
+    unpickling code: `jobs/` can be written by anyone who can write the campaign folder."""
+    with open(path, "rb") as handle:
+        data = _PlainUnpickler(handle).load()
+    if not (isinstance(data, tuple) and len(data) == 2 and data[0] in ("success", "error")):
+        raise ValueError("not a submitit result (expected ('success'|'error', value))")
+    return data
 
 
 def _pid_alive(pid: int) -> bool:

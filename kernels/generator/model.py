@@ -229,7 +229,15 @@ def model_from_state(state: Mapping[str, Any]) -> ConditionalGenerator:
 
 def load_state_bytes(data: bytes) -> ConditionalGenerator:
     """A model from the bytes of a saved file (torch.save of `model_state`)."""
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    import pickle
+
+    try:   # weights only: a planted file cannot run code, it is refused
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError("not a microloop generator file that loads safely (weights only): "
+                         f"{str(error).splitlines()[0]}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"not a microloop generator file (holds a {type(state).__name__})")
     return model_from_state(state)
 
 

@@ -19,6 +19,8 @@ def drive(controller: Campaign, quiet: bool = False, report: bool = True) -> Non
         return (f"done {p.complete} | running {p.running} | failed {p.failed} | "
                 f"best {best}")
 
+    from hpc.campaign.controller import CampaignError
+
     hook = None
     if report:
         from hpc.analysis.report import write_report_logged as hook
@@ -34,6 +36,9 @@ def drive(controller: Campaign, quiet: bool = False, report: bool = True) -> Non
                     bar.update(task, completed=p.complete + p.failed, label=describe(p))
 
                 final = controller.run(on_progress=show, report=hook)
+    except CampaignError as error:  # e.g. a full disk: a clear stop, resumable
+        typer.echo(f"\nerror: {error}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: running jobs keep going; continue with "
                    f"`microloop resume {controller.dir}`", err=True)

@@ -161,6 +161,9 @@ def run(args: CellRequest) -> dict:
         _usage_error("nothing to run: give --power-W and/or --c-rate")
     if args.ragone is not None and not args.power_W:
         _usage_error("--ragone needs --power-W values")
+    if args.ragone is not None and not args.ragone.absolute().parent.is_dir():  # before solving
+        _usage_error(f"--ragone {args.ragone}: folder {args.ragone.absolute().parent} does not "
+                     "exist; create it first")
     if args.half_cell and args.power_W:
         _usage_error("--power-W needs a full cell; a --half-cell is discharged with --c-rate")
     for flag, name, levels in (("--power-W", "power_W", args.power_W),

@@ -54,6 +54,7 @@ def characterise_file(
         raise ValueError(
             f"volume must be a 3D array (or 4D: samples x 3D), got shape {shape} in {volume_path}"
         )
+    _check_memory(volume_path, shape[-3:], backend)
     results = []
     for index in samples:
         import numpy as np
@@ -82,6 +83,21 @@ def characterise_file(
             metrics = {"sample": index, **metrics}
         results.append(metrics)
     return results
+
+
+def _check_memory(volume_path: str, shape: tuple[int, ...], backend: str) -> None:
+    """Refuse (ValueError) a sample too big for this machine's free memory, before reading it:
+    a lazy zarr of 2048^3 would otherwise be read whole and the process OOM-killed (rc 137)."""
+    from hpc.campaign.memory_estimate import GIB, available_memory_bytes, volume_peak_bytes
+
+    n_voxels = math.prod(int(n) for n in shape)
+    need = volume_peak_bytes(n_voxels, backend)
+    free = available_memory_bytes()
+    if need > free:
+        raise ValueError(
+            f"{volume_path}: characterising one {'x'.join(map(str, shape))} sample needs about "
+            f"{need / GIB:.1f} GiB (estimate), and {free / GIB:.1f} GiB is available here; "
+            "characterise a cropped sub-volume or run on a node with more memory")
 
 
 def _print_table(results: list[dict[str, Any]], title: str) -> None:

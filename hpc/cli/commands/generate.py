@@ -4,6 +4,7 @@ procedural simulator, written as .npy, .tif or zarr."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -45,10 +46,19 @@ def generate(
         raise typer.BadParameter(f"must be >= 8 voxels, got {size}", param_hint="--size")
     if n < 1:
         raise typer.BadParameter(f"must be >= 1, got {n}", param_hint="--n")
+    if seed < 0:
+        raise typer.BadParameter(f"must be >= 0 (numpy seeds are non-negative), got {seed}",
+                                 param_hint="--seed")
+    if not (math.isfinite(voxel_um) and voxel_um > 0):
+        raise typer.BadParameter(f"must be a positive number of micrometres, got {voxel_um}",
+                                 param_hint="--voxel-um")
     suffix = out.suffix.lower()
     if suffix not in (".npy", ".tif", ".tiff", ".zarr"):
         raise typer.BadParameter(f"must end in .npy, .tif, .tiff or .zarr, got {out.name}",
                                  param_hint="--out")
+    if not out.absolute().parent.is_dir():  # checked before the volumes are made
+        raise typer.BadParameter(f"folder {out.absolute().parent} does not exist; create it "
+                                 "first", param_hint="--out")
     if model == "procedural":
         from kernels.structure.procedural import ManufacturingParams, generate_structure
 

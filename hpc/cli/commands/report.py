@@ -27,7 +27,20 @@ def report(
         compare_case_study(found[0], directory)
         typer.echo(f"case-study report: {directory / 'report' / 'summary.md'}")
         return
-    path = write_report(directory)
+    import tomllib
+
+    from hpc.campaign.journal import JournalError
+    from hpc.campaign.safe_paths import OutsideFolderError
+
+    try:
+        path = write_report(directory)
+    except (JournalError, OutsideFolderError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        typer.echo(f"error: {directory}/campaign.toml does not read as TOML ({error}); restore "
+                   "the campaign's frozen config", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"report: {path}")
 
 

@@ -16,12 +16,21 @@ def resume(
     """Re-attach to running jobs, submit what was proposed but never submitted, and go on."""
     from hpc.campaign.config import ConfigError
     from hpc.campaign.controller import Campaign, CampaignError
+    from hpc.campaign.journal import JournalError
+    from hpc.campaign.safe_paths import OutsideFolderError
     from hpc.cli.commands._progress import drive
 
+    if budget is not None and budget < 1:
+        typer.echo(f"error: --budget must be at least 1, got {budget}", err=True)
+        raise typer.Exit(2)
     try:
         controller = Campaign.open(directory, {"optimizer": {"budget": budget}} if budget else None)
-    except (ConfigError, CampaignError) as error:
+    except (ConfigError, CampaignError, JournalError, OutsideFolderError) as error:
         typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except UnicodeDecodeError as error:  # a binary campaign.toml (the journal says its line)
+        typer.echo(f"error: {directory}/campaign.toml is not UTF-8 text ({error}); restore the "
+                   "campaign's frozen config", err=True)
         raise typer.Exit(2) from None
     p = controller.progress()
     typer.echo(f"resuming {directory}: {p.complete} complete, {p.failed} failed, "

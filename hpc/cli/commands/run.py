@@ -25,6 +25,7 @@ def run(
     """Run a campaign: ask -> evaluate (jobs) -> tell, until the budget is spent."""
     from hpc.campaign.config import ConfigError, load_campaign
     from hpc.campaign.controller import Campaign, CampaignError
+    from hpc.campaign.safe_paths import OutsideFolderError
     from hpc.cli.commands._progress import drive
 
     overrides = {"resources": {"executor": executor}, "optimizer": {"budget": budget, "seed": seed}}
@@ -32,8 +33,12 @@ def run(
         config = load_campaign(campaign, overrides)
         folder = directory or _default_dir(config.name)
         controller = Campaign.create(config, folder)
-    except (ConfigError, CampaignError) as error:
+    except (ConfigError, CampaignError, OutsideFolderError) as error:
         typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except (OSError, UnicodeDecodeError) as error:  # a directory, a binary or unreadable file
+        typer.echo(f"error: campaign {campaign!r} cannot be read as a TOML text file: {error}",
+                   err=True)
         raise typer.Exit(2) from None
     typer.echo(f"campaign {config.name!r} in {folder} ({config.resources.executor} executor, "
                f"budget {config.optimizer.budget})")

@@ -56,9 +56,17 @@ def train_generator_command(
     """Train the conditional 3D generator; writes OUT, OUT.ckpt and the loss plot."""
     import sys
 
-    from jobs.train import TrainOptions, train_generator
+    from jobs.train import TrainOptions, checkpoint_path, load_checkpoint, train_generator
     from jobs.training_data import load_training_set
 
+    if not out.absolute().parent.is_dir():
+        raise typer.BadParameter(f"folder {out.absolute().parent} does not exist; create it first",
+                                 param_hint="--out")
+    if resume and checkpoint_path(out).is_file():
+        try:  # refused before any training data is made (weights only: docs/trust.md)
+            load_checkpoint(checkpoint_path(out))
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--resume") from None
     procedural = {}
     if data == "procedural":
         procedural = {"grid": _parse_grid(grid), "size_voxels": volume_voxels,
