@@ -138,9 +138,9 @@ class CellModel:
                                    self.packaging.separator_thickness_um * 1e-6)
         own_c_p_max = float(values["Maximum concentration in positive electrode [mol.m-3]"])
         # None: the parameter set's own c_max; else rho_AM / M_AM (g/m^3 / g/mol)
-        self._c_p_max_override = (None if options.capacity_basis == "parameter_set"
+        self.c_p_max_override_mol_m3 = (None if options.capacity_basis == "parameter_set"
                                   else self.rho_am_g_cm3 * 1e6 / options.am_molar_mass_g_mol)
-        self._c_p_max = own_c_p_max if self._c_p_max_override is None else self._c_p_max_override
+        self._c_p_max = own_c_p_max if self.c_p_max_override_mol_m3 is None else self.c_p_max_override_mol_m3
         # the charged state keeps its stoichiometry when c_max changes
         self._c_p_init = (float(values["Initial concentration in positive electrode [mol.m-3]"])
                           * self._c_p_max / own_c_p_max)
@@ -287,7 +287,7 @@ class CellModel:
     def _sim(self, mode: str, end_events: bool = False):
         return _simulation(self.parameter_set, self.half_cell, mode,
                            self.packaging.separator_thickness_um * 1e-6, self.calibration,
-                           end_events, self._c_p_max_override, self.options.thermal)
+                           end_events, self.c_p_max_override_mol_m3, self.options.thermal)
 
     def _solve(self, mode: str, inputs: dict, t_end_s: float,
                end_events: bool = False) -> tuple[str, float, float, float]:

@@ -55,18 +55,23 @@ def _li_metal_exchange_current_density(c_e, c_Li, T):  # noqa: N803 (PyBaMM's ar
     return 3.5e-8 * F_C_MOL * c_Li**0.7 * c_e**0.3
 
 
-def _scaled_exchange_current(j0, c_max_ratio: float):
+def _scaled_exchange_current(j0, c_max_ratio: float, values):
     """j0 at the same stoichiometry when c_max changes, times the active surface fraction.
 
     Chen2020's j0 = k sqrt(c_e c_s (c_max - c_s)) grows with c_max at a fixed stoichiometry; a
     c_max corrected to the AM density must not change the kinetics per area, so the function is
     evaluated at the parameter set's own concentrations (c_s and c_max times c_max_ratio).
+    Inside a model the fraction is the parameter ACTIVE_SURFACE_FRACTION_INPUT (a number or an
+    input of whichever ParameterValues processes it); called with plain numbers it is the
+    number `values` holds, so the function can also be evaluated on its own.
     """
     import pybamm
 
     def exchange_current_density(c_e, c_s_surf, c_s_max, T):  # noqa: N803 (PyBaMM's names)
-        return (j0(c_e, c_s_surf * c_max_ratio, c_s_max * c_max_ratio, T)
-                * pybamm.InputParameter(ACTIVE_SURFACE_FRACTION_INPUT))
+        base = j0(c_e, c_s_surf * c_max_ratio, c_s_max * c_max_ratio, T)
+        if any(isinstance(arg, pybamm.Symbol) for arg in (c_e, c_s_surf, c_s_max, T)):
+            return base * pybamm.Parameter(ACTIVE_SURFACE_FRACTION_INPUT)
+        return base * float(values[ACTIVE_SURFACE_FRACTION_INPUT])
 
     return exchange_current_density
 
@@ -118,8 +123,9 @@ def parameter_values(parameter_set: str, half_cell: bool, separator_m: float,
     values.update({
         key_max: c_max,
         key_init: float(values[key_init]) * c_max / c_max_own,
-        key_j0: _scaled_exchange_current(values[key_j0], c_max_own / c_max),
+        key_j0: _scaled_exchange_current(values[key_j0], c_max_own / c_max, values),
     })
+    values.update({ACTIVE_SURFACE_FRACTION_INPUT: 1.0}, check_already_exists=False)
     if calibration:
         from kernels.cell.corrections import Calibration
 
@@ -181,7 +187,8 @@ def build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m
     if end_events:
         add_end_of_discharge_events(model, half_cell)
     values = parameter_values(parameter_set, half_cell, separator_m, calibration, c_p_max_mol_m3)
-    inputs = {name: "[input]" for name in INPUT_NAMES_CATHODE + INPUT_NAMES_SEPARATOR}
+    inputs = {name: "[input]" for name in
+              (*INPUT_NAMES_CATHODE, ACTIVE_SURFACE_FRACTION_INPUT, *INPUT_NAMES_SEPARATOR)}
     if not half_cell:
         inputs.update({name: "[input]" for name in INPUT_NAMES_ANODE})
     if thermal == "lumped":
