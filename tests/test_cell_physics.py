@@ -88,6 +88,9 @@ def test_dfn_radius_is_the_simulators_particle_size(am_wt_frac, porosity, voxel_
     assert 3.5 < truth_um < 4.5  # 8 um mean diameter, calendered
     volume = procedural.generate_structure(params, size, voxel_um, seed=1)
     metrics = _metrics_without_transport(volume, voxel_um)
+    areas = metrics["specific_surface_area_per_um"]
+    assert am_particle_radius_um(volume, voxel_um, areas["am_pore"] + areas["am_cbd"]) == (
+        pytest.approx(metrics["am_particle_radius_um"], rel=1e-9))
     design = design_from_metrics(metrics, thickness_um=80.0)
     radius_um = get_cell_model("Chen2020").particle_radius_m(design) * 1e6
     assert radius_um == pytest.approx(truth_um, rel=0.15)
