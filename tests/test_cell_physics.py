@@ -199,3 +199,20 @@ def test_options_name_bad_values():
         ElectrodeDesign(0.35, 0.6, 80.0, 2.5, 0.3, 1.0, particle_radius_um=0.0)
     with pytest.raises(ValueError, match="anode_porosity"):
         CellModel("Chen2020", packaging=Packaging4680(anode_porosity=0.4))
+
+
+def test_nanoporous_cbd_mass_budget_recovers_the_recipe():
+    # A recipe of 96 wt% AM whose CBD is a nanoporous domain: the generator gets the solid-density
+    # equivalent recipe; the cell's mass budget must give back 96 wt% (and hold the nanopores'
+    # electrolyte), the solid-CBD budget the generator's 92.5 wt%.
+    recipe_wt = 0.96
+    fractions = procedural.target_phase_fractions(simulator_am_wt_frac(recipe_wt), 0.30)
+    design = ElectrodeDesign(fractions["pore"], fractions["am"], 80.0, 2.5, 0.4, 1.0,
+                             particle_radius_um=4.0)
+    domain = get_cell_model("Chen2020", options=CellModelOptions(cbd_volume="nanoporous_domain"))
+    solid = get_cell_model("Chen2020")
+    rolls = [m.jelly_roll(design) for m in (domain, solid)]
+    wt = [roll.cathode_am_mass_g / roll.mass_g["cathode"] for roll in rolls]
+    assert wt[0] == pytest.approx(recipe_wt, rel=1e-3)
+    assert wt[1] == pytest.approx(simulator_am_wt_frac(recipe_wt), rel=1e-3)
+    assert rolls[0].mass_g["electrolyte"] > rolls[1].mass_g["electrolyte"]

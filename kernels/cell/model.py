@@ -28,6 +28,7 @@ import math
 import threading
 from dataclasses import asdict, dataclass
 
+from kernels.cell.cbd_model import NanoporousCBD
 from kernels.cell.design import (
     BRUGGEMAN_MAX,
     BRUGGEMAN_MIN,
@@ -122,6 +123,11 @@ class CellModel:
         if not (math.isfinite(rho_am_g_cm3) and rho_am_g_cm3 > 0):
             raise ValueError(f"rho_am_g_cm3 must be > 0, got {rho_am_g_cm3}")
         self.options = options
+        self._cbd_mass_model: dict[str, float] = {}
+        if options.cbd_volume == "nanoporous_domain":
+            domain = NanoporousCBD()
+            self._cbd_mass_model = {"rho_cathode_cbd_kg_m3": domain.domain_density_g_cm3 * 1e3,
+                                    "cathode_cbd_nanoporosity": domain.nanoporosity}
         self.parameter_set = parameter_set
         self.half_cell = bool(half_cell)
         self.packaging = packaging if packaging is not None else Packaging4680()
@@ -189,6 +195,7 @@ class CellModel:
             anode_porosity=self._n_porosity,
             anode_am_fraction=self._n_am,
             rho_cathode_am_kg_m3=self.rho_am_g_cm3 * 1e3,
+            **self._cbd_mass_model,
         )
         return jelly_roll(stack, self.packaging)
 

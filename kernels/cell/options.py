@@ -16,6 +16,10 @@ stays reachable by a named value so that its effect can be measured
 - anode_bruggeman, separator_bruggeman: electrolyte transport outside the cathode,
   D_eff = eps^b D (Chen2020: 1.5 both). A measured tortuosity tau gives b = 1 - ln tau / ln eps.
 - thermal: "isothermal" (default) or "lumped" (PyBaMM's lumped model, 4680 can cooling).
+- cbd_volume: what the design's CBD volume fraction is, for the cell mass: "solid" (default,
+  what the procedural simulator places: 1.8 g/cm^3) or "nanoporous_domain" (the CBD domain of
+  kernels.cell.cbd_model.NanoporousCBD: its solid density times (1 - nanoporosity), nanopores
+  full of electrolyte). The DFN porosity stays the resolved pore fraction either way.
 
 N/P and the anode composition are packaging (Packaging4680.np_ratio, anode_porosity,
 anode_am_volume_fraction); the conductivities act in the transport solve, not here
@@ -30,6 +34,7 @@ from dataclasses import asdict, dataclass, fields
 RADIUS_RULES = ("particle_size", "legacy_3phi_over_a_eff")
 CAPACITY_BASES = ("am_density", "parameter_set")
 THERMAL_MODELS = ("isothermal", "lumped")
+CBD_VOLUMES = ("solid", "nanoporous_domain")
 # LiNi0.8Mn0.1Co0.1O2: 6.94 + 0.8 * 58.693 + 0.1 * 54.938 + 0.1 * 58.933 + 2 * 15.999
 NMC811_MOLAR_MASS_G_MOL = 97.28
 DEFAULT_CBD_BLOCKING = 0.5
@@ -47,10 +52,11 @@ class CellModelOptions:
     anode_bruggeman: float = CHEN2020_BRUGGEMAN
     separator_bruggeman: float = CHEN2020_BRUGGEMAN
     thermal: str = "isothermal"
+    cbd_volume: str = "solid"
 
     def __post_init__(self) -> None:
         for name, accepted in (("radius_rule", RADIUS_RULES), ("capacity_basis", CAPACITY_BASES),
-                               ("thermal", THERMAL_MODELS)):
+                               ("thermal", THERMAL_MODELS), ("cbd_volume", CBD_VOLUMES)):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"CellModelOptions.{name} must be one of {list(accepted)}, "
                                  f"got {getattr(self, name)!r}")
