@@ -144,9 +144,11 @@ class CellModel:
                                    self.packaging.separator_thickness_um * 1e-6)
         own_c_p_max = float(values["Maximum concentration in positive electrode [mol.m-3]"])
         # None: the parameter set's own c_max; else rho_AM / M_AM (g/m^3 / g/mol)
-        self.c_p_max_override_mol_m3 = (None if options.capacity_basis == "parameter_set"
-                                  else self.rho_am_g_cm3 * 1e6 / options.am_molar_mass_g_mol)
-        self._c_p_max = own_c_p_max if self.c_p_max_override_mol_m3 is None else self.c_p_max_override_mol_m3
+        self.c_p_max_override_mol_m3: float | None = (
+            None if options.capacity_basis == "parameter_set"
+            else self.rho_am_g_cm3 * 1e6 / options.am_molar_mass_g_mol)
+        self._c_p_max = (own_c_p_max if self.c_p_max_override_mol_m3 is None
+                         else self.c_p_max_override_mol_m3)
         # the charged state keeps its stoichiometry when c_max changes
         self._c_p_init = (float(values["Initial concentration in positive electrode [mol.m-3]"])
                           * self._c_p_max / own_c_p_max)
