@@ -216,3 +216,15 @@ def test_nanoporous_cbd_mass_budget_recovers_the_recipe():
     assert wt[0] == pytest.approx(recipe_wt, rel=1e-3)
     assert wt[1] == pytest.approx(simulator_am_wt_frac(recipe_wt), rel=1e-3)
     assert rolls[0].mass_g["electrolyte"] > rolls[1].mass_g["electrolyte"]
+
+
+def test_lumped_thermal_matters_only_at_high_power():
+    # a 4680 at 10 W barely warms; at 200 W the warmer cell delivers more (Chen2020: +4 %)
+    design = ElectrodeDesign(0.335, 0.665, 75.6, 0.335**-0.5, 3 * 0.665 / 5.22, 0.18,
+                             particle_radius_um=5.22)
+    lumped = get_cell_model("Chen2020", options=CellModelOptions(thermal="lumped"))
+    isothermal = get_cell_model("Chen2020")
+    slow = [m.discharge_power(design, 10.0).energy_Wh for m in (lumped, isothermal)]
+    fast = [m.discharge_power(design, 200.0).energy_Wh for m in (lumped, isothermal)]
+    assert slow[0] == pytest.approx(slow[1], rel=0.01)
+    assert fast[0] > 1.01 * fast[1]
