@@ -5,8 +5,9 @@ metrics mapping can be used (and tested) without importing PyBaMM.
 
 - Bruggeman exponent b = 1 - ln(tau) / ln(eps), so that eps^b = eps / tau, clamped to
   [BRUGGEMAN_MIN, BRUGGEMAN_MAX] (no design inside the documented ranges reaches the clamp).
-- The AM surface a = a_AM-pore + a_AM-CBD and cbd_coverage = a_AM-CBD / a; the cell model
-  turns them into a particle radius with its cbd_blocking factor (kernels.cell.model).
+- The AM surface a = a_AM-pore + a_AM-CBD and cbd_coverage = a_AM-CBD / a. The particle radius
+  is the metrics' measured particle size "am_particle_radius_um" (kernels.cell.particle_size)
+  when present; the cell model's radius rule decides what it uses (kernels.cell.options).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from kernels.cell.ranges import CELL_MODEL_RANGES, check_range
 # outside them ValueError names the field and both bounds.
 RANGES: dict[str, tuple[float, float]] = {n: r.bounds for n, r in CELL_MODEL_RANGES.items()}
 BRUGGEMAN_MIN, BRUGGEMAN_MAX = 1.0, 10.0
+# The measured particle radius (3V/S, um): from sub-micron primary particles to large secondaries.
+PARTICLE_RADIUS_UM_RANGE = (0.1, 50.0)
 # Tortuosity just below 1 happens from voxel noise; it is read as 1.
 TORTUOSITY_NOISE_FLOOR = 0.95
 
@@ -40,6 +43,7 @@ class ElectrodeDesign:
     specific_surface_area_per_um: float  # AM surface per total volume, 1/um (see cbd_coverage)
     effective_conductivity_S_m: float
     cbd_coverage: float = 0.0  # fraction of that AM surface touching carbon-binder
+    particle_radius_um: float | None = None  # measured particle 3V/S radius; None: not measured
 
     def __post_init__(self) -> None:
         check_range("porosity", self.porosity)
@@ -51,6 +55,13 @@ class ElectrodeDesign:
         if self.effective_conductivity_S_m != 0.0:
             check_range("effective_conductivity_S_m", self.effective_conductivity_S_m)
         check_range("cbd_coverage", self.cbd_coverage)
+        if self.particle_radius_um is not None:
+            low, high = PARTICLE_RADIUS_UM_RANGE
+            value = self.particle_radius_um
+            if not (isinstance(value, int | float) and not isinstance(value, bool)
+                    and low <= value <= high):
+                raise ValueError(f"particle_radius_um = {value!r} is outside the accepted range "
+                                 f"[{low}, {high}] (or None: not measured)")
 
     @property
     def cbd_volume_fraction(self) -> float:
@@ -86,9 +97,10 @@ def thickness_from_mass_loading_um(
 def design_from_metrics(metrics: dict, thickness_um: float) -> ElectrodeDesign:
     """ElectrodeDesign from `VolumeMetrics.to_dict()` and a thickness.
 
-    The AM surface is a_AM-pore + a_AM-CBD, and cbd_coverage = a_AM-CBD / that sum, so the cell
-    model's blocking factor gives a_eff = a_AM-pore + (1 - blocking) a_AM-CBD. A non-percolating
-    volume (tortuosity None / inf, or `percolating` False) becomes an infeasible design.
+    The AM surface is a_AM-pore + a_AM-CBD (the particles' free surface) and cbd_coverage =
+    a_AM-CBD / that sum; "am_particle_radius_um", when the metrics hold it, is the measured
+    particle size. A non-percolating volume (tortuosity None / inf, or `percolating` False)
+    becomes an infeasible design.
     """
     try:
         fractions = metrics["volume_fraction"]
@@ -111,6 +123,7 @@ def design_from_metrics(metrics: dict, thickness_um: float) -> ElectrodeDesign:
     sigma = 0.0 if sigma is None else float(sigma)
     area = a_pore + a_cbd
     coverage = a_cbd / area if area > 0 else 0.0
+    radius = metrics.get("am_particle_radius_um")
     return ElectrodeDesign(
         porosity=porosity,
         am_volume_fraction=am_fraction,
@@ -119,6 +132,7 @@ def design_from_metrics(metrics: dict, thickness_um: float) -> ElectrodeDesign:
         specific_surface_area_per_um=area,
         effective_conductivity_S_m=sigma,
         cbd_coverage=coverage,
+        particle_radius_um=None if radius is None else float(radius),
     )
 
 

@@ -128,8 +128,15 @@ class Packaging4680:
 # Packaging calibrated so that the Chen2020 cathode at 25 W (about C/3) reproduces the Ank et al.
 # (J. Electrochem. Soc. 170, 120536, 2023) gen-1 4680 teardown: 622.4 Wh/L and 232.5 Wh/kg.
 # Two knobs were fitted (coated height to the Wh/L, hardware mass to the Wh/kg) after setting the
-# can wall to the 0.6 mm reported for the torn-down can; see docs/cell-model.md.
+# can wall to the 0.6 mm reported for the torn-down can; see docs/cell-model.md. Fitted with the
+# default CellModelOptions (c_max from the AM density); ANK2023_PACKAGING_LEGACY is the fit for
+# CellModelOptions.legacy() (Chen2020's c_max, 30 % more capacity per gram).
 ANK2023_PACKAGING: dict[str, float] = {
+    "can_wall_mm": 0.6,
+    "coated_height_mm": 64.9,
+    "hardware_mass_g": 77.1,
+}
+ANK2023_PACKAGING_LEGACY: dict[str, float] = {
     "can_wall_mm": 0.6,
     "coated_height_mm": 56.9,
     "hardware_mass_g": 119.5,
@@ -149,6 +156,10 @@ class LayerStack:
     anode_porosity: float
     anode_am_fraction: float
     rho_cathode_am_kg_m3: float = RHO_AM_G_CM3 * 1e3
+    # the cathode's CBD volume: solid (1.8 g/cm^3, no pores) or a nanoporous domain whose pores
+    # hold electrolyte (kernels.cell.cbd_model.NanoporousCBD: 0.93 g/cm^3 of solid, half pores)
+    rho_cathode_cbd_kg_m3: float = RHO_CBD_G_CM3 * 1e3
+    cathode_cbd_nanoporosity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -183,7 +194,8 @@ def jelly_roll(stack: LayerStack, packaging: Packaging4680) -> JellyRoll:
     kg_per_g = 1e3
     cathode_am_kg = area * stack.cathode_thickness_m * stack.cathode_am_fraction * stack.rho_cathode_am_kg_m3
     masses_kg = {
-        "cathode": cathode_am_kg + area * stack.cathode_thickness_m * cbd_c * RHO_CBD_G_CM3 * 1e3,
+        "cathode": cathode_am_kg
+        + area * stack.cathode_thickness_m * cbd_c * stack.rho_cathode_cbd_kg_m3,
         "anode": area * stack.anode_thickness_m
         * (stack.anode_am_fraction * p.rho_anode_am_g_cm3 + cbd_a * p.rho_anode_cbd_g_cm3) * 1e3,
         "al_foil": area / 2.0 * t_al * RHO_AL_G_CM3 * 1e3,
@@ -191,7 +203,8 @@ def jelly_roll(stack: LayerStack, packaging: Packaging4680) -> JellyRoll:
         "separator": area * t_sep * (1.0 - p.separator_porosity) * RHO_SEPARATOR_SOLID_G_CM3 * 1e3,
     }
     pore_volume_m3 = area * (
-        stack.cathode_porosity * stack.cathode_thickness_m
+        (stack.cathode_porosity + cbd_c * stack.cathode_cbd_nanoporosity)
+        * stack.cathode_thickness_m
         + stack.anode_porosity * stack.anode_thickness_m
         + p.separator_porosity * t_sep
     )

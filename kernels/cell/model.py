@@ -8,9 +8,12 @@ CellModel per settings per process (a Dask worker builds its models once).
 
 - The model electrode has 1 m^2; the 4680 roll gives the area A, so a power per cell P becomes
   P / A per m^2 and energies scale back by A (isothermal: exact).
-- Particle radius R = 3 phi_AM / a_eff with a_eff = a (1 - cbd_blocking * cbd_coverage): AM
-  surface covered by carbon-binder counts for (1 - cbd_blocking); with the metrics' areas this
-  is a_AM-pore + (1 - cbd_blocking) a_AM-CBD.
+- The modelling choices are a `CellModelOptions` (kernels.cell.options). Default: particle
+  radius = the measured particle size (or 3 phi_AM / a_AM-total), carbon-binder coverage scales
+  the exchange-current density by 1 - cbd_blocking * cbd_coverage (it costs active area, not
+  size), c_max from the AM density and molar mass, anode / separator transport as named inputs.
+  `CellModelOptions.legacy()` is the old model (R = 3 phi_AM / (a (1 - blocking coverage)),
+  the parameter set's c_max).
 - Every discharge returns a `DischargeResult`. A design that cannot deliver (collapse at high
   power, solver failure, cut-off at t = 0, non-percolating pores) gives energy 0, feasible False
   and a reason; only inputs outside the documented ranges raise ValueError. A discharge that
@@ -25,6 +28,7 @@ import math
 import threading
 from dataclasses import asdict, dataclass
 
+from kernels.cell.cbd_model import NanoporousCBD
 from kernels.cell.design import (
     BRUGGEMAN_MAX,
     BRUGGEMAN_MIN,
@@ -42,7 +46,8 @@ from kernels.cell.geometry_4680 import (
     Packaging4680,
     jelly_roll,
 )
-from kernels.cell.pybamm_model import F_C_MOL
+from kernels.cell.options import DEFAULT_CBD_BLOCKING, CellModelOptions
+from kernels.cell.pybamm_model import ACTIVE_SURFACE_FRACTION_INPUT, F_C_MOL
 from kernels.cell.pybamm_model import parameter_values as _parameter_values
 from kernels.cell.pybamm_model import simulation as _simulation
 
@@ -50,6 +55,8 @@ __all__ = [
     "BRUGGEMAN_MAX",
     "BRUGGEMAN_MIN",
     "CellModel",
+    "CellModelOptions",
+    "DEFAULT_CBD_BLOCKING",
     "DischargeResult",
     "ElectrodeDesign",
     "JellyRoll",
@@ -61,7 +68,6 @@ __all__ = [
     "thickness_from_mass_loading_um",
 ]
 
-DEFAULT_CBD_BLOCKING = 0.5
 MIN_DISCHARGE_TIME_S = 1.0
 
 _MODELS_LOCK = threading.Lock()
@@ -89,8 +95,9 @@ class DischargeResult:
 class CellModel:
     """Scores cathode designs as 4680 cells (full cell) or lithium-metal half cells.
 
-    cbd_blocking: how much AM surface covered by carbon-binder is lost to the reaction
-    (0: CBD fully permeable, 1: fully blocking; default 0.5, a modelling choice).
+    options: the modelling choices (`CellModelOptions`; default the documented ones).
+    cbd_blocking: overrides options.cbd_blocking (how much AM surface covered by carbon-binder
+    is lost to the reaction: 0 CBD fully permeable, 1 fully blocking).
     rho_am_g_cm3: AM density for mass loading, mAh/g and the cell mass.
     calibration: a `kernels.cell.calibration.Calibration.to_dict()` (the file `microloop calibrate`
     writes); its corrections are applied to the parameter set before the model is built.
@@ -101,18 +108,30 @@ class CellModel:
         parameter_set: str = "Chen2020",
         half_cell: bool = False,
         packaging: Packaging4680 | None = None,
-        cbd_blocking: float = DEFAULT_CBD_BLOCKING,
+        cbd_blocking: float | None = None,
         rho_am_g_cm3: float = RHO_AM_G_CM3,
         calibration: dict | None = None,
+        options: CellModelOptions | dict | None = None,
     ) -> None:
-        if not 0.0 <= cbd_blocking <= 1.0:
-            raise ValueError(f"cbd_blocking must be in [0, 1], got {cbd_blocking}")
+        if isinstance(options, dict):
+            options = CellModelOptions.from_dict(options)
+        options = options if options is not None else CellModelOptions()
+        if cbd_blocking is not None:
+            if not 0.0 <= cbd_blocking <= 1.0:
+                raise ValueError(f"cbd_blocking must be in [0, 1], got {cbd_blocking}")
+            options = CellModelOptions(**{**options.to_dict(), "cbd_blocking": cbd_blocking})
         if not (math.isfinite(rho_am_g_cm3) and rho_am_g_cm3 > 0):
             raise ValueError(f"rho_am_g_cm3 must be > 0, got {rho_am_g_cm3}")
+        self.options = options
+        self._cbd_mass_model: dict[str, float] = {}
+        if options.cbd_volume == "nanoporous_domain":
+            domain = NanoporousCBD()
+            self._cbd_mass_model = {"rho_cathode_cbd_kg_m3": domain.domain_density_g_cm3 * 1e3,
+                                    "cathode_cbd_nanoporosity": domain.nanoporosity}
         self.parameter_set = parameter_set
         self.half_cell = bool(half_cell)
         self.packaging = packaging if packaging is not None else Packaging4680()
-        self.cbd_blocking = float(cbd_blocking)
+        self.cbd_blocking = float(options.cbd_blocking)
         self.rho_am_g_cm3 = float(rho_am_g_cm3)
         self.calibration: tuple[tuple[str, float], ...] = ()
         if calibration is not None:
@@ -123,8 +142,16 @@ class CellModel:
         # Plain numbers of the parameter set (also validates its name early).
         values = _parameter_values(parameter_set, self.half_cell,
                                    self.packaging.separator_thickness_um * 1e-6)
-        self._c_p_max = float(values["Maximum concentration in positive electrode [mol.m-3]"])
-        self._c_p_init = float(values["Initial concentration in positive electrode [mol.m-3]"])
+        own_c_p_max = float(values["Maximum concentration in positive electrode [mol.m-3]"])
+        # None: the parameter set's own c_max; else rho_AM / M_AM (g/m^3 / g/mol)
+        self.c_p_max_override_mol_m3: float | None = (
+            None if options.capacity_basis == "parameter_set"
+            else self.rho_am_g_cm3 * 1e6 / options.am_molar_mass_g_mol)
+        self._c_p_max = (own_c_p_max if self.c_p_max_override_mol_m3 is None
+                         else self.c_p_max_override_mol_m3)
+        # the charged state keeps its stoichiometry when c_max changes
+        self._c_p_init = (float(values["Initial concentration in positive electrode [mol.m-3]"])
+                          * self._c_p_max / own_c_p_max)
         self._c_n_max = float(values["Maximum concentration in negative electrode [mol.m-3]"])
         self._n_own_thickness_m = float(values["Negative electrode thickness [m]"])
         self._n_own_c_init = float(values["Initial concentration in negative electrode [mol.m-3]"])
@@ -133,6 +160,9 @@ class CellModel:
                             else float(values["Negative electrode porosity"]))
         self._n_am = (p.anode_am_volume_fraction if p.anode_am_volume_fraction is not None
                       else float(values["Negative electrode active material volume fraction"]))
+        if self._n_porosity + self._n_am > 1.0:
+            raise ValueError(f"anode_porosity + anode_am_volume_fraction = "
+                             f"{self._n_porosity + self._n_am:.3f} exceeds 1 (Packaging4680)")
 
     # ---- design -> numbers -----------------------------------------------------------------
 
@@ -167,6 +197,7 @@ class CellModel:
             anode_porosity=self._n_porosity,
             anode_am_fraction=self._n_am,
             rho_cathode_am_kg_m3=self.rho_am_g_cm3 * 1e3,
+            **self._cbd_mass_model,
         )
         return jelly_roll(stack, self.packaging)
 
@@ -174,8 +205,24 @@ class CellModel:
         """Share of the AM surface that reacts: 1 - cbd_blocking * cbd_coverage."""
         return 1.0 - self.cbd_blocking * design.cbd_coverage
 
+    def active_surface_fraction(self, design: ElectrodeDesign) -> float:
+        """The factor on the exchange-current density: the open surface fraction under the
+        "particle_size" rule (coverage costs area), 1 under the legacy rule (it went into R)."""
+        if self.options.radius_rule == "legacy_3phi_over_a_eff":
+            return 1.0
+        return self.open_surface_fraction(design)
+
     def particle_radius_m(self, design: ElectrodeDesign) -> float:
-        """R = 3 phi_AM / a_eff, a_eff = a (1 - cbd_blocking * cbd_coverage)."""
+        """The DFN particle radius under options.radius_rule.
+
+        "particle_size": the design's measured particle radius, else 3 phi_AM / a (a the whole
+        AM surface, AM-pore + AM-CBD); "legacy_3phi_over_a_eff": 3 phi_AM / (a (1 - blocking
+        coverage)).
+        """
+        if self.options.radius_rule == "particle_size":
+            if design.particle_radius_um is not None:
+                return design.particle_radius_um * 1e-6
+            return 3.0 * design.am_volume_fraction / (design.specific_surface_area_per_um * 1e6)
         open_fraction = self.open_surface_fraction(design)
         if open_fraction <= 0.0:
             raise ValueError("no AM surface open to the electrolyte: cbd_blocking x cbd_coverage "
@@ -214,11 +261,24 @@ class CellModel:
             "Positive electrode conductivity [S.m-1]": design.effective_conductivity_S_m,
             "Positive electrode thickness [m]": design.thickness_um * 1e-6,
             "Positive particle radius [m]": self.particle_radius_m(design),
+            ACTIVE_SURFACE_FRACTION_INPUT: self.active_surface_fraction(design),
+            "Separator porosity": self.packaging.separator_porosity,
+            "Separator Bruggeman coefficient (electrolyte)": self.options.separator_bruggeman,
         }
         if not self.half_cell:
             anode_m, c_n_init = self.anode(design)
             values["Negative electrode thickness [m]"] = anode_m
             values["Initial concentration in negative electrode [mol.m-3]"] = c_n_init
+            values["Negative electrode porosity"] = self._n_porosity
+            values["Negative electrode active material volume fraction"] = self._n_am
+            values["Negative electrode Bruggeman coefficient (electrolyte)"] = (
+                self.options.anode_bruggeman)
+        if self.options.thermal == "lumped":
+            roll = self.jelly_roll(design)
+            can_surface_m2 = (math.pi * self.packaging.diameter_mm * self.packaging.height_mm
+                              + 2 * math.pi * (self.packaging.diameter_mm / 2) ** 2) * 1e-6
+            values["Cell volume [m3]"] = roll.envelope_volume_L * 1e-3 / roll.electrode_area_m2
+            values["Cell cooling surface area [m2]"] = can_surface_m2 / roll.electrode_area_m2
         return values
 
     def warm_up(self) -> None:
@@ -236,7 +296,7 @@ class CellModel:
     def _sim(self, mode: str, end_events: bool = False):
         return _simulation(self.parameter_set, self.half_cell, mode,
                            self.packaging.separator_thickness_um * 1e-6, self.calibration,
-                           end_events)
+                           end_events, self.c_p_max_override_mol_m3, self.options.thermal)
 
     def _solve(self, mode: str, inputs: dict, t_end_s: float,
                end_events: bool = False) -> tuple[str, float, float, float]:

@@ -35,7 +35,19 @@ INPUT_NAMES_CATHODE = (
 INPUT_NAMES_ANODE = (
     "Negative electrode thickness [m]",
     "Initial concentration in negative electrode [mol.m-3]",
+    "Negative electrode porosity",
+    "Negative electrode active material volume fraction",
+    "Negative electrode Bruggeman coefficient (electrolyte)",
 )
+INPUT_NAMES_SEPARATOR = (
+    "Separator porosity",
+    "Separator Bruggeman coefficient (electrolyte)",
+)
+# The share of the cathode particle surface that reacts (carbon-binder coverage costs area):
+# multiplies the exchange-current density, so the particle radius stays the particle's own.
+ACTIVE_SURFACE_FRACTION_INPUT = "Positive electrode active surface fraction"
+# Lumped thermal model: the 4680 can's volume and cooling surface per m^2 of model electrode.
+INPUT_NAMES_THERMAL = ("Cell volume [m3]", "Cell cooling surface area [m2]")
 
 
 def _li_metal_exchange_current_density(c_e, c_Li, T):  # noqa: N803 (PyBaMM's argument names)
@@ -43,9 +55,35 @@ def _li_metal_exchange_current_density(c_e, c_Li, T):  # noqa: N803 (PyBaMM's ar
     return 3.5e-8 * F_C_MOL * c_Li**0.7 * c_e**0.3
 
 
+def _scaled_exchange_current(j0, c_max_ratio: float, values):
+    """j0 at the same stoichiometry when c_max changes, times the active surface fraction.
+
+    Chen2020's j0 = k sqrt(c_e c_s (c_max - c_s)) grows with c_max at a fixed stoichiometry; a
+    c_max corrected to the AM density must not change the kinetics per area, so the function is
+    evaluated at the parameter set's own concentrations (c_s and c_max times c_max_ratio).
+    Inside a model the fraction is the parameter ACTIVE_SURFACE_FRACTION_INPUT (a number or an
+    input of whichever ParameterValues processes it); called with plain numbers it is the
+    number `values` holds, so the function can also be evaluated on its own.
+    """
+    import pybamm
+
+    def exchange_current_density(c_e, c_s_surf, c_s_max, T):  # noqa: N803 (PyBaMM's names)
+        base = j0(c_e, c_s_surf * c_max_ratio, c_s_max * c_max_ratio, T)
+        if any(isinstance(arg, pybamm.Symbol) for arg in (c_e, c_s_surf, c_s_max, T)):
+            return base * pybamm.Parameter(ACTIVE_SURFACE_FRACTION_INPUT)
+        return base * float(values[ACTIVE_SURFACE_FRACTION_INPUT])
+
+    return exchange_current_density
+
+
 def parameter_values(parameter_set: str, half_cell: bool, separator_m: float,
-                      calibration: tuple[tuple[str, float], ...] = ()):
-    """The parameter set on a 1 m^2 electrode, with the half-cell additions and a calibration."""
+                      calibration: tuple[tuple[str, float], ...] = (),
+                      c_p_max_mol_m3: float | None = None):
+    """The parameter set on a 1 m^2 electrode, with the half-cell additions and a calibration.
+
+    c_p_max_mol_m3: the cathode's maximum concentration (None: the parameter set's); the
+    initial stoichiometry and the kinetics per area are kept.
+    """
     import pybamm
 
     try:
@@ -77,6 +115,17 @@ def parameter_values(parameter_set: str, half_cell: bool, separator_m: float,
             },
             check_already_exists=False,
         )
+    key_max = "Maximum concentration in positive electrode [mol.m-3]"
+    key_init = "Initial concentration in positive electrode [mol.m-3]"
+    key_j0 = "Positive electrode exchange-current density [A.m-2]"
+    c_max_own = float(values[key_max])
+    c_max = c_max_own if c_p_max_mol_m3 is None else float(c_p_max_mol_m3)
+    values.update({
+        key_max: c_max,
+        key_init: float(values[key_init]) * c_max / c_max_own,
+        key_j0: _scaled_exchange_current(values[key_j0], c_max_own / c_max, values),
+    })
+    values.update({ACTIVE_SURFACE_FRACTION_INPUT: 1.0}, check_already_exists=False)
     if calibration:
         from kernels.cell.corrections import Calibration
 
@@ -115,12 +164,17 @@ def add_end_of_discharge_events(model, half_cell: bool) -> None:
 
 def build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
                       calibration: tuple[tuple[str, float], ...] = (),
-                      end_events: bool = False):
+                      end_events: bool = False, c_p_max_mol_m3: float | None = None,
+                      thermal: str = "isothermal"):
     """A DFN with the design quantities as inputs, discretised on a symbolic mesh."""
     import pybamm
 
     os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
+    if thermal not in ("isothermal", "lumped"):
+        raise ValueError(f"thermal must be 'isothermal' or 'lumped', got {thermal!r}")
     options = {"calculate discharge energy": "true"}
+    if thermal == "lumped":
+        options["thermal"] = "lumped"
     if mode == "power":
         options["operating mode"] = "power"
     if half_cell:
@@ -132,10 +186,13 @@ def build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m
     model = pybamm.lithium_ion.DFN(options)
     if end_events:
         add_end_of_discharge_events(model, half_cell)
-    values = parameter_values(parameter_set, half_cell, separator_m, calibration)
-    inputs = {name: "[input]" for name in INPUT_NAMES_CATHODE}
+    values = parameter_values(parameter_set, half_cell, separator_m, calibration, c_p_max_mol_m3)
+    inputs = {name: "[input]" for name in
+              (*INPUT_NAMES_CATHODE, ACTIVE_SURFACE_FRACTION_INPUT, *INPUT_NAMES_SEPARATOR)}
     if not half_cell:
         inputs.update({name: "[input]" for name in INPUT_NAMES_ANODE})
+    if thermal == "lumped":
+        inputs.update({name: "[input]" for name in INPUT_NAMES_THERMAL})
     inputs["Power function [W]" if mode == "power" else "Current function [A]"] = "[input]"
     values.update(inputs, check_already_exists=False)
     submeshes = dict(model.default_submesh_types)
@@ -155,12 +212,14 @@ def build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m
 
 
 def simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
-                calibration: tuple[tuple[str, float], ...] = (), end_events: bool = False):
-    key = (parameter_set, half_cell, mode, round(separator_m, 12), calibration, end_events)
+                calibration: tuple[tuple[str, float], ...] = (), end_events: bool = False,
+                c_p_max_mol_m3: float | None = None, thermal: str = "isothermal"):
+    key = (parameter_set, half_cell, mode, round(separator_m, 12), calibration, end_events,
+           c_p_max_mol_m3, thermal)
     with _BUILD_LOCK:
         if key not in SIMULATIONS:
             simulation = build_simulation(parameter_set, half_cell, mode, separator_m,
-                                           calibration, end_events)
+                                           calibration, end_events, c_p_max_mol_m3, thermal)
             SIMULATIONS[key] = (simulation, threading.Lock())
         return SIMULATIONS[key]
 

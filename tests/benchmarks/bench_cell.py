@@ -52,7 +52,7 @@ def rebuild_per_design(design, model) -> tuple[float, float]:
     from kernels.cell.pybamm_model import parameter_values
 
     start = time.perf_counter()
-    values = parameter_values("Chen2020", False, 12e-6)
+    values = parameter_values("Chen2020", False, 12e-6, c_p_max_mol_m3=model.c_p_max_override_mol_m3)
     inputs = model.inputs(design)
     roll = model.jelly_roll(design)
     values.update(inputs, check_already_exists=False)
@@ -71,7 +71,7 @@ def fixed_mesh_ragone_s(design, model) -> float:
 
     from kernels.cell.pybamm_model import parameter_values
 
-    values = parameter_values("Chen2020", False, 12e-6)
+    values = parameter_values("Chen2020", False, 12e-6, c_p_max_mol_m3=model.c_p_max_override_mol_m3)
     values.update(model.inputs(design), check_already_exists=False)
     values.update({"Power function [W]": "[input]"})
     sim = pybamm.Simulation(
