@@ -400,7 +400,7 @@ def test_cell_ragone_into_a_missing_folder_is_refused_before_solving(tmp_path):
         "tortuosity_factor": 2.1, "effective_conductivity_S_m": 1.5, "percolating": True}))
     start = time.perf_counter()
     result = cli("cell", "--metrics", str(metrics), "--thickness-um", "80", "--power-W", "10",
-                 "200", "--ragone", str(tmp_path / "missing" / "r.png"))
+                 "--power-W", "200", "--ragone", str(tmp_path / "missing" / "r.png"))
     assert result.exit_code == 2, result.output
     assert "--ragone" in result.output and "does not exist" in result.output
     assert time.perf_counter() - start < 5.0  # no PyBaMM solve ran first

@@ -561,6 +561,9 @@ def resolve_campaign_path(name_or_path: str | Path) -> Path:
             raise ConfigError(f"built-in campaign {text!r} is not installed (no {path.name})")
         return path
     path = Path(text)
+    if path.is_dir():
+        raise ConfigError(f"campaign file {text!r} cannot be read: it is a directory; give a "
+                          "path to a .toml file or a built-in name (microloop campaigns list)")
     if not path.is_file():
         raise ConfigError(
             f"campaign file {text!r} not found; give a path to a .toml file or one of "

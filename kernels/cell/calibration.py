@@ -484,8 +484,10 @@ def design_parameter_values(cell_model: Any, design: Any) -> Any:
     reason = design.infeasible_reason()
     if reason is not None:
         raise ValueError(f"design: cannot calibrate an infeasible design: {reason}")
+    # the campaign model's own capacity basis (c_max from the AM density, kernels.cell.options)
     values = parameter_values(cell_model.parameter_set, cell_model.half_cell,
-                              cell_model.packaging.separator_thickness_um * 1e-6)
+                              cell_model.packaging.separator_thickness_um * 1e-6,
+                              c_p_max_mol_m3=cell_model.c_p_max_override_mol_m3)
     values.update(cell_model.inputs(design), check_already_exists=False)
     values.update({"Electrode width [m]": cell_model.jelly_roll(design).electrode_area_m2},
                   check_already_exists=False)
