@@ -11,9 +11,11 @@ CellModel per settings per process (a Dask worker builds its models once).
 - Particle radius R = 3 phi_AM / a_eff with a_eff = a (1 - cbd_blocking * cbd_coverage): AM
   surface covered by carbon-binder counts for (1 - cbd_blocking); with the metrics' areas this
   is a_AM-pore + (1 - cbd_blocking) a_AM-CBD.
-- Every discharge returns a `DischargeResult`. A design that cannot deliver (collapse at high
-  power, solver failure, cut-off at t = 0, non-percolating pores) gives energy 0, feasible False
-  and a reason; only inputs outside the documented ranges raise ValueError. A discharge that
+- Every discharge returns a `DischargeResult`. A design that cannot deliver (the minimum-voltage
+  cut-off at t <= 1 s, the integration collapsing at the first steps under an extreme load,
+  non-percolating pores, a non-conducting solid) gives energy 0, feasible False and a reason.
+  Anything else raises: inputs outside the documented ranges ValueError, a solve that ends
+  without a cut-off `CellSolveFailed`, any other PyBaMM or Python error as itself. A discharge that
   fails part-way (a particle surface saturating, the electrolyte running dry) is re-solved on a
   variant that ends there, keeping the energy delivered.
 """
@@ -24,6 +26,8 @@ import json
 import math
 import threading
 from dataclasses import asdict, dataclass
+
+import pybamm
 
 from kernels.cell.design import (
     BRUGGEMAN_MAX,
@@ -50,6 +54,7 @@ __all__ = [
     "BRUGGEMAN_MAX",
     "BRUGGEMAN_MIN",
     "CellModel",
+    "CellSolveFailed",
     "DischargeResult",
     "ElectrodeDesign",
     "JellyRoll",
@@ -63,6 +68,25 @@ __all__ = [
 
 DEFAULT_CBD_BLOCKING = 0.5
 MIN_DISCHARGE_TIME_S = 1.0
+
+
+class CellSolveFailed(RuntimeError):
+    """A DFN solve that ended neither on a cut-off event nor by the cell collapsing at the
+    start: not an answer about the design, so the evaluation fails with it."""
+
+
+def cannot_deliver_reason(solver_message: str) -> str | None:
+    """Why a PyBaMM SolverError means the cell cannot deliver the load, or None when it is some
+    other failure. Two messages qualify: the minimum-voltage event already crossed at t = 0,
+    and an IDAKLU integration failure at the first steps (its "input set N: <SUNDIALS error>",
+    raised at >= 20 kW per 4680 even with on_failure="ignore")."""
+    if "non-positive at initial conditions" in solver_message:
+        if "Minimum voltage" in solver_message:
+            return "voltage cut-off reached at t = 0 (load too high for this design)"
+        return None
+    if solver_message.startswith("input set "):
+        return f"the cell collapses under this load: {solver_message[:200]}"
+    return None
 
 _MODELS_LOCK = threading.Lock()
 _MODELS: dict[tuple, CellModel] = {}
@@ -299,15 +323,20 @@ class CellModel:
                 # there (kernels.cell.pybamm_model.add_end_of_discharge_events) keeps the energy so far
                 termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._solve(
                     mode, inputs, t_end_s, end_events=True)
-        except Exception as error:  # SolverError at >= 20 kW, casadi errors: all are infeasible
-            message = str(error)
-            if "non-positive at initial conditions" in message:
-                return infeasible("voltage cut-off reached at t = 0 (load too high for this design)")
-            return infeasible(f"solver failure: {type(error).__name__}: {message[:200]}")
+        except pybamm.SolverError as error:
+            # only the two ways a cell that cannot carry the load shows up are infeasible; any
+            # other error (a setup error, a TypeError after an API change) fails the evaluation
+            cannot_deliver = cannot_deliver_reason(str(error))
+            if cannot_deliver is None:
+                raise
+            return infeasible(cannot_deliver)
         if "event" not in termination:
-            if termination.startswith("failure"):
-                return infeasible(f"solver failure after {t_last:.3g} s: {termination[:200]}")
-            return infeasible(f"did not reach the cut-off: {termination[:200]}")
+            if termination.startswith("failure") and t_last <= MIN_DISCHARGE_TIME_S:
+                return infeasible(f"the cell collapses under this load: the solve fails at "
+                                  f"t = {t_last:.3g} s ({termination[:200]})")
+            raise CellSolveFailed(f"the DFN solve of this design at {level:g} "
+                                  f"{'W' if mode == 'power' else 'C'} ended without a cut-off "
+                                  f"event after {t_last:.4g} s: {termination[:300]}")
         if "Maximum voltage" in termination:
             return infeasible(f"upper voltage cut-off during a discharge ({termination})")
         if t_last <= MIN_DISCHARGE_TIME_S:
