@@ -29,7 +29,7 @@ from hpc.campaign.folder import FROZEN_CONFIG, JOBS_FOLDER, LOCK_NAME, OPTIMIZER
 from hpc.campaign.journal import Journal, json_safe, read_journal
 from hpc.campaign.trials import Trial, apply_event, fold_events, write_trials_csv
 from hpc.machine.executor import Executor, ExecutorError, JobStatus
-from jobs.contract.result import EvaluationFailure, EvaluationResult
+from jobs.contract.result import EvaluationFailure, EvaluationResult, ResultSchemaError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,12 @@ class Campaign:
         self.faults = {f.trial_id: f.model_dump() for f in config.faults}
         self._lock = _lock_campaign(self.dir)
         events = read_journal(self.dir)
-        self.trials: dict[int, Trial] = fold_events(events)
+        try:
+            self.trials: dict[int, Trial] = fold_events(events)
+        except ResultSchemaError as error:
+            self._lock.close()
+            raise CampaignError(f"{self.dir}: its journal holds results this microloop cannot "
+                                f"read ({error})") from None
         self._had_warm_start = any(e["event"] == "warm_start" for e in events)
         self.journal = Journal(self.dir)
         self.optimizer, self._told = self._load_optimizer()

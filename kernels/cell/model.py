@@ -75,14 +75,22 @@ class CellSolveFailed(RuntimeError):
     start: not an answer about the design, so the evaluation fails with it."""
 
 
-def cannot_deliver_reason(solver_message: str) -> str | None:
+def cannot_deliver_reason(solver_message: str, mode: str) -> str | None:
     """Why a PyBaMM SolverError means the cell cannot deliver the load, or None when it is some
-    other failure. Two messages qualify: the minimum-voltage event already crossed at t = 0,
-    and an IDAKLU integration failure at the first steps (its "input set N: <SUNDIALS error>",
+    other failure. Three messages qualify: the minimum-voltage event already crossed at t = 0;
+    the maximum-voltage event crossed at t = 0 of a constant-power discharge (`mode` "power";
+    at a constant current it would be a charged cathode above the cut-off, a set-up error),
+    which is how PyBaMM's constant-power equation P = I V shows a power above the cell's maximum (no discharge root,
+    the initial solve lands on the charging branch; seen at 8 kW on a 40 mg/cm^2 cathode); and
+    an IDAKLU integration failure at the first steps (its "input set N: <SUNDIALS error>",
     raised at >= 20 kW per 4680 even with on_failure="ignore")."""
     if "non-positive at initial conditions" in solver_message:
-        if "Minimum voltage" in solver_message:
+        events = solver_message.split("are non-positive")[0]
+        if "Minimum voltage" in events:
             return "voltage cut-off reached at t = 0 (load too high for this design)"
+        if "Maximum voltage" in events and mode == "power":
+            return ("no discharge state at t = 0: the load is above the most this cell can "
+                    "deliver (the initial solve crosses the upper voltage cut-off)")
         return None
     if solver_message.startswith("input set "):
         return f"the cell collapses under this load: {solver_message[:200]}"
@@ -326,7 +334,7 @@ class CellModel:
         except pybamm.SolverError as error:
             # only the two ways a cell that cannot carry the load shows up are infeasible; any
             # other error (a setup error, a TypeError after an API change) fails the evaluation
-            cannot_deliver = cannot_deliver_reason(str(error))
+            cannot_deliver = cannot_deliver_reason(str(error), mode)
             if cannot_deliver is None:
                 raise
             return infeasible(cannot_deliver)
