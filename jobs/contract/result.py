@@ -117,7 +117,7 @@ class CubeMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """The `VolumeMetrics.to_dict` shape (what `kernels.cell.design.design_from_metrics`
-        reads), plus `extra`'s keys."""
+        reads), plus `extra`'s keys; `solid_percolating` only when known."""
         out: dict[str, Any] = {
             "volume_fraction": dict(self.volume_fraction),
             "specific_surface_area_per_um": dict(self.specific_surface_area_per_um),
@@ -125,8 +125,9 @@ class CubeMetrics:
             "tortuosity_factor": self.tortuosity_factor,
             "effective_conductivity_S_m": self.effective_conductivity_S_m,
             "percolating": self.percolating,
-            "solid_percolating": self.solid_percolating,
         }
+        if self.solid_percolating is not None:   # absent = not reported, as kernels write it
+            out["solid_percolating"] = self.solid_percolating
         out.update(self.extra)
         return out
 
