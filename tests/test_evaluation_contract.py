@@ -179,3 +179,8 @@ def test_a_campaign_whose_evaluations_all_fail_records_the_error_and_exits_1(tmp
     (failed,) = [e for e in events if e["event"] == "failed"]
     failure = EvaluationFailure.from_dict(failed["failure"])
     assert failure.function == "_discharge" and failure.line > 0
+    # resuming the finished campaign says the same: nothing completed, exit 1
+    resumed = subprocess.run([sys.executable, "-m", "hpc.cli", "resume", str(folder), "--quiet",
+                              "--no-report"], capture_output=True, text=True, env=_env(),
+                             timeout=240)
+    assert resumed.returncode == 1 and "no trial completed" in resumed.stderr
