@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.contract.result import CubeMetrics, MetricsSummary, SampleMetrics
 from jobs.contract.spec import EvaluationSpec
 from jobs.store import DesignStore, json_safe, read_json, trial_dir, write_json_atomic
 
@@ -59,57 +60,66 @@ def characterise_sample(campaign_dir: str | Path, trial_id: int, index: int,
         kwargs["conductivity_cbd_S_m"] = fidelity.conductivity_cbd_S_m
     start = time.perf_counter()
     metrics = characterise_volume(volume, fidelity.voxel_um, **kwargs)
-    record = {
-        "sample": int(index),
-        "metrics": json_safe(metrics.to_dict()),
-        "wall_s": time.perf_counter() - start,
-        "device": device,
-        "rank": int(rank),
-    }
-    write_json_atomic(path, record)
-    return record
+    record = SampleMetrics(sample=int(index),
+                           metrics=CubeMetrics.from_dict(json_safe(metrics.to_dict())),
+                           wall_s=time.perf_counter() - start, device=device, rank=int(rank))
+    write_json_atomic(path, record.to_dict())
+    return record.to_dict()
 
 
 # ---- mean and spread over samples -----------------------------------------------------------
-def aggregate(per_sample: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and standard deviation (ddof=1; 0 for one sample) of every metric over samples.
+TRANSPORT_KEYS = ("tortuosity_factor", "effective_conductivity_S_m")
 
-    The nesting of `VolumeMetrics.to_dict` is kept, so ``mean`` feeds
-    `kernels.cell.model.design_from_metrics`. The tortuosity factor is averaged over the samples
-    whose pore phase percolates (None when none does); ``mean["percolating"]`` says whether any
-    does and ``percolating_fraction`` how many.
+
+def aggregate(per_sample: list[dict[str, Any]]) -> MetricsSummary:
+    """Mean and standard deviation (ddof=1; 0 for one sample) of every metric over the cubes.
+
+    A cube percolates when both its pore and its solid phase connect the faces
+    (`CubeMetrics.percolation`; a solid flag the metrics do not report is unknown, not True).
+    When every cube percolates, every mean is over all of them; otherwise the transport means
+    (tortuosity, conductivity) are over the percolating cubes only, and the summary says how
+    many percolate: whether that is enough is the objective's decision (jobs.evaluate).
     """
     if not per_sample:
         raise ValueError("no sample metrics to aggregate")
-    dicts = [record["metrics"] for record in per_sample]
-    percolating = [bool(d.get("percolating", True)) for d in dicts]
-    mean, std = _aggregate_nested(dicts, percolating)
-    mean["percolating"] = any(percolating)
-    return {
-        "mean": mean,
-        "std": std,
-        "n_samples": len(dicts),
-        "percolating_fraction": sum(percolating) / len(percolating),
-        "samples": sorted(int(record["sample"]) for record in per_sample),
-        "solve_wall_s": [float(record.get("wall_s", 0.0)) for record in per_sample],
-    }
+    records = [SampleMetrics.from_dict(record) for record in per_sample]
+    cubes = [record.metrics for record in records]
+    percolates = [cube.percolation()[0] for cube in cubes]
+    transport_over = [r.sample for r, ok in zip(records, percolates, strict=True) if ok]
+    dicts = [cube.to_dict() for cube in cubes]
+    mean, std = _aggregate_nested(dicts, percolates)
+    any_path = bool(transport_over)
+    mean["percolating"] = any_path          # the transport means describe percolating cubes
+    mean["solid_percolating"] = any_path
+    return MetricsSummary(
+        mean=CubeMetrics.from_dict(mean),
+        std=std,
+        n_samples=len(records),
+        n_percolating=len(transport_over),
+        percolating_fraction=len(transport_over) / len(records),
+        transport_over=sorted(transport_over),
+        samples=sorted(record.sample for record in records),
+        solve_wall_s=[record.wall_s for record in records],
+    )
 
 
-def _aggregate_nested(dicts: list[dict[str, Any]], percolating: list[bool],
+def _aggregate_nested(dicts: list[dict[str, Any]], percolates: list[bool],
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
     mean: dict[str, Any] = {}
     std: dict[str, Any] = {}
-    for key in dicts[0]:
+    keys = list(dict.fromkeys(key for d in dicts for key in d))
+    for key in keys:
         values = [d.get(key) for d in dicts]
-        if isinstance(values[0], dict):
-            mean[key], std[key] = _aggregate_nested(values, percolating)
+        if any(isinstance(v, dict) for v in values):
+            mean[key], std[key] = _aggregate_nested([v or {} for v in values], percolates)
             continue
-        if isinstance(values[0], bool):
-            continue
-        if key == "tortuosity_factor":
-            values = [v for v, p in zip(values, percolating, strict=True) if p]
-        numbers = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-        if not numbers:
+        if any(isinstance(v, bool) or isinstance(v, str) for v in values):
+            continue    # flags and labels are not averaged (percolation is counted instead)
+        if key in TRANSPORT_KEYS:
+            values = [v for v, ok in zip(values, percolates, strict=True) if ok]
+        numbers = [float(v) for v in values if isinstance(v, int | float)]
+        if not numbers or len(numbers) != len(values) or not all(map(math.isfinite, numbers)):
+            # a cube without this number (or a non-finite one) leaves its mean unknown
             mean[key], std[key] = None, None
             continue
         m = sum(numbers) / len(numbers)
@@ -163,7 +173,7 @@ def characterise_trial(campaign_dir: str | Path, trial_id: int, spec: Evaluation
     if rank != 0:
         return None
     records = [read_json(metrics_path(campaign_dir, trial_id, i)) for i in range(store.n_samples)]
-    result = aggregate(records)
+    result = aggregate(records).to_dict()
     write_json_atomic(aggregate_path(campaign_dir, trial_id), result)
     return result
 

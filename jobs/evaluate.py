@@ -2,11 +2,13 @@
 
 Idempotent: a finished trial returns its stored ``result.json``; a half-finished one continues
 from what is stored (done voxel samples, per-sample metrics). A stage that raises propagates
-(the executor records and retries it) and everything written before it stays. An infeasible
-cell is not an error: objective 0.0 with the reason.
+(the executor records and retries it), everything written before it stays, and
+``failure.json`` says why. An infeasible design is not an error and not a 0: its objective
+value is None with the physical reason (jobs.contract.result.Objective).
 
 Files, under ``<campaign>/trials/<id>/``: ``spec.json``, ``params.json``, ``metrics_<i>.json``,
-``metrics.json`` (mean/std), ``result.json``; voxels in ``<campaign>/voxels.zarr/trial_<id>``.
+``metrics.json`` (mean/std), ``result.json`` (an `EvaluationResult`); voxels in
+``<campaign>/voxels.zarr/trial_<id>``.
 """
 
 from __future__ import annotations
@@ -20,15 +22,34 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.contract.result import (
+    OBJECTIVE_UNITS,
+    CellResults,
+    Discharge,
+    EvaluationFailure,
+    EvaluationResult,
+    MetricsSummary,
+    Objective,
+    SampleMetrics,
+    SpreadRecord,
+    Timings,
+    TrainingEnvelope,
+)
 from jobs.contract.spec import EvaluationSpec, read_job_inputs, validate_params
 from jobs.store import json_safe, read_json, trial_dir, write_json_atomic
 
 DASK_SCHEDULER_ENV = "MICROLOOP_DASK_SCHEDULER"
 RESULT_NAME = "result.json"
+FAILURE_NAME = "failure.json"
 
 
 def result_path(campaign_dir: str | Path, trial_id: int) -> Path:
     return trial_dir(campaign_dir, trial_id) / RESULT_NAME
+
+
+def failure_path(campaign_dir: str | Path, trial_id: int) -> Path:
+    """The last failed attempt's `EvaluationFailure` (removed once a result is written)."""
+    return trial_dir(campaign_dir, trial_id) / FAILURE_NAME
 
 
 def cathode_thickness_um(params: dict[str, float], spec: EvaluationSpec,
@@ -45,97 +66,169 @@ def cathode_thickness_um(params: dict[str, float], spec: EvaluationSpec,
 def evaluate_design(campaign_dir: str, trial_id: int, params: dict[str, float],
                     spec: dict | EvaluationSpec,
                     dask_scheduler_address: str | None = None) -> dict[str, Any]:
-    """Evaluate one design; returns (and stores) the result dict:
+    """`evaluate` as the JSON dict of its `EvaluationResult` (what a submitted job returns)."""
+    return evaluate(campaign_dir, trial_id, params, spec, dask_scheduler_address).to_dict()
 
-    ``{"trial_id", "objective", "feasible", "reason", "metrics": {"mean", "std", ...},
-    "results": {"objective": DischargeResult dict, "ragone": [...], "thickness_um", ...},
-    "timings_s": {"generate", "characterise", "simulate", "total"}, "params"}``
+
+def evaluate(campaign_dir: str | Path, trial_id: int, params: dict[str, float],
+             spec: dict | EvaluationSpec,
+             dask_scheduler_address: str | None = None) -> EvaluationResult:
+    """Evaluate one design; returns (and stores) its `EvaluationResult`.
+
+    Infeasible (objective value None with the reason) only for physical reasons: fewer cubes
+    percolate than `objective.min_percolating_fraction` asks, or the cell cannot deliver the load
+    (kernels.cell.model). Anything else raises with the real error, and
+    ``trials/<id>/failure.json`` records it (`EvaluationFailure`).
 
     Cell sweeps go to the Dask scheduler at `dask_scheduler_address` (or the
     ``MICROLOOP_DASK_SCHEDULER`` environment variable) when one is given, else run in process.
     """
-    # stage modules import kernels (torch, pybamm): load them only when a trial runs
-    from jobs.characterise import run_characterise
-    from jobs.generate import generate_samples
-    from jobs.simulate import simulate_design, unscorable_result
-
     spec = EvaluationSpec.from_dict(spec)
     params = validate_params(params)
     trial_id = int(trial_id)
     stored = read_json(result_path(campaign_dir, trial_id))
     if stored is not None:
-        if stored.get("params") != params:
+        result = EvaluationResult.from_dict(stored)
+        if result.params != params:
             raise ValueError(f"trial {trial_id} in {campaign_dir} was evaluated with params "
-                             f"{stored.get('params')}, not {params}: use a new trial id")
-        return stored
-
-    start = time.perf_counter()
+                             f"{result.params}, not {params}: use a new trial id")
+        return result
     folder = trial_dir(campaign_dir, trial_id)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "spec.json", spec.to_dict())
-    write_json_atomic(folder / "params.json", params)
-
-    timings: dict[str, float] = {}
-    tick = time.perf_counter()
-    generate_samples(campaign_dir, trial_id, params, spec)
-    timings["generate"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    metrics = run_characterise(campaign_dir, trial_id, spec)
-    timings["characterise"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    mean = metrics["mean"]
-    address = dask_scheduler_address or os.environ.get(DASK_SCHEDULER_ENV) or None
     try:
-        thickness_um = cathode_thickness_um(params, spec, mean["volume_fraction"]["am"])
-    except ValueError as error:    # e.g. an AM fraction the loading formula does not accept
-        results = unscorable_result(None, f"no cathode thickness for this design: {error}", tick)
-    else:
-        # a non-percolating mean design comes back infeasible (objective 0) from the cell model
-        results = simulate_design(mean, thickness_um, spec, client=address)
-    spread = None
-    if spec.objective.noise_from_samples and results["feasible"]:
-        spread = per_sample_spread(campaign_dir, trial_id, spec, thickness_um, address)
-    timings["simulate"] = time.perf_counter() - tick
-    timings["total"] = time.perf_counter() - start
-
-    result = json_safe({
-        "trial_id": trial_id,
-        "params": params,
-        "objective": _objective_value(results, spec),
-        "feasible": bool(results["feasible"]),
-        "reason": results["reason"],
-        "metrics": metrics,
-        "results": results,
-        "timings_s": timings,
-        "objective_spread": spread,
-        "training_envelope": training_envelope(params, spec),
-    })
-    write_json_atomic(result_path(campaign_dir, trial_id), result)
+        result = _evaluate(campaign_dir, trial_id, params, spec, dask_scheduler_address)
+    except Exception as error:   # recorded for whoever looks at the trial, then re-raised
+        write_json_atomic(failure_path(campaign_dir, trial_id),
+                          EvaluationFailure.from_exception(error).to_dict())
+        raise
+    write_json_atomic(result_path(campaign_dir, trial_id), json_safe(result.to_dict()))
+    failure_path(campaign_dir, trial_id).unlink(missing_ok=True)
     return result
 
 
+def _evaluate(campaign_dir: str | Path, trial_id: int, params: dict[str, float],
+              spec: EvaluationSpec, dask_scheduler_address: str | None) -> EvaluationResult:
+    # stage modules import kernels (torch, pybamm): load them only when a trial runs
+    from jobs.characterise import run_characterise
+    from jobs.generate import generate_samples
+    from jobs.simulate import simulate_cell
+
+    start = time.perf_counter()
+    folder = trial_dir(campaign_dir, trial_id)
+    write_json_atomic(folder / "spec.json", spec.to_dict())
+    write_json_atomic(folder / "params.json", params)
+
+    tick = time.perf_counter()
+    generate_samples(campaign_dir, trial_id, params, spec)
+    generate_s = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    summary = MetricsSummary.from_dict(run_characterise(campaign_dir, trial_id, spec))
+    characterise_s = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    address = dask_scheduler_address or os.environ.get(DASK_SCHEDULER_ENV) or None
+    cell: CellResults | None = None
+    spread: SpreadRecord | None = None
+    too_few = percolation_shortfall(summary, spec)
+    if too_few is not None:
+        objective = Objective(spec.objective.kind, None, objective_unit(spec), False, too_few)
+    else:
+        thickness_um = cathode_thickness_um(params, spec, summary.mean.volume_fraction["am"])
+        cell = simulate_cell(summary.mean.to_dict(), thickness_um, spec, client=address)
+        objective = objective_of(cell.objective, spec)
+        if spec.objective.noise_from_samples and objective.feasible:
+            spread = per_sample_spread(campaign_dir, trial_id, spec, thickness_um, objective,
+                                       address)
+    simulate_s = time.perf_counter() - tick
+    return EvaluationResult(
+        trial_id=trial_id,
+        params=params,
+        objective=objective,
+        metrics=summary,
+        cell=cell,
+        objective_spread=spread,
+        timings_s=Timings(generate_s, characterise_s, simulate_s, time.perf_counter() - start),
+        training_envelope=training_envelope(params, spec),
+    )
+
+
+def min_percolating_fraction(spec: EvaluationSpec) -> float:
+    """The share of cubes that must percolate (pore and solid) for a design to be feasible."""
+    # ObjectiveSpec gains this field on another branch; 1.0 is its documented default there
+    return float(getattr(spec.objective, "min_percolating_fraction", 1.0))
+
+
+def percolation_shortfall(summary: MetricsSummary, spec: EvaluationSpec) -> str | None:
+    """The infeasibility reason when too few cubes percolate, else None."""
+    needed = min_percolating_fraction(spec)
+    if summary.n_percolating > 0 and summary.percolating_fraction >= needed:
+        return None
+    blocked = sorted(set(summary.samples) - set(summary.transport_over))
+    return (f"{summary.n_percolating} of {summary.n_samples} cubes percolate in both pore and "
+            f"solid (cubes {blocked} do not); objective.min_percolating_fraction is {needed:g}")
+
+
+def objective_unit(spec: EvaluationSpec) -> str:
+    return OBJECTIVE_UNITS[spec.objective.kind]
+
+
+def objective_of(discharge: Discharge, spec: EvaluationSpec) -> Objective:
+    """The objective of one discharge: its `spec.objective.kind`, or infeasible with the cell
+    model's reason. A feasible discharge without that number is an error, not a 0."""
+    kind, unit = spec.objective.kind, objective_unit(spec)
+    if not discharge.feasible:
+        return Objective(kind, None, unit, False, discharge.reason or "infeasible")
+    value = getattr(discharge, kind)
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"the cell model gave {kind} = {value!r} for a feasible discharge "
+                         f"(objective.kind={kind!r}, half_cell={spec.objective.half_cell}); "
+                         "choose a kind it reports")
+    return Objective(kind, float(value), unit, True)
+
+
 def per_sample_spread(campaign_dir: str | Path, trial_id: int, spec: EvaluationSpec,
-                      thickness_um: float, address: str | None) -> dict[str, Any] | None:
-    """The objective of each sample on its own, and their spread (kernels.cell.objective_spread):
-    `noise_var` (variance of the mean) is the design's known noise for the optimiser. None with
-    fewer than two samples; an infeasible sample counts as 0, as it would for the design."""
+                      thickness_um: float, design_objective: Objective,
+                      address: str | None) -> SpreadRecord:
+    """The objective of each cube scored on its own (at the design's thickness) and their
+    spread (kernels.cell.objective_spread): `noise_var`, the variance of the mean, is the
+    design's known noise for the optimiser. With one cube, or a cube infeasible on its own,
+    the noise is unknown (None, with a note): the optimiser fills it, it is never 0."""
     from jobs.characterise import metrics_path
-    from jobs.simulate import simulate_design
+    from jobs.simulate import simulate_cell
     from kernels.cell.objective_spread import objective_spread
 
-    records = [read_json(metrics_path(campaign_dir, trial_id, i))
-               for i in range(spec.fidelity.n_cubes)]
-    if len(records) < 2 or any(r is None for r in records):
-        return None
+    if spec.fidelity.n_cubes == 1:
+        value = design_objective.value
+        return SpreadRecord([value], 1, value, None, None, None,
+                            note="one cube: the spread over cubes is unknown")
+    records = []
+    for i in range(spec.fidelity.n_cubes):
+        stored = read_json(metrics_path(campaign_dir, trial_id, i))
+        if stored is None:
+            raise FileNotFoundError(f"trial {trial_id}: metrics of cube {i} are missing "
+                                    f"({metrics_path(campaign_dir, trial_id, i)})")
+        records.append(SampleMetrics.from_dict(stored))
     objective_only = dataclasses.replace(spec, cell=dataclasses.replace(spec.cell, ragone_powers_W=[]))
-    values = [_objective_value(simulate_design(r, thickness_um, objective_only, client=address),
-                               spec) for r in records]
-    return dict(objective_spread(values).to_dict(), per_sample=values)
+    values: list[float | None] = []
+    for record in records:
+        if not record.metrics.percolation()[0]:
+            values.append(None)   # scored on its own it has no path; the design still may
+            continue
+        cell = simulate_cell(record.metrics.to_dict(), thickness_um, objective_only,
+                               client=address)
+        values.append(objective_of(cell.objective, spec).value)
+    known = [v for v in values if v is not None]
+    if len(known) < len(values):
+        missing = [r.sample for r, v in zip(records, values, strict=True) if v is None]
+        return SpreadRecord(values, len(values), None, None, None, None,
+                            note=f"cubes {missing} are infeasible on their own: spread unknown")
+    spread = objective_spread(known)
+    return SpreadRecord(values, spread.n, spread.mean, spread.std, spread.noise_var,
+                        spread.to_dict()["rel_std"])
 
 
-def training_envelope(params: dict[str, float], spec: EvaluationSpec) -> dict[str, Any] | None:
+def training_envelope(params: dict[str, float], spec: EvaluationSpec) -> TrainingEnvelope | None:
     """For a trained generator: whether the design lies where it saw training data (a design
     outside it is flagged, its microstructures are extrapolated). None for the simulator."""
     if spec.generator.is_procedural:
@@ -144,19 +237,7 @@ def training_envelope(params: dict[str, float], spec: EvaluationSpec) -> dict[st
     from kernels.generator.model import in_training_envelope
 
     inside, reason = in_training_envelope(params, load_generator(spec))
-    return {"inside": bool(inside), "reason": reason}
-
-
-def _objective_value(results: dict[str, Any], spec: EvaluationSpec) -> float:
-    """The objective's number; 0.0 for an infeasible design."""
-    if not results["feasible"] or results["objective"] is None:
-        return 0.0
-    value = results["objective"].get(spec.objective.kind)
-    if value is None or not math.isfinite(value):
-        raise ValueError(f"the cell model gave no {spec.objective.kind} for this objective "
-                         f"(objective.kind={spec.objective.kind!r}, half_cell="
-                         f"{spec.objective.half_cell}); choose a kind it reports")
-    return float(value)
+    return TrainingEnvelope(bool(inside), str(reason))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,8 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         spec, params = read_job_inputs(args.spec, args.params)
     except (OSError, ValueError) as error:
         parser.error(str(error))
-    result = evaluate_design(args.campaign_dir, args.trial_id, params, spec, args.dask_scheduler)
-    print(json.dumps({k: result[k] for k in ("trial_id", "objective", "feasible", "reason")}))
+    result = evaluate(args.campaign_dir, args.trial_id, params, spec, args.dask_scheduler)
+    print(json.dumps({"trial_id": result.trial_id, **result.objective.to_dict()}))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jobs.contract.result import CellResults, Discharge, MetricsSummary
 from jobs.contract.spec import EvaluationSpec
 
 DASK_WORKER_WAIT_S = 300.0   # how long a sweep waits for the campaign's first Dask worker
@@ -66,22 +67,26 @@ def electrode_design(metrics_mean: dict[str, Any], thickness_um: float) -> dict[
 
 def simulate_design(metrics_mean: dict[str, Any], thickness_um: float,
                     spec: EvaluationSpec | dict, client: Any = None) -> dict[str, Any]:
+    """`simulate_cell` as plain JSON: ``{"design", "thickness_um", "objective", "ragone",
+    "wall_s", "feasible", "reason"}``, `feasible`/`reason` being the objective discharge's."""
+    cell = simulate_cell(metrics_mean, thickness_um, spec, client)
+    return dict(cell.to_dict(), feasible=cell.objective.feasible, reason=cell.objective.reason)
+
+
+def simulate_cell(metrics_mean: dict[str, Any], thickness_um: float,
+                  spec: EvaluationSpec | dict, client: Any = None) -> CellResults:
     """The objective's discharge and the Ragone sweep of one electrode.
 
     `client` is a `distributed.Client`, a scheduler address (a client is opened and closed
-    here), or None to solve in this process. Returns ``{"design", "thickness_um", "objective",
-    "ragone", "feasible", "reason", "wall_s"}``; `feasible`/`reason` are the objective's.
+    here), or None to solve in this process. Metrics outside the cell model's accepted ranges
+    raise ValueError naming the field: a design the model cannot score is a failure, not an
+    infeasible design. The objective discharge's `feasible`/`reason` say whether the cell
+    delivers the load.
     """
     spec = EvaluationSpec.from_dict(spec)
     start = time.perf_counter()
     options = cell_options(spec)
-    try:
-        design = electrode_design(metrics_mean, thickness_um)
-    except ValueError as error:
-        # measured metrics (or a mass-loading thickness) outside what the cell model accepts,
-        # e.g. a tortuosity factor above its range: a design it cannot score, not a crash
-        return unscorable_result(thickness_um, f"outside the cell model's accepted range: {error}",
-                           start)
+    design = electrode_design(metrics_mean, thickness_um)
     objective = spec.objective
     mode, value = (("power", objective.power_W) if objective.power_W is not None
                    else ("c_rate", objective.c_rate))
@@ -90,26 +95,11 @@ def simulate_design(metrics_mean: dict[str, Any], thickness_um: float,
         outputs = [discharge(options, design, m, v) for m, v in jobs]
     else:
         outputs = _on_dask(client, options, design, jobs)
-    ragone = [dict(output, power_W_requested=float(v))
+    ragone = [Discharge.from_dict(dict(output, power_W_requested=float(v)))
               for output, (_, v) in zip(outputs[1:], jobs[1:], strict=True)]
-    return {
-        "design": design,
-        "thickness_um": float(thickness_um),
-        "objective": outputs[0],
-        "ragone": ragone,
-        "feasible": bool(outputs[0]["feasible"]),
-        "reason": str(outputs[0].get("reason", "")),
-        "wall_s": time.perf_counter() - start,
-    }
-
-
-def unscorable_result(thickness_um: float | None, reason: str, start: float) -> dict[str, Any]:
-    """The results of a design the cell model cannot take: infeasible, with the reason."""
-    return {"design": None,
-            "thickness_um": None if thickness_um is None else float(thickness_um),
-            "objective": None,
-            "ragone": [], "feasible": False, "reason": reason,
-            "wall_s": time.perf_counter() - start}
+    return CellResults(design=design, thickness_um=float(thickness_um),
+                       objective=Discharge.from_dict(outputs[0]), ragone=ragone,
+                       wall_s=time.perf_counter() - start)
 
 
 def _on_dask(client: Any, options: dict[str, Any], design: dict[str, float],
@@ -146,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         metrics = json.loads(Path(args.metrics).read_text())
     except (OSError, ValueError) as error:
         parser.error(str(error))
-    results = simulate_design(metrics["mean"], args.thickness_um, spec, args.dask_scheduler)
+    summary = MetricsSummary.from_dict(metrics)
+    results = simulate_design(summary.mean.to_dict(), args.thickness_um, spec,
+                              args.dask_scheduler)
     text = json.dumps(results, indent=1)
     if args.out:
         Path(args.out).write_text(text)

@@ -1,6 +1,6 @@
 """The controller, for real: a SIGKILLed `microloop run` resumes with nothing lost and nothing run
-twice; failing jobs are retried then recorded; infeasible designs score 0; an invalid campaign
-fails before any job is submitted. Evaluations are real (procedural structures, TauFactor,
+twice; failing jobs are retried then recorded with their error; infeasible designs are told to
+the optimiser as infeasible, never as a 0; an invalid campaign fails before any job is submitted. Evaluations are real (procedural structures, TauFactor,
 PyBaMM) at the lowest fidelity: 2 cubes of 24^3 voxels.
 """
 
@@ -134,8 +134,16 @@ def test_sigkilled_controller_resumes_with_nothing_lost_and_nothing_run_twice(tm
     assert "varies" in _events(tmp_path / "cold", "warm_start")[0]["skipped_reason"]
 
 
+def _told_infeasible(state: dict) -> int:
+    """How many points the optimiser holds as infeasible: observations with feasible False (a
+    back-end with a feasibility model) or failures marked "infeasible:" (one without)."""
+    observed = sum(1 for o in state["observations"] if o.get("feasible") is False)
+    failed = sum(1 for f in state["failures"] if f["reason"].startswith("infeasible:"))
+    return observed + failed
+
+
 @pytest.mark.slow
-def test_failing_jobs_are_retried_then_recorded_and_infeasible_designs_score_zero(tmp_path):
+def test_failing_jobs_are_retried_then_recorded_and_infeasible_designs_told_as_such(tmp_path):
     campaign = tiny_campaign(
         tmp_path / "faults.toml",
         # thick electrodes at 8 kW per cell: far beyond what they deliver, so infeasible
@@ -156,18 +164,35 @@ def test_failing_jobs_are_retried_then_recorded_and_infeasible_designs_score_zer
     trials = controller.trials
     assert trials[0].status == "complete" and trials[0].attempt == 2
     retried = _events(folder, "retried")
-    assert any(e["trial_id"] == 0 and "InjectedFault" in e["reason"] for e in retried)
+    (injected,) = [e for e in retried if e["trial_id"] == 0]
+    # the whole error survives: type, message and the frame that raised it (main kept the
+    # last line only)
+    assert "InjectedFault: injected fault: trial 0 attempt 1" in injected["reason"]
+    assert "evaluation_task.py:" in injected["reason"]
+    assert injected["failure"]["function"] == "__call__" and injected["failure"]["line"] > 0
     assert trials[1].status == "failed" and trials[1].attempt == 2
     assert "after 2 attempts" in trials[1].reason and "without a result" in trials[1].reason
     for trial_id in (0, 2, 3):  # the campaign went on around the failure
-        assert trials[trial_id].objective == 0.0
+        assert trials[trial_id].objective is None      # infeasible: no value, never a 0
         assert trials[trial_id].feasible is False and trials[trial_id].reason
     with open(folder / "trials.csv") as handle:
         rows = {int(r["trial_id"]): r for r in csv.DictReader(handle)}
     assert rows[1]["status"] == "failed" and "without a result" in rows[1]["reason"]
-    assert float(rows[2]["objective"]) == 0.0 and rows[2]["feasible"] == "False"
-    state = json.loads((folder / "optimizer_state.json").read_text())
-    assert len(state["state"]["failures"]) == 1 and len(state["state"]["observations"]) == 3
+    assert rows[2]["objective"] == "" and rows[2]["feasible"] == "False"
+    state = json.loads((folder / "optimizer_state.json").read_text())["state"]
+    assert all(o["value"] != 0.0 for o in state["observations"])
+    assert _told_infeasible(state) == 3
+    assert sum(1 for f in state["failures"] if "without a result" in f["reason"]) == 1
+
+    # a warm start passes the infeasible points the same way: as infeasible, not as 0
+    again = tiny_campaign(tmp_path / "again.toml", warm_start={"campaigns": [str(folder)]},
+                          space={"mass_loading_mg_cm2": 40.0}, objective={"power_W": 8000.0},
+                          optimizer={"backend": "sobol", "budget": 4, "max_concurrent": 2})
+    warm = Campaign.create(load_campaign(again), tmp_path / "warm")
+    warm.close()
+    warm_state = warm.optimizer.state_dict()
+    assert all(o["value"] != 0.0 for o in warm_state["observations"])
+    assert _told_infeasible(warm_state) == 3
 
 
 def test_invalid_campaign_fails_before_any_job_is_submitted(tmp_path):

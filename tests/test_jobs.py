@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from jobs.characterise import aggregate, metrics_path, run_characterise
+from jobs.contract.result import SCHEMA_VERSION, CubeMetrics, EvaluationResult
 from jobs.contract.spec import EvaluationSpec, validate_params
-from jobs.evaluate import evaluate_design, result_path
+from jobs.evaluate import evaluate_design, failure_path, percolation_shortfall, result_path
 from jobs.generate import generate_samples
 from jobs.simulate import simulate_design
 from jobs.store import DesignStore
@@ -82,19 +83,45 @@ def test_characterise_serial_writes_each_sample_once_and_aggregates(tmp_path):
     assert [metrics_path(tmp_path, 0, i).stat().st_mtime_ns for i in range(2)] == stamps
 
 
-def test_aggregate_averages_tortuosity_over_percolating_samples_only():
-    def record(i, tau, percolating):
-        return {"sample": i, "metrics": {"volume_fraction": {"pore": 0.3}, "tortuosity_factor": tau,
-                                         "effective_conductivity_S_m": 1.0 + i,
-                                         "percolating": percolating}}
+def _cube(i, tau, sigma, pore=True, solid=None, pore_fraction=0.3):
+    metrics = {"volume_fraction": {"pore": pore_fraction},
+               "specific_surface_area_per_um": {"am_pore": 0.5 + i},
+               "tortuosity_factor": tau, "effective_conductivity_S_m": sigma, "percolating": pore}
+    if solid is not None:
+        metrics["solid_percolating"] = solid
+    return {"schema_version": SCHEMA_VERSION, "sample": i, "metrics": metrics, "wall_s": 0.1,
+            "device": "cpu", "rank": 0}
 
-    agg = aggregate([record(0, 2.0, True), record(1, None, False), record(2, 4.0, True)])
-    assert agg["mean"]["tortuosity_factor"] == pytest.approx(3.0)
-    assert agg["mean"]["effective_conductivity_S_m"] == pytest.approx(2.0)
-    assert agg["mean"]["percolating"] is True
-    assert agg["percolating_fraction"] == pytest.approx(2 / 3)
-    none = aggregate([record(0, None, False)])
-    assert none["mean"]["tortuosity_factor"] is None and none["mean"]["percolating"] is False
+
+def test_aggregate_counts_a_cube_as_percolating_only_when_pore_and_solid_both_do():
+    # all percolate: every mean is over all cubes, and the fraction is 1
+    every = aggregate([_cube(0, 2.0, 1.0, solid=True), _cube(1, 4.0, 3.0, solid=True)])
+    assert every.percolating_fraction == 1.0 and every.n_percolating == 2
+    assert every.mean.tortuosity_factor == pytest.approx(3.0)
+    assert every.mean.effective_conductivity_S_m == pytest.approx(2.0)
+    # a cube whose solid does not percolate is not a percolating cube, even with a pore path
+    # (main counted the design as percolating when ANY cube's pore phase did)
+    mixed = aggregate([_cube(0, 2.0, 1.0, solid=True), _cube(1, 4.0, 0.0, solid=False),
+                       _cube(2, None, 5.0, pore=False, solid=True)])
+    assert mixed.n_percolating == 1 and mixed.percolating_fraction == pytest.approx(1 / 3)
+    assert mixed.transport_over == [0]
+    assert mixed.mean.tortuosity_factor == pytest.approx(2.0)
+    assert mixed.mean.specific_surface_area_per_um["am_pore"] == pytest.approx(1.5)  # all 3
+    # a metrics record without solid_percolating is unknown, not True: its measured
+    # conductivity decides (0.0 is what the metrics give a solid that does not connect)
+    unknown = aggregate([_cube(0, 2.0, 1.0), _cube(1, 3.0, 0.0)])
+    assert unknown.mean.solid_percolating is True and unknown.n_percolating == 1
+    assert CubeMetrics.from_dict(_cube(1, 3.0, 0.0)["metrics"]).solid_percolating is None
+    none = aggregate([_cube(0, None, 0.0, pore=False)])
+    assert none.mean.tortuosity_factor is None and none.n_percolating == 0
+
+
+def test_too_few_percolating_cubes_make_the_design_infeasible_naming_k_of_n():
+    spec = EvaluationSpec.from_dict(tiny_spec())
+    mixed = aggregate([_cube(0, 2.0, 1.0, solid=True), _cube(1, 4.0, 0.0, solid=False)])
+    reason = percolation_shortfall(mixed, spec)
+    assert reason is not None and "1 of 2 cubes" in reason and "[1]" in reason
+    assert percolation_shortfall(aggregate([_cube(0, 2.0, 1.0, solid=True)]), spec) is None
 
 
 def _task_prefixes(dask_scheduler) -> list[str]:
@@ -123,7 +150,7 @@ def test_simulate_on_dask_workers_equals_in_process(tmp_path, monkeypatch):
         client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.task_prefixes.clear())
         via_dask = evaluate_design(str(tmp_path), 1, PARAMS, tiny_spec())
         assert "discharge" in client.run_on_scheduler(_task_prefixes)
-    assert via_dask["feasible"] and via_dask["objective"] > 100
+    assert via_dask["objective"]["feasible"] and via_dask["objective"]["value"] > 100
     for remote in (on_client, by_address):
         # identical but for the last bits of the IDAKLU solve in another process
         for got, want in zip([remote["objective"], *remote["ragone"]],
@@ -140,13 +167,15 @@ def test_simulate_on_dask_workers_equals_in_process(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_evaluate_design_end_to_end_is_idempotent_and_repairs(tmp_path):
     result = evaluate_design(str(tmp_path), 1, PARAMS, tiny_spec())
-    assert set(result) >= {"trial_id", "objective", "feasible", "reason", "metrics", "results",
-                           "timings_s"}
-    assert result["feasible"] and result["objective"] > 100          # Wh/L of a 4680
-    assert result["objective"] == result["results"]["objective"]["energy_density_Wh_L"]
-    assert len(result["results"]["ragone"]) == 1
-    assert result["results"]["thickness_um"] == 70.0
-    assert math.isfinite(result["metrics"]["mean"]["tortuosity_factor"])
+    typed = EvaluationResult.from_dict(result)          # the stored JSON is the typed schema
+    assert typed.to_dict() == result and result["schema_version"] == SCHEMA_VERSION
+    assert typed.objective.feasible and typed.objective.value > 100          # Wh/L of a 4680
+    assert typed.objective.unit == "Wh/L"
+    assert typed.objective.value == typed.cell.objective.energy_density_Wh_L
+    assert len(typed.cell.ragone) == 1
+    assert typed.cell.thickness_um == 70.0
+    assert typed.metrics.percolating_fraction == 1.0 and typed.metrics.transport_over == [0, 1]
+    assert math.isfinite(typed.metrics.mean.tortuosity_factor)
     folder = tmp_path / "trials" / "1"
     assert {"spec.json", "params.json", "metrics_0.json", "metrics_1.json", "metrics.json",
             "result.json"} <= {p.name for p in folder.iterdir()}
@@ -166,20 +195,23 @@ def test_evaluate_design_end_to_end_is_idempotent_and_repairs(tmp_path):
     again = evaluate_design(str(tmp_path), 1, PARAMS, tiny_spec())
     assert again["objective"] == result["objective"]
     assert again["metrics"]["mean"] == result["metrics"]["mean"]
+    assert not failure_path(tmp_path, 1).exists()
 
 
 @pytest.mark.slow
-def test_mass_loading_sets_thickness_and_infeasible_scores_zero(tmp_path):
-    # a deliberately impossible objective power: the cell reports infeasible, not an exception
+def test_mass_loading_sets_thickness_and_an_undeliverable_power_is_infeasible_not_zero(tmp_path):
+    # a deliberately impossible objective power: the cell reports infeasible, not an exception,
+    # and the objective has no value (main stored 0.0 and told it to the optimiser)
     spec = tiny_spec()
     spec["objective"]["power_W"] = 15000.0
     params = {**PARAMS, "mass_loading_mg_cm2": 20.0}
-    result = evaluate_design(str(tmp_path), 2, params, spec)
-    assert result["objective"] == 0.0 and result["feasible"] is False
-    assert result["reason"]
-    am = result["metrics"]["mean"]["volume_fraction"]["am"]
+    result = EvaluationResult.from_dict(evaluate_design(str(tmp_path), 2, params, spec))
+    assert result.objective.value is None and result.objective.feasible is False
+    reason = result.objective.infeasible_reason
+    assert "t = 0" in reason or "collapses under this load" in reason
+    am = result.metrics.mean.volume_fraction["am"]
     expected_um = 20.0 / (am * 4.75) * 10.0          # mg/cm^2 / (phi_AM rho_AM)
-    assert result["results"]["thickness_um"] == pytest.approx(expected_um)
+    assert result.cell.thickness_um == pytest.approx(expected_um)
 
 
 def test_a_dask_cluster_without_workers_times_out_instead_of_hanging(monkeypatch):
@@ -196,7 +228,8 @@ def test_a_dask_cluster_without_workers_times_out_instead_of_hanging(monkeypatch
             simulate_design(metrics, 80.0, EvaluationSpec(), client=cluster.scheduler_address)
 
 
-def test_metrics_outside_the_cell_models_range_score_zero_with_the_reason():
+def test_metrics_outside_the_cell_models_range_fail_naming_the_field():
+    # a design the model cannot score is a failure, not an infeasible design scored 0 (main)
     from kernels.cell.model import RANGES
 
     too_tortuous = 2.0 * RANGES["tortuosity_factor"][1]
@@ -204,19 +237,21 @@ def test_metrics_outside_the_cell_models_range_score_zero_with_the_reason():
                "specific_surface_area_per_um": {"am_pore": 0.3, "am_cbd": 0.1},
                "cbd_coverage": 0.25, "tortuosity_factor": too_tortuous,
                "effective_conductivity_S_m": 1.0, "percolating": True}
-    result = simulate_design(metrics, 80.0, EvaluationSpec())
-    assert result["feasible"] is False and result["objective"] is None
-    assert "tortuosity_factor" in result["reason"] and "accepted range" in result["reason"]
+    with pytest.raises(ValueError, match="tortuosity_factor.*accepted range"):
+        simulate_design(metrics, 80.0, EvaluationSpec())
 
 
 def test_failed_stage_raises_and_keeps_what_was_written(tmp_path):
     spec = tiny_spec()
     spec["fidelity"]["backend"] = "no-such-solver"
-    with pytest.raises(Exception, match="no-such-solver"):
+    with pytest.raises(Exception, match="no-such-solver") as raised:
         evaluate_design(str(tmp_path), 3, PARAMS, spec)
     store = DesignStore.open(tmp_path, 3)
     assert store.done_samples() == [0, 1]
     assert not result_path(tmp_path, 3).exists()
+    failure = json.loads(failure_path(tmp_path, 3).read_text())   # why, for whoever looks
+    assert failure["exception_type"].endswith(type(raised.value).__name__)
+    assert failure["file"].endswith(".py") and failure["line"] > 0 and failure["function"]
 
 
 def test_the_evaluate_program_refuses_bad_input_files_with_exit_2(tmp_path):

@@ -99,7 +99,7 @@ def test_report_with_a_failed_trial_and_one_completed_trial(tmp_path):
     data = json.loads((report / "summary.json").read_text())
     assert data["best"]["trial_id"] == 0 and data["n_failed"] == 1
     assert data["best"]["objective"] == pytest.approx(
-        json.loads((folder / "trials" / "0" / "result.json").read_text())["objective"])
+        json.loads((folder / "trials" / "0" / "result.json").read_text())["objective"]["value"])
 
     # the command rewrites it, also when the voxels are gone (the slices are skipped, with why);
     # a folder that is no campaign is refused with exit code 2

@@ -118,7 +118,7 @@ def load_optimum(folder: Path) -> Optimum | None:
         return None
     config = tomllib.loads((folder / "campaign.toml").read_text())
     cell = config.get("cell", {})
-    design = ((best.result or {}).get("results") or {}).get("design")
+    design = best.result.cell.design if best.result and best.result.cell else None
     return Optimum(
         campaign=data.name, objective_kind=str(data.objective.get("kind")),
         operating_point=data.operating_point, c_rate=data.objective.get("c_rate"),

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hpc.campaign.folder import REPORT_FOLDER
+from jobs.contract.result import EvaluationResult
 
 #: a GP over d parameters needs a few points; below this the GP plots are skipped
 MIN_TRIALS_FOR_GP = 3
@@ -62,7 +63,7 @@ class TrialRecord:
     objective: float | None
     feasible: bool | None
     reason: str
-    result: dict[str, Any] | None
+    result: EvaluationResult | None
 
 
 @dataclass
@@ -83,8 +84,14 @@ class CampaignData:
 
     @property
     def complete(self) -> list[TrialRecord]:
+        """Completed feasible trials: the ones with an objective value."""
         return [t for t in self.trials if t.status == "complete" and t.objective is not None
                 and math.isfinite(t.objective)]
+
+    @property
+    def infeasible(self) -> list[TrialRecord]:
+        """Completed trials whose design is infeasible (no value, a physical reason)."""
+        return [t for t in self.trials if t.status == "complete" and t.feasible is False]
 
     @property
     def failed(self) -> list[TrialRecord]:
@@ -298,19 +305,16 @@ def plot_trace(data: CampaignData, path: Path) -> Path:
     done = [t for t in data.trials if t.status in ("complete", "failed")]
     ids = [t.trial_id for t in data.complete]
     values = [t.objective for t in data.complete]
-    feasible = [bool(t.feasible) for t in data.complete]
     if data.n_initial:
         ax.axvspan(-0.5, data.n_initial - 0.5, color="0.9", label="initial design")
-    ax.scatter([i for i, f in zip(ids, feasible, strict=True) if f],
-               [v for v, f in zip(values, feasible, strict=True) if f], color="C0", zorder=3,
-               label="evaluation")
-    if not all(feasible):
-        ax.scatter([i for i, f in zip(ids, feasible, strict=True) if not f],
-                   [v for v, f in zip(values, feasible, strict=True) if not f], color="C1",
-                   marker="s", zorder=3, label="infeasible (scored 0)")
+    ax.scatter(ids, values, color="C0", zorder=3, label="evaluation")
+    floor = min(values) if values else 0.0   # trials without a value are drawn at the floor
+    infeasible = [t.trial_id for t in data.infeasible]
+    if infeasible:
+        ax.scatter(infeasible, [floor] * len(infeasible), color="C1", marker="s", zorder=3,
+                   label="infeasible (no value)")
     failed = [t.trial_id for t in data.failed]
     if failed:
-        floor = min(values) if values else 0.0
         ax.scatter(failed, [floor] * len(failed), color="C3", marker="x", zorder=3,
                    label="failed (no result)")
     if ids:
@@ -333,7 +337,7 @@ def plot_partial_dependence(data: CampaignData, gp: GPAnalysis, path: Path) -> P
     names = list(data.bounds)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), sharey=True,
                              squeeze=False)
-    scored = [t for t in data.complete if t.feasible is not False]
+    scored = data.complete
     x_obs = np.array([[t.params[n] for n in names] for t in scored])
     y_obs = np.array([t.objective for t in scored])
     for i, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
@@ -432,21 +436,21 @@ def best_rows(data: CampaignData, n: int = N_BEST_ROWS) -> list[dict[str, Any]]:
     ranked = sorted(data.complete, key=lambda t: (-t.objective, t.trial_id))[:n]
     rows = []
     for t in ranked:
-        result = t.result or {}
-        mean = (result.get("metrics") or {}).get("mean") or {}
-        results = result.get("results") or {}
-        objective = results.get("objective") or {}
+        mean = t.result.metrics.mean if t.result else None
+        cell = t.result.cell if t.result else None
         rows.append({
             "trial_id": t.trial_id, **t.params, "objective": t.objective,
             "feasible": t.feasible,
-            "tortuosity_factor": mean.get("tortuosity_factor"),
-            "effective_conductivity_S_m": mean.get("effective_conductivity_S_m"),
-            "thickness_um": results.get("thickness_um"),
+            "tortuosity_factor": mean.tortuosity_factor if mean else None,
+            "effective_conductivity_S_m": mean.effective_conductivity_S_m if mean else None,
+            "percolating_fraction": t.result.metrics.percolating_fraction if t.result else None,
+            "thickness_um": cell.thickness_um if cell else None,
         })
         # a half cell reports mAh/g only (its energies are 0 by convention), a full cell energies
         names = (("capacity_mAh_g",) if data.objective.get("half_cell")
                  else ("energy_density_Wh_L", "specific_energy_Wh_kg"))
-        rows[-1].update({name: objective.get(name) for name in names})
+        rows[-1].update({name: getattr(cell.objective, name) if cell else None
+                         for name in names})
     return rows
 
 
@@ -500,18 +504,17 @@ def write_report(directory: str | Path) -> Path:
     plots.append(("Optimisation trace", plot_trace(data, out / "trace.png").name))
 
     gp_info: dict[str, Any] | None = None
-    complete = data.complete
-    # infeasible designs score 0, a cliff a smooth GP cannot follow: they would inflate its
-    # noise and flatten the picture, so the GP describes the feasible region only
-    scored = [t for t in complete if t.feasible is not False]
+    # infeasible designs have no value: the GP describes the feasible region only
+    scored = data.complete
+    infeasible = data.infeasible
     if len(scored) < MIN_TRIALS_FOR_GP:
         notes.append(f"Not enough data for the GP plots (objective over the parameters, "
                      f"importance): {len(scored)} completed feasible trial(s), at least "
                      f"{MIN_TRIALS_FOR_GP} needed.")
     else:
-        if len(scored) < len(complete):
+        if infeasible:
             notes.append(f"The GP is fitted to the {len(scored)} feasible trials; the "
-                         f"{len(complete) - len(scored)} infeasible ones (scored 0) are left out.")
+                         f"{len(infeasible)} infeasible ones (no value) are left out.")
         try:
             gp = analyse_gp(to_unit([t.params for t in scored], data.bounds),
                             np.array([t.objective for t in scored]))
@@ -538,10 +541,12 @@ def write_report(directory: str | Path) -> Path:
                 "sample 0", out / "microstructure.png").name))
         except Exception as error:  # missing, unfinished or damaged voxels cost this plot only
             notes.append(f"No microstructure slices: {type(error).__name__}: {error}.")
-        ragone = ((best.result or {}).get("results") or {}).get("ragone") or []
+        ragone = best.result.cell.ragone if best.result and best.result.cell else []
         if ragone:
-            powers = np.array([r.get("power_W_requested", r.get("power_W")) for r in ragone])
-            energies = np.array([r.get("energy_density_Wh_L") or 0.0 for r in ragone])
+            powers = np.array([r.power_W_requested if r.power_W_requested is not None
+                               else r.power_W for r in ragone])
+            # an infeasible point of the sweep delivers 0 Wh/L: a Ragone curve ends there
+            energies = np.array([r.energy_density_Wh_L if r.feasible else 0.0 for r in ragone])
             plots.append(("Ragone curve of the best design", plot_ragone(
                 {f"best design (trial {best.trial_id})": (powers, energies)},
                 "energy density (Wh/L)", out / "ragone.png",
@@ -554,16 +559,15 @@ def write_report(directory: str | Path) -> Path:
 
     for t in data.failed:
         notes.append(f"Trial {t.trial_id} failed: {t.reason}")
-    infeasible = [t for t in complete if t.feasible is False]
     for t in infeasible:
-        notes.append(f"Trial {t.trial_id} infeasible (scored 0): {t.reason}")
+        notes.append(f"Trial {t.trial_id} infeasible: {t.reason}")
 
     rows = best_rows(data)
     summary = {
         "name": data.name, "description": data.description, "objective": data.objective,
         "bounds": data.bounds, "fixed": data.fixed, "budget": data.budget,
         "cell_model": data.cell_model,
-        "n_trials": len(data.trials), "n_complete": len(complete),
+        "n_trials": len(data.trials), "n_complete": len(scored) + len(infeasible),
         "n_failed": len(data.failed), "n_infeasible": len(infeasible),
         "best": rows[0] if rows else None, "best_designs": rows, "gp": gp_info,
         "notes": notes, "plots": [name for _, name in plots],

@@ -14,9 +14,9 @@ The optimiser state is saved (atomically) to ``optimizer_state.json`` after ever
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -31,6 +31,7 @@ from hpc.campaign.journal import Journal, json_safe, read_journal
 from hpc.campaign.safe_paths import check_campaign_folder
 from hpc.campaign.trials import Trial, apply_event, fold_events, write_trials_csv
 from hpc.machine.executor import Executor, ExecutorError, JobStatus
+from jobs.contract.result import EvaluationFailure, EvaluationResult, ResultSchemaError
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,12 @@ class Campaign:
         self.faults = {f.trial_id: f.model_dump() for f in config.faults}
         self._lock = lock or _lock_campaign(self.dir)
         events = read_journal(self.dir)
-        self.trials: dict[int, Trial] = fold_events(events)
+        try:
+            self.trials: dict[int, Trial] = fold_events(events)
+        except ResultSchemaError as error:
+            self._lock.close()
+            raise CampaignError(f"{self.dir}: its journal holds results this microloop cannot "
+                                f"read ({error})") from None
         self._had_warm_start = any(e["event"] == "warm_start" for e in events)
         self.journal = Journal(self.dir)
         self.optimizer, self._told = self._load_optimizer()
@@ -215,15 +221,14 @@ class Campaign:
             told.add(trial.trial_id)
 
     def _tell(self, optimizer: Any, trial: Trial) -> None:
-        if trial.status == "complete" and trial.objective is not None and math.isfinite(
-                trial.objective):
-            spread = (trial.result or {}).get("objective_spread") or {}
-            noise = spread.get("noise_var")
-            if noise is not None and math.isfinite(noise):
-                # the design's objective spread over its samples, as known observation noise
-                optimizer.tell([trial.params], [float(trial.objective)], noise_var=[float(noise)])
-            else:
-                optimizer.tell([trial.params], [float(trial.objective)])
+        """A completed trial is an observation (an infeasible one without a value); a failed
+        one is a failure, never a number."""
+        if trial.status == "complete" and trial.result is not None:
+            objective = trial.result.objective
+            # the design's objective spread over its cubes is its known observation noise;
+            # None (unknown, e.g. one cube) is passed as None for the optimiser to fill
+            tell_observation(optimizer, trial.params, objective.value, trial.result.noise_var,
+                             objective.feasible, objective.infeasible_reason or "")
         else:
             optimizer.tell_failed([trial.params], [trial.reason or "failed"])
 
@@ -234,16 +239,17 @@ class Campaign:
     def _warm_start(self, optimizer: Any) -> None:
         """Tell earlier campaigns' observations when their space and objective match."""
         for source in self.config.warm_start.campaigns:
-            points, values, why = warm_start_observations(Path(source), self.config, self.space)
-            if points:
-                optimizer.tell(points, values)
+            observations, why = warm_start_observations(Path(source), self.config, self.space)
+            for seen in observations:   # infeasible points as infeasible, as in this campaign
+                tell_observation(optimizer, seen.params, seen.value, seen.noise_var,
+                                 seen.feasible, seen.reason)
             if not self._had_warm_start:
-                self.journal_event("warm_start", source=source, n_observations=len(points),
-                                   skipped_reason=why)
+                self.journal_event("warm_start", source=source,
+                                   n_observations=len(observations), skipped_reason=why)
             if why:
                 log.warning("warm start from %s skipped: %s", source, why)
             else:
-                log.info("warm start: %d observations from %s", len(points), source)
+                log.info("warm start: %d observations from %s", len(observations), source)
 
     # ---- journal + persistence ------------------------------------------------------------
 
@@ -415,30 +421,37 @@ class Campaign:
         if status.state == "finished":
             outcome = self.executor.outcome(job_id)
             if outcome.ok and isinstance(outcome.value, dict):
-                result = outcome.value
-                objective = result.get("objective")
-                if objective is None or not math.isfinite(float(objective)):
-                    self._attempt_failed(trial, f"evaluation returned objective {objective!r}")
+                try:
+                    result = EvaluationResult.from_dict(outcome.value)
+                except (ValueError, TypeError, KeyError) as error:  # not a result we can read
+                    self._attempt_failed(trial, EvaluationFailure.from_exception(error))
                     return
-                self.journal_event("completed", trial_id=trial.trial_id, result=result)
+                self.journal_event("completed", trial_id=trial.trial_id,
+                                   result=result.to_dict())
                 self._after_done(self.trials[trial.trial_id])
             else:
                 error = outcome.error or f"job returned {type(outcome.value).__name__}"
-                self._attempt_failed(trial, _short_reason(error))
+                self._attempt_failed(trial, EvaluationFailure.from_traceback_text(error))
         elif status.state == "failed":
-            self._attempt_failed(trial, status.detail)
+            self._attempt_failed(trial, EvaluationFailure("JobFailed", status.detail))
 
-    def _attempt_failed(self, trial: Trial, reason: str) -> None:
+    def _attempt_failed(self, trial: Trial, failure: EvaluationFailure | str) -> None:
+        """Retry, or record the failure: its one-line reason (type, message, innermost frame)
+        in `reason`, the whole `EvaluationFailure` in `failure`."""
+        if isinstance(failure, str):
+            failure = EvaluationFailure("SubmissionError", failure)
+        reason = failure.reason()
         if trial.attempt < self.max_attempts:
             log.warning("trial %d attempt %d failed (%s); retrying", trial.trial_id,
                         trial.attempt, reason)
             self.journal_event("retried", trial_id=trial.trial_id, attempt=trial.attempt,
-                               reason=reason)
+                               reason=reason, failure=failure.to_dict())
         else:
             log.warning("trial %d failed after %d attempts: %s", trial.trial_id, trial.attempt,
                         reason)
             self.journal_event("failed", trial_id=trial.trial_id,
-                               reason=f"after {trial.attempt} attempts: {reason}")
+                               reason=f"after {trial.attempt} attempts: {reason}",
+                               failure=failure.to_dict())
             self._after_done(self.trials[trial.trial_id])
 
     def _after_done(self, trial: Trial) -> None:
@@ -511,12 +524,18 @@ def best_trial(trials: dict[int, Trial]) -> Trial | None:
     return max(done, key=lambda t: (t.objective, -t.trial_id)) if done else None
 
 
-def _short_reason(error: str) -> str:
-    """The last line of a remote traceback (the exception) plus where it was raised."""
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    if not lines:
-        return "unknown error"
-    return lines[-1].strip()[:400]
+def tell_observation(optimizer: Any, params: dict[str, float], value: float | None,
+                     noise_var: float | None, feasible: bool, reason: str = "") -> None:
+    """Tell one evaluated design: an infeasible one as infeasible (value None), never as 0.
+
+    Back-ends whose `tell` takes `feasible` learn the infeasible region; an older back-end
+    without it records the infeasible point as a failure (kept away from, not modelled)."""
+    if "feasible" in inspect.signature(optimizer.tell).parameters:
+        optimizer.tell(params, value, noise_var=noise_var, feasible=feasible)
+    elif feasible:
+        optimizer.tell([params], [value], noise_var=[noise_var])
+    else:
+        optimizer.tell_failed([params], [f"infeasible: {reason}"])
 
 
 def _start_dask(config: CampaignConfig, directory: Path) -> Any:
@@ -530,37 +549,51 @@ def _start_dask(config: CampaignConfig, directory: Path) -> Any:
                               interface=res.dask_interface)
 
 
+@dataclass(frozen=True)
+class WarmObservation:
+    """One completed evaluation of an earlier campaign, as this one's optimiser is told it."""
+
+    params: dict[str, float]
+    value: float | None
+    noise_var: float | None
+    feasible: bool
+    reason: str
+
+
 def warm_start_observations(source: Path, config: CampaignConfig, space: Any
-                            ) -> tuple[list[dict[str, float]], list[float], str]:
-    """Observations of an earlier campaign usable here, or ([], [], why not)."""
+                            ) -> tuple[list[WarmObservation], str]:
+    """Completed evaluations (feasible or not) of an earlier campaign usable here, or
+    ([], why not)."""
     frozen = source / FROZEN_CONFIG
     if not frozen.exists():
-        return [], [], f"{source} is not a campaign folder (no {FROZEN_CONFIG})"
+        return [], f"{source} is not a campaign folder (no {FROZEN_CONFIG})"
     try:
         other = load_campaign(frozen)
     except ConfigError as error:
-        return [], [], f"its campaign.toml does not load: {error}"
+        return [], f"its campaign.toml does not load: {error}"
     if set(other.space.bounds()) != set(config.space.bounds()):
-        return [], [], (f"it varies {sorted(other.space.bounds())}, this campaign varies "
-                        f"{sorted(config.space.bounds())}")
+        return [], (f"it varies {sorted(other.space.bounds())}, this campaign varies "
+                    f"{sorted(config.space.bounds())}")
     if other.space.fixed() != config.space.fixed():
-        return [], [], f"fixed values differ: {other.space.fixed()} vs {config.space.fixed()}"
+        return [], f"fixed values differ: {other.space.fixed()} vs {config.space.fixed()}"
     if other.objective != config.objective:
-        return [], [], (f"objective differs: {other.objective.model_dump()} vs "
-                        f"{config.objective.model_dump()}")
+        return [], (f"objective differs: {other.objective.model_dump()} vs "
+                    f"{config.objective.model_dump()}")
     if other.cell != config.cell:
-        return [], [], "the cell (parameter set, packaging or thickness) differs"
+        return [], "the cell (parameter set, packaging or thickness) differs"
     trials = fold_events(read_journal(source))
-    points, values, outside = [], [], 0
+    observations, outside = [], 0
     for trial in sorted(trials.values(), key=lambda t: t.trial_id):
-        if trial.status != "complete" or trial.objective is None:
+        if trial.status != "complete" or trial.result is None:
             continue
         if not space.is_valid(trial.params):
             outside += 1
             continue
-        points.append(trial.params)
-        values.append(float(trial.objective))
-    if not points:
-        return [], [], ("no completed trials inside this campaign's bounds"
-                        + (f" ({outside} outside)" if outside else ""))
-    return points, values, ""
+        objective = trial.result.objective
+        observations.append(WarmObservation(trial.params, objective.value,
+                                            trial.result.noise_var, objective.feasible,
+                                            objective.infeasible_reason or ""))
+    if not observations:
+        return [], ("no completed trials inside this campaign's bounds"
+                    + (f" ({outside} outside)" if outside else ""))
+    return observations, ""

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.contract.result import EvaluationFailure, EvaluationResult
+
 TRIALS_NAME = "trials.csv"
 
 #: Trial statuses. "proposed": journaled, not yet handed to the executor; "submitted": has a job.
 STATUSES = ("proposed", "submitted", "complete", "failed")
 
 #: Scalar metrics copied from the evaluation result into trials.csv (mean over sub-volumes).
-METRIC_COLUMNS = (
-    "tortuosity_factor", "effective_conductivity_S_m", "cbd_coverage", "percolating",
-)
+METRIC_COLUMNS = ("tortuosity_factor", "effective_conductivity_S_m", "cbd_coverage")
 
 
 @dataclass
@@ -34,7 +34,8 @@ class Trial:
     objective: float | None = None
     feasible: bool | None = None
     reason: str = ""
-    result: dict[str, Any] | None = None
+    result: EvaluationResult | None = None
+    failure: EvaluationFailure | None = None  # the last failed attempt's error
     proposed_at: float = 0.0
     submitted_at: float | None = None
     finished_at: float | None = None
@@ -79,45 +80,46 @@ def apply_event(trials: dict[int, Trial], event: dict[str, Any]) -> None:
         trial.submitting = False
         trial.submitted_at = trial.submitted_at or event["time"]
     elif kind == "completed":
-        result = event["result"]
+        result = EvaluationResult.from_dict(event["result"])
         trial.status = "complete"
         trial.result = result
-        trial.objective = result.get("objective")
-        trial.feasible = result.get("feasible")
-        trial.reason = result.get("reason") or ""
+        trial.objective = result.objective.value     # None for an infeasible design
+        trial.feasible = result.objective.feasible
+        trial.reason = result.objective.infeasible_reason or ""
         trial.finished_at = event["time"]
-    elif kind == "retried":
-        trial.status = "proposed"  # to be submitted again
-        trial.reason = event.get("reason", "")
-    elif kind == "failed":
-        trial.status = "failed"
-        trial.reason = event.get("reason", "")
-        trial.finished_at = event["time"]
+    elif kind in ("retried", "failed"):
+        trial.status = "proposed" if kind == "retried" else "failed"  # retried: submit again
+        trial.reason = event["reason"]
+        if event.get("failure") is not None:
+            trial.failure = EvaluationFailure.from_dict(event["failure"])
+        if kind == "failed":
+            trial.finished_at = event["time"]
 
 
-def _metric_values(result: dict[str, Any] | None) -> dict[str, Any]:
-    if not result:
+def _metric_values(result: EvaluationResult | None) -> dict[str, Any]:
+    if result is None:
         return {}
-    mean = (result.get("metrics") or {}).get("mean") or {}
-    out: dict[str, Any] = {name: mean.get(name) for name in METRIC_COLUMNS if name in mean}
-    for phase, value in (mean.get("volume_fraction") or {}).items():
+    metrics = result.metrics
+    mean = metrics.mean
+    out: dict[str, Any] = {name: getattr(mean, name) for name in METRIC_COLUMNS}
+    out["percolating_fraction"] = metrics.percolating_fraction
+    for phase, value in mean.volume_fraction.items():
         out[f"volume_fraction_{phase}"] = value
-    for name, value in (mean.get("specific_surface_area_per_um") or {}).items():
+    for name, value in mean.specific_surface_area_per_um.items():
         out[f"surface_area_{name}_per_um"] = value
-    results = result.get("results") or {}
-    if results.get("thickness_um") is not None:
-        out["thickness_um"] = results["thickness_um"]
-    spread = result.get("objective_spread")
-    if spread:
-        out["objective_sd"] = spread.get("std")
-        out["objective_noise_var"] = spread.get("noise_var")
-    envelope = result.get("training_envelope")
-    if envelope:  # a trained generator: is the design where it saw training data?
-        out["in_training_envelope"] = envelope.get("inside")
-        if not envelope.get("inside"):
-            out["envelope_reason"] = envelope.get("reason")
-    for name, value in (result.get("timings_s") or {}).items():
-        out[f"time_{name}_s"] = value
+    if result.cell is not None:
+        out["thickness_um"] = result.cell.thickness_um
+    spread = result.objective_spread
+    if spread is not None:
+        out["objective_sd"] = spread.std
+        out["objective_noise_var"] = spread.noise_var
+    envelope = result.training_envelope
+    if envelope is not None:  # a trained generator: is the design where it saw training data?
+        out["in_training_envelope"] = envelope.inside
+        if not envelope.inside:
+            out["envelope_reason"] = envelope.reason
+    for name, value in result.timings_s.to_dict().items():
+        out[f"time_{name}"] = value
     return out
 
 

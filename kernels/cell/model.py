@@ -14,9 +14,11 @@ CellModel per settings per process (a Dask worker builds its models once).
   size), c_max from the AM density and molar mass, anode / separator transport as named inputs.
   `CellModelOptions.legacy()` is the old model (R = 3 phi_AM / (a (1 - blocking coverage)),
   the parameter set's c_max).
-- Every discharge returns a `DischargeResult`. A design that cannot deliver (collapse at high
-  power, solver failure, cut-off at t = 0, non-percolating pores) gives energy 0, feasible False
-  and a reason; only inputs outside the documented ranges raise ValueError. A discharge that
+- Every discharge returns a `DischargeResult`. A design that cannot deliver (the minimum-voltage
+  cut-off at t <= 1 s, the integration collapsing at the first steps under an extreme load,
+  non-percolating pores, a non-conducting solid) gives energy 0, feasible False and a reason.
+  Anything else raises: inputs outside the documented ranges ValueError, a solve that ends
+  without a cut-off `CellSolveFailed`, any other PyBaMM or Python error as itself. A discharge that
   fails part-way (a particle surface saturating, the electrolyte running dry) is re-solved on a
   variant that ends there, keeping the energy delivered.
 """
@@ -27,6 +29,8 @@ import json
 import math
 import threading
 from dataclasses import asdict, dataclass
+
+import pybamm
 
 from kernels.cell.cbd_model import NanoporousCBD
 from kernels.cell.design import (
@@ -56,6 +60,7 @@ __all__ = [
     "BRUGGEMAN_MIN",
     "CellModel",
     "CellModelOptions",
+    "CellSolveFailed",
     "DEFAULT_CBD_BLOCKING",
     "DischargeResult",
     "ElectrodeDesign",
@@ -69,6 +74,33 @@ __all__ = [
 ]
 
 MIN_DISCHARGE_TIME_S = 1.0
+
+
+class CellSolveFailed(RuntimeError):
+    """A DFN solve that ended neither on a cut-off event nor by the cell collapsing at the
+    start: not an answer about the design, so the evaluation fails with it."""
+
+
+def cannot_deliver_reason(solver_message: str, mode: str) -> str | None:
+    """Why a PyBaMM SolverError means the cell cannot deliver the load, or None when it is some
+    other failure. Three messages qualify: the minimum-voltage event already crossed at t = 0;
+    the maximum-voltage event crossed at t = 0 of a constant-power discharge (`mode` "power";
+    at a constant current it would be a charged cathode above the cut-off, a set-up error),
+    which is how PyBaMM's constant-power equation P = I V shows a power above the cell's maximum (no discharge root,
+    the initial solve lands on the charging branch; seen at 8 kW on a 40 mg/cm^2 cathode); and
+    an IDAKLU integration failure at the first steps (its "input set N: <SUNDIALS error>",
+    raised at >= 20 kW per 4680 even with on_failure="ignore")."""
+    if "non-positive at initial conditions" in solver_message:
+        events = solver_message.split("are non-positive")[0]
+        if "Minimum voltage" in events:
+            return "voltage cut-off reached at t = 0 (load too high for this design)"
+        if "Maximum voltage" in events and mode == "power":
+            return ("no discharge state at t = 0: the load is above the most this cell can "
+                    "deliver (the initial solve crosses the upper voltage cut-off)")
+        return None
+    if solver_message.startswith("input set "):
+        return f"the cell collapses under this load: {solver_message[:200]}"
+    return None
 
 _MODELS_LOCK = threading.Lock()
 _MODELS: dict[tuple, CellModel] = {}
@@ -359,15 +391,20 @@ class CellModel:
                 # there (kernels.cell.pybamm_model.add_end_of_discharge_events) keeps the energy so far
                 termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._solve(
                     mode, inputs, t_end_s, end_events=True)
-        except Exception as error:  # SolverError at >= 20 kW, casadi errors: all are infeasible
-            message = str(error)
-            if "non-positive at initial conditions" in message:
-                return infeasible("voltage cut-off reached at t = 0 (load too high for this design)")
-            return infeasible(f"solver failure: {type(error).__name__}: {message[:200]}")
+        except pybamm.SolverError as error:
+            # only the two ways a cell that cannot carry the load shows up are infeasible; any
+            # other error (a setup error, a TypeError after an API change) fails the evaluation
+            cannot_deliver = cannot_deliver_reason(str(error), mode)
+            if cannot_deliver is None:
+                raise
+            return infeasible(cannot_deliver)
         if "event" not in termination:
-            if termination.startswith("failure"):
-                return infeasible(f"solver failure after {t_last:.3g} s: {termination[:200]}")
-            return infeasible(f"did not reach the cut-off: {termination[:200]}")
+            if termination.startswith("failure") and t_last <= MIN_DISCHARGE_TIME_S:
+                return infeasible(f"the cell collapses under this load: the solve fails at "
+                                  f"t = {t_last:.3g} s ({termination[:200]})")
+            raise CellSolveFailed(f"the DFN solve of this design at {level:g} "
+                                  f"{'W' if mode == 'power' else 'C'} ended without a cut-off "
+                                  f"event after {t_last:.4g} s: {termination[:300]}")
         if "Maximum voltage" in termination:
             return infeasible(f"upper voltage cut-off during a discharge ({termination})")
         if t_last <= MIN_DISCHARGE_TIME_S:

@@ -6,12 +6,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from hpc.campaign.folder import TRIALS_NAME
+
 if TYPE_CHECKING:
     from hpc.campaign.controller import Campaign, Progress
 
 
 def drive(controller: Campaign, quiet: bool = False, report: bool = True) -> None:
-    """Run an hpc.campaign.controller.Campaign with a rich progress bar (done/running/failed, best)."""
+    """Run an hpc.campaign.controller.Campaign with a rich progress bar (done/running/failed, best).
+
+    Exits 1 with a one-line message when the campaign ends without a single completed trial
+    (every evaluation failed): a script or `sbatch` sees that the run produced nothing."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     def describe(p: Progress) -> str:
@@ -48,4 +53,8 @@ def drive(controller: Campaign, quiet: bool = False, report: bool = True) -> Non
     typer.echo(describe(final))
     if final.best_params is not None:
         typer.echo(f"best design: {final.best_params}")
-    typer.echo(f"results: {controller.dir / 'trials.csv'}")
+    typer.echo(f"results: {controller.dir / TRIALS_NAME}")
+    if final.complete == 0:
+        typer.echo(f"error: no trial completed ({final.failed} failed, {final.running} still "
+                   f"running); the reasons are in {controller.dir / TRIALS_NAME}", err=True)
+        raise typer.Exit(1)
