@@ -388,7 +388,7 @@ def test_run_on_a_directory_or_a_binary_file_is_a_usage_error(tmp_path):
     for target in (tmp_path, binary):
         result = cli("run", str(target), "--dir", str(tmp_path / "run"), "--quiet")
         assert result.exit_code == 2, result.output
-        assert "cannot be read" in result.output
+        assert "cannot be read" in result.output or "not UTF-8" in result.output
     assert not (tmp_path / "run").exists()
 
 
