@@ -85,7 +85,9 @@ def run_case_study(name: str, directory: str | Path,
                 if not (folder / REPORT_FOLDER / "summary.md").exists():
                     write_report(folder)
             else:
-                controller.run(on_progress=on_progress)
+                from hpc.analysis.report import write_report_logged
+
+                controller.run(on_progress=on_progress, report=write_report_logged)
         finally:
             controller.close()
     return compare_case_study(name, directory, cs1_dir=cs1_dir, powers_W=powers_W)
