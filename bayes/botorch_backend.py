@@ -58,7 +58,7 @@ class BoTorchOptimizer(Optimizer):
         "mc_samples": 128,
         # once a design was infeasible: propose only where the feasibility model gives at least
         # this probability of feasibility (when any candidate reaches it)
-        "min_feasibility_probability": 0.7,
+        "min_feasibility_probability": 0.5,
     }
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
@@ -199,9 +199,7 @@ class BoTorchOptimizer(Optimizer):
             feasibility = self._feasibility_data()
             feasibility_model = None
             if feasibility is not None:
-                # labels are measured exactly, but a GP regression on them needs a noise level
-                # to smooth the step between the classes: inferred, not fixed
-                feasibility_model = fit_gp(*feasibility, None)
+                feasibility_model = fit_feasibility_gp(*feasibility)
             if thompson:
                 return self._thompson(model, feasibility_model, n, pending, seed)
             baseline = X if feasibility is None else feasibility[0]
@@ -431,6 +429,28 @@ def fit_gp(X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None):
     return model
 
 
+def fit_feasibility_gp(X: np.ndarray, labels: np.ndarray):
+    """A GP regression on +1 (feasible) / -1 (infeasible) labels: g(x) > 0 means feasible.
+
+    Zero prior mean and no standardisation: far from every observation P(g > 0) returns to 1/2
+    ("no opinion") instead of the share of feasible designs so far, so a few infeasible designs
+    do not close unexplored regions. The noise level is inferred: it smooths the step between
+    the classes.
+    """
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from gpytorch.means import ZeroMean
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # labels are +/-1 by design, not "unstandardised" data
+        model = SingleTaskGP(_tensor(X), _tensor(labels), outcome_transform=None,
+                             mean_module=ZeroMean())
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    model.eval()
+    return model
+
+
 def _condition_on_mean(model, pending: np.ndarray):
     """The GP conditioned on the pending points at its posterior mean (kriging believer)."""
     import torch
@@ -448,4 +468,6 @@ def _condition_on_mean(model, pending: np.ndarray):
     except (RuntimeError, ValueError) as error:  # pragma: no cover - numerical corner cases
         warnings.warn(f"Thompson sampling ignores pending points ({error})", stacklevel=2)
         return model
+
+
 

@@ -45,7 +45,7 @@ BOUNDARY = 13.0
 #: Above Branin's maximum on the domain (308.1), so every feasible value is > 0.
 SHIFT = 310.0
 #: Both methods get the same (small, fast) acquisition budget.
-OPTIONS = {"n_initial": 6, "num_restarts": 8, "raw_samples": 256, "mc_samples": 64}
+OPTIONS = {"n_initial": 6, "num_restarts": 4, "raw_samples": 128, "mc_samples": 32}
 METHODS = ("zero", "feasibility")
 CHECKPOINTS = (10, 20, 30)
 
