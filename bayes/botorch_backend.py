@@ -11,7 +11,9 @@ Why these pieces (measured, see docs/optimisers.md):
   every observation; with the objective GP it forms a ``ModelListGP`` and enters qLogNEI as the
   outcome constraint ``-g(x) <= 0`` (a feasibility-weighted improvement, as in Gardner et al. 2014),
   and Thompson sampling takes the best objective draw among candidates whose feasibility draw
-  is > 0 (as in SCBO, Eriksson & Poloczek 2021). No infeasible design: exactly the single GP;
+  is > 0 (as in SCBO, Eriksson & Poloczek 2021); both search only where the feasibility GP
+  (zero prior mean) gives P(feasible) >= ``min_feasibility_probability`` (0.5) when any
+  candidate does (Gelbart et al. 2014). No infeasible design: exactly the single GP;
 - ``qLogNoisyExpectedImprovement`` with ``X_pending`` (the points still running), maximised by
   ``optimize_acqf`` under the space's linear constraints, sequential greedy over the batch;
 - a proposal within ``duplicate_radius`` of an evaluated or pending point (or of another point of
@@ -278,7 +280,7 @@ class BoTorchOptimizer(Optimizer):
                 point = raw[int(torch.argmax(raw_values))]
             chosen.append(point)
         candidates = np.stack(chosen)
-        return self._replace_excluded(candidates, pending, acqf, seed)
+        return self._replace_excluded(candidates, pending, acqf, seed, feasibility_model)
 
     def _thompson(
         self, model, feasibility_model, n: int, pending: np.ndarray, seed: int
@@ -350,7 +352,9 @@ class BoTorchOptimizer(Optimizer):
             unit[bad] = self.space.project_unit(unit[bad])
         return unit
 
-    def _replace_excluded(self, proposal: np.ndarray, pending: np.ndarray, acqf, seed: int):
+    def _replace_excluded(
+        self, proposal: np.ndarray, pending: np.ndarray, acqf, seed: int, feasibility_model=None
+    ):
         """Swap proposals that fall near evaluated, pending or failed points (or each other) for
         the best allowed candidate under the acquisition, so none is proposed twice.
 
@@ -371,6 +375,13 @@ class BoTorchOptimizer(Optimizer):
             local = quasirandom.local_box(self.space, point, half_width, 256, step_seed, avoid)
             cands = quasirandom.candidate_set(self.space, 1024, step_seed, avoid)
             cands = np.concatenate([local, cands])
+            if feasibility_model is not None:
+                probable = (
+                    feasibility_probability(feasibility_model, cands)
+                    >= self.options["min_feasibility_probability"]
+                )
+                if probable.any():
+                    cands = cands[probable]
             acqf.set_X_pending(_tensor(others) if len(others) else None)
             with torch.no_grad():
                 scores = acqf(_tensor(cands).unsqueeze(1)).cpu().numpy()

@@ -111,6 +111,13 @@ def test_botorch_learns_the_infeasible_region_instead_of_a_zero():
     best, value = opt.best()
     assert value > rising({"x": 0.6, "y": 0.5}) - 0.06, (best, value)
 
+    # with pending points too: a batch of 2 next to a running one, all distinct and feasible-side
+    running = SQUARE.from_unit(np.array([0.55, 0.5]))
+    pair = opt.ask(2, pending=[running])
+    assert opt.last_ask_method == "qlognei"
+    assert pairwise_min(SQUARE, [running, *pair, *grid, *proposals]) > opt.options["duplicate_radius"]
+    assert all(p["x"] <= 0.6 + 0.05 for p in pair), pair
+
     # large batches (Thompson sampling) also concentrate where designs are feasible
     batch = opt.ask(64)
     assert opt.last_ask_method == "thompson"
