@@ -3,10 +3,22 @@
 Why these pieces (measured, see docs/optimisers.md):
 - an initial scrambled-Sobol design of ``n_initial`` points (pending and failed points count
   towards it, so 8 asynchronous workers do not all start on Sobol points after it is spent);
-- ``SingleTaskGP`` on the unit cube with a standardised outcome, with ``train_Yvar`` when every
-  observation came with a noise variance (known noise), an inferred noise level otherwise;
+- ``SingleTaskGP`` on the unit cube with a standardised outcome, fitted on the *feasible*
+  observations only, with ``train_Yvar`` when any observation came with a noise variance (known
+  noise; a missing variance is filled with the median of the known ones rather than switching
+  known noise off for every point), an inferred noise level when none did;
+- once a design was told infeasible, a second ``SingleTaskGP`` on a +1/-1 feasibility label of
+  every observation; with the objective GP it forms a ``ModelListGP`` and enters qLogNEI as the
+  outcome constraint ``-g(x) <= 0`` (a feasibility-weighted improvement, as in Gardner et al. 2014),
+  and Thompson sampling takes the best objective draw among candidates whose feasibility draw
+  is > 0 (as in SCBO, Eriksson & Poloczek 2021); both search only where the feasibility GP
+  (zero prior mean) gives P(feasible) >= ``min_feasibility_probability`` (0.5) when any
+  candidate does (Gelbart et al. 2014). No infeasible design: exactly the single GP;
 - ``qLogNoisyExpectedImprovement`` with ``X_pending`` (the points still running), maximised by
   ``optimize_acqf`` under the space's linear constraints, sequential greedy over the batch;
+- a proposal within ``duplicate_radius`` of an evaluated or pending point (or of another point of
+  its batch) is replaced by the best allowed candidate under the acquisition, drawn from a small
+  box around it and from the whole space;
 - when ``n`` or the number pending reaches ``thompson_threshold`` (64), qLogNEI's cost grows with
   q + pending (minutes at q = 128), so the batch is drawn by Thompson sampling over a Sobol
   candidate set filtered by the constraints, after conditioning the GP on the pending points at
@@ -28,6 +40,8 @@ from bayes.space import Space
 
 #: Unit-cube slack kept from each linear constraint so optimiser round-off stays feasible.
 CONSTRAINT_MARGIN = 1e-7
+#: Half-width of the box searched around a rejected duplicate, in duplicate radii.
+LOCAL_BOX_RADII = 20.0
 #: Exact linear algebra up to this size (gpytorch switches to approximations at 800 by default).
 MAX_CHOLESKY_SIZE = 20_000
 
@@ -44,6 +58,9 @@ class BoTorchOptimizer(Optimizer):
         "num_restarts": 20,
         "raw_samples": 2048,
         "mc_samples": 128,
+        # once a design was infeasible: propose only where the feasibility model gives at least
+        # this probability of feasibility (when any candidate reaches it)
+        "min_feasibility_probability": 0.5,
     }
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
@@ -58,6 +75,14 @@ class BoTorchOptimizer(Optimizer):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
                 raise ValueError(f"option {name} must be an integer >= {minimum}; got {value!r}")
             self.options[name] = int(value)
+        threshold = self.options["min_feasibility_probability"]
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
+            0.0 <= threshold < 1.0
+        ):
+            raise ValueError(
+                f"option min_feasibility_probability must be a number in [0, 1); got {threshold!r}"
+            )
+        self.options["min_feasibility_probability"] = float(threshold)
         self.priors = self._parse_priors(self.options["prior_observations"])
         self.options["prior_observations"] = [
             [self._full(p), v] if var is None else [self._full(p), v, var]
@@ -98,22 +123,35 @@ class BoTorchOptimizer(Optimizer):
         self.design_position = int(counters.get("design_position", 0))
 
     # ------------------------------------------------------------------ proposals
-    def _training_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _evaluated_unit(self) -> np.ndarray:
+        """Observations and prior observations: no proposal repeats either."""
         units = [u for _, u, _, _ in self.priors] + [o.unit for o in self.observations]
-        values = [v for _, _, v, _ in self.priors] + [o.value for o in self.observations]
-        noise = [var for _, _, _, var in self.priors] + [o.noise_var for o in self.observations]
+        return np.stack(units) if units else np.zeros((0, self.space.dim))
+
+    def _training_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Inputs, values and variances of the objective GP: feasible observations only."""
+        feasible = self.feasible_observations
+        units = [u for _, u, _, _ in self.priors] + [o.unit for o in feasible]
+        values = [v for _, _, v, _ in self.priors] + [o.value for o in feasible]
+        noise = [var for _, _, _, var in self.priors] + [o.noise_var for o in feasible]
         X = np.stack(units) if units else np.zeros((0, self.space.dim))
         Y = np.asarray(values, dtype=float).reshape(-1, 1)
-        Yvar = None
-        if noise and all(v is not None for v in noise):
-            Yvar = np.asarray(noise, dtype=float).reshape(-1, 1)
-        return X, Y, Yvar
+        return X, Y, fill_missing_variances(noise)
+
+    def _feasibility_data(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Inputs and +1 (feasible) / -1 (infeasible) labels of every observation and prior;
+        None while no design was infeasible (then there is nothing to learn)."""
+        if not self.n_infeasible:
+            return None
+        units = [u for _, u, _, _ in self.priors] + [o.unit for o in self.observations]
+        labels = [1.0] * len(self.priors) + [1.0 if o.feasible else -1.0 for o in self.observations]
+        return np.stack(units), np.asarray(labels, dtype=float).reshape(-1, 1)
 
     def _propose(self, n: int, pending_unit: np.ndarray) -> np.ndarray:
         X, Y, Yvar = self._training_data()
         avoid = self._avoid(pending_unit)
         n_train = len(Y)
-        used = n_train + len(self.failures) + len(pending_unit)
+        used = len(self.priors) + self.n_observations + len(self.failures) + len(pending_unit)
         if n_train < 2 or np.ptp(Y) == 0.0:
             n_design = n  # a GP needs two different values to say anything
         else:
@@ -160,11 +198,18 @@ class BoTorchOptimizer(Optimizer):
         ):
             warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
             model = fit_gp(X, Y, Yvar)
+            feasibility = self._feasibility_data()
+            feasibility_model = None
+            if feasibility is not None:
+                feasibility_model = fit_feasibility_gp(*feasibility)
             if thompson:
-                return self._thompson(model, n, pending, seed)
-            return self._qlognei(model, X, n, pending, seed)
+                return self._thompson(model, feasibility_model, n, pending, seed)
+            baseline = X if feasibility is None else feasibility[0]
+            return self._qlognei(model, feasibility_model, baseline, n, pending, seed)
 
-    def _qlognei(self, model, X: np.ndarray, n: int, pending: np.ndarray, seed: int) -> np.ndarray:
+    def _qlognei(
+        self, model, feasibility_model, X: np.ndarray, n: int, pending: np.ndarray, seed: int
+    ) -> np.ndarray:
         import torch
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
         from botorch.optim import optimize_acqf
@@ -173,6 +218,15 @@ class BoTorchOptimizer(Optimizer):
 
         dim = self.space.dim
         X_pending = _tensor(pending) if len(pending) else None
+        extra: dict[str, Any] = {}
+        if feasibility_model is not None:
+            from botorch.acquisition.objective import GenericMCObjective
+            from botorch.models import ModelListGP
+
+            # outcome 0: objective; outcome 1: feasibility g(x) in [-1, 1], feasible when > 0
+            model = ModelListGP(model, feasibility_model)
+            extra["objective"] = GenericMCObjective(lambda Z, X=None: Z[..., 0])
+            extra["constraints"] = [lambda Z: -Z[..., 1]]
         acqf = qLogNoisyExpectedImprovement(
             model=model,
             X_baseline=_tensor(X),
@@ -180,9 +234,11 @@ class BoTorchOptimizer(Optimizer):
                                           seed=seed),
             X_pending=X_pending,
             prune_baseline=True,
+            **extra,
         )
         bounds = torch.stack([torch.zeros(dim), torch.ones(dim)]).to(torch.float64)
         constraints = self._botorch_constraints() or None
+        threshold = self.options["min_feasibility_probability"]
         chosen: list[np.ndarray] = []
         # Sequential greedy: one point at a time, each added to X_pending for the next.
         # Starting points come from feasible Sobol points (BoTorch's own polytope sampler for
@@ -193,6 +249,14 @@ class BoTorchOptimizer(Optimizer):
             raw = quasirandom.candidate_set(
                 self.space, self.options["raw_samples"], seed + step, self._avoid(taken)
             )
+            likely = None
+            if feasibility_model is not None:
+                # Search where a feasible design is likely (Gelbart et al. 2014's probabilistic
+                # constraint): the constrained acquisition alone still sends proposals deep into
+                # unexplored infeasible regions, where the objective GP knows nothing
+                probable = feasibility_probability(feasibility_model, raw) >= threshold
+                if probable.any():
+                    raw, likely = raw[probable], True
             raw_t = _tensor(raw).unsqueeze(1)
             with torch.no_grad():
                 raw_values = torch.cat([acqf(chunk) for chunk in raw_t.split(256)])
@@ -210,11 +274,17 @@ class BoTorchOptimizer(Optimizer):
                     inequality_constraints=constraints,
                     options={"batch_limit": len(starts), "maxiter": 200},
                 )
-            chosen.append(self._repair(candidate.detach().cpu().numpy())[0])
+            point = self._repair(candidate.detach().cpu().numpy())[0]
+            if likely and feasibility_probability(feasibility_model, point[None, :])[0] < threshold:
+                # the optimiser walked out of the likely-feasible region: best start inside it
+                point = raw[int(torch.argmax(raw_values))]
+            chosen.append(point)
         candidates = np.stack(chosen)
-        return self._replace_excluded(candidates, pending, acqf, seed)
+        return self._replace_excluded(candidates, pending, acqf, seed, feasibility_model)
 
-    def _thompson(self, model, n: int, pending: np.ndarray, seed: int) -> np.ndarray:
+    def _thompson(
+        self, model, feasibility_model, n: int, pending: np.ndarray, seed: int
+    ) -> np.ndarray:
         import torch
 
         avoid = self._avoid(pending)
@@ -224,6 +294,14 @@ class BoTorchOptimizer(Optimizer):
             raise RuntimeError(
                 f"only {len(cands)} allowed candidates for a batch of {n}: raise n_candidates"
             )
+        if feasibility_model is not None:
+            # as for qLogNEI: draw where a feasible design is likely, when enough candidates are
+            probable = (
+                feasibility_probability(feasibility_model, cands)
+                >= self.options["min_feasibility_probability"]
+            )
+            if probable.sum() >= n:
+                cands = cands[probable]
         sampler_model = model
         if len(pending):
             sampler_model = _condition_on_mean(model, pending)
@@ -231,10 +309,18 @@ class BoTorchOptimizer(Optimizer):
         with torch.no_grad():
             posterior = sampler_model.posterior(cands_t)
             samples = posterior.rsample(torch.Size([n])).reshape(n, -1).cpu().numpy()
+            if feasibility_model is not None:
+                feasible_draws = feasibility_model.posterior(cands_t).rsample(torch.Size([n]))
+                feasible_draws = feasible_draws.reshape(n, -1).cpu().numpy()
         chosen: list[int] = []
         taken = np.zeros(len(cands), dtype=bool)
-        for row in samples:
+        for i, row in enumerate(samples):
             row = np.where(taken, -np.inf, row)
+            if feasibility_model is not None:
+                g = np.where(taken, -np.inf, feasible_draws[i])
+                # best objective draw among candidates drawn feasible; if none, the most
+                # feasible-looking one (SCBO's rule)
+                row = np.where(g > 0.0, row, -np.inf) if (g > 0.0).any() else g
             index = int(np.argmax(row))
             chosen.append(index)
             taken[index] = True
@@ -266,9 +352,15 @@ class BoTorchOptimizer(Optimizer):
             unit[bad] = self.space.project_unit(unit[bad])
         return unit
 
-    def _replace_excluded(self, proposal: np.ndarray, pending: np.ndarray, acqf, seed: int):
-        """Swap proposals that fall near pending or failed points (or each other) for the best
-        allowed Sobol candidate under the acquisition, so none is proposed twice."""
+    def _replace_excluded(
+        self, proposal: np.ndarray, pending: np.ndarray, acqf, seed: int, feasibility_model=None
+    ):
+        """Swap proposals that fall near evaluated, pending or failed points (or each other) for
+        the best allowed candidate under the acquisition, so none is proposed twice.
+
+        The candidates are a small box around the rejected point (the acquisition was highest
+        there, so its best allowed neighbour is usually the next best point) and Sobol points
+        over the whole space."""
         import torch
 
         accepted: list[np.ndarray] = []
@@ -278,7 +370,18 @@ class BoTorchOptimizer(Optimizer):
             if quasirandom.allowed(self.space, point[None, :], avoid)[0]:
                 accepted.append(point)
                 continue
-            cands = quasirandom.candidate_set(self.space, 1024, seed + len(accepted) + 1, avoid)
+            step_seed = seed + len(accepted) + 1
+            half_width = max(LOCAL_BOX_RADII * self.options["duplicate_radius"], 1e-3)
+            local = quasirandom.local_box(self.space, point, half_width, 256, step_seed, avoid)
+            cands = quasirandom.candidate_set(self.space, 1024, step_seed, avoid)
+            cands = np.concatenate([local, cands])
+            if feasibility_model is not None:
+                probable = (
+                    feasibility_probability(feasibility_model, cands)
+                    >= self.options["min_feasibility_probability"]
+                )
+                if probable.any():
+                    cands = cands[probable]
             acqf.set_X_pending(_tensor(others) if len(others) else None)
             with torch.no_grad():
                 scores = acqf(_tensor(cands).unsqueeze(1)).cpu().numpy()
@@ -290,6 +393,31 @@ def _tensor(array: np.ndarray):
     import torch
 
     return torch.as_tensor(np.asarray(array, dtype=np.float64))
+
+
+def feasibility_probability(feasibility_model, unit: np.ndarray) -> np.ndarray:
+    """P(g(x) > 0) under the feasibility GP's posterior at each row of ``unit``."""
+    import torch
+
+    with torch.no_grad():
+        posterior = feasibility_model.posterior(_tensor(unit))
+        mean = posterior.mean.reshape(-1)
+        sd = posterior.variance.clamp_min(1e-18).sqrt().reshape(-1)
+        return torch.distributions.Normal(0.0, 1.0).cdf(mean / sd).cpu().numpy()
+
+
+def fill_missing_variances(noise: list[float | None]) -> np.ndarray | None:
+    """Per-point variances for ``train_Yvar``: a missing one takes the median of the known ones.
+
+    One observation without a variance (a warm-start point, a design evaluated on one cube) must
+    not switch known noise off for every other point; the median is the typical noise of this
+    campaign's evaluations. None when no variance is known (the GP then infers one level).
+    """
+    known = [v for v in noise if v is not None]
+    if not known:
+        return None
+    fill = float(np.median(known))
+    return np.asarray([fill if v is None else v for v in noise], dtype=float).reshape(-1, 1)
 
 
 def fit_gp(X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None):
@@ -312,6 +440,28 @@ def fit_gp(X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None):
     return model
 
 
+def fit_feasibility_gp(X: np.ndarray, labels: np.ndarray):
+    """A GP regression on +1 (feasible) / -1 (infeasible) labels: g(x) > 0 means feasible.
+
+    Zero prior mean and no standardisation: far from every observation P(g > 0) returns to 1/2
+    ("no opinion") instead of the share of feasible designs so far, so a few infeasible designs
+    do not close unexplored regions. The noise level is inferred: it smooths the step between
+    the classes.
+    """
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from gpytorch.means import ZeroMean
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # labels are +/-1 by design, not "unstandardised" data
+        model = SingleTaskGP(_tensor(X), _tensor(labels), outcome_transform=None,
+                             mean_module=ZeroMean())
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    model.eval()
+    return model
+
+
 def _condition_on_mean(model, pending: np.ndarray):
     """The GP conditioned on the pending points at its posterior mean (kriging believer)."""
     import torch
@@ -329,3 +479,6 @@ def _condition_on_mean(model, pending: np.ndarray):
     except (RuntimeError, ValueError) as error:  # pragma: no cover - numerical corner cases
         warnings.warn(f"Thompson sampling ignores pending points ({error})", stacklevel=2)
         return model
+
+
+

@@ -13,9 +13,10 @@ the outside (no dragonfly code is copied or patched):
   scrambled Sobol stream as BoTorch's), and asks one point at a time.
 
 dragonfly knows nothing of linear constraints: a proposal outside them is projected onto the
-feasible set (nearest point); a proposal near a pending or failed point is replaced by an allowed
-Sobol point. Random steps are seeded from (seed, history size, ask counter) with numpy's and
-Python's global generators restored afterwards.
+feasible set (nearest point); a proposal near an evaluated, pending or failed point is replaced by an allowed
+Sobol point. Infeasible designs (``tell(..., feasible=False)``) are not given to its GP (dragonfly
+has no constraint model); they are hallucinated like failed points. Random steps are seeded from
+(seed, history size, ask counter) with numpy's and Python's global generators restored afterwards.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ class DragonflyOptimizer(Optimizer):
         self.design_position = int(counters.get("design_position", 0))
 
     def _propose(self, n: int, pending_unit: np.ndarray) -> np.ndarray:
-        values = [o.value for o in self.observations]
-        used = len(values) + len(self.failures) + len(pending_unit)
+        values = [o.value for o in self.feasible_observations]
+        used = self.n_observations + len(self.failures) + len(pending_unit)
         if len(values) < 2 or np.ptp(values) == 0.0:
             n_design = n
         else:
@@ -144,8 +145,14 @@ class DragonflyOptimizer(Optimizer):
             )
             bandit.initialise()
             bandit.first_qinfos = []  # our own initial design replaces dragonfly's
-            bandit.tell([(o.unit.copy(), o.value) for o in self.observations])
-            hallucinated = [p.copy() for p in pending] + [f.unit.copy() for f in self.failures]
+            bandit.tell([(o.unit.copy(), o.value) for o in self.feasible_observations])
+            # dragonfly has no constraint model: infeasible designs are kept out of its GP and
+            # hallucinated like failed points, so its acquisitions do not return to them
+            hallucinated = (
+                [p.copy() for p in pending]
+                + [f.unit.copy() for f in self.failures]
+                + [o.unit.copy() for o in self.observations if not o.feasible]
+            )
             for step in range(n):
                 bandit.eval_points_in_progress = hallucinated + [c.copy() for c in chosen]
                 point = np.asarray(bandit.ask(), dtype=float).reshape(1, -1)

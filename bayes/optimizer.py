@@ -3,10 +3,18 @@
 ``make_optimizer(space, backend=..., seed=0, **options)`` returns an :class:`Optimizer`:
 
 - ``ask(n, pending)`` proposes ``n`` new points while ``pending`` points are still being evaluated;
-- ``tell(points, values, noise_var=None)`` records results (the objective is *maximised*);
+- ``tell(points, values, noise_var=None, feasible=True)`` records results (the objective is
+  *maximised*); a physically infeasible design is told with ``feasible=False`` and may have no
+  value (``None``): it is learnt as infeasible, never as a measured objective of 0. A single
+  point may be told without the lists: ``tell(point, value, noise_var, feasible)``;
 - ``tell_failed(points, reasons)`` records evaluations that failed: they are neither observations
   nor proposed again (no new point within ``failure_radius`` of one, in unit-cube distance);
-- ``best()``, ``n_observations``, ``state_dict()`` (JSON-safe) and ``from_state(space, state)``.
+- ``best()`` (feasible observations only), ``n_observations`` (feasible and infeasible),
+  ``state_dict()`` (JSON-safe) and ``from_state(space, state)``.
+
+No back-end proposes a point within ``duplicate_radius`` (unit-cube distance, default
+1e-3·sqrt(dim)) of an evaluated (feasible or infeasible) or pending point, or of another point
+of the same batch.
 
 Each proposal is a pure function of (seed, options, history, pending, counters), so a controller
 restarted from ``state_dict()`` proposes exactly what it would have proposed without the restart.
@@ -41,8 +49,11 @@ BACKENDS: dict[str, str] = {
 class Observation:
     point: dict[str, float]
     unit: np.ndarray
-    value: float
+    #: None only for an infeasible design (nothing was measured).
+    value: float | None
     noise_var: float | None
+    #: False: the design is physically infeasible; its value (if any) is not an objective.
+    feasible: bool = True
 
 
 @dataclass
@@ -63,8 +74,9 @@ class Optimizer:
     COMMON_OPTIONS: ClassVar[dict[str, Any]] = {
         # Unit-cube distance around a failed point inside which nothing is proposed again.
         "failure_radius": 0.05,
-        # Unit-cube distance below which a proposal counts as a duplicate of a pending point.
-        "duplicate_radius": 1e-4,
+        # Unit-cube distance below which a proposal counts as a duplicate of an evaluated or
+        # pending point (or of another point of its batch); None: 1e-3 * sqrt(dim).
+        "duplicate_radius": None,
     }
     OPTIONS: ClassVar[dict[str, Any]] = {}
 
@@ -82,6 +94,8 @@ class Optimizer:
         self.space = space
         self.seed = int(seed)
         self.options: dict[str, Any] = {**accepted, **options}
+        if self.options["duplicate_radius"] is None:
+            self.options["duplicate_radius"] = 1e-3 * math.sqrt(space.dim)
         for name in ("failure_radius", "duplicate_radius"):
             value = float(self.options[name])
             if not value >= 0.0:
@@ -110,12 +124,30 @@ class Optimizer:
 
     def tell(
         self,
-        points: Sequence[Mapping[str, float]],
-        values: Sequence[float],
-        noise_var: Sequence[float | None] | None = None,
+        points: Sequence[Mapping[str, float]] | Mapping[str, float],
+        values: Sequence[float | None] | float | None,
+        noise_var: Sequence[float | None] | float | None = None,
+        feasible: Sequence[bool] | bool = True,
     ) -> None:
-        """Record finished evaluations (higher is better); ``noise_var`` is each value's variance."""
+        """Record finished evaluations (higher is better); ``noise_var`` is each value's variance.
+
+        ``feasible=False`` marks a physically infeasible design (e.g. the cell cannot deliver the
+        power): the model-based back-ends learn where such designs are instead of being told a
+        made-up objective. Its value may be ``None``; a feasible one must be a finite number.
+        ``tell(point, value, noise_var, feasible)`` with one point (a mapping) works too.
+        """
+        if isinstance(points, Mapping):
+            points = [points]
+            values = [values]
+            noise_var = None if noise_var is None else [noise_var]
+            if not isinstance(feasible, bool | np.bool_):
+                raise ValueError(f"feasible must be a bool for a single point; got {feasible!r}")
         points = list(points)
+        if values is None or isinstance(values, int | float | np.number):
+            raise ValueError(
+                "values must be a list (one per point); tell(point, value) takes one point as a "
+                f"mapping; got values={values!r}"
+            )
         values = list(values)
         if len(points) != len(values):
             raise ValueError(f"tell got {len(points)} points but {len(values)} values")
@@ -125,15 +157,34 @@ class Optimizer:
             noise = list(noise_var)
             if len(noise) != len(points):
                 raise ValueError(f"tell got {len(points)} points but {len(noise)} noise_var values")
+        if isinstance(feasible, bool | np.bool_):
+            flags = [bool(feasible)] * len(points)
+        else:
+            flags = list(feasible)
+            if len(flags) != len(points):
+                raise ValueError(f"tell got {len(points)} points but {len(flags)} feasible flags")
         checked = []
-        for i, (point, value, var) in enumerate(zip(points, values, noise, strict=True)):
-            value = _finite(value, f"values[{i}]", hint=" (tell a failed evaluation with tell_failed)")
+        for i, (point, value, var, flag) in enumerate(zip(points, values, noise, flags, strict=True)):
+            if not isinstance(flag, bool | np.bool_):
+                raise ValueError(f"feasible[{i}] must be True or False; got {flag!r}")
+            flag = bool(flag)
+            if value is None:
+                if flag:
+                    raise ValueError(
+                        f"values[{i}] is None for a feasible design: only an infeasible one "
+                        "(feasible=False) may have no value; tell a failed evaluation with "
+                        "tell_failed"
+                    )
+            else:
+                value = _finite(
+                    value, f"values[{i}]", hint=" (tell a failed evaluation with tell_failed)"
+                )
             if var is not None:
                 var = _finite(var, f"noise_var[{i}]")
                 if var < 0.0:
                     raise ValueError(f"noise_var[{i}] must be >= 0; got {var}")
             unit = self.space.to_unit(point)
-            checked.append(Observation(self._full(point), unit, value, var))
+            checked.append(Observation(self._full(point), unit, value, var, flag))
         self.observations.extend(checked)
 
     def tell_failed(
@@ -151,11 +202,24 @@ class Optimizer:
         self.failures.extend(checked)
 
     def best(self) -> tuple[dict[str, float], float]:
-        """The best observed point and its value (the first one on ties)."""
-        if not self.observations:
-            raise ValueError("best() needs at least one observation; tell() some results first")
-        top = max(self.observations, key=lambda o: o.value)
+        """The best feasible observed point and its value (the first one on ties)."""
+        feasible = self.feasible_observations
+        if not feasible:
+            raise ValueError(
+                "best() needs at least one observation of a feasible design; "
+                f"{len(self.observations)} told, none feasible"
+            )
+        top = max(feasible, key=lambda o: o.value)
         return dict(top.point), top.value
+
+    @property
+    def feasible_observations(self) -> list[Observation]:
+        """Observations of feasible designs: the ones with an objective value."""
+        return [o for o in self.observations if o.feasible]
+
+    @property
+    def n_infeasible(self) -> int:
+        return sum(not o.feasible for o in self.observations)
 
     def state_dict(self) -> dict:
         """JSON-safe state; ``optimizer_from_state(space, state)`` continues identically."""
@@ -166,7 +230,8 @@ class Optimizer:
             "options": _json_safe(self._options_for_state()),
             "space": self.space.to_dict(),
             "observations": [
-                {"point": o.point, "value": o.value, "noise_var": o.noise_var}
+                {"point": o.point, "value": o.value, "noise_var": o.noise_var,
+                 "feasible": o.feasible}
                 for o in self.observations
             ],
             "failures": [{"point": f.point, "reason": f.reason} for f in self.failures],
@@ -191,6 +256,8 @@ class Optimizer:
                 [o["point"] for o in observations],
                 [o["value"] for o in observations],
                 [o.get("noise_var") for o in observations],
+                # states written before feasibility existed hold feasible designs only
+                [bool(o.get("feasible", True)) for o in observations],
             )
         failures = state.get("failures", [])
         if failures:
@@ -229,10 +296,15 @@ class Optimizer:
             return np.zeros((0, self.space.dim))
         return np.stack([f.unit for f in self.failures])
 
+    def _evaluated_unit(self) -> np.ndarray:
+        """Every point whose result is known: observations (feasible or not)."""
+        return self._observed_unit()
+
     def _avoid(self, pending_unit: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """Regions no proposal may enter: near pending points (duplicates) and failed points."""
+        """Regions no proposal may enter: near evaluated and pending points (duplicates) and
+        near failed points."""
         return [
-            (pending_unit, self.options["duplicate_radius"]),
+            (np.concatenate([self._evaluated_unit(), pending_unit]), self.options["duplicate_radius"]),
             (self._failed_unit(), self.options["failure_radius"]),
         ]
 

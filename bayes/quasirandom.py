@@ -121,3 +121,18 @@ def candidate_set(
             "no feasible candidate found: the constraints and excluded points leave no room"
         )
     return cands[:n]
+
+
+def local_box(
+    space: Space,
+    centre: np.ndarray,
+    half_width: float,
+    n: int,
+    seed: int,
+    avoid: list[tuple[np.ndarray, float]] = (),
+) -> np.ndarray:
+    """Up to ``n`` allowed scrambled-Sobol points in the box ``centre ± half_width`` (clipped to
+    the unit cube); may be empty when the box holds no allowed point."""
+    raw = _raw_stream("sobol", space.dim, seed, 0, n)
+    box = np.clip(np.asarray(centre, dtype=float) + (2.0 * raw - 1.0) * half_width, 0.0, 1.0)
+    return box[allowed(space, box, avoid)]
