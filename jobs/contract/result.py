@@ -238,9 +238,10 @@ class Discharge:
 @dataclass(frozen=True)
 class CellResults:
     """What the cell model answered for the mean design: the objective's discharge and the
-    Ragone sweep. `design` is the `ElectrodeDesign` it scored, as a dict."""
+    Ragone sweep. `design` is the `ElectrodeDesign` it scored, as a dict (a quantity the
+    metrics did not measure, e.g. `particle_radius_um`, is None)."""
 
-    design: dict[str, float]
+    design: dict[str, float | None]
     thickness_um: float
     objective: Discharge
     ragone: list[Discharge]
@@ -249,7 +250,8 @@ class CellResults:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CellResults:
         d = _take(cls, data, "cell results")
-        return cls(design={k: float(v) for k, v in d["design"].items()},
+        return cls(design={k: None if v is None else float(v)
+                           for k, v in d["design"].items()},
                    thickness_um=float(d["thickness_um"]),
                    objective=Discharge.from_dict(d["objective"]),
                    ragone=[Discharge.from_dict(r) for r in d["ragone"]],
