@@ -178,3 +178,21 @@ def test_results_respect_the_parallel_and_series_bounds(seed):
     assert sigma <= field.astype(np.float64).mean() * (1 + 1e-5)
     assert sigma >= 1.0 / np.mean(1.0 / field.astype(np.float64)) * (1 - 1e-5)
     assert sigma == pytest.approx(direct_sigma_eff(field), rel=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(33, 21, 27), (3, 40, 36), (16, 2, 40), (40, 3, 30)])
+def test_odd_and_thin_shapes_at_high_contrast(electrode, shape):
+    """Padded (inactive) cells and semi-coarsened levels on the robust method, contrast 1e6."""
+    field = electronic(electrode[: shape[0], : shape[1], : shape[2]], 0.001, 1000.0)
+    exact = direct_sigma_eff(field)
+    result = solve(field, rel_tol=1e-3)
+    assert "float64" in result.method
+    assert result.relative_conductance * field.max() == pytest.approx(exact, rel=1e-3)
+
+
+def test_other_axes_at_high_contrast(electrode):
+    field = electronic(electrode[:30, :26, :22], 0.001, 1000.0)
+    for axis in (1, 2):
+        moved = np.ascontiguousarray(np.moveaxis(field, axis, 0))
+        sigma = solve(field, axis=axis, rel_tol=1e-3).relative_conductance * field.max()
+        assert sigma == pytest.approx(direct_sigma_eff(moved), rel=1e-3)

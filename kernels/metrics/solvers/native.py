@@ -125,7 +125,7 @@ class _Level:
     rhs: torch.Tensor | None = None  # copy of r kept during a W-cycle (coarse levels)
     inverse: torch.Tensor | None = None  # dense inverse on the active cells (coarsest, float32)
     factor: torch.Tensor | None = None  # its Cholesky factor instead (coarsest, float64)
-    active_mask: torch.Tensor | None = None  # 1 on cells with a coupling, 0 elsewhere
+    active_mask: torch.Tensor | None = None  # 1 on cells with a coupling, 0 elsewhere (robust)
     factors: tuple[int, int, int] = (2, 2, 2)  # block size that made this level from the finer
     active: torch.Tensor | None = None  # flat indices of the active cells (coarsest level only)
 
@@ -180,13 +180,12 @@ def _make_level(gx: torch.Tensor, gy: torch.Tensor, gz: torch.Tensor, b_lo: torc
     diag = _face_sum(gx, gy, gz, shape)
     diag[0] += b_lo
     diag[hi] += b_hi
-    active_mask = (diag != 0).to(diag.dtype)
     diag[diag == 0] = 1.0
     dev, dt = diag.device, diag.dtype
     return _Level(gx.contiguous(), gy.contiguous(), gz.contiguous(), diag, b_lo, b_hi, hi,
                   r=torch.zeros(shape, dtype=dt, device=dev),
                   z=torch.zeros(shape, dtype=dt, device=dev),
-                  t=torch.zeros(shape, dtype=dt, device=dev), active_mask=active_mask)
+                  t=torch.zeros(shape, dtype=dt, device=dev))
 
 
 def _coarsening_factors(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -222,6 +221,14 @@ def _coarsen(level: _Level, factors: tuple[int, int, int]) -> _Level:
     return coarse
 
 
+def _coupled(level: _Level) -> torch.Tensor:
+    """Cells with at least one coupling (a face or an electrode); the others are stand-ins."""
+    raw = _face_sum(level.gx, level.gy, level.gz, level.shape)
+    raw[0] += level.b_lo
+    raw[level.hi] += level.b_hi
+    return raw > 0
+
+
 def _invert_coarsest(level: _Level) -> None:
     """Dense Cholesky-based inverse of the coarsest operator, restricted to its active cells."""
     n = level.diag.numel()
@@ -236,10 +243,7 @@ def _invert_coarsest(level: _Level) -> None:
     ):
         matrix[lo.reshape(-1), hi.reshape(-1)] = -g.reshape(-1).double()
         matrix[hi.reshape(-1), lo.reshape(-1)] = -g.reshape(-1).double()
-    raw = _face_sum(level.gx, level.gy, level.gz, level.shape)
-    raw[0] += level.b_lo
-    raw[level.hi] += level.b_hi
-    active = torch.nonzero(raw.reshape(-1) > 0).reshape(-1)
+    active = torch.nonzero(_coupled(level).reshape(-1)).reshape(-1)
     level.active = active
     if active.numel():
         factor = torch.linalg.cholesky(matrix[active][:, active])
@@ -418,7 +422,7 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
     """Preconditioned CG from x.
 
     Returns (dissipated power of the final x, iterations, converged, relative residual
-    ‖f − A x‖₂ / ‖f‖₂ of the final x, recomputed from scratch).
+    ‖f − A x‖₂ / ‖f‖₂ of the final x as CG updated it).
     """
     fine = levels[0]
     if islands is None:
@@ -465,10 +469,8 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
         rho = rho_new
     else:
         converged = rho == 0.0  # residual exactly zero (e.g. a straight channel); < 0: broken B
-    _apply(fine, x, q)
-    q.neg_()
-    q[fine.hi] += fine.b_hi
-    residual = float(torch.linalg.vector_norm(q) / torch.linalg.vector_norm(fine.b_hi))
+    # CG's (recursively updated) residual: no extra operator application on the fast path
+    residual = float(torch.linalg.vector_norm(r) / torch.linalg.vector_norm(fine.b_hi))
     return _energy(fine, x), it, converged, residual
 
 
@@ -548,6 +550,9 @@ def _run(sigma: torch.Tensor, rel_tol: float, method: _Method) -> tuple[float, i
     sigma = sigma.to(method.dtype)
     n1, n2, n3 = sigma.shape
     levels = _hierarchy(*_fine_stencil(sigma))
+    if method.mask_inactive:
+        for level in levels:
+            level.active_mask = _coupled(level).to(method.dtype)
     islands = _islands(levels, sigma) if method.deflate_islands else None
     # Initial guess: the linear profile of a straight channel, on the percolating cluster only.
     x = torch.zeros(levels[0].shape, dtype=method.dtype, device=sigma.device)
@@ -583,9 +588,8 @@ def solve(conductivity: np.ndarray, axis: int = 0, rel_tol: float = 1e-3,
                                  method="none (not percolating)")
     dev = torch.device(device)
     reference = float(field.max())  # the result is relative to it; keeps numbers O(1)
-    on_cluster = field[mask]
-    contrast = float(on_cluster.max()) / float(on_cluster.min())
-    del on_cluster
+    contrast = float(np.max(field, where=mask, initial=0.0)) / float(
+        np.min(field, where=mask, initial=np.inf))
     sigma = torch.from_numpy(field).to(dev) * torch.from_numpy(mask).to(dev)
     sigma /= reference
     del field, mask
