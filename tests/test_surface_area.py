@@ -66,7 +66,7 @@ def test_areas_of_the_eight_octants_add_up_to_the_whole(seed: int) -> None:
     """Additivity over sub-volumes, the property a boundary bias breaks (and sub-volume
     studies rely on): each phase's area, on a 64³ procedural electrode cut into 32³ octants.
 
-    What is left (-1.2 to -1.5 % here) is the surface lying in the cut planes themselves: an
+    What is left (-1.0 to -1.1 % here) is the surface lying in the cut planes themselves: an
     octant cannot see the voxel beyond its face, so no method on the octant alone recovers it.
     """
     n = 2 * N
