@@ -31,8 +31,10 @@ from scipy import ndimage
 
 SMOOTHING_SIGMA_VOXELS = 0.55
 _TRUNCATE = 4.0  # Gaussian support in sigmas (scipy's default)
-# Replicated layers: beyond the Gaussian's support, plus one so the level set is meshed past the face.
-_PAD_VOXELS = int(np.ceil(_TRUNCATE * SMOOTHING_SIGMA_VOXELS)) + 1
+# One replicated layer is enough: the filter's mode="nearest" continues the edge beyond it
+# anyway, so the smoothed field is that of the infinitely replicated structure; the layer only
+# gives marching cubes room to mesh past the box face at -0.5 (and n - 0.5).
+_PAD_VOXELS = 1
 _OUTWARD_STEPS_VOXELS = (0.5, 1.0, 1.5)
 
 
@@ -73,11 +75,14 @@ def _clip_to_half_space(tri: np.ndarray, parent: np.ndarray, axis: int, bound: f
 
 def _clip_to_box(corners: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """The parts of the triangles inside [-0.5, n - 0.5] per axis, and each part's triangle."""
-    parent = np.arange(len(corners))
+    upper = np.asarray(shape, dtype=corners.dtype) - 0.5
+    crossing = ((corners < -0.5) | (corners > upper)).any(axis=(1, 2))  # only these are cut
+    inner = np.nonzero(~crossing)[0]
+    cut, parent = corners[crossing], np.nonzero(crossing)[0]
     for axis, n in enumerate(shape):
-        corners, parent = _clip_to_half_space(corners, parent, axis, -0.5, keep_below=False)
-        corners, parent = _clip_to_half_space(corners, parent, axis, n - 0.5, keep_below=True)
-    return corners, parent
+        cut, parent = _clip_to_half_space(cut, parent, axis, -0.5, keep_below=False)
+        cut, parent = _clip_to_half_space(cut, parent, axis, n - 0.5, keep_below=True)
+    return np.concatenate([corners[inner], cut]), np.concatenate([inner, parent])
 
 
 def interface_areas_voxels(
