@@ -48,6 +48,7 @@ and add its module name to `BACKEND_MODULES` (or call `register_backend`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import time
@@ -58,7 +59,7 @@ import numpy as np
 from scipy import ndimage
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransportSolution:
     """Result of one transport solve; see the module docstring for the exact definition.
 
@@ -182,8 +183,9 @@ def solve(
     attempts = [f"{backend}: {failure}"] if failure else []
     if failure and backend != FALLBACK_BACKEND:
         retry = get_backend(FALLBACK_BACKEND)(reduced, 0, rel_tol, device)
-        retry.wall_s += result.wall_s
-        retry.method = f"{backend} ({failure}) -> {retry.method or FALLBACK_BACKEND}"
+        retry = dataclasses.replace(
+            retry, wall_s=retry.wall_s + result.wall_s,
+            method=f"{backend} ({failure}) -> {retry.method or FALLBACK_BACKEND}")
         result, failure = retry, rejection_reason(retry, wiener_bound)
         if failure:
             attempts.append(f"{FALLBACK_BACKEND}: {failure}")
@@ -193,10 +195,9 @@ def solve(
             backend=backend if len(attempts) == 1 else f"{backend} -> {FALLBACK_BACKEND}",
             iterations=result.iterations, residual=result.residual, axis=axis)
     # The back-end normalises by the largest conductivity it saw; report relative to the input's.
-    result.relative_conductance *= float(reduced.max()) / float(field.max())
-    result.wall_s += check_s
-    result.percolating = True
-    return result
+    return dataclasses.replace(
+        result, percolating=True, wall_s=result.wall_s + check_s,
+        relative_conductance=result.relative_conductance * float(reduced.max()) / float(field.max()))
 
 
 def rejection_reason(result: TransportSolution, wiener_bound: float) -> str | None:
