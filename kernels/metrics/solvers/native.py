@@ -81,7 +81,10 @@ FAST_MAX_CONTRAST = 100.0
 ROBUST_CORRECTION_SCALE = 1.0
 ROBUST_MAX_ITERATIONS = 2000
 TAIL_WINDOW = 5  # decreases used to estimate the convergence ratio of the robust method
-TAIL_SAFETY = 2.0  # the robust stop asks for an extrapolated remaining error below rel_tol / 2
+# The robust stop asks for an extrapolated remaining error below rel_tol / 32: with few
+# iterations the 5-step ratio is a rough estimate; at 4 a 40³ electrode at contrast 1e6 stopped
+# 0.13 % off (rel_tol 1e-3), at 32 every measured case was within 0.013 % for 0-3 more steps.
+TAIL_SAFETY = 32.0
 
 
 @dataclass(frozen=True)
@@ -460,7 +463,7 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
         # with the current through the high electrode (a cheap estimate of the conductance).
         current = float((fine.b_hi * (1.0 - x[fine.hi])).sum())
         decreases.append(alpha * rho)
-        if it >= 2 and _remaining_error(decreases, method) < rel_tol * TOLERANCE_SAFETY * current:
+        if it >= 2 and _remaining_error(decreases, method) < rel_tol * current:
             converged = True
             break
         precondition()
@@ -475,7 +478,7 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
 
 
 def _remaining_error(decreases: list[float], method: _Method) -> float:
-    """Estimate of the dissipated power still above the exact conductance.
+    """Estimate (with its safety factor) of the dissipated power still above the conductance.
 
     CG's remaining error in energy is exactly the sum of all its future decreases. The fast
     method takes the last decrease (with TOLERANCE_SAFETY; enough where CG converges quickly);
@@ -484,13 +487,13 @@ def _remaining_error(decreases: list[float], method: _Method) -> float:
     """
     last = decreases[-1]
     if not method.geometric_tail:
-        return last
+        return last / TOLERANCE_SAFETY
     if len(decreases) <= TAIL_WINDOW or last <= 0:
         return math.inf if last > 0 else 0.0
     ratio = (last / decreases[-1 - TAIL_WINDOW]) ** (1.0 / TAIL_WINDOW)
     if not ratio < 1.0:
         return math.inf
-    return last * ratio / (1.0 - ratio) / TOLERANCE_SAFETY * TAIL_SAFETY
+    return TAIL_SAFETY * last * ratio / (1.0 - ratio)
 
 
 def _energy(fine: _Level, x: torch.Tensor) -> float:
