@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -144,6 +145,10 @@ def test_no_converged_solve_raises_a_named_failure(electrode, monkeypatch):
     assert failure.value.axis == 1 and failure.value.backend == "native"
     assert failure.value.iterations >= 1 and failure.value.residual > 0
     assert isinstance(failure.value, RuntimeError)
+    # it crosses process boundaries (submitit, MPI) intact
+    copy = pickle.loads(pickle.dumps(failure.value))
+    assert str(copy) == message and (copy.backend, copy.axis) == ("native", 1)
+    assert (copy.iterations, copy.residual) == (failure.value.iterations, failure.value.residual)
 
 
 def test_volume_metrics_never_return_an_unconverged_value(electrode, monkeypatch):

@@ -83,15 +83,21 @@ class TransportSolution:
 
 
 class SolverNotConverged(RuntimeError):
-    """No back-end produced an acceptable value; the message says who tried what."""
+    """No back-end produced an acceptable value; the message says who tried what.
 
-    def __init__(self, message: str, *, backend: str, iterations: int, residual: float,
+    Picklable with its attributes (submitit and MPI ship exceptions between processes).
+    """
+
+    def __init__(self, message: str, backend: str, iterations: int, residual: float,
                  axis: int) -> None:
         super().__init__(message)
         self.backend = backend
         self.iterations = iterations
         self.residual = residual
         self.axis = axis
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.backend, self.iterations, self.residual, self.axis))
 
 
 BackendFn = Callable[[np.ndarray, int, float, str], TransportSolution]
