@@ -17,7 +17,7 @@ conductance of the box for a unit potential drop and ``A`` the cross-section in 
 binary pore field (conductivity 1) this is TauFactor's ``D_rel`` (τ = ε / D_rel).
 
 Method: the system matrix is a weighted graph Laplacian plus boundary terms, symmetric positive
-definite on the percolating cluster. It is preconditioned with one V-cycle of aggregation
+definite on the percolating cluster. It is preconditioned with one W-cycle of aggregation
 multigrid: 2×2×2 blocks (2×2 or 2 in dimensions thinner than 4 cells), Galerkin coarse operators (which for piecewise-constant transfer are
 again 7-point stencils whose face conductances are sums of fine face conductances, so coarse
 grids keep the exact connectivity of the pore network), damped Jacobi smoothing, an
@@ -32,7 +32,7 @@ electrodes, see docs/solvers.md).
 
 Two methods, one discrete problem. The fast one above runs in float32 with an over-corrected
 (×2) coarse correction. At high conductivity contrast (σ_AM/σ_CBD = 1e-3/1e3) it breaks down
-after 1–4 steps and, worse, at 1e3–1e4 it stops "converged" 0.1–0.7 % off: float32 cannot
+after 1–4 steps and, worse, at 1e3–1e4 it stops "converged" 0.05–0.7 % off: float32 cannot
 resolve the currents through the weak links, and the over-correction stops being safe. The
 robust method, used above FAST_MAX_CONTRAST or when the fast one did not converge, changes
 four things, each needed at contrast 1e6 on procedural electrodes:
@@ -75,7 +75,7 @@ TOLERANCE_SAFETY = 0.25
 # The robust method (float64, plain Galerkin coarse correction, high-conductivity clusters as an
 # extra coarse space): used when the field's conductivity contrast exceeds FAST_MAX_CONTRAST or
 # the fast method did not converge. The fast float32 method was measured 3e-5-1.3e-4 from a
-# direct solve at contrast 56 (the loop's 0.18/10 S/m), 6-8e-4 at 1e3 and 3.5-7e-3 at 1e4
+# direct solve at contrast 56 (the loop's 0.18/10 S/m), 5e-4-1.2e-3 at 1e3 and 3.5-7e-3 at 1e4
 # while claiming convergence: float32 cannot resolve currents through the weak links.
 FAST_MAX_CONTRAST = 100.0
 ROBUST_CORRECTION_SCALE = 1.0
