@@ -185,6 +185,23 @@ def test_blocked_pores_give_infinite_tortuosity_and_not_percolating() -> None:
     assert metrics.to_dict()["tortuosity_factor"] is None
     # The blocking layer itself is solid but does not span the thickness: no electronic path.
     assert metrics.effective_conductivity_S_m == 0.0
+    assert metrics.solid_percolating is False
+    assert metrics.to_dict()["solid_percolating"] is False
+
+
+def test_percolation_is_reported_per_phase() -> None:
+    """Pores through, solid cut by a pore layer: percolating True, solid_percolating False."""
+    volume = np.full((24, 24, 24), AM, np.uint8)
+    volume[:, 3:7, 3:7] = PORE  # a straight pore channel along axis 0
+    volume[12] = PORE  # a pore layer across the flux cuts every solid path
+    metrics = characterise_volume(volume, voxel_um=1.0, axis=0)
+    assert metrics.percolating and not metrics.solid_percolating
+    assert metrics.effective_conductivity_S_m == 0.0
+    assert metrics.to_dict()["solid_percolating"] is False
+    # Along axis 1 the layer is parallel to the flux: both phases conduct through the box.
+    across = characterise_volume(volume, voxel_um=1.0, axis=1)
+    assert across.percolating and across.solid_percolating
+    assert across.effective_conductivity_S_m > 0.0
 
 
 # --- effective electronic conductivity --------------------------------------------------------
@@ -287,7 +304,9 @@ def test_characterise_generated_electrode() -> None:
     assert metrics.effective_conductivity_S_m < DEFAULT_CONDUCTIVITY_CBD_S_M
     payload = json.loads(json.dumps(metrics.to_dict()))
     assert set(payload) == {"volume_fraction", "specific_surface_area_per_um", "cbd_coverage",
-                            "tortuosity_factor", "effective_conductivity_S_m", "percolating"}
+                            "tortuosity_factor", "effective_conductivity_S_m", "percolating",
+                            "solid_percolating"}
+    assert payload["percolating"] is True and payload["solid_percolating"] is True
     assert set(payload["volume_fraction"]) == {"pore", "am", "cbd"}
     assert set(payload["specific_surface_area_per_um"]) == {"am_pore", "am_cbd"}
 

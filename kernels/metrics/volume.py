@@ -8,10 +8,13 @@
   epsilon / tau recovers D_eff exactly) and D_eff comes from the spanning pore cluster only.
   A pore phase that does not connect the two faces gives tau = inf and percolating = False;
 * effective electronic conductivity (S/m) of AM + CBD along `axis`, each phase with its own
-  conductivity, pores insulating; 0.0 when the solid does not connect the two faces.
+  conductivity, pores insulating; 0.0 and solid_percolating = False when the solid does not
+  connect the two faces.
 
 Transport goes through `kernels.metrics.solvers.solve` (back-end by name); solves use one thread per
-process unless MICROLOOP_TORCH_THREADS says otherwise.
+process unless MICROLOOP_TORCH_THREADS says otherwise. Every transport number here comes from a
+converged solve: `solve()` retries an unacceptable back-end result with the native solver and
+otherwise raises `kernels.metrics.solvers.SolverNotConverged`, which propagates from here.
 
 Default conductivities (change them per campaign in the config):
 * AM 0.18 S/m: the positive-electrode conductivity of PyBaMM's Chen2020 parameter set (LG M50,
@@ -47,7 +50,8 @@ class VolumeMetrics:
     cbd_coverage: float
     tortuosity_factor: float
     effective_conductivity_S_m: float
-    percolating: bool
+    percolating: bool  # the pore phase connects the two faces of `axis`
+    solid_percolating: bool  # AM + CBD connects them (electronic path)
 
     def to_dict(self) -> dict:
         """JSON-safe: an infinite tortuosity factor becomes None."""
@@ -61,6 +65,7 @@ class VolumeMetrics:
             "tortuosity_factor": float(tau) if math.isfinite(tau) else None,
             "effective_conductivity_S_m": float(self.effective_conductivity_S_m),
             "percolating": bool(self.percolating),
+            "solid_percolating": bool(self.solid_percolating),
         }
 
 
@@ -117,7 +122,7 @@ def tortuosity_factor(
     pore = (volume == PORE).astype(np.float32)
     porosity = float(pore.mean())
     result = solve(pore, axis=_check_axis(axis), backend=backend, rel_tol=rel_tol, device=device)
-    if not result.percolating or result.relative_conductance <= 0:
+    if not result.percolating:
         return math.inf, False
     return porosity / result.relative_conductance, True
 
@@ -132,6 +137,15 @@ def effective_conductivity_S_m(
     device: str = "cpu",
 ) -> float:
     """Effective electronic conductivity (S/m) of the solid (AM + CBD) along `axis`."""
+    sigma, _ = _electronic(volume, axis, conductivity_am_S_m, conductivity_cbd_S_m, backend,
+                           rel_tol, device)
+    return sigma
+
+
+def _electronic(volume: np.ndarray, axis: int, conductivity_am_S_m: float,
+                conductivity_cbd_S_m: float, backend: str, rel_tol: float,
+                device: str) -> tuple[float, bool]:
+    """(effective electronic conductivity in S/m, the solid percolates along `axis`)."""
     for name, value in (("conductivity_am_S_m", conductivity_am_S_m),
                         ("conductivity_cbd_S_m", conductivity_cbd_S_m)):
         if not (math.isfinite(value) and value > 0):
@@ -140,9 +154,9 @@ def effective_conductivity_S_m(
     field[volume == AM] = conductivity_am_S_m
     field[volume == CBD] = conductivity_cbd_S_m
     if not field.any():
-        return 0.0
+        return 0.0, False
     result = solve(field, axis=_check_axis(axis), backend=backend, rel_tol=rel_tol, device=device)
-    return float(result.relative_conductance * field.max())
+    return float(result.relative_conductance * field.max()), result.percolating
 
 
 def characterise_volume(
@@ -165,7 +179,7 @@ def characterise_volume(
     _check_axis(axis)
     ssa, coverage = specific_surface_areas(volume, voxel_um)
     tau, percolating = tortuosity_factor(volume, axis, backend, rel_tol, device)
-    sigma = effective_conductivity_S_m(
+    sigma, solid_percolating = _electronic(
         volume, axis, conductivity_am_S_m, conductivity_cbd_S_m, backend, rel_tol, device
     )
     return VolumeMetrics(
@@ -175,4 +189,5 @@ def characterise_volume(
         tortuosity_factor=tau,
         effective_conductivity_S_m=sigma,
         percolating=percolating,
+        solid_percolating=solid_percolating,
     )

@@ -11,6 +11,10 @@ native solver run to rel_tol 1e-7 (its result is an upper bound converging quadr
 at sizes up to --tight-max with TauFactor run to conv_crit 1e-4 as an independent check.
 
     python tests/benchmarks/bench_solvers.py --sizes 64 128 --repeats 2 --markdown out.md
+
+High contrast (`--electronic-S-m 0.001 1000`): TauFactor does not converge there, so `solve()`
+retries it with native and the "taufactor" row then times TauFactor's failed attempt plus the
+native retry; the printed method says so.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ def _worker(path: str, case: str, backend: str, rel_tol: float,
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({
         "relative_conductance": result.relative_conductance, "iterations": result.iterations,
-        "converged": result.converged, "wall_s": wall,
+        "converged": result.converged, "method": result.method, "wall_s": wall,
         "peak_extra_MiB": max(peak - before, 0) / 1024.0,
     }))
 
@@ -125,7 +129,7 @@ def main() -> None:
                         runs[backend].append(res)
                         print(f"{size}^3 {case:10s} {backend:9s} {res['wall_s']:8.2f} s "
                               f"it {res['iterations']:5d} value {res['relative_conductance']:.6f} "
-                              f"mem +{res['peak_extra_MiB']:.0f} MiB", flush=True)
+                              f"mem +{res['peak_extra_MiB']:.0f} MiB [{res['method']}]", flush=True)
                 ref = _run(path, case, "native", 1e-7, args.timeout_s, cond)["relative_conductance"]
                 tight = None
                 if size <= args.tight_max:

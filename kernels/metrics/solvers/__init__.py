@@ -33,6 +33,14 @@ axis 0 (`np.ascontiguousarray`, float32), and returns a `TransportSolution` whos
 relative_conductance is sigma_eff / max(the field it received); `solve()` rescales that to the
 maximum of the caller's field.
 
+A number or a named failure: a back-end's result is accepted only if it converged and its value
+is finite, positive and at most the parallel (Wiener) bound mean(c) / max(c) of the field it
+received (any conductance of this discrete problem lies below it: the linear potential's
+dissipation does). A result that fails this check is solved again by the native back-end
+(whose own robust method is described in `native.py`); if that fails too, `solve()` raises
+`SolverNotConverged` naming the back-ends, iterations, residual and axis. So every result
+`solve()` returns has converged=True, and `method` says which back-end and method produced it.
+
 Adding a back-end: write `kernels/solvers/<name>.py` with
 `def solve(conductivity: np.ndarray, axis: int, rel_tol: float, device: str) -> TransportSolution`
 and add its module name to `BACKEND_MODULES` (or call `register_backend`).
@@ -40,7 +48,9 @@ and add its module name to `BACKEND_MODULES` (or call `register_backend`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +59,7 @@ import numpy as np
 from scipy import ndimage
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransportSolution:
     """Result of one transport solve; see the module docstring for the exact definition.
 
@@ -58,6 +68,9 @@ class TransportSolution:
     converged: the back-end's stopping criterion was met before its iteration limit.
     wall_s: seconds spent in the back-end (plus the percolation check).
     percolating: a conducting cluster connects the two electrode faces.
+    residual: the back-end's own convergence measure of the returned value (native: relative
+        residual norm ‖f − A x‖/‖f‖; taufactor: its relative flux spread); nan if not solved.
+    method: how the value was obtained (back-end and method, retries joined by ' -> ').
     """
 
     relative_conductance: float
@@ -65,6 +78,26 @@ class TransportSolution:
     converged: bool
     wall_s: float
     percolating: bool = True
+    residual: float = math.nan
+    method: str = ""
+
+
+class SolverNotConverged(RuntimeError):
+    """No back-end produced an acceptable value; the message says who tried what.
+
+    Picklable with its attributes (submitit and MPI ship exceptions between processes).
+    """
+
+    def __init__(self, message: str, backend: str, iterations: int, residual: float,
+                 axis: int) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.iterations = iterations
+        self.residual = residual
+        self.axis = axis
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.backend, self.iterations, self.residual, self.axis))
 
 
 BackendFn = Callable[[np.ndarray, int, float, str], TransportSolution]
@@ -75,6 +108,8 @@ BACKEND_MODULES: dict[str, str] = {
     "native": "kernels.metrics.solvers.native",
 }
 BACKENDS: dict[str, BackendFn] = {}
+FALLBACK_BACKEND = "native"  # retries a result that failed `rejection_reason`
+WIENER_SLACK = 1e-5  # float32 rounding allowed above the parallel bound
 
 
 def register_backend(name: str, fn: BackendFn) -> None:
@@ -144,24 +179,63 @@ def solve(
     field = np.moveaxis(field, axis, 0)
     mask = spanning_cluster(field > 0, axis=0)
     if not mask.any():
-        return TransportSolution(0.0, 0, True, time.perf_counter() - start, percolating=False)
+        return TransportSolution(0.0, 0, True, time.perf_counter() - start, percolating=False,
+                                 method="none (no spanning cluster)")
     reduced = np.ascontiguousarray(np.where(mask, field, 0), dtype=np.float32)
+    wiener_bound = float(reduced.mean(dtype=np.float64)) / float(reduced.max())
     check_s = time.perf_counter() - start
     result = fn(reduced, 0, rel_tol, device)
+    failure = rejection_reason(result, wiener_bound)
+    attempts = [f"{backend}: {failure}"] if failure else []
+    if failure and backend != FALLBACK_BACKEND:
+        retry = get_backend(FALLBACK_BACKEND)(reduced, 0, rel_tol, device)
+        retry = dataclasses.replace(
+            retry, wall_s=retry.wall_s + result.wall_s,
+            method=f"{backend} ({failure}) -> {retry.method or FALLBACK_BACKEND}")
+        result, failure = retry, rejection_reason(retry, wiener_bound)
+        if failure:
+            attempts.append(f"{FALLBACK_BACKEND}: {failure}")
+    if failure:
+        raise SolverNotConverged(
+            f"transport solve along axis {axis} failed: " + "; ".join(attempts),
+            backend=backend if len(attempts) == 1 else f"{backend} -> {FALLBACK_BACKEND}",
+            iterations=result.iterations, residual=result.residual, axis=axis)
     # The back-end normalises by the largest conductivity it saw; report relative to the input's.
-    result.relative_conductance *= float(reduced.max()) / float(field.max())
-    result.wall_s += check_s
-    result.percolating = True
-    return result
+    return dataclasses.replace(
+        result, percolating=True, wall_s=result.wall_s + check_s,
+        relative_conductance=result.relative_conductance * float(reduced.max()) / float(field.max()))
+
+
+def rejection_reason(result: TransportSolution, wiener_bound: float) -> str | None:
+    """Why a back-end's result on a percolating field is not a number to report; None if it is.
+
+    wiener_bound: mean(c) / max(c) of the field the back-end received, an upper bound of any
+    relative conductance of this discrete problem (the linear potential's dissipation).
+    """
+    value = result.relative_conductance
+    detail = f"{result.iterations} iterations, residual {result.residual:.3g}"
+    if result.method:
+        detail += f", method {result.method}"
+    if not result.converged:
+        return f"not converged ({detail})"
+    if not math.isfinite(value) or value <= 0:
+        return f"relative conductance {value!r} is not a positive finite number ({detail})"
+    if value > wiener_bound * (1 + WIENER_SLACK):
+        return (f"relative conductance {value:.6g} exceeds the parallel bound "
+                f"{wiener_bound:.6g} ({detail})")
+    return None
 
 
 __all__ = [
     "BACKENDS",
     "BACKEND_MODULES",
+    "FALLBACK_BACKEND",
+    "SolverNotConverged",
     "TransportSolution",
     "available_backends",
     "get_backend",
     "register_backend",
+    "rejection_reason",
     "solve",
     "spanning_cluster",
 ]

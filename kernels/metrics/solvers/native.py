@@ -17,7 +17,7 @@ conductance of the box for a unit potential drop and ``A`` the cross-section in 
 binary pore field (conductivity 1) this is TauFactor's ``D_rel`` (τ = ε / D_rel).
 
 Method: the system matrix is a weighted graph Laplacian plus boundary terms, symmetric positive
-definite on the percolating cluster. It is preconditioned with one V-cycle of aggregation
+definite on the percolating cluster. It is preconditioned with one W-cycle of aggregation
 multigrid: 2×2×2 blocks (2×2 or 2 in dimensions thinner than 4 cells), Galerkin coarse operators (which for piecewise-constant transfer are
 again 7-point stencils whose face conductances are sums of fine face conductances, so coarse
 grids keep the exact connectivity of the pore network), damped Jacobi smoothing, an
@@ -29,10 +29,29 @@ whose error is quadratic in the field error. Each CG step lowers ``E`` by exactl
 iteration stops when that decrease falls below ``rel_tol / 4`` times the current (with this
 preconditioner the error left was at most ~1.5 times the last decrease on procedural
 electrodes, see docs/solvers.md).
+
+Two methods, one discrete problem. The fast one above runs in float32 with an over-corrected
+(×2) coarse correction. At high conductivity contrast (σ_AM/σ_CBD = 1e-3/1e3) it breaks down
+after 1–4 steps and, worse, at 1e3–1e4 it stops "converged" 0.05–0.7 % off: float32 cannot
+resolve the currents through the weak links, and the over-correction stops being safe. The
+robust method, used above FAST_MAX_CONTRAST or when the fast one did not converge, changes
+four things, each needed at contrast 1e6 on procedural electrodes:
+
+* float64 throughout, and triangular solves with the coarsest Cholesky factor instead of an
+  explicit inverse (which is wrong in its small components when the operator is ill-conditioned);
+* the plain Galerkin coarse correction (scale 1), kept off the inactive cells (whose diagonal is
+  a stand-in 1), so that every level's cycle is a convergent symmetric iteration and the
+  preconditioner stays positive definite;
+* an extra coarse space of one indicator function per cluster of the well-conducting phase
+  (applied before and after the cycle, symmetrically): such clusters float at nearly uniform
+  potentials set by weak links, modes the 2×2×2 aggregates cannot represent, which otherwise
+  give CG long plateaus;
+* a stop on the remaining error extrapolated from the last TAIL_WINDOW decreases.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -53,6 +72,42 @@ MAX_ITERATIONS = 200
 # Stop when the last step lowered the dissipated power by less than this fraction of rel_tol:
 # on procedural electrodes the remaining error was at most ~1.5x the last decrease.
 TOLERANCE_SAFETY = 0.25
+# The robust method (float64, plain Galerkin coarse correction, high-conductivity clusters as an
+# extra coarse space): used when the field's conductivity contrast exceeds FAST_MAX_CONTRAST or
+# the fast method did not converge. The fast float32 method was measured 3e-5-1.3e-4 from a
+# direct solve at contrast 56 (the loop's 0.18/10 S/m), 5e-4-1.2e-3 at 1e3 and 3.5-7e-3 at 1e4
+# while claiming convergence: float32 cannot resolve currents through the weak links.
+FAST_MAX_CONTRAST = 100.0
+ROBUST_CORRECTION_SCALE = 1.0
+ROBUST_MAX_ITERATIONS = 2000
+TAIL_WINDOW = 5  # decreases used to estimate the convergence ratio of the robust method
+# The robust stop asks for an extrapolated remaining error below rel_tol / 32: with few
+# iterations the 5-step ratio is a rough estimate; at 4 a 40³ electrode at contrast 1e6 stopped
+# 0.13 % off (rel_tol 1e-3), at 32 every measured case was within 0.013 % for 0-3 more steps.
+TAIL_SAFETY = 32.0
+
+
+@dataclass(frozen=True)
+class _Method:
+    """One way of running the multigrid-CG iteration (precision, coarse correction, stopping)."""
+
+    name: str
+    dtype: torch.dtype
+    correction_scale: float
+    max_iterations: int
+    geometric_tail: bool  # stop on the extrapolated remaining error, not on the last step alone
+    # Keep the coarse correction off inactive cells (non-conducting, or padding), whose diagonal
+    # is a stand-in 1: otherwise the cycle is not Galerkin on them, which at high contrast
+    # (active couplings << 1) makes the preconditioner indefinite and CG break down.
+    mask_inactive: bool
+    deflate_islands: bool  # add the coarse space of high-conductivity clusters (_Islands)
+
+
+FAST = _Method("mg-cg-float32", torch.float32, COARSE_CORRECTION_SCALE, MAX_ITERATIONS,
+               geometric_tail=False, mask_inactive=False, deflate_islands=False)
+ROBUST = _Method("mg-cg-float64", torch.float64, ROBUST_CORRECTION_SCALE,
+                 ROBUST_MAX_ITERATIONS, geometric_tail=True, mask_inactive=True,
+                 deflate_islands=True)
 
 
 @dataclass
@@ -71,7 +126,9 @@ class _Level:
     t: torch.Tensor  # scratch
     acc: torch.Tensor | None = None  # sum of the W-cycle's corrections (coarse levels)
     rhs: torch.Tensor | None = None  # copy of r kept during a W-cycle (coarse levels)
-    inverse: torch.Tensor | None = None  # dense inverse on the active cells (coarsest level)
+    inverse: torch.Tensor | None = None  # dense inverse on the active cells (coarsest, float32)
+    factor: torch.Tensor | None = None  # its Cholesky factor instead (coarsest, float64)
+    active_mask: torch.Tensor | None = None  # 1 on cells with a coupling, 0 elsewhere (robust)
     factors: tuple[int, int, int] = (2, 2, 2)  # block size that made this level from the finer
     active: torch.Tensor | None = None  # flat indices of the active cells (coarsest level only)
 
@@ -167,6 +224,14 @@ def _coarsen(level: _Level, factors: tuple[int, int, int]) -> _Level:
     return coarse
 
 
+def _coupled(level: _Level) -> torch.Tensor:
+    """Cells with at least one coupling (a face or an electrode); the others are stand-ins."""
+    raw = _face_sum(level.gx, level.gy, level.gz, level.shape)
+    raw[0] += level.b_lo
+    raw[level.hi] += level.b_hi
+    return raw > 0
+
+
 def _invert_coarsest(level: _Level) -> None:
     """Dense Cholesky-based inverse of the coarsest operator, restricted to its active cells."""
     n = level.diag.numel()
@@ -181,14 +246,18 @@ def _invert_coarsest(level: _Level) -> None:
     ):
         matrix[lo.reshape(-1), hi.reshape(-1)] = -g.reshape(-1).double()
         matrix[hi.reshape(-1), lo.reshape(-1)] = -g.reshape(-1).double()
-    raw = _face_sum(level.gx, level.gy, level.gz, level.shape)
-    raw[0] += level.b_lo
-    raw[level.hi] += level.b_hi
-    active = torch.nonzero(raw.reshape(-1) > 0).reshape(-1)
+    active = torch.nonzero(_coupled(level).reshape(-1)).reshape(-1)
     level.active = active
     if active.numel():
-        # a dense inverse: one small matrix-vector product per visit of the coarsest level
-        level.inverse = torch.cholesky_inverse(torch.linalg.cholesky(matrix[active][:, active]))
+        factor = torch.linalg.cholesky(matrix[active][:, active])
+        if level.diag.dtype == torch.float64:
+            # Triangular solves are backward stable: at high contrast (ill-conditioned coarse
+            # operator) an explicit inverse is wrong in its small components and makes the
+            # preconditioner indefinite (CG breaks down); the factor keeps it positive.
+            level.factor = factor
+        else:
+            # a dense inverse: one small matrix-vector product per visit of the coarsest level
+            level.inverse = torch.cholesky_inverse(factor)
 
 
 def _hierarchy(gx: torch.Tensor, gy: torch.Tensor, gz: torch.Tensor, b_lo: torch.Tensor,
@@ -243,11 +312,12 @@ def _smooth(lv: _Level) -> None:
     lv.z.addcdiv_(lv.t, lv.diag, value=JACOBI_DAMPING)
 
 
-def _cycle(levels: list[_Level], k: int) -> None:
+def _cycle(levels: list[_Level], k: int, method: _Method) -> None:
     """levels[k].z ← B levels[k].r by one multigrid cycle; B is symmetric positive definite.
 
     The coarse problem is solved approximately by CYCLE_GAMMA cycles (1: V-cycle, 2: W-cycle),
-    each a symmetric iteration, so B stays symmetric as CG requires.
+    each a symmetric iteration, so B stays symmetric as CG requires. ``method`` sets the scale
+    of the coarse correction and whether it is kept off the inactive cells.
     """
     lv = levels[k]
     if k == len(levels) - 1:
@@ -255,6 +325,9 @@ def _cycle(levels: list[_Level], k: int) -> None:
         if lv.inverse is not None:
             sol = lv.inverse @ lv.r.reshape(-1)[lv.active].double()
             lv.z.view(-1)[lv.active] = sol.to(lv.z.dtype)
+        elif lv.factor is not None:
+            rhs = lv.r.reshape(-1)[lv.active].unsqueeze(1)
+            lv.z.view(-1)[lv.active] = torch.cholesky_solve(rhs, lv.factor).squeeze(1)
         return
     torch.div(lv.r, lv.diag, out=lv.z).mul_(JACOBI_DAMPING)  # first sweep from z = 0
     sweeps = FINE_SMOOTHING_SWEEPS if k == 0 else SMOOTHING_SWEEPS
@@ -266,15 +339,15 @@ def _cycle(levels: list[_Level], k: int) -> None:
     _restrict(lv.t, coarse.r, coarse.factors)
     gamma = 1 if k + 2 == len(levels) else CYCLE_GAMMA
     if gamma == 1:
-        _cycle(levels, k + 1)
-        _prolong_add(coarse.z, lv.z, COARSE_CORRECTION_SCALE, coarse.factors)
+        _cycle(levels, k + 1, method)
+        _prolong_add(coarse.z, lv.z, method.correction_scale, coarse.factors)
     else:
         if coarse.acc is None:
             coarse.acc, coarse.rhs = torch.empty_like(coarse.z), torch.empty_like(coarse.z)
         acc, rhs = coarse.acc, coarse.rhs
         rhs.copy_(coarse.r)
         for i in range(gamma):
-            _cycle(levels, k + 1)
+            _cycle(levels, k + 1, method)
             if i == 0:
                 acc.copy_(coarse.z)
             else:
@@ -282,26 +355,102 @@ def _cycle(levels: list[_Level], k: int) -> None:
             if i + 1 < gamma:
                 _apply(coarse, acc, coarse.t)
                 torch.sub(rhs, coarse.t, out=coarse.r)
-        _prolong_add(acc, lv.z, COARSE_CORRECTION_SCALE, coarse.factors)
+        _prolong_add(acc, lv.z, method.correction_scale, coarse.factors)
+    if method.mask_inactive:
+        lv.z.mul_(lv.active_mask)
     for _ in range(sweeps):
         _smooth(lv)
 
 
-def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float) -> tuple[float, int, bool]:
-    """Preconditioned CG from x; returns (dissipated power of the final x, iterations, converged)."""
+@dataclass
+class _Islands:
+    """Coarse space of the high-conductivity clusters: one indicator function per cluster.
+
+    At high contrast each cluster of the well-conducting phase (CBD islands in a poorly
+    conducting AM matrix) floats at a nearly uniform potential set by weak links: a few
+    near-zero-energy modes per cluster that the 2×2×2 aggregates cannot represent (a block
+    straddling two clusters ties them together). Projecting them out exactly makes CG converge
+    steadily instead of in plateaus. Clusters never share a face, so Zᵀ A Z is diagonal.
+    """
+
+    labels: torch.Tensor  # flat, per fine cell: 0 outside the clusters, 1..k inside
+    inverse_diag: torch.Tensor  # (k + 1,) 1 / (Zᵀ A Z)_aa, 0 at index 0
+    buffer: torch.Tensor  # a fine-grid scratch tensor
+
+    def correct(self, res: torch.Tensor, out: torch.Tensor) -> None:
+        """out += Z (Zᵀ A Z)⁻¹ Zᵀ res."""
+        size = self.inverse_diag.numel()
+        coarse = torch.bincount(self.labels, weights=res.reshape(-1), minlength=size)
+        out.view(-1).add_((coarse * self.inverse_diag)[self.labels])
+
+
+def _islands(levels: list[_Level], sigma: torch.Tensor) -> _Islands | None:
+    """The high-conductivity clusters of ``sigma`` (above the geometric mean of its extremes)."""
     fine = levels[0]
-    r, z = fine.r, fine.z  # the V-cycle reads fine.r and writes fine.z: share them with CG
+    positive = sigma[sigma > 0]
+    threshold = math.sqrt(float(positive.min()) * float(positive.max()))
+    high = np.zeros(fine.shape, dtype=bool)
+    n1, n2, n3 = sigma.shape
+    high[:n1, :n2, :n3] = (sigma > threshold).cpu().numpy()
+    labels, k = ndimage.label(high)
+    if k == 0:
+        return None
+    labels_t = torch.from_numpy(labels.reshape(-1).astype(np.int64)).to(sigma.device)
+    indicator = torch.from_numpy(high).to(fine.diag.dtype).to(sigma.device)
+    # (A 1_H)_i on a cluster cell sums its links leaving the cluster: the diagonal of Zᵀ A Z.
+    _apply(fine, indicator, fine.t)
+    diag = torch.bincount(labels_t, weights=fine.t.reshape(-1), minlength=k + 1)
+    inverse = torch.zeros_like(diag)
+    inverse[1:] = 1.0 / diag[1:]  # > 0: every cluster lies on the spanning cluster
+    return _Islands(labels_t, inverse, torch.empty_like(fine.t))
+
+
+def _precondition(levels: list[_Level], res: torch.Tensor, out: torch.Tensor,
+                  method: _Method, islands: _Islands) -> None:
+    """out ← B res: island correction, multigrid cycle, island correction (symmetric)."""
+    fine = levels[0]
+    out.zero_()
+    islands.correct(res, out)
+    _apply(fine, out, islands.buffer)
+    torch.sub(res, islands.buffer, out=fine.r)
+    _cycle(levels, 0, method)
+    out.add_(fine.z)
+    _apply(fine, out, islands.buffer)
+    torch.sub(res, islands.buffer, out=islands.buffer)
+    islands.correct(islands.buffer, out)
+
+
+def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
+         islands: _Islands | None = None) -> tuple[float, int, bool, float]:
+    """Preconditioned CG from x.
+
+    Returns (dissipated power of the final x, iterations, converged, relative residual
+    ‖f − A x‖₂ / ‖f‖₂ of the final x as CG updated it).
+    """
+    fine = levels[0]
+    if islands is None:
+        r, z = fine.r, fine.z  # the V-cycle reads fine.r and writes fine.z: share them with CG
+    else:
+        r, z = torch.empty_like(fine.r), torch.empty_like(fine.z)
+
+    def precondition() -> None:
+        if islands is None:
+            _cycle(levels, 0, method)
+        else:
+            _precondition(levels, r, z, method, islands)
+
     _apply(fine, x, r)
     r.neg_()
     r[fine.hi] += fine.b_hi  # r = f − A x, f = high boundary conductances (unit potential)
     p = torch.empty_like(x)
     q = torch.empty_like(x)
-    _cycle(levels, 0)
+    precondition()
     p.copy_(z)
     rho = float(torch.dot(r.view(-1), z.view(-1)))
     converged = False
     it = 0
-    while it < MAX_ITERATIONS and rho > 0:
+    decreases: list[float] = []
+    while it < method.max_iterations and rho > 0:
         it += 1
         _apply(fine, p, q)
         pq = float(torch.dot(p.view(-1), q.view(-1)))
@@ -313,16 +462,38 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float) -> tuple[float, 
         # alpha * rho is the exact decrease of the dissipated power in this step; compare it
         # with the current through the high electrode (a cheap estimate of the conductance).
         current = float((fine.b_hi * (1.0 - x[fine.hi])).sum())
-        if it >= 2 and alpha * rho < rel_tol * TOLERANCE_SAFETY * current:
+        decreases.append(alpha * rho)
+        if it >= 2 and _remaining_error(decreases, method) < rel_tol * current:
             converged = True
             break
-        _cycle(levels, 0)
+        precondition()
         rho_new = float(torch.dot(r.view(-1), z.view(-1)))
         torch.add(z, p, alpha=rho_new / rho, out=p)
         rho = rho_new
     else:
         converged = rho == 0.0  # residual exactly zero (e.g. a straight channel); < 0: broken B
-    return _energy(fine, x), it, converged
+    # CG's (recursively updated) residual: no extra operator application on the fast path
+    residual = float(torch.linalg.vector_norm(r) / torch.linalg.vector_norm(fine.b_hi))
+    return _energy(fine, x), it, converged, residual
+
+
+def _remaining_error(decreases: list[float], method: _Method) -> float:
+    """Estimate (with its safety factor) of the dissipated power still above the conductance.
+
+    CG's remaining error in energy is exactly the sum of all its future decreases. The fast
+    method takes the last decrease (with TOLERANCE_SAFETY; enough where CG converges quickly);
+    the robust one extrapolates the last TAIL_WINDOW decreases as a geometric series, which
+    stays honest when convergence is slow, and never stops while the decrease is not falling.
+    """
+    last = decreases[-1]
+    if not method.geometric_tail:
+        return last / TOLERANCE_SAFETY
+    if len(decreases) <= TAIL_WINDOW or last <= 0:
+        return math.inf if last > 0 else 0.0
+    ratio = (last / decreases[-1 - TAIL_WINDOW]) ** (1.0 / TAIL_WINDOW)
+    if not ratio < 1.0:
+        return math.inf
+    return TAIL_SAFETY * last * ratio / (1.0 - ratio)
 
 
 def _energy(fine: _Level, x: torch.Tensor) -> float:
@@ -377,12 +548,37 @@ def _fine_stencil(sigma: torch.Tensor):
     return gx, gy, gz, 2.0 * sigma[0], 2.0 * sigma[-1]
 
 
+def _run(sigma: torch.Tensor, rel_tol: float, method: _Method) -> tuple[float, int, bool, float]:
+    """One multigrid-CG solve of the normalised field ``sigma`` (max 1, 0 off the cluster)."""
+    sigma = sigma.to(method.dtype)
+    n1, n2, n3 = sigma.shape
+    levels = _hierarchy(*_fine_stencil(sigma))
+    if method.mask_inactive:
+        for level in levels:
+            level.active_mask = _coupled(level).to(method.dtype)
+    islands = _islands(levels, sigma) if method.deflate_islands else None
+    # Initial guess: the linear profile of a straight channel, on the percolating cluster only.
+    x = torch.zeros(levels[0].shape, dtype=method.dtype, device=sigma.device)
+    profile = (torch.arange(n1, dtype=method.dtype, device=sigma.device) + 0.5) / n1
+    x[:n1, :n2, :n3] = profile[:, None, None] * (sigma > 0)
+    del sigma
+    with torch.no_grad():
+        conductance, iterations, converged, residual = _pcg(levels, x, rel_tol, method, islands)
+    return conductance * n1 / (n2 * n3), iterations, converged, residual
+
+
 def solve(conductivity: np.ndarray, axis: int = 0, rel_tol: float = 1e-3,
           device: str = "cpu") -> TransportSolution:
     """Effective conductivity of a voxel field along ``axis``, relative to its largest value.
 
     ``conductivity``: 3D per-voxel field, 0 = non-conducting. ``rel_tol``: target relative
     error of the result (the reported value is an upper bound of the exact discrete one).
+
+    The fast float32 method runs when the contrast (largest / smallest conductivity on the
+    spanning cluster) is at most FAST_MAX_CONTRAST; above it, or when the fast method did not
+    converge, the robust float64 method runs (see docs/solvers.md for the measurements). The
+    returned ``method`` names the one that produced the value; ``converged`` is False only if
+    the robust method failed too (``kernels.metrics.solvers.solve`` then raises).
     """
     start = time.perf_counter()
     _validate(conductivity, axis, rel_tol, device)
@@ -391,22 +587,24 @@ def solve(conductivity: np.ndarray, axis: int = 0, rel_tol: float = 1e-3,
         raise ValueError("conductivity: values must be finite and >= 0")
     mask = percolating_mask(field > 0)
     if not mask.any():
-        return TransportSolution(0.0, 0, True, time.perf_counter() - start, percolating=False)
+        return TransportSolution(0.0, 0, True, time.perf_counter() - start, percolating=False,
+                                 method="none (not percolating)")
     dev = torch.device(device)
     reference = float(field.max())  # the result is relative to it; keeps numbers O(1)
+    contrast = float(np.max(field, where=mask, initial=0.0)) / float(
+        np.min(field, where=mask, initial=np.inf))
     sigma = torch.from_numpy(field).to(dev) * torch.from_numpy(mask).to(dev)
     sigma /= reference
-    del field
-    n1, n2, n3 = sigma.shape
-    levels = _hierarchy(*_fine_stencil(sigma))
-
-    # Initial guess: the linear profile of a straight channel, on the percolating cluster only.
-    x = torch.zeros(levels[0].shape, dtype=torch.float32, device=dev)
-    profile = (torch.arange(n1, dtype=torch.float32, device=dev) + 0.5) / n1
-    x[:n1, :n2, :n3] = profile[:, None, None] * (sigma > 0)
-    del sigma, mask
-
-    with torch.no_grad():
-        conductance, iterations, converged = _pcg(levels, x, rel_tol)
-    relative = conductance * n1 / (n2 * n3)
-    return TransportSolution(float(relative), iterations, converged, time.perf_counter() - start)
+    del field, mask
+    fast_iterations, tried = 0, ""
+    if contrast <= FAST_MAX_CONTRAST:
+        relative, fast_iterations, converged, residual = _run(sigma, rel_tol, FAST)
+        if converged:
+            return TransportSolution(float(relative), fast_iterations, True,
+                                     time.perf_counter() - start, residual=residual,
+                                     method=f"native {FAST.name}")
+        tried = f"native {FAST.name} (not converged in {fast_iterations} iterations) -> "
+    relative, iterations, converged, residual = _run(sigma, rel_tol, ROBUST)
+    return TransportSolution(float(relative), fast_iterations + iterations, converged,
+                             time.perf_counter() - start, residual=residual,
+                             method=f"{tried}native {ROBUST.name}")

@@ -94,10 +94,14 @@ def solve(conductivity: np.ndarray, axis: int, rel_tol: float, device: str) -> T
             solver.solve(iter_limit=iter_limit, verbose=False, conv_crit=rel_tol)
             # TauFactor reports I (L + 1) / A for its ghost-layer length; ours is L.
             relative = float(np.asarray(solver.D_eff).ravel()[0]) * length / (length + 1)
+        # TauFactor's own stopping measure (relative spread of the flux between layers)
+        _, spread = solver.compute_metrics()
     wall_s = time.perf_counter() - start
     return TransportSolution(
         relative_conductance=relative,
         iterations=int(solver.iter),
         converged=bool(solver.converged),
         wall_s=wall_s,
+        residual=float(np.max(np.abs(np.asarray(spread, dtype=float)))),
+        method=f"taufactor {type(solver).__name__.lstrip('_')}",
     )

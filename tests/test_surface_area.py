@@ -1,0 +1,91 @@
+"""Interface areas at the box boundary: closed-form areas of shapes cut by the box, and additivity.
+
+The box of an n-voxel volume is [-0.5, n - 0.5] in voxel-centre coordinates. A surface that
+crosses the box face must be counted up to that face (not up to the first voxel centre, half a
+voxel short), and the areas of the parts of a cut volume must add up to the area of the whole.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from kernels.metrics.surface_area import interface_areas_voxels
+from kernels.metrics.volume import specific_surface_areas
+from kernels.structure.procedural import AM, CBD, PORE, ManufacturingParams, generate_structure
+
+N = 32
+
+
+def am_pore_area(volume: np.ndarray) -> float:
+    """AM surface area in voxel² (all of it faces pore or CBD)."""
+    areas = interface_areas_voxels(volume, solid_label=AM, other_labels=(PORE, CBD))
+    return areas[PORE] + areas[CBD]
+
+
+def ball(centre, radius: float, shape=(N, N, N)) -> np.ndarray:
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    inside = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius**2
+    return np.where(inside, AM, PORE).astype(np.uint8)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_flat_slab_through_the_whole_box_has_the_cross_section_area(axis: int) -> None:
+    volume = np.full((N, N, N), PORE, np.uint8)
+    np.moveaxis(volume, axis, 0)[:13] = AM  # the interface is the plane at 12.5
+    assert am_pore_area(volume) == pytest.approx(N * N, rel=0.02)
+    # in 1/um as the metrics report it, for 0.5 um voxels
+    ssa, _ = specific_surface_areas(volume, voxel_um=0.5)
+    assert ssa["am_pore"] == pytest.approx(N * N * 0.25 / (N**3 * 0.125), rel=0.02)
+
+
+def test_cylinder_through_the_box_has_its_lateral_area() -> None:
+    radius = 9.0
+    y, x = np.ogrid[:N, :N]
+    disc = (y - 15.7) ** 2 + (x - 16.2) ** 2 <= radius**2
+    volume = np.broadcast_to(np.where(disc, AM, PORE)[None], (N, N, N)).astype(np.uint8)
+    assert am_pore_area(volume) == pytest.approx(2 * math.pi * radius * N, rel=0.05)
+
+
+def test_sphere_centred_on_a_box_face_counts_its_inner_half() -> None:
+    radius = 10.0
+    volume = ball((-0.5, 15.6, 16.3), radius)
+    assert am_pore_area(volume) == pytest.approx(2 * math.pi * radius**2, rel=0.05)
+
+
+def test_sphere_centred_on_a_box_corner_counts_its_inner_eighth() -> None:
+    radius = 14.0
+    volume = ball((-0.5, -0.5, -0.5), radius)
+    assert am_pore_area(volume) == pytest.approx(4 * math.pi * radius**2 / 8, rel=0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_areas_of_the_eight_octants_add_up_to_the_whole(seed: int) -> None:
+    """Additivity over sub-volumes, the property a boundary bias breaks (and sub-volume
+    studies rely on): each phase's area, on a 64³ procedural electrode cut into 32³ octants.
+
+    What is left (-1.0 to -1.1 % here) is the surface lying in the cut planes themselves: an
+    octant cannot see the voxel beyond its face, so no method on the octant alone recovers it.
+    """
+    n = 2 * N
+    volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), n, 1.0, seed=seed)
+    whole = interface_areas_voxels(volume, solid_label=AM, other_labels=(PORE, CBD))
+    h = n // 2
+    parts = {PORE: 0.0, CBD: 0.0}
+    for i in (0, h):
+        for j in (0, h):
+            for k in (0, h):
+                octant = np.ascontiguousarray(volume[i:i + h, j:j + h, k:k + h])
+                for label, area in interface_areas_voxels(octant, AM, (PORE, CBD)).items():
+                    parts[label] += area
+    total_whole = whole[PORE] + whole[CBD]
+    assert parts[PORE] + parts[CBD] == pytest.approx(total_whole, rel=0.02)
+    assert parts[CBD] == pytest.approx(whole[CBD], rel=0.03)
+
+
+def test_a_volume_filled_with_one_phase_has_no_interface() -> None:
+    full = np.full((8, 8, 8), AM, np.uint8)
+    assert am_pore_area(full) == 0.0  # the box faces are not surfaces
+    assert am_pore_area(np.full((8, 8, 8), PORE, np.uint8)) == 0.0
