@@ -176,3 +176,28 @@ def test_scancelled_evaluation_is_retried_and_the_campaign_completes(tmp_path):
     assert len(retried) == 1 and "CANCELLED" in retried[0]["reason"]
     trial = controller.trials[retried[0]["trial_id"]]
     assert trial.attempt == 2 and trial.job_ids[0] == cancelled[0] and len(trial.job_ids) == 2
+
+
+@pytest.mark.slurm
+def test_refused_submissions_fail_the_trials_with_sbatchs_message(tmp_path):
+    """A partition that does not exist: sbatch refuses every attempt. Each refusal uses up an
+    attempt, so the campaign ends with its trials failed and sbatch's words in the reason
+    (before, the trials were resubmitted every poll cycle forever, without a retry counted)."""
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             optimizer={"backend": "sobol", "budget": 2, "max_concurrent": 2},
+                             resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.0,
+                                        "partition": "no_such_partition", "max_retries": 1,
+                                        "poll_interval_s": 0.2})
+    folder = tmp_path / "run"
+    controller = Campaign.create(load_campaign(campaign), folder)
+    started = time.monotonic()
+    try:
+        progress = controller.run(report=None, stop_after_s=120)
+    finally:
+        controller.close()
+    assert time.monotonic() - started < 90
+    assert (progress.complete, progress.failed) == (0, 2)
+    for trial in controller.trials.values():
+        assert trial.attempt == 2 and len(trial.job_ids) == 2
+        assert "after 2 attempts" in trial.reason
+        assert "invalid partition" in trial.reason.lower(), trial.reason

@@ -9,8 +9,8 @@ failures:
   (1, 2, 4, ... s, bounded), each retry counted and logged; if they run out before anything of
   the call was accepted, `ExecutorError` is raised and the controller tries again next cycle;
 - permanent (bad partition, account, QOS, option): not retried in place; each refused call is
-  recorded as a "refused" job (id ``refused-<n>``, the scheduler's message kept in
-  ``<folder>/refused/``) that polls as failed with that message, so the trial uses up an attempt
+  recorded as "refused" jobs (ids ``refused-<hex>_<task>``, the scheduler's message kept in
+  ``<folder>/refused/``) that poll as failed with that message, so the trial uses up an attempt
   and fails after its bounded retries with sbatch's own words as the reason. The parts of a
   split array that were accepted keep their real ids (nothing is orphaned or submitted twice).
 
@@ -127,7 +127,7 @@ class Executor:
             except SubmissionError as error:
                 if error.kind == "transient" and not ids:
                     raise  # nothing accepted: the controller submits all of it again later
-                ids.extend(self._record_refusal(error) for _ in chunk)
+                ids.extend(self._record_refusal(error, len(chunk)))
         return ids
 
     def _submit_chunk(self, fn: Callable[..., Any], chunk: Sequence[Sequence[Any]]) -> list[str]:
@@ -149,22 +149,23 @@ class Executor:
                             self.kind, retry, self.transient_retries, delay, error.message)
                 time.sleep(delay)
 
-    def _record_refusal(self, error: SubmissionError) -> str:
-        """A permanent refusal as a job id that polls as failed with the scheduler's message."""
+    def _record_refusal(self, error: SubmissionError, n_tasks: int) -> list[str]:
+        """A permanent refusal as job ids that poll as failed with the scheduler's message."""
         self.submissions_refused += 1
-        job_id = f"{REFUSED_PREFIX}{uuid.uuid4().hex[:12]}"
+        record = f"{REFUSED_PREFIX}{uuid.uuid4().hex[:12]}"
         folder = self.folder / REFUSED_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{job_id}.txt").write_text(f"submission refused ({error.kind}): "
+        (folder / f"{record}.txt").write_text(f"submission refused ({error.kind}): "
                                               f"{error.message}")
-        log.error("%s refused a submission (%s): %s", self.kind, error.kind, error.message)
-        return job_id
+        log.error("%s refused a submission of %d task(s) (%s): %s", self.kind, n_tasks,
+                  error.kind, error.message)
+        return [f"{record}_{index}" for index in range(n_tasks)]
 
     def refusal(self, job_id: str) -> str | None:
         """The recorded message of a refused submission, None for a real job id."""
         if not job_id.startswith(REFUSED_PREFIX):
             return None
-        path = self.folder / REFUSED_FOLDER / f"{job_id}.txt"
+        path = self.folder / REFUSED_FOLDER / f"{job_id.rsplit('_', 1)[0]}.txt"
         try:
             return path.read_text().strip()
         except OSError as error:
