@@ -201,3 +201,65 @@ def test_refused_submissions_fail_the_trials_with_sbatchs_message(tmp_path):
         assert trial.attempt == 2 and len(trial.job_ids) == 2
         assert "after 2 attempts" in trial.reason
         assert "invalid partition" in trial.reason.lower(), trial.reason
+
+
+def test_controller_script_requeues_itself_before_its_walltime(tmp_path):
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             resources={"controller_walltime_min": 2,
+                                        "controller_requeue_signal_s": 45})
+    script = render_controller(load_campaign(campaign), str(campaign), tmp_path / "run")
+    assert "#SBATCH --open-mode=append" in script
+    assert "#SBATCH --signal=B:USR1@45" in script
+    assert 'scontrol requeue "$SLURM_JOB_ID"' in script and "StartTime=now" in script
+    bad = tiny_campaign(tmp_path / "bad.toml", resources={"controller_walltime_min": 1,
+                                                         "controller_requeue_signal_s": 60})
+    with pytest.raises(Exception, match="controller_requeue_signal_s"):
+        load_campaign(bad)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_submitted_controller_survives_its_walltime_by_requeueing_itself(tmp_path):
+    """A 1-minute controller walltime and a campaign that needs longer (trial 1 is held 70 s):
+    the controller is signalled, requeues itself, resumes from its journal and finishes; its log
+    keeps the lines written before the requeue. (Before: the job ended TIMEOUT, the campaign
+    stalled, and the log was truncated on restart.)"""
+    campaign = tiny_campaign(
+        tmp_path / "c.toml",
+        optimizer={"backend": "sobol", "budget": 2, "max_concurrent": 1},
+        resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.0, "max_retries": 0,
+                   "poll_interval_s": 1.0, "controller_walltime_min": 1,
+                   "controller_requeue_signal_s": 30, "controller_cpus": 1},
+        faults=[{"trial_id": 1, "mode": "delay", "delay_s": 70.0}])
+    folder = tmp_path / "run"
+    env = dict(os.environ, PYBAMM_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "hpc.cli", "submit", str(campaign), "--dir",
+                           str(folder)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.split("controller job ")[1].split(";")[0]
+    log_path = folder / f"controller-{job_id}.out"
+    deadline = time.monotonic() + 480
+    state = ""
+    try:
+        while True:
+            state = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id],
+                                   capture_output=True, text=True).stdout.strip()
+            if state and state.split()[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+                break
+            assert time.monotonic() < deadline, (
+                f"controller job {job_id} still {state}: "
+                + (log_path.read_text()[-3000:] if log_path.exists() else "no log"))
+            time.sleep(3)
+    finally:
+        subprocess.run(["scancel", job_id], check=False)
+    log = log_path.read_text()
+    assert state.startswith("COMPLETED"), log[-3000:]
+    assert "(restart 0)" in log and "(restart 1)" in log, log[-3000:]
+    assert log.index("(restart 0)") < log.index("walltime near") < log.index("(restart 1)")
+    started = [e for e in map(json.loads, (folder / "journal.jsonl").read_text().splitlines())
+               if e["event"] == "campaign_started"]
+    assert len(started) >= 2 and started[-1]["resumed"]
+    status = json.loads(subprocess.run(
+        [sys.executable, "-m", "hpc.cli", "status", str(folder), "--json"], capture_output=True,
+        text=True, timeout=60, env=env, check=True).stdout)
+    assert status["counts"]["complete"] == 2 and status["finished"], status

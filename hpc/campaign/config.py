@@ -235,6 +235,21 @@ class ResourcesConfig(_Section):
     sbatch_options: dict[str, str] = Field(default_factory=dict)
     controller_walltime_min: int = Field(default=24 * 60, ge=1, le=60 * 24 * 30)
     controller_cpus: int = Field(default=2, ge=1, le=1024)
+    # `microloop submit`: SLURM signals the controller job this long before its walltime; it
+    # then requeues itself. Must leave time for the signal (SLURM sends it up to ~30 s late).
+    controller_requeue_signal_s: int = Field(default=300, ge=10, le=3600)
+    # an ended job's result file may appear this much later on a shared file system (NFS)
+    result_grace_s: float = Field(default=5.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _signal_before_walltime(self) -> ResourcesConfig:
+        walltime_s = 60 * self.controller_walltime_min
+        if self.controller_requeue_signal_s >= walltime_s:
+            raise ValueError(
+                f"controller_requeue_signal_s = {self.controller_requeue_signal_s} must be below "
+                f"controller_walltime_min = {self.controller_walltime_min} min ({walltime_s} s)"
+            )
+        return self
 
     @field_validator("partition", "account", "dask_interface")
     @classmethod

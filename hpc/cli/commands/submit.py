@@ -1,12 +1,16 @@
 """`microloop submit CAMPAIGN`: run the campaign controller itself as a SLURM job.
 
 The controller job is rendered from slurm_templates/controller.sh with the campaign's resources.
+It survives its walltime: `resources.controller_requeue_signal_s` before it, SLURM signals the
+job's shell, which stops the controller (the journal is durable), requeues the job and lifts
+SLURM's hold on it; the requeued job resumes from the journal and appends to the same log.
 No config string reaches a shell unescaped: shell values go through `shlex.quote`, #SBATCH values
 are checked against a plain alphabet (hpc.campaign.config) and paths go to sbatch as separate arguments.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 import subprocess
@@ -16,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+
+from hpc.machine.scheduler.slurm import REQUEUE_RELEASE_DELAY_S
 
 if TYPE_CHECKING:
     from hpc.campaign.config import CampaignConfig
@@ -39,11 +45,13 @@ def render_controller(config: CampaignConfig, campaign: str, campaign_dir: Path,
     values = {
         "job_name": safe_job_name(f"microloop-ctl-{config.name}"),
         "time_min": str(int(res.controller_walltime_min)),
+        "signal_s": str(int(res.controller_requeue_signal_s)),
+        "release_delay_s": str(int(math.ceil(REQUEUE_RELEASE_DELAY_S))),
         "cpus": str(int(res.controller_cpus)),
         "mem": f"{int(max(2.0, res.dask_memory_gb) * 1024)}M",
         "sbatch_lines": "\n".join(sbatch_lines),
         "campaign_dir": shlex.quote(str(campaign_dir)),
-        "launcher": shlex.join(launcher or [sys.executable, "-m", "hpc.cli"]),
+        "launcher": shlex.join(launcher or [sys.executable, "-m", "hpc.machine.controller_job"]),
         "campaign": shlex.quote(campaign),
         "run_options": shlex.join(run_options),
     }
