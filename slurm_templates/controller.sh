@@ -13,6 +13,8 @@
 set -euo pipefail
 export PYBAMM_DISABLE_TELEMETRY=true OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 CAMPAIGN_DIR={{campaign_dir}}
+# [resources.controller] setup lines (module load, environment), as the user wrote them
+{{setup_lines}}
 echo "[microloop] controller job ${SLURM_JOB_ID:-?} starts $(date -u +%FT%TZ)" \
      "(restart ${SLURM_RESTART_COUNT:-0})"
 child=""

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hpc.campaign.resources_config import RoleResources
+
 BUILTIN_CAMPAIGNS = ("quick", "cs1", "cs2", "cs3")
 
 #: The manufacturing parameters a campaign may vary, with their physical ranges and units.
@@ -240,14 +242,23 @@ class ResourcesConfig(_Section):
     controller_requeue_signal_s: int = Field(default=300, ge=10, le=3600)
     # an ended job's result file may appear this much later on a shared file system (NFS)
     result_grace_s: float = Field(default=5.0, ge=0, le=3600)
+    # resources per role (hpc.campaign.resources_config: what each inherits from the keys above)
+    controller: RoleResources = Field(default_factory=RoleResources)
+    evaluation: RoleResources = Field(default_factory=RoleResources)
+    dask: RoleResources = Field(default_factory=RoleResources)
 
     @model_validator(mode="after")
     def _signal_before_walltime(self) -> ResourcesConfig:
-        walltime_s = 60 * self.controller_walltime_min
-        if self.controller_requeue_signal_s >= walltime_s:
+        walltime_min = self.controller.walltime_min or self.controller_walltime_min
+        if self.controller_requeue_signal_s >= 60 * walltime_min:
             raise ValueError(
                 f"controller_requeue_signal_s = {self.controller_requeue_signal_s} must be below "
-                f"controller_walltime_min = {self.controller_walltime_min} min ({walltime_s} s)"
+                f"the controller's walltime, {walltime_min} min ({60 * walltime_min} s)"
+            )
+        if self.evaluation.gres and self.gpus_per_task:
+            raise ValueError(
+                f"gpus_per_task = {self.gpus_per_task} and evaluation.gres = "
+                f"{self.evaluation.gres!r} both ask for GPUs; set one of them"
             )
         return self
 

@@ -71,7 +71,8 @@ class Executor:
                  sbatch_options: dict[str, str] | None = None, max_array_size: int | None = None,
                  max_num_timeout: int = 3, max_concurrent: int | None = None,
                  result_grace_s: float = RESULT_GRACE_S, transient_retries: int = 6,
-                 backoff_base_s: float = 1.0, backoff_max_s: float = 60.0) -> None:
+                 backoff_base_s: float = 1.0, backoff_max_s: float = 60.0,
+                 setup: list[str] | None = None) -> None:
         if kind not in SCHEDULERS:
             raise ValueError(f"executor kind {kind!r}; allowed: {', '.join(SCHEDULERS)}")
         if result_grace_s < 0 or transient_retries < 0 or backoff_base_s < 0:
@@ -85,7 +86,8 @@ class Executor:
         if kind == "slurm":
             options.update(partition=partition, account=account, cpus_per_task=cpus_per_task,
                            gpus_per_task=gpus_per_task, mem_gb=mem_gb, job_name=job_name,
-                           sbatch_options=sbatch_options, array_parallelism=max_concurrent)
+                           sbatch_options=sbatch_options, array_parallelism=max_concurrent,
+                           setup=setup)
         self.scheduler: Scheduler = SCHEDULERS[kind](self.folder, **options)
         self.max_array_size = self.scheduler.max_array_size
         self.result_grace_s = float(result_grace_s)
@@ -100,13 +102,16 @@ class Executor:
     @classmethod
     def from_resources(cls, resources: Any, folder: Path, *, job_name: str,
                        cpus_per_task: int, max_concurrent: int) -> Executor:
-        """The evaluations' executor from a campaign's `[resources]` table."""
-        return cls(resources.executor, folder, partition=resources.partition,
-                   account=resources.account, cpus_per_task=cpus_per_task,
-                   gpus_per_task=resources.gpus_per_task, mem_gb=resources.mem_gb,
-                   walltime_min=resources.walltime_min, job_name=job_name,
-                   sbatch_options=resources.sbatch_options, max_concurrent=max_concurrent,
-                   result_grace_s=resources.result_grace_s)
+        """The evaluations' executor from a campaign's `[resources]` (its evaluation role:
+        hpc.campaign.resources_config), throttled at the campaign's `max_concurrent`."""
+        from hpc.campaign.resources_config import resolve_role
+
+        role = resolve_role(resources, "evaluation")
+        return cls(resources.executor, folder, partition=role.partition, account=role.account,
+                   cpus_per_task=cpus_per_task, gpus_per_task=role.gpus_per_task,
+                   mem_gb=resources.mem_gb, walltime_min=role.walltime_min, job_name=job_name,
+                   sbatch_options=role.sbatch_options, setup=list(role.setup),
+                   max_concurrent=max_concurrent, result_grace_s=resources.result_grace_s)
 
     # ---- submission ----------------------------------------------------------------------
 

@@ -132,6 +132,7 @@ class SlurmScheduler(SubmititFiles):
     task, and `--gpus-per-task` without `--ntasks` is refused by sbatch.
     array_parallelism: the most tasks of one array running at once (`%N`); None = no limit
     beyond the array's own size (submitit would otherwise add `%256`).
+    setup: shell lines run in the job script before the task (`module load ...`).
     """
 
     kind = "slurm"
@@ -140,7 +141,8 @@ class SlurmScheduler(SubmititFiles):
                  account: str | None = None, cpus_per_task: int = 1, gpus_per_task: int = 0,
                  mem_gb: float = 4.0, walltime_min: int = 60, job_name: str = "microloop",
                  sbatch_options: dict[str, str] | None = None, max_array_size: int | None = None,
-                 max_num_timeout: int = 3, array_parallelism: int | None = None) -> None:
+                 max_num_timeout: int = 3, array_parallelism: int | None = None,
+                 setup: list[str] | None = None) -> None:
         import submitit
 
         super().__init__(folder)
@@ -159,6 +161,8 @@ class SlurmScheduler(SubmititFiles):
             params["partition"] = partition
         if gpus_per_task:
             params["gpus_per_node"] = int(gpus_per_task)
+        if setup:
+            params["setup"] = list(setup)  # shell lines before the task (module load, export)
         self._ex.update_parameters(**params)
         self._last_state: dict[str, str] = {}
         self._requeued_since: dict[str, float] = {}   # requeued jobs not yet released
