@@ -118,3 +118,44 @@ def test_submitted_array_carries_the_max_concurrent_throttle(tmp_path):
         assert "ArrayTaskThrottle=5" in shown, shown[:2000]
     finally:
         subprocess.run(["scancel", parent], timeout=60, check=False)
+
+
+def _node_gpus() -> int:
+    shown = subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    match = re.search(r"Gres=gpu:(?:\w+:)?(\d+)", shown)
+    return int(match.group(1)) if match else 0
+
+
+@pytest.mark.slurm
+def test_gpu_evaluations_get_their_gpus_and_nothing_else_does(tmp_path):
+    """The scheduling path of GPU evaluations on the test cluster's stand-in GPUs (.ci/slurm-up
+    advertises `Gres=gpu:2` backed by plain files): `evaluation.gres` and `gpus_per_task` are
+    accepted by sbatch and the job sees its devices; a CPU job sees none."""
+    if _node_gpus() < 2:
+        pytest.skip("the test cluster advertises no GPUs: start it with .ci/slurm-up "
+                    "(MICROLOOP_SLURM_GPUS=2, the default)")
+    from test_campaign import tiny_campaign
+
+    from hpc.campaign.config import load_campaign
+    from hpc.machine import selfcheck
+
+    def seen(resources: dict) -> dict:
+        config = load_campaign(tiny_campaign(tmp_path / "c.toml", resources={
+            "executor": "slurm", "mem_gb": 0.25, **resources}))
+        executor = Executor.from_resources(config.resources, tmp_path / "jobs", job_name="gpu",
+                                           cpus_per_task=1, max_concurrent=1)
+        job_id = executor.submit(selfcheck.gpu_env)
+        deadline = time.monotonic() + 120
+        while (status := executor.poll([job_id])[job_id]).state not in ("finished", "failed"):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        outcome = executor.outcome(job_id)
+        assert outcome.ok, outcome.error
+        return outcome.value
+
+    one = seen({"evaluation": {"gres": "gpu:1"}})
+    assert one["CUDA_VISIBLE_DEVICES"] == "0", one
+    two = seen({"gpus_per_task": 2})
+    assert two["CUDA_VISIBLE_DEVICES"] == "0,1", two
+    assert seen({})["CUDA_VISIBLE_DEVICES"] is None

@@ -72,6 +72,12 @@ def node_view(folder: str, token_name: str, lock_name: str, host: str, port: int
     return view
 
 
+def gpu_env() -> dict:
+    """The GPUs SLURM gave this job, as the job sees them."""
+    keys = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE")
+    return {key: os.environ.get(key) for key in keys}
+
+
 class SelfCheckError(RuntimeError):
     """Raised on purpose by `fail_on_node` so the caller can see a remote traceback come back."""
 
