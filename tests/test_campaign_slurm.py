@@ -263,3 +263,26 @@ def test_submitted_controller_survives_its_walltime_by_requeueing_itself(tmp_pat
         [sys.executable, "-m", "hpc.cli", "status", str(folder), "--json"], capture_output=True,
         text=True, timeout=60, env=env, check=True).stdout)
     assert status["counts"]["complete"] == 2 and status["finished"], status
+
+
+@pytest.mark.slurm
+@pytest.mark.mpi
+def test_gpu_evaluation_with_two_mpi_ranks_completes(tmp_path):
+    """Before: `gpus_per_task` broke every submission (sbatch refuses --gpus-per-task without
+    --ntasks), and with ntasks=1 the 2-rank step was refused. Now the GPUs are asked per node
+    and the 2-rank characterisation runs inside the one-task job (on the stand-in GPUs)."""
+    shown = subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    if "Gres=gpu:" not in shown:
+        pytest.skip("the test cluster advertises no GPUs: start it with .ci/slurm-up")
+    campaign = tiny_campaign(tmp_path / "c.toml", fidelity={"mpi_ranks": 2},
+                             optimizer={"backend": "sobol", "budget": 1, "max_concurrent": 1},
+                             resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.5,
+                                        "max_retries": 0, "gpus_per_task": 1,
+                                        "poll_interval_s": 0.5})
+    controller = Campaign.create(load_campaign(campaign), tmp_path / "run")
+    try:
+        progress = controller.run(report=None, stop_after_s=300)
+    finally:
+        controller.close()
+    assert progress.complete == 1, [t.reason for t in controller.trials.values()]
