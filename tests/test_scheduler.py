@@ -159,3 +159,33 @@ def test_gpu_evaluations_get_their_gpus_and_nothing_else_does(tmp_path):
     two = seen({"gpus_per_task": 2})
     assert two["CUDA_VISIBLE_DEVICES"] == "0,1", two
     assert seen({})["CUDA_VISIBLE_DEVICES"] is None
+
+
+@pytest.mark.slurm
+def test_split_array_keeps_the_accepted_part_and_fails_only_the_refused_part(tmp_path):
+    """Told a MaxArraySize above the cluster's, the executor splits 3 + MaxArraySize + 3 tasks
+    into a too-large array (refused by sbatch: "Invalid job array specification") and a small
+    one (accepted). Each task keeps its own fate: the accepted ones run and return, only the
+    refused ones fail; nothing is resubmitted (before, the whole call raised and every task of
+    it was submitted again, orphaning any part already accepted)."""
+    real = Executor("slurm", tmp_path / "probe", mem_gb=0.25).max_array_size
+    executor = Executor("slurm", tmp_path, mem_gb=0.25, walltime_min=5,
+                        max_array_size=real + 3)
+    args = [(n % 6,) for n in range(real + 6)]
+    ids = executor.submit_array(math.factorial, args)
+    assert len(ids) == len(args) and len(set(ids)) == len(ids)
+    refused, accepted = ids[:real + 3], ids[real + 3:]
+    assert all(i.startswith("refused-") for i in refused)
+    assert not any(i.startswith("refused-") for i in accepted)
+    assert executor.submissions_refused == 1
+    deadline = time.monotonic() + 180
+    while True:
+        statuses = executor.poll(ids)
+        if all(s.state in ("finished", "failed") for s in statuses.values()):
+            break
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.5)
+    assert all(statuses[i].state == "failed" and "array" in statuses[i].detail.lower()
+               for i in refused)
+    assert [executor.outcome(i).value for i in accepted] == [
+        math.factorial(a[0]) for a in args[real + 3:]]
