@@ -178,12 +178,6 @@ class Executor:
 
     # ---- polling -------------------------------------------------------------------------
 
-    def result_path(self, job_id: str) -> Path:
-        return self.scheduler.result_path(job_id)  # type: ignore[attr-defined]
-
-    def stderr_path(self, job_id: str) -> Path:
-        return self.scheduler.stderr_path(job_id)  # type: ignore[attr-defined]
-
     def poll(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """The state of every given job; at most one scheduler query for all of them."""
         statuses: dict[str, JobStatus] = {}
