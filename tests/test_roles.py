@@ -85,3 +85,34 @@ def test_conflicting_or_unsafe_role_settings_are_refused(tmp_path):
                                      "controller": {"walltime_min": 2}})
     with pytest.raises(ConfigError, match="controller_requeue_signal_s"):
         load_campaign(short)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_dask_pool_adapts_between_its_bounds_on_slurm(tmp_path):
+    """One worker job at rest; a burst of sweeps-sized tasks brings more worker jobs, up to the
+    maximum and not beyond."""
+    import time
+
+    from dask.distributed import Client
+
+    from hpc.machine.dask_cluster import start_dask_cluster
+
+    pool = start_dask_cluster("slurm", 1, tmp_path, memory_gb=0.5, walltime_min=10,
+                              interface="lo", max_workers=3)
+    try:
+        with Client(pool.address) as client:
+            client.wait_for_workers(1, timeout=120)
+            futures = client.map(time.sleep, [1.0] * 60, pure=False)
+            most, deadline = 1, time.monotonic() + 150
+            while time.monotonic() < deadline and most < 3:
+                most = max(most, len(client.scheduler_info()["workers"]))
+                time.sleep(1)
+            client.gather(futures)
+            assert most == 3
+            assert len(client.scheduler_info()["workers"]) <= 3
+    finally:
+        pool.close()
+    with pytest.raises(ConfigError, match="dask_workers_max"):
+        load_campaign(tiny_campaign(tmp_path / "c.toml",
+                                    resources={"dask_workers": 2, "dask_workers_max": 1}))

@@ -230,6 +230,8 @@ class ResourcesConfig(_Section):
     mem_gb: float = Field(default=4.0, gt=0, le=4096)
     walltime_min: int = Field(default=60, ge=1, le=60 * 24 * 30)
     dask_workers: int = Field(default=1, ge=0, le=10000)
+    # SLURM: the Dask pool adapts between dask_workers and this many worker jobs (None: fixed)
+    dask_workers_max: int | None = Field(default=None, ge=1, le=10000)
     dask_memory_gb: float = Field(default=2.0, gt=0, le=4096)
     dask_interface: str | None = None
     max_retries: int = Field(default=2, ge=0, le=100)
@@ -255,6 +257,9 @@ class ResourcesConfig(_Section):
                 f"controller_requeue_signal_s = {self.controller_requeue_signal_s} must be below "
                 f"the controller's walltime, {walltime_min} min ({60 * walltime_min} s)"
             )
+        if self.dask_workers_max is not None and self.dask_workers_max < self.dask_workers:
+            raise ValueError(f"dask_workers_max = {self.dask_workers_max} is below "
+                             f"dask_workers = {self.dask_workers} (the pool's minimum)")
         if self.evaluation.gres and self.gpus_per_task:
             raise ValueError(
                 f"gpus_per_task = {self.gpus_per_task} and evaluation.gres = "

@@ -51,7 +51,8 @@ def start_campaign_dask(resources: Any, folder: Path) -> DaskCluster | None:
     return start_dask_cluster(kind, resources.dask_workers, folder, partition=role.partition,
                               account=role.account, memory_gb=resources.dask_memory_gb,
                               walltime_min=role.walltime_min, interface=resources.dask_interface,
-                              sbatch_options=role.sbatch_options, setup=list(role.setup))
+                              sbatch_options=role.sbatch_options, setup=list(role.setup),
+                              max_workers=resources.dask_workers_max)
 
 
 def slurm_cluster_kwargs(folder: Path, *, partition: str | None, account: str | None,
@@ -84,8 +85,12 @@ def start_dask_cluster(executor: str, n_workers: int, folder: Path, *,
                        partition: str | None = None, account: str | None = None,
                        memory_gb: float = 2.0, walltime_min: int = 60,
                        interface: str | None = None, sbatch_options: dict[str, str] | None = None,
-                       setup: list[str] | None = None) -> DaskCluster | None:
-    """Start the campaign's cluster; None when n_workers is 0 (sweeps then run in each job)."""
+                       setup: list[str] | None = None,
+                       max_workers: int | None = None) -> DaskCluster | None:
+    """Start the campaign's cluster; None when n_workers is 0 (sweeps then run in each job).
+
+    On SLURM the pool adapts between n_workers and max_workers (default: n_workers) worker
+    jobs: busy sweeps get more, an idle pool shrinks back, never below n_workers."""
     if n_workers <= 0:
         return None
     folder = Path(folder)
@@ -103,8 +108,8 @@ def start_dask_cluster(executor: str, n_workers: int, folder: Path, *,
                                       interface=interface, sbatch_options=sbatch_options,
                                       setup=setup)
         cluster = SLURMCluster(**kwargs)
-        # adapt with a fixed size: a worker retired by --lifetime is replaced by a fresh job
-        cluster.adapt(minimum=n_workers, maximum=n_workers)
+        # adaptive: a worker retired by --lifetime is replaced by a fresh job
+        cluster.adapt(minimum=n_workers, maximum=max(n_workers, max_workers or n_workers))
     else:
         from distributed import LocalCluster
 
