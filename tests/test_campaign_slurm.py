@@ -176,3 +176,113 @@ def test_scancelled_evaluation_is_retried_and_the_campaign_completes(tmp_path):
     assert len(retried) == 1 and "CANCELLED" in retried[0]["reason"]
     trial = controller.trials[retried[0]["trial_id"]]
     assert trial.attempt == 2 and trial.job_ids[0] == cancelled[0] and len(trial.job_ids) == 2
+
+
+@pytest.mark.slurm
+def test_refused_submissions_fail_the_trials_with_sbatchs_message(tmp_path):
+    """A partition that does not exist: sbatch refuses every attempt. Each refusal uses up an
+    attempt, so the campaign ends with its trials failed and sbatch's words in the reason
+    (before, the trials were resubmitted every poll cycle forever, without a retry counted)."""
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             optimizer={"backend": "sobol", "budget": 2, "max_concurrent": 2},
+                             resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.0,
+                                        "partition": "no_such_partition", "max_retries": 1,
+                                        "poll_interval_s": 0.2})
+    folder = tmp_path / "run"
+    controller = Campaign.create(load_campaign(campaign), folder)
+    started = time.monotonic()
+    try:
+        progress = controller.run(report=None, stop_after_s=120)
+    finally:
+        controller.close()
+    assert time.monotonic() - started < 90
+    assert (progress.complete, progress.failed) == (0, 2)
+    for trial in controller.trials.values():
+        assert trial.attempt == 2 and len(trial.job_ids) == 2
+        assert "after 2 attempts" in trial.reason
+        assert "invalid partition" in trial.reason.lower(), trial.reason
+
+
+def test_controller_script_requeues_itself_before_its_walltime(tmp_path):
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             resources={"controller_walltime_min": 2,
+                                        "controller_requeue_signal_s": 45})
+    script = render_controller(load_campaign(campaign), str(campaign), tmp_path / "run")
+    assert "#SBATCH --open-mode=append" in script
+    assert "#SBATCH --signal=B:USR1@45" in script
+    assert 'scontrol requeue "$SLURM_JOB_ID"' in script and "StartTime=now" in script
+    bad = tiny_campaign(tmp_path / "bad.toml", resources={"controller_walltime_min": 1,
+                                                         "controller_requeue_signal_s": 60})
+    with pytest.raises(Exception, match="controller_requeue_signal_s"):
+        load_campaign(bad)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_submitted_controller_survives_its_walltime_by_requeueing_itself(tmp_path):
+    """A 1-minute controller walltime and a campaign that needs longer (trial 1 is held 70 s):
+    the controller is signalled, requeues itself, resumes from its journal and finishes; its log
+    keeps the lines written before the requeue. (Before: the job ended TIMEOUT, the campaign
+    stalled, and the log was truncated on restart.)"""
+    campaign = tiny_campaign(
+        tmp_path / "c.toml",
+        optimizer={"backend": "sobol", "budget": 2, "max_concurrent": 1},
+        resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.0, "max_retries": 0,
+                   "poll_interval_s": 1.0, "controller_walltime_min": 1,
+                   "controller_requeue_signal_s": 30, "controller_cpus": 1},
+        faults=[{"trial_id": 1, "mode": "delay", "delay_s": 70.0}])
+    folder = tmp_path / "run"
+    env = dict(os.environ, PYBAMM_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "hpc.cli", "submit", str(campaign), "--dir",
+                           str(folder)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.split("controller job ")[1].split(";")[0]
+    log_path = folder / f"controller-{job_id}.out"
+    deadline = time.monotonic() + 480
+    state = ""
+    try:
+        while True:
+            state = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id],
+                                   capture_output=True, text=True).stdout.strip()
+            if state and state.split()[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
+                break
+            assert time.monotonic() < deadline, (
+                f"controller job {job_id} still {state}: "
+                + (log_path.read_text()[-3000:] if log_path.exists() else "no log"))
+            time.sleep(3)
+    finally:
+        subprocess.run(["scancel", job_id], check=False)
+    log = log_path.read_text()
+    assert state.startswith("COMPLETED"), log[-3000:]
+    assert "(restart 0)" in log and "(restart 1)" in log, log[-3000:]
+    assert log.index("(restart 0)") < log.index("walltime near") < log.index("(restart 1)")
+    started = [e for e in map(json.loads, (folder / "journal.jsonl").read_text().splitlines())
+               if e["event"] == "campaign_started"]
+    assert len(started) >= 2 and started[-1]["resumed"]
+    status = json.loads(subprocess.run(
+        [sys.executable, "-m", "hpc.cli", "status", str(folder), "--json"], capture_output=True,
+        text=True, timeout=60, env=env, check=True).stdout)
+    assert status["counts"]["complete"] == 2 and status["finished"], status
+
+
+@pytest.mark.slurm
+@pytest.mark.mpi
+def test_gpu_evaluation_with_two_mpi_ranks_completes(tmp_path):
+    """Before: `gpus_per_task` broke every submission (sbatch refuses --gpus-per-task without
+    --ntasks), and with ntasks=1 the 2-rank step was refused. Now the GPUs are asked per node
+    and the 2-rank characterisation runs inside the one-task job (on the stand-in GPUs)."""
+    shown = subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    if "Gres=gpu:" not in shown:
+        pytest.skip("the test cluster advertises no GPUs: start it with .ci/slurm-up")
+    campaign = tiny_campaign(tmp_path / "c.toml", fidelity={"mpi_ranks": 2},
+                             optimizer={"backend": "sobol", "budget": 1, "max_concurrent": 1},
+                             resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.5,
+                                        "max_retries": 0, "gpus_per_task": 1,
+                                        "poll_interval_s": 0.5})
+    controller = Campaign.create(load_campaign(campaign), tmp_path / "run")
+    try:
+        progress = controller.run(report=None, stop_after_s=300)
+    finally:
+        controller.close()
+    assert progress.complete == 1, [t.reason for t in controller.trials.values()]

@@ -176,7 +176,7 @@ def test_planted_generator_model_is_a_usage_error_without_running_code(tmp_path)
 def test_planted_result_pickle_is_refused_and_real_results_still_read(tmp_path):
     executor = Executor("local", tmp_path / "jobs")
     marker = tmp_path / "pwned"
-    planted = executor.result_path("424242")
+    planted = executor.scheduler.result_path("424242")
     planted.parent.mkdir(parents=True, exist_ok=True)
     from submitit.core.utils import cloudpickle_dump
 

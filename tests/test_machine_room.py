@@ -74,7 +74,7 @@ def test_doctor_command_passes_on_the_test_cluster(tmp_path):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["ok"] and {c["name"] for c in report["checks"]} == {
-        "submit", "array", "remote_error", "mpi", "dask"}
+        "submit", "array", "remote_error", "mpi", "dask", "shared_folder", "flock", "port"}
 
 
 def test_cli_version_and_help():
@@ -97,3 +97,24 @@ def test_every_command_has_working_help():
     for name in commands:
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0, (name, result.output, result.exception)
+
+
+def test_shared_world_checks_pass_for_a_local_job(tmp_path):
+    executor = selfcheck.make_executor("local", tmp_path / "submitit")
+    results = {r.name: r for r in selfcheck.check_shared_world(executor, tmp_path / "shared")}
+    assert set(results) == {"shared_folder", "flock", "port"}
+    assert all(r.ok for r in results.values()), results
+
+
+def test_node_view_reports_what_is_broken(tmp_path):
+    """Each assumption broken for real: no token in the folder (not the shared one), a lock no
+    one holds (as on a file system without cross-node locking) and a port nobody listens on."""
+    import socket
+
+    with socket.socket() as probe:  # a free port, closed again before the node tries it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    view = selfcheck.node_view(str(tmp_path), "no-such-token", "free.lock", "127.0.0.1", port)
+    assert view["token"] is None
+    assert view["lock"].startswith("acquired")
+    assert view["port"].startswith("ConnectionRefusedError")

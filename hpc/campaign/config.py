@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from hpc.campaign.resources_config import RoleResources
 from hpc.campaigns import builtin_names
 from kernels.cell import ranges
 from kernels.cell.ranges import PhysicalRange
@@ -286,6 +287,8 @@ class ResourcesConfig(_Section):
     mem_gb: float = Field(default=4.0, gt=0, le=4096)
     walltime_min: int = Field(default=60, ge=1, le=60 * 24 * 30)
     dask_workers: int = Field(default=1, ge=0, le=10000)
+    # SLURM: the Dask pool adapts between dask_workers and this many worker jobs (None: fixed)
+    dask_workers_max: int | None = Field(default=None, ge=1, le=10000)
     dask_memory_gb: float = Field(default=2.0, gt=0, le=4096)
     dask_interface: str | None = None
     max_retries: int = Field(default=2, ge=0, le=100)
@@ -293,6 +296,33 @@ class ResourcesConfig(_Section):
     sbatch_options: dict[str, str] = Field(default_factory=dict)
     controller_walltime_min: int = Field(default=24 * 60, ge=1, le=60 * 24 * 30)
     controller_cpus: int = Field(default=2, ge=1, le=1024)
+    # `microloop submit`: SLURM signals the controller job this long before its walltime; it
+    # then requeues itself. Must leave time for the signal (SLURM sends it up to ~30 s late).
+    controller_requeue_signal_s: int = Field(default=300, ge=10, le=3600)
+    # an ended job's result file may appear this much later on a shared file system (NFS)
+    result_grace_s: float = Field(default=5.0, ge=0, le=3600)
+    # resources per role (hpc.campaign.resources_config: what each inherits from the keys above)
+    controller: RoleResources = Field(default_factory=RoleResources)
+    evaluation: RoleResources = Field(default_factory=RoleResources)
+    dask: RoleResources = Field(default_factory=RoleResources)
+
+    @model_validator(mode="after")
+    def _signal_before_walltime(self) -> ResourcesConfig:
+        walltime_min = self.controller.walltime_min or self.controller_walltime_min
+        if self.controller_requeue_signal_s >= 60 * walltime_min:
+            raise ValueError(
+                f"controller_requeue_signal_s = {self.controller_requeue_signal_s} must be below "
+                f"the controller's walltime, {walltime_min} min ({60 * walltime_min} s)"
+            )
+        if self.dask_workers_max is not None and self.dask_workers_max < self.dask_workers:
+            raise ValueError(f"dask_workers_max = {self.dask_workers_max} is below "
+                             f"dask_workers = {self.dask_workers} (the pool's minimum)")
+        if self.evaluation.gres and self.gpus_per_task:
+            raise ValueError(
+                f"gpus_per_task = {self.gpus_per_task} and evaluation.gres = "
+                f"{self.evaluation.gres!r} both ask for GPUs; set one of them"
+            )
+        return self
 
     @field_validator("partition", "account", "dask_interface")
     @classmethod

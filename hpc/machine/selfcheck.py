@@ -43,6 +43,41 @@ def where_am_i() -> dict:
             "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}
 
 
+def node_view(folder: str, token_name: str, lock_name: str, host: str, port: int) -> dict:
+    """What a compute node sees of the controller's world: the token file the controller wrote
+    (shared file system), the lock the controller holds (cross-node flock) and its TCP port
+    (how Dask workers and evaluations reach the controller's scheduler)."""
+    import fcntl
+
+    shared = Path(folder)
+    view: dict = {"host": socket.gethostname()}
+    token = shared / token_name
+    view["token"] = token.read_text() if token.exists() else None
+    (shared / f"{token_name}.reply").write_text(view["host"])
+    with open(shared / lock_name, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            view["lock"] = "held by the controller, as it must be"
+        except OSError as error:  # e.g. ENOLCK: the file system has no locking
+            view["lock"] = f"flock failed: {error}"
+        else:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            view["lock"] = "acquired while the controller held it"
+    try:
+        with socket.create_connection((host, int(port)), timeout=10):
+            view["port"] = "connected"
+    except OSError as error:
+        view["port"] = f"{type(error).__name__}: {error}"
+    return view
+
+
+def gpu_env() -> dict:
+    """The GPUs SLURM gave this job, as the job sees them."""
+    keys = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE")
+    return {key: os.environ.get(key) for key in keys}
+
+
 class SelfCheckError(RuntimeError):
     """Raised on purpose by `fail_on_node` so the caller can see a remote traceback come back."""
 
@@ -183,12 +218,73 @@ def check_dask(partition: str | None, folder: str | Path, interface: str | None 
     return _timed("dask", body)
 
 
+def _controller_address(interface: str | None) -> str:
+    """The address compute nodes use to reach this process (as Dask's scheduler picks it)."""
+    from distributed.utils import get_ip, get_ip_interface
+
+    return get_ip_interface(interface) if interface else get_ip()
+
+
+def check_shared_world(executor, folder: str | Path, interface: str | None = None
+                       ) -> list[CheckResult]:
+    """The campaign's three assumptions about the cluster, seen from a compute node:
+    the campaign folder is the same folder there (shared file system), a lock taken here is
+    seen there (flock works across nodes: the campaign lock and zarr writers rely on it), and
+    the node can open a TCP connection to this process (the Dask scheduler's port)."""
+    import fcntl
+    import uuid
+
+    shared = Path(folder).absolute()
+    shared.mkdir(parents=True, exist_ok=True)
+    token_name, lock_name = f"doctor-token-{uuid.uuid4().hex[:8]}", "doctor.lock"
+    token = uuid.uuid4().hex
+    (shared / token_name).write_text(token)
+    start = time.perf_counter()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server, \
+            open(shared / lock_name, "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        server.bind(("", 0))
+        server.listen(8)  # the kernel completes the handshake; nothing needs to accept()
+        host, port = _controller_address(interface), server.getsockname()[1]
+        try:
+            view = executor.submit(node_view, str(shared), token_name, lock_name, host,
+                                   port).result()
+        except Exception as error:  # the job itself failed: every check fails with why
+            seconds = round(time.perf_counter() - start, 2)
+            detail = f"the probe job failed: {type(error).__name__}: {str(error)[-500:]}"
+            return [CheckResult(name, False, seconds, detail)
+                    for name in ("shared_folder", "flock", "port")]
+    seconds = round(time.perf_counter() - start, 2)
+    node = view["host"]
+    reply = shared / f"{token_name}.reply"
+    same = view["token"] == token and reply.exists() and reply.read_text() == node
+    results = [
+        CheckResult("shared_folder", same, seconds,
+                    f"node {node} read and wrote {shared}" if same else
+                    f"node {node} does not see {shared} as this machine does (token "
+                    f"{'missing' if view['token'] is None else 'differs'}): put the campaign "
+                    "folder on a file system all nodes mount (pass it with --folder)"),
+        CheckResult("flock", view["lock"].startswith("held"), seconds,
+                    f"node {node}: lock {view['lock']}"),
+        CheckResult("port", view["port"] == "connected", seconds,
+                    f"node {node} -> {host}:{port}: {view['port']}"
+                    + ("" if view["port"] == "connected" else
+                       " (Dask workers and evaluations could not reach the controller; "
+                       "choose resources.dask_interface / --interface)")),
+    ]
+    for path in (shared / token_name, reply):
+        path.unlink(missing_ok=True)
+    return results
+
+
 def run_all(executor_kind: str, folder: str | Path, partition: str | None = None,
             interface: str | None = None, mpi_ranks: int = 2) -> list[CheckResult]:
     folder = Path(folder)
     executor = make_executor(executor_kind, folder / "submitit", partition)
     results = [check_submit(executor), check_array(executor), check_remote_error(executor),
                check_mpi(mpi_ranks)]
+    if executor_kind != "debug":
+        results += check_shared_world(executor, folder / "shared", interface)
     if executor_kind == "slurm":
         results.append(check_dask(partition, folder / "dask", interface))
     return results

@@ -14,10 +14,13 @@ def doctor(
     partition: str = typer.Option(None, help="SLURM partition (default: the cluster's default)."),
     interface: str = typer.Option(None, help="Network interface Dask workers use (e.g. ib0; lo on a one-node test cluster)."),
     mpi_ranks: int = typer.Option(2, min=1, help="Ranks for the MPI check."),
-    folder: Path = typer.Option(None, help="Folder for job logs (default: a temporary folder)."),
+    folder: Path = typer.Option(None, help="Folder for job logs and the shared-file-system, "
+                                "flock and port checks: put it where your campaigns go "
+                                "(default: a temporary folder, often node-local)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Submit a job, an array of 8, a failing job, a 2-rank MPI program and (on SLURM) Dask workers."""
+    """Submit a job, an array of 8, a failing job, a 2-rank MPI program, a probe of the shared
+    folder, cross-node flock and the controller's port, and (on SLURM) Dask workers."""
     from rich.console import Console
     from rich.table import Table
 

@@ -1,12 +1,16 @@
 """`microloop submit CAMPAIGN`: run the campaign controller itself as a SLURM job.
 
 The controller job is rendered from slurm_templates/controller.sh with the campaign's resources.
+It survives its walltime: `resources.controller_requeue_signal_s` before it, SLURM signals the
+job's shell, which stops the controller (the journal is durable), requeues the job and lifts
+SLURM's hold on it; the requeued job resumes from the journal and appends to the same log.
 No config string reaches a shell unescaped: shell values go through `shlex.quote`, #SBATCH values
 are checked against a plain alphabet (hpc.campaign.config) and paths go to sbatch as separate arguments.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 import subprocess
@@ -17,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from hpc.machine.scheduler.slurm import REQUEUE_RELEASE_DELAY_S
+
 if TYPE_CHECKING:
     from hpc.campaign.config import CampaignConfig
 
@@ -26,31 +32,36 @@ TEMPLATE = "controller.sh"
 def render_controller(config: CampaignConfig, campaign: str, campaign_dir: Path,
                       launcher: list[str] | None = None, executor: str | None = None) -> str:
     """The controller's sbatch script for `config`; `launcher` is the microloop command."""
+    from hpc.campaign.resources_config import resolve_role
+
     res = config.resources
+    role = resolve_role(res, "controller")
     template = (importlib_resources.files("slurm_templates") / TEMPLATE).read_text()
     sbatch_lines = []
-    if res.partition:
-        sbatch_lines.append(f"#SBATCH --partition={shlex.quote(res.partition)}")
-    if res.account:
-        sbatch_lines.append(f"#SBATCH --account={shlex.quote(res.account)}")
-    for key, value in sorted(res.sbatch_options.items()):
+    if role.partition:
+        sbatch_lines.append(f"#SBATCH --partition={shlex.quote(role.partition)}")
+    if role.account:
+        sbatch_lines.append(f"#SBATCH --account={shlex.quote(role.account)}")
+    for key, value in sorted(role.sbatch_options.items()):
         sbatch_lines.append(f"#SBATCH --{key}={shlex.quote(str(value))}")
     run_options = ["--executor", executor] if executor else []
     values = {
         "job_name": safe_job_name(f"microloop-ctl-{config.name}"),
-        "time_min": str(int(res.controller_walltime_min)),
+        "time_min": str(role.walltime_min),
+        "signal_s": str(int(res.controller_requeue_signal_s)),
+        "release_delay_s": str(int(math.ceil(REQUEUE_RELEASE_DELAY_S))),
         "cpus": str(int(res.controller_cpus)),
         "mem": f"{int(max(2.0, res.dask_memory_gb) * 1024)}M",
         "sbatch_lines": "\n".join(sbatch_lines),
+        # the user's own shell lines ([resources.controller] setup), verbatim by design
+        "setup_lines": "\n".join(role.setup),
         "campaign_dir": shlex.quote(str(campaign_dir)),
-        "launcher": shlex.join(launcher or [sys.executable, "-m", "hpc.cli"]),
+        "launcher": shlex.join(launcher or [sys.executable, "-m", "hpc.machine.controller_job"]),
         "campaign": shlex.quote(campaign),
         "run_options": shlex.join(run_options),
     }
-    text = template
-    for key, value in values.items():
-        text = text.replace("{{" + key + "}}", value)
-    return text
+    # one pass: a value that itself contains "{{...}}" (a setup line) is never expanded
+    return re.sub(r"\{\{(\w+)\}\}", lambda match: values[match.group(1)], template)
 
 
 def safe_job_name(name: str) -> str:

@@ -1,0 +1,114 @@
+"""The one interface every batch-system back-end implements (local processes, SLURM, ...).
+
+Why a Protocol: the controller talks to `hpc.machine.executor.Executor` only; the executor adds
+what is common to every back-end (result files, the grace for lagging files, classified
+submission failures with retries and back-off, array splitting) and asks a `Scheduler` for the
+few things that differ per batch system. A PBS back-end is one new module implementing this
+Protocol, registered in `hpc.machine.scheduler.SCHEDULERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+#: How a refused submission is treated: "transient" errors (scheduler unreachable, busy) are
+#: retried with exponential back-off; "permanent" ones (bad partition, account, QOS, option)
+#: would be refused again unchanged, so the affected trials fail with the scheduler's message.
+FailureKind = Literal["transient", "permanent"]
+
+#: The coarse phase of a job as the executor needs it; "ended" = will not run any more (the
+#: result file, or its absence after a grace, decides success).
+Phase = Literal["pending", "running", "ended"]
+
+
+@dataclass(frozen=True)
+class SchedulerState:
+    """One job as its scheduler reports it."""
+
+    phase: Phase
+    detail: str  # the scheduler's own word for it (PENDING, TIMEOUT, "EXITED (killed ...)")
+
+
+@dataclass
+class JobStatus:
+    """The state of one job as the controller needs it."""
+
+    state: str  # "pending" | "running" | "finished" | "failed"
+    detail: str = ""  # the scheduler's own state (e.g. CANCELLED) or why it failed
+
+
+@dataclass
+class JobOutcome:
+    """What a finished job returned, or the error text it left."""
+
+    ok: bool
+    value: Any = None
+    error: str = ""
+
+
+class ExecutorError(RuntimeError):
+    """The scheduler refused a submission or could not be queried."""
+
+
+class SubmissionError(ExecutorError):
+    """The scheduler refused one submission; `kind` says whether trying again can help."""
+
+    def __init__(self, message: str, kind: FailureKind) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind: FailureKind = kind
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """A batch system: submit, submit an array, poll many jobs in one call, cancel, classify."""
+
+    kind: str
+    #: The most tasks one array submission may hold (SLURM: MaxArraySize).
+    max_array_size: int
+
+    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]]
+                     ) -> list[str]:
+        """Submit all calls in ONE scheduler request (len(args_list) <= max_array_size).
+
+        Returns one job id per call. Raises `SubmissionError` (classified) if refused."""
+        ...
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> str:
+        """Submit one call; its job id."""
+        ...
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, SchedulerState]:
+        """Every given job's state with at most one scheduler query; unknown ids are absent."""
+        ...
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Ask the scheduler to stop these jobs (unknown or finished ids are ignored)."""
+        ...
+
+    def classify_submission_error(self, message: str) -> FailureKind:
+        """Whether a refused submission with this message may succeed when tried again."""
+        ...
+
+    def outcome(self, job_id: str) -> JobOutcome:
+        """The return value of an ended job, or the error it left."""
+        ...
+
+    def has_result(self, job_id: str) -> bool:
+        """Whether the job's result is on disk (success or its remote exception)."""
+        ...
+
+    def log_tail(self, job_id: str) -> str:
+        """The end of the job's error log (for the failure reason of a job that left nothing)."""
+        ...
+
+
+def tail_text(path: Path, n_chars: int = 1500) -> str:
+    """The last characters of a text file, '' if it cannot be read."""
+    try:
+        return path.read_text(errors="replace")[-n_chars:]
+    except OSError:
+        return ""

@@ -1,0 +1,144 @@
+"""Local back-ends: submitit's LocalExecutor (one process per job) and an in-process debug one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hpc.machine.scheduler.base import FailureKind, JobOutcome, SchedulerState, SubmissionError
+from hpc.machine.scheduler.submitit_files import SubmititFiles
+
+
+class LocalScheduler(SubmititFiles):
+    """Jobs are child processes of this controller; job ids are their process ids."""
+
+    kind = "local"
+
+    def __init__(self, folder: Path, *, walltime_min: int = 60, max_num_timeout: int = 3,
+                 max_array_size: int | None = None, **_ignored: Any) -> None:
+        import submitit
+
+        super().__init__(folder)
+        self._ex = submitit.LocalExecutor(self.folder, max_num_timeout=max_num_timeout)
+        self._ex.update_parameters(timeout_min=float(walltime_min))
+        self.max_array_size = max_array_size or 10**6
+        self._jobs: dict[str, Any] = {}
+
+    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]]
+                     ) -> list[str]:
+        try:
+            jobs = [self._ex.submit(fn, *args) for args in args_list]
+        except OSError as error:  # fork/exec failed: out of processes or memory
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # a full disk stops the campaign; it is no attempt's failure
+            raise SubmissionError(f"starting a local job failed: {error}",
+                                  self.classify_submission_error(str(error))) from error
+        ids = []
+        for job in jobs:
+            job_id = str(job.job_id)
+            self._jobs[job_id] = job
+            ids.append(job_id)
+        return ids
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> str:
+        return self.submit_array(fn, [tuple(args)])[0]
+
+    def classify_submission_error(self, message: str) -> FailureKind:
+        transient = (os.strerror(errno.EAGAIN), os.strerror(errno.ENOMEM))
+        return "transient" if any(text in message for text in transient) else "permanent"
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, SchedulerState]:
+        return {job_id: self._state(job_id) for job_id in job_ids if job_id.isdigit()}
+
+    def reap(self) -> None:
+        """Wait for local jobs that exited (no zombies until the controller ends); a job that
+        left its result is forgotten, one without keeps its exit code for `states`."""
+        for job_id, job in list(self._jobs.items()):
+            process = getattr(job, "_process", None)
+            if process is not None and process.poll() is not None and self.has_result(job_id):
+                del self._jobs[job_id]
+
+    def _state(self, job_id: str) -> SchedulerState:
+        process = getattr(self._jobs.get(job_id), "_process", None)
+        if process is not None:
+            code = process.poll()
+            if code is None:
+                return SchedulerState("running", "RUNNING")
+            # submitit's local wrapper exits 0 even when its task died (killed, out of memory)
+            how = f"killed by signal {-code}" if code < 0 else "its process died"
+            return SchedulerState("ended", f"EXITED ({how})")
+        # re-attached after a controller restart: the process is not our child any more
+        if pid_alive(int(job_id)):
+            return SchedulerState("running", "RUNNING")
+        return SchedulerState("ended", "GONE")
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            try:
+                os.kill(int(job_id), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+class DebugScheduler:
+    """Calls run in this process when their outcome is read (for stepping through a debugger)."""
+
+    kind = "debug"
+
+    def __init__(self, folder: Path, *, max_array_size: int | None = None,
+                 **_ignored: Any) -> None:
+        self.folder = Path(folder)
+        self.max_array_size = max_array_size or 10**6
+        self._jobs: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+        self._count = 0
+
+    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]]
+                     ) -> list[str]:
+        ids = []
+        for args in args_list:
+            job_id = f"debug-{self._count}"
+            self._count += 1
+            self._jobs[job_id] = (fn, tuple(args))
+            ids.append(job_id)
+        return ids
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> str:
+        return self.submit_array(fn, [tuple(args)])[0]
+
+    def classify_submission_error(self, message: str) -> FailureKind:
+        return "permanent"  # nothing is submitted anywhere
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, SchedulerState]:
+        return {job_id: SchedulerState("ended", "DEBUG") for job_id in job_ids
+                if job_id in self._jobs}
+
+    def has_result(self, job_id: str) -> bool:
+        return job_id in self._jobs  # runs when its outcome is read
+
+    def outcome(self, job_id: str) -> JobOutcome:
+        fn, args = self._jobs.pop(job_id)
+        try:
+            return JobOutcome(True, fn(*args))
+        except Exception:  # the function's own error, in this process, with its frames
+            return JobOutcome(False, error=traceback.format_exc())
+
+    def log_tail(self, job_id: str) -> str:
+        return ""
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self._jobs.pop(job_id, None)
+
+
+def pid_alive(pid: int) -> bool:
+    """A live submitit local job (guards against pid reuse by checking its command line)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"submitit" in cmdline
