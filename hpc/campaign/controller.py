@@ -147,12 +147,11 @@ class Campaign:
         self._dirty = True  # trials.csv needs rewriting
         self._untold: list[int] = []  # sync mode: finished trials waiting for the batch to end
         res = config.resources
-        self.executor = Executor(
-            res.executor, self.dir / JOBS_FOLDER, partition=res.partition, account=res.account,
-            cpus_per_task=max(res.cpus_per_task, config.ranks_per_task),
-            gpus_per_task=res.gpus_per_task, mem_gb=res.mem_gb, walltime_min=res.walltime_min,
+        self.executor = Executor.from_resources(
+            res, self.dir / JOBS_FOLDER,
             job_name=re.sub(r"[^A-Za-z0-9_.\-]", "_", f"microloop-{config.name}")[:64],
-            sbatch_options=res.sbatch_options,
+            cpus_per_task=max(res.cpus_per_task, config.ranks_per_task),
+            max_concurrent=config.optimizer.max_concurrent,
         )
         self.dask = None
         self._job_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -539,14 +538,10 @@ def tell_observation(optimizer: Any, params: dict[str, float], value: float | No
 
 
 def _start_dask(config: CampaignConfig, directory: Path) -> Any:
-    from hpc.machine.dask_cluster import start_dask_cluster
+    """The campaign's Dask cluster from its Dask role (hpc.campaign.resources_config)."""
+    from hpc.machine.dask_cluster import start_campaign_dask
 
-    res = config.resources
-    kind = "slurm" if res.executor == "slurm" else "local"
-    return start_dask_cluster(kind, res.dask_workers, directory / "dask",
-                              partition=res.partition, account=res.account,
-                              memory_gb=res.dask_memory_gb, walltime_min=res.walltime_min,
-                              interface=res.dask_interface)
+    return start_campaign_dask(config.resources, directory / "dask")
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ def apply_event(trials: dict[int, Trial], event: dict[str, Any]) -> None:
         trial.finished_at = event["time"]
     elif kind in ("retried", "failed"):
         trial.status = "proposed" if kind == "retried" else "failed"  # retried: submit again
+        trial.submitting = False  # a retried submission used up its attempt
         trial.reason = event["reason"]
         if event.get("failure") is not None:
             trial.failure = EvaluationFailure.from_dict(event["failure"])
