@@ -33,7 +33,7 @@ from kernels.cell.model import (
     get_cell_model,
     thickness_from_mass_loading_um,
 )
-from kernels.cell.particle_size import am_particle_radius_um
+from kernels.metrics.particle_size import am_particle_radius_um
 from kernels.structure import procedural
 
 F_C_MOL = 96485.33212

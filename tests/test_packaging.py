@@ -265,6 +265,6 @@ def test_cell_help_shows_ranges_and_units():
     result = invoke("cell", "-h")
     assert result.exit_code == 0
     text = " ".join(result.output.split())  # the help is wrapped at 80 columns
-    for expected in ("0.1-20000 W", "20-300 um", "[mg/cm2]", "0.001-1000 S/m",
+    for expected in ("0.1-20000 W", "20-300 um", "[mg/cm2]", "1e-05-1000 S/m",
                      "repeat the flag"):
         assert expected in text, expected

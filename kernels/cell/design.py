@@ -6,7 +6,7 @@ metrics mapping can be used (and tested) without importing PyBaMM.
 - Bruggeman exponent b = 1 - ln(tau) / ln(eps), so that eps^b = eps / tau, clamped to
   [BRUGGEMAN_MIN, BRUGGEMAN_MAX] (no design inside the documented ranges reaches the clamp).
 - The AM surface a = a_AM-pore + a_AM-CBD and cbd_coverage = a_AM-CBD / a. The particle radius
-  is the metrics' measured particle size "am_particle_radius_um" (kernels.cell.particle_size)
+  is the metrics' measured particle size "am_particle_radius_um" (kernels.metrics.particle_size)
   when present; the cell model's radius rule decides what it uses (kernels.cell.options).
 """
 

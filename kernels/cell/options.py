@@ -5,7 +5,7 @@ stays reachable by a named value so that its effect can be measured
 (tests/benchmarks/bench_cell_sensitivity.py):
 
 - radius_rule: "particle_size" (default) R = the design's measured particle radius
-  (`particle_radius_um`, kernels.cell.particle_size), or 3 phi_AM / a_AM-total when the design
+  (`particle_radius_um`, kernels.metrics.particle_size), or 3 phi_AM / a_AM-total when the design
   carries none; "legacy_3phi_over_a_eff" R = 3 phi_AM / (a (1 - blocking * coverage)), the old
   rule in which carbon-binder coverage made the particles bigger.
 - cbd_blocking: share of the CBD-covered AM surface lost to the reaction. With "particle_size"

@@ -32,12 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Intrinsic lithiated-NMC811 and nanoporous carbon-binder conductivities: the cell model's
+# defaults, defined with their sources next to the CBD model (kernels.cell.cbd_model).
+from kernels.cell.cbd_model import DEFAULT_CONDUCTIVITY_AM_S_M, DEFAULT_CONDUCTIVITY_CBD_S_M  # noqa: E402
+from kernels.metrics.particle_size import am_particle_radius_um
 from kernels.metrics.solvers import solve
 from kernels.metrics.surface_area import interface_areas_voxels
 from kernels.structure.procedural import AM, CBD, PORE
 
-DEFAULT_CONDUCTIVITY_AM_S_M = 0.18
-DEFAULT_CONDUCTIVITY_CBD_S_M = 10.0
 PHASE_NAMES = {PORE: "pore", AM: "am", CBD: "cbd"}
 
 
@@ -52,6 +54,8 @@ class VolumeMetrics:
     effective_conductivity_S_m: float
     percolating: bool  # the pore phase connects the two faces of `axis`
     solid_percolating: bool  # AM + CBD connects them (electronic path)
+    # 3V/S radius of the AM particles (kernels.metrics.particle_size): the DFN's particle radius
+    am_particle_radius_um: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-safe: an infinite tortuosity factor becomes None."""
@@ -66,6 +70,8 @@ class VolumeMetrics:
             "effective_conductivity_S_m": float(self.effective_conductivity_S_m),
             "percolating": bool(self.percolating),
             "solid_percolating": bool(self.solid_percolating),
+            "am_particle_radius_um": (None if self.am_particle_radius_um is None
+                                      else float(self.am_particle_radius_um)),
         }
 
 
@@ -182,6 +188,7 @@ def characterise_volume(
     sigma, solid_percolating = _electronic(
         volume, axis, conductivity_am_S_m, conductivity_cbd_S_m, backend, rel_tol, device
     )
+    radius_um = am_particle_radius_um(volume, voxel_um, ssa["am_pore"] + ssa["am_cbd"])
     return VolumeMetrics(
         volume_fraction=volume_fractions(volume),
         specific_surface_area_per_um=ssa,
@@ -190,4 +197,5 @@ def characterise_volume(
         effective_conductivity_S_m=sigma,
         percolating=percolating,
         solid_percolating=solid_percolating,
+        am_particle_radius_um=radius_um,
     )

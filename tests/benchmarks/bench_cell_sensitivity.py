@@ -69,7 +69,7 @@ def microstructures() -> list[tuple[float, float, float]]:
 
 def characterise(key: tuple[float, float, float]) -> dict:
     """Metrics of one procedural cube, with sigma_eff for every conductivity set."""
-    from kernels.cell.particle_size import am_particle_radius_um
+    from kernels.metrics.particle_size import am_particle_radius_um
     from kernels.metrics.volume import (
         effective_conductivity_S_m,
         specific_surface_areas,
