@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 from hpc.campaign.config import PHYSICAL_RANGES, ConfigError, parse_campaign
 from jobs.contract.spec import EvaluationSpec, validate_params
 from kernels.cell import ranges
-from kernels.cell.design import RANGES, ElectrodeDesign, check_range, thickness_from_mass_loading_um
+from kernels.cell.design import (
+    RANGES,
+    ElectrodeDesign,
+    check_range,
+    thickness_from_mass_loading_um,
+    thickness_range_um,
+)
 from kernels.structure import procedural
 from kernels.structure.procedural import ManufacturingParams, target_phase_fractions
 
@@ -135,7 +141,7 @@ def test_the_corner_thickness_bounds_every_design_of_the_box(box, u, v, t):
         lo, hi = sorted((r.low + a * (r.high - r.low), r.low + b * (r.high - r.low)))
         return lo, hi
     am, por, load = interval(AM, *box[0:2]), interval(POR, *box[2:4]), interval(LOAD, *box[4:6])
-    thinnest, thickest = ranges.thickness_range_um(am, por, load)
+    thinnest, thickest = thickness_range_um(am, por, load)
     w, p, m = (lo + x * (hi - lo) for (lo, hi), x in ((am, u), (por, v), (load, t)))
     inside = thickness_from_mass_loading_um(m, target_phase_fractions(w, p)["am"])
     assert thinnest * (1 - 1e-12) <= inside <= thickest * (1 + 1e-12)

@@ -34,6 +34,7 @@ from pydantic import (
 from hpc.campaign.resources_config import RoleResources
 from hpc.campaigns import builtin_names
 from kernels.cell import ranges
+from kernels.cell.design import thickness_range_um
 from kernels.cell.ranges import PhysicalRange
 
 #: every campaign file shipped in hpc/campaigns (quick, cs1, cs1_3C, ...), read from the package
@@ -460,13 +461,13 @@ def _check_loading_thickness(space: SpaceConfig) -> None:
     must be one the cell model accepts: checked at the box's corners, before any submission."""
     am, porosity = _interval(space.am_wt_frac), _interval(space.porosity)
     loading = _interval(space.mass_loading_mg_cm2)
-    thinnest, thickest = ranges.thickness_range_um(am, porosity, loading)
+    thinnest, thickest = thickness_range_um(am, porosity, loading)
     accepted = ranges.THICKNESS_UM
     if accepted.low <= thinnest and thickest <= accepted.high:
         return
     # the loadings that fit every (am_wt_frac, porosity) corner: L scales linearly with m
-    low = loading[0] * accepted.low / ranges.thickness_range_um(am, porosity, (loading[0],) * 2)[0]
-    high = loading[1] * accepted.high / ranges.thickness_range_um(am, porosity, (loading[1],) * 2)[1]
+    low = loading[0] * accepted.low / thickness_range_um(am, porosity, (loading[0],) * 2)[0]
+    high = loading[1] * accepted.high / thickness_range_um(am, porosity, (loading[1],) * 2)[1]
     fix = (f"keep space.mass_loading_mg_cm2 within [{low:.3g}, {high:.3g}] mg/cm2 for this box"
            if low <= high else "narrow space.am_wt_frac or space.porosity: no single loading fits")
     raise ValueError(

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from kernels.cell import ranges
+from kernels.cell.design import thickness_range_um
 
 OBJECTIVE_KINDS = ("energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g")
 PARAM_KEYS = tuple(ranges.DESIGN_PARAMETERS)
@@ -266,7 +267,7 @@ def validate_params(params: dict[str, float],
     loading = out.get("mass_loading_mg_cm2",
                       None if spec is None else spec.cell.mass_loading_mg_cm2)
     if loading is not None:
-        thickness, _ = ranges.thickness_range_um((out["am_wt_frac"],) * 2, (out["porosity"],) * 2,
+        thickness, _ = thickness_range_um((out["am_wt_frac"],) * 2, (out["porosity"],) * 2,
                                                  (loading,) * 2)
         if not ranges.THICKNESS_UM.contains(thickness):
             raise ValueError(

@@ -12,11 +12,13 @@ metrics mapping can be used (and tested) without importing PyBaMM.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 from kernels.cell.geometry_4680 import RHO_AM_G_CM3
 from kernels.cell.ranges import CELL_MODEL_RANGES, check_range
+from kernels.structure.procedural import target_phase_fractions
 
 # Documented input ranges, defined once in kernels.cell.ranges: inside them nothing raises;
 # outside them ValueError names the field and both bounds.
@@ -141,3 +143,17 @@ def bruggeman_exponent(tortuosity_factor: float, porosity: float) -> float:
     """b with porosity^b = porosity / tortuosity, clamped to [BRUGGEMAN_MIN, BRUGGEMAN_MAX]."""
     b = 1.0 - math.log(tortuosity_factor) / math.log(porosity)
     return min(BRUGGEMAN_MAX, max(BRUGGEMAN_MIN, b))
+
+
+def thickness_range_um(am_wt_frac: tuple[float, float], porosity: tuple[float, float],
+                       mass_loading_mg_cm2: tuple[float, float]) -> tuple[float, float]:
+    """Thinnest and thickest cathode a box of recipes gives: L = m / (phi_AM rho_AM).
+
+    phi_AM rises with am_wt_frac and falls with porosity, and L is linear in m, so the extremes
+    lie at the box's corners; all eight are evaluated. A fixed value is a (v, v) interval.
+    """
+    thicknesses = [
+        thickness_from_mass_loading_um(m, target_phase_fractions(w, p)["am"])
+        for w, p, m in itertools.product(am_wt_frac, porosity, mass_loading_mg_cm2)
+    ]
+    return min(thicknesses), max(thicknesses)

@@ -9,12 +9,11 @@ Each range is closed, `[low, high]`, and says why its bounds are where they are.
 one is an error naming the field, both bounds and the unit; nothing is clamped.
 
 This module imports nothing of kernels at load time (the simulator imports it);
-`thickness_range_um` reads the phase-fraction rule of the simulator when it is called.
+`kernels.cell.design.thickness_range_um` gives the cathode thicknesses a recipe box implies.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 from dataclasses import dataclass
@@ -185,20 +184,3 @@ VOXEL_UM = PhysicalRange(
 def check_range(name: str, value: Any) -> float:
     """ValueError naming `name` and both bounds unless `value` lies in the cell model's range."""
     return CELL_MODEL_RANGES[name].check(value)
-
-
-def thickness_range_um(am_wt_frac: tuple[float, float], porosity: tuple[float, float],
-                       mass_loading_mg_cm2: tuple[float, float]) -> tuple[float, float]:
-    """Thinnest and thickest cathode a box of recipes gives: L = m / (phi_AM rho_AM).
-
-    phi_AM rises with am_wt_frac and falls with porosity, and L is linear in m, so the extremes
-    lie at the box's corners; all eight are evaluated. A fixed value is a (v, v) interval.
-    """
-    from kernels.cell.design import thickness_from_mass_loading_um
-    from kernels.structure.procedural import target_phase_fractions
-
-    thicknesses = [
-        thickness_from_mass_loading_um(m, target_phase_fractions(w, p)["am"])
-        for w, p, m in itertools.product(am_wt_frac, porosity, mass_loading_mg_cm2)
-    ]
-    return min(thicknesses), max(thicknesses)
