@@ -17,7 +17,7 @@ from kernels.metrics.volume import characterise_volume
 from kernels.structure.procedural import ManufacturingParams, generate_structure
 
 KEYS = {"volume_fraction", "specific_surface_area_per_um", "cbd_coverage", "tortuosity_factor",
-        "effective_conductivity_S_m", "percolating", "solid_percolating"}
+        "effective_conductivity_S_m", "percolating", "solid_percolating", "am_particle_radius_um"}
 
 
 @pytest.fixture(scope="module")

@@ -305,8 +305,10 @@ def test_characterise_generated_electrode() -> None:
     payload = json.loads(json.dumps(metrics.to_dict()))
     assert set(payload) == {"volume_fraction", "specific_surface_area_per_um", "cbd_coverage",
                             "tortuosity_factor", "effective_conductivity_S_m", "percolating",
-                            "solid_percolating"}
+                            "solid_percolating", "am_particle_radius_um"}
     assert payload["percolating"] is True and payload["solid_percolating"] is True
+    # the procedural particles are 8 um across by default: a 3V/S radius of a few um
+    assert 2.0 < payload["am_particle_radius_um"] < 5.5
     assert set(payload["volume_fraction"]) == {"pore", "am", "cbd"}
     assert set(payload["specific_surface_area_per_um"]) == {"am_pore", "am_cbd"}
 
