@@ -23,14 +23,21 @@ DASK_WORKER_WAIT_S = 300.0   # how long a sweep waits for the campaign's first D
 def cell_options(spec: EvaluationSpec) -> dict[str, Any]:
     """The arguments that select the (cached) cell model, as plain data for a worker."""
     return {"parameter_set": spec.cell.parameter_set, "half_cell": spec.objective.half_cell,
-            "packaging": dict(spec.cell.packaging), "calibration": spec.cell.calibration}
+            "packaging": dict(spec.cell.packaging), "calibration": spec.cell.calibration,
+            "model_options": dict(spec.cell.model_options)}
 
 
 def _model(options: dict[str, Any]) -> Any:
     from kernels.cell.model import Packaging4680, get_cell_model
 
     packaging = Packaging4680.from_dict(options["packaging"]) if options["packaging"] else None
-    extra = {"calibration": options["calibration"]} if options.get("calibration") else {}
+    from kernels.cell.options import cell_model_options
+
+    extra: dict[str, Any] = {}
+    if options.get("calibration"):
+        extra["calibration"] = options["calibration"]
+    if options.get("model_options"):
+        extra["options"] = cell_model_options(options["model_options"])
     return get_cell_model(parameter_set=options["parameter_set"],
                           half_cell=options["half_cell"], packaging=packaging, **extra)
 

@@ -247,6 +247,18 @@ class CellConfig(_Section):
     ragone_powers_W: list[in_range(ranges.POWER_W)] = Field(default_factory=list)
     #: a calibration file written by `microloop calibrate` (path, relative to the campaign file)
     calibration: PathText | None = None
+    #: the cell model's modelling choices (kernels.cell.options.CellModelOptions fields, e.g.
+    #: radius_rule = "legacy_3phi_over_a_eff"); `preset = "legacy"` starts from the pre-issue-15
+    #: model. Empty: the documented defaults (docs/cell-model.md).
+    model_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model_options")
+    @classmethod
+    def _known_model_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from kernels.cell.options import cell_model_options
+
+        cell_model_options(value)  # ValueError names the option and the accepted values
+        return value
 
 
 class OptimizerConfig(_Section):
@@ -427,6 +439,8 @@ class CampaignConfig(_Section):
         }
         if self.cell.thickness_um is not None:
             cell["thickness_um"] = self.cell.thickness_um
+        if self.cell.model_options:
+            cell["model_options"] = dict(self.cell.model_options)
         if self.cell.calibration is not None:
             try:
                 cell["calibration"] = json.loads(Path(self.cell.calibration).read_text())

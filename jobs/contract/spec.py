@@ -160,6 +160,8 @@ class CellSpec:
     ragone_powers_W: list[float] = field(default_factory=list)
     # the content of a calibration file (kernels.cell.calibration.Calibration.to_dict), or None
     calibration: dict[str, Any] | None = None
+    # the cell model's modelling choices (kernels.cell.options.cell_model_options); {} = defaults
+    model_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         from kernels.cell.calibration import Calibration
@@ -176,6 +178,9 @@ class CellSpec:
             Packaging4680.from_dict(self.packaging)
         except (TypeError, ValueError) as error:
             raise ValueError(f"cell.packaging: {error}") from None
+        from kernels.cell.options import cell_model_options
+
+        cell_model_options(self.model_options)
         if self.calibration is not None:
             _require(isinstance(self.calibration, dict), "cell.calibration",
                      "the table of a calibration file (from `microloop calibrate`)",

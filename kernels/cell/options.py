@@ -90,6 +90,28 @@ class CellModelOptions:
         return asdict(self)
 
 
+def cell_model_options(table: dict) -> CellModelOptions:
+    """CellModelOptions from a campaign's `[cell] model_options` table: its fields, plus an
+    optional `preset` ("default" or "legacy") the other keys change."""
+    if not isinstance(table, dict):
+        raise ValueError(f"cell.model_options must be a table, got {type(table).__name__}")
+    values = dict(table)
+    preset = values.pop("preset", "default")
+    if preset not in ("default", "legacy"):
+        raise ValueError(f"cell.model_options.preset must be 'default' or 'legacy', got {preset!r}")
+    known = {f.name for f in fields(CellModelOptions)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"cell.model_options: unknown key(s) {unknown}; accepted: "
+                         f"{sorted(known | {'preset'})}")
+    try:
+        if preset == "legacy":
+            return CellModelOptions.legacy(**values)
+        return CellModelOptions(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"cell.model_options: {error}") from None
+
+
 def tortuosity_to_bruggeman(tortuosity_factor: float, porosity: float) -> float:
     """b with eps^b = eps / tau: a measured tortuosity as the Bruggeman exponent PyBaMM takes."""
     if not (math.isfinite(tortuosity_factor) and tortuosity_factor >= 1.0):
