@@ -43,7 +43,7 @@ def _run(campaign: Path, folder: Path, executor: str, seen: list | None = None
     finally:
         controller.close()
     assert progress.complete == 4, [t.reason for t in controller.trials.values()]
-    return {t.trial_id: (t.params, t.objective, t.result["metrics"]["mean"]["tortuosity_factor"])
+    return {t.trial_id: (t.params, t.objective, t.result.metrics.mean.tortuosity_factor)
             for t in controller.trials.values()}
 
 
@@ -79,7 +79,8 @@ def test_slurm_campaign_matches_the_local_one(tmp_path):
 
 def test_controller_script_quotes_hostile_strings(tmp_path):
     hostile = "x'; touch PWNED; echo $(touch PWNED2) \"`touch PWNED3`\" ;"
-    campaign = tiny_campaign(tmp_path / "c.toml", name=hostile)
+    campaign = tiny_campaign(tmp_path / "c.toml")  # names are slugs now; the hostile string
+    # still reaches the script as the campaign argument and in the folder name
     config = load_campaign(campaign)
     directory = tmp_path / f"dir {hostile}"
     echo_argv = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))"]

@@ -130,7 +130,7 @@ def test_slurm_preempted_evaluation_is_requeued_released_and_completes(tmp_path)
     assert status.state == "finished", status
     outcome = executor.outcome(job_id)
     assert outcome.ok, outcome.error
-    assert outcome.value["trial_id"] == 0 and outcome.value["objective"] > 0
+    assert outcome.value["trial_id"] == 0 and outcome.value["objective"]["value"] > 0
     runs = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job_id],
                           capture_output=True, text=True, check=True).stdout.split()
     assert runs[0] == "REQUEUED" and len(runs) == 2, runs  # the first run requeued, one rerun

@@ -9,18 +9,23 @@ one at a time): ``peak = ranks_used * (PROCESS_BASE_BYTES + BYTES_PER_VOXEL[back
 with ``ranks_used = min(ranks, n_cubes)``, plus one more process base for the job's own
 process when the ranks are separate MPI processes.
 
-Measured on this project's CPU container (procedural structure + all four metrics at
-rel_tol 1e-2, peak RSS from getrusage, a fresh process per size) at 64^3 and 96^3:
+Measured on this project's CPU container (procedural structure + all metrics, particle size
+included, at rel_tol 1e-2 with the default intrinsic conductivities - the float64 high-contrast
+solver path - peak RSS from /proc VmHWM, a fresh process per size), re-measured after the cell
+physics and solver changes (the first fit, 134/148 bytes per voxel, was 20 % low afterwards):
 
-| backend   | peak 64^3 | peak 96^3 | slope (bytes/voxel) | intercept |
-|-----------|-----------|-----------|---------------------|-----------|
-| native    | 339.5 MB  | 423.0 MB  | 134                 | 304 MB    |
-| taufactor | 345.9 MB  | 437.9 MB  | 148                 | 307 MB    |
+| backend   | peak 64^3 | peak 96^3 | peak 128^3 | slope (bytes/voxel) | intercept |
+|-----------|-----------|-----------|------------|---------------------|-----------|
+| native    | 368.4 MB  | 503.1 MB  | 694.5 MB   | 216                 | 310 MB    |
+| taufactor | 349.5 MB  | 456.5 MB  | 654.8 MB   | 172                 | 310 MB    |
+
+(128^3: the model gives 763 / 671 MB, +10 % / +2 %, on the safe side).
 
 (the process after importing numpy, torch and taufactor: 294 MB). Not included: the PyBaMM model
 when the cell sweeps run inside the job (`dask_workers = 0`) and GPU memory. The estimate is
 therefore a lower bound, used to refuse what surely does not fit, not to size a job tightly. Extrapolated to 256^3 the
-native model gives 2.37 GiB against the 2.27 GiB measured in issue 20 (+4 %).
+native model gives 3.6 GiB (the 2.27 GiB of issue 20 was measured before the particle-size and
+high-contrast solver stages existed).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 #: RSS of a process that has imported numpy, torch, taufactor (the intercept of the fit)
 PROCESS_BASE_BYTES = 310e6
 #: the fitted slope per voxel of one cube, by transport solver
-BYTES_PER_VOXEL = {"native": 134.0, "taufactor": 148.0}
+BYTES_PER_VOXEL = {"native": 216.0, "taufactor": 172.0}
 GIB = 1024**3
 
 
