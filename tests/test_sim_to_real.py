@@ -116,3 +116,21 @@ def test_a_campaign_uses_the_calibration_and_its_report_says_what_moved(tmp_path
         assert row["stderr"] == pytest.approx(result.stderr[row["parameter"]])
         assert row["relative_change"] == pytest.approx(fitted - 1.0)
         assert f"{100 * (fitted - 1):+.1f} %" in text
+
+
+def test_report_rows_say_what_moved_relative_to_the_parameter_set(tmp_path):
+    from hpc.analysis.report import calibration_rows, describe_cell_model
+    from kernels.cell.calibration import Calibration
+
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(Calibration(
+        values={"cathode_diffusivity_scale": 0.25, "contact_resistance_Ohm_cm2": 3.0},
+        stderr={"cathode_diffusivity_scale": 0.05, "contact_resistance_Ohm_cm2": 0.4},
+        metadata={"cell": {"parameter_set": "Ecker2015"}}).to_dict()))
+    rows = {r["parameter"]: r for r in calibration_rows({"calibration": str(path)})}
+    assert rows["cathode_diffusivity_scale"]["relative_change"] == pytest.approx(-0.75)
+    assert rows["contact_resistance_Ohm_cm2"]["relative_change"] is None   # added, no base
+    assert rows["contact_resistance_Ohm_cm2"]["stderr"] == 0.4
+    line = describe_cell_model({"parameter_set": "Chen2020", "calibration": str(path)})
+    assert "fitted on the Ecker2015 parameter set, applied to Chen2020" in line
+    assert calibration_rows({}) == []

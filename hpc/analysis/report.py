@@ -169,6 +169,13 @@ def describe_cell_model(cell: dict[str, Any]) -> str:
     if "rmse_initial_V" in meta and "rmse_fitted_V" in meta:
         rmse = (f"; RMSE {1e3 * meta['rmse_initial_V']:.1f} -> {1e3 * meta['rmse_fitted_V']:.1f} mV "
                 "on the measured curves")
+    fitted_on = (meta.get("cell") or {}).get("parameter_set")
+    if fitted_on and fitted_on != name:   # a correction carried from another cell: say so
+        rmse += f" (fitted on the {fitted_on} parameter set, applied to {name})"
+    for check in meta.get("validation", []):
+        if check.get("role") == "predict":
+            rmse += (f"; predicted {check['curve']}: RMSE {1e3 * check['rmse_uncalibrated_V']:.1f}"
+                     f" -> {1e3 * check['rmse_calibrated_V']:.1f} mV")
     return f"{name}, **calibrated** with {path}: {values}{rmse}"
 
 
