@@ -135,3 +135,13 @@ def test_export_then_import_warm_starts_with_the_same_checks(tmp_path):
         warm_start={"from_file": str(out), "allow": ["fidelity"]})), tmp_path / "allowed")
     allowed.close()
     assert allowed.optimizer.n_observations == 2
+
+
+def test_warm_start_options_are_validated_with_the_accepted_values(tmp_path):
+    from hpc.campaign.config import ConfigError
+
+    one = load_campaign(_campaign(tmp_path / "one.toml", warm_start={"from_file": "obs.json"}))
+    assert [Path(p).name for p in one.warm_start.from_file] == ["obs.json"]
+    assert Path(one.warm_start.from_file[0]).is_absolute()   # relative to the campaign file
+    with pytest.raises(ConfigError, match=r"warm_start\.allow"):
+        load_campaign(_campaign(tmp_path / "bad.toml", warm_start={"allow": ["voxels"]}))
