@@ -16,8 +16,8 @@ CSV (one header row; column names case-insensitive, other columns ignored):
 Constant-current curves digitised from a paper often give the discharged capacity instead of the
 time: a column discharged_capacity_Ah (or _mAh) replaces time_s, and the constant current is
 given to `read_csv(path, constant_current_A=...)` (`microloop calibrate --constant-current`);
-time is then capacity / current, from the start of discharge (capacity 0, or the first row if
-that is below 0, as a digitised point can be).
+time is then capacity / current, and the discharge starts at capacity 0 (or at the first row if
+that is below 0, as a digitised point can be): DischargeCurve.time_origin_s.
 Cycler files (galvani, a dependency): BioLogic `.mpr` (binary) and `.mpt` (text export).
 Each contiguous stretch of discharge current (I < 0 in EC-Lab's convention) longer than
 MIN_POINTS_PER_CURVE rows becomes one curve; rests and charges are dropped.
@@ -91,14 +91,16 @@ def read_csv(path: str | Path, constant_current_A: float | None = None) -> list[
         raise ValueError(f"{path}: cannot be read as CSV: {error}") from None
     columns = {str(c).strip().lower(): c for c in frame.columns}
     found = {name: _find(columns, name, path) for name in _COLUMNS}
-    if found["discharged_capacity_Ah"] is not None:
-        _capacity_to_time(found, frame, path, constant_current_A)
+    by_capacity = found["discharged_capacity_Ah"] is not None
+    if by_capacity:
+        _check_capacity_file(found, path, constant_current_A)
     elif constant_current_A is not None:
         raise ValueError(f"{path}: a constant current is given for it, but it has no "
                          "discharged_capacity_Ah column; the current is only taken for files "
                          "that give capacity instead of time (and no current column)")
-    missing = [n for n in ("time_s", "voltage_V") if found[n] is None]
-    if found["current_A"] is None and found["power_W"] is None:
+    missing = [n for n in ("time_s", "voltage_V") if found[n] is None
+               and not (by_capacity and n == "time_s")]
+    if found["current_A"] is None and found["power_W"] is None and not by_capacity:
         missing.append("current_A or power_W")
     if missing:
         raise ValueError(f"{path}: missing column {', '.join(missing)}; found "
@@ -112,13 +114,12 @@ def read_csv(path: str | Path, constant_current_A: float | None = None) -> list[
     if frame.empty:
         raise ValueError(f"{path}: has a header but no data rows")
     data = {name: convert(_numeric(frame, column, path))
-            for name, hit in found.items() if hit is not None and hit[1] is not None
+            for name, hit in found.items() if hit is not None
             for column, convert in [hit]}
-    found_capacity = {"discharged_capacity_Ah"} & set(data)
-    if found_capacity:
+    if by_capacity:
         capacity_Ah = data.pop("discharged_capacity_Ah")
-        current_A = float(constant_current_A)  # checked by _capacity_to_time
-        data["time_s"] = (capacity_Ah - min(0.0, float(capacity_Ah.min()))) * 3600.0 / current_A
+        current_A = float(constant_current_A)  # checked by _check_capacity_file
+        data["time_s"] = capacity_Ah * 3600.0 / current_A
         data["current_A"] = np.full(capacity_Ah.size, current_A)
     if "curve_id" in columns:
         ids = frame[columns["curve_id"]].astype(str).to_numpy()
@@ -140,15 +141,16 @@ def read_csv(path: str | Path, constant_current_A: float | None = None) -> list[
         curve = DischargeCurve(
             curve_id=str(curve_id),
             **{name: values[rows] for name, values in data.items()},
-            time_origin_s=0.0 if "discharged_capacity_Ah" in found_capacity else None,
+            # the discharge started at capacity 0, or at a first point digitised just below it
+            time_origin_s=min(0.0, float(data["time_s"][rows[0]])) if by_capacity else None,
         )
         curves.append(curve)
     return curves
 
 
-def _capacity_to_time(found: dict, frame, path: Path, constant_current_A: float | None) -> None:
-    """Check a capacity-based file: no time or drive column besides, a positive current given.
-    Marks time and current as found so the column check passes; read_csv computes them."""
+def _check_capacity_file(found: dict, path: Path, constant_current_A: float | None) -> None:
+    """A capacity-based file has no time or drive column besides, and a positive current given;
+    read_csv then computes time and current from them."""
     clash = [found[n][0] for n in ("time_s", "current_A", "power_W") if found[n] is not None]
     if clash:
         raise ValueError(f"{path}: has discharged capacity and {', '.join(clash)}; give either "
@@ -160,8 +162,6 @@ def _capacity_to_time(found: dict, frame, path: Path, constant_current_A: float 
     if not (np.isfinite(constant_current_A) and constant_current_A > 0):
         raise ValueError(f"{path}: constant current {constant_current_A!r} A: expected a "
                          "positive number of amps (discharge positive)")
-    found["time_s"] = ("", None)
-    found["current_A"] = ("", None)
 
 
 def _cycler_columns(data: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
