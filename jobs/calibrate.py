@@ -199,7 +199,7 @@ def _check_drive_levels(curves: Sequence[Any], capacity_Ah: float) -> None:
 
 def calibrate(
     measured: Sequence[str | Path],
-    design: str | Path,
+    design: str | Path | None,
     fit: Sequence[str],
     out: str | Path,
     *,
@@ -208,36 +208,89 @@ def calibrate(
     fixed: Mapping[str, float] | None = None,
     max_points_per_curve: int = 200,
     max_iterations: int = 30,
+    parameter_set: str | None = None,
+    cell_capacity_Ah: float | None = None,
+    constant_current_A: Mapping[str, float] | None = None,
+    predict: Sequence[str | Path] = (),
 ) -> FitResult:
-    """Read the data and the built cell, fit, write the calibration file (and the plot)."""
+    """Read the data and the cell, fit, write the calibration file (and the plot).
+
+    The cell is either a built 4680 design (`design`, scored with the campaign's cell model) or
+    a PyBaMM parameter set as it is, scaled to the whole cell (`parameter_set` with
+    `cell_capacity_Ah`; e.g. Ecker2015 for the Kokam cell it was measured on). `predict`: curves
+    the fit does not see, simulated with and without the fitted corrections; the calibration's
+    metadata["validation"] holds the RMSE of every curve, fitted and predicted, before and after."""
     from kernels.cell.calibration import (
         cell_model_options,
         design_parameter_values,
         fit_discharge_curves,
+        parameter_set_values,
+        predict_curves,
     )
 
     out = Path(out)
-    curves = load_curves(measured)
-    cell = load_built_cell(design)
-    model = cell.cell_model()
-    _check_drive_levels(curves, model.nominal_capacity_Ah(cell.design))  # before any solve
-    parameter_values = design_parameter_values(model, cell.design)
-    roll = model.jelly_roll(cell.design)
+    currents = dict(constant_current_A or {})
+    names_fit = {str(p) for p in measured} | {Path(p).name for p in measured}
+    names_predict = {str(p) for p in predict} | {Path(p).name for p in predict}
+    unknown = sorted(set(currents) - names_fit - names_predict)
+    if unknown:
+        raise ValueError(f"--constant-current {', '.join(unknown)}: not one of the --measured "
+                         "or --predict files")
+    curves = load_curves(measured, {k: v for k, v in currents.items() if k in names_fit})
+    predicted = (load_curves(predict, {k: v for k, v in currents.items() if k in names_predict})
+                 if predict else [])
+    metadata: dict[str, Any] = {
+        "measured": [str(Path(p).name) for p in measured],
+        "curves": [c.curve_id for c in curves],
+    }
+    if (design is None) == (parameter_set is None):
+        raise ValueError("give either --design (a built 4680 cell) or --parameter-set with "
+                         "--cell-capacity-Ah (a PyBaMM parameter set as the measured cell)")
+    if design is not None:
+        if cell_capacity_Ah is not None:
+            raise ValueError("--cell-capacity-Ah goes with --parameter-set; a design has its own")
+        cell = load_built_cell(design)
+        model = cell.cell_model()
+        _check_drive_levels(curves + predicted, model.nominal_capacity_Ah(cell.design))
+        parameter_values = design_parameter_values(model, cell.design)
+        options = cell_model_options(model)
+        roll = model.jelly_roll(cell.design)
+        area_m2 = roll.electrode_area_m2
+        metadata.update({"cell": cell.to_dict(), "electrode_area_m2": area_m2})
+    else:
+        if cell_capacity_Ah is None:
+            raise ValueError("--parameter-set needs --cell-capacity-Ah, the measured cell's "
+                             "nominal capacity (7.5 for Ecker2015's Kokam cell)")
+        _check_drive_levels(curves + predicted, float(cell_capacity_Ah))
+        parameter_values = parameter_set_values(parameter_set, float(cell_capacity_Ah))
+        options = {}
+        area_m2 = float(parameter_values["Electrode height [m]"]
+                        * parameter_values["Electrode width [m]"])
+        metadata.update({"cell": {"parameter_set": parameter_set,
+                                  "cell_capacity_Ah": float(cell_capacity_Ah)},
+                         "electrode_area_m2": area_m2})
     result = fit_discharge_curves(
-        parameter_values, curves, fit, model_options=cell_model_options(model),
+        parameter_values, curves, fit, model_options=options,
         initial=initial, fixed=fixed, max_points_per_curve=max_points_per_curve,
-        max_iterations=max_iterations,
-        metadata={
-            "cell": cell.to_dict(),
-            "electrode_area_m2": roll.electrode_area_m2,
-            "measured": [str(Path(p).name) for p in measured],
-            "curves": [c.curve_id for c in curves],
-        })
+        max_iterations=max_iterations, metadata=metadata)
     calibration = result.calibration
+    tail_V = float(calibration.metadata["tail_V"])
+    checks = {"fit": predict_curves(parameter_values, curves, calibration.values,
+                                    model_options=options,
+                                    max_points_per_curve=max_points_per_curve, tail_V=tail_V)}
+    if predicted:
+        checks["predict"] = predict_curves(parameter_values, predicted, calibration.values,
+                                           model_options=options,
+                                           max_points_per_curve=max_points_per_curve,
+                                           tail_V=tail_V)
+    calibration.metadata["validation"] = [
+        {"curve": c.curve_id, "role": role, "rmse_uncalibrated_V": c.rmse_initial_V,
+         "rmse_calibrated_V": c.rmse_fitted_V, "n_points": int(c.time_s.size)}
+        for role, fits in checks.items() for c in fits]
     if "contact_resistance_Ohm_cm2" in calibration.values:
         # the series resistance of this very cell, for comparison with a datasheet
         calibration.metadata["contact_resistance_of_this_cell_Ohm"] = (
-            calibration.values["contact_resistance_Ohm_cm2"] * 1e-4 / roll.electrode_area_m2)
+            calibration.values["contact_resistance_Ohm_cm2"] * 1e-4 / area_m2)
     _write_json_atomic(calibration.to_dict(), out)
     if plot is not None:
         plot_fit(result, plot)

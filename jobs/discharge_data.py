@@ -13,6 +13,11 @@ CSV (one header row; column names case-insensitive, other columns ignored):
     temperature_C   optional cell temperature (or temperature_K): the curve is simulated
                     isothermally at its mean
     curve_id        optional: several curves in one file, one per distinct value
+Constant-current curves digitised from a paper often give the discharged capacity instead of the
+time: a column discharged_capacity_Ah (or _mAh) replaces time_s, and the constant current is
+given to `read_csv(path, constant_current_A=...)` (`microloop calibrate --constant-current`);
+time is then capacity / current, and the discharge starts at capacity 0 (or at the first row if
+that is below 0, as a digitised point can be): DischargeCurve.time_origin_s.
 Cycler files (galvani, a dependency): BioLogic `.mpr` (binary) and `.mpt` (text export).
 Each contiguous stretch of discharge current (I < 0 in EC-Lab's convention) longer than
 MIN_POINTS_PER_CURVE rows becomes one curve; rests and charges are dropped.
@@ -22,7 +27,7 @@ simulation stops at the cut-off and cannot follow them. A leading rest is kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +42,8 @@ _COLUMNS: dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]] = {
     "current_A": {"current_a": lambda x: x, "current_ma": lambda x: x * 1e-3},
     "power_W": {"power_w": lambda x: x, "power_mw": lambda x: x * 1e-3},
     "temperature_C": {"temperature_c": lambda x: x, "temperature_k": lambda x: x - 273.15},
+    "discharged_capacity_Ah": {"discharged_capacity_ah": lambda x: x,
+                               "discharged_capacity_mah": lambda x: x * 1e-3},
 }
 ACCEPTED_CSV_COLUMNS = ("time_s", "voltage_V", "current_A", "power_W", "temperature_C",
                         "curve_id")
@@ -67,8 +74,11 @@ def _numeric(frame, column: str, path: Path) -> np.ndarray:
     return values
 
 
-def read_csv(path: str | Path) -> list[DischargeCurve]:
-    """The curves of one CSV file (see the module docstring for its columns)."""
+def read_csv(path: str | Path, constant_current_A: float | None = None) -> list[DischargeCurve]:
+    """The curves of one CSV file (see the module docstring for its columns).
+
+    `constant_current_A`: the discharge current of a file that gives discharged capacity instead
+    of time and has no current column; refused for any other file so it cannot shadow data."""
     import pandas as pd
 
     path = Path(path)
@@ -81,8 +91,16 @@ def read_csv(path: str | Path) -> list[DischargeCurve]:
         raise ValueError(f"{path}: cannot be read as CSV: {error}") from None
     columns = {str(c).strip().lower(): c for c in frame.columns}
     found = {name: _find(columns, name, path) for name in _COLUMNS}
-    missing = [n for n in ("time_s", "voltage_V") if found[n] is None]
-    if found["current_A"] is None and found["power_W"] is None:
+    by_capacity = found["discharged_capacity_Ah"] is not None
+    if by_capacity:
+        _check_capacity_file(found, path, constant_current_A)
+    elif constant_current_A is not None:
+        raise ValueError(f"{path}: a constant current is given for it, but it has no "
+                         "discharged_capacity_Ah column; the current is only taken for files "
+                         "that give capacity instead of time (and no current column)")
+    missing = [n for n in ("time_s", "voltage_V") if found[n] is None
+               and not (by_capacity and n == "time_s")]
+    if found["current_A"] is None and found["power_W"] is None and not by_capacity:
         missing.append("current_A or power_W")
     if missing:
         raise ValueError(f"{path}: missing column {', '.join(missing)}; found "
@@ -98,6 +116,11 @@ def read_csv(path: str | Path) -> list[DischargeCurve]:
     data = {name: convert(_numeric(frame, column, path))
             for name, hit in found.items() if hit is not None
             for column, convert in [hit]}
+    if by_capacity:
+        capacity_Ah = data.pop("discharged_capacity_Ah")
+        current_A = float(constant_current_A)  # checked by _check_capacity_file
+        data["time_s"] = capacity_Ah * 3600.0 / current_A
+        data["current_A"] = np.full(capacity_Ah.size, current_A)
     if "curve_id" in columns:
         ids = frame[columns["curve_id"]].astype(str).to_numpy()
         order = list(dict.fromkeys(ids))
@@ -118,9 +141,27 @@ def read_csv(path: str | Path) -> list[DischargeCurve]:
         curve = DischargeCurve(
             curve_id=str(curve_id),
             **{name: values[rows] for name, values in data.items()},
+            # the discharge started at capacity 0, or at a first point digitised just below it
+            time_origin_s=min(0.0, float(data["time_s"][rows[0]])) if by_capacity else None,
         )
         curves.append(curve)
     return curves
+
+
+def _check_capacity_file(found: dict, path: Path, constant_current_A: float | None) -> None:
+    """A capacity-based file has no time or drive column besides, and a positive current given;
+    read_csv then computes time and current from them."""
+    clash = [found[n][0] for n in ("time_s", "current_A", "power_W") if found[n] is not None]
+    if clash:
+        raise ValueError(f"{path}: has discharged capacity and {', '.join(clash)}; give either "
+                         "time with a drive column, or capacity with a constant current")
+    if constant_current_A is None:
+        raise ValueError(f"{path}: gives discharged_capacity_Ah instead of time; give its "
+                         "constant discharge current (--constant-current "
+                         f"{path.name}=AMPS, or read_csv(path, constant_current_A=...))")
+    if not (np.isfinite(constant_current_A) and constant_current_A > 0):
+        raise ValueError(f"{path}: constant current {constant_current_A!r} A: expected a "
+                         "positive number of amps (discharge positive)")
 
 
 def _cycler_columns(data: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -186,21 +227,35 @@ def _without_trailing_rest(curve: DischargeCurve) -> DischargeCurve:
     def cut(a):
         return None if a is None else a[:stop]
     return DischargeCurve(curve.curve_id, cut(curve.time_s), cut(curve.voltage_V),
-                          cut(curve.current_A), cut(curve.power_W), cut(curve.temperature_C))
+                          cut(curve.current_A), cut(curve.power_W), cut(curve.temperature_C),
+                          curve.time_origin_s)
 
 
-def load_curves(paths: Sequence[str | Path]) -> list[DischargeCurve]:
-    """All curves of all files, validated, with ids unique across files."""
+def load_curves(paths: Sequence[str | Path],
+                constant_current_A: Mapping[str, float] | None = None) -> list[DischargeCurve]:
+    """All curves of all files, validated, with ids unique across files.
+
+    `constant_current_A`: file name (as given, or its base name) -> amps, for CSV files that give
+    discharged capacity instead of time; a name matching none of the files is an error."""
     if not paths:
         raise ValueError("measured: give at least one data file (.csv, .mpr or .mpt)")
+    currents = dict(constant_current_A or {})
+    names = {str(p) for p in paths} | {Path(p).name for p in paths}
+    unknown = sorted(set(currents) - names)
+    if unknown:
+        raise ValueError(f"constant current given for {', '.join(unknown)}, which is not one of "
+                         f"the data files ({', '.join(Path(p).name for p in paths)})")
     curves: list[DischargeCurve] = []
     for raw in paths:
         path = Path(raw)
         if not path.is_file():
             raise ValueError(f"{path}: no such file")
         suffix = path.suffix.lower()
+        current = currents.get(str(raw), currents.get(path.name))
+        if current is not None and suffix != ".csv":
+            raise ValueError(f"{path}: a constant current is only taken for CSV files")
         if suffix == ".csv":
-            found = read_csv(path)
+            found = read_csv(path, constant_current_A=current)
         elif suffix in CYCLER_SUFFIXES:
             found = read_cycler(path)
         else:

@@ -222,3 +222,25 @@ def test_biologic_mpt_text_export(tmp_path):
     (tmp_path / "empty.mpt").write_bytes(b"")
     with pytest.raises(ValueError, match="empty.mpt: not a readable BioLogic .mpt file"):
         load_curves([tmp_path / "empty.mpt"])
+
+
+def test_capacity_based_csv_needs_its_current_and_refuses_mixed_columns(tmp_path):
+    rows = "\n".join(f"{0.5 * i},{4.1 - 0.1 * i:.2f}" for i in range(6))
+    path = _write(tmp_path, "paper.csv", "discharged_capacity_mAh,voltage_V\n" + rows + "\n")
+    (curve,) = read_csv(path, constant_current_A=2.0)
+    # 0.5 mAh per row at 2 A: 0.9 s per row, from capacity 0
+    np.testing.assert_allclose(curve.time_s, 0.9 * np.arange(6))
+    assert curve.time_origin_s == 0.0
+    with pytest.raises(ValueError, match="give its constant discharge current"):
+        read_csv(path)
+    with pytest.raises(ValueError, match="expected a positive number of amps"):
+        read_csv(path, constant_current_A=-2.0)
+    timed = _write(tmp_path, "timed.csv", "time_s,voltage_V,current_A\n"
+                   + "\n".join(_curve_rows(6)) + "\n")
+    with pytest.raises(ValueError, match="has no discharged_capacity_Ah column"):
+        read_csv(timed, constant_current_A=2.0)
+    both = _write(tmp_path, "both.csv", "discharged_capacity_Ah,time_s,voltage_V\n0,0,4\n")
+    with pytest.raises(ValueError, match="has discharged capacity and time_s"):
+        read_csv(both, constant_current_A=2.0)
+    with pytest.raises(ValueError, match="constant current given for other.csv"):
+        load_curves([path], {"other.csv": 2.0})

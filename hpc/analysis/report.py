@@ -81,6 +81,8 @@ class CampaignData:
     trials: list[TrialRecord] = field(default_factory=list)
     #: the campaign's cell-model line: parameter set, and the calibration when one was named
     cell_model: str = "Chen2020 (uncalibrated)"
+    #: the calibration's parameters, one row each (calibration_rows); empty when uncalibrated
+    calibration: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> list[TrialRecord]:
@@ -143,6 +145,7 @@ def load_campaign_data(directory: str | Path) -> CampaignData:
         bounds=bounds, fixed=fixed, n_initial=int(optimizer.get("n_initial", 0)),
         budget=int(optimizer.get("budget", 0)), trials=records,
         cell_model=describe_cell_model(config.get("cell", {})),
+        calibration=calibration_rows(config.get("cell", {})),
     )
 
 
@@ -166,7 +169,54 @@ def describe_cell_model(cell: dict[str, Any]) -> str:
     if "rmse_initial_V" in meta and "rmse_fitted_V" in meta:
         rmse = (f"; RMSE {1e3 * meta['rmse_initial_V']:.1f} -> {1e3 * meta['rmse_fitted_V']:.1f} mV "
                 "on the measured curves")
+    fitted_on = (meta.get("cell") or {}).get("parameter_set")
+    if fitted_on and fitted_on != name:   # a correction carried from another cell: say so
+        rmse += f" (fitted on the {fitted_on} parameter set, applied to {name})"
+    for check in meta.get("validation", []):
+        if check.get("role") == "predict":
+            rmse += (f"; predicted {check['curve']}: RMSE {1e3 * check['rmse_uncalibrated_V']:.1f}"
+                     f" -> {1e3 * check['rmse_calibrated_V']:.1f} mV")
     return f"{name}, **calibrated** with {path}: {values}{rmse}"
+
+
+def calibration_rows(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    """Which parameters the campaign's calibration moved and by how much: per fitted
+    parameter its value, standard error and change relative to the parameter set (a scale of
+    1 and no added resistance are the set itself). Empty when uncalibrated or unreadable (the
+    cell-model line then says so)."""
+    from kernels.cell.corrections import FIT_PARAMETERS
+
+    path = cell.get("calibration")
+    if not path:
+        return []
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return []
+    rows = []
+    for name, value in data.get("values", {}).items():
+        spec = FIT_PARAMETERS.get(name)
+        scale = spec is not None and spec.kind == "scale"
+        rows.append({"parameter": name, "pybamm_name": spec.pybamm_name if spec else None,
+                     "fitted": float(value), "stderr": data.get("stderr", {}).get(name),
+                     "unit": spec.unit if spec else "",
+                     # a scale multiplies the set's value; a resistance is added to none
+                     "relative_change": float(value) - 1.0 if scale else None})
+    return rows
+
+
+def _calibration_markdown(data: CampaignData) -> list[str]:
+    if not data.calibration:
+        return []
+    lines = ["## Calibration: what moved", "",
+             "| parameter | fitted | std. error | change vs the parameter set |", "|---|---|---|---|"]
+    for row in data.calibration:
+        stderr = "" if row["stderr"] is None else f"{row['stderr']:.2g}"
+        change = ("added (the set has none)" if row["relative_change"] is None
+                  else f"{100 * row['relative_change']:+.1f} %")
+        lines.append(f"| {row['parameter']} | {row['fitted']:.4g} {row['unit']} | {stderr} | "
+                     f"{change} |")
+    return [*lines, ""]
 
 
 # ---- numbers ---------------------------------------------------------------------------------
@@ -566,7 +616,7 @@ def write_report(directory: str | Path) -> Path:
     summary = {
         "name": data.name, "description": data.description, "objective": data.objective,
         "bounds": data.bounds, "fixed": data.fixed, "budget": data.budget,
-        "cell_model": data.cell_model,
+        "cell_model": data.cell_model, "calibration": data.calibration,
         "n_trials": len(data.trials), "n_complete": len(scored) + len(infeasible),
         "n_failed": len(data.failed), "n_infeasible": len(infeasible),
         "best": rows[0] if rows else None, "best_designs": rows, "gp": gp_info,
@@ -595,6 +645,7 @@ def _summary_markdown(data: CampaignData, rows: list[dict[str, Any]],
         f"- Evaluations: {len(data.trials)} of {data.budget} (initial design {data.n_initial}); "
         f"{len(data.complete)} complete, {len(data.failed)} failed, {running} running",
         "",
+        *_calibration_markdown(data),
     ]
     if rows:
         best = rows[0]

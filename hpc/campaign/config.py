@@ -361,9 +361,18 @@ class ResourcesConfig(_Section):
 
 
 class WarmStartConfig(_Section):
-    """Earlier campaign folders whose observations seed the optimiser when their spaces match."""
+    """Earlier campaign folders, and observations files written by `microloop export`, whose
+    observations seed the optimiser when their context matches (hpc/campaign/warm_start.py).
+    ``allow`` accepts named differences: "fidelity", "generator", "power", "c_rate"."""
 
     campaigns: list[PathText] = Field(default_factory=list)
+    from_file: list[PathText] = Field(default_factory=list)
+    allow: list[Literal["fidelity", "generator", "power", "c_rate"]] = Field(default_factory=list)
+
+    @field_validator("from_file", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class FaultConfig(_Section):
@@ -763,7 +772,8 @@ def _resolve_paths(config: CampaignConfig, base_dir: Path) -> CampaignConfig:
     if cell.calibration:
         cell = cell.model_copy(update={"calibration": absolute(cell.calibration)})
     warm = config.warm_start.model_copy(
-        update={"campaigns": [absolute(c) for c in config.warm_start.campaigns]}
+        update={"campaigns": [absolute(c) for c in config.warm_start.campaigns],
+                "from_file": [absolute(f) for f in config.warm_start.from_file]}
     )
     return config.model_copy(update={"generator": generator, "cell": cell, "warm_start": warm})
 

@@ -30,6 +30,7 @@ from hpc.campaign.folder import FROZEN_CONFIG, JOBS_FOLDER, LOCK_NAME, OPTIMIZER
 from hpc.campaign.journal import Journal, json_safe, read_journal
 from hpc.campaign.safe_paths import check_campaign_folder
 from hpc.campaign.trials import Trial, apply_event, fold_events, write_trials_csv
+from hpc.campaign.warm_start import WarmObservation, warm_start_observations  # noqa: F401
 from hpc.machine.executor import Executor, ExecutorError, JobStatus
 from jobs.contract.result import EvaluationFailure, EvaluationResult, ResultSchemaError
 
@@ -236,8 +237,9 @@ class Campaign:
                            {"told": sorted(self._told), "state": self.optimizer.state_dict()})
 
     def _warm_start(self, optimizer: Any) -> None:
-        """Tell earlier campaigns' observations when their space and objective match."""
-        for source in self.config.warm_start.campaigns:
+        """Tell earlier campaigns' observations when their context matches (warm_start.py)."""
+        warm = self.config.warm_start
+        for source in [*warm.campaigns, *warm.from_file]:
             observations, why = warm_start_observations(Path(source), self.config, self.space)
             for seen in observations:   # infeasible points as infeasible, as in this campaign
                 tell_observation(optimizer, seen.params, seen.value, seen.noise_var,
@@ -542,53 +544,3 @@ def _start_dask(config: CampaignConfig, directory: Path) -> Any:
     from hpc.machine.dask_cluster import start_campaign_dask
 
     return start_campaign_dask(config.resources, directory / "dask")
-
-
-@dataclass(frozen=True)
-class WarmObservation:
-    """One completed evaluation of an earlier campaign, as this one's optimiser is told it."""
-
-    params: dict[str, float]
-    value: float | None
-    noise_var: float | None
-    feasible: bool
-    reason: str
-
-
-def warm_start_observations(source: Path, config: CampaignConfig, space: Any
-                            ) -> tuple[list[WarmObservation], str]:
-    """Completed evaluations (feasible or not) of an earlier campaign usable here, or
-    ([], why not)."""
-    frozen = source / FROZEN_CONFIG
-    if not frozen.exists():
-        return [], f"{source} is not a campaign folder (no {FROZEN_CONFIG})"
-    try:
-        other = load_campaign(frozen)
-    except ConfigError as error:
-        return [], f"its campaign.toml does not load: {error}"
-    if set(other.space.bounds()) != set(config.space.bounds()):
-        return [], (f"it varies {sorted(other.space.bounds())}, this campaign varies "
-                    f"{sorted(config.space.bounds())}")
-    if other.space.fixed() != config.space.fixed():
-        return [], f"fixed values differ: {other.space.fixed()} vs {config.space.fixed()}"
-    if other.objective != config.objective:
-        return [], (f"objective differs: {other.objective.model_dump()} vs "
-                    f"{config.objective.model_dump()}")
-    if other.cell != config.cell:
-        return [], "the cell (parameter set, packaging or thickness) differs"
-    trials = fold_events(read_journal(source))
-    observations, outside = [], 0
-    for trial in sorted(trials.values(), key=lambda t: t.trial_id):
-        if trial.status != "complete" or trial.result is None:
-            continue
-        if not space.is_valid(trial.params):
-            outside += 1
-            continue
-        objective = trial.result.objective
-        observations.append(WarmObservation(trial.params, objective.value,
-                                            trial.result.noise_var, objective.feasible,
-                                            objective.infeasible_reason or ""))
-    if not observations:
-        return [], ("no completed trials inside this campaign's bounds"
-                    + (f" ({outside} outside)" if outside else ""))
-    return observations, ""

@@ -39,7 +39,9 @@ MIN_POINTS_PER_CURVE = 5
 @dataclass
 class DischargeCurve:
     """One measured discharge: arrays of equal length, time from any origin, discharge current or
-    power positive (PyBaMM's sign convention). Exactly one of `current_A` / `power_W` drives it."""
+    power positive (PyBaMM's sign convention). Exactly one of `current_A` / `power_W` drives it.
+    `time_origin_s`: when the discharge started, if before the first row (a curve digitised from
+    capacity starts at capacity 0, not at its first point); None: at the first row."""
 
     curve_id: str
     time_s: np.ndarray
@@ -47,6 +49,7 @@ class DischargeCurve:
     current_A: np.ndarray | None = None
     power_W: np.ndarray | None = None
     temperature_C: np.ndarray | None = None
+    time_origin_s: float | None = None
 
     @property
     def drive(self) -> str:
@@ -172,7 +175,11 @@ class CurveSimulator:
         curve.validate()
         self.curve = curve
         self.fit = list(fit)
-        time_s = np.asarray(curve.time_s, dtype=float) - float(curve.time_s[0])
+        origin_s = float(curve.time_s[0]) if curve.time_origin_s is None else curve.time_origin_s
+        if origin_s > float(curve.time_s[0]):
+            raise ValueError(f"curve {curve.curve_id!r}: time_origin_s {origin_s} is after its "
+                             f"first row ({curve.time_s[0]} s)")
+        time_s = np.asarray(curve.time_s, dtype=float) - origin_s
         voltage = np.asarray(curve.voltage_V, dtype=float)
         n_fit = _end_of_fit(voltage, tail_V)
         keep = _subsample(n_fit, max_points)
@@ -497,3 +504,53 @@ def design_parameter_values(cell_model: Any, design: Any) -> Any:
 def cell_model_options(cell_model: Any) -> dict[str, str]:
     """The DFN options the campaign's cell model uses, so the fit calibrates the same physics."""
     return {"working electrode": "positive"} if cell_model.half_cell else {}
+
+
+def parameter_set_values(parameter_set: str, cell_capacity_Ah: float) -> Any:
+    """A PyBaMM parameter set as the whole cell of `cell_capacity_Ah`: its electrode width scaled
+    so its nominal capacity is the cell's, so measured amps apply as they are.
+
+    Why: PyBaMM's sets describe one electrode pair (Ecker2015: one 0.156 A h layer of a 7.5 A h
+    pouch cell); a whole cell is that layer repeated, which a wider electrode models exactly."""
+    import pybamm
+
+    if parameter_set not in pybamm.parameter_sets.keys():
+        raise ValueError(f"parameter_set {parameter_set!r} is not a PyBaMM parameter set; known: "
+                         f"{', '.join(sorted(pybamm.parameter_sets.keys()))}")
+    if not (math.isfinite(cell_capacity_Ah) and cell_capacity_Ah > 0):
+        raise ValueError(f"cell_capacity_Ah {cell_capacity_Ah!r}: expected a positive number")
+    values = pybamm.ParameterValues(parameter_set)
+    nominal_Ah = float(values["Nominal cell capacity [A.h]"])
+    factor = cell_capacity_Ah / nominal_Ah
+    values.update({"Electrode width [m]": float(values["Electrode width [m]"]) * factor,
+                   "Nominal cell capacity [A.h]": float(cell_capacity_Ah)})
+    return values
+
+
+def predict_curves(
+    parameter_values: Any,
+    curves: Sequence[DischargeCurve],
+    values: Mapping[str, float],
+    *,
+    model_options: Mapping[str, str] | None = None,
+    initial_soc: float | None = None,
+    max_points_per_curve: int = 200,
+    tail_V: float = 0.1,
+) -> list[CurveFit]:
+    """Curves the fit did not see, simulated uncalibrated (`initial_V`: every correction at its
+    neutral value, i.e. the parameter set as it is) and calibrated (`fitted_V`: `values`), on the
+    same points and with the same tail rule as the fit, so their RMSEs compare with its own."""
+    names = list(values)
+    neutral = {name: (0.0 if fit_parameter(name).kind == "areal_resistance" else 1.0)
+               for name in names}
+    out = []
+    for curve in curves:
+        simulator = CurveSimulator(parameter_values, curve, names, model_options=model_options,
+                                   initial_soc=initial_soc, max_points=max_points_per_curve,
+                                   tail_V=tail_V)
+        before, _ = simulator.voltage(neutral)
+        after, _ = simulator.voltage(values)
+        out.append(CurveFit(curve.curve_id, simulator.time_s, simulator.measured_V, before, after,
+                            _rmse(before - simulator.measured_V),
+                            _rmse(after - simulator.measured_V)))
+    return out

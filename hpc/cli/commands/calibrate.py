@@ -3,6 +3,8 @@
     microloop calibrate --measured a.csv [--measured b.mpr ...] --design DESIGN.json
                         --fit PARAM [--fit PARAM ...] --out calibration.json [--plot fit.png]
                         [--initial NAME=VALUE ...] [--fix NAME=VALUE ...] [--max-points N] [--json]
+                        [--predict c.csv ...] [--constant-current FILE=AMPS ...]
+    microloop calibrate --measured 1C.csv --parameter-set Ecker2015 --cell-capacity-Ah 7.5 ...
 
 A list is given as every other command takes one: repeat the flag. Every usage error exits
 with status 2 and names the flag. The calibration file is named by a campaign as
@@ -40,7 +42,7 @@ class CalibrateRequest:
     """The command's options, typed."""
 
     measured: tuple[Path, ...]
-    design: Path
+    design: Path | None
     fit: tuple[str, ...]
     out: Path
     plot: Path | None = None
@@ -48,6 +50,10 @@ class CalibrateRequest:
     fix: tuple[str, ...] = ()
     max_points: int = 200
     max_iterations: int = 30
+    parameter_set: str | None = None
+    cell_capacity_Ah: float | None = None
+    constant_current: tuple[str, ...] = ()
+    predict: tuple[Path, ...] = ()
 
 
 def _pairs(items: tuple[str, ...], flag: str) -> dict[str, float]:
@@ -67,10 +73,14 @@ def _check(args: CalibrateRequest) -> None:
     for name in args.fit:
         if name not in FIT_PARAMETERS:
             _usage_error(f"--fit {name}: unknown parameter; accepted: {', '.join(FIT_PARAMETERS)}")
-    for path in args.measured:
-        if not path.is_file():
-            _usage_error(f"--measured {path}: no such file")
-    if not args.design.is_file():
+    for flag, paths in (("--measured", args.measured), ("--predict", args.predict)):
+        for path in paths:
+            if not path.is_file():
+                _usage_error(f"{flag} {path}: no such file")
+    if (args.design is None) == (args.parameter_set is None):
+        _usage_error("give either --design DESIGN.json (a built 4680 cell) or --parameter-set "
+                     "NAME with --cell-capacity-Ah (a PyBaMM parameter set as the measured cell)")
+    if args.design is not None and not args.design.is_file():
         _usage_error(f"--design {args.design}: no such file")
     if args.max_points < 10:
         _usage_error(f"--max-points {args.max_points}: give at least 10")
@@ -96,9 +106,10 @@ def _print_table(result) -> None:
                       f"{result.stderr[name]:.2g}", fit_parameter(name).unit)
     console = Console()
     console.print(table)
-    for curve in result.curves:
-        console.print(f"  {curve.curve_id}: RMSE {1e3 * curve.rmse_initial_V:.2f} -> "
-                      f"{1e3 * curve.rmse_fitted_V:.2f} mV")
+    for check in result.calibration.metadata.get("validation", []):
+        console.print(f"  {check['role']:7s} {check['curve']}: RMSE uncalibrated "
+                      f"{1e3 * check['rmse_uncalibrated_V']:.1f} mV -> calibrated "
+                      f"{1e3 * check['rmse_calibrated_V']:.1f} mV")
     if not result.success:
         console.print(f"[yellow]the optimiser stopped early: {result.message}[/yellow]")
 
@@ -108,13 +119,16 @@ def run(args: CalibrateRequest):
     _check(args)
     initial = _pairs(args.initial, "--initial")
     fixed = _pairs(args.fix, "--fix")
+    currents = _pairs(args.constant_current, "--constant-current")
     from jobs.calibrate import calibrate as run_calibration
 
     try:
         return run_calibration(
             list(args.measured), args.design, list(args.fit), args.out, plot=args.plot,
             initial=initial, fixed=fixed, max_points_per_curve=args.max_points,
-            max_iterations=args.max_iterations)
+            max_iterations=args.max_iterations, parameter_set=args.parameter_set,
+            cell_capacity_Ah=args.cell_capacity_Ah, constant_current_A=currents,
+            predict=list(args.predict))
     except ValueError as error:
         _usage_error(str(error))
 
@@ -124,7 +138,7 @@ def calibrate(
                                         "discharges; repeat the flag for several files: CSV "
                                         "(time_s, voltage_V, current_A or power_W, optional "
                                         "temperature_C, curve_id) or BioLogic .mpr/.mpt."),
-    design: Path = typer.Option(..., "--design", metavar="DESIGN.json", help="The cell as built: "
+    design: Path = typer.Option(None, "--design", metavar="DESIGN.json", help="The cell as built: "
                                 "`microloop cell --json` output, or metrics with thickness_um, or "
                                 "ElectrodeDesign fields (+ parameter_set, half_cell, packaging, "
                                 "cbd_blocking)."),
@@ -142,6 +156,18 @@ def calibrate(
                                    "evenly spread (at least 10)."),
     max_iterations: int = typer.Option(30, "--max-iterations",
                                        help="Most least-squares evaluations (at least 1)."),
+    parameter_set: str = typer.Option(None, "--parameter-set", metavar="NAME", help="Instead of "
+                                      "--design: a PyBaMM parameter set as the measured cell "
+                                      "(e.g. Ecker2015), scaled to --cell-capacity-Ah."),
+    cell_capacity_Ah: float = typer.Option(None, "--cell-capacity-Ah", help="Nominal capacity "
+                                           "of the measured cell, with --parameter-set."),
+    constant_current: list[str] = typer.Option([], "--constant-current", metavar="FILE=AMPS",
+                                               help="Discharge current of a CSV that gives "
+                                               "discharged_capacity_Ah instead of time; "
+                                               "repeat the flag."),
+    predict: list[Path] = typer.Option([], "--predict", metavar="DATA", help="Curves not fitted, "
+                                       "only predicted with and without the calibration (RMSE "
+                                       "in the table and the file); repeat the flag."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Fit named corrections of the PyBaMM cell model to measured discharge curves by bounded
@@ -149,7 +175,9 @@ def calibrate(
     request = CalibrateRequest(
         measured=tuple(measured), design=design, fit=tuple(fit), out=out, plot=plot,
         initial=tuple(initial), fix=tuple(fix), max_points=max_points,
-        max_iterations=max_iterations)
+        max_iterations=max_iterations, parameter_set=parameter_set,
+        cell_capacity_Ah=cell_capacity_Ah, constant_current=tuple(constant_current),
+        predict=tuple(predict))
     try:
         result = run(request)
     except CalibrateUsageError as error:

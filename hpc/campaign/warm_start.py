@@ -1,0 +1,215 @@
+"""Transfer between campaigns: which earlier observations a campaign may be told, and the
+voxel-free observations file that carries them between sites.
+
+Why refuse rather than mix: an objective value is only comparable under the same fidelity
+(a 32^3 cube scatters tortuosity by tens of percent), the same generator, and the same operating
+point (Wh/L at 10 W and at 200 W are different functions). A source that differs in any of these
+is refused with the reason, unless the user names that difference in `[warm_start] allow`
+(ALLOWABLE): then its observations are told as they are, a choice the journal records.
+Space, fixed values, objective kind and cell are never negotiable: the values would mean
+something else.
+
+Both sources, a campaign folder (`[warm_start] campaigns`) and an exported file
+(`[warm_start] from_file`, written by `microloop export`), are described by the same
+`campaign_context` and checked by the same `context_difference`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc.campaign.config import CampaignConfig, ConfigError, load_campaign
+from hpc.campaign.folder import FROZEN_CONFIG
+from hpc.campaign.journal import read_journal
+from hpc.campaign.trials import fold_events
+
+OBSERVATIONS_SCHEMA = "microloop.observations/1"
+#: differences a user may accept by name in `[warm_start] allow`
+ALLOWABLE = ("fidelity", "generator", "power", "c_rate")
+
+
+@dataclass(frozen=True)
+class WarmObservation:
+    """One completed evaluation of an earlier campaign, as this one's optimiser is told it."""
+
+    params: dict[str, float]
+    value: float | None
+    noise_var: float | None
+    feasible: bool
+    reason: str
+
+
+def _model_digest(path: str | None) -> str | None:
+    """sha256 of a trained generator file: the generator's identity across sites and folders."""
+    if not path or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def campaign_context(config: CampaignConfig) -> dict[str, Any]:
+    """What an observation's value depends on besides its parameters, as plain JSON."""
+    generator = config.generator
+    objective = config.objective.model_dump(mode="json")
+    return {
+        "space": {"varied": sorted(config.space.bounds()), "fixed": config.space.fixed()},
+        "objective": {k: v for k, v in objective.items() if k not in ("power_W", "c_rate")},
+        "power_W": config.objective.power_W,
+        "c_rate": config.objective.c_rate,
+        "fidelity": {"n_cubes": config.fidelity.n_cubes,
+                     "cube_voxels": config.fidelity.cube_voxels,
+                     "voxel_um": config.fidelity.voxel_um},
+        "generator": {"kind": generator.kind,
+                      "model_sha256": _model_digest(generator.model_path),
+                      "mean_diameter_um": generator.mean_diameter_um,
+                      "diameter_spread": generator.diameter_spread},
+        "cell": {k: v for k, v in config.cell.model_dump(mode="json").items()
+                 if k != "calibration"},
+        "cell_calibration_sha256": _model_digest(config.cell.calibration),
+    }
+
+
+def context_difference(source: Mapping[str, Any], here: Mapping[str, Any],
+                       allow: Iterable[str] = ()) -> str:
+    """Why observations made under `source` may not be told to a campaign under `here`
+    ("" when they may). Differences named in `allow` (see ALLOWABLE) are accepted."""
+    allow = set(allow)
+    if source["space"]["varied"] != here["space"]["varied"]:
+        return (f"it varies {source['space']['varied']}, this campaign varies "
+                f"{here['space']['varied']}")
+    if source["space"]["fixed"] != here["space"]["fixed"]:
+        return f"fixed values differ: {source['space']['fixed']} vs {here['space']['fixed']}"
+    if source["objective"] != here["objective"]:
+        return f"objective differs: {source['objective']} vs {here['objective']}"
+    if (source["cell"] != here["cell"]
+            or source["cell_calibration_sha256"] != here["cell_calibration_sha256"]):
+        return "the cell (parameter set, packaging, thickness or calibration) differs"
+    checks = (
+        ("power", "power_W", "power differs"),
+        ("c_rate", "c_rate", "C-rate differs"),
+        ("fidelity", "fidelity", "fidelity differs"),
+        ("generator", "generator", "generator differs"),
+    )
+    for name, key, what in checks:
+        if source[key] != here[key] and name not in allow:
+            return (f"{what}: {source[key]} there vs {here[key]} here (accept it with "
+                    f'[warm_start] allow = ["{name}"])')
+    return ""
+
+
+def _observations_of(trials: Iterable[Any]) -> list[dict[str, Any]]:
+    out = []
+    for trial in sorted(trials, key=lambda t: t.trial_id):
+        if trial.status != "complete" or trial.result is None:
+            continue
+        objective = trial.result.objective
+        out.append({"trial_id": trial.trial_id, "params": dict(trial.params),
+                    "value": objective.value, "noise_var": trial.result.noise_var,
+                    "feasible": bool(objective.feasible),
+                    "reason": objective.infeasible_reason or ""})
+    return out
+
+
+def export_observations(directory: Path) -> dict[str, Any]:
+    """The observations file of a campaign folder: its completed evaluations and the context
+    they were made in. No microstructures, no generator weights (only their sha256)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    frozen = directory / FROZEN_CONFIG
+    if not frozen.exists():
+        raise ValueError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
+    config = load_campaign(frozen)
+    observations = _observations_of(fold_events(read_journal(directory)).values())
+    try:
+        package_version = version("microloop")
+    except PackageNotFoundError:
+        package_version = None
+    return {
+        "schema_version": OBSERVATIONS_SCHEMA,
+        "context": campaign_context(config),
+        "observations": observations,
+        "provenance": {"campaign": config.name, "description": config.description,
+                       "microloop_version": package_version,
+                       "exported_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                       "n_observations": len(observations)},
+    }
+
+
+def read_observations_file(path: Path) -> dict[str, Any]:
+    """An observations file, checked; ValueError naming the file and the key that is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read the observations file: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object written by `microloop export`")
+    if data.get("schema_version") != OBSERVATIONS_SCHEMA:
+        raise ValueError(f"{path}: schema_version {data.get('schema_version')!r}; accepted: "
+                         f"{OBSERVATIONS_SCHEMA!r} (write it with `microloop export`)")
+    for key in ("context", "observations"):
+        if key not in data:
+            raise ValueError(f"{path}: missing {key!r}")
+    context = data["context"]
+    needed = ("space", "objective", "power_W", "c_rate", "fidelity", "generator", "cell",
+              "cell_calibration_sha256")
+    missing = [k for k in needed if k not in context]
+    if missing:
+        raise ValueError(f"{path}: context lacks {', '.join(missing)}")
+    for i, seen in enumerate(data["observations"]):
+        for key in ("params", "value", "noise_var", "feasible", "reason"):
+            if key not in seen:
+                raise ValueError(f"{path}: observations[{i}] lacks {key!r}")
+        value = seen["value"]
+        if seen["feasible"] and (not isinstance(value, int | float) or not math.isfinite(value)):
+            raise ValueError(f"{path}: observations[{i}].value {value!r}: a feasible "
+                             "observation needs a finite number")
+    return data
+
+
+def _usable(rows: Iterable[Mapping[str, Any]], space: Any) -> tuple[list[WarmObservation], int]:
+    observations, outside = [], 0
+    for row in rows:
+        params = {k: float(v) for k, v in row["params"].items()}
+        if not space.is_valid(params):
+            outside += 1
+            continue
+        observations.append(WarmObservation(params, row["value"], row["noise_var"],
+                                            bool(row["feasible"]), str(row["reason"])))
+    return observations, outside
+
+
+def warm_start_observations(source: Path, config: CampaignConfig, space: Any
+                            ) -> tuple[list[WarmObservation], str]:
+    """Completed evaluations (feasible or not) of an earlier campaign folder or an exported
+    observations file usable here, or ([], why not)."""
+    source = Path(source)
+    if source.is_file():
+        try:
+            data = read_observations_file(source)
+        except ValueError as error:
+            return [], str(error)
+        context, rows = data["context"], data["observations"]
+    else:
+        frozen = source / FROZEN_CONFIG
+        if not frozen.exists():
+            return [], f"{source} is not a campaign folder (no {FROZEN_CONFIG})"
+        try:
+            other = load_campaign(frozen)
+        except ConfigError as error:
+            return [], f"its campaign.toml does not load: {error}"
+        context = campaign_context(other)
+        rows = _observations_of(fold_events(read_journal(source)).values())
+    why = context_difference(context, campaign_context(config), config.warm_start.allow)
+    if why:
+        return [], why
+    observations, outside = _usable(rows, space)
+    if not observations:
+        return [], ("no completed trials inside this campaign's bounds"
+                    + (f" ({outside} outside)" if outside else ""))
+    return observations, ""

@@ -1,0 +1,147 @@
+"""Transfer between campaigns: warm start refuses observations made under another fidelity,
+generator, power or C-rate (with the reason) unless `[warm_start] allow` names the difference,
+and `microloop export` carries observations without voxels to `[warm_start] from_file`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from hpc.campaign.config import load_campaign
+from hpc.campaign.controller import Campaign
+from hpc.campaign.journal import read_journal
+from hpc.campaign.warm_start import (
+    OBSERVATIONS_SCHEMA,
+    campaign_context,
+    context_difference,
+    read_observations_file,
+)
+
+MICROLOOP = [sys.executable, "-m", "hpc.cli"]
+
+
+def _campaign(path: Path, replace: dict | None = None, **sections: dict) -> Path:
+    """The cheapest real campaign (2 cubes of 24^3 voxels, Sobol); `sections` update tables,
+    `replace` replaces whole ones."""
+    data = {
+        "name": "source",
+        "space": {"am_wt_frac": [0.86, 0.96], "porosity": [0.28, 0.42], "binder_adhesion": 0.5,
+                  "mass_loading_mg_cm2": 15.0},
+        "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+        "fidelity": {"n_cubes": 2, "cube_voxels": 24, "voxel_um": 1.0, "rel_tol": 1e-2},
+        "optimizer": {"backend": "sobol", "n_initial": 2, "budget": 2, "max_concurrent": 2,
+                      "seed": 3},
+        "resources": {"executor": "local", "dask_workers": 0, "max_retries": 1,
+                      "walltime_min": 10, "poll_interval_s": 0.5},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    data.update(replace or {})
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+DIFFERENCES = [
+    # (allow name, sections that differ from the source, words in the reason)
+    ("fidelity", {"fidelity": {"cube_voxels": 32}}, "fidelity differs"),
+    ("fidelity", {"fidelity": {"n_cubes": 4}}, "fidelity differs"),
+    ("fidelity", {"fidelity": {"voxel_um": 0.5}}, "fidelity differs"),
+    ("generator", {"generator": {"mean_diameter_um": 10.0}}, "generator differs"),
+    ("power", {"objective": {"power_W": 200.0}}, "power differs: 10.0 there vs 200.0 here"),
+    ("c_rate", {"replace": {"objective": {"kind": "energy_density_Wh_L", "c_rate": 2.0}}},
+     "C-rate differs: 1.0 there vs 2.0 here"),
+]
+
+
+@pytest.mark.parametrize(("allow", "change", "reason"), DIFFERENCES)
+def test_a_difference_is_refused_with_its_reason_unless_allowed_by_name(tmp_path, allow, change,
+                                                                        reason):
+    base = ({"replace": {"objective": {"kind": "energy_density_Wh_L", "c_rate": 1.0}}}
+            if allow == "c_rate" else {})
+    source = campaign_context(load_campaign(_campaign(tmp_path / "a.toml", **base)))
+    here = campaign_context(load_campaign(_campaign(tmp_path / "b.toml", **change)))
+    why = context_difference(source, here)
+    assert reason in why and f'allow = ["{allow}"]' in why
+    others = [name for name in ("fidelity", "generator", "power", "c_rate") if name != allow]
+    assert reason in context_difference(source, here, others)
+    assert context_difference(source, here, [allow]) == ""
+
+
+def test_space_objective_kind_and_cell_are_never_negotiable(tmp_path):
+    source = campaign_context(load_campaign(_campaign(tmp_path / "a.toml")))
+    everything = ["fidelity", "generator", "power", "c_rate"]
+    for name, change, words in (
+        ("space", {"space": {"binder_adhesion": [0.2, 0.8]}}, "varies"),
+        ("kind", {"objective": {"kind": "specific_energy_Wh_kg"}}, "objective differs"),
+        ("cell", {"cell": {"parameter_set": "Ecker2015"}}, "the cell"),
+    ):
+        here = campaign_context(load_campaign(_campaign(tmp_path / f"{name}.toml", **change)))
+        assert words in context_difference(source, here, everything), name
+
+
+def test_an_observations_file_is_checked_and_names_what_is_wrong(tmp_path):
+    bad = tmp_path / "obs.json"
+    bad.write_text(json.dumps({"schema_version": "other/9", "context": {}, "observations": []}))
+    with pytest.raises(ValueError, match="schema_version 'other/9'"):
+        read_observations_file(bad)
+    bad.write_text(json.dumps({"schema_version": OBSERVATIONS_SCHEMA, "context": {},
+                               "observations": []}))
+    with pytest.raises(ValueError, match="context lacks space"):
+        read_observations_file(bad)
+
+
+def test_export_then_import_warm_starts_with_the_same_checks(tmp_path):
+    # a real two-trial campaign (12 s here), exported by the command, imported by two more
+    source = _campaign(tmp_path / "source.toml")
+    controller = Campaign.create(load_campaign(source), tmp_path / "run")
+    try:
+        progress = controller.run(report=None)
+    finally:
+        controller.close()
+    assert progress.complete == 2
+    env = dict(os.environ, PYBAMM_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1")
+    out = tmp_path / "obs.json"
+    done = subprocess.run([*MICROLOOP, "export", str(tmp_path / "run"), "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == OBSERVATIONS_SCHEMA
+    assert data["context"]["fidelity"] == {"n_cubes": 2, "cube_voxels": 24, "voxel_um": 1.0}
+    assert data["provenance"]["campaign"] == "source"
+    assert len(data["observations"]) == 2
+    text = out.read_text()
+    assert "vol" not in {k for o in data["observations"] for k in o} and "zarr" not in text
+    # same context: both observations told; the values are the source campaign's own
+    warm = Campaign.create(load_campaign(_campaign(
+        tmp_path / "warm.toml", warm_start={"from_file": str(out)})), tmp_path / "warm")
+    warm.close()
+    assert warm.optimizer.n_observations == 2
+    # another fidelity: refused with the reason, unless allowed
+    cold = Campaign.create(load_campaign(_campaign(
+        tmp_path / "cold.toml", fidelity={"cube_voxels": 32},
+        warm_start={"from_file": str(out)})), tmp_path / "cold")
+    cold.close()
+    assert cold.optimizer.n_observations == 0
+    (event,) = [e for e in read_journal(tmp_path / "cold") if e["event"] == "warm_start"]
+    assert "fidelity differs" in event["skipped_reason"]
+    allowed = Campaign.create(load_campaign(_campaign(
+        tmp_path / "allowed.toml", fidelity={"cube_voxels": 32},
+        warm_start={"from_file": str(out), "allow": ["fidelity"]})), tmp_path / "allowed")
+    allowed.close()
+    assert allowed.optimizer.n_observations == 2
+
+
+def test_warm_start_options_are_validated_with_the_accepted_values(tmp_path):
+    from hpc.campaign.config import ConfigError
+
+    one = load_campaign(_campaign(tmp_path / "one.toml", warm_start={"from_file": "obs.json"}))
+    assert [Path(p).name for p in one.warm_start.from_file] == ["obs.json"]
+    assert Path(one.warm_start.from_file[0]).is_absolute()   # relative to the campaign file
+    with pytest.raises(ConfigError, match=r"warm_start\.allow"):
+        load_campaign(_campaign(tmp_path / "bad.toml", warm_start={"allow": ["voxels"]}))
