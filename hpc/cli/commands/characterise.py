@@ -1,7 +1,9 @@
 """`microloop characterise VOLUME`: the four microstructure metrics of a labelled volume file.
 
 VOLUME is a .npy, .tif/.tiff or zarr array (`store.zarr` or `store.zarr/path/to/array`) of labels
-0 pore / 1 active material / 2 CBD; a 4D (n, L, L, L) array characterises each sample.
+0 pore / 1 active material / 2 CBD; a 4D (n, L, L, L) array characterises each sample. The voxel
+size is the one the file carries, else --voxel-um. `--json` prints a list, one record per sample
+(schema in docs/formats.md).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from typing import Any
 import typer
 
 AXES = {"z": 0, "y": 1, "x": 2, "0": 0, "1": 1, "2": 2}
+AXIS_NAMES = ("z", "y", "x")
 BACKEND_NAMES = ("taufactor", "native")
+#: Version of the `characterise --json` records (docs/formats.md); bump on any change of keys.
+SCHEMA_VERSION = 1
 
 
 def _parse_axis(value: str) -> int:
@@ -21,6 +26,27 @@ def _parse_axis(value: str) -> int:
     if key not in AXES:
         raise ValueError(f"--axis must be one of z, y, x, 0, 1, 2; got {value!r}")
     return AXES[key]
+
+
+def resolve_voxel_um(volume_path: str, voxel_um: float | None) -> tuple[float, str]:
+    """(voxel edge in um, its source): the file's own (zarr attributes, OME-Zarr, TIFF
+    resolution) or --voxel-um; both given and different, or neither, is an error: a wrong voxel
+    size scales every surface area and no default can be right for every file."""
+    from jobs.volume_io import file_voxel_um
+
+    if voxel_um is not None and not (math.isfinite(voxel_um) and voxel_um > 0):
+        raise ValueError(f"--voxel-um must be a positive number, got {voxel_um}")
+    carried = file_voxel_um(volume_path)
+    if carried is None:
+        if voxel_um is None:
+            raise ValueError(f"{volume_path} does not state its voxel size: give --voxel-um "
+                             "(micrometres per voxel edge)")
+        return float(voxel_um), "--voxel-um"
+    file_um, where = carried
+    if voxel_um is not None and not math.isclose(voxel_um, file_um, rel_tol=1e-6):
+        raise ValueError(f"--voxel-um {voxel_um} disagrees with the {file_um} um that "
+                         f"{volume_path} carries ({where}); drop --voxel-um or fix the file")
+    return file_um, where
 
 
 def characterise_file(
@@ -32,7 +58,8 @@ def characterise_file(
     conductivity_cbd_S_m: float | None = None,
     rel_tol: float = 1e-3,
 ) -> list[dict[str, Any]]:
-    """Metrics (VolumeMetrics.to_dict) of each sample in the file: one for 3D, n for 4D."""
+    """Metrics (VolumeMetrics.to_dict, plus its `sample` index) of each sample in the file:
+    one (sample 0) for 3D, n for 4D; the same keys either way."""
     from jobs.volume_io import open_volume
     from kernels.metrics.solvers import available_backends
     from kernels.metrics.volume import (
@@ -79,9 +106,7 @@ def characterise_file(
                                   else conductivity_cbd_S_m),
             rel_tol=rel_tol,
         ).to_dict()
-        if index is not None:
-            metrics = {"sample": index, **metrics}
-        results.append(metrics)
+        results.append({"sample": 0 if index is None else index, **metrics})
     return results
 
 
@@ -106,7 +131,7 @@ def _print_table(results: list[dict[str, Any]], title: str) -> None:
 
     table = Table(title=title)
     table.add_column("metric")
-    multi = "sample" in results[0]
+    multi = len(results) > 1
     for item in results:
         table.add_column(f"sample {item['sample']}" if multi else "value", justify="right")
 
@@ -130,7 +155,9 @@ def characterise(
         ..., help="Labelled volume (0 pore, 1 AM, 2 CBD): .npy, .tif/.tiff or store.zarr or store.zarr/path/to/array."
     ),
     axis: str = typer.Option("z", "--axis", help="Transport axis: z|y|x (= 0|1|2); z is axis 0."),
-    voxel_um: float = typer.Option(1.0, "--voxel-um", help="Voxel edge length in micrometres."),
+    voxel_um: float | None = typer.Option(
+        None, "--voxel-um", help="Voxel edge length in micrometres [um]; default: the size the "
+        "file carries (zarr attributes, OME-Zarr, TIFF resolution); required for .npy."),
     backend: str = typer.Option("native", "--backend",
                                 help=f"Transport solver: {' | '.join(BACKEND_NAMES)}."),
     conductivity_am_S_m: float | None = typer.Option(
@@ -144,18 +171,21 @@ def characterise(
 ) -> None:
     """Volume fractions, surface areas, CBD coverage, tortuosity and conductivity of a volume."""
     try:
-        if not (math.isfinite(voxel_um) and voxel_um > 0):
-            raise ValueError(f"--voxel-um must be a positive number, got {voxel_um}")
-        results = characterise_file(volume, _parse_axis(axis), voxel_um, backend,
+        axis_index = _parse_axis(axis)
+        voxel, voxel_source = resolve_voxel_um(volume, voxel_um)
+        results = characterise_file(volume, axis_index, voxel, backend,
                                     conductivity_am_S_m, conductivity_cbd_S_m, rel_tol)
     except (ValueError, OSError, ImportError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     if as_json:
-        payload: Any = results[0] if len(results) == 1 and "sample" not in results[0] else results
-        typer.echo(json.dumps(payload, indent=2))
+        context = {"schema_version": SCHEMA_VERSION, "volume": volume, "voxel_um": voxel,
+                   "voxel_um_source": voxel_source, "axis": AXIS_NAMES[axis_index],
+                   "backend": backend}
+        typer.echo(json.dumps([{**context, **item} for item in results], indent=2))
         return
-    _print_table(results, f"{volume} (axis {axis}, voxel {voxel_um} um, {backend})")
+    _print_table(results, f"{volume} (axis {AXIS_NAMES[axis_index]}, voxel {voxel:g} um from "
+                          f"{voxel_source}, {backend})")
 
 
 def register(app: typer.Typer) -> None:
