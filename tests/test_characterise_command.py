@@ -178,4 +178,5 @@ def test_json_is_a_list_with_the_same_keys_for_3d_and_4d(tmp_path: Path,
     [one] = json.loads(_run(str(tmp_path / "one.npy"), "--json", "--voxel-um", "0.5").stdout)
     two = json.loads(_run(str(tmp_path / "two.npy"), "--json", "--voxel-um", "0.5").stdout)
     assert [item["sample"] for item in two] == [0, 1]
-    assert set(one) == set(two[0]) == set(two[1]) and one["schema_version"] == 1
+    assert set(one) == set(two[0]) == set(two[1])
+    assert one["schema_version"] == "microloop.characterise/1"

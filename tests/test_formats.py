@@ -31,7 +31,7 @@ def test_convergence_json_keys_do_not_depend_on_the_metric(tmp_path: Path, metri
                                       "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["schema_version"] == 1 and summary["metric"] == metric
+    assert summary["schema_version"] == "microloop.convergence/1" and summary["metric"] == metric
     for row in summary["per_size"]:
         assert {"cube_voxels", "n_cubes", "mean", "sd", "ci95", "bias_vs_largest",
                 "cubes_needed", "solve_cpu_s"} <= set(row)

@@ -25,7 +25,7 @@ STATUSES = ("proposed", "submitted", "complete", "failed")
 METRIC_COLUMNS = ("tortuosity_factor", "effective_conductivity_S_m", "cbd_coverage")
 
 #: Version of the trials.csv columns (docs/formats.md); bump on any change of names or order.
-TRIALS_SCHEMA_VERSION = 2
+TRIALS_SCHEMA_VERSION = "microloop.trials-csv/2"
 #: The columns before the parameters, and those after them, in this fixed order: a column is
 #: there (empty) even when no trial has a value yet, so the order never depends on which
 #: results came first (it changed after `resume` in version 1).

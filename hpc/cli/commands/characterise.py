@@ -18,7 +18,7 @@ AXES = {"z": 0, "y": 1, "x": 2, "0": 0, "1": 1, "2": 2}
 AXIS_NAMES = ("z", "y", "x")
 BACKEND_NAMES = ("taufactor", "native")
 #: Version of the `characterise --json` records (docs/formats.md); bump on any change of keys.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = "microloop.characterise/1"
 
 
 def _parse_axis(value: str) -> int:

@@ -93,7 +93,7 @@ def run_study(study_dir: Path, study, show_progress: bool = True, poll_s: float 
 
 
 #: Version of the `convergence --json` object (docs/formats.md); bump on any change of keys.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = "microloop.convergence/1"
 _STAT_KEYS = ("mean", "sd", "ci95")
 
 
