@@ -48,7 +48,8 @@ def real_result(tmp_path_factory) -> dict:
 
     spec = EvaluationSpec.from_dict({
         "fidelity": {"n_cubes": 1, "cube_voxels": 24, "voxel_um": 1.0, "rel_tol": 1e-2},
-        "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0}, "seed": 3})
+        "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+        "cell": {"ragone_powers_W": [5.0, 20.0, 100.0, 400.0, 3000.0]}, "seed": 3})
     params = {"am_wt_frac": 0.92, "porosity": 0.35, "binder_adhesion": 0.5,
               "mass_loading_mg_cm2": 15.0}
     result = evaluate(tmp_path_factory.mktemp("eval"), 0, params, spec)
@@ -102,3 +103,62 @@ def test_trials_csv_columns_are_fixed_and_rows_carry_units_and_times(tmp_path: P
     finished = dt.datetime.fromisoformat(good["finished_utc"])
     assert submitted.utcoffset() == dt.timedelta(0)
     assert (finished - submitted).total_seconds() == pytest.approx(float(good["wall_s"])) == 60
+
+
+def test_ragone_in_literature_units_uses_the_4680_can(real_result: dict, tmp_path: Path) -> None:
+    """W/L and Wh/L divide by the 4680 can's volume, pi (23 mm)^2 80 mm = 0.1330 L (the format's
+    geometry, independent of the code); the mass is a 4680's (published ~355 g)."""
+    import math
+
+    import matplotlib.image
+    import numpy as np
+
+    from hpc.analysis.report import plot_ragone, ragone_per_mass_and_volume
+
+    sweep = real_result["result"]["cell"]["ragone"]
+    powers = np.array([r["power_W_requested"] or r["power_W"] for r in sweep])
+    curve = ragone_per_mass_and_volume(powers, sweep)
+    assert float(curve["cell_volume_L"]) == pytest.approx(math.pi * 0.23 ** 2 * 0.8, rel=2e-3)
+    assert 0.25 < float(curve["cell_mass_kg"]) < 0.45
+    assert not sweep[-1]["feasible"]            # 3 kW: the curve ends (drawn on the edge)
+    path = plot_ragone({"design": curve, "same design": curve}, tmp_path / "r.png", "t",
+                       crossing_W=50.0)
+    assert matplotlib.image.imread(path).shape[1] >= 900
+    with pytest.raises(ValueError, match="no feasible discharge"):
+        ragone_per_mass_and_volume(powers[-1:], sweep[-1:])
+
+
+def test_ragone_plot_is_log_log_and_the_crossing_label_clears_the_legend(real_result: dict,
+                                                                         tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from hpc.analysis import report
+
+    sweep = real_result["result"]["cell"]["ragone"]
+    powers = np.array([r["power_W_requested"] or r["power_W"] for r in sweep])
+    curve = report.ragone_per_mass_and_volume(powers, sweep)
+    captured = []
+    original = report.save_figure_atomic
+    try:
+        report.save_figure_atomic = lambda fig, path: (captured.append(fig), original(fig, path))
+        closing = plt.close
+        plt.close = lambda fig=None: None          # keep the figure to inspect it
+        report.plot_ragone({"a": curve, "b": curve}, tmp_path / "r.png", "t", crossing_W=50.0)
+    finally:
+        report.save_figure_atomic = original
+        plt.close = closing
+    [fig] = captured
+    renderer = fig.canvas.get_renderer()
+    [legend] = fig.legends
+    legend_box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert ax.get_xscale() == ax.get_yscale() == "log"
+        [label] = [t for t in ax.texts if "crossing" in t.get_text()]
+        assert "50 W per cell" in label.get_text()
+        assert not label.get_window_extent(renderer).overlaps(legend_box)
+        assert not ax.get_window_extent(renderer).overlaps(legend_box)
+    plt.close(fig)
