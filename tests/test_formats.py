@@ -162,3 +162,50 @@ def test_ragone_plot_is_log_log_and_the_crossing_label_clears_the_legend(real_re
         assert not label.get_window_extent(renderer).overlaps(legend_box)
         assert not ax.get_window_extent(renderer).overlaps(legend_box)
     plt.close(fig)
+
+
+def test_eta_is_the_remaining_trials_at_this_runs_pace() -> None:
+    """At a constant 30 s per trial, after 4 of 10 (1 of them from before a resume) in 90 s
+    the 6 left take 180 s; no ETA before this run finished one."""
+    from hpc.cli.commands._progress import eta_s
+
+    assert eta_s(90.0, finished_now=4, finished_at_start=1, budget=10) == pytest.approx(180.0)
+    assert eta_s(5.0, finished_now=1, finished_at_start=1, budget=10) is None
+    assert eta_s(300.0, finished_now=10, finished_at_start=0, budget=10) == 0.0
+
+
+def test_a_batch_run_logs_one_line_per_trial_event_with_an_eta(tmp_path: Path) -> None:
+    """`microloop run` without a terminal (sbatch, CliRunner): timestamped lines, one per
+    change of the trial counts, the last with every trial finished; no progress bar."""
+    import re
+
+    import tomli_w
+
+    campaign = {
+        "name": "tiny-log",
+        "space": {"am_wt_frac": [0.86, 0.96], "porosity": [0.28, 0.42], "binder_adhesion": 0.5,
+                  "mass_loading_mg_cm2": 15.0},
+        "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+        "fidelity": {"n_cubes": 1, "cube_voxels": 24, "voxel_um": 1.0, "rel_tol": 1e-2},
+        "cell": {"ragone_powers_W": []},
+        "optimizer": {"backend": "sobol", "n_initial": 2, "budget": 2, "max_concurrent": 1,
+                      "seed": 1},
+        "resources": {"executor": "debug", "dask_workers": 0, "max_retries": 0,
+                      "poll_interval_s": 0.1},
+    }
+    spec = tmp_path / "c.toml"
+    spec.write_text(tomli_w.dumps(campaign))
+    result = CliRunner().invoke(app, ["run", str(spec), "--dir", str(tmp_path / "run"),
+                                      "--no-report"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if " finished (complete " in line]
+    assert lines, result.stderr
+    pattern = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 run: (\d)/2 finished "
+                         r"\(complete (\d), failed (\d)\), running (\d), best \S+; (ETA .*)$")
+    parsed = [pattern.match(line) for line in lines]
+    assert all(parsed), lines
+    states = [m.groups()[:4] for m in parsed]
+    assert len(set(states)) == len(states)                  # a line per change, no repeats
+    assert states[-1][:3] == ("2", "2", "0")
+    assert re.match(r"ETA 0:00:00 \(\d\d:\d\d UTC\)", parsed[-1].group(5))
+    assert "━" not in result.output                          # no rich bar in a log file

@@ -150,8 +150,12 @@ def calibrate(
         measured=tuple(measured), design=design, fit=tuple(fit), out=out, plot=plot,
         initial=tuple(initial), fix=tuple(fix), max_points=max_points,
         max_iterations=max_iterations)
+    from hpc.cli.commands._progress import steps
+
     try:
-        result = run(request)
+        with steps(f"calibrating {', '.join(fit)} (up to {max_iterations} model solves per "
+                   "curve)"):
+            result = run(request)
     except CalibrateUsageError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

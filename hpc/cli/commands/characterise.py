@@ -8,8 +8,10 @@ size is the one the file carries, else --voxel-um. `--json` prints a list, one r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
@@ -57,9 +59,11 @@ def characterise_file(
     conductivity_am_S_m: float | None = None,
     conductivity_cbd_S_m: float | None = None,
     rel_tol: float = 1e-3,
+    on_sample: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Metrics (VolumeMetrics.to_dict, plus its `sample` index) of each sample in the file:
-    one (sample 0) for 3D, n for 4D; the same keys either way."""
+    one (sample 0) for 3D, n for 4D; the same keys either way. `on_sample(done, total)` is
+    called after each sample (progress)."""
     from jobs.volume_io import open_volume
     from kernels.metrics.solvers import available_backends
     from kernels.metrics.volume import (
@@ -107,7 +111,31 @@ def characterise_file(
             rel_tol=rel_tol,
         ).to_dict()
         results.append({"sample": 0 if index is None else index, **metrics})
+        if on_sample is not None:
+            on_sample(len(results), len(samples))
     return results
+
+
+#: Volumes at least this many voxels (one sample) or this many samples show progress.
+PROGRESS_MIN_VOXELS = 128 ** 3
+PROGRESS_MIN_SAMPLES = 2
+
+
+@contextlib.contextmanager
+def _progress(volume_path: str) -> Iterator[Callable[[int, int], None] | None]:
+    """Per-sample progress (on stderr) for a stack of samples or a large sample; none for a
+    small single volume, which finishes in about a second."""
+    from jobs.volume_io import open_volume
+
+    shape = tuple(open_volume(volume_path).shape)
+    n_samples = shape[0] if len(shape) == 4 else 1
+    if n_samples < PROGRESS_MIN_SAMPLES and math.prod(shape[-3:]) < PROGRESS_MIN_VOXELS:
+        yield None
+        return
+    from hpc.cli.commands._progress import steps
+
+    with steps(f"characterising {volume_path}", total=n_samples) as advance:
+        yield lambda done, total: advance(f"sample {done} of {total}")
 
 
 def _check_memory(volume_path: str, shape: tuple[int, ...], backend: str) -> None:
@@ -173,8 +201,9 @@ def characterise(
     try:
         axis_index = _parse_axis(axis)
         voxel, voxel_source = resolve_voxel_um(volume, voxel_um)
-        results = characterise_file(volume, axis_index, voxel, backend,
-                                    conductivity_am_S_m, conductivity_cbd_S_m, rel_tol)
+        with _progress(volume) as on_sample:
+            results = characterise_file(volume, axis_index, voxel, backend, conductivity_am_S_m,
+                                        conductivity_cbd_S_m, rel_tol, on_sample)
     except (ValueError, OSError, ImportError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
