@@ -54,14 +54,15 @@ def resolve_voxel_um(volume_path: str, voxel_um: float | None) -> tuple[float, s
 def characterise_file(
     volume_path: str,
     axis: int = 0,
-    voxel_um: float = 1.0,
+    voxel_um: float | None = None,
     backend: str = "native",
     conductivity_am_S_m: float | None = None,
     conductivity_cbd_S_m: float | None = None,
     rel_tol: float = 1e-3,
     on_sample: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Metrics (VolumeMetrics.to_dict, plus its `sample` index) of each sample in the file:
+    """Metrics (VolumeMetrics.to_dict, plus `sample` index and the voxel size used, from
+    `resolve_voxel_um`) of each sample in the file:
     one (sample 0) for 3D, n for 4D; the same keys either way. `on_sample(done, total)` is
     called after each sample (progress)."""
     from jobs.volume_io import open_volume
@@ -86,6 +87,7 @@ def characterise_file(
             f"volume must be a 3D array (or 4D: samples x 3D), got shape {shape} in {volume_path}"
         )
     _check_memory(volume_path, shape[-3:], backend)
+    voxel, voxel_source = resolve_voxel_um(volume_path, voxel_um)
     results = []
     for index in samples:
         import numpy as np
@@ -101,7 +103,7 @@ def characterise_file(
             raise ValueError(f"{volume_path}{where}: {error}{hint}") from None
         metrics = characterise_volume(
             volume,
-            voxel_um=voxel_um,
+            voxel_um=voxel,
             axis=axis,
             backend=backend,
             conductivity_am_S_m=(DEFAULT_CONDUCTIVITY_AM_S_M if conductivity_am_S_m is None
@@ -110,7 +112,8 @@ def characterise_file(
                                   else conductivity_cbd_S_m),
             rel_tol=rel_tol,
         ).to_dict()
-        results.append({"sample": 0 if index is None else index, **metrics})
+        results.append({"voxel_um": voxel, "voxel_um_source": voxel_source,
+                        "sample": 0 if index is None else index, **metrics})
         if on_sample is not None:
             on_sample(len(results), len(samples))
     return results
@@ -200,21 +203,21 @@ def characterise(
     """Volume fractions, surface areas, CBD coverage, tortuosity and conductivity of a volume."""
     try:
         axis_index = _parse_axis(axis)
-        voxel, voxel_source = resolve_voxel_um(volume, voxel_um)
         with _progress(volume) as on_sample:
-            results = characterise_file(volume, axis_index, voxel, backend, conductivity_am_S_m,
-                                        conductivity_cbd_S_m, rel_tol, on_sample)
+            results = characterise_file(volume, axis_index, voxel_um, backend,
+                                        conductivity_am_S_m, conductivity_cbd_S_m, rel_tol,
+                                        on_sample)
     except (ValueError, OSError, ImportError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     if as_json:
-        context = {"schema_version": SCHEMA_VERSION, "volume": volume, "voxel_um": voxel,
-                   "voxel_um_source": voxel_source, "axis": AXIS_NAMES[axis_index],
-                   "backend": backend}
+        context = {"schema_version": SCHEMA_VERSION, "volume": volume,
+                   "axis": AXIS_NAMES[axis_index], "backend": backend}
         typer.echo(json.dumps([{**context, **item} for item in results], indent=2))
         return
-    _print_table(results, f"{volume} (axis {AXIS_NAMES[axis_index]}, voxel {voxel:g} um from "
-                          f"{voxel_source}, {backend})")
+    first = results[0]
+    _print_table(results, f"{volume} (axis {AXIS_NAMES[axis_index]}, voxel "
+                          f"{first['voxel_um']:g} um from {first['voxel_um_source']}, {backend})")
 
 
 def register(app: typer.Typer) -> None:
