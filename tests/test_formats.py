@@ -209,3 +209,25 @@ def test_a_batch_run_logs_one_line_per_trial_event_with_an_eta(tmp_path: Path) -
     assert states[-1][:3] == ("2", "2", "0")
     assert re.match(r"ETA 0:00:00 \(\d\d:\d\d UTC\)", parsed[-1].group(5))
     assert "━" not in result.output                          # no rich bar in a log file
+
+
+def test_characterise_json_feeds_cell_json_and_both_are_versioned(tmp_path: Path) -> None:
+    """The README's flow: characterise's one-record list is a valid --metrics file, and the
+    cell's answer carries its schema version too."""
+    import numpy as np
+
+    from kernels.structure.procedural import ManufacturingParams, generate_structure
+
+    np.save(tmp_path / "v.npy", generate_structure(ManufacturingParams(0.92, 0.35, 0.5), 24,
+                                                   voxel_um=1.0, seed=2))
+    metrics = CliRunner().invoke(app, ["characterise", str(tmp_path / "v.npy"), "--voxel-um",
+                                       "1", "--json"])
+    assert metrics.exit_code == 0, metrics.output
+    (tmp_path / "m.json").write_text(metrics.stdout)
+    cell = CliRunner().invoke(app, ["cell", "--metrics", str(tmp_path / "m.json"),
+                                    "--thickness-um", "80", "--power-W", "10", "--json"])
+    assert cell.exit_code == 0, cell.output
+    answer = json.loads(cell.stdout)
+    assert answer["schema_version"] == "microloop.cell/1"
+    assert answer["design"]["porosity"] == pytest.approx(
+        json.loads(metrics.stdout)[0]["volume_fraction"]["pore"])
