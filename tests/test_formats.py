@@ -174,9 +174,12 @@ def test_eta_is_the_remaining_trials_at_this_runs_pace() -> None:
     assert eta_s(300.0, finished_now=10, finished_at_start=0, budget=10) == 0.0
 
 
-def test_a_batch_run_logs_one_line_per_trial_event_with_an_eta(tmp_path: Path) -> None:
+@pytest.mark.parametrize("quiet", [[], ["--quiet"]])
+def test_a_batch_run_logs_one_line_per_trial_event_with_an_eta(tmp_path: Path,
+                                                               quiet: list[str]) -> None:
     """`microloop run` without a terminal (sbatch, CliRunner): timestamped lines, one per
-    change of the trial counts, the last with every trial finished; no progress bar."""
+    change of the trial counts, the last with every trial finished; no progress bar. The
+    sbatch template passes --quiet: the lines are written all the same."""
     import re
 
     import tomli_w
@@ -196,7 +199,7 @@ def test_a_batch_run_logs_one_line_per_trial_event_with_an_eta(tmp_path: Path) -
     spec = tmp_path / "c.toml"
     spec.write_text(tomli_w.dumps(campaign))
     result = CliRunner().invoke(app, ["run", str(spec), "--dir", str(tmp_path / "run"),
-                                      "--no-report"])
+                                      "--no-report", *quiet])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if " finished (complete " in line]
     assert lines, result.stderr

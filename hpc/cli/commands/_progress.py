@@ -147,6 +147,8 @@ def steps(label: str, total: int | None = None) -> Iterator[Callable[[str], None
 def drive(controller: Campaign, quiet: bool = False, report: bool = True) -> None:
     """Run an hpc.campaign.controller.Campaign with a rich progress bar (done/running/failed, best).
 
+    `quiet` drops the bar on a terminal; without one (a submitted controller, which the
+    sbatch template starts with --quiet) the per-trial log lines are written all the same.
     Exits 1 with a one-line message when the campaign ends without a single completed trial
     (every evaluation failed): a script or `sbatch` sees that the run produced nothing."""
     def describe(p: Progress) -> str:
@@ -160,7 +162,7 @@ def drive(controller: Campaign, quiet: bool = False, report: bool = True) -> Non
     if report:
         from hpc.analysis.report import write_report_logged as hook
     try:
-        if quiet:
+        if quiet and interactive():      # batch output keeps its per-trial log lines
             final = controller.run(report=hook)
         else:
             with campaign_progress(controller.dir.name, controller.budget) as show:
