@@ -121,7 +121,8 @@ def open_design_store(campaign_dir: str | Path, trial_id: int, params: dict[str,
     size = spec.fidelity.cube_voxels
     return DesignStore.create(
         campaign_dir, trial_id, n_samples=spec.fidelity.n_cubes, size_voxels=size,
-        attributes=design_attributes(trial_id, params, spec), chunk_voxels=chunk_voxels(size))
+        attributes=design_attributes(trial_id, params, spec), chunk_voxels=chunk_voxels(size),
+        voxel_um=spec.fidelity.voxel_um)
 
 
 def chunk_voxels(size_voxels: int, max_voxels: int = MAX_CHUNK_VOXELS) -> int:

@@ -28,6 +28,8 @@ import numpy as np
 import zarr
 import zarr.errors
 
+from jobs.volume_io import DIMENSIONS_4D, ngff_multiscales, voxel_attributes
+
 FILL_VALUE = 255
 VALID_LABELS = (0, 1, 2)
 STORE_NAME = "voxels.zarr"
@@ -89,11 +91,13 @@ class DesignStore:
     @classmethod
     def create(cls, campaign_dir: str | Path, trial_id: int, n_samples: int, size_voxels: int,
                attributes: dict[str, Any], chunk_voxels: int | None = None,
-               zstd_level: int = 3) -> DesignStore:
+               zstd_level: int = 3, voxel_um: float | None = None) -> DesignStore:
         """Create the design's group (or open it when it exists with the same shape and params).
 
         `attributes` (JSON-safe: params, spec, provenance) are written with the group, once.
         `chunk_voxels` < `size_voxels` splits a sample into sub-cubes (must divide it).
+        `voxel_um` is recorded as `vol`'s `voxel_size_um` and as OME-Zarr multiscales on the
+        group, so xarray and napari-style readers see micrometres (docs/formats.md).
         """
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -105,6 +109,10 @@ class DesignStore:
                 f"chunk_voxels must divide size_voxels={size_voxels}, got {chunk_voxels}")
         root = zarr.open_group(store_path(campaign_dir), mode="a")
         name = group_name(trial_id)
+        vol_attributes: dict[str, Any] = {}
+        if voxel_um is not None:
+            vol_attributes = voxel_attributes(voxel_um)
+            attributes = {**attributes, "ome": ngff_multiscales("vol", 4, voxel_um)}
         try:
             group = root.create_group(name, attributes=attributes)
         except zarr.errors.ContainsGroupError:
@@ -116,8 +124,8 @@ class DesignStore:
                     f"not {attributes['params']}: use a new trial id") from None
         shape = (n_samples, size_voxels, size_voxels, size_voxels)
         _require_array(group, "vol", shape, (1, chunk, chunk, chunk), "uint8", FILL_VALUE,
-                       zarr.codecs.ZstdCodec(level=zstd_level))
-        _require_array(group, "done", (n_samples,), (1,), "uint8", 0, None)
+                       zarr.codecs.ZstdCodec(level=zstd_level), DIMENSIONS_4D, vol_attributes)
+        _require_array(group, "done", (n_samples,), (1,), "uint8", 0, None, ("sample",), {})
         return cls(root[name], Path(store_path(campaign_dir)) / name)
 
     @classmethod
@@ -234,12 +242,13 @@ class DesignStore:
 
 
 def _require_array(group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...],
-                   dtype: str, fill_value: int, compressor: Any) -> None:
+                   dtype: str, fill_value: int, compressor: Any,
+                   dimensions: tuple[str, ...], attributes: dict[str, Any]) -> None:
     """Create the array, or check that the existing one has the same layout."""
     try:
         kwargs: dict[str, Any] = {"compressors": compressor} if compressor is not None else {}
         group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
-                           **kwargs)
+                           dimension_names=dimensions, attributes=attributes, **kwargs)
     except zarr.errors.ContainsArrayError:
         existing = group[name]
         if tuple(existing.shape) != shape or tuple(existing.chunks) != chunks:

@@ -18,6 +18,7 @@ from kernels.structure.procedural import ManufacturingParams, generate_structure
 
 KEYS = {"volume_fraction", "specific_surface_area_per_um", "cbd_coverage", "tortuosity_factor",
         "effective_conductivity_S_m", "percolating", "solid_percolating", "am_particle_radius_um"}
+CONTEXT = {"schema_version", "volume", "voxel_um", "voxel_um_source", "axis", "backend", "sample"}
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,9 @@ def test_json_matches_the_kernel(tmp_path: Path, volume: np.ndarray) -> None:
     np.save(path, volume)
     result = _run(str(path), "--json", "--voxel-um", "0.5", "--axis", "y")
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout)
-    assert set(payload) == KEYS
+    [payload] = json.loads(result.stdout)
+    assert set(payload) == KEYS | CONTEXT
+    assert payload["voxel_um"] == 0.5 and payload["axis"] == "y" and payload["sample"] == 0
     expected = characterise_volume(volume, voxel_um=0.5, axis=1).to_dict()
     assert payload["volume_fraction"] == pytest.approx(expected["volume_fraction"])
     assert payload["specific_surface_area_per_um"] == pytest.approx(
@@ -54,9 +56,10 @@ def test_json_matches_the_kernel(tmp_path: Path, volume: np.ndarray) -> None:
 def test_conductivity_options_reach_the_solver(tmp_path: Path, volume: np.ndarray) -> None:
     path = tmp_path / "v.tif"
     write_volume(path, volume)
-    low = json.loads(_run(str(path), "--json", "--conductivity-cbd-S-m", "1").stdout)
-    high = json.loads(_run(str(path), "--json", "--conductivity-cbd-S-m", "100",
-                           "--conductivity-am-S-m", "0.5").stdout)
+    low = json.loads(_run(str(path), "--json", "--voxel-um", "0.5",
+                          "--conductivity-cbd-S-m", "1").stdout)[0]
+    high = json.loads(_run(str(path), "--json", "--voxel-um", "0.5", "--conductivity-cbd-S-m",
+                           "100", "--conductivity-am-S-m", "0.5").stdout)[0]
     assert high["effective_conductivity_S_m"] > 5 * low["effective_conductivity_S_m"]
 
 
@@ -64,7 +67,8 @@ def test_4d_zarr_characterises_each_sample_and_prints_a_table(tmp_path: Path,
                                                               volume: np.ndarray) -> None:
     stack = np.stack([volume, np.ascontiguousarray(volume.transpose(1, 0, 2))])
     write_volume(tmp_path / "runs.zarr" / "trial_0" / "vol", stack)
-    result = _run(str(tmp_path / "runs.zarr" / "trial_0"), "--json", "--axis", "0")
+    result = _run(str(tmp_path / "runs.zarr" / "trial_0"), "--json", "--axis", "0",
+                  "--voxel-um", "0.5")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert [item["sample"] for item in payload] == [0, 1]
@@ -78,7 +82,7 @@ def test_non_percolating_volume_prints_null_tortuosity(tmp_path: Path) -> None:
     blocked = np.zeros((16, 16, 16), np.uint8)
     blocked[8] = 1
     np.save(tmp_path / "blocked.npy", blocked)
-    payload = json.loads(_run(str(tmp_path / "blocked.npy"), "--json").stdout)
+    [payload] = json.loads(_run(str(tmp_path / "blocked.npy"), "--json", "--voxel-um", "1").stdout)
     assert payload["tortuosity_factor"] is None and payload["percolating"] is False
 
 
@@ -95,7 +99,7 @@ def test_bad_arrays_exit_2_with_a_clear_error(tmp_path: Path, array: np.ndarray,
                                               message: str) -> None:
     path = tmp_path / "bad.npy"
     np.save(path, array)
-    result = _run(str(path))
+    result = _run(str(path), "--voxel-um", "1")
     assert result.exit_code == 2
     assert message in result.stderr
     assert "Traceback" not in result.output
@@ -107,7 +111,8 @@ def test_bad_arrays_exit_2_with_a_clear_error(tmp_path: Path, array: np.ndarray,
         (["missing.npy"], "does not exist"),
         (["volume.raw"], ".npy, .tif"),
         (["v.npy", "--axis", "w"], "--axis must be one of"),
-        (["v.npy", "--backend", "magic"], "--backend must be one of"),
+        (["v.npy", "--backend", "magic", "--voxel-um", "1"], "--backend must be one of"),
+        (["v.npy"], "give --voxel-um"),
         (["v.npy", "--voxel-um", "0"], "--voxel-um"),
         (["nowhere.zarr"], "does not exist"),
     ],
@@ -135,3 +140,43 @@ def test_command_in_a_fresh_process_exits_2_without_traceback(tmp_path: Path) ->
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "error:" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("name", ["v.tif", "s.zarr/trial_0/vol"])
+def test_the_voxel_size_the_file_carries_is_used(tmp_path: Path, volume: np.ndarray,
+                                                 name: str) -> None:
+    """A file written at 0.4 um gives the same surface areas as the kernel at 0.4 um (the old
+    command used 1 um: every area 2.5x too small) and the same as --voxel-um 0.4."""
+    write_volume(tmp_path / name, volume, voxel_um=0.4)
+    [carried] = json.loads(_run(str(tmp_path / name), "--json").stdout)
+    expected = characterise_volume(volume, voxel_um=0.4).to_dict()
+    assert carried["voxel_um"] == pytest.approx(0.4)
+    assert carried["specific_surface_area_per_um"] == pytest.approx(
+        expected["specific_surface_area_per_um"])
+    result = _run(str(tmp_path / name), "--json", "--voxel-um", "1.0")
+    assert result.exit_code == 2 and "disagrees" in result.stderr
+
+
+def test_generate_command_zarr_voxel_size_reaches_characterise(tmp_path: Path) -> None:
+    """`generate --voxel-um 0.4 --out v.zarr` then `characterise v.zarr` (the user's flow)."""
+    out = tmp_path / "v.zarr"
+    made = CliRunner().invoke(app, ["generate", "-p", "am_wt_frac=0.94", "-p", "porosity=0.35",
+                                    "--size", "16", "--voxel-um", "0.4", "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    [record] = json.loads(_run(str(out), "--json").stdout)
+    volume = read_volume(out)[0]
+    expected = characterise_volume(volume, voxel_um=0.4).to_dict()
+    assert record["voxel_um"] == pytest.approx(0.4)
+    assert record["specific_surface_area_per_um"]["am_pore"] == pytest.approx(
+        expected["specific_surface_area_per_um"]["am_pore"])
+
+
+def test_json_is_a_list_with_the_same_keys_for_3d_and_4d(tmp_path: Path,
+                                                         volume: np.ndarray) -> None:
+    np.save(tmp_path / "one.npy", volume)
+    np.save(tmp_path / "two.npy", np.stack([volume, volume]))
+    [one] = json.loads(_run(str(tmp_path / "one.npy"), "--json", "--voxel-um", "0.5").stdout)
+    two = json.loads(_run(str(tmp_path / "two.npy"), "--json", "--voxel-um", "0.5").stdout)
+    assert [item["sample"] for item in two] == [0, 1]
+    assert set(one) == set(two[0]) == set(two[1])
+    assert one["schema_version"] == "microloop.characterise/1"

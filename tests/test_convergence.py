@@ -98,7 +98,7 @@ def test_study_runs_as_a_slurm_array_with_mpi_ranks_and_the_cli_prints_json(tmp_
     assert completed.returncode == 0, completed.stdout + completed.stderr
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
     assert {"per_size", "recommended"} <= set(summary)
-    assert set(summary["per_size"][0]) >= {"cube_voxels", "n_cubes", "tau_mean", "tau_ci95",
+    assert set(summary["per_size"][0]) >= {"cube_voxels", "n_cubes", "mean", "ci95",
                                            "bias_vs_largest", "cubes_needed", "solve_cpu_s"}
     assert set(summary["recommended"]) >= {"cube_voxels", "n_cubes"}
     run_study(tmp_path / "local", small_study(), show_progress=False, poll_s=0.2)

@@ -98,6 +98,9 @@ def test_report_with_a_failed_trial_and_one_completed_trial(tmp_path):
     assert not (report / "objective_over_params.png").exists()
     data = json.loads((report / "summary.json").read_text())
     assert data["best"]["trial_id"] == 0 and data["n_failed"] == 1
+    # the numbers depend on the fidelity: the summary records it
+    assert {"n_cubes": 1, "cube_voxels": 24, "voxel_um": 1.0}.items() <= data["fidelity"].items()
+    assert "- Fidelity: " in summary and "cube_voxels = 24" in summary
     assert data["best"]["objective"] == pytest.approx(
         json.loads((folder / "trials" / "0" / "result.json").read_text())["objective"]["value"])
 

@@ -142,3 +142,30 @@ def test_a_trained_generator_file_is_used_and_its_voxel_size_enforced(tmp_path):
     missing = EvaluationSpec.from_dict({"generator": {"kind": str(tmp_path / "nope.pt")}})
     with pytest.raises(ValueError, match="generator.kind"):
         generate_samples(tmp_path, 11, PARAMS, missing)
+
+
+def test_campaign_store_opens_in_xarray_with_dimensions_and_micrometres(tmp_path):
+    """The design group is readable by xarray (dimension names) and states its voxel size in
+    standard places: `voxel_size_um` on `vol` and OME-Zarr 0.5 multiscales on the group."""
+    xr = pytest.importorskip("xarray")
+    from jobs.generate import open_design_store
+    from jobs.volume_io import file_voxel_um
+
+    spec = _spec(n_cubes=2, cube_voxels=16)
+    store = open_design_store(tmp_path, 3, PARAMS, spec)
+    store.write_sample(0, _labels(0))
+    dataset = xr.open_zarr(tmp_path / "voxels.zarr", group="trial_3", consolidated=False,
+                           mask_and_scale=False)
+    assert dataset["vol"].dims == ("sample", "z", "y", "x")
+    assert dataset["done"].dims == ("sample",)
+    np.testing.assert_array_equal(dataset["vol"][0].values, _labels(0))
+    assert dataset["vol"].attrs["voxel_size_um"] == [0.5, 0.5, 0.5]
+    [multiscale] = store.attributes["ome"]["multiscales"]
+    assert store.attributes["ome"]["version"] == "0.5"
+    assert [a["name"] for a in multiscale["axes"]] == ["sample", "z", "y", "x"]
+    assert all(a["unit"] == "micrometer" for a in multiscale["axes"][1:])
+    [dataset_meta] = multiscale["datasets"]
+    assert dataset_meta["path"] == "vol"
+    assert dataset_meta["coordinateTransformations"] == [
+        {"type": "scale", "scale": [1.0, 0.5, 0.5, 0.5]}]
+    assert file_voxel_um(tmp_path / "voxels.zarr" / "trial_3" / "vol")[0] == 0.5

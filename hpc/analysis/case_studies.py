@@ -38,6 +38,9 @@ CASE_STUDIES: dict[str, tuple[str, ...]] = {
 CS1_REFERENCE = "cs1"
 COMPARISON_POWERS_W = (5.0, 10.0, 20.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0, 800.0)
 GAIN_POWER_W = 10.0
+#: The literature Ragone quantities stored per curve in summary.json (per kg and per L of cell).
+RAGONE_KEYS = ("specific_power_W_kg", "specific_energy_Wh_kg", "power_density_W_L",
+               "energy_density_Wh_L")
 REPORT_FOLDER = "report"
 
 
@@ -187,7 +190,12 @@ def compare_case_study(name: str, directory: str | Path, cs1_dir: str | Path | N
                        powers_W: tuple[float, ...] = COMPARISON_POWERS_W) -> dict[str, Any]:
     """Write ``<directory>/report/`` (summary.md, summary.json, plots) comparing the campaigns'
     optima; returns the summary dict."""
-    from hpc.analysis.report import find_crossing_W, markdown_table, plot_ragone
+    from hpc.analysis.report import (
+        find_crossing_W,
+        markdown_table,
+        plot_ragone,
+        ragone_per_mass_and_volume,
+    )
 
     directory = Path(directory)
     out = directory / REPORT_FOLDER
@@ -211,9 +219,9 @@ def compare_case_study(name: str, directory: str | Path, cs1_dir: str | Path | N
         plots.append(("Optimum per C-rate", _plot_cs1(optima, out / "cs1_optima.png").name))
 
     curves_spec: list[tuple[str, Optimum]] = []
-    quantity, ylabel = "energy_density_Wh_L", "energy density (Wh/L)"
+    quantity = "energy_density_Wh_L"   # the crossing and the table's quantity
     if name == "cs2":
-        quantity, ylabel = "specific_energy_Wh_kg", "specific energy (Wh/kg)"
+        quantity = "specific_energy_Wh_kg"
         curves_spec = [(f"{o.campaign}: optimum at {o.operating_point}", o)
                        for o in optima.values()]
     elif name == "cs3":
@@ -237,8 +245,14 @@ def compare_case_study(name: str, directory: str | Path, cs1_dir: str | Path | N
             except ValueError as error:
                 notes.append(f"{label}: no Ragone curve ({error}).")
                 continue
+            try:
+                literature = ragone_per_mass_and_volume(np.array(powers_W), curve)
+            except ValueError as error:
+                notes.append(f"{label}: no Ragone curve ({error}).")
+                continue
             curves[label] = {"campaign": optimum.campaign, "powers_W": list(powers_W),
                              quantity: _energies(curve, quantity).tolist(),
+                             **{key: literature[key].tolist() for key in RAGONE_KEYS},
                              "reasons": [r.get("reason", "") for r in curve]}
         crossing = None
         keys = list(curves)
@@ -270,8 +284,10 @@ def compare_case_study(name: str, directory: str | Path, cs1_dir: str | Path | N
         summary["ragone"] = curves
         if curves:
             plots.append(("Ragone curves of the optima", plot_ragone(
-                {k: (np.array(v["powers_W"]), np.array(v[quantity])) for k, v in curves.items()},
-                ylabel, out / f"{name}_ragone.png", f"{name}: Ragone curves of the optima",
+                {k: {"power_W": np.array(v["powers_W"]),
+                     **{key: np.array(v[key]) for key in RAGONE_KEYS}}
+                 for k, v in curves.items()},
+                out / f"{name}_ragone.png", f"{name}: Ragone curves of the optima (4680 cell)",
                 crossing_W=summary.get("crossing_power_W")).name))
 
     summary["plots"] = [p for _, p in plots]

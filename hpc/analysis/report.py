@@ -350,6 +350,8 @@ def _pyplot():
 
 def plot_trace(data: CampaignData, path: Path) -> Path:
     """Objective per evaluation (trial order), best so far, initial design shaded."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     done = [t for t in data.trials if t.status in ("complete", "failed")]
@@ -371,6 +373,7 @@ def plot_trace(data: CampaignData, path: Path) -> Path:
         order = np.argsort(ids)
         best = np.maximum.accumulate(np.array(values)[order])
         ax.step(np.array(ids)[order], best, where="post", color="k", label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     ax.set_xlabel("evaluation (trial id)")
     ax.set_ylabel(data.objective_label)
     ax.set_title(f"{data.name}: {len(done)} of {data.budget} evaluations")
@@ -383,6 +386,8 @@ def plot_trace(data: CampaignData, path: Path) -> Path:
 
 def plot_partial_dependence(data: CampaignData, gp: GPAnalysis, path: Path) -> Path:
     """GP partial dependence per varied parameter (+- 2 sd) with the observations."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     names = list(data.bounds)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), sharey=True,
@@ -393,11 +398,13 @@ def plot_partial_dependence(data: CampaignData, gp: GPAnalysis, path: Path) -> P
     for i, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
         low, high = data.bounds[name]
         x = low + gp.grid * (high - low)
-        ax.fill_between(x, gp.mean[i] - 2 * gp.sd[i], gp.mean[i] + 2 * gp.sd[i], color="C0",
-                        alpha=0.2, label="GP +- 2 sd")
+        # the objectives (Wh/L, Wh/kg, mAh/g) are never negative: the band stops at 0
+        ax.fill_between(x, np.maximum(gp.mean[i] - 2 * gp.sd[i], 0.0),
+                        gp.mean[i] + 2 * gp.sd[i], color="C0", alpha=0.2, label="GP +- 2 sd")
         ax.plot(x, gp.mean[i], color="C0", label="GP mean (partial dependence)")
         ax.scatter(x_obs[:, i], y_obs, color="k", s=12, zorder=3, label="feasible trials")
         ax.set_xlabel(PARAM_LABELS.get(name, name))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))   # narrow panels: labels apart
     axes[0][0].set_ylabel(data.objective_label)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{data.name}: objective over the parameters (averaged over the others)",
@@ -451,28 +458,88 @@ def plot_microstructure(volume: np.ndarray, voxel_um: float, title: str, path: P
     return path
 
 
-def plot_ragone(curves: dict[str, tuple[np.ndarray, np.ndarray]], ylabel: str, path: Path,
-                title: str, crossing_W: float | None = None) -> Path:
-    """Energy against power (log power) per labelled curve; loads a design cannot deliver
-    (energy 0) are drawn as red crosses; a crossing power is marked with a vertical line."""
+#: The two literature Ragone planes: (power axis, energy axis, their labels).
+RAGONE_PANELS = (
+    ("specific_power_W_kg", "specific_energy_Wh_kg", "specific power (W/kg)",
+     "specific energy (Wh/kg)"),
+    ("power_density_W_L", "energy_density_Wh_L", "power density (W/L)", "energy density (Wh/L)"),
+)
+
+
+def ragone_per_mass_and_volume(powers_W: np.ndarray, curve: list[dict[str, Any]]
+                               ) -> dict[str, np.ndarray]:
+    """A cell's Ragone sweep in the literature's units: power and energy per kg and per L.
+
+    The cell's mass and volume are energy / specific energy and energy / energy density of a
+    feasible discharge (both come from the same cell); a load it cannot deliver has energy 0.
+    A sweep without any feasible load has no mass to divide by: ValueError."""
+    feasible = [r for r in curve if r.get("feasible") and float(r.get("energy_Wh") or 0) > 0]
+    if not feasible:
+        raise ValueError("no feasible discharge in the sweep: the cell's mass and volume "
+                         "(energy / specific energy) are unknown")
+    first = feasible[0]
+    mass_kg = float(first["energy_Wh"]) / float(first["specific_energy_Wh_kg"])
+    volume_L = float(first["energy_Wh"]) / float(first["energy_density_Wh_L"])
+    powers = np.asarray(powers_W, float)
+
+    def energy(name: str) -> np.ndarray:
+        return np.array([float(r.get(name) or 0.0) if r.get("feasible") else 0.0 for r in curve])
+
+    return {"power_W": powers, "specific_power_W_kg": powers / mass_kg,
+            "power_density_W_L": powers / volume_L,
+            "specific_energy_Wh_kg": energy("specific_energy_Wh_kg"),
+            "energy_density_Wh_L": energy("energy_density_Wh_L"),
+            "cell_mass_kg": np.array(mass_kg), "cell_volume_L": np.array(volume_L)}
+
+
+def _at_power(curve: dict[str, np.ndarray], key: str, power_W: float) -> float:
+    """`curve[key]` interpolated log-log at a per-cell power (for the crossing marker)."""
+    ok = curve["energy_density_Wh_L"] > 0
+    x, y = np.log(curve["power_W"][ok]), np.log(np.maximum(curve[key][ok], 1e-300))
+    return float(np.exp(np.interp(math.log(power_W), x, y)))
+
+
+def plot_ragone(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str,
+                crossing_W: float | None = None) -> Path:
+    """Literature Ragone plot: log-log, Wh/kg against W/kg and Wh/L against W/L, one panel
+    each (`ragone_per_mass_and_volume` curves). Loads a design cannot deliver (energy 0, no
+    place on a log axis) are red crosses on the bottom edge; the crossing of the first two
+    curves is a star with its per-cell power, and the legend sits below the panels so it
+    never covers the label."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for k, (label, (powers, energies)) in enumerate(curves.items()):
-        powers, energies = np.asarray(powers, float), np.asarray(energies, float)
-        ok = energies > 0
-        ax.plot(powers[ok], energies[ok], "o-", color=f"C{k}", label=label, ms=4)
-        if (~ok).any():
-            ax.plot(powers[~ok], np.zeros((~ok).sum()), "x", color="C3", ms=7)
-    if crossing_W is not None:
-        ax.axvline(crossing_W, color="k", ls="--", lw=1)
-        ax.text(crossing_W, ax.get_ylim()[1] * 0.97, f" crossing {crossing_W:.0f} W",
-                va="top", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("constant discharge power per 4680 cell (W)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.6))
+    for ax, (px, ey, xlabel, ylabel) in zip(axes, RAGONE_PANELS, strict=True):
+        for k, (label, curve) in enumerate(curves.items()):
+            ok = curve[ey] > 0
+            ax.plot(curve[px][ok], curve[ey][ok], "o-", color=f"C{k}", label=label, ms=4)
+            if (~ok).any():
+                ax.plot(curve[px][~ok], np.full((~ok).sum(), 0.03), "x", color="C3", ms=7,
+                        transform=ax.get_xaxis_transform(), clip_on=False,
+                        label="cannot deliver" if k == 0 else None)
+        for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
+            scale("log")     # labels at 1-2-5 steps as plain numbers; unlabelled minor ticks
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        if crossing_W is not None and len(curves) >= 2:
+            first = next(iter(curves.values()))
+            x = _at_power(first, px, crossing_W)
+            y = _at_power(first, ey, crossing_W)
+            ax.plot([x], [y], "*", color="k", ms=13, zorder=5)
+            ax.annotate(f"crossing\n{crossing_W:.0f} W per cell", (x, y), xytext=(-12, -28),
+                        textcoords="offset points", ha="right", va="top", fontsize=8,
+                        bbox={"boxstyle": "round", "fc": "white", "ec": "0.6"},
+                        arrowprops={"arrowstyle": "-", "color": "0.4"})
+    fig.suptitle(title, fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 2), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.035 + 0.04 * math.ceil(len(labels) / 2), 1, 0.95))
     save_figure_atomic(fig, path)
     plt.close(fig)
     return path
@@ -519,6 +586,13 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _fidelity(data: CampaignData) -> dict[str, Any]:
+    """The campaign's [fidelity] table (cubes, cube size, voxel size, solver) as frozen: the
+    numbers of a report depend on it, so the summary records it."""
+    config = tomllib.loads((data.directory / "campaign.toml").read_text())
+    return dict(config.get("fidelity", {}))
 
 
 def _voxel_um(data: CampaignData) -> float:
@@ -595,12 +669,13 @@ def write_report(directory: str | Path) -> Path:
         if ragone:
             powers = np.array([r.power_W_requested if r.power_W_requested is not None
                                else r.power_W for r in ragone])
-            # an infeasible point of the sweep delivers 0 Wh/L: a Ragone curve ends there
-            energies = np.array([r.energy_density_Wh_L if r.feasible else 0.0 for r in ragone])
-            plots.append(("Ragone curve of the best design", plot_ragone(
-                {f"best design (trial {best.trial_id})": (powers, energies)},
-                "energy density (Wh/L)", out / "ragone.png",
-                f"{data.name}: Ragone curve of the best design").name))
+            try:    # an infeasible point of the sweep delivers 0: a Ragone curve ends there
+                curve = ragone_per_mass_and_volume(powers, [r.to_dict() for r in ragone])
+                plots.append(("Ragone curve of the best design", plot_ragone(
+                    {f"best design (trial {best.trial_id})": curve}, out / "ragone.png",
+                    f"{data.name}: Ragone curve of the best design (4680 cell)").name))
+            except ValueError as error:
+                notes.append(f"No Ragone curve: {error}.")
         elif not data.objective.get("half_cell"):
             notes.append("No Ragone curve: the campaign swept no powers "
                          "(cell.ragone_powers_W is empty).")
@@ -617,6 +692,7 @@ def write_report(directory: str | Path) -> Path:
         "name": data.name, "description": data.description, "objective": data.objective,
         "bounds": data.bounds, "fixed": data.fixed, "budget": data.budget,
         "cell_model": data.cell_model, "calibration": data.calibration,
+        "fidelity": _fidelity(data),
         "n_trials": len(data.trials), "n_complete": len(scored) + len(infeasible),
         "n_failed": len(data.failed), "n_infeasible": len(infeasible),
         "best": rows[0] if rows else None, "best_designs": rows, "gp": gp_info,
@@ -642,6 +718,8 @@ def _summary_markdown(data: CampaignData, rows: list[dict[str, Any]],
         f"- Varied: {varied}",
         f"- Fixed: {fixed}",
         f"- Cell model: {data.cell_model}",
+        "- Fidelity: " + (", ".join(f"{k} = {v}" for k, v in _fidelity(data).items())
+                          or "the defaults"),
         f"- Evaluations: {len(data.trials)} of {data.budget} (initial design {data.n_initial}); "
         f"{len(data.complete)} complete, {len(data.failed)} failed, {running} running",
         "",

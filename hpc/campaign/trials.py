@@ -7,6 +7,7 @@ writes `trials.csv` atomically (temporary file + rename), so a reader never sees
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import os
 from dataclasses import dataclass, field
@@ -22,6 +23,24 @@ STATUSES = ("proposed", "submitted", "complete", "failed")
 
 #: Scalar metrics copied from the evaluation result into trials.csv (mean over sub-volumes).
 METRIC_COLUMNS = ("tortuosity_factor", "effective_conductivity_S_m", "cbd_coverage")
+
+#: Version of the trials.csv columns (docs/formats.md); bump on any change of names or order.
+TRIALS_SCHEMA_VERSION = "microloop.trials-csv/2"
+#: The columns before the parameters, and those after them, in this fixed order: a column is
+#: there (empty) even when no trial has a value yet, so the order never depends on which
+#: results came first (it changed after `resume` in version 1).
+LEADING_COLUMNS = ("trial_id", "status", "objective", "objective_unit", "feasible", "reason",
+                   "stop_event")
+RESULT_COLUMNS = (
+    *METRIC_COLUMNS, "percolating_fraction",
+    "volume_fraction_pore", "volume_fraction_am", "volume_fraction_cbd",
+    "surface_area_am_pore_per_um", "surface_area_am_cbd_per_um",
+    "thickness_um", "objective_sd", "objective_noise_var",
+    "in_training_envelope", "envelope_reason",
+    "time_generate_s", "time_characterise_s", "time_simulate_s", "time_total_s",
+)
+TRAILING_COLUMNS = ("attempts", "job_ids", "proposed_utc", "submitted_utc", "finished_utc",
+                    "wall_s")
 
 
 @dataclass
@@ -124,31 +143,48 @@ def _metric_values(result: EvaluationResult | None) -> dict[str, Any]:
     return out
 
 
+def _iso_utc(epoch_s: float | None) -> str | None:
+    """ISO 8601 UTC with seconds (journal times are epoch seconds)."""
+    if not epoch_s:
+        return None
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="seconds")
+
+
 def trial_rows(trials: dict[int, Trial], param_names: list[str]) -> tuple[list[str], list[dict]]:
-    """Columns and rows of trials.csv (parameters first, then metrics and timings)."""
+    """Columns and rows of trials.csv: the fixed leading columns, the parameters in the
+    campaign's order, the fixed result columns, then (sorted, so still independent of the order
+    results arrived in) any result value this schema does not name yet."""
     rows = []
-    extra: list[str] = []
+    unnamed: set[str] = set()
     for trial in sorted(trials.values(), key=lambda t: t.trial_id):
         metrics = _metric_values(trial.result)
-        for name in metrics:
-            if name not in extra:
-                extra.append(name)
+        unnamed.update(name for name in metrics if name not in RESULT_COLUMNS)
+        good = trial.status == "complete" and trial.feasible is True
+        cell = trial.result.cell if trial.result is not None else None
         row = {
             "trial_id": trial.trial_id,
             "status": trial.status,
             "objective": trial.objective,
+            "objective_unit": (trial.result.objective.unit if trial.result is not None
+                               else None),
             "feasible": trial.feasible,
-            "reason": trial.reason.replace("\n", " ")[:500],
+            "reason": "" if good else trial.reason.replace("\n", " ")[:500],
+            # how PyBaMM's discharge ended (e.g. the minimum-voltage event): not a failure
+            "stop_event": (cell.objective.reason.replace("\n", " ")[:200]
+                           if cell is not None and cell.objective.feasible else None),
             **{name: trial.params.get(name) for name in param_names},
             **metrics,
             "attempts": trial.attempt,
             "job_ids": ";".join(trial.job_ids),
+            "proposed_utc": _iso_utc(trial.proposed_at),
+            "submitted_utc": _iso_utc(trial.submitted_at),
+            "finished_utc": _iso_utc(trial.finished_at),
             "wall_s": (trial.finished_at - trial.submitted_at)
             if trial.finished_at and trial.submitted_at else None,
         }
         rows.append(row)
-    columns = (["trial_id", "status", "objective", "feasible", "reason", *param_names] + extra
-               + ["attempts", "job_ids", "wall_s"])
+    columns = [*LEADING_COLUMNS, *param_names, *RESULT_COLUMNS, *sorted(unnamed),
+               *TRAILING_COLUMNS]
     return columns, rows
 
 

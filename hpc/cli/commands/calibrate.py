@@ -178,8 +178,12 @@ def calibrate(
         max_iterations=max_iterations, parameter_set=parameter_set,
         cell_capacity_Ah=cell_capacity_Ah, constant_current=tuple(constant_current),
         predict=tuple(predict))
+    from hpc.cli.commands._progress import steps
+
     try:
-        result = run(request)
+        with steps(f"calibrating {', '.join(fit)} (up to {max_iterations} model solves per "
+                   "curve)"):
+            result = run(request)
     except CalibrateUsageError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

@@ -37,7 +37,11 @@ def case_study(
         else:
             typer.echo(f"case study {name}: campaigns {', '.join(CASE_STUDIES[name])} "
                        f"into {directory}")
-            summary = run_case_study(name, directory, overrides, cs1_dir=cs1)
+            from hpc.cli.commands._progress import campaign_progress
+
+            with campaign_progress(f"case study {name}", budget or 1) as show:
+                summary = run_case_study(name, directory, overrides, cs1_dir=cs1,
+                                         on_progress=show)
     except (ConfigError, CampaignError, FileNotFoundError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

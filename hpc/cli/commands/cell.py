@@ -192,6 +192,7 @@ def run(args: CellRequest) -> dict:
     if design_dict["tortuosity_factor"] == math.inf:
         design_dict["tortuosity_factor"] = None
     return {
+        "schema_version": "microloop.cell/1",      # docs/formats.md
         "capacity_Ah": model.nominal_capacity_Ah(design),
         "design": design_dict,
         "jelly_roll": {

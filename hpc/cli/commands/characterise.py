@@ -1,19 +1,26 @@
 """`microloop characterise VOLUME`: the four microstructure metrics of a labelled volume file.
 
 VOLUME is a .npy, .tif/.tiff or zarr array (`store.zarr` or `store.zarr/path/to/array`) of labels
-0 pore / 1 active material / 2 CBD; a 4D (n, L, L, L) array characterises each sample.
+0 pore / 1 active material / 2 CBD; a 4D (n, L, L, L) array characterises each sample. The voxel
+size is the one the file carries, else --voxel-um. `--json` prints a list, one record per sample
+(schema in docs/formats.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
 
 AXES = {"z": 0, "y": 1, "x": 2, "0": 0, "1": 1, "2": 2}
+AXIS_NAMES = ("z", "y", "x")
 BACKEND_NAMES = ("taufactor", "native")
+#: Version of the `characterise --json` records (docs/formats.md); bump on any change of keys.
+SCHEMA_VERSION = "microloop.characterise/1"
 
 
 def _parse_axis(value: str) -> int:
@@ -23,16 +30,41 @@ def _parse_axis(value: str) -> int:
     return AXES[key]
 
 
+def resolve_voxel_um(volume_path: str, voxel_um: float | None) -> tuple[float, str]:
+    """(voxel edge in um, its source): the file's own (zarr attributes, OME-Zarr, TIFF
+    resolution) or --voxel-um; both given and different, or neither, is an error: a wrong voxel
+    size scales every surface area and no default can be right for every file."""
+    from jobs.volume_io import file_voxel_um
+
+    if voxel_um is not None and not (math.isfinite(voxel_um) and voxel_um > 0):
+        raise ValueError(f"--voxel-um must be a positive number, got {voxel_um}")
+    carried = file_voxel_um(volume_path)
+    if carried is None:
+        if voxel_um is None:
+            raise ValueError(f"{volume_path} does not state its voxel size: give --voxel-um "
+                             "(micrometres per voxel edge)")
+        return float(voxel_um), "--voxel-um"
+    file_um, where = carried
+    if voxel_um is not None and not math.isclose(voxel_um, file_um, rel_tol=1e-6):
+        raise ValueError(f"--voxel-um {voxel_um} disagrees with the {file_um} um that "
+                         f"{volume_path} carries ({where}); drop --voxel-um or fix the file")
+    return file_um, where
+
+
 def characterise_file(
     volume_path: str,
     axis: int = 0,
-    voxel_um: float = 1.0,
+    voxel_um: float | None = None,
     backend: str = "native",
     conductivity_am_S_m: float | None = None,
     conductivity_cbd_S_m: float | None = None,
     rel_tol: float = 1e-3,
+    on_sample: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Metrics (VolumeMetrics.to_dict) of each sample in the file: one for 3D, n for 4D."""
+    """Metrics (VolumeMetrics.to_dict, plus `sample` index and the voxel size used, from
+    `resolve_voxel_um`) of each sample in the file:
+    one (sample 0) for 3D, n for 4D; the same keys either way. `on_sample(done, total)` is
+    called after each sample (progress)."""
     from jobs.volume_io import open_volume
     from kernels.metrics.solvers import available_backends
     from kernels.metrics.volume import (
@@ -55,6 +87,7 @@ def characterise_file(
             f"volume must be a 3D array (or 4D: samples x 3D), got shape {shape} in {volume_path}"
         )
     _check_memory(volume_path, shape[-3:], backend)
+    voxel, voxel_source = resolve_voxel_um(volume_path, voxel_um)
     results = []
     for index in samples:
         import numpy as np
@@ -70,7 +103,7 @@ def characterise_file(
             raise ValueError(f"{volume_path}{where}: {error}{hint}") from None
         metrics = characterise_volume(
             volume,
-            voxel_um=voxel_um,
+            voxel_um=voxel,
             axis=axis,
             backend=backend,
             conductivity_am_S_m=(DEFAULT_CONDUCTIVITY_AM_S_M if conductivity_am_S_m is None
@@ -79,10 +112,33 @@ def characterise_file(
                                   else conductivity_cbd_S_m),
             rel_tol=rel_tol,
         ).to_dict()
-        if index is not None:
-            metrics = {"sample": index, **metrics}
-        results.append(metrics)
+        results.append({"voxel_um": voxel, "voxel_um_source": voxel_source,
+                        "sample": 0 if index is None else index, **metrics})
+        if on_sample is not None:
+            on_sample(len(results), len(samples))
     return results
+
+
+#: Volumes at least this many voxels (one sample) or this many samples show progress.
+PROGRESS_MIN_VOXELS = 128 ** 3
+PROGRESS_MIN_SAMPLES = 2
+
+
+@contextlib.contextmanager
+def _progress(volume_path: str) -> Iterator[Callable[[int, int], None] | None]:
+    """Per-sample progress (on stderr) for a stack of samples or a large sample; none for a
+    small single volume, which finishes in about a second."""
+    from jobs.volume_io import open_volume
+
+    shape = tuple(open_volume(volume_path).shape)
+    n_samples = shape[0] if len(shape) == 4 else 1
+    if n_samples < PROGRESS_MIN_SAMPLES and math.prod(shape[-3:]) < PROGRESS_MIN_VOXELS:
+        yield None
+        return
+    from hpc.cli.commands._progress import steps
+
+    with steps(f"characterising {volume_path}", total=n_samples) as advance:
+        yield lambda done, total: advance(f"sample {done} of {total}")
 
 
 def _check_memory(volume_path: str, shape: tuple[int, ...], backend: str) -> None:
@@ -106,7 +162,7 @@ def _print_table(results: list[dict[str, Any]], title: str) -> None:
 
     table = Table(title=title)
     table.add_column("metric")
-    multi = "sample" in results[0]
+    multi = len(results) > 1
     for item in results:
         table.add_column(f"sample {item['sample']}" if multi else "value", justify="right")
 
@@ -130,7 +186,9 @@ def characterise(
         ..., help="Labelled volume (0 pore, 1 AM, 2 CBD): .npy, .tif/.tiff or store.zarr or store.zarr/path/to/array."
     ),
     axis: str = typer.Option("z", "--axis", help="Transport axis: z|y|x (= 0|1|2); z is axis 0."),
-    voxel_um: float = typer.Option(1.0, "--voxel-um", help="Voxel edge length in micrometres."),
+    voxel_um: float | None = typer.Option(
+        None, "--voxel-um", help="Voxel edge length in micrometres [um]; default: the size the "
+        "file carries (zarr attributes, OME-Zarr, TIFF resolution); required for .npy."),
     backend: str = typer.Option("native", "--backend",
                                 help=f"Transport solver: {' | '.join(BACKEND_NAMES)}."),
     conductivity_am_S_m: float | None = typer.Option(
@@ -144,18 +202,22 @@ def characterise(
 ) -> None:
     """Volume fractions, surface areas, CBD coverage, tortuosity and conductivity of a volume."""
     try:
-        if not (math.isfinite(voxel_um) and voxel_um > 0):
-            raise ValueError(f"--voxel-um must be a positive number, got {voxel_um}")
-        results = characterise_file(volume, _parse_axis(axis), voxel_um, backend,
-                                    conductivity_am_S_m, conductivity_cbd_S_m, rel_tol)
+        axis_index = _parse_axis(axis)
+        with _progress(volume) as on_sample:
+            results = characterise_file(volume, axis_index, voxel_um, backend,
+                                        conductivity_am_S_m, conductivity_cbd_S_m, rel_tol,
+                                        on_sample)
     except (ValueError, OSError, ImportError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     if as_json:
-        payload: Any = results[0] if len(results) == 1 and "sample" not in results[0] else results
-        typer.echo(json.dumps(payload, indent=2))
+        context = {"schema_version": SCHEMA_VERSION, "volume": volume,
+                   "axis": AXIS_NAMES[axis_index], "backend": backend}
+        typer.echo(json.dumps([{**context, **item} for item in results], indent=2))
         return
-    _print_table(results, f"{volume} (axis {axis}, voxel {voxel_um} um, {backend})")
+    first = results[0]
+    _print_table(results, f"{volume} (axis {AXIS_NAMES[axis_index]}, voxel "
+                          f"{first['voxel_um']:g} um from {first['voxel_um_source']}, {backend})")
 
 
 def register(app: typer.Typer) -> None:

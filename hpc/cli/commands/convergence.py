@@ -92,6 +92,29 @@ def run_study(study_dir: Path, study, show_progress: bool = True, poll_s: float 
     return summary
 
 
+#: Version of the `convergence --json` object (docs/formats.md); bump on any change of keys.
+SCHEMA_VERSION = "microloop.convergence/1"
+_STAT_KEYS = ("mean", "sd", "ci95")
+
+
+def stable_summary(summary: dict) -> dict:
+    """The study summary with metric-independent keys: `mean`, `sd`, `ci95` per size whichever
+    metric was studied (the study file spells them `tau_*` or `metric_*`), and `schema_version`,
+    so a script reads every study the same way."""
+    rows = []
+    for row in summary["per_size"]:
+        stable = {}
+        for key, value in row.items():
+            prefix, _, stat = key.partition("_")
+            stable[stat if prefix in ("tau", "metric") and stat in _STAT_KEYS else key] = value
+        missing = [k for k in _STAT_KEYS if k not in stable]
+        if missing:
+            raise ValueError(f"convergence summary row for {row.get('cube_voxels')} voxels lacks "
+                             f"{missing}: expected tau_* or metric_* statistics")
+        rows.append(stable)
+    return {"schema_version": SCHEMA_VERSION, **summary, "per_size": rows}
+
+
 def convergence(
     spec: Path = typer.Argument(None, help="Study file (TOML). Flags override its values."),
     design: list[str] = typer.Option([], help="Procedural recipe, e.g. am_wt_frac=0.94,porosity=0.35"),
@@ -133,7 +156,7 @@ def convergence(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     try:
-        summary = run_study(study_dir, study, show_progress=not as_json)
+        summary = stable_summary(run_study(study_dir, study, show_progress=not as_json))
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -143,10 +166,9 @@ def convergence(
         table = Table(title=f"convergence of {summary['metric']} ({study_dir})")
         for column in ("cube", "n", "mean", "95 % CI", "bias vs largest", "cubes needed", "CPU s/cube"):
             table.add_column(column)
-        key = "tau" if summary["metric"] == "tortuosity_factor" else "metric"
         for row in summary["per_size"]:
-            low, high = row[f"{key}_ci95"]
-            table.add_row(f"{row['cube_voxels']}³", str(row["n_cubes"]), f"{row[f'{key}_mean']:.4g}",
+            low, high = row["ci95"]
+            table.add_row(f"{row['cube_voxels']}³", str(row["n_cubes"]), f"{row['mean']:.4g}",
                           f"[{low:.4g}, {high:.4g}]", f"{100 * row['bias_vs_largest']:+.2f} %",
                           str(row["cubes_needed"]), f"{row['solve_cpu_s']:.2f}")
         Console().print(table)

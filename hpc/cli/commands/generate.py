@@ -82,7 +82,7 @@ def generate(
         source, voxel = model, generator.config.voxel_um
     from jobs.volume_io import write_volume
 
-    write_volume(out, volumes)
+    write_volume(out, volumes, voxel_um=voxel)
     if suffix == ".zarr":
         import zarr
 

@@ -24,7 +24,10 @@ def report(
                        f"a case-study folder (sub-folders named like {', '.join(CASE_STUDIES)}'s "
                        "campaigns)", err=True)
             raise typer.Exit(2)
-        compare_case_study(found[0], directory)
+        from hpc.cli.commands._progress import steps
+
+        with steps(f"case-study report of {directory}"):   # re-solves the optima's sweeps
+            compare_case_study(found[0], directory)
         typer.echo(f"case-study report: {directory / 'report' / 'summary.md'}")
         return
     import tomllib
@@ -33,7 +36,10 @@ def report(
     from hpc.campaign.safe_paths import OutsideFolderError
 
     try:
-        path = write_report(directory)
+        from hpc.cli.commands._progress import steps
+
+        with steps(f"report of {directory}"):       # GP fit and plots: a spinner, seconds
+            path = write_report(directory)
     except (JournalError, OutsideFolderError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
