@@ -15,12 +15,14 @@ def campaign_status(directory: Path) -> dict[str, Any]:
 
     from hpc.campaign.controller import FROZEN_CONFIG, JOBS_FOLDER, best_trial
     from hpc.campaign.journal import read_journal
+    from hpc.campaign.safe_paths import check_campaign_folder
     from hpc.campaign.trials import fold_events
     from hpc.machine.executor import ExecutorError, _pid_alive, query_slurm_states
 
     frozen = Path(directory) / FROZEN_CONFIG
     if not frozen.exists():
         raise FileNotFoundError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
+    check_campaign_folder(directory)  # status reads what resume would: no links out
     config = tomllib.loads(frozen.read_text())
     budget = int(config.get("optimizer", {}).get("budget", 0))
     executor = config.get("resources", {}).get("executor", "local")
@@ -75,8 +77,12 @@ def status(
     """Show a campaign's progress."""
     try:
         info = campaign_status(directory)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError) as error:  # JournalError, TOML, links out: named
         typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as error:  # a folder where a file belongs, no permission: the path named
+        typer.echo(f"error: {directory} cannot be read as a campaign folder: "
+                   f"{error.strerror}: {error.filename}", err=True)
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(info, indent=2))
