@@ -267,13 +267,44 @@ _RAW = st.one_of(
 )
 
 
+@st.composite
+def _late(draw):
+    """Files the schema accepts but that failed only after the folder was made (before this
+    pass): bad optimizer option values, a warm start that is no campaign, refused sbatch keys."""
+    data = tiny_config().to_toml_dict()
+    kind = draw(st.sampled_from(["options", "warm_start", "sbatch"]))
+    if kind == "options":
+        data["optimizer"]["backend"] = draw(st.sampled_from(["botorch", "sobol", "random"]))
+        key = draw(st.sampled_from(["failure_radius", "duplicate_radius"]))
+        data["optimizer"]["options"] = {key: draw(st.one_of(
+            st.floats(max_value=-1e-9), st.text(max_size=5).filter(_not_a_float),
+            st.lists(st.integers(), min_size=1, max_size=2)))}
+        return data, "optimizer", "options"
+    if kind == "warm_start":
+        data["warm_start"] = {"campaigns": [draw(st.sampled_from(
+            ["nowhere", "../missing-campaign", "campaign.toml", "."]))]}
+        return data, "warm_start", "campaigns"
+    refused = draw(st.lists(st.sampled_from(["output", "error", "wrap", "chdir", "array"]),
+                            min_size=1, max_size=3, unique=True))
+    data["resources"]["sbatch_options"] = {key: "x" for key in refused}
+    return data, "resources", "sbatch_options"
+
+
+def _not_a_float(text: str) -> bool:
+    try:
+        return not float(text) >= 0
+    except ValueError:
+        return True
+
+
 def _files_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=st.one_of(_invalid().map(lambda c: ("schema", c)), _RAW.map(lambda b: ("raw", b))))
+@given(case=st.one_of(_invalid().map(lambda c: ("schema", c)), _late().map(lambda c: ("schema", c)),
+                     _RAW.map(lambda b: ("raw", b))))
 def test_cli_run_on_malformed_files_names_the_field_and_writes_nothing(tmp_path, monkeypatch,
                                                                         case):
     kind, payload = case

@@ -695,9 +695,9 @@ def _check_optimizer_options(config: CampaignConfig, source: str) -> None:
 
 
 def _check_warm_start_folders(config: CampaignConfig, source: str) -> None:
-    """Each warm_start.campaigns entry is a campaign folder whose frozen config reads as TOML and
-    whose journal reads (a different space or objective is no error: it is skipped, logged)."""
-    from hpc.campaign.folder import FROZEN_CONFIG
+    """Each warm_start.campaigns entry is a campaign folder (frozen config and journal) whose
+    config reads as TOML and whose journal reads (a different space or objective is no error: it is skipped, logged)."""
+    from hpc.campaign.folder import FROZEN_CONFIG, JOURNAL_NAME
     from hpc.campaign.journal import JournalError, read_journal
 
     for index, folder_text in enumerate(config.warm_start.campaigns):
@@ -705,9 +705,10 @@ def _check_warm_start_folders(config: CampaignConfig, source: str) -> None:
         folder = Path(folder_text)
         frozen = folder / FROZEN_CONFIG
         try:
-            if not frozen.is_file():
-                raise ConfigError(f"{where} is not a campaign folder (no {FROZEN_CONFIG}); give "
-                                  "the folder of an earlier `microloop run`")
+            if not frozen.is_file() or not (folder / JOURNAL_NAME).is_file():
+                raise ConfigError(f"{where} is not a campaign folder (no {FROZEN_CONFIG} and "
+                                  f"{JOURNAL_NAME}); give the folder of an earlier "
+                                  "`microloop run`")
             tomllib.loads(frozen.read_text(encoding="utf-8"))
             read_journal(folder)
         except ConfigError:
