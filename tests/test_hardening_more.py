@@ -240,6 +240,31 @@ def test_status_refuses_a_journal_linked_out_of_the_folder(campaign_copy, tmp_pa
     assert "journal.jsonl" in result.output
 
 
+def test_status_says_how_a_gone_local_job_ended(campaign_copy):
+    """A controller killed with a job in flight: `status` shows the memory guard's record of
+    that job (killed by signal 9, its peak RSS), not only GONE."""
+    import tomllib
+
+    from hpc.campaign.journal import Journal
+
+    frozen = campaign_copy / "campaign.toml"
+    data = tomllib.loads(frozen.read_text())
+    data["resources"]["executor"] = "local"   # the finished copy ran in-process (debug)
+    frozen.write_text(tomli_w.dumps(data))
+    executor = Executor("local", campaign_copy / "jobs", mem_gb=4.0, result_grace_s=0.5)
+    job_id = executor.submit(subprocess.check_call, ["sh", "-c", "kill -9 $PPID"])
+    assert _wait(executor, job_id).state == "failed"
+    journal = Journal(campaign_copy)
+    journal.append("proposed", trial_id=2, params={"am_wt_frac": 0.9, "porosity": 0.3})
+    journal.append("submitted", trial_id=2, attempt=1, job_id=job_id)
+    journal.close()
+    result = cli("status", str(campaign_copy), "--json")
+    assert result.exit_code == 0, result.output
+    running = json.loads(result.output)["running"]
+    assert [r["job_id"] for r in running] == [job_id]
+    assert running[0]["state"].startswith("GONE (killed by signal 9 (out of memory? peak RSS")
+
+
 # ---- the frozen config is written atomically ---------------------------------------------------
 
 def test_dump_campaign_keeps_the_old_file_whole_when_the_disk_fills(tmp_path):

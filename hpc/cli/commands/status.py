@@ -56,6 +56,8 @@ def campaign_status(directory: Path) -> dict[str, Any]:
             done = (jobs / f"{item['job_id']}_0_result.pkl").exists()
             alive = item["job_id"].isdigit() and _pid_alive(int(item["job_id"]))
             item["state"] = "FINISHED" if done else ("RUNNING" if alive else "GONE")
+            if item["state"] == "GONE":  # the local memory guard's record says how it ended
+                item["state"] = _local_end(jobs, item["job_id"]) or "GONE"
     best = best_trial(trials)
     return {
         "directory": str(directory),
@@ -68,6 +70,17 @@ def campaign_status(directory: Path) -> dict[str, Any]:
         "running": running,
         "finished": len(trials) >= budget and counts["running"] + counts["pending"] == 0,
     }
+
+
+def _local_end(jobs: Path, job_id: str) -> str:
+    """'GONE (killed by signal 9 ...)' from the memory guard's record, '' without one."""
+    from hpc.machine.scheduler.memory_guard import describe, record_path
+
+    try:
+        record = json.loads(record_path(jobs, job_id).read_text())
+    except (OSError, ValueError):
+        return ""
+    return f"GONE ({describe(record)})" if isinstance(record, dict) else ""
 
 
 def status(
