@@ -121,6 +121,26 @@ def test_dead_dask_scheduler_fails_fast_so_the_job_falls_back():
     assert address in str(raised.value)
 
 
+def test_an_orphaned_evaluation_solves_its_sweeps_itself_without_waiting(tmp_path):
+    """The whole job, as an orphan of a killed controller runs it: the same objective as an
+    evaluation without Dask, and not 60 s later."""
+    from hpc.campaign.controller import preflight
+    from hpc.machine.evaluation_task import EvaluationTask
+
+    spec = preflight(tiny_config())
+    params = {"am_wt_frac": 0.9, "porosity": 0.35, "binder_adhesion": 0.5,
+              "mass_loading_mg_cm2": 15.0}
+    start = time.monotonic()
+    alone = EvaluationTask()(str(tmp_path / "a"), 0, params, spec, 1, None)
+    alone_s = time.monotonic() - start
+    start = time.monotonic()
+    orphan = EvaluationTask()(str(tmp_path / "b"), 0, params, spec, 1,
+                              f"tcp://127.0.0.1:{_closed_port()}")
+    orphan_s = time.monotonic() - start
+    assert orphan["objective"] == alone["objective"]   # same seed, same design, same number
+    assert orphan_s < alone_s + 15, (orphan_s, alone_s)
+
+
 def test_live_dask_scheduler_passes_the_probe():
     from distributed import LocalCluster
 
