@@ -93,6 +93,26 @@ def test_a_job_killed_by_signal_9_is_recorded_with_its_memory_not_as_died(tmp_pa
     assert 10 * 2**20 < record["peak_rss_bytes"] < 4 * GIB
 
 
+def test_the_guards_two_ways_to_find_a_process_tree_agree():
+    """/proc/<pid>/task/<tid>/children and the /proc scan fallback give the same tree."""
+    from hpc.machine.scheduler.memory_guard import _children_by_scan, process_tree
+
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(process_tree(shell.pid)) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        by_parent = _children_by_scan()
+        scanned = [shell.pid] + by_parent.get(shell.pid, [])
+        assert sorted(process_tree(shell.pid)) == sorted(scanned)
+        assert len(scanned) == 3
+    finally:
+        for pid in process_tree(shell.pid)[::-1]:
+            os.kill(pid, 9)
+        shell.wait()
+
+
 def test_a_job_within_mem_gb_runs_and_returns_its_value(tmp_path):
     executor = Executor("local", tmp_path / "jobs", mem_gb=1.0, result_grace_s=0.5)
     script = "x = b'x' * (100 * 2**20)"

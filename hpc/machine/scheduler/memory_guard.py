@@ -57,15 +57,32 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _children_by_scan() -> dict[int, list[int]]:
+    """ppid -> pids from every /proc/<pid>/stat (kernels without CONFIG_PROC_CHILDREN)."""
+    by_parent: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            by_parent.setdefault(ppid, []).append(int(entry))
+    return by_parent
+
+
 def process_tree(root: int) -> list[int]:
-    """`root` and all its live descendants (through /proc/<pid>/task/<tid>/children)."""
+    """`root` and all its live descendants (through /proc/<pid>/task/<tid>/children, or a scan
+    of /proc where the kernel does not provide those files)."""
+    scanned = (None if Path(f"/proc/{root}/task/{root}/children").exists()
+               else _children_by_scan())
     tree, frontier = [], [root]
     while frontier:
         pid = frontier.pop()
         if pid in tree:
             continue
         tree.append(pid)
-        frontier += _children(pid)
+        frontier += _children(pid) if scanned is None else scanned.get(pid, [])
     return tree
 
 
