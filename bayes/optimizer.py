@@ -371,6 +371,21 @@ def make_optimizer(space: Space, backend: str = "botorch", seed: int = 0, **opti
     return get_backend_class(backend)(space, seed=seed, **options)
 
 
+def validate_options(space: Space, backend: str = "botorch", seed: int = 0,
+                     **options: Any) -> None:
+    """Check a back-end's options by building it once, dry (nothing is asked or fitted).
+
+    Why: the back-ends check their options' values in their constructors; a campaign built the
+    same way at load refuses a bad value before any folder or job exists, instead of a traceback
+    when the controller first builds its optimiser. ValueError naming the back-end and option."""
+    cls = get_backend_class(backend)
+    try:
+        cls(space, seed=seed, **options)
+    except (TypeError, ValueError) as error:  # float([1]) is a TypeError: same named refusal
+        raise ValueError(f"backend {backend!r}: {error} (options given: "
+                         f"{ {k: options[k] for k in sorted(options)} })") from None
+
+
 def optimizer_from_state(space: Space, state: Mapping) -> Optimizer:
     """Rebuild the optimiser that wrote ``state`` (``Optimizer.state_dict()``)."""
     return Optimizer.from_state(space, state)

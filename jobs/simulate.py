@@ -18,6 +18,12 @@ from jobs.contract.result import CellResults, Discharge, MetricsSummary
 from jobs.contract.spec import EvaluationSpec
 
 DASK_WORKER_WAIT_S = 300.0   # how long a sweep waits for the campaign's first Dask worker
+#: A TCP connect to the scheduler's port must succeed this fast: a dead controller's port refuses
+#: at once, a vanished host times out here; only then is the Client's own handshake (up to
+#: DASK_HANDSHAKE_S, a live but busy scheduler) waited for. Before, every orphaned job of a
+#: killed controller waited the whole 60 s handshake on a scheduler that no longer existed.
+DASK_CONNECT_TIMEOUT_S = 5.0
+DASK_HANDSHAKE_S = 60.0
 
 
 def cell_options(spec: EvaluationSpec) -> dict[str, Any]:
@@ -115,7 +121,8 @@ def _on_dask(client: Any, options: dict[str, Any], design: dict[str, float],
 
     own = isinstance(client, str)
     if own:
-        client = Client(client, timeout="60s")
+        probe_scheduler(client)
+        client = Client(client, timeout=f"{DASK_HANDSHAKE_S:g}s")
     try:
         # a scheduler whose workers are gone (walltime, scancel) would queue the tasks forever:
         # fail with TimeoutError instead, so the caller can solve in its own process
@@ -126,6 +133,25 @@ def _on_dask(client: Any, options: dict[str, Any], design: dict[str, float],
     finally:
         if own:
             client.close()
+
+
+def probe_scheduler(address: str, timeout_s: float = DASK_CONNECT_TIMEOUT_S) -> None:
+    """ConnectionError (an OSError) at once when nothing listens at a tcp/tls
+    scheduler address, so the caller falls back to solving here (other schemes: not probed)."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    host, port = parse_host_port(location)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise ConnectionError(f"Dask scheduler {address} does not answer a TCP connect within "
+                          f"{timeout_s:g} s ({error})") from error
 
 
 def main(argv: list[str] | None = None) -> None:

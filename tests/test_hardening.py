@@ -523,9 +523,10 @@ _NPY_HEADER = b"\x93NUMPY\x01\x00"
 @given(suffix=st.sampled_from([".npy", ".tif", ".tiff"]),
        head=st.sampled_from([b"", _NPY_HEADER, b"II*\x00", b"MM\x00*", b"\x80\x04\x95"]),
        body=st.binary(max_size=300))
-def test_malformed_volume_files_give_a_clear_error(tmp_path, suffix, head, body):
+def test_malformed_volume_files_give_a_clear_error(tmp_path, monkeypatch, suffix, head, body):
     folder = tmp_path / f"case{abs(hash((suffix, head, body))) % 10**9}"
     folder.mkdir()
+    monkeypatch.chdir(folder)  # "nothing written" then covers the working directory too
     path = folder / f"volume{suffix}"
     path.write_bytes(head + body)
     result = cli("characterise", str(path), "--json")

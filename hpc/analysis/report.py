@@ -340,9 +340,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def _pyplot():
+    """pyplot on the file-only Agg back-end, every text drawn literally.
+
+    Why no mathtext: plots draw strings from the campaign folder (the name, parameter names,
+    labels); a `$` in one is parsed as TeX and `$\\frac{$` made savefig raise. Text objects
+    take the setting when created, so it is set before any plot of the report is made."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
+    matplotlib.rcParams["text.usetex"] = False
     import matplotlib.pyplot as plt
 
     return plt

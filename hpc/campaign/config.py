@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import pickle
 import re
 import tomllib
@@ -288,6 +289,21 @@ class OptimizerConfig(_Section):
         return data
 
 
+#: sbatch options a campaign may not set (and why / what to set instead): submitit writes the
+#: job's logs, results and array itself; a user value would send them out of the folder
+#: (output, error), replace the job (wrap), or break the one-task-per-trial bookkeeping.
+REFUSED_SBATCH_OPTIONS: dict[str, str] = {
+    "output": "logs go to jobs/", "error": "logs go to jobs/", "input": "jobs read no stdin",
+    "open-mode": "submitit appends to its own logs", "chdir": "jobs run in the campaign's cwd",
+    "wrap": "the job runs the evaluation", "array": "one array task per trial",
+    "parsable": "submitit parses sbatch's answer", "job-name": "set by the campaign name",
+    "time": "use resources.walltime_min", "mem": "use resources.mem_gb",
+    "mem-per-cpu": "use resources.mem_gb", "cpus-per-task": "use resources.cpus_per_task",
+    "partition": "use resources.partition", "account": "use resources.account",
+    "gpus-per-node": "use resources.gpus_per_task", "signal": "set for the walltime requeue",
+}
+
+
 class ResourcesConfig(_Section):
     """Where the evaluations run and what each one may use."""
 
@@ -349,6 +365,12 @@ class ResourcesConfig(_Section):
     @field_validator("sbatch_options")
     @classmethod
     def _plain_options(cls, options: dict[str, str]) -> dict[str, str]:
+        refused = sorted(set(options) & set(REFUSED_SBATCH_OPTIONS))
+        if refused:
+            raise ValueError(
+                f"refused: {', '.join(refused)}; microloop sets these itself (logs and results "
+                "stay in the campaign folder's jobs/, one task per trial): "
+                + "; ".join(f"{key}: {REFUSED_SBATCH_OPTIONS[key]}" for key in refused))
         for key, value in options.items():
             if not re.match(r"^[a-z][a-z0-9\-]*$", key):
                 raise ValueError(f"option name {key!r}: use sbatch's long option names, e.g. 'qos'")
@@ -669,7 +691,59 @@ def parse_campaign(data: dict[str, Any], source: str = "<dict>",
         raise
     except ValueError as error:
         raise ConfigError(f"invalid campaign file {source}:\n  {error}") from None
+    _check_optimizer_options(config, source)
+    _check_warm_start_folders(config, source)
     return config
+
+
+def _check_optimizer_options(config: CampaignConfig, source: str) -> None:
+    """optimizer.options checked by building the back-end dry (bayes.optimizer.validate_options),
+    with n_initial as the controller passes it; skipped when there are none (no torch import)."""
+    opt = config.optimizer
+    if not opt.options:
+        return
+    from bayes.optimizer import get_backend_class, validate_options
+
+    try:
+        options = dict(opt.options)
+        if "n_initial" in getattr(get_backend_class(opt.backend), "OPTIONS", {}):
+            options.setdefault("n_initial", opt.n_initial)
+        validate_options(config.space.to_bayes_space(), opt.backend, opt.seed, **options)
+    except ImportError as error:  # an optional back-end (dragonfly) that is not installed
+        raise ConfigError(f"invalid campaign file {source}:\n  optimizer.backend: "
+                          f"{opt.backend!r} cannot be imported here ({error})") from None
+    except ValueError as error:
+        raise ConfigError(f"invalid campaign file {source}:\n  optimizer.options: {error}"
+                          ) from None
+
+
+def _check_warm_start_folders(config: CampaignConfig, source: str) -> None:
+    """Each warm_start.campaigns entry is a campaign folder (frozen config and journal) whose
+    config reads as TOML and whose journal reads (a different space or objective is no error: it is skipped, logged)."""
+    from hpc.campaign.folder import FROZEN_CONFIG, JOURNAL_NAME
+    from hpc.campaign.journal import JournalError, read_journal
+
+    for index, folder_text in enumerate(config.warm_start.campaigns):
+        where = f"invalid campaign file {source}:\n  warm_start.campaigns[{index}]: {folder_text!r}"
+        folder = Path(folder_text)
+        frozen = folder / FROZEN_CONFIG
+        try:
+            if not frozen.is_file() or not (folder / JOURNAL_NAME).is_file():
+                raise ConfigError(f"{where} is not a campaign folder (no {FROZEN_CONFIG} and "
+                                  f"{JOURNAL_NAME}); give the folder of an earlier "
+                                  "`microloop run`")
+            tomllib.loads(frozen.read_text(encoding="utf-8"))
+            read_journal(folder)
+        except ConfigError:
+            raise
+        except JournalError as error:
+            raise ConfigError(f"{where}: its journal is damaged: {error}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{where}: its {FROZEN_CONFIG} does not read as TOML ({error})"
+                              ) from None
+        except OSError as error:
+            raise ConfigError(f"{where} cannot be read ({error.strerror}: {error.filename})"
+                              ) from None
 
 
 def trained_generator_voxel_um(kind: str, model_path: str | None = None) -> float:
@@ -799,7 +873,17 @@ def load_campaign(name_or_path: str | Path, overrides: dict[str, dict[str, Any]]
 
 
 def dump_campaign(config: CampaignConfig, path: Path) -> None:
-    """Write the frozen config (what this campaign actually ran with)."""
+    """Write the frozen config (what this campaign actually ran with), atomically: a kill or a
+    full disk mid-write must not leave a torn campaign.toml that `resume` cannot read."""
     import tomli_w
 
-    path.write_text(tomli_w.dumps(config.to_toml_dict()))
+    text = tomli_w.dumps(config.to_toml_dict())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:  # readers (resume, status, report) see the old file or the new one, never a torn one
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

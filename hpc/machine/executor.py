@@ -83,6 +83,8 @@ class Executor:
         self.folder.mkdir(parents=True, exist_ok=True)
         options: dict[str, Any] = dict(max_array_size=max_array_size,
                                        max_num_timeout=max_num_timeout, walltime_min=walltime_min)
+        if kind == "local":
+            options.update(mem_gb=mem_gb)  # enforced by the local memory guard
         if kind == "slurm":
             options.update(partition=partition, account=account, cpus_per_task=cpus_per_task,
                            gpus_per_task=gpus_per_task, mem_gb=mem_gb, job_name=job_name,

@@ -15,12 +15,14 @@ def campaign_status(directory: Path) -> dict[str, Any]:
 
     from hpc.campaign.controller import FROZEN_CONFIG, JOBS_FOLDER, best_trial
     from hpc.campaign.journal import read_journal
+    from hpc.campaign.safe_paths import check_campaign_folder
     from hpc.campaign.trials import fold_events
     from hpc.machine.executor import ExecutorError, _pid_alive, query_slurm_states
 
     frozen = Path(directory) / FROZEN_CONFIG
     if not frozen.exists():
         raise FileNotFoundError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
+    check_campaign_folder(directory)  # status reads what resume would: no links out
     config = tomllib.loads(frozen.read_text())
     budget = int(config.get("optimizer", {}).get("budget", 0))
     executor = config.get("resources", {}).get("executor", "local")
@@ -54,6 +56,8 @@ def campaign_status(directory: Path) -> dict[str, Any]:
             done = (jobs / f"{item['job_id']}_0_result.pkl").exists()
             alive = item["job_id"].isdigit() and _pid_alive(int(item["job_id"]))
             item["state"] = "FINISHED" if done else ("RUNNING" if alive else "GONE")
+            if item["state"] == "GONE":  # the local memory guard's record says how it ended
+                item["state"] = _local_end(jobs, item["job_id"]) or "GONE"
     best = best_trial(trials)
     return {
         "directory": str(directory),
@@ -68,6 +72,17 @@ def campaign_status(directory: Path) -> dict[str, Any]:
     }
 
 
+def _local_end(jobs: Path, job_id: str) -> str:
+    """'GONE (killed by signal 9 ...)' from the memory guard's record, '' without one."""
+    from hpc.machine.scheduler.memory_guard import describe, record_path
+
+    try:
+        record = json.loads(record_path(jobs, job_id).read_text())
+    except (OSError, ValueError):
+        return ""
+    return f"GONE ({describe(record)})" if isinstance(record, dict) else ""
+
+
 def status(
     directory: Path = typer.Argument(..., help="A campaign folder."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -75,8 +90,12 @@ def status(
     """Show a campaign's progress."""
     try:
         info = campaign_status(directory)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError) as error:  # JournalError, TOML, links out: named
         typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as error:  # a folder where a file belongs, no permission: the path named
+        typer.echo(f"error: {directory} cannot be read as a campaign folder: "
+                   f"{error.strerror}: {error.filename}", err=True)
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(info, indent=2))

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shlex
 import signal
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hpc.machine.scheduler.base import FailureKind, JobOutcome, SchedulerState, SubmissionError
+from hpc.machine.scheduler.memory_guard import GIB, describe, record_path
 from hpc.machine.scheduler.submitit_files import SubmititFiles
+
+#: run by file path (standard library only): it starts in milliseconds, imports nothing of ours
+GUARD_SCRIPT = Path(__file__).with_name("memory_guard.py")
 
 
 class LocalScheduler(SubmititFiles):
@@ -20,11 +27,23 @@ class LocalScheduler(SubmititFiles):
     kind = "local"
 
     def __init__(self, folder: Path, *, walltime_min: int = 60, max_num_timeout: int = 3,
-                 max_array_size: int | None = None, **_ignored: Any) -> None:
+                 max_array_size: int | None = None, mem_gb: float | None = None,
+                 **_ignored: Any) -> None:
         import submitit
 
         super().__init__(folder)
-        self._ex = submitit.LocalExecutor(self.folder, max_num_timeout=max_num_timeout)
+        #: each job's memory limit (resources.mem_gb), enforced by memory_guard.py around the
+        #: task (why a watchdog, not RLIMIT_AS or a cgroup: that module's docstring)
+        self.mem_gb = mem_gb
+        python = shlex.quote(sys.executable)
+        if mem_gb is not None:
+            if not mem_gb > 0:
+                raise ValueError(f"mem_gb must be > 0 GiB; got {mem_gb!r}")
+            python = shlex.join([sys.executable, str(GUARD_SCRIPT), "--mem-bytes",
+                                 str(int(mem_gb * GIB)), "--record-dir",
+                                 str(self.folder), "--", sys.executable])
+        self._ex = submitit.LocalExecutor(self.folder, max_num_timeout=max_num_timeout,
+                                          python=python)
         self._ex.update_parameters(timeout_min=float(walltime_min))
         self.max_array_size = max_array_size or 10**6
         self._jobs: dict[str, Any] = {}
@@ -69,13 +88,25 @@ class LocalScheduler(SubmititFiles):
             code = process.poll()
             if code is None:
                 return SchedulerState("running", "RUNNING")
-            # submitit's local wrapper exits 0 even when its task died (killed, out of memory)
+            # submitit's local wrapper exits 0 even when its task died (killed, out of memory):
+            # the memory guard's record says how the task itself ended
             how = f"killed by signal {-code}" if code < 0 else "its process died"
-            return SchedulerState("ended", f"EXITED ({how})")
+            return SchedulerState("ended", f"EXITED ({self._guard_record(job_id) or how})")
         # re-attached after a controller restart: the process is not our child any more
         if pid_alive(int(job_id)):
             return SchedulerState("running", "RUNNING")
-        return SchedulerState("ended", "GONE")
+        record = self._guard_record(job_id)
+        return SchedulerState("ended", f"GONE ({record})" if record else "GONE")
+
+    def _guard_record(self, job_id: str) -> str:
+        """How the memory guard saw the job's task end, '' without a (readable) record."""
+        try:
+            record = json.loads(record_path(self.folder, job_id).read_text())
+        except (OSError, ValueError):
+            return ""  # no guard (mem_gb unset), or the guard itself was killed
+        if not isinstance(record, dict):
+            return ""
+        return describe(record)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
