@@ -141,6 +141,8 @@ def plot_fit(result: FitResult, path: str | Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    # curve ids come from the user's files: draw them literally ('$' is no mathtext)
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     n = len(result.curves)
