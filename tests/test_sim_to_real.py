@@ -134,3 +134,16 @@ def test_report_rows_say_what_moved_relative_to_the_parameter_set(tmp_path):
     line = describe_cell_model({"parameter_set": "Chen2020", "calibration": str(path)})
     assert "fitted on the Ecker2015 parameter set, applied to Chen2020" in line
     assert calibration_rows({}) == []
+
+
+def test_a_dollar_in_a_curve_id_does_not_crash_the_fit_plot(tmp_path):
+    """Curve ids come from file names; matplotlib would parse `$\\frac{$` as broken mathtext."""
+    hostile = tmp_path / "run$\\frac{$.csv"
+    hostile.write_bytes((DATA / "ecker2015_kokam_1C.csv").read_bytes())
+    out = tmp_path / "calibration.json"
+    result = CliRunner().invoke(app, [
+        "calibrate", "--parameter-set", "Ecker2015", "--cell-capacity-Ah", str(CELL_AH),
+        "--measured", str(hostile), "--constant-current", f"{hostile.name}=7.5",
+        "--fit", "capacity_factor", "--out", str(out), "--plot", str(tmp_path / "fit.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "fit.png").stat().st_size > 0
