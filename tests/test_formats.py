@@ -234,3 +234,29 @@ def test_characterise_json_feeds_cell_json_and_both_are_versioned(tmp_path: Path
     assert answer["schema_version"] == "microloop.cell/1"
     assert answer["design"]["porosity"] == pytest.approx(
         json.loads(metrics.stdout)[0]["volume_fraction"]["pore"])
+
+
+def test_generate_zarr_output_opens_in_xarray_with_dimensions_and_micrometres(tmp_path):
+    """`generate --out x.zarr` is a group xarray can open (main wrote a root array it could not),
+    with OME-Zarr axes in micrometres, and `characterise` still reads it with the file's voxel."""
+    import zarr
+    from typer.testing import CliRunner
+
+    from hpc.cli.app import app
+
+    xr = pytest.importorskip("xarray")
+    out = tmp_path / "v.zarr"
+    runner = CliRunner()
+    made = runner.invoke(app, ["generate", "-p", "am_wt_frac=0.9", "-p", "porosity=0.35",
+                               "--size", "16", "--n", "2", "--voxel-um", "0.5", "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    dataset = xr.open_zarr(str(out), consolidated=False, mask_and_scale=False)
+    assert dataset["vol"].dims == ("sample", "z", "y", "x")
+    assert dataset["vol"].shape == (2, 16, 16, 16)
+    ome = zarr.open_group(str(out), mode="r").attrs["ome"]
+    axes = ome["multiscales"][0]["axes"]
+    assert [a.get("unit") for a in axes if a["type"] == "space"] == ["micrometer"] * 3
+    measured = runner.invoke(app, ["characterise", str(out), "--json"])
+    assert measured.exit_code == 0, measured.output
+    records = json.loads(measured.stdout)
+    assert len(records) == 2 and all(r["voxel_um"] == 0.5 for r in records)

@@ -146,7 +146,7 @@ def test_cli_generate_writes_each_format(tmp_path, suffix):
     elif suffix == ".tif":
         vols = tifffile.imread(target)
     else:
-        array = zarr.open_array(str(target), mode="r")
+        array = zarr.open_group(str(target), mode="r")["vol"]
         vols = array[...]
         assert array.attrs["params"]["porosity"] == 0.35
     assert vols.shape == (2, 24, 24, 24) and vols.dtype == np.uint8

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+#: the array inside a `--out x.zarr` group
+ZARR_ARRAY_NAME = "vol"
 
 def parse_params(items: list[str]) -> dict[str, float]:
     """`name=value` strings -> validated parameters; errors name the field and the accepted ranges."""
@@ -82,14 +84,19 @@ def generate(
         source, voxel = model, generator.config.voxel_um
     from jobs.volume_io import write_volume
 
-    write_volume(out, volumes, voxel_um=voxel)
+    target = str(out)
+    if suffix == ".zarr":
+        # a group holding the array `vol`, not a root array: the group carries the OME-Zarr
+        # multiscales, so xarray and napari-style readers open it (characterise reads either)
+        target = f"{out}/{ZARR_ARRAY_NAME}"
+    write_volume(target, volumes, voxel_um=voxel)
     if suffix == ".zarr":
         import zarr
 
-        zarr.open_array(str(out), mode="r+").attrs.update(
+        zarr.open_array(str(out), mode="r+", path=ZARR_ARRAY_NAME).attrs.update(
             {"params": params, "seed": seed, "generator": source, "voxel_um": voxel})
     fractions = [float(np.mean(volumes == k)) for k in range(3)]
-    typer.echo(json.dumps({"out": str(out), "shape": list(volumes.shape), "voxel_um": voxel,
+    typer.echo(json.dumps({"out": target, "shape": list(volumes.shape), "voxel_um": voxel,
                            "generator": source, "fractions_pore_am_cbd": fractions}))
 
 
