@@ -94,12 +94,9 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
 def design_attributes(trial_id: int, params: dict[str, float],
                       spec: EvaluationSpec) -> dict[str, Any]:
     """What the design group records about itself, once, when it is created."""
-    from importlib.metadata import PackageNotFoundError, version
+    from jobs.provenance import package_version
 
-    try:
-        microloop_version = version("microloop-electrodes")  # the distribution, not the command
-    except PackageNotFoundError:
-        microloop_version = "unknown"
+    microloop_version = package_version() or "unknown"
     return {
         "trial_id": int(trial_id),
         "params": dict(params),

@@ -119,17 +119,15 @@ def _observations_of(trials: Iterable[Any]) -> list[dict[str, Any]]:
 def export_observations(directory: Path) -> dict[str, Any]:
     """The observations file of a campaign folder: its completed evaluations and the context
     they were made in. No microstructures, no generator weights (only their sha256)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     frozen = directory / FROZEN_CONFIG
     if not frozen.exists():
         raise ValueError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
     config = load_campaign(frozen)
     observations = _observations_of(fold_events(read_journal(directory)).values())
-    try:
-        package_version = version("microloop")
-    except PackageNotFoundError:
-        package_version = None
+    from jobs.provenance import package_version as installed_version
+
+    package_version = installed_version()
     return {
         "schema_version": OBSERVATIONS_SCHEMA,
         "context": campaign_context(config),

@@ -21,9 +21,8 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from hpc.cli import commands as command_modules
+from jobs.provenance import DISTRIBUTION  # the name on PyPI; `microloop` there is another project
 
-#: the distribution's name on PyPI (`microloop` there is an unrelated project)
-DISTRIBUTION = "microloop-electrodes"
 HELP_OPTION_NAMES = ["-h", "--help"]
 
 
