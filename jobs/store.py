@@ -264,18 +264,26 @@ def trial_dir(campaign_dir: str | Path, trial_id: int) -> Path:
     return Path(campaign_dir) / "trials" / str(int(trial_id))
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never a torn one
-    (temporary file in the same folder, fsync, then os.replace)."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text so that readers see the old file or the new one, never a torn one (temporary
+    file in the same folder, fsync, then os.replace; a failed write leaves no temporary file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (`write_text_atomic`)."""
     text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False)   # fails before any write
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def json_safe(value: Any) -> Any:

@@ -33,6 +33,7 @@ import numpy as np
 
 from hpc.campaign.folder import REPORT_FOLDER
 from jobs.contract.result import EvaluationResult
+from jobs.store import write_text_atomic
 
 #: a GP over d parameters needs a few points; below this the GP plots are skipped
 MIN_TRIALS_FOR_GP = 3
@@ -321,19 +322,6 @@ def save_figure_atomic(fig: Any, path: Path) -> None:
     tmp = _atomic_target(path)
     try:
         fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text by temporary file + fsync + rename (see `save_figure_atomic`)."""
-    tmp = _atomic_target(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

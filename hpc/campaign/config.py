@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import pickle
 import re
 import tomllib
@@ -32,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from hpc.campaign.resources_config import RoleResources
+from hpc.campaign.resources_config import SLURM_NAME, RoleResources, slurm_name
 from hpc.campaigns import builtin_names
 from kernels.cell import ranges
 from kernels.cell.design import thickness_range_um
@@ -57,7 +56,6 @@ OPTIMIZER_BACKENDS = ("botorch", "dragonfly", "sobol", "random")
 EXECUTORS = ("local", "slurm", "debug")
 
 # SLURM names (partition, account, option names) go into #SBATCH lines: a plain alphabet only.
-_SLURM_NAME = re.compile(r"^[A-Za-z0-9_.\-,:=+/@%]+$")
 
 
 class ConfigError(ValueError):
@@ -356,11 +354,7 @@ class ResourcesConfig(_Section):
     @field_validator("partition", "account", "dask_interface")
     @classmethod
     def _plain_name(cls, value: str | None) -> str | None:
-        if value is not None and not _SLURM_NAME.match(value):
-            raise ValueError(
-                f"got {value!r}; allowed characters: letters, digits and _ . - , : = + / @ %"
-            )
-        return value
+        return slurm_name(value)
 
     @field_validator("sbatch_options")
     @classmethod
@@ -374,7 +368,7 @@ class ResourcesConfig(_Section):
         for key, value in options.items():
             if not re.match(r"^[a-z][a-z0-9\-]*$", key):
                 raise ValueError(f"option name {key!r}: use sbatch's long option names, e.g. 'qos'")
-            if not _SLURM_NAME.match(str(value)):
+            if not SLURM_NAME.match(str(value)):
                 raise ValueError(
                     f"{key} = {value!r}: allowed characters: letters, digits and "
                     "_ . - , : = + / @ %"
@@ -878,12 +872,7 @@ def dump_campaign(config: CampaignConfig, path: Path) -> None:
     import tomli_w
 
     text = tomli_w.dumps(config.to_toml_dict())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:  # readers (resume, status, report) see the old file or the new one, never a torn one
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # readers (resume, status, report) see the old file or the new one, never a torn one
+    from jobs.store import write_text_atomic
+
+    write_text_atomic(path, text)

@@ -21,11 +21,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # SLURM names go into #SBATCH lines: a plain alphabet only (as hpc.campaign.config).
-_SLURM_NAME = re.compile(r"^[A-Za-z0-9_.\-,:=+/@%]+$")
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_.\-,:=+/@%]+$")
 
 Role = Literal["controller", "evaluation", "dask"]
 ROLES: tuple[Role, ...] = ("controller", "evaluation", "dask")
 
+
+
+def slurm_name(value: str | None) -> str | None:
+    """A partition/account/qos/... name as sbatch takes it: no spaces, quotes or shell syntax."""
+    if value is not None and not SLURM_NAME.match(value):
+        raise ValueError(
+            f"got {value!r}; allowed characters: letters, digits and _ . - , : = + / @ %"
+        )
+    return value
 
 class RoleResources(BaseModel):
     """``[resources.controller]``, ``[resources.evaluation]`` or ``[resources.dask]``."""
@@ -45,11 +54,7 @@ class RoleResources(BaseModel):
     @field_validator("partition", "account", "qos", "constraint", "gres")
     @classmethod
     def _plain_name(cls, value: str | None) -> str | None:
-        if value is not None and not _SLURM_NAME.match(value):
-            raise ValueError(
-                f"got {value!r}; allowed characters: letters, digits and _ . - , : = + / @ %"
-            )
-        return value
+        return slurm_name(value)
 
     @field_validator("setup")
     @classmethod
