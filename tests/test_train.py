@@ -30,7 +30,7 @@ def test_short_training_run_lowers_the_loss_and_writes_model_and_plot(tiny_set, 
     out = tmp_path / "m.pt"
     summary = train_generator(tiny_set, out, TrainOptions(steps=12, checkpoint_every=6, **TINY))
     assert summary["steps"] == 12 and not summary["stopped_early"]
-    state = torch.load(str(out) + ".ckpt", weights_only=False)
+    state = torch.load(str(out) + ".ckpt", weights_only=True)
     losses = [h["loss"] for h in state["history"]]
     assert np.mean(losses[-3:]) < losses[0]
     assert loss_plot_path(out).stat().st_size > 1000
@@ -55,8 +55,8 @@ def test_checkpoint_and_resume_equal_an_uninterrupted_run(tiny_set, tmp_path):
     assert second["steps"] == 6
     a, b = load_model(straight).state_dict(), load_model(split).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    ha = torch.load(str(straight) + ".ckpt", weights_only=False)["history"]
-    hb = torch.load(str(split) + ".ckpt", weights_only=False)["history"]
+    ha = torch.load(str(straight) + ".ckpt", weights_only=True)["history"]
+    hb = torch.load(str(split) + ".ckpt", weights_only=True)["history"]
     assert ha == hb
     with pytest.raises(ValueError, match="another model configuration"):
         train_generator(tiny_set, split, TrainOptions(steps=8, **{**TINY, "widths": (8, 8, 8, 8)}),

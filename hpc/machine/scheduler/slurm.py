@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from submitit.core.utils import FailedSubmissionError, UncompletedJobError
+
 from hpc.machine.scheduler.base import ExecutorError, FailureKind, SchedulerState, SubmissionError
 from hpc.machine.scheduler.submitit_files import SubmititFiles
 
@@ -198,7 +200,9 @@ class SlurmScheduler(SubmititFiles):
             message = str(error).strip() or type(error).__name__
             raise SubmissionError(f"sbatch: {message}",
                                   self.classify_submission_error(message)) from error
-        except Exception as error:  # submitit raises FailedJobError(sbatch's stderr) and others
+        except (UncompletedJobError, FailedSubmissionError, subprocess.SubprocessError) as error:
+            # what submitit raises for a refused or unreadable sbatch (FailedJobError carries
+            # sbatch's stderr); any other exception is a bug and propagates as itself
             message = str(error).strip() or type(error).__name__
             raise SubmissionError(f"sbatch: {message}",
                                   self.classify_submission_error(message)) from error
