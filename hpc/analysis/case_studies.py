@@ -62,12 +62,14 @@ def run_case_study(name: str, directory: str | Path,
                    overrides: dict[str, dict[str, Any]] | None = None,
                    cs1_dir: str | Path | None = None,
                    on_progress: Callable[[Any], None] | None = None,
-                   powers_W: tuple[float, ...] = COMPARISON_POWERS_W) -> dict[str, Any]:
+                   powers_W: tuple[float, ...] = COMPARISON_POWERS_W,
+                   profile: str | None = None) -> dict[str, Any]:
     """Run (or resume, or skip when finished) every campaign of case study `name` into
     ``<directory>/<campaign>``, then compare them; returns the comparison summary.
 
     `overrides` ({"optimizer": {"budget": 4}, ...}) apply to new campaigns only: a folder that
-    already holds a campaign continues with its frozen config.
+    already holds a campaign continues with its frozen config. `profile` names a
+    ``[profiles.<name>]`` variant of every member file (e.g. "paper").
     """
     from hpc.analysis.report import write_report
     from hpc.campaign.config import load_campaign
@@ -80,7 +82,7 @@ def run_case_study(name: str, directory: str | Path,
         if read_journal(folder):
             controller = Campaign.open(folder)
         else:
-            config = load_campaign(campaign_file(campaign_name), overrides)
+            config = load_campaign(campaign_file(campaign_name), overrides, profile=profile)
             controller = Campaign.create(config, folder)
         try:
             if controller.finished():

@@ -846,9 +846,51 @@ def _resolve_paths(config: CampaignConfig, base_dir: Path) -> CampaignConfig:
     return config.model_copy(update={"generator": generator, "cell": cell, "warm_start": warm})
 
 
-def load_campaign(name_or_path: str | Path, overrides: dict[str, dict[str, Any]] | None = None
-                  ) -> CampaignConfig:
-    """Read, override (e.g. {"optimizer": {"budget": 4}}) and validate a campaign file."""
+#: the campaign-file table of named variants (``[profiles.<name>.<section>]``)
+PROFILES_KEY = "profiles"
+
+
+def apply_profile(data: dict[str, Any], profile: str | None, source: str) -> dict[str, Any]:
+    """Merge the named ``[profiles.<profile>]`` tables over the file's sections (key by key),
+    and drop the ``profiles`` table itself: what remains is one plain campaign.
+
+    A file ships its laptop default as the plain sections and e.g. the documented case-study
+    fidelity as ``[profiles.paper.fidelity]``, so the two differ by one named option
+    (``microloop run cs3 --profile paper``). An unknown profile is an error listing the known ones.
+    """
+    profiles = data.pop(PROFILES_KEY, {})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ConfigError(f"invalid campaign file {source}:\n  {PROFILES_KEY}: must be tables "
+                          "[profiles.<name>.<section>]")
+    if profile is None:
+        return data
+    if profile not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(f"invalid campaign file {source}:\n  profile {profile!r} is not "
+                          f"defined (profiles in this file: {known})")
+    for section, values in profiles[profile].items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"invalid campaign file {source}:\n  {PROFILES_KEY}.{profile}."
+                              f"{section}: must be a table of [{section}] keys")
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"invalid campaign file {source}:\n  [{section}] must be a table")
+        table.update(values)
+    return data
+
+
+def campaign_profiles(name_or_path: str | Path) -> list[str]:
+    """The profile names a campaign file defines (``[profiles.<name>]``)."""
+    path = resolve_campaign_path(name_or_path)
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    profiles = data.get(PROFILES_KEY, {})
+    return sorted(profiles) if isinstance(profiles, dict) else []
+
+
+def load_campaign(name_or_path: str | Path, overrides: dict[str, dict[str, Any]] | None = None,
+                  profile: str | None = None) -> CampaignConfig:
+    """Read, apply a named profile, override (e.g. {"optimizer": {"budget": 4}}) and validate
+    a campaign file. Overrides win over the profile, the profile over the plain sections."""
     path = resolve_campaign_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -858,6 +900,7 @@ def load_campaign(name_or_path: str | Path, overrides: dict[str, dict[str, Any]]
         raise ConfigError(f"campaign file {path} is not UTF-8 text (TOML must be): {error}") from None
     except OSError as error:
         raise ConfigError(f"campaign file {path} cannot be read: {error}") from None
+    data = apply_profile(data, profile, str(path))
     for section, values in (overrides or {}).items():
         table = data.setdefault(section, {})
         if not isinstance(table, dict):

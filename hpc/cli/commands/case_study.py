@@ -18,6 +18,11 @@ def case_study(
                                "campaign."),
     executor: str = typer.Option(None, "--executor", help="Override resources.executor: "
                                  "local, slurm or debug."),
+    seed: int = typer.Option(None, "--seed", help="Override optimizer.seed of every new "
+                             "campaign (one case-study folder per seed)."),
+    profile: str = typer.Option(None, "--profile", help="A named variant of every member file "
+                                "([profiles.NAME]; 'paper' = the fidelity docs/case-studies.md "
+                                "reports)."),
     compare_only: bool = typer.Option(False, "--compare-only", help="Only redo the comparison "
                                       "of the campaigns already in DIR."),
 ) -> None:
@@ -30,7 +35,8 @@ def case_study(
         typer.echo(f"error: unknown case study {name!r}; choose one of "
                    f"{', '.join(CASE_STUDIES)}", err=True)
         raise typer.Exit(2)
-    overrides = {"optimizer": {"budget": budget}, "resources": {"executor": executor}}
+    overrides = {"optimizer": {"budget": budget, "seed": seed},
+                 "resources": {"executor": executor}}
     try:
         if compare_only:
             summary = compare_case_study(name, directory, cs1_dir=cs1)
@@ -41,7 +47,7 @@ def case_study(
 
             with campaign_progress(f"case study {name}", budget or 1) as show:
                 summary = run_case_study(name, directory, overrides, cs1_dir=cs1,
-                                         on_progress=show)
+                                         on_progress=show, profile=profile)
     except (ConfigError, CampaignError, FileNotFoundError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

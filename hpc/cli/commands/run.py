@@ -19,6 +19,9 @@ def run(
     executor: str = typer.Option(None, "--executor", help="Override resources.executor."),
     budget: int = typer.Option(None, "--budget", help="Override optimizer.budget."),
     seed: int = typer.Option(None, "--seed", help="Override optimizer.seed."),
+    profile: str = typer.Option(None, "--profile", help="A named variant defined in the file "
+                                "([profiles.NAME], e.g. 'paper': the documented case-study "
+                                "fidelity); overrides still win over it."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
 ) -> None:
@@ -30,7 +33,7 @@ def run(
 
     overrides = {"resources": {"executor": executor}, "optimizer": {"budget": budget, "seed": seed}}
     try:
-        config = load_campaign(campaign, overrides)
+        config = load_campaign(campaign, overrides, profile=profile)
         folder = directory or _default_dir(config.name)
         controller = Campaign.create(config, folder)
     except (ConfigError, CampaignError, OutsideFolderError) as error:
