@@ -182,3 +182,102 @@ def test_cli_generate_from_the_shipped_model_warns_outside_its_envelope(tmp_path
     assert "outside the training envelope" in result.output and "am_wt_frac=0.97" in result.output
     vols = np.load(target)
     assert vols.shape == (1, 16, 16, 16) and abs(np.mean(vols == 0) - 0.5) < 1e-3
+
+
+# ---------------------------------------------------------------- what the project itself writes
+def _generate(runner: CliRunner, out, porosity: float, voxel_um: float = 0.8, n: int = 2,
+              model: str = "procedural") -> None:
+    result = runner.invoke(app, ["generate", "-p", "am_wt_frac=0.92", "-p", f"porosity={porosity}",
+                                 "-p", "binder_adhesion=0.5", "--size", "24", "--n", str(n),
+                                 "--voxel-um", str(voxel_um), "--out", str(out), "--model", model])
+    assert result.exit_code == 0, result.output
+
+
+def test_training_takes_generate_npy_stacks_with_a_params_csv(tmp_path):
+    """`generate --out x.npy` writes (n, L, L, L): every sample is a training volume."""
+    runner = CliRunner()
+    for k, porosity in enumerate((0.3, 0.4)):
+        _generate(runner, tmp_path / f"d{k}.npy", porosity)
+    (tmp_path / "params.csv").write_text("file,am_wt_frac,porosity,binder_adhesion\n"
+                                         "d0.npy,0.92,0.3,0.5\nd1.npy,0.92,0.4,0.5\n")
+    data = load_training_set(str(tmp_path), voxel_um=0.8)
+    assert len(data.volumes) == 4 and all(v.shape == (24, 24, 24) for v in data.volumes)
+    assert [p["porosity"] for p in data.params] == [0.3, 0.3, 0.4, 0.4]
+    assert np.array_equal(data.volumes[3], np.load(tmp_path / "d1.npy")[1])
+    # the CSV itself works as DATA too; .npy states no voxel size, so one must be given
+    assert len(load_training_set(str(tmp_path / "params.csv"), voxel_um=0.8).volumes) == 4
+    with pytest.raises(ValueError, match="does not state its voxel size.*--voxel-um"):
+        load_training_set(str(tmp_path))
+
+
+def test_training_takes_generate_zarr_and_tif_with_their_voxel_size(tmp_path):
+    runner = CliRunner()
+    _generate(runner, tmp_path / "x.zarr", 0.35, voxel_um=0.8)
+    data = load_training_set(str(tmp_path / "x.zarr"))        # voxel size from the file
+    assert data.voxel_um == 0.8 and len(data.volumes) == 2
+    assert data.params[0]["porosity"] == 0.35 and data.params[0]["am_wt_frac"] == 0.92
+    with pytest.raises(ValueError, match="disagrees with the 0.8 um"):
+        load_training_set(str(tmp_path / "x.zarr"), voxel_um=0.4)
+    tif = tmp_path / "tifs"
+    tif.mkdir()
+    _generate(runner, tif / "a.tif", 0.35, voxel_um=0.5)
+    _generate(runner, tif / "b.tif", 0.45, voxel_um=0.5)
+    (tif / "p.csv").write_text("file,am_wt_frac,porosity\na.tif,0.92,0.35\nb.tif,0.92,0.45\n")
+    data = load_training_set(str(tif))
+    assert data.voxel_um == 0.5 and len(data.volumes) == 4
+    _generate(runner, tif / "b.tif", 0.45, voxel_um=0.4)     # now the files disagree
+    with pytest.raises(ValueError, match="share one voxel size"):
+        load_training_set(str(tif))
+
+
+def test_training_takes_a_campaign_store_finished_samples_only(tmp_path):
+    """A campaign's voxels.zarr as jobs.generate writes it: one group per trial holding `vol`
+    and `done`, params and spec in the group's attributes."""
+    from jobs.contract.spec import EvaluationSpec
+    from jobs.generate import generate_samples
+    from jobs.store import DesignStore
+
+    spec = EvaluationSpec.from_dict({"fidelity": {"n_cubes": 2, "cube_voxels": 24,
+                                                  "voxel_um": 0.8}})
+    designs = [{"am_wt_frac": 0.9, "porosity": 0.3, "binder_adhesion": 0.5},
+               {"am_wt_frac": 0.95, "porosity": 0.4, "binder_adhesion": 0.5}]
+    for trial, params in enumerate(designs):
+        generate_samples(tmp_path, trial, params, spec)
+    DesignStore.open(tmp_path, 1).invalidate(0)   # an unfinished sample is not training data
+    for source in (tmp_path, tmp_path / "voxels.zarr"):
+        data = load_training_set(str(source))
+        assert data.voxel_um == 0.8 and len(data.volumes) == 3
+        assert [p["porosity"] for p in data.params] == [0.3, 0.3, 0.4]
+        assert data.fixed_params == {"mean_diameter_um": spec.generator.mean_diameter_um,
+                                     "diameter_spread": spec.generator.diameter_spread}
+        assert data.condition_names() == ("am_wt_frac", "porosity")
+    assert np.array_equal(data.volumes[2], DesignStore.open(tmp_path, 1).read_sample(1))
+
+
+def test_voxel_size_goes_from_data_into_the_model_and_on_to_characterise(tmp_path):
+    runner = CliRunner()
+    for porosity in (0.3, 0.4):
+        _generate(runner, tmp_path / f"p{porosity}.zarr", porosity, voxel_um=0.8, n=1)
+    store = tmp_path / "all.zarr"
+    import zarr
+
+    group = zarr.open_group(str(store), mode="w")
+    for porosity in (0.3, 0.4):     # one store holding both generate outputs as subgroups
+        src = zarr.open_group(str(tmp_path / f"p{porosity}.zarr"), mode="r")
+        sub = group.create_group(f"p{porosity}", attributes=src.attrs.asdict())
+        arr = sub.create_array("vol", shape=src["vol"].shape, dtype="uint8",
+                               attributes=src["vol"].attrs.asdict())
+        arr[...] = src["vol"][...]
+    out = tmp_path / "m.pt"
+    result = runner.invoke(app, ["train-generator", str(store), "--out", str(out), "--steps", "1",
+                                 "--crop", "16", "--batch", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert load_model(out).config.voxel_um == 0.8
+    made = tmp_path / "made.zarr"
+    result = runner.invoke(app, ["generate", "-p", "am_wt_frac=0.92", "-p", "porosity=0.35",
+                                 "--size", "16", "--out", str(made), "--model", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["characterise", str(made), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)[0]
+    assert record["voxel_um"] == 0.8

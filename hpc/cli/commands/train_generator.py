@@ -39,14 +39,22 @@ def train_generator_command(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     crop: int = typer.Option(32, help="Side of the generated training crops, voxels (multiple of 8)."),
     batch: int = typer.Option(4, help="Crops per step."),
-    learning_rate: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
+    learning_rate: float | None = typer.Option(None, "--lr", help="Adam learning rate (default "
+                                               "2e-3 for statistics, 1e-4 for slicegan)."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
     seed: int = typer.Option(0, help="Seed of the weights, noise and batch order."),
     crisp_weight: float = typer.Option(0.3, help="Weight of the term that makes fields one-hot."),
     threads: int = typer.Option(0, help="CPU threads for torch (0 = torch's default)."),
     time_limit_min: float = typer.Option(0.0, help="Stop after a checkpoint once this many minutes "
                                          "have passed (0 = no limit); set below a job's wall time."),
-    voxel_um: float = typer.Option(0.4, help="Voxel size of the training volumes."),
+    voxel_um: float | None = typer.Option(None, help="Voxel edge of the training volumes, um; "
+                                          "default: what the files state (0.4 for procedural). "
+                                          "Kept in the model: it generates at this size."),
+    method: str = typer.Option("statistics", help="'statistics' (fractions + two-point maps) or "
+                               "'slicegan' (2D critics on orthogonal slices, WGAN-GP)."),
+    init_from: str | None = typer.Option(None, help="Start from a model file or 'default' "
+                                         "(same architecture); e.g. adversarial fine-tuning."),
+    n_critic: int = typer.Option(5, help="slicegan only: critic updates per generator update."),
     grid: list[str] = typer.Option([], "--grid", help="procedural only: name=v1,v2,... (repeatable); "
                                    "default am_wt_frac=0.85,0.9,0.95 porosity=0.25,0.35,0.45 "
                                    "binder_adhesion=0,0.5,1"),
@@ -67,6 +75,8 @@ def train_generator_command(
             load_checkpoint(checkpoint_path(out))
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--resume") from None
+    if learning_rate is None:   # a GAN needs a far smaller step than statistics matching
+        learning_rate = 1e-4 if method == "slicegan" else 2e-3
     procedural = {}
     if data == "procedural":
         procedural = {"grid": _parse_grid(grid), "size_voxels": volume_voxels,
@@ -75,7 +85,8 @@ def train_generator_command(
         raise typer.BadParameter("only for DATA = procedural", param_hint="--grid")
     options = TrainOptions(steps=steps, batch=batch, crop_voxels=crop, learning_rate=learning_rate,
                            checkpoint_every=checkpoint_every, seed=seed, device=device,
-                           crisp_weight=crisp_weight,
+                           crisp_weight=crisp_weight, method=method, init_from=init_from,
+                           n_critic=n_critic,
                            threads=threads or None,
                            time_limit_s=time_limit_min * 60 if time_limit_min > 0 else None)
     try:
