@@ -25,6 +25,7 @@ from jobs.training_data import TrainingSet, load_training_set
 from kernels.generator.model import (
     ConditionalGenerator,
     TrainingTargets,
+    condition_vector,
     load_default_model,
     load_state_bytes,
     make_targets,
@@ -33,8 +34,16 @@ from kernels.generator.model import (
     train_step,
 )
 from kernels.generator.network import GeneratorConfig
+from kernels.generator.slicegan import (
+    ORIENTATIONS,
+    AdversarialOptions,
+    CriticConfig,
+    SliceCritic,
+    adversarial_step,
+)
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+TRAINING_METHODS = ("statistics", "slicegan")
 
 
 @dataclass
@@ -52,6 +61,15 @@ class TrainOptions:
     latent_channels: int = 8
     max_lag_voxels: int = 12
     crisp_weight: float = 0.3           # weight of the one-hot (Gini) term of the loss
+    #: "statistics" (fractions + two-point maps) or "slicegan" (2D critics on orthogonal slices,
+    #: WGAN-GP; kernels.generator.slicegan)
+    method: str = "statistics"
+    init_from: str | None = None        # start the generator from a model file or "default"
+    n_critic: int = 5                   # slicegan: critic updates per generator update
+    gp_weight: float = 10.0             # slicegan: gradient-penalty weight
+    slices_per_axis: int = 8            # slicegan: slices per crop and orientation for the critics
+    critic_learning_rate: float = 1e-4  # slicegan: Adam(0.5, 0.9) for critics and generator
+    critic_widths: tuple[int, ...] = (32, 64, 128)
 
     def validate(self) -> None:
         for name in ("steps", "batch", "checkpoint_every", "crop_voxels", "latent_channels"):
@@ -63,6 +81,10 @@ class TrainOptions:
         if self.crop_voxels <= self.max_lag_voxels:
             raise ValueError(f"crop_voxels ({self.crop_voxels}) must exceed max_lag_voxels "
                              f"({self.max_lag_voxels})")
+        if self.method not in TRAINING_METHODS:
+            raise ValueError(f"method must be one of {TRAINING_METHODS}, got {self.method!r}")
+        if self.method == "slicegan" and (not isinstance(self.n_critic, int) or self.n_critic < 1):
+            raise ValueError(f"n_critic must be an integer >= 1, got {self.n_critic!r}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -129,12 +151,17 @@ def plot_losses(history: list[dict[str, float]], path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = np.arange(1, len(history) + 1)
     window = max(1, len(history) // 50)
-    for key in [k for k in ("loss", "fraction", "s2", "crisp") if k in history[-1]]:
+    keys = [k for k in ("loss", "fraction", "s2", "crisp", "wasserstein", "gp") if k in history[-1]]
+    negative = any(h.get(k, 1.0) <= 0 for h in history for k in keys)
+    for key in keys:
         y = np.array([h.get(key, np.nan) for h in history])
         if window > 1:
             y = np.convolve(y, np.ones(window) / window, mode="valid")
         ax.plot(steps[len(steps) - len(y):], y, label=key)
-    ax.set_yscale("log")
+    if negative:   # adversarial losses change sign
+        ax.set_yscale("symlog", linthresh=1e-3)
+    else:
+        ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend()
@@ -150,13 +177,43 @@ def _training_metadata(data: TrainingSet, options: TrainOptions, config: Generat
     return {
         "steps": len(history),
         "wall_s": wall_s,
-        "options": {**asdict(options), "widths": list(options.widths)},
+        "method": options.method,
+        "options": {**asdict(options), "widths": list(options.widths),
+                    "critic_widths": list(options.critic_widths)},
         "data": data.describe(),
         "fixed_params": data.fixed_params,
         "training_points": [list(p) for p in points],
         "final_loss": {k: float(np.mean([h[k] for h in tail])) for k in tail[0]} if tail else {},
         "torch_version": str(torch.__version__),
     }
+
+
+def _initial_model(config: GeneratorConfig, options: TrainOptions) -> ConditionalGenerator:
+    """A fresh net, or one warm-started from `options.init_from` (same architecture and number
+    of conditions; the condition scaling is the new data's)."""
+    torch.manual_seed(options.seed)
+    if options.init_from is None:
+        return ConditionalGenerator(config)
+    start = load_model(options.init_from)
+    old = start.config
+    if (tuple(old.widths), old.latent_channels, len(old.condition_names), old.fraction_inputs) != (
+            tuple(config.widths), config.latent_channels, len(config.condition_names),
+            config.fraction_inputs):
+        raise ValueError(f"init_from {options.init_from!r} has widths {list(old.widths)}, "
+                         f"{old.latent_channels} latent channels and conditions "
+                         f"{list(old.condition_names)}; train with the same widths, latent "
+                         f"channels and number of conditions ({list(config.condition_names)})")
+    model = ConditionalGenerator(config)
+    model.load_state_dict(start.state_dict())
+    return model
+
+
+def _fraction_targets(data: TrainingSet, config: GeneratorConfig) -> TrainingTargets:
+    """Conditions and measured fractions only (what adversarial training needs; no S2 maps)."""
+    conds = np.stack([condition_vector(p, config) for p in data.params])
+    fracs = np.stack([np.bincount(v.ravel(), minlength=3)[:3] / v.size for v in data.volumes])
+    return TrainingTargets(torch.tensor(conds, dtype=torch.float32),
+                           torch.tensor(fracs, dtype=torch.float32), torch.zeros(0))
 
 
 def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | None = None,
@@ -171,35 +228,62 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
     names = data.condition_names()
     lows = tuple(min(p[k] for p in data.params) for k in names)
     highs = tuple(max(p[k] for p in data.params) for k in names)
+    widths, latent = tuple(options.widths), options.latent_channels
+    if options.init_from is not None:   # the architecture is the starting model's
+        start_cfg = load_model(options.init_from).config
+        widths, latent = tuple(start_cfg.widths), start_cfg.latent_channels
     config = GeneratorConfig(condition_names=names, condition_low=lows, condition_high=highs,
-                             latent_channels=options.latent_channels, widths=tuple(options.widths),
+                             latent_channels=latent, widths=widths,
                              voxel_um=data.voxel_um, max_lag_voxels=options.max_lag_voxels)
-    too_small = [v.shape for v in data.volumes if min(v.shape) <= options.max_lag_voxels]
+    adversarial = options.method == "slicegan"
+    smallest = options.crop_voxels if adversarial else options.max_lag_voxels + 1
+    too_small = [v.shape for v in data.volumes if min(v.shape) < smallest]
     if too_small:
-        raise ValueError(f"training volumes must be larger than max_lag_voxels={options.max_lag_voxels} "
-                         f"per side; got {too_small[:3]}")
-    torch.manual_seed(options.seed)
-    model = ConditionalGenerator(config).to(options.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
+        what = f"crop_voxels={options.crop_voxels}" if adversarial else \
+            f"max_lag_voxels={options.max_lag_voxels}"
+        raise ValueError(f"training volumes must be larger than {what} per side; got "
+                         f"{too_small[:3]}")
+    model = _initial_model(config, options).to(options.device)
+    if adversarial:
+        optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, betas=(0.5, 0.9))
+        critic_cfg = CriticConfig(n_conditions=config.n_condition_inputs,
+                                  widths=tuple(options.critic_widths))
+        critics = {name: SliceCritic(critic_cfg).to(options.device) for name in ORIENTATIONS}
+        c_optimizers = {name: torch.optim.Adam(c.parameters(), lr=options.critic_learning_rate,
+                                               betas=(0.5, 0.9)) for name, c in critics.items()}
+        adv = AdversarialOptions(n_critic=options.n_critic, gp_weight=options.gp_weight,
+                                 slices_per_axis=options.slices_per_axis)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     noise = torch.Generator().manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
     history: list[dict[str, float]] = []
     wall_before = 0.0
     if resume and ckpt.is_file():
         state = load_checkpoint(ckpt)
-        if state["config"] != config.to_dict():
-            raise ValueError(f"{ckpt.name} was made with another model configuration or training "
-                             "data envelope; start again without --resume or use the same options")
+        if state["config"] != config.to_dict() or state.get("method", "statistics") != options.method:
+            raise ValueError(f"{ckpt.name} was made with another model configuration, training "
+                             "method or training data envelope; start again without --resume "
+                             "or use the same options")
         model = model_from_state(state["model"]).to(options.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
+        optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate,
+                                     **({"betas": (0.5, 0.9)} if adversarial else {}))
         optimizer.load_state_dict(state["optimizer"])
+        if adversarial:
+            for name in ORIENTATIONS:
+                critics[name].load_state_dict(state["critics"][name])
+                c_optimizers[name] = torch.optim.Adam(critics[name].parameters(),
+                                                      lr=options.critic_learning_rate,
+                                                      betas=(0.5, 0.9))
+                c_optimizers[name].load_state_dict(state["critic_optimizers"][name])
         noise.set_state(state["noise_state"])
         rng.bit_generator.state = json.loads(state["rng_state_json"])
         history = list(state["history"])
         targets = TrainingTargets(**state["targets"])
         wall_before = float(state["wall_s"])
     else:
-        targets = make_targets(data.params, data.volumes, config)
+        targets = _fraction_targets(data, config) if adversarial else \
+            make_targets(data.params, data.volumes, config)
     start = time.perf_counter()
 
     def wall() -> float:
@@ -208,11 +292,18 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
     def save(step: int) -> None:
         save_model(model, out, _training_metadata(data, options, config, history, wall()))
         tmp = ckpt.with_name(ckpt.name + ".partial")
-        torch.save({"config": config.to_dict(), "model": model_state(model),
+        extra = {}
+        if adversarial:
+            extra = {"critic_config": critic_cfg.to_dict(),
+                     "critics": {k: {n: t.detach().cpu() for n, t in c.state_dict().items()}
+                                 for k, c in critics.items()},
+                     "critic_optimizers": {k: o.state_dict() for k, o in c_optimizers.items()}}
+        torch.save({"config": config.to_dict(), "method": options.method,
+                    "model": model_state(model),
                     "optimizer": optimizer.state_dict(), "noise_state": noise.get_state(),
                     "rng_state_json": json.dumps(rng.bit_generator.state), "history": history,
                     "targets": asdict(targets),
-                    "wall_s": wall(), "step": step}, tmp)
+                    "wall_s": wall(), "step": step, **extra}, tmp)
         os.replace(tmp, ckpt)
         if history:
             plot_losses(history, loss_plot_path(out))
@@ -221,9 +312,14 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
     stopped_early = False
     step = len(history)
     while step < options.steps:
-        index = torch.as_tensor(rng.choice(n, size=options.batch, replace=n < options.batch))
-        parts = train_step(model, optimizer, targets, index, options.crop_voxels, noise,
-                           crisp_weight=options.crisp_weight)
+        choice = rng.choice(n, size=options.batch, replace=n < options.batch)
+        if adversarial:
+            parts = adversarial_step(model, critics, optimizer, c_optimizers, data.volumes,
+                                     targets.conditions, targets.fractions, choice,
+                                     options.crop_voxels, rng, noise, adv)
+        else:
+            parts = train_step(model, optimizer, targets, torch.as_tensor(choice),
+                               options.crop_voxels, noise, crisp_weight=options.crisp_weight)
         if not all(math.isfinite(v) for v in parts.values()):
             raise FloatingPointError(f"training diverged at step {step + 1}: {parts}; lower the "
                                      "learning rate")
@@ -241,6 +337,7 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
     if not out.exists():
         save(step)
     return {"out": str(out), "checkpoint": str(ckpt), "loss_plot": str(loss_plot_path(out)),
+            "method": options.method,
             "steps": step, "target_steps": options.steps, "stopped_early": stopped_early,
             "wall_s": wall(), "final_loss": history[-1] if history else None,
             "condition_names": list(names)}
@@ -255,12 +352,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--voxel-um", type=float, default=0.4)
+    parser.add_argument("--voxel-um", type=float, default=None,
+                        help="default: what the files state (0.4 for procedural)")
     parser.add_argument("--time-limit-s", type=float, default=None)
+    parser.add_argument("--method", default="statistics", choices=TRAINING_METHODS)
+    parser.add_argument("--init-from", default=None)
+    parser.add_argument("--lr", type=float, default=None)
     args = parser.parse_args(argv)
     data = load_training_set(args.data, voxel_um=args.voxel_um)
     options = TrainOptions(steps=args.steps, batch=args.batch, crop_voxels=args.crop,
-                           device=args.device, time_limit_s=args.time_limit_s)
+                           device=args.device, time_limit_s=args.time_limit_s,
+                           method=args.method, init_from=args.init_from,
+                           learning_rate=args.lr or (1e-4 if args.method == "slicegan" else 1e-3))
 
     def report(step: int, total: int, parts: dict[str, float]) -> None:
         if step % 10 == 0 or step == total:
