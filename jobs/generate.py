@@ -65,9 +65,11 @@ def load_generator(spec: EvaluationSpec, device: str = "cpu") -> Any:
 
 
 def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
-                device: str = "cpu", model: Any = None) -> np.ndarray:
+                device: str = "cpu", model: Any = None, index: int = 0) -> np.ndarray:
     """One uint8 cube (0 pore / 1 AM / 2 CBD) of `spec.fidelity.cube_voxels`^3 for `params`:
-    from `model` (see `load_generator`) when given, else the procedural simulator."""
+    from `model` (see `load_generator`) when given, else the procedural simulator. Cube `index`
+    of a design comes from ensemble member `index` mod K, so the per-cube objective spread
+    (`objective.noise_from_samples`) includes the members' disagreement."""
     size = spec.fidelity.cube_voxels
     if model is None:
         from kernels.structure.procedural import ManufacturingParams, generate_structure
@@ -84,7 +86,10 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
     else:
         from kernels.generator.model import sample
 
-        volume = sample(params, n=1, size=size, seed=seed, device=device, model=model)[0]
+        members = getattr(model, "members", None)
+        member = None if members is None else int(index) % len(members)
+        volume = sample(params, n=1, size=size, seed=seed, device=device, model=model,
+                        member=member)[0]
     volume = np.ascontiguousarray(volume, dtype=np.uint8)
     if volume.shape != (size, size, size):
         raise ValueError(f"generator returned shape {volume.shape}, expected {(size,) * 3}")
@@ -150,7 +155,8 @@ def generate_samples(campaign_dir: str | Path, trial_id: int, params: dict[str, 
     model = load_generator(spec, device) if todo else None
     written = []
     for index in todo:
-        volume = make_volume(params, spec, sample_seed(spec.seed, trial_id, index), device, model)
+        volume = make_volume(params, spec, sample_seed(spec.seed, trial_id, index), device, model,
+                             index=index)
         store.write_sample(index, volume)
         written.append(index)
     return written

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,10 @@ import torch
 from jobs.training_data import TrainingSet, load_training_set
 from kernels.generator.model import (
     ConditionalGenerator,
+    GeneratorEnsemble,
     TrainingTargets,
     condition_vector,
+    ensemble_state,
     load_default_model,
     load_state_bytes,
     make_targets,
@@ -217,8 +219,12 @@ def _fraction_targets(data: TrainingSet, config: GeneratorConfig) -> TrainingTar
 
 
 def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | None = None,
-                    resume: bool = False, progress: ProgressFn | None = None) -> dict:
-    """Train (or resume training) and return a summary; the model is at `out` afterwards."""
+                    resume: bool = False, progress: ProgressFn | None = None,
+                    envelope: tuple[tuple[str, ...], tuple[float, ...], tuple[float, ...]]
+                    | None = None) -> dict:
+    """Train (or resume training) and return a summary; the model is at `out` afterwards.
+    `envelope` (names, lows, highs) fixes the conditions and their scaling instead of taking
+    them from `data` (ensemble members trained on resamples share one)."""
     options = options or TrainOptions()
     options.validate()
     out = Path(out)
@@ -228,6 +234,8 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
     names = data.condition_names()
     lows = tuple(min(p[k] for p in data.params) for k in names)
     highs = tuple(max(p[k] for p in data.params) for k in names)
+    if envelope is not None:
+        names, lows, highs = (tuple(x) for x in envelope)
     widths, latent = tuple(options.widths), options.latent_channels
     if options.init_from is not None:   # the architecture is the starting model's
         start_cfg = load_model(options.init_from).config
@@ -340,6 +348,72 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
             "method": options.method,
             "steps": step, "target_steps": options.steps, "stopped_early": stopped_early,
             "wall_s": wall(), "final_loss": history[-1] if history else None,
+            "condition_names": list(names)}
+
+
+def member_path(out: str | Path, k: int) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.stem}.member{k}{out.suffix}")
+
+
+def bootstrap_members(data: TrainingSet, members: int, seed: int) -> list[TrainingSet]:
+    """One training set per member: the distinct training points resampled with replacement
+    (all volumes of a drawn point, as often as it is drawn), so members see different points."""
+    keys = [tuple(sorted(p.items())) for p in data.params]
+    points = sorted(set(keys))
+    if len(points) < 2:
+        raise ValueError("an ensemble needs training data at 2 or more parameter points")
+    sets = []
+    for k in range(members):
+        rng = np.random.default_rng([seed, k])
+        drawn = rng.choice(len(points), size=len(points), replace=True)
+        params, volumes = [], []
+        for j in drawn:
+            for p, v, key in zip(data.params, data.volumes, keys, strict=True):
+                if key == points[j]:
+                    params.append(p)
+                    volumes.append(v)
+        sets.append(TrainingSet(params, volumes, data.voxel_um,
+                                source=f"{data.source}, bootstrap member {k}",
+                                fixed_params=dict(data.fixed_params)))
+    return sets
+
+
+def train_ensemble(data: TrainingSet, out: str | Path, members: int,
+                   options: TrainOptions | None = None, resume: bool = False,
+                   progress: ProgressFn | None = None) -> dict:
+    """Train `members` generators on bootstrap resamples of the training points (seeds
+    options.seed + k), each resumable from its own checkpoint (`OUT.memberK.pt.ckpt`), and
+    write them as one ensemble file at `out` (kernels.generator.model.GeneratorEnsemble)."""
+    options = options or TrainOptions()
+    if not isinstance(members, int) or members < 2:
+        raise ValueError(f"members must be an integer >= 2, got {members!r}")
+    names = data.condition_names()
+    box = (names, tuple(min(p[k] for p in data.params) for k in names),
+           tuple(max(p[k] for p in data.params) for k in names))
+    summaries = []
+    for k, member_data in enumerate(bootstrap_members(data, members, options.seed)):
+        member_options = replace(options, seed=options.seed + k)
+        summaries.append(train_generator(member_data, member_path(out, k), member_options,
+                                         resume=resume, progress=progress, envelope=box))
+    nets = [load_model(member_path(out, k)) for k in range(members)]
+    ensemble = GeneratorEnsemble(nets)
+    info = dict(nets[0].training_info)
+    points = sorted({tuple(p[k] for k in names) for p in data.params})
+    info.update({"ensemble_members": members, "training_points": [list(p) for p in points],
+                 "data": data.describe(), "fixed_params": data.fixed_params,
+                 "steps": sum(int(m.training_info.get("steps", 0)) for m in nets),
+                 "wall_s": sum(float(m.training_info.get("wall_s", 0.0)) for m in nets),
+                 "members": [{"steps": m.training_info.get("steps"),
+                              "training_points": m.training_info.get("training_points")}
+                             for m in nets]})
+    path = Path(out)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(ensemble_state(ensemble, info), tmp)
+    os.replace(tmp, path)
+    return {"out": str(path), "members": [s["out"] for s in summaries],
+            "steps": info["steps"], "stopped_early": any(s["stopped_early"] for s in summaries),
+            "method": options.method, "wall_s": info["wall_s"],
             "condition_names": list(names)}
 
 

@@ -177,12 +177,14 @@ def generate_logits(model: ConditionalGenerator, params: Mapping[str, float], la
 
 
 def sample(params: Mapping[str, float] | Any, n: int, size: int, seed: int, device: str = "cpu",
-           model: ConditionalGenerator | None = None) -> np.ndarray:
+           model: ConditionalGenerator | GeneratorEnsemble | None = None,
+           member: int | None = None) -> np.ndarray:
     """n volumes of size^3 voxels (uint8, 0 pore / 1 AM / 2 CBD) at the model's voxel size.
 
     Sample i depends only on (params, size, seed, i). The latent is ceil(size / f) cells per
     side; a size that is not a multiple of f is cropped from the next multiple. The phase
     fractions equal `kernels.structure.procedural.target_phase_fractions` exactly (to one voxel).
+    From an ensemble, sample i comes from member i mod K, or every sample from `member`.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
@@ -195,10 +197,56 @@ def sample(params: Mapping[str, float] | Any, n: int, size: int, seed: int, devi
     latent_size = -(-size // f)
     fractions = target_fractions(values)
     out = np.empty((n, size, size, size), dtype=np.uint8)
+    members = list(model.members) if isinstance(model, GeneratorEnsemble) else [model]
+    if member is not None and not 0 <= int(member) < len(members):
+        raise ValueError(f"member must be in [0, {len(members)}), got {member!r}")
     for i in range(n):
-        logits = generate_logits(model, values, _latent(model.config, latent_size, seed, i), device)
+        net = members[int(member) if member is not None else i % len(members)]
+        logits = generate_logits(net, values, _latent(model.config, latent_size, seed, i), device)
         out[i] = decode_exact(logits[:, :size, :size, :size], fractions)
     return out
+
+
+# ----------------------------------------------------------------------------- ensembles
+ENSEMBLE_KIND = "microloop.GeneratorEnsemble"
+
+
+class GeneratorEnsemble(torch.nn.Module):
+    """K generators of one architecture and training envelope, each trained on a bootstrap
+    resample of the training points (a deep ensemble, Lakshminarayanan et al. 2017).
+
+    Why: seed-to-seed spread of one net measures the stochasticity of the microstructure, not
+    how much the net knows about a recipe; members that saw different points agree where the
+    data pin the answer and disagree where they extrapolate, so the spread between members
+    grows away from the training points. Used wherever a single generator is: `sample` draws
+    sample i from member i mod K, so a design's cubes carry the members' disagreement into the
+    per-cube objective spread that the evaluation contract turns into noise.
+    """
+
+    def __init__(self, members: list[ConditionalGenerator]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        first = members[0].config.to_dict()
+        for k, m in enumerate(members[1:], start=1):
+            if m.config.to_dict() != first:
+                raise ValueError(f"ensemble member {k} has another configuration than member 0 "
+                                 "(widths, conditions, envelope and voxel size must be equal)")
+        self.members = torch.nn.ModuleList(members)
+        self.config = members[0].config
+        self.training_info: dict = {}
+
+
+def ensemble_state(ensemble: GeneratorEnsemble, training: Mapping[str, Any] | None = None) -> dict:
+    """An ensemble as one plain dict (tensors, numbers, strings): loads with weights_only."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": ENSEMBLE_KIND,
+        "config": ensemble.config.to_dict(),
+        "members": [{k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+                    for m in ensemble.members],
+        "training": dict(training or {}),
+    }
 
 
 # ----------------------------------------------------------------------------- weights
@@ -213,8 +261,20 @@ def model_state(model: ConditionalGenerator, training: Mapping[str, Any] | None 
     }
 
 
-def model_from_state(state: Mapping[str, Any]) -> ConditionalGenerator:
-    """The inverse of `model_state`; the training metadata is kept on `model.training_info`."""
+def model_from_state(state: Mapping[str, Any]) -> ConditionalGenerator | GeneratorEnsemble:
+    """The inverse of `model_state` (or `ensemble_state`); the training metadata is kept on
+    `model.training_info`."""
+    if state.get("kind") == ENSEMBLE_KIND and state.get("format_version") == FORMAT_VERSION:
+        config = GeneratorConfig.from_dict(state["config"])
+        members = []
+        for weights in state["members"]:
+            member = ConditionalGenerator(config)
+            member.load_state_dict(weights)
+            members.append(member)
+        ensemble = GeneratorEnsemble(members)
+        ensemble.training_info = dict(state.get("training", {}))
+        ensemble.eval()
+        return ensemble
     if state.get("kind") != "microloop.ConditionalGenerator":
         raise ValueError("not a microloop generator file (missing kind 'microloop.ConditionalGenerator')")
     if state.get("format_version") != FORMAT_VERSION:
@@ -227,7 +287,7 @@ def model_from_state(state: Mapping[str, Any]) -> ConditionalGenerator:
     return model
 
 
-def load_state_bytes(data: bytes) -> ConditionalGenerator:
+def load_state_bytes(data: bytes) -> ConditionalGenerator | GeneratorEnsemble:
     """A model from the bytes of a saved file (torch.save of `model_state`)."""
     import pickle
 

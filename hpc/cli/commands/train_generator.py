@@ -55,6 +55,9 @@ def train_generator_command(
     init_from: str | None = typer.Option(None, help="Start from a model file or 'default' "
                                          "(same architecture); e.g. adversarial fine-tuning."),
     n_critic: int = typer.Option(5, help="slicegan only: critic updates per generator update."),
+    ensemble: int = typer.Option(1, help="Members of a bootstrap ensemble (>= 2: OUT holds them "
+                                 "all, each trained on a resample of the training points; its "
+                                 "spread between members is the generator's uncertainty)."),
     grid: list[str] = typer.Option([], "--grid", help="procedural only: name=v1,v2,... (repeatable); "
                                    "default am_wt_frac=0.85,0.9,0.95 porosity=0.25,0.35,0.45 "
                                    "binder_adhesion=0,0.5,1"),
@@ -64,7 +67,13 @@ def train_generator_command(
     """Train the conditional 3D generator; writes OUT, OUT.ckpt and the loss plot."""
     import sys
 
-    from jobs.train import TrainOptions, checkpoint_path, load_checkpoint, train_generator
+    from jobs.train import (
+        TrainOptions,
+        checkpoint_path,
+        load_checkpoint,
+        train_ensemble,
+        train_generator,
+    )
     from jobs.training_data import load_training_set
 
     if not out.absolute().parent.is_dir():
@@ -94,6 +103,14 @@ def train_generator_command(
         training_set = load_training_set(data, voxel_um=voxel_um, **procedural)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    if ensemble < 1:
+        raise typer.BadParameter(f"must be >= 1, got {ensemble}", param_hint="--ensemble")
+
+    def run(*args, **kwargs) -> dict:
+        if ensemble == 1:
+            return train_generator(*args, **kwargs)
+        return train_ensemble(args[0], args[1], ensemble, *args[2:], **kwargs)
+
     typer.echo(f"training on {len(training_set.volumes)} volumes ({training_set.source})", err=True)
     if sys.stderr.isatty():
         from rich.progress import (
@@ -111,7 +128,7 @@ def train_generator_command(
             def show(step: int, total: int, parts: dict[str, float]) -> None:
                 bar.update(task, completed=step, label=f"loss {parts['loss']:.4g}")
 
-            summary = train_generator(training_set, out, options, resume=resume, progress=show)
+            summary = run(training_set, out, options, resume=resume, progress=show)
     else:  # a batch job: one line every ~2 % of the run
         every = max(1, steps // 50)
 
@@ -120,7 +137,7 @@ def train_generator_command(
                 typer.echo(f"step {step}/{total} " + " ".join(f"{k}={v:.4g}" for k, v in parts.items()),
                            err=True)
 
-        summary = train_generator(training_set, out, options, resume=resume, progress=log)
+        summary = run(training_set, out, options, resume=resume, progress=log)
     typer.echo(json.dumps(summary))
 
 
