@@ -20,6 +20,7 @@ the compile (several CPU-s) once, not every process.
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=False, boundscheck=False)
 
@@ -42,6 +43,7 @@ def _row_apply(diag, gx, gy, gz, x, out, i, j, n1, n2, n3):  # pragma: no cover 
             out[i, j, k] -= gy[i, j, k] * x[i, j + 1, k]
     for k in range(n3 - 1):
         out[i, j, k] -= gz[i, j, k] * x[i, j, k + 1]
+    for k in range(n3 - 1):  # a second loop: no store-to-load dependence, so it vectorises
         out[i, j, k + 1] -= gz[i, j, k] * x[i, j, k]
 
 @_jit
@@ -63,35 +65,37 @@ def residual(diag, gx, gy, gz, r, x, out):  # pragma: no cover - jitted
                 out[i, j, k] = r[i, j, k] - out[i, j, k]
 
 @_jit
-def jacobi(diag, gx, gy, gz, r, z, omega, prev, cur):  # pragma: no cover - jitted
+def jacobi(diag, gx, gy, gz, r, z, omega, prev, saved):  # pragma: no cover - jitted
     """One damped Jacobi sweep in place: z <- z + omega (r - A z) / diag.
 
-    prev, cur: (n2, n3) scratch planes. Plane i's new values are built in ``cur`` from the
-    old planes i-1 (kept in ``prev``), i and i+1 (still in z), then written back.
+    prev, saved: (n2, n3) scratch planes holding the old values of planes i-1 and i; plane
+    i+1 is still old in z. Each row's new values are written straight into z.
     """
     n1, n2, n3 = z.shape
+    row = np.empty(n3, dtype=z.dtype)
     for i in range(n1):
         for j in range(n2):
             for k in range(n3):
-                cur[j, k] = diag[i, j, k] * z[i, j, k]
+                saved[j, k] = z[i, j, k]
+        for j in range(n2):
+            for k in range(n3):
+                row[k] = diag[i, j, k] * saved[j, k]
             if i > 0:
                 for k in range(n3):
-                    cur[j, k] -= gx[i - 1, j, k] * prev[j, k]
+                    row[k] -= gx[i - 1, j, k] * prev[j, k]
             if i < n1 - 1:
                 for k in range(n3):
-                    cur[j, k] -= gx[i, j, k] * z[i + 1, j, k]
+                    row[k] -= gx[i, j, k] * z[i + 1, j, k]
             if j > 0:
                 for k in range(n3):
-                    cur[j, k] -= gy[i, j - 1, k] * z[i, j - 1, k]
+                    row[k] -= gy[i, j - 1, k] * saved[j - 1, k]
             if j < n2 - 1:
                 for k in range(n3):
-                    cur[j, k] -= gy[i, j, k] * z[i, j + 1, k]
+                    row[k] -= gy[i, j, k] * saved[j + 1, k]
             for k in range(n3 - 1):
-                cur[j, k] -= gz[i, j, k] * z[i, j, k + 1]
-                cur[j, k + 1] -= gz[i, j, k] * z[i, j, k]
+                row[k] -= gz[i, j, k] * saved[j, k + 1]
+            for k in range(n3 - 1):
+                row[k + 1] -= gz[i, j, k] * saved[j, k]
             for k in range(n3):
-                cur[j, k] = z[i, j, k] + omega * (r[i, j, k] - cur[j, k]) / diag[i, j, k]
-        for j in range(n2):  # plane i done: keep its old values for plane i + 1
-            for k in range(n3):
-                prev[j, k] = z[i, j, k]
-                z[i, j, k] = cur[j, k]
+                z[i, j, k] = saved[j, k] + omega * (r[i, j, k] - row[k]) / diag[i, j, k]
+        prev, saved = saved, prev  # plane i's old values serve plane i + 1
