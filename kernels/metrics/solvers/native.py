@@ -85,6 +85,26 @@ TAIL_WINDOW = 5  # decreases used to estimate the convergence ratio of the robus
 # iterations the 5-step ratio is a rough estimate; at 4 a 40³ electrode at contrast 1e6 stopped
 # 0.13 % off (rel_tol 1e-3), at 32 every measured case was within 0.013 % for 0-3 more steps.
 TAIL_SAFETY = 32.0
+# Run the stencil, the residual and the Jacobi sweeps as fused numba kernels on CPU tensors
+# (kernels.metrics.solvers._fused) when numba is installed; False forces the torch operations.
+USE_FUSED = True
+# ... on grids of at least this many cells: loading numba costs ~0.4 CPU-s per process, more
+# than the kernels save below ~96³ (measured, docs/solvers.md "Speed").
+FUSED_MIN_CELLS = 96**3
+_FUSED_MODULE: object = None  # the kernels module once imported; False when numba is missing
+
+
+def _fused_kernels():
+    """kernels.metrics.solvers._fused, imported on first use; None without numba."""
+    global _FUSED_MODULE
+    if _FUSED_MODULE is None:
+        try:
+            from kernels.metrics.solvers import _fused
+        except ImportError:  # numba not installed: the torch operations compute the same
+            _FUSED_MODULE = False
+        else:
+            _FUSED_MODULE = _fused
+    return _FUSED_MODULE or None
 
 
 @dataclass(frozen=True)
@@ -101,13 +121,19 @@ class _Method:
     # (active couplings << 1) makes the preconditioner indefinite and CG break down.
     mask_inactive: bool
     deflate_islands: bool  # add the coarse space of high-conductivity clusters (_Islands)
+    # Precision of the multigrid cycle (None: ``dtype``). float32 halves the cycle's memory
+    # traffic, most of the work; CG, the operator it minimises, the island space and the
+    # coarsest Cholesky solve stay in ``dtype``. The float32 cycle is then a slightly
+    # nonlinear preconditioner, so CG runs in its flexible form (Polak-Ribiere beta, step
+    # length from r.p).
+    cycle_dtype: torch.dtype | None = None
 
 
 FAST = _Method("mg-cg-float32", torch.float32, COARSE_CORRECTION_SCALE, MAX_ITERATIONS,
                geometric_tail=False, mask_inactive=False, deflate_islands=False)
 ROBUST = _Method("mg-cg-float64", torch.float64, ROBUST_CORRECTION_SCALE,
                  ROBUST_MAX_ITERATIONS, geometric_tail=True, mask_inactive=True,
-                 deflate_islands=True)
+                 deflate_islands=True, cycle_dtype=torch.float32)
 
 
 @dataclass
@@ -131,14 +157,39 @@ class _Level:
     active_mask: torch.Tensor | None = None  # 1 on cells with a coupling, 0 elsewhere (robust)
     factors: tuple[int, int, int] = (2, 2, 2)  # block size that made this level from the finer
     active: torch.Tensor | None = None  # flat indices of the active cells (coarsest level only)
+    # numpy views of (diag, gx, gy, gz) and two plane buffers for the fused CPU kernels
+    host: tuple | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.diag.shape)  # type: ignore[return-value]
 
 
+def _host(level: _Level) -> tuple | None:
+    """The level's stencil as numpy views (plus Jacobi plane buffers) when the fused CPU
+    kernels can run on it (numba installed, CPU tensors), else None (torch operations)."""
+    if level.host is None:
+        big = level.diag.numel() >= FUSED_MIN_CELLS
+        if not (USE_FUSED and big and level.diag.device.type == "cpu" and _fused_kernels()):
+            level.host = ()
+        else:
+            arrays = tuple(a.contiguous().numpy() for a in
+                           (level.diag, level.gx, level.gy, level.gz))
+            plane = np.empty(level.shape[1:], dtype=arrays[0].dtype)
+            level.host = (*arrays, plane, np.empty_like(plane))
+    return level.host or None
+
+
+def _fusable(*tensors: torch.Tensor) -> bool:
+    return all(t.is_contiguous() for t in tensors)
+
+
 def _apply(level: _Level, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out = A x for the 7-point stencil of ``level`` (in place: no allocation)."""
+    host = _host(level)
+    if host is not None and _fusable(x, out):
+        _FUSED_MODULE.apply(*host[:4], x.numpy(), out.numpy())
+        return out
     torch.mul(level.diag, x, out=out)
     out[:-1].addcmul_(level.gx, x[1:], value=-1.0)
     out[1:].addcmul_(level.gx, x[:-1], value=-1.0)
@@ -260,6 +311,26 @@ def _invert_coarsest(level: _Level) -> None:
             level.inverse = torch.cholesky_inverse(factor)
 
 
+def _cast_level(level: _Level, dtype: torch.dtype) -> _Level:
+    """A copy of ``level`` in ``dtype`` with its own work buffers, for the multigrid cycle.
+
+    The coarsest Cholesky factor (or inverse) is shared: it stays in its own precision.
+    """
+    def cast(a: torch.Tensor | None) -> torch.Tensor | None:
+        return None if a is None else a.to(dtype).contiguous()
+
+    shape = level.shape
+    dev = level.diag.device
+    return _Level(cast(level.gx), cast(level.gy), cast(level.gz), cast(level.diag),
+                  cast(level.b_lo), cast(level.b_hi), level.hi,
+                  r=torch.zeros(shape, dtype=dtype, device=dev),
+                  z=torch.zeros(shape, dtype=dtype, device=dev),
+                  t=torch.zeros(shape, dtype=dtype, device=dev),
+                  inverse=level.inverse, factor=level.factor,
+                  active_mask=cast(level.active_mask), factors=level.factors,
+                  active=level.active)
+
+
 def _hierarchy(gx: torch.Tensor, gy: torch.Tensor, gz: torch.Tensor, b_lo: torch.Tensor,
                b_hi: torch.Tensor) -> list[_Level]:
     """Fine level plus Galerkin coarse levels down to at most COARSEST_MAX_CELLS cells."""
@@ -305,8 +376,22 @@ def _prolong_add(coarse: torch.Tensor, fine: torch.Tensor, scale: float,
     fine.view(c1, f1, c2, f2, n3).add_(coarse.reshape(c1, 1, c2, 1, n3), alpha=scale)
 
 
+def _residual(lv: _Level, r: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> None:
+    """out = r - A x."""
+    host = _host(lv)
+    if host is not None and _fusable(r, x, out):
+        _FUSED_MODULE.residual(*host[:4], r.numpy(), x.numpy(), out.numpy())
+        return
+    _apply(lv, x, out)
+    torch.sub(r, out, out=out)
+
+
 def _smooth(lv: _Level) -> None:
     """One damped Jacobi sweep on lv.z for the right-hand side lv.r."""
+    host = _host(lv)
+    if host is not None and _fusable(lv.r, lv.z):
+        _FUSED_MODULE.jacobi(*host[:4], lv.r.numpy(), lv.z.numpy(), JACOBI_DAMPING, *host[4:])
+        return
     _apply(lv, lv.z, lv.t)
     torch.sub(lv.r, lv.t, out=lv.t)
     lv.z.addcdiv_(lv.t, lv.diag, value=JACOBI_DAMPING)
@@ -326,15 +411,15 @@ def _cycle(levels: list[_Level], k: int, method: _Method) -> None:
             sol = lv.inverse @ lv.r.reshape(-1)[lv.active].double()
             lv.z.view(-1)[lv.active] = sol.to(lv.z.dtype)
         elif lv.factor is not None:
-            rhs = lv.r.reshape(-1)[lv.active].unsqueeze(1)
-            lv.z.view(-1)[lv.active] = torch.cholesky_solve(rhs, lv.factor).squeeze(1)
+            rhs = lv.r.reshape(-1)[lv.active].unsqueeze(1).to(lv.factor.dtype)
+            sol = torch.cholesky_solve(rhs, lv.factor).squeeze(1)
+            lv.z.view(-1)[lv.active] = sol.to(lv.z.dtype)
         return
     torch.div(lv.r, lv.diag, out=lv.z).mul_(JACOBI_DAMPING)  # first sweep from z = 0
     sweeps = FINE_SMOOTHING_SWEEPS if k == 0 else SMOOTHING_SWEEPS
     for _ in range(sweeps - 1):
         _smooth(lv)
-    _apply(lv, lv.z, lv.t)
-    torch.sub(lv.r, lv.t, out=lv.t)
+    _residual(lv, lv.r, lv.z, lv.t)
     coarse = levels[k + 1]
     _restrict(lv.t, coarse.r, coarse.factors)
     gamma = 1 if k + 2 == len(levels) else CYCLE_GAMMA
@@ -353,8 +438,7 @@ def _cycle(levels: list[_Level], k: int, method: _Method) -> None:
             else:
                 acc += coarse.z
             if i + 1 < gamma:
-                _apply(coarse, acc, coarse.t)
-                torch.sub(rhs, coarse.t, out=coarse.r)
+                _residual(coarse, rhs, acc, coarse.r)
         _prolong_add(acc, lv.z, method.correction_scale, coarse.factors)
     if method.mask_inactive:
         lv.z.mul_(lv.active_mask)
@@ -373,15 +457,17 @@ class _Islands:
     steadily instead of in plateaus. Clusters never share a face, so Zᵀ A Z is diagonal.
     """
 
-    labels: torch.Tensor  # flat, per fine cell: 0 outside the clusters, 1..k inside
+    cells: torch.Tensor  # flat indices of the fine cells inside a cluster
+    labels: torch.Tensor  # their cluster, 1..k (only the cluster cells: a fraction of the grid)
     inverse_diag: torch.Tensor  # (k + 1,) 1 / (Zᵀ A Z)_aa, 0 at index 0
     buffer: torch.Tensor  # a fine-grid scratch tensor
 
     def correct(self, res: torch.Tensor, out: torch.Tensor) -> None:
-        """out += Z (Zᵀ A Z)⁻¹ Zᵀ res."""
+        """out += Z (Zᵀ A Z)⁻¹ Zᵀ res (touching only the cluster cells)."""
         size = self.inverse_diag.numel()
-        coarse = torch.bincount(self.labels, weights=res.reshape(-1), minlength=size)
-        out.view(-1).add_((coarse * self.inverse_diag)[self.labels])
+        coarse = torch.bincount(self.labels, weights=res.reshape(-1)[self.cells],
+                                minlength=size)
+        out.view(-1).index_add_(0, self.cells, (coarse * self.inverse_diag)[self.labels])
 
 
 def _islands(levels: list[_Level], sigma: torch.Tensor) -> _Islands | None:
@@ -395,49 +481,68 @@ def _islands(levels: list[_Level], sigma: torch.Tensor) -> _Islands | None:
     labels, k = ndimage.label(high)
     if k == 0:
         return None
-    labels_t = torch.from_numpy(labels.reshape(-1).astype(np.int64)).to(sigma.device)
+    flat = labels.reshape(-1)
+    cells = np.flatnonzero(flat)
+    cells_t = torch.from_numpy(cells).to(sigma.device)
+    labels_t = torch.from_numpy(flat[cells].astype(np.int64)).to(sigma.device)
     indicator = torch.from_numpy(high).to(fine.diag.dtype).to(sigma.device)
     # (A 1_H)_i on a cluster cell sums its links leaving the cluster: the diagonal of Zᵀ A Z.
     _apply(fine, indicator, fine.t)
-    diag = torch.bincount(labels_t, weights=fine.t.reshape(-1), minlength=k + 1)
+    diag = torch.bincount(labels_t, weights=fine.t.reshape(-1)[cells_t], minlength=k + 1)
     inverse = torch.zeros_like(diag)
     inverse[1:] = 1.0 / diag[1:]  # > 0: every cluster lies on the spanning cluster
-    return _Islands(labels_t, inverse, torch.empty_like(fine.t))
+    return _Islands(cells_t, labels_t, inverse, torch.empty_like(fine.t))
 
 
-def _precondition(levels: list[_Level], res: torch.Tensor, out: torch.Tensor,
-                  method: _Method, islands: _Islands) -> None:
-    """out ← B res: island correction, multigrid cycle, island correction (symmetric)."""
-    fine = levels[0]
+def _precondition(levels: list[_Level], cycle_levels: list[_Level], res: torch.Tensor,
+                  out: torch.Tensor, method: _Method, islands: _Islands | None) -> None:
+    """out ← B res: island correction, multigrid cycle, island correction (symmetric).
+
+    ``cycle_levels``: the hierarchy the cycle runs on (``levels`` itself, or its copy in the
+    method's cycle precision; residuals are cast to it and corrections back).
+    """
+    fine, cycle_fine = levels[0], cycle_levels[0]
+    if islands is None:
+        cycle_fine.r.copy_(res)
+        _cycle(cycle_levels, 0, method)
+        out.copy_(cycle_fine.z)
+        return
     out.zero_()
     islands.correct(res, out)
-    _apply(fine, out, islands.buffer)
-    torch.sub(res, islands.buffer, out=fine.r)
-    _cycle(levels, 0, method)
-    out.add_(fine.z)
-    _apply(fine, out, islands.buffer)
-    torch.sub(res, islands.buffer, out=islands.buffer)
+    if cycle_fine is fine:
+        _residual(fine, res, out, fine.r)
+    else:
+        _residual(fine, res, out, islands.buffer)
+        cycle_fine.r.copy_(islands.buffer)
+    _cycle(cycle_levels, 0, method)
+    out.add_(cycle_fine.z)
+    _residual(fine, res, out, islands.buffer)
     islands.correct(islands.buffer, out)
 
 
 def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
-         islands: _Islands | None = None) -> tuple[float, int, bool, float]:
-    """Preconditioned CG from x.
+         islands: _Islands | None = None,
+         cycle_levels: list[_Level] | None = None) -> tuple[float, int, bool, float]:
+    """Preconditioned CG from x (flexible CG when the cycle runs in another precision).
 
     Returns (dissipated power of the final x, iterations, converged, relative residual
     ‖f − A x‖₂ / ‖f‖₂ of the final x as CG updated it).
     """
     fine = levels[0]
-    if islands is None:
+    cycle_levels = levels if cycle_levels is None else cycle_levels
+    flexible = cycle_levels is not levels
+    shared = islands is None and not flexible
+    if shared:
         r, z = fine.r, fine.z  # the V-cycle reads fine.r and writes fine.z: share them with CG
     else:
         r, z = torch.empty_like(fine.r), torch.empty_like(fine.z)
+    r_old = torch.empty_like(r) if flexible else None
 
     def precondition() -> None:
-        if islands is None:
+        if shared:
             _cycle(levels, 0, method)
         else:
-            _precondition(levels, r, z, method, islands)
+            _precondition(levels, cycle_levels, r, z, method, islands)
 
     _apply(fine, x, r)
     r.neg_()
@@ -456,19 +561,26 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
         pq = float(torch.dot(p.view(-1), q.view(-1)))
         if pq <= 0:
             break
-        alpha = rho / pq
+        # r.p = r.z = rho in exact arithmetic; the flexible form takes r.p (exact line search)
+        rp = float(torch.dot(r.view(-1), p.view(-1))) if flexible else rho
+        alpha = rp / pq
         x.add_(p, alpha=alpha)
+        if flexible:
+            r_old.copy_(r)
         r.add_(q, alpha=-alpha)
-        # alpha * rho is the exact decrease of the dissipated power in this step; compare it
+        # alpha * r.p is the exact decrease of the dissipated power in this step; compare it
         # with the current through the high electrode (a cheap estimate of the conductance).
         current = float((fine.b_hi * (1.0 - x[fine.hi])).sum())
-        decreases.append(alpha * rho)
+        decreases.append(alpha * rp)
         if it >= 2 and _remaining_error(decreases, method) < rel_tol * current:
             converged = True
             break
         precondition()
         rho_new = float(torch.dot(r.view(-1), z.view(-1)))
-        torch.add(z, p, alpha=rho_new / rho, out=p)
+        beta = rho_new / rho
+        if flexible:  # Polak-Ribiere: z.(r - r_old) / rho_old
+            beta -= float(torch.dot(r_old.view(-1), z.view(-1))) / rho
+        torch.add(z, p, alpha=beta, out=p)
         rho = rho_new
     else:
         converged = rho == 0.0  # residual exactly zero (e.g. a straight channel); < 0: broken B
@@ -557,13 +669,18 @@ def _run(sigma: torch.Tensor, rel_tol: float, method: _Method) -> tuple[float, i
         for level in levels:
             level.active_mask = _coupled(level).to(method.dtype)
     islands = _islands(levels, sigma) if method.deflate_islands else None
+    cycle_levels = levels
+    if method.cycle_dtype is not None and method.cycle_dtype != method.dtype:
+        cycle_levels = [_cast_level(level, method.cycle_dtype) for level in levels]
+        levels = levels[:1]  # CG needs only the fine operator in full precision
     # Initial guess: the linear profile of a straight channel, on the percolating cluster only.
     x = torch.zeros(levels[0].shape, dtype=method.dtype, device=sigma.device)
     profile = (torch.arange(n1, dtype=method.dtype, device=sigma.device) + 0.5) / n1
     x[:n1, :n2, :n3] = profile[:, None, None] * (sigma > 0)
     del sigma
     with torch.no_grad():
-        conductance, iterations, converged, residual = _pcg(levels, x, rel_tol, method, islands)
+        conductance, iterations, converged, residual = _pcg(levels, x, rel_tol, method, islands,
+                                                            cycle_levels)
     return conductance * n1 / (n2 * n3), iterations, converged, residual
 
 

@@ -1,0 +1,147 @@
+"""Benchmark: where one design's characterisation spends its CPU, before and after the fast paths.
+
+One process, one torch thread, CPU time (``time.process_time``; wall time on a shared machine
+means little). For each of ``--cubes`` procedural 128³ cubes (the paper fidelity's cube; a
+design has 39 of them) it times every stage of ``kernels.metrics.volume.characterise_volume``
+with the loop's default conductivities, twice, alternating:
+
+* ``torch``: the native solver's plain torch operations, robust method cycle in float64 (what
+  main ran before the fused kernels and the float32 cycle);
+* ``fast``: the defaults now (fused numba kernels on CPU grids >= 96³, float32 cycle).
+
+and checks that both give the same τ and σ_eff (within 0.01 %). Then the anchor of the issue's
+solver targets, in the same run: TauFactor 1.2.1 (rel_tol 1e-3) against native on the pore
+field and on an electronic field at σ_AM/σ_CBD = 1/0.1 S/m (TauFactor does not converge at the
+loop's 1e-2/117 S/m contrast), each solve once after a warm-up.
+
+    OMP_NUM_THREADS=1 python tests/benchmarks/bench_characterise_speed.py --cubes 2 \
+        [--size 128] [--no-taufactor] [--markdown out.md]
+
+About 2 CPU-minutes at 2 cubes of 128³ with TauFactor (its two solves take most of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from kernels.metrics import volume as V  # noqa: E402
+from kernels.metrics.particle_size import am_particle_radius_um  # noqa: E402
+from kernels.metrics.solvers import native, solve  # noqa: E402
+from kernels.structure.procedural import ManufacturingParams, generate_structure  # noqa: E402
+
+PARAMS = ManufacturingParams(am_wt_frac=0.9, porosity=0.35, binder_adhesion=0.5)
+VOXEL_UM = 0.4  # the paper fidelity's voxel
+STAGES = ("generate", "surface area", "tortuosity", "conductivity", "particle size")
+
+
+def _cpu(fn):
+    start = time.process_time()
+    value = fn()
+    return time.process_time() - start, value
+
+
+def _configure(mode: str) -> None:
+    """'torch': main before this change; 'fast': the defaults now."""
+    native.USE_FUSED = mode == "fast"
+    cycle = torch.float32 if mode == "fast" else None
+    native.ROBUST = dataclasses.replace(native.ROBUST, cycle_dtype=cycle)
+
+
+def _stages(size: int, seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    times: dict[str, float] = {}
+    times["generate"], volume = _cpu(lambda: generate_structure(PARAMS, size, VOXEL_UM, seed=seed))
+    times["surface area"], (ssa, _) = _cpu(lambda: V.specific_surface_areas(volume, VOXEL_UM))
+    times["tortuosity"], (tau, _) = _cpu(lambda: V.tortuosity_factor(volume))
+    times["conductivity"], sigma = _cpu(lambda: V.effective_conductivity_S_m(volume))
+    times["particle size"], _ = _cpu(
+        lambda: am_particle_radius_um(volume, VOXEL_UM, ssa["am_pore"] + ssa["am_cbd"]))
+    return times, {"tau": tau, "sigma": sigma}
+
+
+def _anchor(size: int) -> list[dict]:
+    """TauFactor vs native (fast) on a pore and an electronic field, CPU seconds."""
+    volume = generate_structure(PARAMS, size, VOXEL_UM, seed=100)
+    fields = {"pore": (volume == 0).astype(np.float32),
+              "electronic 1/0.1 S/m": np.array([0, 1.0, 0.1], np.float32)[volume]}
+    warm = generate_structure(PARAMS, 24, VOXEL_UM, seed=0)
+    solve((warm == 0).astype(np.float32), backend="taufactor")
+    rows = []
+    _configure("fast")
+    for name, field in fields.items():
+        t_tf, r_tf = _cpu(lambda f=field: solve(f, backend="taufactor", rel_tol=1e-3))
+        t_nat, r_nat = _cpu(lambda f=field: solve(f, backend="native", rel_tol=1e-3))
+        rows.append({"solve": name, "taufactor_s": t_tf, "native_s": t_nat,
+                     "ratio": t_tf / t_nat, "taufactor": r_tf.relative_conductance,
+                     "native": r_nat.relative_conductance, "tf_method": r_tf.method,
+                     "iterations": r_nat.iterations})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cubes", type=int, default=2)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--no-taufactor", action="store_true")
+    parser.add_argument("--markdown", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    # warm-up: imports, numba's cached kernels, first-call costs
+    for mode in ("torch", "fast"):
+        _configure(mode)
+        _stages(24, seed=0)
+        native.FUSED_MIN_CELLS, saved = 0, native.FUSED_MIN_CELLS
+        _stages(24, seed=0)
+        native.FUSED_MIN_CELLS = saved
+    per_mode: dict[str, dict[str, list[float]]] = {m: {s: [] for s in STAGES}
+                                                   for m in ("torch", "fast")}
+    for cube in range(args.cubes):
+        values = {}
+        for mode in ("torch", "fast"):  # alternate: both see the same load
+            _configure(mode)
+            times, values[mode] = _stages(args.size, seed=1 + cube)
+            for stage, t in times.items():
+                per_mode[mode][stage].append(t)
+        for key in ("tau", "sigma"):
+            a, b = values["torch"][key], values["fast"][key]
+            assert abs(a - b) <= 1e-4 * abs(a), (key, a, b)
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load "
+             f"{os.getloadavg()[0]:.1f}; {args.cubes} cubes of {args.size}³, CPU s per cube "
+             "(median), one thread", "",
+             "| stage | torch (before) | fast (now) | speed-up |", "|---|---|---|---|"]
+    totals = {}
+    for mode in per_mode:
+        totals[mode] = sum(statistics.median(v) for v in per_mode[mode].values())
+    for stage in STAGES:
+        before = statistics.median(per_mode["torch"][stage])
+        after = statistics.median(per_mode["fast"][stage])
+        lines.append(f"| {stage} | {before:.2f} | {after:.2f} | {before / after:.2f}× |")
+    lines.append(f"| **total per cube** | {totals['torch']:.2f} | {totals['fast']:.2f} | "
+                 f"{totals['torch'] / totals['fast']:.2f}× |")
+    lines.append(f"| **39 cubes (one design)** | {39 * totals['torch']:.0f} | "
+                 f"{39 * totals['fast']:.0f} | |")
+    if not args.no_taufactor:
+        lines += ["", "| solve | TauFactor s | native s | native its | ratio | "
+                  "relative conductance TF / native |", "|---|---|---|---|---|---|"]
+        for row in _anchor(args.size):
+            lines.append(f"| {row['solve']} | {row['taufactor_s']:.2f} | {row['native_s']:.2f} | "
+                         f"{row['iterations']} | **{row['ratio']:.1f}×** | "
+                         f"{row['taufactor']:.6g} / {row['native']:.6g} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The native solver's fast paths compute what its plain torch path and a direct solve compute.
+
+Two fast paths (docs/solvers.md, "Speed"): fused numba kernels for the stencil, the residual and
+the Jacobi sweep on CPU tensors (kernels.metrics.solvers._fused), and the robust method's
+multigrid cycle in float32 inside float64 flexible CG. A broken kernel (a wrong neighbour, a
+sweep that reads already-updated values) or a preconditioner that lost accuracy shows up here
+as a disagreement with the torch operations or with a sparse LU solve of the same equations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+from kernels.metrics.solvers import native, solve, spanning_cluster
+from kernels.structure.procedural import ManufacturingParams, generate_structure
+
+needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
+                                 reason="numba is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _fused_on_small_grids(monkeypatch):
+    """The fused kernels run from FUSED_MIN_CELLS up; these tests use small grids."""
+    monkeypatch.setattr(native, "FUSED_MIN_CELLS", 0)
+
+
+def _random_level(shape: tuple[int, int, int], dtype: torch.dtype, seed: int) -> native._Level:
+    gen = torch.Generator().manual_seed(seed)
+    n1, n2, n3 = shape
+
+    def rand(*s: int) -> torch.Tensor:
+        # some zero conductances, as on a pore network
+        a = torch.rand(*s, generator=gen, dtype=torch.float64)
+        return torch.where(a < 0.2, 0.0, a).to(dtype)
+
+    level = native._make_level(rand(n1 - 1, n2, n3), rand(n1, n2 - 1, n3), rand(n1, n2, n3 - 1),
+                               rand(n2, n3), rand(n2, n3), n1 - 1)
+    level.r.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
+    level.z.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
+    return level
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 2, 2), (7, 5, 9), (16, 12, 10), (3, 17, 2)])
+def test_fused_kernels_match_the_torch_operations(monkeypatch, dtype, shape):
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    results = {}
+    for fused in (False, True):
+        monkeypatch.setattr(native, "USE_FUSED", fused)
+        level = _random_level(shape, dtype, seed=1)
+        x = torch.rand(level.shape, generator=torch.Generator().manual_seed(2),
+                       dtype=torch.float64).to(dtype)
+        applied = native._apply(level, x, torch.empty_like(x)).clone()
+        residual = torch.empty_like(x)
+        native._residual(level, level.r, x, residual)
+        native._smooth(level)
+        native._smooth(level)  # twice: the second sweep starts from a non-trivial z
+        results[fused] = (applied, residual, level.z.clone())
+        assert bool(level.host) == fused
+    for name, a, b in zip(("A x", "r - A x", "Jacobi"), results[False], results[True],
+                          strict=True):
+        scale = float(a.abs().max())
+        assert float((a - b).abs().max()) <= tol * scale, name
+
+
+def _direct(conductivity: np.ndarray) -> float:
+    """σ_eff / max σ along axis 0: sparse LU of the documented discrete problem."""
+    c = np.where(spanning_cluster(conductivity > 0), conductivity, 0).astype(np.float64)
+    c /= conductivity.max()
+    active = c > 0
+    index = -np.ones(c.shape, dtype=np.int64)
+    index[active] = np.arange(int(active.sum()))
+    n = int(active.sum())
+    rows, cols, vals, diag = [], [], [], np.zeros(n)
+    for ax in range(3):
+        a, ia = np.moveaxis(c, ax, 0), np.moveaxis(index, ax, 0)
+        both = (a[:-1] > 0) & (a[1:] > 0)
+        lo, hi = a[:-1][both], a[1:][both]
+        g = 2 * lo * hi / (lo + hi)
+        i, j = ia[:-1][both], ia[1:][both]
+        rows += [i, j]
+        cols += [j, i]
+        vals += [-g, -g]
+        np.add.at(diag, i, g)
+        np.add.at(diag, j, g)
+    rhs = np.zeros(n)
+    first, last = c[0] > 0, c[-1] > 0
+    np.add.at(diag, index[0][first], 2 * c[0][first])
+    np.add.at(diag, index[-1][last], 2 * c[-1][last])
+    rhs[index[-1][last]] = 2 * c[-1][last]
+    matrix = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                           shape=(n, n)) + sp.diags(diag)
+    phi = spla.spsolve(matrix.tocsc(), rhs)
+    current = float((2 * c[-1][last] * (1 - phi[index[-1][last]])).sum())
+    n1, n2, n3 = c.shape
+    return current * n1 / (n2 * n3)
+
+
+@pytest.fixture(scope="module")
+def electrode() -> np.ndarray:
+    params = ManufacturingParams(am_wt_frac=0.90, porosity=0.30, binder_adhesion=0.5)
+    return generate_structure(params, 28, 0.5, seed=3)
+
+
+def _field(labels: np.ndarray, am: float, cbd: float) -> np.ndarray:
+    return np.array([0.0, am, cbd], dtype=np.float32)[labels]
+
+
+@pytest.mark.parametrize("am, cbd", [(None, None), (0.18, 10.0), (0.01, 117.0), (0.001, 1000.0)])
+def test_fast_paths_match_the_plain_path_and_a_direct_solve(monkeypatch, electrode, am, cbd):
+    """Pore field (fast float32 method) and electronic fields up to contrast 1e6 (robust)."""
+    field = (electrode == 0).astype(np.float32) if am is None else _field(electrode, am, cbd)
+    reference = _direct(field)
+    values = {}
+    for fused, cycle_dtype in ((False, None), (True, None), (False, torch.float32),
+                               (True, torch.float32)):
+        monkeypatch.setattr(native, "USE_FUSED", fused)
+        monkeypatch.setattr(native, "ROBUST",
+                            dataclasses.replace(native.ROBUST, cycle_dtype=cycle_dtype))
+        result = solve(field, rel_tol=1e-3)
+        assert result.converged
+        values[(fused, cycle_dtype)] = result.relative_conductance
+        assert result.relative_conductance == pytest.approx(reference, rel=1e-3)
+    plain = values[(False, None)]
+    for value in values.values():  # the paths differ only by rounding and the stopping step
+        assert value == pytest.approx(plain, rel=3e-4)
+
+
+def test_the_robust_method_runs_its_cycle_in_float32():
+    """What the speed section of docs/solvers.md measures; CG stays float64."""
+    assert native.ROBUST.dtype == torch.float64
+    assert native.ROBUST.cycle_dtype == torch.float32
