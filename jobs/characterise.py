@@ -58,6 +58,11 @@ def characterise_sample(campaign_dir: str | Path, trial_id: int, index: int,
         kwargs["conductivity_am_S_m"] = fidelity.conductivity_am_S_m
     if fidelity.conductivity_cbd_S_m is not None:
         kwargs["conductivity_cbd_S_m"] = fidelity.conductivity_cbd_S_m
+    from kernels.cell.options import cell_model_options
+
+    cbd_domain = cell_model_options(spec.cell.model_options).cbd_domain()
+    if cbd_domain is not None:   # [cell] model_options cbd_volume = "nanoporous_domain"
+        kwargs["cbd_domain"] = cbd_domain
     start = time.perf_counter()
     metrics = characterise_volume(volume, fidelity.voxel_um, **kwargs)
     record = SampleMetrics(sample=int(index),

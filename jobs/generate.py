@@ -67,12 +67,20 @@ def load_generator(spec: EvaluationSpec, device: str = "cpu") -> Any:
 def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
                 device: str = "cpu", model: Any = None, index: int = 0) -> np.ndarray:
     """One uint8 cube (0 pore / 1 AM / 2 CBD) of `spec.fidelity.cube_voxels`^3 for `params`:
-    from `model` (see `load_generator`) when given, else the procedural simulator. Cube `index`
-    of a design comes from ensemble member `index` mod K, so the per-cube objective spread
-    (`objective.noise_from_samples`) includes the members' disagreement."""
+    from `model` (see `load_generator`) when given, else the procedural simulator, which places
+    the CBD as a nanoporous domain when `spec.cell.model_options` says cbd_volume so. Cube
+    `index` of a design comes from ensemble member `index` mod K, so the per-cube objective
+    spread (`objective.noise_from_samples`) includes the members' disagreement."""
     size = spec.fidelity.cube_voxels
+    from kernels.cell.options import cell_model_options
+
+    cbd_domain = cell_model_options(spec.cell.model_options).cbd_domain()
     if model is None:
-        from kernels.structure.procedural import ManufacturingParams, generate_structure
+        from kernels.structure.procedural import (
+            RHO_CBD_G_CM3,
+            ManufacturingParams,
+            generate_structure,
+        )
 
         manufacturing = ManufacturingParams(
             am_wt_frac=params["am_wt_frac"],
@@ -82,7 +90,14 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
             diameter_spread=spec.generator.diameter_spread,
         )
         manufacturing.validate()
-        volume = generate_structure(manufacturing, size, spec.fidelity.voxel_um, seed)
+        # the CBD as a nanoporous domain ([cell] model_options cbd_volume): place its volume
+        density = RHO_CBD_G_CM3 if cbd_domain is None else cbd_domain.domain_density_g_cm3
+        volume = generate_structure(manufacturing, size, spec.fidelity.voxel_um, seed,
+                                    cbd_density_g_cm3=density)
+    elif cbd_domain is not None:
+        raise ValueError("cell.model_options.cbd_volume = 'nanoporous_domain' needs "
+                         "generator.kind = 'procedural' (a trained generator places the solid "
+                         f"CBD it was trained on), got generator.kind = {spec.generator.kind!r}")
     else:
         from kernels.generator.model import sample
 

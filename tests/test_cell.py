@@ -145,7 +145,7 @@ def test_documented_range_corners_never_raise(full_cell, half_cell):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("porosity", 0.6), ("am_volume_fraction", 0.2), ("thickness_um", 400.0),
+    [("porosity", 0.75), ("am_volume_fraction", 0.15), ("thickness_um", 400.0),
      ("tortuosity_factor", 0.5), ("specific_surface_area_per_um", 5.0),
      ("effective_conductivity_S_m", 1e4), ("cbd_coverage", 1.5), ("porosity", math.nan)],
 )

@@ -202,19 +202,23 @@ def test_options_name_bad_values():
 
 
 def test_nanoporous_cbd_mass_budget_recovers_the_recipe():
-    # A recipe of 96 wt% AM whose CBD is a nanoporous domain: the generator gets the solid-density
-    # equivalent recipe; the cell's mass budget must give back 96 wt% (and hold the nanopores'
-    # electrolyte), the solid-CBD budget the generator's 92.5 wt%.
-    recipe_wt = 0.96
-    fractions = procedural.target_phase_fractions(simulator_am_wt_frac(recipe_wt), 0.30)
-    design = ElectrodeDesign(fractions["pore"], fractions["am"], 80.0, 2.5, 0.4, 1.0,
-                             particle_radius_um=4.0)
-    domain = get_cell_model("Chen2020", options=CellModelOptions(cbd_volume="nanoporous_domain"))
-    solid = get_cell_model("Chen2020")
-    rolls = [m.jelly_roll(design) for m in (domain, solid)]
+    # The same 96 wt% recipe placed twice: CBD as a solid (1.8 g/cm^3) and as the nanoporous
+    # domain (0.93 g/cm^3, half of it electrolyte-filled nanopores, whose share the design's
+    # porosity then holds). Each cell's mass budget must give back the recipe's 96 wt% (mass is
+    # conserved whatever volume the CBD fills), and the domain electrode holds more electrolyte.
+    recipe_wt, domain = 0.96, NanoporousCBD()
+    solid_f = procedural.target_phase_fractions(recipe_wt, 0.30)
+    domain_f = procedural.target_phase_fractions(recipe_wt, 0.30, domain.domain_density_g_cm3)
+    assert domain_f["cbd"] > 1.5 * solid_f["cbd"]  # same mass, twice the volume per gram
+    designs = [ElectrodeDesign(f["pore"] + eps_n * f["cbd"], f["am"], 80.0, 2.5, 0.4, 1.0,
+                               particle_radius_um=4.0)
+               for f, eps_n in ((domain_f, domain.nanoporosity), (solid_f, 0.0))]
+    models = [get_cell_model("Chen2020", options=CellModelOptions(cbd_volume="nanoporous_domain")),
+              get_cell_model("Chen2020")]
+    rolls = [m.jelly_roll(d) for m, d in zip(models, designs, strict=True)]
     wt = [roll.cathode_am_mass_g / roll.mass_g["cathode"] for roll in rolls]
-    assert wt[0] == pytest.approx(recipe_wt, rel=1e-3)
-    assert wt[1] == pytest.approx(simulator_am_wt_frac(recipe_wt), rel=1e-3)
+    assert wt[0] == pytest.approx(recipe_wt, rel=1e-9)
+    assert wt[1] == pytest.approx(recipe_wt, rel=1e-9)
     assert rolls[0].mass_g["electrolyte"] > rolls[1].mass_g["electrolyte"]
 
 

@@ -19,6 +19,13 @@ domain volume = solid volume / (1 - eps_CBD). `domain_density_g_cm3` is the dens
 microstructure generator must use for the CBD domain (the procedural simulator still places
 solid CBD: `simulator_am_wt_frac` converts a recipe until it takes this density).
 
+As a phase of the microstructure (`CellModelOptions.cbd_volume = "nanoporous_domain"`): the
+generator places the domain's volume (`domain_density_g_cm3`), the electronic solve gives a
+CBD voxel `conductivity_S_m`, the ionic solve gives it `ionic_relative_diffusivity` (the
+electrolyte in its nanopores, Bruggeman ionic_bruggeman_exponent on the nanoporosity), and the
+DFN's porosity is the electrolyte fraction pores + nanoporosity x CBD domain
+(kernels.metrics.volume.characterise_volume with `cbd_domain`).
+
 The "legacy_solid" model (sigma 10 S/m, solid density, the old defaults together with
 sigma_AM = 0.18 S/m) stays reachable for comparison: `LEGACY_CONDUCTIVITY_AM_S_M`,
 `LegacySolidCBD`.
@@ -58,13 +65,15 @@ class NanoporousCBD:
     nanoporosity: float = CBD_NANOPOROSITY
     carbon_conductivity_S_m: float = CARBON_CONDUCTIVITY_S_M
     bruggeman_exponent: float = CBD_BRUGGEMAN_EXPONENT
+    ionic_bruggeman_exponent: float = CBD_BRUGGEMAN_EXPONENT
     rho_carbon_g_cm3: float = RHO_CARBON_G_CM3
     rho_binder_g_cm3: float = RHO_PVDF_G_CM3
 
     def __post_init__(self) -> None:
         _fraction("carbon_mass_fraction", self.carbon_mass_fraction, 0.0, 1.0)
         _fraction("nanoporosity", self.nanoporosity, 0.0, 0.9)
-        for name in ("carbon_conductivity_S_m", "bruggeman_exponent", "rho_carbon_g_cm3",
+        for name in ("carbon_conductivity_S_m", "bruggeman_exponent", "ionic_bruggeman_exponent",
+                     "rho_carbon_g_cm3",
                      "rho_binder_g_cm3"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -92,6 +101,12 @@ class NanoporousCBD:
         """Effective conductivity of the domain: Bruggeman on its carbon volume fraction."""
         phi_carbon = (1.0 - self.nanoporosity) * self.carbon_volume_fraction_of_solid
         return self.carbon_conductivity_S_m * phi_carbon**self.bruggeman_exponent
+
+    @property
+    def ionic_relative_diffusivity(self) -> float:
+        """D_eff / D of the electrolyte in the domain's nanopores: Bruggeman on the nanoporosity
+        (eps_CBD^b, 0.354 at 0.5 and b 1.5): the ionic conductance a CBD voxel gets."""
+        return self.nanoporosity**self.ionic_bruggeman_exponent
 
 
 @dataclass(frozen=True)

@@ -101,13 +101,18 @@ def design_from_metrics(metrics: dict, thickness_um: float) -> ElectrodeDesign:
 
     The AM surface is a_AM-pore + a_AM-CBD (the particles' free surface) and cbd_coverage =
     a_AM-CBD / that sum; "am_particle_radius_um", when the metrics hold it, is the measured
-    particle size. A non-percolating volume (tortuosity None / inf, or `percolating` False)
+    particle size; "electrolyte_volume_fraction", when they hold it (the CBD characterised as a
+    nanoporous domain), is the porosity. A non-percolating volume (tortuosity None / inf, or `percolating` False)
     becomes an infeasible design.
     """
     try:
         fractions = metrics["volume_fraction"]
         areas = metrics["specific_surface_area_per_um"]
         porosity = float(fractions["pore"])
+        if metrics.get("electrolyte_volume_fraction") is not None:
+            # the CBD was characterised as a nanoporous domain: the DFN's porosity is all the
+            # electrolyte (pores + nanopores), the fraction the tortuosity is relative to
+            porosity = float(metrics["electrolyte_volume_fraction"])
         am_fraction = float(fractions["am"])
         a_pore = float(areas["am_pore"])
         a_cbd = float(areas.get("am_cbd", 0.0) or 0.0)

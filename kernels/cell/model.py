@@ -157,9 +157,11 @@ class CellModel:
         self.options = options
         self._cbd_mass_model: dict[str, float] = {}
         if options.cbd_volume == "nanoporous_domain":
-            domain = NanoporousCBD()
-            self._cbd_mass_model = {"rho_cathode_cbd_kg_m3": domain.domain_density_g_cm3 * 1e3,
-                                    "cathode_cbd_nanoporosity": domain.nanoporosity}
+            # the design's porosity is the electrolyte fraction (pores + the domain's nanopores,
+            # kernels.metrics.volume with cbd_domain), so 1 - porosity - phi_AM is the domain's
+            # carbon + binder skeleton at its solid density, and the electrolyte fills porosity
+            self._cbd_mass_model = {
+                "rho_cathode_cbd_kg_m3": NanoporousCBD().solid_density_g_cm3 * 1e3}
         self.parameter_set = parameter_set
         self.half_cell = bool(half_cell)
         self.packaging = packaging if packaging is not None else Packaging4680()

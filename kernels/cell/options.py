@@ -16,10 +16,12 @@ stays reachable by a named value so that its effect can be measured
 - anode_bruggeman, separator_bruggeman: electrolyte transport outside the cathode,
   D_eff = eps^b D (Chen2020: 1.5 both). A measured tortuosity tau gives b = 1 - ln tau / ln eps.
 - thermal: "isothermal" (default) or "lumped" (PyBaMM's lumped model, 4680 can cooling).
-- cbd_volume: what the design's CBD volume fraction is, for the cell mass: "solid" (default,
-  what the procedural simulator places: 1.8 g/cm^3) or "nanoporous_domain" (the CBD domain of
-  kernels.cell.cbd_model.NanoporousCBD: its solid density times (1 - nanoporosity), nanopores
-  full of electrolyte). The DFN porosity stays the resolved pore fraction either way.
+- cbd_volume: what the CBD phase of the microstructure is, end to end: "solid" (default: the
+  generator places 1.8 g/cm^3 of carbon + binder, which blocks ions; the design's porosity is the
+  pore fraction) or "nanoporous_domain" (the domain of kernels.cell.cbd_model.NanoporousCBD: the
+  procedural generator places its volume at 0.93 g/cm^3, the ionic solve lets ions through its
+  electrolyte-filled nanopores, the design's porosity is pores + nanopores and the cell mass
+  counts 1 - porosity - phi_AM as its carbon + binder skeleton). `cbd_domain()` is the domain.
 
 N/P and the anode composition are packaging (Packaging4680.np_ratio, anode_porosity,
 anode_am_volume_fraction); the conductivities act in the transport solve, not here
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+
+from kernels.cell.cbd_model import NanoporousCBD
 
 RADIUS_RULES = ("particle_size", "legacy_3phi_over_a_eff")
 CAPACITY_BASES = ("am_density", "parameter_set")
@@ -70,6 +74,10 @@ class CellModelOptions:
         if not (math.isfinite(self.am_molar_mass_g_mol) and self.am_molar_mass_g_mol > 0):
             raise ValueError("CellModelOptions.am_molar_mass_g_mol must be > 0, "
                              f"got {self.am_molar_mass_g_mol!r}")
+
+    def cbd_domain(self) -> NanoporousCBD | None:
+        """The nanoporous CBD domain the microstructure's CBD label stands for, or None (solid)."""
+        return NanoporousCBD() if self.cbd_volume == "nanoporous_domain" else None
 
     @classmethod
     def legacy(cls, **changes) -> CellModelOptions:

@@ -101,6 +101,12 @@ DIAMETER_SPREAD = PhysicalRange(
     "diameter_spread", 0.0, 1.0, "-",
     "sigma of the lognormal diameter distribution: 0 monodisperse, 1 a factor e per sigma")
 
+CBD_DENSITY_G_CM3 = PhysicalRange(
+    "cbd_density_g_cm3", 0.3, 2.2, "g/cm3",
+    "CBD mass per volume of the CBD phase a generator places: 1.8-2.0 for a dense carbon + PVDF "
+    "solid, ~0.9 for the nanoporous domain of kernels.cell.cbd_model (half pores), down to a "
+    "very open 0.3")
+
 #: what the campaign file's [space] may vary, in the optimiser's fixed order
 DESIGN_PARAMETERS: dict[str, PhysicalRange] = {
     r.name: r for r in (AM_WT_FRAC, POROSITY, BINDER_ADHESION, MASS_LOADING_MG_CM2)
@@ -137,11 +143,14 @@ MIN_PERCOLATING_FRACTION = PhysicalRange(
 # tests/test_ranges.py checks that the corners lie inside.
 
 MEASURED_POROSITY = PhysicalRange(
-    "porosity", 0.19, 0.56, "-",
-    "the design space's porosity [0.20, 0.55] with 0.01 to spare for voxel rounding")
+    "porosity", 0.19, 0.70, "-",
+    "the design space's porosity [0.20, 0.55] with 0.01 to spare for voxel rounding; with the "
+    "CBD as a nanoporous domain (CellModelOptions.cbd_volume) the electrolyte fraction adds the "
+    "domain's nanopores, up to 0.68 at 80 wt% and porosity 0.55")
 MEASURED_AM_VOLUME_FRACTION = PhysicalRange(
-    "am_volume_fraction", 0.26, 0.77, "-",
-    "AM volume fractions the design space produces ([0.271, 0.759]) with 0.01 to spare")
+    "am_volume_fraction", 0.19, 0.77, "-",
+    "AM volume fractions the design space produces ([0.271, 0.759], down to 0.197 when the CBD "
+    "is placed as a nanoporous domain of 0.93 g/cm3) with 0.01 to spare")
 TORTUOSITY_FACTOR = PhysicalRange(
     "tortuosity_factor", 1.0, 100.0, "-",
     "pore tortuosity factor; up to 100 because low-fidelity cubes of dense, CBD-rich electrodes "

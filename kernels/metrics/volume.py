@@ -11,6 +11,14 @@
   conductivity, pores insulating; 0.0 and solid_percolating = False when the solid does not
   connect the two faces.
 
+With `cbd_domain` (a kernels.cell.cbd_model.NanoporousCBD: the CBD label is a nanoporous domain,
+CellModelOptions.cbd_volume = "nanoporous_domain") the CBD also carries ions through the
+electrolyte in its nanopores: in the ionic solve a CBD voxel conducts
+`cbd_domain.ionic_relative_diffusivity` (a pore voxel 1, AM 0); the electrolyte fraction is
+eps_e = pore + nanoporosity x cbd (`electrolyte_volume_fraction`, what the DFN gets as its
+porosity) and tau = eps_e / (D_eff / D_bulk), so eps_e / tau is still D_eff exactly. Without it
+(the default) the CBD blocks ions and tau is relative to the pore fraction, as above.
+
 Transport goes through `kernels.metrics.solvers.solve` (back-end by name); solves use one thread per
 process unless MICROLOOP_TORCH_THREADS says otherwise. Every transport number here comes from a
 converged solve: `solve()` retries an unacceptable back-end result with the native solver and
@@ -34,7 +42,11 @@ import numpy as np
 
 # Intrinsic lithiated-NMC811 and nanoporous carbon-binder conductivities: the cell model's
 # defaults, defined with their sources next to the CBD model (kernels.cell.cbd_model).
-from kernels.cell.cbd_model import DEFAULT_CONDUCTIVITY_AM_S_M, DEFAULT_CONDUCTIVITY_CBD_S_M  # noqa: E402
+from kernels.cell.cbd_model import (  # noqa: E402
+    DEFAULT_CONDUCTIVITY_AM_S_M,
+    DEFAULT_CONDUCTIVITY_CBD_S_M,
+    NanoporousCBD,
+)
 from kernels.metrics.particle_size import am_particle_radius_um
 from kernels.metrics.solvers import solve
 from kernels.metrics.surface_area import interface_areas_voxels
@@ -56,11 +68,16 @@ class VolumeMetrics:
     solid_percolating: bool  # AM + CBD connects them (electronic path)
     # 3V/S radius of the AM particles (kernels.metrics.particle_size): the DFN's particle radius
     am_particle_radius_um: float | None = None
+    # only with the CBD as a nanoporous domain (None otherwise): pores + nanopores, and the
+    # domain's nanoporosity; tortuosity_factor is then relative to electrolyte_volume_fraction
+    electrolyte_volume_fraction: float | None = None
+    cbd_nanoporosity: float | None = None
 
     def to_dict(self) -> dict:
-        """JSON-safe: an infinite tortuosity factor becomes None."""
+        """JSON-safe: an infinite tortuosity factor becomes None; the nanoporous-domain keys only
+        when the CBD was characterised as one."""
         tau = self.tortuosity_factor
-        return {
+        out = {
             "volume_fraction": {k: float(v) for k, v in self.volume_fraction.items()},
             "specific_surface_area_per_um": {
                 k: float(v) for k, v in self.specific_surface_area_per_um.items()
@@ -73,6 +90,10 @@ class VolumeMetrics:
             "am_particle_radius_um": (None if self.am_particle_radius_um is None
                                       else float(self.am_particle_radius_um)),
         }
+        if self.electrolyte_volume_fraction is not None:
+            out["electrolyte_volume_fraction"] = float(self.electrolyte_volume_fraction)
+            out["cbd_nanoporosity"] = float(self.cbd_nanoporosity or 0.0)
+        return out
 
 
 def validate_labels(volume: np.ndarray) -> None:
@@ -123,14 +144,32 @@ def tortuosity_factor(
     backend: str = "native",
     rel_tol: float = 1e-3,
     device: str = "cpu",
+    cbd_domain: NanoporousCBD | None = None,
 ) -> tuple[float, bool]:
-    """(pore tortuosity factor along `axis`, pore percolates); (inf, False) without a path."""
-    pore = (volume == PORE).astype(np.float32)
-    porosity = float(pore.mean())
-    result = solve(pore, axis=_check_axis(axis), backend=backend, rel_tol=rel_tol, device=device)
+    """(pore tortuosity factor along `axis`, pore percolates); (inf, False) without a path.
+
+    cbd_domain: the CBD is that nanoporous domain and carries ions too; tau is then relative
+    to the electrolyte fraction (`electrolyte_volume_fraction`), see the module docstring.
+    """
+    field = (volume == PORE).astype(np.float32)
+    porosity = float(field.mean())
+    if cbd_domain is not None:
+        porosity = electrolyte_volume_fraction(volume, cbd_domain)
+        field[volume == CBD] = cbd_domain.ionic_relative_diffusivity
+    if not field.any():
+        return math.inf, False
+    result = solve(field, axis=_check_axis(axis), backend=backend, rel_tol=rel_tol, device=device)
     if not result.percolating:
         return math.inf, False
-    return porosity / result.relative_conductance, True
+    # relative to the field's largest value (1 in a pore; the domain's when there is no pore)
+    relative_diffusivity = result.relative_conductance * float(field.max())
+    return porosity / relative_diffusivity, True
+
+
+def electrolyte_volume_fraction(volume: np.ndarray, cbd_domain: NanoporousCBD) -> float:
+    """Electrolyte per electrode volume when the CBD label is `cbd_domain`: pores + nanopores."""
+    fractions = volume_fractions(volume)
+    return fractions["pore"] + cbd_domain.nanoporosity * fractions["cbd"]
 
 
 def effective_conductivity_S_m(
@@ -174,17 +213,21 @@ def characterise_volume(
     conductivity_cbd_S_m: float = DEFAULT_CONDUCTIVITY_CBD_S_M,
     rel_tol: float = 1e-3,
     device: str = "cpu",
+    cbd_domain: NanoporousCBD | None = None,
 ) -> VolumeMetrics:
     """All four metrics of one labelled volume (0 pore, 1 AM, 2 CBD) with voxels of `voxel_um`.
 
     device: where the transport solves run ('cpu', or 'cuda:N' on a GPU node).
+    cbd_domain: the CBD label is this nanoporous domain (ions pass through its nanopores; the
+    electronic solve still uses conductivity_cbd_S_m, whose default is the default domain's);
+    None (default): solid CBD that blocks ions.
     """
     validate_labels(volume)
     if not (isinstance(voxel_um, numbers.Real) and math.isfinite(voxel_um) and voxel_um > 0):
         raise ValueError(f"voxel_um must be a positive number, got {voxel_um!r}")
     _check_axis(axis)
     ssa, coverage = specific_surface_areas(volume, voxel_um)
-    tau, percolating = tortuosity_factor(volume, axis, backend, rel_tol, device)
+    tau, percolating = tortuosity_factor(volume, axis, backend, rel_tol, device, cbd_domain)
     sigma, solid_percolating = _electronic(
         volume, axis, conductivity_am_S_m, conductivity_cbd_S_m, backend, rel_tol, device
     )
@@ -198,4 +241,7 @@ def characterise_volume(
         percolating=percolating,
         solid_percolating=solid_percolating,
         am_particle_radius_um=radius_um,
+        electrolyte_volume_fraction=(None if cbd_domain is None
+                                     else electrolyte_volume_fraction(volume, cbd_domain)),
+        cbd_nanoporosity=None if cbd_domain is None else cbd_domain.nanoporosity,
     )

@@ -41,6 +41,7 @@ POROSITY_RANGE = ranges.POROSITY.bounds
 ADHESION_RANGE = ranges.BINDER_ADHESION.bounds
 MEAN_DIAMETER_UM_RANGE = ranges.MEAN_DIAMETER_UM.bounds
 DIAMETER_SPREAD_RANGE = ranges.DIAMETER_SPREAD.bounds
+CBD_DENSITY_G_CM3_RANGE = ranges.CBD_DENSITY_G_CM3.bounds
 
 # Calendering: the porosity of an uncalendered coating (no compression) and the strongest
 # compression reached at the lowest porosity in range. Linear in between.
@@ -90,12 +91,19 @@ class ManufacturingParams:
         _check_range("diameter_spread", self.diameter_spread, DIAMETER_SPREAD_RANGE)
 
 
-def target_phase_fractions(am_wt_frac: float, porosity: float) -> dict[str, float]:
-    """Volume fractions {"pore", "am", "cbd"} of a recipe, from the densities of AM and CBD."""
+def target_phase_fractions(am_wt_frac: float, porosity: float,
+                           cbd_density_g_cm3: float = RHO_CBD_G_CM3) -> dict[str, float]:
+    """Volume fractions {"pore", "am", "cbd"} of a recipe, from the densities of AM and CBD.
+
+    cbd_density_g_cm3: CBD mass per volume of the CBD phase placed: 1.8 for solid CBD (the
+    default), or a nanoporous domain's density (kernels.cell.cbd_model.NanoporousCBD, 0.93),
+    whose larger volume then holds the same CBD mass; "pore" stays the resolved pore space.
+    """
     _check_range("am_wt_frac", am_wt_frac, (0.0, 1.0))
     _check_range("porosity", porosity, (0.0, 1.0))
+    _check_range("cbd_density_g_cm3", cbd_density_g_cm3, CBD_DENSITY_G_CM3_RANGE)
     am_cm3 = am_wt_frac / RHO_AM_G_CM3
-    cbd_cm3 = (1.0 - am_wt_frac) / RHO_CBD_G_CM3
+    cbd_cm3 = (1.0 - am_wt_frac) / cbd_density_g_cm3
     solid = 1.0 - porosity
     am = solid * am_cm3 / (am_cm3 + cbd_cm3)
     return {"pore": porosity, "am": am, "cbd": solid - am}
@@ -215,18 +223,21 @@ def generate_structure(
     size_voxels: int | tuple[int, int, int],
     voxel_um: float,
     seed: int,
+    cbd_density_g_cm3: float = RHO_CBD_G_CM3,
 ) -> np.ndarray:
     """A periodic three-phase volume (uint8: 0 pore, 1 AM, 2 CBD) with exact phase fractions.
 
     Axis 0 is the through-thickness direction (the one calendering compresses). The phase voxel
     counts equal the target fractions of `target_phase_fractions` rounded to whole voxels.
+    cbd_density_g_cm3: the density the recipe's CBD mass is placed at (solid 1.8 by default;
+    a nanoporous domain's 0.93 places the domain, see `target_phase_fractions`).
     """
     params.validate()
     shape = _shape3(size_voxels)
     if not (_is_real(voxel_um) and math.isfinite(voxel_um) and voxel_um > 0):
         raise ValueError(f"voxel_um must be a positive number, got {voxel_um!r}")
     rng = np.random.default_rng(seed)
-    fractions = target_phase_fractions(params.am_wt_frac, params.porosity)
+    fractions = target_phase_fractions(params.am_wt_frac, params.porosity, cbd_density_g_cm3)
     n_total = int(np.prod(shape))
     n_pore = int(round(fractions["pore"] * n_total))
     n_cbd = int(round(fractions["cbd"] * n_total))

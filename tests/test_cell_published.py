@@ -1,0 +1,156 @@
+"""Transport and rate capability against numbers nobody here chose (issue 15).
+
+- Pore tortuosity (kernels.metrics.volume.tortuosity_factor) of a random dispersion of
+  non-overlapping insulating spheres against Maxwell's closed form D_eff / D = 2 eps / (3 - eps),
+  i.e. tau = (3 - eps) / 2, exact to first order in the solid fraction; the same expression is
+  the Hashin-Shtrikman upper bound on D_eff of any isotropic two-phase structure, so every
+  isotropic volume must give tau >= (3 - eps) / 2.
+- The carbon-binder domain's share of the pore tortuosity of procedural NMC cathodes against the
+  published factor 1.35-1.81 between the tortuosity with the CBD and that of the active-material
+  skeleton alone (calendered electrodes, Usseglio-Viretta et al., J. Electrochem. Soc. 165, A3403,
+  2018, abstract).
+- Rate capability of the design -> inputs -> DFN path against a measured cell: the Ecker et al.
+  (2015) Kokam 7.5 A h cell at 1C and 5C (tests/data/ecker2015, digitised curves).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kernels.metrics.volume import tortuosity_factor
+from kernels.structure import procedural
+
+DATA = Path(__file__).parent / "data" / "ecker2015"
+# Usseglio-Viretta et al. 2018: tortuosity with the CBD / tortuosity of the AM skeleton only,
+# for calendered electrodes
+PUBLISHED_CBD_TAU_FACTOR = (1.35, 1.81)
+
+
+def sphere_dispersion(size: int, radius_voxels: float, solid_fraction: float,
+                      seed: int) -> np.ndarray:
+    """Periodic box (1 = sphere, 0 = pore) of non-overlapping spheres placed by random
+    sequential addition: a statistically isotropic random dispersion."""
+    rng = np.random.default_rng(seed)
+    n_spheres = round(solid_fraction * size**3 / (4.0 / 3.0 * math.pi * radius_voxels**3))
+    centres = np.empty((0, 3))
+    while len(centres) < n_spheres:
+        candidate = rng.random(3) * size
+        delta = centres - candidate
+        delta -= size * np.round(delta / size)
+        if not (np.einsum("ij,ij->i", delta, delta) < (2.0 * radius_voxels) ** 2).any():
+            centres = np.vstack([centres, candidate])
+    volume = np.zeros((size,) * 3, dtype=np.uint8)
+    reach = np.arange(-math.ceil(radius_voxels) - 1, math.ceil(radius_voxels) + 2)
+    for centre in centres:
+        base = np.floor(centre).astype(int)
+        index = np.ix_(*[np.mod(base[a] + reach, size) for a in range(3)])
+        d2 = [((base[a] + reach + 0.5) - centre[a]) ** 2 for a in range(3)]
+        inside = d2[0][:, None, None] + d2[1][None, :, None] + d2[2][None, None, :]
+        block = volume[index]
+        block[inside <= radius_voxels**2] = 1
+        volume[index] = block
+    return volume
+
+
+def _excess_over_maxwell(volume: np.ndarray) -> float:
+    """(tau - 1) / (tau_Maxwell - 1), averaged over the three axes."""
+    eps = float((volume == 0).mean())
+    taus = [tortuosity_factor(volume, axis=axis)[0] for axis in range(3)]
+    return float(np.mean(taus) - 1.0) / ((3.0 - eps) / 2.0 - 1.0)
+
+
+@pytest.mark.slow
+def test_dilute_sphere_dispersion_converges_to_maxwell():
+    # At 10 % spheres the discrete solve overshoots Maxwell's tau - 1 by a staircase term that
+    # falls as 1 / (radius in voxels): measured 1.59 / 1.42 / 1.33 / 1.24 at r = 4 / 6 / 8 / 12
+    # voxels. Extrapolated to r -> inf it must recover Maxwell (the exact random-sphere value at
+    # 10 % lies ~4 % above Maxwell's tau - 1: second order in the solid fraction).
+    coarse = _excess_over_maxwell(sphere_dispersion(96, 6.0, 0.10, seed=1))
+    fine = _excess_over_maxwell(sphere_dispersion(128, 12.0, 0.10, seed=1))
+    assert 1.0 < fine < coarse
+    extrapolated = 2.0 * fine - coarse          # E(r) = E_inf + c / r at r = 6 and 12
+    assert extrapolated == pytest.approx(1.0, abs=0.12)
+
+
+@pytest.mark.parametrize("solid_fraction", [0.05, 0.20, 0.35])
+def test_isotropic_dispersions_respect_the_hashin_shtrikman_bound(solid_fraction):
+    volume = sphere_dispersion(64, 4.0, solid_fraction, seed=2)
+    eps = float((volume == 0).mean())
+    for axis in range(3):
+        tau, percolating = tortuosity_factor(volume, axis=axis)
+        assert percolating
+        assert tau >= (3.0 - eps) / 2.0
+
+
+def test_uncalendered_procedural_cathode_respects_the_hashin_shtrikman_bound():
+    # porosity 0.55 is the uncalendered coating (no compression): statistically isotropic
+    params = procedural.ManufacturingParams(0.90, 0.55, 0.5)
+    volume = procedural.generate_structure(params, 48, 1.0, seed=0)
+    eps = float((volume == procedural.PORE).mean())
+    for axis in range(3):
+        assert tortuosity_factor(volume, axis=axis)[0] >= (3.0 - eps) / 2.0
+
+
+@pytest.mark.parametrize("porosity", [0.35, 0.40])
+def test_cbd_raises_the_pore_tortuosity_by_the_published_factor(porosity):
+    # 90 wt% NMC (the usual 90/5/5 laboratory recipe), calendered; three 64 um cubes at 1 um.
+    # Measured (geometric mean of three cubes): 1.64 at eps 0.35 and 0.40; 0.5 um voxels give
+    # 1.74 / 1.49. At eps 0.30 the simulator's CBD chokes the pores harder (2.1-2.5): not claimed.
+    ratios = []
+    for seed in (0, 1, 2):
+        volume = procedural.generate_structure(
+            procedural.ManufacturingParams(0.90, porosity, 0.5), 64, 1.0, seed=seed)
+        with_cbd = tortuosity_factor(volume)[0]
+        skeleton = np.where(volume == procedural.CBD, procedural.PORE, volume).astype(np.uint8)
+        ratios.append(with_cbd / tortuosity_factor(skeleton)[0])
+    low, high = PUBLISHED_CBD_TAU_FACTOR
+    assert low <= math.exp(np.mean(np.log(ratios))) <= high
+
+
+@pytest.mark.slow
+def test_rate_capability_of_the_measured_kokam_cell():
+    """The Ecker 2015 Kokam cathode as an ElectrodeDesign (its porosity, AM fraction, thickness,
+    tortuosity 1.94 from its Bruggeman exponent, particle radius, conductivity), its own anode,
+    its own c_max, discharged at the measured cell's 1C and 5C current densities: the capacity
+    per electrode area must match the measured 7.75 / 7.37 A h of the 48-layer cell within 3 %,
+    and the 5C / 1C retention within 3 points."""
+    import pybamm
+
+    from kernels.cell.model import CellModel, CellModelOptions, ElectrodeDesign, Packaging4680
+
+    values = pybamm.ParameterValues("Ecker2015")
+    eps = values["Positive electrode porosity"]
+    phi = values["Positive electrode active material volume fraction"]
+    radius_um = values["Positive particle radius [m]"] * 1e6
+    design = ElectrodeDesign(
+        porosity=eps, am_volume_fraction=phi,
+        thickness_um=values["Positive electrode thickness [m]"] * 1e6,
+        tortuosity_factor=eps ** (1.0 - values["Positive electrode Bruggeman coefficient "
+                                                "(electrolyte)"]),
+        specific_surface_area_per_um=3.0 * phi / radius_um,
+        effective_conductivity_S_m=values["Positive electrode conductivity [S.m-1]"],
+        particle_radius_um=radius_um)
+    model = CellModel("Ecker2015", packaging=Packaging4680(np_ratio=None),
+                      options=CellModelOptions(capacity_basis="parameter_set"))
+    layer_area_m2 = values["Electrode height [m]"] * values["Electrode width [m]"]
+    layers = 7.5 / values["Nominal cell capacity [A.h]"]          # 48 layers of 0.156 A h
+    measured_Ah_m2 = {c: pd.read_csv(DATA / f"ecker2015_kokam_{c}C.csv")
+                      ["discharged_capacity_Ah"].iloc[-1] / layers / layer_area_m2 for c in (1, 5)}
+    roll_area_m2 = model.jelly_roll(design).electrode_area_m2
+    # the model's C-rate is of its own nominal capacity: scale it to the measured 1C current
+    one_c = (values["Nominal cell capacity [A.h]"] / layer_area_m2
+             / (model.nominal_capacity_Ah(design) / roll_area_m2))
+    model_Ah_m2 = {}
+    for c in (1, 5):
+        result = model.discharge_c_rate(design, c * one_c)
+        assert result.feasible, result.reason
+        model_Ah_m2[c] = result.capacity_Ah / roll_area_m2
+    for c in (1, 5):
+        assert model_Ah_m2[c] == pytest.approx(measured_Ah_m2[c], rel=0.03)
+    retention = model_Ah_m2[5] / model_Ah_m2[1]
+    assert retention == pytest.approx(measured_Ah_m2[5] / measured_Ah_m2[1], abs=0.03)
