@@ -677,6 +677,9 @@ def write_report(directory: str | Path) -> Path:
     else:
         notes.append("No completed trial yet: no best design.")
 
+    stopped = _stop_reason(directory)
+    if stopped:
+        notes.insert(0, f"The campaign was stopped by its controller: {stopped}")
     for t in data.failed:
         notes.append(f"Trial {t.trial_id} failed: {t.reason}")
     for t in infeasible:
@@ -698,6 +701,18 @@ def write_report(directory: str | Path) -> Path:
     write_text_atomic(out / "summary.json", json.dumps(json_safe(summary), indent=1))
     write_text_atomic(out / "summary.md", _summary_markdown(data, rows, plots, notes, gp_info))
     return out / "summary.md"
+
+
+def _stop_reason(directory: str | Path) -> str | None:
+    """Why the controller stopped itself (e.g. repeated refused submissions), when that is the
+    last thing it did (a later resume or finish makes the stop history)."""
+    from hpc.campaign.journal import read_journal
+
+    last = None
+    for event in read_journal(directory):
+        if event["event"] in ("campaign_started", "campaign_stopped", "campaign_finished"):
+            last = event
+    return str(last.get("reason")) if last and last["event"] == "campaign_stopped" else None
 
 
 def _summary_markdown(data: CampaignData, rows: list[dict[str, Any]],
