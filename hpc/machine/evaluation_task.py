@@ -64,9 +64,9 @@ def _set_mpi_launcher_in_slurm_step() -> None:
     )
 
 
-def probe_job_launcher(n_ranks: int = 2, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Inside a job: start `jobs.mpi_probe` on `n_ranks` ranks with the launcher an evaluation
-    job uses (for `microloop doctor` and the tests); returns the probe's report and the command."""
+def _run_with_job_launcher(n_ranks: int, module: str, timeout_s: float) -> tuple[list[str], str]:
+    """Run `python -m module` on `n_ranks` ranks with the launcher an evaluation job uses;
+    its JSON output lines and the launcher command."""
     import subprocess
     import sys
 
@@ -76,15 +76,28 @@ def probe_job_launcher(n_ranks: int = 2, timeout_s: float = 120.0) -> dict[str, 
     prefix = mpi_launch_prefix(n_ranks)
     if prefix is None:
         raise RuntimeError("no MPI launcher in this job (srun, mpiexec)")
-    command = [*prefix, sys.executable, "-m", "jobs.mpi_probe"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
-                          check=False)
+    done = subprocess.run([*prefix, sys.executable, "-m", module], capture_output=True,
+                          text=True, timeout=timeout_s, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(prefix)} exited {done.returncode}: {done.stderr[-2000:]}")
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise RuntimeError(f"the MPI probe printed no result: {done.stdout[-2000:]}")
+        raise RuntimeError(f"{module} printed no result: {done.stdout[-2000:]}")
+    return lines, prefix
+
+
+def probe_job_launcher(n_ranks: int = 2, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Inside a job: start `jobs.mpi_probe` on `n_ranks` ranks with the launcher an evaluation
+    job uses (for `microloop doctor` and the tests); returns the probe's report and the command."""
+    lines, prefix = _run_with_job_launcher(n_ranks, "jobs.mpi_probe", timeout_s)
     return {"launcher": prefix, **json.loads(lines[-1])}
+
+
+def probe_job_devices(n_ranks: int = 2, timeout_s: float = 120.0) -> list[dict[str, Any]]:
+    """Inside a job: every rank's view of its GPUs and the device it would compute on
+    (jobs.devices), started as an evaluation starts its ranks."""
+    lines, _ = _run_with_job_launcher(n_ranks, "jobs.devices", timeout_s)
+    return sorted((json.loads(line) for line in lines), key=lambda r: int(r["rank"] or 0))
 
 
 class InjectedFault(RuntimeError):
