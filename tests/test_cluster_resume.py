@@ -27,6 +27,7 @@ from test_campaign import tiny_campaign
 from hpc.campaign.config import load_campaign
 from hpc.campaign.controller import Campaign, CampaignError
 from hpc.campaign.journal import read_journal
+from hpc.cli.commands.status import campaign_status
 from hpc.machine.folder_lock import FolderLockedError, acquire, read_owner
 from hpc.machine.scheduler.local import LocalScheduler
 
@@ -143,6 +144,7 @@ def test_resume_reattaches_to_queued_jobs_a_killed_controller_never_journaled(tm
 
     resumed = Campaign.open(folder)
     try:
+        assert campaign_status(folder)["controller"]["pid"] == os.getpid()  # the live lease
         resumed._recover_submissions()
         assert {t.trial_id: (t.status, t.job_ids) for t in resumed.trials.values()} == {
             tid: ("submitted", [job_id]) for tid, job_id in submitted.items()}
@@ -181,6 +183,8 @@ def test_repeated_permanent_refusals_stop_the_campaign_with_sbatchs_message(tmp_
     assert [trials[i].status for i in range(3)] == ["failed", "failed", "proposed"]
     assert trials[2].submitting and trials[2].attempt == 1 and not trials[2].job_ids
 
+    status = campaign_status(folder)
+    assert "invalid partition" in status["stopped"].lower() and status["controller"] is None
     from hpc.analysis.report import write_report
 
     summary = write_report(folder).read_text()

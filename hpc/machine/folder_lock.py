@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: A heartbeat older than this (seconds) is a dead controller's. Long enough for a loaded
 #: NFS server and modest clock skew between nodes; the holder refreshes it 4x as often.
 LEASE_S = 120.0
+#: The lease record's fixed size (JSON padded with spaces): rewritten in place in one write.
+RECORD_BYTES = 512
 _NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 
 
@@ -92,13 +94,13 @@ class FolderLock:
         """Rewrite the lease with the time now (through the locked handle: the flock stays)."""
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "heartbeat": time.time()}
+        # one fixed-size write at offset 0, never a truncate first: a reader (a controller on
+        # another node checking the lease) sees the old record or the new one, not an empty file
+        data = json.dumps(record).ljust(RECORD_BYTES).encode()
         with self._write_lock:
             if self._handle.closed:
                 return
-            self._handle.seek(0)
-            self._handle.truncate()
-            self._handle.write(json.dumps(record))
-            self._handle.flush()
+            os.pwrite(self._handle.fileno(), data, 0)
             os.fsync(self._handle.fileno())
 
     def _beat(self) -> None:
@@ -141,7 +143,8 @@ def acquire(directory: Path, name: str, *, wait_s: float = 0.0, lease_s: float =
 
 
 def _try_acquire(path: Path, lease_s: float) -> FolderLock:
-    handle = open(path, "a+")  # noqa: SIM115 - held for the campaign's life
+    # read-write without O_APPEND (with it, Linux appends a pwrite at any offset)
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
     flocked = True
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,6 +165,7 @@ def _try_acquire(path: Path, lease_s: float) -> FolderLock:
     handle.seek(0)
     owner = read_owner(handle.read())
     now = time.time()
+
     if owner is not None and owner.heartbeat and now - owner.heartbeat < lease_s:
         me = (socket.gethostname(), os.getpid())
         if flocked and owner.host == me[0]:
