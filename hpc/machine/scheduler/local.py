@@ -84,7 +84,10 @@ class LocalScheduler(SubmititFiles):
         """Live local jobs started with `tag`: the processes whose environment carries it and
         whose parent's does not (the job's own process, whose pid is its job id)."""
         labels: dict[int, tuple[str, int]] = {}
-        for entry in Path("/proc").iterdir():
+        proc = Path("/proc")
+        if not proc.is_dir():   # no process table to read (not Linux): nothing can be found
+            return {}
+        for entry in proc.iterdir():
             if not entry.name.isdigit():
                 continue
             try:
