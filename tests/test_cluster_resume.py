@@ -199,3 +199,24 @@ def test_repeated_permanent_refusals_stop_the_campaign_with_sbatchs_message(tmp_
         resumed.close()
     assert (progress.complete, progress.failed) == (1, 2)
     assert resumed.trials[2].attempt == 1 and len(resumed.trials[2].job_ids) == 1
+
+
+def test_resume_wait_waits_for_the_live_controller_before_refusing(tmp_path):
+    from test_hardening import tiny_config
+    from typer.testing import CliRunner
+
+    from hpc.cli.app import app
+
+    folder = tmp_path / "c"
+    Campaign.create(tiny_config(), folder).close()
+    holder = _holder(folder, 20.0)   # a live controller's lock on the folder
+    try:
+        started = time.monotonic()
+        result = CliRunner().invoke(app, ["resume", str(folder), "--wait", "0.05",
+                                          "--quiet", "--no-report"])
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    assert result.exit_code == 2 and f"pid {holder.pid} on" in result.output
+    assert waited >= 3.0   # it waited its 3 s before refusing
