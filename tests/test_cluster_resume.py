@@ -34,8 +34,9 @@ from hpc.machine.scheduler.local import LocalScheduler
 LOCK = ".controller.lock"
 
 
-def _lease(path: Path, host: str, age_s: float, pid: int = 4242) -> None:
-    path.write_text(json.dumps({"pid": pid, "host": host, "slurm_job_id": "77",
+def _lease(path: Path, host: str, age_s: float, pid: int = 4242, job: str | None = "77"
+           ) -> None:
+    path.write_text(json.dumps({"pid": pid, "host": host, "slurm_job_id": job,
                                 "heartbeat": time.time() - age_s}))
 
 
@@ -43,9 +44,43 @@ def _lease(path: Path, host: str, age_s: float, pid: int = 4242) -> None:
 
 def test_a_fresh_lease_from_another_host_refuses_even_when_flock_succeeds(tmp_path):
     # what a controller on node B sees when the file system keeps node A's flock on node A
-    _lease(tmp_path / LOCK, "node-a.cluster", age_s=5)
-    with pytest.raises(FolderLockedError, match=r"pid 4242 on node-a\.cluster, SLURM job 77"):
+    # (node A's controller started by hand, not as a SLURM job)
+    _lease(tmp_path / LOCK, "node-a.cluster", age_s=5, job=None)
+    with pytest.raises(FolderLockedError, match=r"pid 4242 on node-a\.cluster, heartbeat"):
         acquire(tmp_path, LOCK, lease_s=120)
+
+
+def test_a_requeued_controller_job_takes_over_its_own_fresh_lease(tmp_path, monkeypatch):
+    # node A ran SLURM job 77 and died; SLURM requeued job 77 on node B seconds later
+    _lease(tmp_path / LOCK, "node-a.cluster", age_s=5)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    acquire(tmp_path, LOCK, lease_s=120).close()
+
+
+@pytest.mark.slurm
+def test_a_fresh_lease_of_a_job_slurm_no_longer_runs_is_taken_over(tmp_path):
+    done = subprocess.run(["sbatch", "--parsable", "--wrap", "true"], capture_output=True,
+                          text=True, timeout=60, check=True).stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 120
+    while subprocess.run(["squeue", "-h", "-j", done], capture_output=True, text=True,
+                         timeout=30).stdout.strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    _lease(tmp_path / LOCK, "node-a.cluster", age_s=5, job=done)   # its controller died
+    acquire(tmp_path, LOCK, lease_s=120).close()
+    running = subprocess.run(["sbatch", "--parsable", "--wrap", "sleep 60"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout.strip().split(";")[0]
+    try:
+        while "RUNNING" not in subprocess.run(["squeue", "-h", "-j", running, "-o", "%T"],
+                                              capture_output=True, text=True,
+                                              timeout=30).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        _lease(tmp_path / LOCK, "node-a.cluster", age_s=5, job=running)
+        with pytest.raises(FolderLockedError, match=f"SLURM job {running}"):
+            acquire(tmp_path, LOCK, lease_s=120)
+    finally:
+        subprocess.run(["scancel", running], capture_output=True, timeout=30)
 
 
 def test_a_lapsed_lease_is_taken_over_and_refreshed_while_held(tmp_path):

@@ -10,8 +10,10 @@ the folder, because each alone fails somewhere:
   although one is alive;
 - a lease in the same file: the holder's host, pid, SLURM job id and a heartbeat that a thread
   rewrites every `lease_s / 4` s while it holds the lock. A controller on another host that
-  finds a heartbeat younger than `lease_s` refuses even when its flock succeeded. A heartbeat
-  older than that is a crashed holder (its lease lapsed): taking over is safe.
+  finds a heartbeat younger than `lease_s` refuses even when its flock succeeded, unless the
+  holder's SLURM job is over (the requeued run of the same controller job, or a job squeue no
+  longer shows running). A heartbeat older than that is a crashed holder (its lease lapsed):
+  taking over is safe.
 
 Where the file system refuses `flock` altogether (ENOLCK, ENOSYS, EOPNOTSUPP) the lease alone
 guards the folder, with a warning. `microloop doctor` checks which case a cluster is in.
@@ -125,6 +127,29 @@ class FolderLock:
             self._handle.close()
 
 
+def _owner_job_gone(owner: LockOwner) -> bool:
+    """Whether the holder's SLURM job is known to be over, so its fresh lease is stale: a
+    requeued controller job (same job id, maybe another node) follows a dead run of itself,
+    and a job squeue no longer shows running has no live controller. Unknown: not gone."""
+    if not owner.slurm_job_id:
+        return False
+    if owner.slurm_job_id == os.environ.get("SLURM_JOB_ID"):
+        return True   # SLURM runs one instance of a job id at a time: this one is the next
+    import shutil
+    import subprocess
+
+    if shutil.which("squeue") is None:
+        return False
+    try:
+        done = subprocess.run(["squeue", "-h", "-j", str(owner.slurm_job_id), "-o", "%T"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if done.returncode != 0 and "invalid job id" not in done.stderr.lower():
+        return False   # the scheduler did not answer: keep the lease
+    return done.stdout.strip() not in ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED")
+
+
 def acquire(directory: Path, name: str, *, wait_s: float = 0.0, lease_s: float = LEASE_S,
             poll_s: float = 2.0) -> FolderLock:
     """Take the folder's lock, waiting up to `wait_s` seconds for a live holder to let go.
@@ -170,7 +195,7 @@ def _try_acquire(path: Path, lease_s: float) -> FolderLock:
         me = (socket.gethostname(), os.getpid())
         if flocked and owner.host == me[0]:
             pass  # same host: the kernel's flock is the truth (the holder died, or it is us)
-        elif (owner.host, owner.pid) != me:
+        elif (owner.host, owner.pid) != me and not _owner_job_gone(owner):
             handle.close()
             why = ("this file system's locks do not reach across nodes" if flocked
                    else "this file system has no flock")
