@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +214,7 @@ def calibrate(
     cell_capacity_Ah: float | None = None,
     constant_current_A: Mapping[str, float] | None = None,
     predict: Sequence[str | Path] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Read the data and the cell, fit, write the calibration file (and the plot).
 
@@ -274,7 +275,7 @@ def calibrate(
     result = fit_discharge_curves(
         parameter_values, curves, fit, model_options=options,
         initial=initial, fixed=fixed, max_points_per_curve=max_points_per_curve,
-        max_iterations=max_iterations, metadata=metadata)
+        max_iterations=max_iterations, metadata=metadata, progress=progress)
     calibration = result.calibration
     tail_V = float(calibration.metadata["tail_V"])
     checks = {"fit": predict_curves(parameter_values, curves, calibration.values,

@@ -136,20 +136,14 @@ def _aggregate_nested(dicts: list[dict[str, Any]], percolates: list[bool],
 
 # ---- all samples of one design, on the ranks of this MPI job ------------------------------
 def pick_device(comm: Any = None) -> str:
-    """``cuda:<local_rank % n_gpus>`` when torch sees GPUs, else ``cpu``; one CPU thread."""
+    """``cuda:<local_rank % n_gpus>`` when torch sees GPUs, else ``cpu`` (jobs.devices); one
+    CPU thread."""
     import torch
 
-    torch.set_num_threads(1)
-    if not torch.cuda.is_available():
-        return "cpu"
-    local = 0
-    if comm is not None:
-        from jobs.mpi_pool import local_rank
+    from jobs.devices import select_device
 
-        local = local_rank(comm)
-    gpu = local % torch.cuda.device_count()
-    torch.cuda.set_device(gpu)
-    return f"cuda:{gpu}"
+    torch.set_num_threads(1)
+    return select_device(comm).device
 
 
 def characterise_trial(campaign_dir: str | Path, trial_id: int, spec: EvaluationSpec | dict,

@@ -4,7 +4,8 @@ A study folder holds:
 
 ```
 <study>/study.json          the frozen plan (sizes, cubes per size, source, seed, solver)
-        source.zarr/        the large volume(s) cubes are cut from (one chunk per volume, done markers)
+        source.zarr/        the large volume(s) cubes are cut from, in chunk_voxels³ chunks
+        source.done/<i>.json  one marker per generated volume (written last by its array task)
         cubes/<L>_<i>.json  one result per cube: tortuosity, porosity, percolation, solve seconds
         convergence.json    per-size statistics and the recommended (size, count)
         convergence.png     mean ± CI vs size, cubes needed vs size
@@ -12,7 +13,9 @@ A study folder holds:
 
 Every cube is independent, so the work is split over SLURM array tasks (`task_index`, `n_tasks`)
 and, inside a task, over MPI ranks (`python -m jobs.convergence run-task ...` under mpiexec/srun).
-A finished cube is never solved again: rerunning any part resumes.
+The procedural source volumes are generated one per array task too (`generate_source`), into a
+store the driver created (`create_source`), chunked so that a cube decodes only its chunks.
+A finished cube or volume is never made again: rerunning any part resumes.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from jobs.store import read_json, write_json_atomic
 
 STUDY_FILE = "study.json"
 SOURCE_STORE = "source.zarr"
+SOURCE_DONE = "source.done.json"
+SOURCE_MARKERS = "source.done"   # one marker per generated source volume
 RESULT_FILE = "convergence.json"
 PLOT_FILE = "convergence.png"
 METRICS = ("tortuosity_factor", "effective_conductivity_S_m")
@@ -50,6 +55,7 @@ class ConvergencePlan:
     design: dict[str, float] | None = None
     source_voxels: int = 256
     n_source_volumes: int = 1
+    chunk_voxels: int = 64
     volume_path: str | None = None
     voxel_um: float = 0.5
     axis: int = 0
@@ -76,6 +82,8 @@ class ConvergencePlan:
                              f"({self.source_voxels})")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if int(self.chunk_voxels) != self.chunk_voxels or self.chunk_voxels < 8:
+            raise ValueError(f"chunk_voxels must be an integer >= 8, got {self.chunk_voxels}")
         if self.axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2, got {self.axis}")
         if not 0 < self.confidence < 1:
@@ -112,33 +120,110 @@ def load_plan(study_dir: str | Path) -> ConvergencePlan:
     return ConvergencePlan.from_dict(data)
 
 
-def init_study(study_dir: str | Path, plan: ConvergencePlan) -> None:
-    """Freeze the plan (or check that a resumed study has the same one) and make the source."""
+def init_study(study_dir: str | Path, plan: ConvergencePlan, make_source: bool = True) -> None:
+    """Freeze the plan (or check that a resumed study has the same one) and, with
+    `make_source`, make the source volumes here (else: `create_source` + `generate_source` per
+    volume, e.g. as array tasks, then `finish_source`)."""
     plan.validate()
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     existing = read_json(study_dir / STUDY_FILE)
-    if existing is not None and existing != json.loads(json.dumps(plan.to_dict())):
-        raise ValueError(f"{study_dir} holds a different study; use another folder or the same plan")
-    if existing is None:
+    if existing is not None:   # a study frozen before a field existed reads with its default
+        try:
+            same = ConvergencePlan.from_dict(existing).to_dict() == json.loads(
+                json.dumps(plan.to_dict()))
+        except TypeError:   # a key this version does not know
+            same = False
+        if not same:
+            raise ValueError(f"{study_dir} holds a different study; use another folder or the "
+                             "same plan")
+    else:
         write_json_atomic(study_dir / STUDY_FILE, plan.to_dict())
-    ensure_source(study_dir, plan)
+    if make_source:
+        ensure_source(study_dir, plan)
 
 
-def _source_array(study_dir: Path, plan: ConvergencePlan, shape: tuple[int, ...]) -> zarr.Array:
+def _source_marker(study_dir: Path, index: int) -> Path:
+    return study_dir / SOURCE_MARKERS / f"{int(index)}.json"
+
+
+def source_shape(plan: ConvergencePlan) -> tuple[int, int, int, int]:
+    """(volumes, L, L, L) of a procedural study's source store."""
+    size = plan.source_voxels
+    return (plan.n_source_volumes, size, size, size)
+
+
+def create_source(study_dir: str | Path, plan: ConvergencePlan,
+                  shape: tuple[int, ...] | None = None) -> zarr.Array:
+    """Create the source store once, in the driver: array tasks starting together would race
+    to create it. Chunks of `plan.chunk_voxels`³ inside one volume, so a cube decodes only the
+    chunks it overlaps, and each volume is whole chunks written by one task."""
+    study_dir = Path(study_dir)
+    shape = tuple(shape or source_shape(plan))
+    chunks = (1, *(min(plan.chunk_voxels, n) for n in shape[1:]))
     path = study_dir / SOURCE_STORE
     try:
-        return zarr.open_array(str(path), mode="r+")
-    except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError):
-        return zarr.create_array(str(path), shape=shape, chunks=(1, *shape[1:]), dtype="uint8",
+        array = zarr.open_array(str(path), mode="r+")
+    except (FileNotFoundError, zarr.errors.ArrayNotFoundError,
+            zarr.errors.NodeTypeValidationError):
+        return zarr.create_array(str(path), shape=shape, chunks=chunks, dtype="uint8",
                                  fill_value=255, overwrite=True)
+    if tuple(array.shape) != shape or tuple(array.chunks) != chunks:
+        raise ValueError(f"{path} holds shape {array.shape} chunks {array.chunks}, not {shape} "
+                         f"chunks {chunks}: the study's source changed; use another folder")
+    return array
+
+
+def generate_source(study_dir: str | Path, index: int) -> dict[str, Any]:
+    """Generate source volume `index` of a procedural study (what one array task runs): its
+    own whole chunks, then its marker. Idempotent: a volume with a marker is not made again."""
+    from kernels.structure.procedural import ManufacturingParams, generate_structure
+
+    study_dir = Path(study_dir)
+    marker = _source_marker(study_dir, index)
+    done = read_json(marker)
+    if done is not None:
+        return done
+    plan = load_plan(study_dir)
+    if plan.design is None or not 0 <= index < plan.n_source_volumes:
+        raise ValueError(f"source volume {index}: the study has {plan.n_source_volumes} "
+                         "procedural source volume(s)")
+    params = ManufacturingParams(**plan.design)
+    params.validate()
+    array = zarr.open_array(str(study_dir / SOURCE_STORE), mode="r+")
+    start_cpu = time.process_time()
+    array[index] = generate_structure(params, plan.source_voxels, plan.voxel_um,
+                                      seed=plan.seed * 1000 + index)
+    record = {"index": int(index), "cpu_s": time.process_time() - start_cpu,
+              "host": os.uname().nodename, "job_id": os.environ.get("SLURM_JOB_ID")}
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, record)
+    return record
+
+
+def missing_sources(study_dir: str | Path, plan: ConvergencePlan) -> list[int]:
+    """Indices of the procedural source volumes without their marker."""
+    return [i for i in range(plan.n_source_volumes)
+            if not _source_marker(Path(study_dir), i).exists()]
+
+
+def finish_source(study_dir: str | Path) -> None:
+    """Seal the source (`source.done.json`) once every volume is in."""
+    study_dir = Path(study_dir)
+    plan = load_plan(study_dir)
+    if plan.design is not None:
+        missing = missing_sources(study_dir, plan)
+        if missing:
+            raise RuntimeError(f"{study_dir}: source volume(s) {missing} were not generated")
+    array = zarr.open_array(str(study_dir / SOURCE_STORE), mode="r")
+    write_json_atomic(study_dir / SOURCE_DONE, {"shape": list(array.shape),
+                                                "chunks": list(array.chunks)})
 
 
 def ensure_source(study_dir: str | Path, plan: ConvergencePlan) -> None:
-    """Generate (or import) the source volumes once; finished ones are kept."""
+    """Generate (or import) the source volumes here, once; finished ones are kept."""
     study_dir = Path(study_dir)
-    done_marker = study_dir / "source.done.json"
-    if (done_marker).exists():
+    if (study_dir / SOURCE_DONE).exists():
         return
     if plan.volume_path is not None:
         from jobs.volume_io import read_volume
@@ -146,26 +231,25 @@ def ensure_source(study_dir: str | Path, plan: ConvergencePlan) -> None:
         volume = np.asarray(read_volume(plan.volume_path))
         if volume.ndim == 3:
             volume = volume[None]
-        array = _source_array(study_dir, plan, volume.shape)
+        array = create_source(study_dir, plan, volume.shape)
         for i in range(volume.shape[0]):
             array[i] = volume[i]
     else:
-        from kernels.structure.procedural import ManufacturingParams, generate_structure
+        create_source(study_dir, plan)
+        for index in missing_sources(study_dir, plan):
+            generate_source(study_dir, index)
+    finish_source(study_dir)
 
-        params = ManufacturingParams(**plan.design)
-        params.validate()
-        n, size = plan.n_source_volumes, plan.source_voxels
-        array = _source_array(study_dir, plan, (n, size, size, size))
-        for i in range(n):
-            if int(array[i, 0, 0, 0]) != 255 and int(array[i, -1, -1, -1]) != 255:
-                continue
-            array[i] = generate_structure(params, size, plan.voxel_um, seed=plan.seed * 1000 + i)
-    write_json_atomic(done_marker, {"shape": list(array.shape)})
+
+def read_cube(source: zarr.Array, task: CubeTask) -> np.ndarray:
+    """The voxels of one cube: zarr decodes only the chunks the slice overlaps."""
+    s, (z, y, x) = task.cube_voxels, task.origin
+    return np.asarray(source[task.source_index, z:z + s, y:y + s, x:x + s])
 
 
 def plan_cubes(study_dir: str | Path, plan: ConvergencePlan) -> list[CubeTask]:
     """The deterministic list of cubes: random origins inside the source volumes, per size."""
-    shape = read_json(Path(study_dir) / "source.done.json")["shape"]
+    shape = read_json(Path(study_dir) / SOURCE_DONE)["shape"]
     n_sources, dims = shape[0], shape[1:]
     tasks = []
     for size in sorted(int(s) for s in plan.cube_voxels):
@@ -200,8 +284,8 @@ def solve_cube(study_dir: str | Path, plan: ConvergencePlan, task: CubeTask) -> 
 
     torch.set_num_threads(1)
     source = zarr.open_array(str(Path(study_dir) / SOURCE_STORE), mode="r")
-    s, (z, y, x) = task.cube_voxels, task.origin
-    cube = np.asarray(source[task.source_index, z:z + s, y:y + s, x:x + s])
+    s = task.cube_voxels
+    cube = read_cube(source, task)
     kmetrics.validate_labels(cube)
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     result: dict[str, Any] = {

@@ -259,8 +259,8 @@ def test_a_kill_between_submission_and_journaling_reattaches_to_the_started_job(
     first = Campaign.create(load_campaign(campaign), folder)
     accepted = first.executor.submit_array
 
-    def accept_then_die(fn, args_list):  # the controller dies right after the job is accepted
-        accepted(fn, args_list)
+    def accept_then_die(fn, args_list, **options):  # the controller dies right after the job
+        accepted(fn, args_list, **options)          # is accepted (options: the submission tag)
         raise KeyboardInterrupt
 
     first.executor.submit_array = accept_then_die

@@ -74,7 +74,8 @@ def test_doctor_command_passes_on_the_test_cluster(tmp_path):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["ok"] and {c["name"] for c in report["checks"]} == {
-        "submit", "array", "remote_error", "mpi", "dask", "shared_folder", "flock", "port"}
+        "submit", "array", "remote_error", "mpi", "dask", "shared_folder", "flock", "port",
+        "mpi_in_job"}
 
 
 def test_cli_version_and_help():

@@ -25,6 +25,7 @@ import math
 import os
 import tomllib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -608,9 +609,19 @@ def write_report_logged(directory: Path) -> None:
             directory)
 
 
-def write_report(directory: str | Path) -> Path:
-    """Write ``<directory>/report/`` (plots, summary.md, summary.json); returns summary.md."""
+#: The stages `write_report` reports through its `progress` hook (for the command's ETA).
+REPORT_STAGES = ("trace", "GP fit and plots", "microstructure and Ragone", "summary")
+
+
+def write_report(directory: str | Path, progress: Callable[[str], None] | None = None) -> Path:
+    """Write ``<directory>/report/`` (plots, summary.md, summary.json); returns summary.md.
+
+    `progress(stage)` is called after each of `REPORT_STAGES` (the CLI's bar and ETA)."""
     from hpc.campaign.safe_paths import check_campaign_folder
+
+    def done(stage: str) -> None:
+        if progress is not None:
+            progress(stage)
 
     check_campaign_folder(directory)  # a report/ (or journal, voxels) linked out is refused
     data = load_campaign_data(directory)
@@ -621,6 +632,7 @@ def write_report(directory: str | Path) -> Path:
     best = data.best()
 
     plots.append(("Optimisation trace", plot_trace(data, out / "trace.png").name))
+    done(REPORT_STAGES[0])
 
     gp_info: dict[str, Any] | None = None
     # infeasible designs have no value: the GP describes the feasible region only
@@ -650,6 +662,7 @@ def write_report(directory: str | Path) -> Path:
                        "importance": dict(zip(data.bounds, gp.importance.tolist(),
                                               strict=True))}
 
+    done(REPORT_STAGES[1])
     if best is not None:
         try:
             from jobs.store import DesignStore
@@ -677,6 +690,10 @@ def write_report(directory: str | Path) -> Path:
     else:
         notes.append("No completed trial yet: no best design.")
 
+    done(REPORT_STAGES[2])
+    stopped = _stop_reason(directory)
+    if stopped:
+        notes.insert(0, f"The campaign was stopped by its controller: {stopped}")
     for t in data.failed:
         notes.append(f"Trial {t.trial_id} failed: {t.reason}")
     for t in infeasible:
@@ -697,7 +714,20 @@ def write_report(directory: str | Path) -> Path:
 
     write_text_atomic(out / "summary.json", json.dumps(json_safe(summary), indent=1))
     write_text_atomic(out / "summary.md", _summary_markdown(data, rows, plots, notes, gp_info))
+    done(REPORT_STAGES[3])
     return out / "summary.md"
+
+
+def _stop_reason(directory: str | Path) -> str | None:
+    """Why the controller stopped itself (e.g. repeated refused submissions), when that is the
+    last thing it did (a later resume or finish makes the stop history)."""
+    from hpc.campaign.journal import read_journal
+
+    last = None
+    for event in read_journal(directory):
+        if event["event"] in ("campaign_started", "campaign_stopped", "campaign_finished"):
+            last = event
+    return str(last.get("reason")) if last and last["event"] == "campaign_stopped" else None
 
 
 def _summary_markdown(data: CampaignData, rows: list[dict[str, Any]],

@@ -299,6 +299,7 @@ REFUSED_SBATCH_OPTIONS: dict[str, str] = {
     "mem-per-cpu": "use resources.mem_gb", "cpus-per-task": "use resources.cpus_per_task",
     "partition": "use resources.partition", "account": "use resources.account",
     "gpus-per-node": "use resources.gpus_per_task", "signal": "set for the walltime requeue",
+    "comment": "carries the submission tag a resumed controller finds its queued jobs by",
 }
 
 

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,14 +177,16 @@ class Campaign:
         return cls(directory, config)
 
     @classmethod
-    def open(cls, directory: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Campaign:
-        """Reopen a campaign folder from its frozen config and journal."""
+    def open(cls, directory: Path, overrides: dict[str, dict[str, Any]] | None = None,
+             wait_s: float = 0.0) -> Campaign:
+        """Reopen a campaign folder from its frozen config and journal; `wait_s`: how long to
+        wait for a controller still driving it to let go of its lock."""
         frozen = Path(directory) / FROZEN_CONFIG
         if not frozen.exists():
             raise CampaignError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
         check_campaign_folder(directory)
         config = load_campaign(frozen, overrides)
-        lock = _lock_campaign(Path(directory).absolute())  # before any write: a refused resume
+        lock = _lock_campaign(Path(directory).absolute(), wait_s)  # before any write: a refused resume
         try:                                                # must not change a running campaign
             if overrides:
                 dump_campaign(config, frozen)
@@ -302,7 +305,12 @@ class Campaign:
     def _drive(self, started: float, on_progress: Callable[[Progress], None] | None,
                stop_after_s: float | None, report: Callable[[Path], None] | None) -> Progress:
         res = self.config.resources
-        self._recover_submissions()
+        try:
+            self._recover_submissions()
+        except ExecutorError as error:  # cannot tell whether cut submissions are queued
+            raise CampaignError(f"cannot check the scheduler for jobs a killed controller "
+                                f"submitted ({error}); nothing was resubmitted: try the "
+                                "resume again when the scheduler answers") from error
         if not self.finished():
             self.dask = _start_dask(self.config, self.dir)
         try:
@@ -338,16 +346,25 @@ class Campaign:
         self._lock.close()  # releases the flock
 
     def _recover_submissions(self) -> None:
-        """Trials whose submission was cut by a kill: re-attach to the job if it started."""
+        """Trials whose submission was cut by a kill: re-attach to the job if it started (its
+        marker) or is still queued or running (the submission's tag, one scheduler query per
+        cut submission), so resuming never runs a trial twice at once."""
         from hpc.machine.evaluation_task import started_marker
 
+        tagged: dict[str, dict[int, str]] = {}
         for trial in sorted(self.trials.values(), key=lambda t: t.trial_id):
             if trial.status != "proposed" or not trial.submitting:
                 continue
             marker = started_marker(self.dir, trial.trial_id, trial.attempt)
+            job_id = None
             if marker.exists():
                 job_id = json.loads(marker.read_text())["job_id"]
-                log.info("trial %d: re-attaching to job %s found running after a restart",
+            elif trial.submission is not None and trial.submission_index is not None:
+                if trial.submission not in tagged:
+                    tagged[trial.submission] = self.executor.find_submission(trial.submission)
+                job_id = tagged[trial.submission].get(int(trial.submission_index))
+            if job_id is not None:
+                log.info("trial %d: re-attaching to job %s found after a restart",
                          trial.trial_id, job_id)
                 self.journal_event("submitted", trial_id=trial.trial_id, attempt=trial.attempt,
                                    job_id=job_id, recovered=True)
@@ -389,20 +406,40 @@ class Campaign:
 
         address = self.dask.address if self.dask else None
         args = []
-        for trial in trials:
+        tag = uuid.uuid4().hex[:16]  # journaled first: a restart finds the jobs by it
+        for index, trial in enumerate(trials):
             attempt = trial.attempt if trial.submitting else trial.attempt + 1
-            self.journal_event("submitting", trial_id=trial.trial_id, attempt=attempt)
+            self.journal_event("submitting", trial_id=trial.trial_id, attempt=attempt,
+                               submission=tag, index=index)
             args.append((str(self.dir), trial.trial_id, trial.params, self.spec, attempt,
                          address, self.faults.get(trial.trial_id), self._job_env))
         try:
-            job_ids = self.executor.submit_array(EvaluationTask(), args)
+            job_ids = self.executor.submit_array(EvaluationTask(), args, tag=tag)
         except ExecutorError as error:
             for trial in trials:
                 self._attempt_failed(self.trials[trial.trial_id], f"submission failed: {error}")
             return
+        stop = self.executor.consecutive_refusals >= self.executor.max_consecutive_refusals
         for trial, job_id, arg in zip(trials, job_ids, args, strict=True):
+            if stop and self.executor.refusal(job_id) is not None:
+                continue  # left "submitting": a resume submits it again, no attempt used up
             self.journal_event("submitted", trial_id=trial.trial_id, attempt=arg[4],
                                job_id=job_id)
+        if stop:
+            self._stop_refused()
+
+    def _stop_refused(self) -> None:
+        """The scheduler refused the same kind of request N times in a row: every further
+        submission would be refused too, so stop instead of failing trial after trial."""
+        count, message = self.executor.consecutive_refusals, self.executor.last_refusal
+        reason = (f"the scheduler refused {count} submissions in a row (permanent refusals); "
+                  f"the last said: {message}")
+        log.error("stopping the campaign: %s", reason)
+        self.journal_event("campaign_stopped", reason=reason, refusals=count)
+        self._persist()
+        raise CampaignError(f"{reason}. Fix the resources (partition, account, QOS, GRES) in "
+                            f"{self.dir / FROZEN_CONFIG}, then `microloop resume {self.dir}`; "
+                            "the refused trials are submitted again without using up a retry")
 
     def _poll_once(self) -> None:
         running = {t.job_id: t.trial_id for t in self.trials.values()
@@ -488,26 +525,17 @@ def _restore_optimizer(path: Path, space: Any) -> tuple[Any, set[int]] | None:
         return None
 
 
-def _lock_campaign(directory: Path) -> Any:
-    """Hold an exclusive lock on the folder: two controllers appending to one journal would
-    submit everything twice. The kernel drops the lock when the process dies, even by SIGKILL."""
-    import fcntl
+def _lock_campaign(directory: Path, wait_s: float = 0.0) -> Any:
+    """Hold the folder's lock (flock + heartbeat lease, hpc.machine.folder_lock): two
+    controllers appending to one journal would submit everything twice. The kernel drops the
+    flock when the process dies, even by SIGKILL; the lease covers file systems whose locks
+    stay on one node. `wait_s`: how long to wait for a live controller to finish."""
+    from hpc.machine.folder_lock import FolderLockedError, acquire
 
-    directory.mkdir(parents=True, exist_ok=True)
-    handle = open(directory / LOCK_NAME, "a+")  # noqa: SIM115 - held for the campaign's life
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "unknown"
-        handle.close()
-        raise CampaignError(f"another controller (pid {owner}) is driving {directory}; "
-                            "wait for it or stop it first") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+        return acquire(directory, LOCK_NAME, wait_s=wait_s)
+    except FolderLockedError as error:
+        raise CampaignError(str(error)) from None
 
 
 def _create_store_root(directory: Path) -> None:

@@ -6,6 +6,7 @@ recipe checked against `kernels.cell.ranges`: a study recommends only what a cam
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpc.campaign.config import format_validation_error, in_range
+from hpc.campaign.memory_estimate import GIB, PROCESS_BASE_BYTES, volume_peak_bytes
 from jobs.convergence import ConvergencePlan
 from kernels.cell import ranges
 
@@ -31,6 +33,8 @@ class MaterialSection(_Strict):
     volume: str | None = Field(None, description="a labelled volume file (.npy, .tif, .zarr) instead")
     source_voxels: int = Field(256, ge=16, le=2048)
     n_source_volumes: int = Field(1, ge=1, le=64)
+    chunk_voxels: int = Field(64, ge=8, le=512, description="edge of the source store's chunks: "
+                              "a cube decodes only the chunks it overlaps")
     voxel_um: in_range(ranges.VOXEL_UM) = 0.5
     axis: Literal[0, 1, 2] = 0
 
@@ -70,7 +74,34 @@ class ResourcesSection(_Strict):
     partition: str | None = None
     account: str | None = None
     walltime_min: int = Field(60, ge=1)
-    mem_gb_per_rank: float = Field(1.0, gt=0)
+    mem_gb_per_rank: float | None = Field(
+        None, gt=0, description="memory per MPI rank of a solve task (default: estimated from "
+        "the largest cube; a value below the estimate is refused)")
+    source_mem_gb: float | None = Field(
+        None, gt=0, description="memory of one source-generation task (default: estimated)")
+
+
+#: Bytes per voxel of generating one procedural source volume (peak RSS above the process
+#: base): 3.8 GB for one 512³ volume (issue 19), i.e. (3.8e9 - 0.31e9) / 512³ ≈ 26.
+SOURCE_BYTES_PER_VOXEL = 26.0
+#: Headroom on the estimates when requesting memory (the models are fits, +-10 %).
+MEMORY_HEADROOM = 1.2
+
+
+def _gib(bytes_: float) -> float:
+    """GiB rounded up to 0.1 with the headroom."""
+    return math.ceil(bytes_ * MEMORY_HEADROOM / GIB * 10) / 10
+
+
+def estimate_rank_mem_gb(largest_cube_voxels: int, backend: str) -> float:
+    """Memory one MPI rank of a solve task needs: one process solving one cube at a time, the
+    evaluation's model (hpc.campaign.memory_estimate) for the largest cube."""
+    return _gib(volume_peak_bytes(int(largest_cube_voxels) ** 3, backend))
+
+
+def estimate_source_mem_gb(source_voxels: int) -> float:
+    """Memory of one source-generation task (one procedural volume)."""
+    return _gib(PROCESS_BASE_BYTES + SOURCE_BYTES_PER_VOXEL * float(source_voxels) ** 3)
 
 
 class ConvergenceFile(_Strict):
@@ -78,11 +109,34 @@ class ConvergenceFile(_Strict):
     study: StudySection = StudySection()
     resources: ResourcesSection = ResourcesSection()
 
+    @model_validator(mode="after")
+    def _memory_fits(self) -> ConvergenceFile:
+        given = self.resources.mem_gb_per_rank
+        needed = estimate_rank_mem_gb(max(self.study.cube_voxels), self.study.backend)
+        if given is not None and given < needed:
+            raise ValueError(f"resources.mem_gb_per_rank = {given:g} is below the estimated "
+                             f"{needed:g} GiB a rank needs for a {max(self.study.cube_voxels)}³ "
+                             f"cube with the {self.study.backend} solver; raise it or leave it "
+                             "out (then the estimate is requested)")
+        return self
+
+    def rank_mem_gb(self) -> float:
+        """What a solve task requests per rank (`--mem-per-cpu`): the given value or the
+        estimate."""
+        return self.resources.mem_gb_per_rank or estimate_rank_mem_gb(
+            max(self.study.cube_voxels), self.study.backend)
+
+    def source_mem_gb(self) -> float:
+        """What one source-generation task requests."""
+        return self.resources.source_mem_gb or estimate_source_mem_gb(
+            self.material.source_voxels)
+
     def to_plan(self) -> ConvergencePlan:
         return ConvergencePlan(
             cube_voxels=sorted(self.study.cube_voxels), cubes_per_size=self.study.cubes_per_size,
             design=self.material.design, source_voxels=self.material.source_voxels,
             n_source_volumes=self.material.n_source_volumes,
+            chunk_voxels=self.material.chunk_voxels,
             volume_path=str(Path(self.material.volume).resolve()) if self.material.volume else None,
             voxel_um=self.material.voxel_um, axis=self.material.axis, metric=self.study.metric,
             backend=self.study.backend, rel_tol=self.study.rel_tol,

@@ -30,6 +30,7 @@ EVENTS = (
     "failed",            # trial_id, reason (retries exhausted)
     "warm_start",        # source folder, n observations used or the reason it was skipped
     "campaign_finished",
+    "campaign_stopped",  # reason: the controller stopped itself (repeated refused submissions)
 )
 
 

@@ -59,6 +59,10 @@ class Trial:
     submitted_at: float | None = None
     finished_at: float | None = None
     submitting: bool = False  # a "submitting" event without its "submitted" yet
+    #: the tag and position the last submission carried (hpc.machine.executor.submit_array):
+    #: how a restarted controller finds a job accepted before its id was journaled
+    submission: str | None = None
+    submission_index: int | None = None
 
     @property
     def job_id(self) -> str | None:
@@ -92,6 +96,8 @@ def apply_event(trials: dict[int, Trial], event: dict[str, Any]) -> None:
     if kind == "submitting":
         trial.attempt = int(event["attempt"])
         trial.submitting = True
+        trial.submission = event.get("submission")
+        trial.submission_index = event.get("index")
     elif kind == "submitted":
         trial.attempt = int(event["attempt"])
         trial.job_ids.append(str(event["job_id"]))

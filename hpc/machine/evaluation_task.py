@@ -47,15 +47,57 @@ def mark_started(campaign_dir: str, trial_id: int, attempt: int) -> None:
 
 def _set_mpi_launcher_in_slurm_step() -> None:
     """Inside submitit's srun step (1 task holding the job's CPUs) MPI ranks must be a nested
-    step that overlaps it: plain mpiexec would call srun and wait forever for free CPUs."""
+    step that overlaps it: plain mpiexec would call srun and wait forever for free CPUs.
+
+    `--mem=0`: the nested step shares the job's memory. Without it srun asks for memory of its
+    own (e.g. the job's SLURM_MEM_PER_CPU per rank), which the outer step already holds, and
+    SLURM refuses the step ("Memory required by task is not available"; seen on the test SLURM
+    for a job submitted with --mem-per-cpu)."""
     if os.environ.get(MPI_LAUNCHER_ENV) or not os.environ.get("SLURM_STEP_ID"):
         return
     from jobs import characterise
 
     mpi_flag = " ".join(characterise._srun_mpi_flag())
     os.environ[MPI_LAUNCHER_ENV] = (
-        f"srun --overlap {mpi_flag} --ntasks={{ranks}} --cpus-per-task=1 --kill-on-bad-exit=1"
+        f"srun --overlap --mem=0 {mpi_flag} --ntasks={{ranks}} --cpus-per-task=1 "
+        "--kill-on-bad-exit=1"
     )
+
+
+def _run_with_job_launcher(n_ranks: int, module: str, timeout_s: float) -> tuple[list[str], str]:
+    """Run `python -m module` on `n_ranks` ranks with the launcher an evaluation job uses;
+    its JSON output lines and the launcher command."""
+    import subprocess
+    import sys
+
+    from jobs.characterise import mpi_launch_prefix
+
+    _set_mpi_launcher_in_slurm_step()
+    prefix = mpi_launch_prefix(n_ranks)
+    if prefix is None:
+        raise RuntimeError("no MPI launcher in this job (srun, mpiexec)")
+    done = subprocess.run([*prefix, sys.executable, "-m", module], capture_output=True,
+                          text=True, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(prefix)} exited {done.returncode}: {done.stderr[-2000:]}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{module} printed no result: {done.stdout[-2000:]}")
+    return lines, prefix
+
+
+def probe_job_launcher(n_ranks: int = 2, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Inside a job: start `jobs.mpi_probe` on `n_ranks` ranks with the launcher an evaluation
+    job uses (for `microloop doctor` and the tests); returns the probe's report and the command."""
+    lines, prefix = _run_with_job_launcher(n_ranks, "jobs.mpi_probe", timeout_s)
+    return {"launcher": prefix, **json.loads(lines[-1])}
+
+
+def probe_job_devices(n_ranks: int = 2, timeout_s: float = 120.0) -> list[dict[str, Any]]:
+    """Inside a job: every rank's view of its GPUs and the device it would compute on
+    (jobs.devices), started as an evaluation starts its ranks."""
+    lines, _ = _run_with_job_launcher(n_ranks, "jobs.devices", timeout_s)
+    return sorted((json.loads(line) for line in lines), key=lambda r: int(r["rank"] or 0))
 
 
 class InjectedFault(RuntimeError):

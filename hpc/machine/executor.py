@@ -54,6 +54,9 @@ RESULT_GRACE_S = 5.0
 #: Prefix of the id of a submission the scheduler refused permanently.
 REFUSED_PREFIX = "refused-"
 REFUSED_FOLDER = "refused"
+#: Permanent refusals in a row after which the controller stops the campaign (the same request
+#: would only be refused again); each refused trial before that uses up one attempt.
+MAX_CONSECUTIVE_REFUSALS = 3
 
 
 class Executor:
@@ -72,7 +75,8 @@ class Executor:
                  max_num_timeout: int = 3, max_concurrent: int | None = None,
                  result_grace_s: float = RESULT_GRACE_S, transient_retries: int = 6,
                  backoff_base_s: float = 1.0, backoff_max_s: float = 60.0,
-                 setup: list[str] | None = None) -> None:
+                 setup: list[str] | None = None,
+                 max_consecutive_refusals: int = MAX_CONSECUTIVE_REFUSALS) -> None:
         if kind not in SCHEDULERS:
             raise ValueError(f"executor kind {kind!r}; allowed: {', '.join(SCHEDULERS)}")
         if result_grace_s < 0 or transient_retries < 0 or backoff_base_s < 0:
@@ -100,6 +104,14 @@ class Executor:
         self.sacct_calls = 0  # scheduler state queries (one per poll cycle at most)
         self.submission_retries = 0  # transient refusals retried in place
         self.submissions_refused = 0  # permanent refusals recorded as failed jobs
+        #: permanent refusals since the last accepted request, and the last one's message: the
+        #: controller stops the campaign when they repeat (the same request is refused again)
+        self.consecutive_refusals = 0
+        self.last_refusal = ""
+        if max_consecutive_refusals < 1:
+            raise ValueError(f"max_consecutive_refusals must be >= 1; got "
+                             f"{max_consecutive_refusals}")
+        self.max_consecutive_refusals = int(max_consecutive_refusals)
 
     @classmethod
     def from_resources(cls, resources: Any, folder: Path, *, job_name: str,
@@ -121,28 +133,39 @@ class Executor:
         """Submit one call; returns its job id."""
         return self.submit_array(fn, [tuple(args)])[0]
 
-    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]]) -> list[str]:
+    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
+                     tag: str | None = None) -> list[str]:
         """Submit many calls of one function, as arrays of at most MaxArraySize tasks.
 
+        `tag` (a word the caller journals before calling) marks every job, so that
+        `find_submission(tag)` finds the queued and running ones after the caller was killed
+        between the scheduler accepting them and the caller recording their ids.
         Returns one id per call (a refused call's id polls as failed with the refusal)."""
         ids: list[str] = []
         size = self.max_array_size
         for start in range(0, len(args_list), size):
             chunk = args_list[start:start + size]
             try:
-                ids.extend(self._submit_chunk(fn, chunk))
+                ids.extend(self._submit_chunk(fn, chunk, tag, start))
             except SubmissionError as error:
                 if error.kind == "transient" and not ids:
                     raise  # nothing accepted: the controller submits all of it again later
                 ids.extend(self._record_refusal(error, len(chunk)))
+            else:
+                self.consecutive_refusals = 0
         return ids
 
-    def _submit_chunk(self, fn: Callable[..., Any], chunk: Sequence[Sequence[Any]]) -> list[str]:
+    def find_submission(self, tag: str) -> dict[int, str]:
+        """The queued or running jobs of the submission `tag`: {call position: job id}."""
+        return self.scheduler.find_tagged(tag)
+
+    def _submit_chunk(self, fn: Callable[..., Any], chunk: Sequence[Sequence[Any]],
+                      tag: str | None = None, offset: int = 0) -> list[str]:
         """One scheduler request, retried with exponential back-off while refusals are transient."""
         retry = 0
         while True:
             try:
-                return self.scheduler.submit_array(fn, chunk)
+                return self.scheduler.submit_array(fn, chunk, tag=tag, offset=offset)
             except SubmissionError as error:
                 if error.kind == "permanent" or retry >= self.transient_retries:
                     if error.kind == "transient":
@@ -159,6 +182,8 @@ class Executor:
     def _record_refusal(self, error: SubmissionError, n_tasks: int) -> list[str]:
         """A permanent refusal as job ids that poll as failed with the scheduler's message."""
         self.submissions_refused += 1
+        self.consecutive_refusals += 1
+        self.last_refusal = error.message
         record = f"{REFUSED_PREFIX}{uuid.uuid4().hex[:12]}"
         folder = self.folder / REFUSED_FOLDER
         folder.mkdir(parents=True, exist_ok=True)

@@ -277,8 +277,42 @@ def check_shared_world(executor, folder: str | Path, interface: str | None = Non
     return results
 
 
+def check_mpi_in_job(partition: str | None, folder: str | Path, n_ranks: int = 2,
+                     gpus: int = 0) -> CheckResult:
+    """The MPI ranks of a job started as an evaluation starts them (a nested `srun --overlap
+    --mem=0` step), in a job shaped like one (`n_ranks` CPUs, memory per CPU); with `gpus`, the
+    job asks for that many GPUs and every rank must plan a different one when it can."""
+    def body() -> str:
+        import submitit
+
+        from hpc.machine.evaluation_task import probe_job_devices, probe_job_launcher
+
+        executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+        params: dict = {"timeout_min": 5, "cpus_per_task": n_ranks, "slurm_mem_per_cpu": "700M"}
+        if partition:
+            params["slurm_partition"] = partition
+        if gpus:
+            params["slurm_gpus_per_node"] = gpus
+        executor.update_parameters(**params)
+        report = executor.submit(probe_job_launcher, n_ranks).result()
+        ranks = sorted(r["rank"] for r in report["ranks"])
+        if ranks != list(range(n_ranks)):
+            raise AssertionError(f"ranks reported: {ranks}")
+        detail = f"ranks {ranks} via {' '.join(report['launcher'][:3])} ..."
+        if gpus:
+            devices = [r["planned_device"] for r in executor.submit(probe_job_devices,
+                                                                     n_ranks).result()]
+            if len(set(devices)) != min(n_ranks, gpus):
+                raise AssertionError(f"ranks planned devices {devices} for {gpus} GPU(s)")
+            detail += f"; ranks on {devices}"
+        return detail
+
+    return _timed("mpi_in_job", body)
+
+
 def run_all(executor_kind: str, folder: str | Path, partition: str | None = None,
-            interface: str | None = None, mpi_ranks: int = 2) -> list[CheckResult]:
+            interface: str | None = None, mpi_ranks: int = 2, gpus: int = 0
+            ) -> list[CheckResult]:
     folder = Path(folder)
     executor = make_executor(executor_kind, folder / "submitit", partition)
     results = [check_submit(executor), check_array(executor), check_remote_error(executor),
@@ -287,4 +321,5 @@ def run_all(executor_kind: str, folder: str | Path, partition: str | None = None
         results += check_shared_world(executor, folder / "shared", interface)
     if executor_kind == "slurm":
         results.append(check_dask(partition, folder / "dask", interface))
+        results.append(check_mpi_in_job(partition, folder / "submitit", mpi_ranks, gpus))
     return results

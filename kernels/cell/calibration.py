@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,8 +339,12 @@ def fit_discharge_curves(
     max_iterations: int = 30,
     tail_V: float = 0.1,
     metadata: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Least squares fit of the named corrections to all curves at once, within their bounds.
+
+    `progress(done, most)` is called after each model evaluation (all curves solved once):
+    `most` = `max_iterations` + 1 (the start), an upper bound since the fit may stop earlier.
 
     `parameter_values` describe the cell as built (all design quantities as numbers). Residuals are
     measured minus simulated voltage at up to `max_points_per_curve` evenly spread times per curve,
@@ -369,6 +373,7 @@ def fit_discharge_curves(
     ]
     measured = np.concatenate([s.measured_V for s in simulators])
     cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+    evaluations = [0]
 
     def evaluate(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = np.asarray(x, dtype=float).tobytes()
@@ -381,6 +386,9 @@ def fit_discharge_curves(
             scale = np.array([_dvalue_dx(n, values[n]) for n in fit])
             cache.clear()
             cache[key] = (simulated - measured, jac_values * scale)
+            evaluations[0] += 1
+            if progress is not None:
+                progress(min(evaluations[0], max_iterations + 1), max_iterations + 1)
         return cache[key]
 
     x0 = np.array([_to_x(name, start[name]) for name in fit])

@@ -110,13 +110,25 @@ def campaign_progress(label: str, budget: int) -> Iterator[Callable[[Progress], 
 @contextlib.contextmanager
 def steps(label: str, total: int | None = None) -> Iterator[Callable[[str], None]]:
     """Progress over the steps of a long command (`report`, `calibrate`, `characterise`):
-    `advance(what)` after each; a rich bar (or spinner when `total` is None) on a terminal, a
-    timestamped line per step otherwise."""
+    `advance(what)` after each; a rich bar with the time left (or a spinner when `total` is
+    None) on a terminal, a timestamped line per step otherwise, with the ETA at the mean step
+    time so far when `total` is known (for `calibrate`, an upper bound: the fit may stop
+    before its last allowed model solve)."""
     started = time.monotonic()
     if not interactive():
+        done = [0]
+
         def log(what: str) -> None:
-            typer.echo(f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} {label}: "
-                       f"{what} ({time.monotonic() - started:.1f} s)", err=True)
+            done[0] += 1
+            elapsed = time.monotonic() - started
+            line = (f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} {label}: "
+                    f"{what} ({elapsed:.1f} s")
+            if total:
+                left = eta_s(elapsed, done[0], 0, total)
+                line += f", step {min(done[0], total)}/{total}"
+                if left is not None:
+                    line += f", ETA {_clock(left)}"
+            typer.echo(line + ")", err=True)
 
         yield log
         return

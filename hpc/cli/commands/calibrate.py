@@ -114,8 +114,9 @@ def _print_table(result) -> None:
         console.print(f"[yellow]the optimiser stopped early: {result.message}[/yellow]")
 
 
-def run(args: CalibrateRequest):
-    """Check the request, fit, write the calibration file; the fit result."""
+def run(args: CalibrateRequest, progress=None):
+    """Check the request, fit, write the calibration file; the fit result. `progress(done,
+    most)` after each model evaluation of the fit."""
     _check(args)
     initial = _pairs(args.initial, "--initial")
     fixed = _pairs(args.fix, "--fix")
@@ -128,7 +129,7 @@ def run(args: CalibrateRequest):
             initial=initial, fixed=fixed, max_points_per_curve=args.max_points,
             max_iterations=args.max_iterations, parameter_set=args.parameter_set,
             cell_capacity_Ah=args.cell_capacity_Ah, constant_current_A=currents,
-            predict=list(args.predict))
+            predict=list(args.predict), progress=progress)
     except ValueError as error:
         _usage_error(str(error))
 
@@ -181,9 +182,10 @@ def calibrate(
     from hpc.cli.commands._progress import steps
 
     try:
-        with steps(f"calibrating {', '.join(fit)} (up to {max_iterations} model solves per "
-                   "curve)"):
-            result = run(request)
+        with steps(f"calibrating {', '.join(fit)}", total=max_iterations + 1) as advance:
+            # the bar's time left is an upper bound: the fit may converge before its last solve
+            result = run(request, progress=lambda done, most: advance(
+                f"model evaluation {done} of at most {most}"))
     except CalibrateUsageError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

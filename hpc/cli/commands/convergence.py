@@ -25,30 +25,84 @@ def _parse_design(items: list[str]) -> dict[str, float]:
     return design
 
 
-def run_study(study_dir: Path, study, show_progress: bool = True, poll_s: float = 2.0) -> dict:
-    """Plan, solve every cube (locally or as a SLURM array), analyse and plot. Resumable."""
+def _slurm_executor(study_dir: Path, res, name: str, cpus: int, mem: dict):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(study_dir / "jobs"), cluster="slurm")
+    extra = {"account": res.account} if res.account else {}
+    executor.update_parameters(
+        timeout_min=res.walltime_min, cpus_per_task=cpus, name=name,
+        **({"slurm_partition": res.partition} if res.partition else {}),
+        slurm_additional_parameters=extra, **mem,
+    )
+    return executor
+
+
+def _wait(jobs: list, label: str, show_progress: bool, poll_s: float) -> list[str]:
+    """Wait for submitit jobs with a bar; the one-line error of each failed one."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from jobs.convergence import analyse, init_study, launch_share, plot
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), disable=not show_progress, transient=True) as progress:
+        bar = progress.add_task(label, total=len(jobs))
+        while True:
+            done = sum(1 for job in jobs if job.done())
+            progress.update(bar, completed=done)
+            if done == len(jobs):
+                break
+            time.sleep(poll_s)
+    errors = []
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as error:
+            text = str(error).strip()
+            errors.append(f"job {job.job_id}: {text.splitlines()[-1] if text else error}")
+    return errors
+
+
+def run_study(study_dir: Path, study, show_progress: bool = True, poll_s: float = 2.0) -> dict:
+    """Plan, make the source volumes (on SLURM: one array task per procedural volume), solve
+    every cube (locally or as a SLURM array), analyse and plot. Resumable."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from jobs.convergence import (
+        analyse,
+        create_source,
+        finish_source,
+        generate_source,
+        init_study,
+        launch_share,
+        missing_sources,
+        plot,
+    )
 
     study_dir = Path(study_dir)
     plan = study.to_plan()
-    init_study(study_dir, plan)
     res = study.resources
+    on_slurm = res.executor == "slurm"
+    init_study(study_dir, plan, make_source=not on_slurm or plan.design is None)
     errors: list[str] = []
     jobs: list = []
-    if res.executor == "slurm":
-        import submitit
-
-        executor = submitit.AutoExecutor(folder=str(study_dir / "jobs"), cluster="slurm")
-        extra = {"account": res.account} if res.account else {}
-        executor.update_parameters(
-            timeout_min=res.walltime_min, cpus_per_task=res.mpi_ranks_per_task,
-            slurm_mem_per_cpu=f"{int(res.mem_gb_per_rank * 1024)}M",
-            slurm_array_parallelism=res.n_tasks, name="microloop-convergence",
-            **({"slurm_partition": res.partition} if res.partition else {}),
-            slurm_additional_parameters=extra,
-        )
+    if on_slurm:
+        if not (study_dir / "source.done.json").exists():
+            create_source(study_dir, plan)
+            missing = missing_sources(study_dir, plan)
+            if missing:   # one volume per array task, its memory estimated (or given)
+                sources = _slurm_executor(
+                    study_dir, res, "microloop-convergence-source", 1,
+                    {"mem_gb": study.source_mem_gb(),
+                     "slurm_array_parallelism": len(missing)})
+                source_jobs = sources.map_array(generate_source, [str(study_dir)] * len(missing),
+                                                missing)
+                failed = _wait(source_jobs, "source volumes", show_progress, poll_s)
+                if failed:
+                    raise RuntimeError("source generation failed: " + "; ".join(failed))
+            finish_source(study_dir)
+        executor = _slurm_executor(
+            study_dir, res, "microloop-convergence", res.mpi_ranks_per_task,
+            {"slurm_mem_per_cpu": f"{int(study.rank_mem_gb() * 1024)}M",
+             "slurm_array_parallelism": res.n_tasks})
         n = res.n_tasks
         jobs = executor.map_array(launch_share, [str(study_dir)] * n, list(range(n)), [n] * n,
                                   [res.mpi_ranks_per_task] * n)

@@ -13,14 +13,17 @@ def doctor(
     executor: str = typer.Option("local", help="Where jobs run: local, slurm or debug."),
     partition: str = typer.Option(None, help="SLURM partition (default: the cluster's default)."),
     interface: str = typer.Option(None, help="Network interface Dask workers use (e.g. ib0; lo on a one-node test cluster)."),
-    mpi_ranks: int = typer.Option(2, min=1, help="Ranks for the MPI check."),
+    mpi_ranks: int = typer.Option(2, min=1, help="Ranks for the MPI checks."),
+    gpus: int = typer.Option(0, min=0, help="SLURM: GPUs the in-job MPI check asks for; each "
+                             "rank must plan a different one (the evaluation role's GPUs)."),
     folder: Path = typer.Option(None, help="Folder for job logs and the shared-file-system, "
                                 "flock and port checks: put it where your campaigns go "
                                 "(default: a temporary folder, often node-local)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Submit a job, an array of 8, a failing job, a 2-rank MPI program, a probe of the shared
-    folder, cross-node flock and the controller's port, and (on SLURM) Dask workers."""
+    folder, cross-node flock and the controller's port, and (on SLURM) Dask workers and a job
+    starting its MPI ranks (and, with --gpus, mapping them to GPUs) as an evaluation does."""
     from rich.console import Console
     from rich.table import Table
 
@@ -29,7 +32,8 @@ def doctor(
     if executor not in ("local", "slurm", "debug"):
         raise typer.BadParameter("must be one of local, slurm, debug", param_hint="--executor")
     work = folder or Path(tempfile.mkdtemp(prefix="microloop-doctor-"))
-    results = run_all(executor, work, partition=partition, interface=interface, mpi_ranks=mpi_ranks)
+    results = run_all(executor, work, partition=partition, interface=interface,
+                      mpi_ranks=mpi_ranks, gpus=gpus)
     if as_json:
         typer.echo(json.dumps({"ok": all(r.ok for r in results), "checks": [r.to_dict() for r in results]}))
     else:

@@ -36,10 +36,11 @@ def report(
     from hpc.campaign.safe_paths import OutsideFolderError
 
     try:
+        from hpc.analysis.report import REPORT_STAGES
         from hpc.cli.commands._progress import steps
 
-        with steps(f"report of {directory}"):       # GP fit and plots: a spinner, seconds
-            path = write_report(directory)
+        with steps(f"report of {directory}", total=len(REPORT_STAGES)) as advance:
+            path = write_report(directory, progress=advance)   # a bar with the time left
     except (JournalError, OutsideFolderError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

@@ -12,6 +12,9 @@ def resume(
     budget: int = typer.Option(None, "--budget", help="Raise (or lower) optimizer.budget."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
+    wait_min: float = typer.Option(0.0, "--wait", min=0.0,
+                                   help="Minutes to wait for a controller still driving the "
+                                        "folder to finish or die, instead of refusing at once."),
 ) -> None:
     """Re-attach to running jobs, submit what was proposed but never submitted, and go on."""
     from hpc.campaign.config import ConfigError
@@ -24,7 +27,8 @@ def resume(
         typer.echo(f"error: --budget must be at least 1, got {budget}", err=True)
         raise typer.Exit(2)
     try:
-        controller = Campaign.open(directory, {"optimizer": {"budget": budget}} if budget else None)
+        controller = Campaign.open(directory, {"optimizer": {"budget": budget}} if budget else None,
+                                   wait_s=60.0 * wait_min)
     except (ConfigError, CampaignError, JournalError, OutsideFolderError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

@@ -59,6 +59,11 @@ def campaign_status(directory: Path) -> dict[str, Any]:
             if item["state"] == "GONE":  # the local memory guard's record says how it ended
                 item["state"] = _local_end(jobs, item["job_id"]) or "GONE"
     best = best_trial(trials)
+    events = read_journal(Path(directory))
+    lifecycle = [e for e in events
+                 if e["event"] in ("campaign_started", "campaign_stopped", "campaign_finished")]
+    stopped = (lifecycle[-1].get("reason") if lifecycle
+               and lifecycle[-1]["event"] == "campaign_stopped" else None)
     return {
         "directory": str(directory),
         "name": config.get("name", ""),
@@ -69,7 +74,26 @@ def campaign_status(directory: Path) -> dict[str, Any]:
                                            "objective": best.objective},
         "running": running,
         "finished": len(trials) >= budget and counts["running"] + counts["pending"] == 0,
+        "controller": _live_controller(Path(directory)),
+        "stopped": stopped,   # why the controller stopped itself (repeated refusals), if it did
     }
+
+
+def _live_controller(directory: Path) -> dict[str, Any] | None:
+    """The controller whose lease on the folder is fresh (hpc.machine.folder_lock), or None."""
+    import time
+
+    from hpc.campaign.folder import LOCK_NAME
+    from hpc.machine.folder_lock import LEASE_S, read_owner
+
+    try:
+        owner = read_owner((directory / LOCK_NAME).read_text())
+    except OSError:
+        return None
+    if owner is None or not owner.heartbeat or time.time() - owner.heartbeat >= LEASE_S:
+        return None
+    return {"pid": owner.pid, "host": owner.host, "slurm_job_id": owner.slurm_job_id,
+            "heartbeat_age_s": round(time.time() - owner.heartbeat, 1)}
 
 
 def _local_end(jobs: Path, job_id: str) -> str:
@@ -108,6 +132,13 @@ def status(
     console.print(f"[bold]{info['name']}[/] in {info['directory']} ({info['executor']}): "
                   f"{c['complete']} complete, {c['running']} running, {c['failed']} failed, "
                   f"{c['pending']} pending of budget {info['budget']}")
+    if info["controller"]:
+        owner = info["controller"]
+        job = f", SLURM job {owner['slurm_job_id']}" if owner["slurm_job_id"] else ""
+        console.print(f"controller: pid {owner['pid']} on {owner['host']}{job} (heartbeat "
+                      f"{owner['heartbeat_age_s']:.0f} s ago)")
+    if info["stopped"]:
+        console.print(f"[bold red]stopped:[/] {info['stopped']}")
     if info["best"]:
         console.print(f"best: objective {info['best']['objective']:.6g} "
                       f"(trial {info['best']['trial_id']}) at {info['best']['params']}")

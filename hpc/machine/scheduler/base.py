@@ -70,11 +70,19 @@ class Scheduler(Protocol):
     #: The most tasks one array submission may hold (SLURM: MaxArraySize).
     max_array_size: int
 
-    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]]
-                     ) -> list[str]:
+    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
+                     tag: str | None = None, offset: int = 0) -> list[str]:
         """Submit all calls in ONE scheduler request (len(args_list) <= max_array_size).
 
-        Returns one job id per call. Raises `SubmissionError` (classified) if refused."""
+        `tag` (with `offset`, the position of the first call in the caller's whole list) is
+        attached to every job so that `find_tagged` can find them again after the caller was
+        killed before it recorded their ids. Returns one job id per call. Raises
+        `SubmissionError` (classified) if refused."""
+        ...
+
+    def find_tagged(self, tag: str) -> dict[int, str]:
+        """The jobs submitted with `tag` that are still queued or running, as {position in the
+        tagged submission: job id}; one scheduler query."""
         ...
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> str:
@@ -104,6 +112,27 @@ class Scheduler(Protocol):
     def log_tail(self, job_id: str) -> str:
         """The end of the job's error log (for the failure reason of a job that left nothing)."""
         ...
+
+
+#: What marks a job as part of a tagged submission (a SLURM comment, a local job's environment).
+TAG_PREFIX = "microloop-submission"
+TAG_ENV = "MICROLOOP_SUBMISSION"
+
+
+def tag_label(tag: str, position: int) -> str:
+    """The label a job of submission `tag` carries: the tag and its first call's position."""
+    if not tag or ":" in tag or any(c.isspace() for c in tag):
+        raise ValueError(f"submission tag {tag!r}: expected a non-empty word without ':'")
+    return f"{TAG_PREFIX}:{tag}:{int(position)}"
+
+
+def parse_tag_label(label: str, tag: str) -> int | None:
+    """The position a label of submission `tag` carries, None for any other label."""
+    prefix = f"{TAG_PREFIX}:{tag}:"
+    if not label.startswith(prefix):
+        return None
+    rest = label[len(prefix):].strip()
+    return int(rest) if rest.isdigit() else None
 
 
 def tail_text(path: Path, n_chars: int = 1500) -> str:

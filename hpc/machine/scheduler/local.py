@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -9,11 +10,19 @@ import shlex
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc.machine.scheduler.base import FailureKind, JobOutcome, SchedulerState, SubmissionError
+from hpc.machine.scheduler.base import (
+    TAG_ENV,
+    FailureKind,
+    JobOutcome,
+    SchedulerState,
+    SubmissionError,
+    parse_tag_label,
+    tag_label,
+)
 from hpc.machine.scheduler.memory_guard import GIB, describe, record_path
 from hpc.machine.scheduler.submitit_files import SubmititFiles
 
@@ -48,10 +57,14 @@ class LocalScheduler(SubmititFiles):
         self.max_array_size = max_array_size or 10**6
         self._jobs: dict[str, Any] = {}
 
-    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]]
-                     ) -> list[str]:
+    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
+                     tag: str | None = None, offset: int = 0) -> list[str]:
+        jobs = []
         try:
-            jobs = [self._ex.submit(fn, *args) for args in args_list]
+            for index, args in enumerate(args_list):
+                # submitit copies this process's environment into the job: the tag rides there
+                with _environment(TAG_ENV, tag_label(tag, offset + index) if tag else None):
+                    jobs.append(self._ex.submit(fn, *args))
         except OSError as error:  # fork/exec failed: out of processes or memory
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # a full disk stops the campaign; it is no attempt's failure
@@ -66,6 +79,34 @@ class LocalScheduler(SubmititFiles):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> str:
         return self.submit_array(fn, [tuple(args)])[0]
+
+    def find_tagged(self, tag: str) -> dict[int, str]:
+        """Live local jobs started with `tag`: the processes whose environment carries it and
+        whose parent's does not (the job's own process, whose pid is its job id)."""
+        labels: dict[int, tuple[str, int]] = {}
+        proc = Path("/proc")
+        if not proc.is_dir():   # no process table to read (not Linux): nothing can be found
+            return {}
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+                continue
+            prefix = f"{TAG_ENV}=".encode()
+            for item in environ:
+                if item.startswith(prefix):
+                    labels[int(entry.name)] = (item[len(prefix):].decode(errors="replace"),
+                                               parent)
+                    break
+        found: dict[int, str] = {}
+        for pid, (label, parent) in labels.items():
+            position = parse_tag_label(label, tag)
+            if position is not None and labels.get(parent, ("",))[0] != label:
+                found[position] = str(pid)
+        return found
 
     def classify_submission_error(self, message: str) -> FailureKind:
         transient = (os.strerror(errno.EAGAIN), os.strerror(errno.ENOMEM))
@@ -128,8 +169,8 @@ class DebugScheduler:
         self._jobs: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
         self._count = 0
 
-    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]]
-                     ) -> list[str]:
+    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
+                     tag: str | None = None, offset: int = 0) -> list[str]:
         ids = []
         for args in args_list:
             job_id = f"debug-{self._count}"
@@ -140,6 +181,9 @@ class DebugScheduler:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> str:
         return self.submit_array(fn, [tuple(args)])[0]
+
+    def find_tagged(self, tag: str) -> dict[int, str]:
+        return {}  # in-process calls die with the controller
 
     def classify_submission_error(self, message: str) -> FailureKind:
         return "permanent"  # nothing is submitted anywhere
@@ -164,6 +208,20 @@ class DebugScheduler:
     def cancel(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
             self._jobs.pop(job_id, None)
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """Set (or, for None, leave unset) one environment variable for the duration."""
+    previous = os.environ.pop(name, None)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+        if previous is not None:
+            os.environ[name] = previous
 
 
 def pid_alive(pid: int) -> bool:

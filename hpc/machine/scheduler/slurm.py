@@ -20,7 +20,14 @@ from typing import Any
 
 from submitit.core.utils import FailedSubmissionError, UncompletedJobError
 
-from hpc.machine.scheduler.base import ExecutorError, FailureKind, SchedulerState, SubmissionError
+from hpc.machine.scheduler.base import (
+    ExecutorError,
+    FailureKind,
+    SchedulerState,
+    SubmissionError,
+    parse_tag_label,
+    tag_label,
+)
 from hpc.machine.scheduler.submitit_files import SubmititFiles
 
 log = logging.getLogger(__name__)
@@ -184,10 +191,12 @@ class SlurmScheduler(SubmititFiles):
             params["map_count"] = n_tasks
         return _make_sbatch_string(command="true", folder=self.folder, **params)
 
-    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]]
-                     ) -> list[str]:
+    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
+                     tag: str | None = None, offset: int = 0) -> list[str]:
         if len(args_list) > self.max_array_size:
             raise ValueError(f"{len(args_list)} tasks > MaxArraySize {self.max_array_size}")
+        # the tag rides in the job's comment: `squeue` shows it while the job is queued or runs
+        self._ex.update_parameters(comment=tag_label(tag, offset) if tag else None)
         try:
             if len(args_list) == 1:
                 jobs = [self._ex.submit(fn, *args_list[0])]
@@ -210,6 +219,21 @@ class SlurmScheduler(SubmititFiles):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> str:
         return self.submit_array(fn, [tuple(args)])[0]
+
+    def find_tagged(self, tag: str) -> dict[int, str]:
+        """Queued and running jobs whose comment carries `tag` (one `squeue`, arrays expanded).
+
+        Why squeue, not sacct: sacct stores comments only with AccountingStoreFlags=job_comment;
+        squeue shows them for every job slurmctld holds, which covers the queued and running
+        jobs a restarted controller must not submit again (a job that started left its own
+        marker, see hpc.machine.evaluation_task)."""
+        command = ["squeue", "-h", "-r", "-o", "%i|%T|%k"]
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                                 check=True).stdout
+        except (OSError, subprocess.SubprocessError) as error:
+            raise ExecutorError(f"squeue failed: {error}") from error
+        return parse_tagged_squeue(out, tag)
 
     def classify_submission_error(self, message: str) -> FailureKind:
         return classify_sbatch_error(message)
@@ -245,6 +269,26 @@ class SlurmScheduler(SubmititFiles):
         ids = [job_id for job_id in job_ids if is_slurm_job_id(job_id)]
         if ids:
             subprocess.run(["scancel", *ids], capture_output=True, timeout=60, check=False)
+
+
+def parse_tagged_squeue(text: str, tag: str) -> dict[int, str]:
+    """`squeue -h -r -o '%i|%T|%k'` lines -> {position in submission `tag`: job id}.
+
+    An array task ``123_4`` of a job labelled at position p is call p + 4; a plain job is call
+    p. Ended jobs are skipped: squeue prints an array whose tasks all ended before starting as
+    the bare parent id, indistinguishable from a single job (and such a job ran nothing)."""
+    found: dict[int, str] = {}
+    for line in text.splitlines():
+        fields = line.split("|", 2)
+        if len(fields) != 3:
+            continue
+        job_id, state, comment = (field.strip() for field in fields)
+        position = parse_tag_label(comment, tag)
+        if position is None or not is_slurm_job_id(job_id) or state in SLURM_TERMINAL:
+            continue
+        task = int(job_id.split("_")[1]) if "_" in job_id else 0
+        found[position + task] = job_id
+    return found
 
 
 def release_requeued(job_id: str) -> None:
