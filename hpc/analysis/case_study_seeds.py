@@ -16,7 +16,8 @@ reports, into ``D/NAME_report/`` (or ``--out``):
 - per campaign the measured noise of the objective: the relative standard error of each trial's
   objective (its cubes scored one by one, ``objective_spread.rel_std / sqrt(n)``), median and
   max over the trials and near the optimum, against the 2 % target;
-- the work each campaign took (the trials' own stage timings, single-threaded: CPU-hours).
+- the time each campaign's evaluations took (the trials' own stage timings, single-threaded:
+  CPU-hours on an idle machine, an upper bound of them on a loaded one).
 
 Seeds that are missing are listed, not fatal; with one seed present the intervals are points
 and the summary says so. The confirmation's evaluations are cached in ``--confirm-dir``
@@ -400,7 +401,10 @@ def read_member(seed: int, folder: Path, confirm: ConfirmFidelity, cache: Path |
     best = data.best()
     optimum = load_optimum(folder)
     confirmation = None
-    if best is not None and confirm.enabled and cache is not None:
+    n_finished = sum(1 for t in data.trials if t.status in ("complete", "failed"))
+    # a running campaign's best is provisional: confirming it would spend minutes per optimum
+    # on a design the campaign may still replace, so it keeps its own measurement until then
+    if best is not None and confirm.enabled and cache is not None and n_finished >= data.budget:
         confirmation = confirm_optimum(folder, best.trial_id, dict(best.params), confirm, cache)
         if optimum is not None and confirmation.design is not None:
             optimum = dataclasses.replace(optimum, design=confirmation.design)
@@ -409,7 +413,7 @@ def read_member(seed: int, folder: Path, confirm: ConfirmFidelity, cache: Path |
         seed=seed, campaign=data.name, folder=str(folder), operating_point=data.operating_point,
         objective_kind=str(data.objective.get("kind")), fidelity=_fidelity_label(config),
         budget=data.budget, n_complete=len(data.complete),
-        n_finished=sum(1 for t in data.trials if t.status in ("complete", "failed")),
+        n_finished=n_finished,
         best_trial_id=best.trial_id if best is not None else None,
         objective=best.objective if best is not None else None,
         params=dict(best.params) if best is not None else {},
@@ -504,7 +508,8 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
                 optima[(seed, m)] = optimum
             if not member.finished:
                 notes.append(f"seed {seed}: {m} is still running ({member.n_finished} of "
-                             f"{member.budget} evaluations): its optimum is provisional.")
+                             f"{member.budget} evaluations): its optimum is provisional and "
+                             "not confirmed (the campaign's own measurement is used).")
         if name == "cs3":
             ref = seed_folder(directory, seed, "cs1") / CS1_REFERENCE
             if (ref / FROZEN_CONFIG).exists():
@@ -514,7 +519,8 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
                     optima[(seed, CS1_REFERENCE)] = optimum
                 if not member.finished:
                     notes.append(f"seed {seed}: the cs1 reference is still running "
-                                 f"({member.n_finished} of {member.budget}).")
+                                 f"({member.n_finished} of {member.budget}): provisional, "
+                                 "not confirmed.")
             else:
                 notes.append(f"seed {seed}: no cs1 campaign of this seed ({ref}): no gain over "
                              "the cs1 design for it.")
@@ -780,13 +786,15 @@ def seeds_markdown(c: SeedComparison) -> str:
                 f"<= {100 * SPREAD_TARGET:g} % near the optimum": {True: "yes", False: "NO",
                                                                    None: "n/a"}[n.meets_target],
                 "confirmation": "n/a" if r.confirmation is None else _pct(r.confirmation.rel_sem),
-                "fidelity": r.fidelity, "work (CPU-h)": f"{r.work_s / 3600:.2f}"})
+                "fidelity": r.fidelity, "evaluation time (h)": f"{r.work_s / 3600:.2f}"})
     if noise_rows:
         lines += ["## Measured noise of the objective (relative standard error, rel_std/sqrt(n))",
                   "", markdown_table(noise_rows, list(noise_rows[0])), ""]
         total = sum(c.work_hours.values())
-        lines += [f"Work of the campaigns (sum of the trials' stage timings, single-threaded): "
-                  f"{total:.2f} CPU-h over {len(c.seeds_present)} seed(s).", ""]
+        lines += [f"Evaluation time of the campaigns (sum of the trials' stage timings, each "
+                  f"evaluation single-threaded): {total:.2f} h over {len(c.seeds_present)} "
+                  "seed(s). These are wall seconds inside each evaluation: on an idle machine "
+                  "they are its CPU time, on a loaded one an upper bound of it.", ""]
     lines += [f"![{p}]({p})\n" for p in c.plots]
     if c.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in c.notes]
