@@ -198,6 +198,7 @@ class MemberSeed:
 
     seed: int
     campaign: str
+    #: the campaign folder relative to DIR (seed_K/NAME/<campaign>)
     folder: str
     operating_point: str
     objective_kind: str
@@ -263,6 +264,7 @@ class SeedComparison:
     """The case study across seeds (what summary.json holds)."""
 
     case_study: str
+    #: DIR's own name only: the summary is committed, and names no folder of the machine
     directory: str
     seeds_requested: tuple[int, ...]
     seeds_present: tuple[int, ...]
@@ -485,6 +487,14 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
     out.mkdir(parents=True, exist_ok=True)
     cache_root = (Path(confirm_dir) if confirm_dir is not None else out / "confirm") / (
         f"{confirm.n_cubes}x{confirm.cube_voxels}")
+    def rel(path: Path) -> str:
+        """A path as the summary records it: relative to DIR, so the committed summaries
+        name no folder of the machine that ran them."""
+        try:
+            return Path(path).relative_to(directory).as_posix()
+        except ValueError:
+            return Path(path).as_posix()
+
     notes: list[str] = []
     present: list[int] = []
     missing: dict[int, str] = {}
@@ -494,16 +504,16 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
         study = seed_folder(directory, seed, name)
         found = [m for m in members if (study / m / FROZEN_CONFIG).exists()]
         if not found:
-            missing[seed] = f"no member campaign in {study}"
+            missing[seed] = f"no member campaign in DIR/{rel(study)}"
             continue
         present.append(seed)
         for m in members:
             if m not in found:
-                notes.append(f"seed {seed}: {m} has not started ({study / m} missing).")
+                notes.append(f"seed {seed}: {m} has not started (DIR/{rel(study / m)} missing).")
                 continue
             member, optimum = read_member(seed, study / m, confirm,
                                           cache_root / f"seed_{seed}" / name / m)
-            per_member[m].append(member)
+            per_member[m].append(dataclasses.replace(member, folder=rel(study / m)))
             if optimum is not None:
                 optima[(seed, m)] = optimum
             if not member.finished:
@@ -522,8 +532,8 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
                                  f"({member.n_finished} of {member.budget}): provisional, "
                                  "not confirmed.")
             else:
-                notes.append(f"seed {seed}: no cs1 campaign of this seed ({ref}): no gain over "
-                             "the cs1 design for it.")
+                notes.append(f"seed {seed}: no cs1 campaign of this seed (DIR/{rel(ref)}): no "
+                             "gain over the cs1 design for it.")
     if len(present) == 1:
         notes.insert(0, f"Only seed {present[0]} is present: every interval below is one "
                         "seed's value, not a spread over seeds.")
@@ -588,7 +598,7 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
     times_h = (Interval.of([(c.seed, c.discharge_time_h.get(members[0])) for c in crossings])
                if crossings else None)
     comparison = SeedComparison(
-        case_study=name, directory=str(directory), seeds_requested=tuple(seeds),
+        case_study=name, directory=directory.name, seeds_requested=tuple(seeds),
         seeds_present=tuple(present), seeds_missing=missing, confirm=confirm,
         members={m: tuple(rs) for m, rs in per_member.items()},
         objective_range=objective_range, confirmed_range=confirmed_range,
@@ -598,7 +608,7 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
         work_hours=work_hours, notes=tuple(notes))
     plots = _plots(comparison, out)
     comparison = dataclasses.replace(comparison, plots=tuple(p.name for p in plots))
-    _export_data(comparison, out)
+    _export_data(comparison, directory, out)
     from jobs.store import json_safe, write_text_atomic
 
     write_text_atomic(out / "summary.json", json.dumps(json_safe(comparison.to_dict()), indent=1))
@@ -606,12 +616,13 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
     return comparison
 
 
-def _export_data(comparison: SeedComparison, out: Path) -> None:
+def _export_data(comparison: SeedComparison, comparison_dir: Path, out: Path) -> None:
     """The compact results the summary rests on, per seed and campaign: trials.csv and the
     campaign report's summary.json (no voxels), so a reader can check every number."""
     for records in comparison.members.values():
         for r in records:
-            source, target = Path(r.folder), out / f"seed_{r.seed}" / r.campaign
+            source = Path(comparison_dir) / r.folder
+            target = out / f"seed_{r.seed}" / r.campaign
             target.mkdir(parents=True, exist_ok=True)
             for name, copy_as in ((TRIALS_NAME, TRIALS_NAME),
                                   (f"{REPORT_FOLDER}/summary.json", "report_summary.json")):
