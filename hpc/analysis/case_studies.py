@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hpc.campaign.folder import FROZEN_CONFIG, REPORT_FOLDER
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ GAIN_POWER_W = 10.0
 #: The literature Ragone quantities stored per curve in summary.json (per kg and per L of cell).
 RAGONE_KEYS = ("specific_power_W_kg", "specific_energy_Wh_kg", "power_density_W_L",
                "energy_density_Wh_L")
-REPORT_FOLDER = "report"
 
 
 def campaign_file(name: str) -> Path:
@@ -123,16 +123,20 @@ def load_optimum(folder: Path) -> Optimum | None:
     best = data.best()
     if best is None:
         return None
-    config = tomllib.loads((folder / "campaign.toml").read_text())
-    cell = config.get("cell", {})
+    from hpc.campaign.config import load_campaign
+    from jobs.contract.spec import EvaluationSpec
+    from jobs.simulate import cell_options
+
+    spec = EvaluationSpec.from_dict(load_campaign(folder / FROZEN_CONFIG).to_spec_dict())
     design = best.result.cell.design if best.result and best.result.cell else None
     return Optimum(
         campaign=data.name, objective_kind=str(data.objective.get("kind")),
         operating_point=data.operating_point, c_rate=data.objective.get("c_rate"),
         params=dict(best.params),
         objective=float(best.objective), design=design,
-        cell_options={"parameter_set": cell.get("parameter_set", "Chen2020"), "half_cell": False,
-                      "packaging": dict(cell.get("packaging", {}))},
+        # the campaign's own cell model (parameter set, packaging, model options,
+        # calibration), always as a full 4680 cell: cs1's half-cell design too
+        cell_options={**cell_options(spec), "half_cell": False},
     )
 
 
@@ -178,9 +182,9 @@ def _resolve_cs1(cs1_dir: str | Path | None, directory: Path) -> Path | None:
     given, or a sibling ``../cs1`` case-study folder; None when there is none."""
     candidates = [Path(cs1_dir)] if cs1_dir is not None else [directory.parent / "cs1"]
     for path in candidates:
-        if (path / "campaign.toml").exists():
+        if (path / FROZEN_CONFIG).exists():
             return path
-        if (path / CS1_REFERENCE / "campaign.toml").exists():
+        if (path / CS1_REFERENCE / FROZEN_CONFIG).exists():
             return path / CS1_REFERENCE
     if cs1_dir is not None:
         raise FileNotFoundError(f"--cs1 {cs1_dir}: neither a campaign folder nor a cs1 "
@@ -206,7 +210,7 @@ def compare_case_study(name: str, directory: str | Path, cs1_dir: str | Path | N
     optima: dict[str, Optimum] = {}
     for campaign_name in _check_name(name):
         folder = directory / campaign_name
-        optimum = load_optimum(folder) if (folder / "campaign.toml").exists() else None
+        optimum = load_optimum(folder) if (folder / FROZEN_CONFIG).exists() else None
         if optimum is None:
             notes.append(f"{campaign_name}: not enough data (no completed trial in {folder.name}).")
         else:

@@ -25,8 +25,22 @@ def case_study(
                                 "reports)."),
     compare_only: bool = typer.Option(False, "--compare-only", help="Only redo the comparison "
                                       "of the campaigns already in DIR."),
+    seeds: str = typer.Option(None, "--seeds", help="Compare seeds instead of running: read "
+                              "DIR/seed_K/NAME for each K of e.g. 0,1,2 (missing seeds are "
+                              "listed) and write the cross-seed comparison to DIR/NAME_report."),
+    out: Path = typer.Option(None, "--out", help="With --seeds: the comparison's folder "
+                             "(default DIR/NAME_report)."),
+    confirm_cubes: int = typer.Option(4, "--confirm-cubes", help="With --seeds: re-characterise "
+                                      "each optimum on this many new cubes (0 = use the "
+                                      "campaigns' own measurements)."),
+    confirm_voxels: int = typer.Option(128, "--confirm-voxels", help="With --seeds: edge of "
+                                       "the confirmation cubes in voxels."),
+    confirm_dir: Path = typer.Option(None, "--confirm-dir", help="With --seeds: cache of the "
+                                     "confirmation evaluations, voxels included (default "
+                                     "OUT/confirm)."),
 ) -> None:
-    """Run (or resume; finished campaigns are skipped) a case study and write its comparison."""
+    """Run (or resume; finished campaigns are skipped) a case study and write its comparison;
+    with --seeds, compare the runs of several optimiser seeds instead."""
     from hpc.analysis.case_studies import CASE_STUDIES, compare_case_study, run_case_study
     from hpc.campaign.config import ConfigError
     from hpc.campaign.controller import CampaignError
@@ -35,6 +49,9 @@ def case_study(
         typer.echo(f"error: unknown case study {name!r}; choose one of "
                    f"{', '.join(CASE_STUDIES)}", err=True)
         raise typer.Exit(2)
+    if seeds is not None:
+        _compare_seeds(name, directory, seeds, out, confirm_cubes, confirm_voxels, confirm_dir)
+        return
     overrides = {"optimizer": {"budget": budget, "seed": seed},
                  "resources": {"executor": executor}}
     try:
@@ -62,6 +79,36 @@ def case_study(
         typer.echo(f"energy cell over the cs1 design at 10 W: "
                    f"{summary['gain_over_cs1_at_10W_percent']:+.1f} %")
     typer.echo(f"comparison: {directory / 'report' / 'summary.md'}")
+
+
+def _compare_seeds(name: str, directory: Path, seeds: str, out: Path | None,
+                   confirm_cubes: int, confirm_voxels: int, confirm_dir: Path | None) -> None:
+    from hpc.analysis.case_study_seeds import ConfirmFidelity, compare_seeds, parse_seeds
+    from hpc.campaign.config import ConfigError
+
+    try:
+        comparison = compare_seeds(name, directory, parse_seeds(seeds), out=out,
+                                   confirm=ConfirmFidelity(confirm_cubes, confirm_voxels),
+                                   confirm_dir=confirm_dir)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    present = ", ".join(str(s) for s in comparison.seeds_present) or "none"
+    typer.echo(f"case study {name}: seeds present {present}"
+               + (f"; missing {', '.join(str(s) for s in comparison.seeds_missing)}"
+                  if comparison.seeds_missing else ""))
+    for campaign, interval in comparison.objective_range.items():
+        confirmed = comparison.confirmed_range[campaign]
+        typer.echo(f"{campaign}: best {interval.text('.4g')}"
+                   + (f", confirmed {confirmed.text('.4g')}" if confirmed.values else ""))
+    if comparison.crossing_W is not None:
+        typer.echo(f"crossing: {comparison.crossing_W.text('.1f', 'W')}; discharge time there "
+                   f"{comparison.discharge_time_at_crossing_h.text('.2f', 'h')}")
+    if comparison.gain_over_cs1_percent is not None:
+        typer.echo(f"energy cell over the cs1 design at {comparison.gain_power_W:g} W: "
+                   f"{comparison.gain_over_cs1_percent.text('+.1f', '%')}")
+    target = out if out is not None else directory / f"{name}_report"
+    typer.echo(f"comparison: {target / 'summary.md'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,233 @@
+"""The case studies across optimiser seeds, on real small campaigns.
+
+The module fixture runs the commands docs/case-studies.md documents for the `smoke` profile of
+cs2 (two seeds, 2 evaluations per campaign at 2 cubes of 24^3, in process, deterministic), then
+the cross-seed comparison with a 2 x 24^3 confirmation. The tests check the documented table
+row against what the commands give again, and the comparison against what the campaigns
+stored and against independent discharges of the confirmed designs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hpc.analysis.case_studies import compare_case_study
+from hpc.analysis.case_study_seeds import (
+    ConfirmFidelity,
+    bound_checks,
+    compare_seeds,
+    parse_seeds,
+    seed_folder,
+)
+from hpc.cli.app import app
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "case-studies.md"
+SMOKE_HEADING = "### Regression: the smoke profile"
+POWERS = {"cs2": 10.0, "cs2_high": 200.0}
+
+
+def _smoke_section() -> str:
+    text = DOC.read_text()
+    start = text.index(SMOKE_HEADING)
+    end = text.find("\n#", start + len(SMOKE_HEADING))
+    return text[start:end if end > 0 else None]
+
+
+def _documented_commands() -> list[list[str]]:
+    block = re.search(r"```bash\n(.*?)```", _smoke_section(), re.S).group(1)
+    return [shlex.split(line)[1:] for line in block.splitlines()
+            if line.startswith("microloop ")]
+
+
+def _documented_rows() -> list[dict[str, str]]:
+    lines = [line for line in _smoke_section().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=True))
+            for line in lines[2:]]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The documented smoke commands, run in a fresh folder (what a reader would type)."""
+    root = tmp_path_factory.mktemp("smoke")
+    runner = CliRunner()
+    outputs = []
+    for args in _documented_commands():
+        args = [str(root / a) if a.startswith("runs/") else a for a in args]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    return root / "runs" / "smoke", outputs
+
+
+@pytest.mark.slow
+def test_documented_smoke_rows_are_regenerated_by_the_documented_commands(smoke):
+    directory, outputs = smoke
+    summary = json.loads((directory / "cs2_report" / "summary.json").read_text())
+    rows = _documented_rows()
+    assert len(rows) == 4
+    for row in rows:
+        member = next(m for m in summary["members"][row["campaign"]]
+                      if m["seed"] == int(row["seed"]))
+        assert member["objective"] == pytest.approx(float(row["best (Wh/kg)"]), rel=1e-3)
+        assert member["confirmation"]["objective"] == pytest.approx(
+            float(row["confirmed at 2 x 24^3 (Wh/kg)"]), rel=1e-3)
+        for p in ("am_wt_frac", "porosity"):
+            assert member["params"][p] == pytest.approx(float(row[p]), abs=6e-4)
+    crossing = summary["crossing_W"]
+    documented = re.search(r"crossing: ([\d.]+) W", _smoke_section())
+    assert crossing["values"] and crossing["low"] == pytest.approx(float(documented.group(1)),
+                                                                   rel=5e-3)
+    assert "seeds present 0, 1; missing 2" in outputs[-1]
+
+
+@pytest.mark.slow
+def test_cross_seed_optima_are_the_campaigns_best_and_their_range(smoke):
+    directory, _ = smoke
+    summary = json.loads((directory / "cs2_report" / "summary.json").read_text())
+    assert summary["seeds_present"] == [0, 1] and list(summary["seeds_missing"]) == ["2"]
+    # the summary is committed to the docs: it names no folder of the machine that ran it
+    text = (directory / "cs2_report" / "summary.json").read_text()
+    assert str(directory) not in text and str(directory.parent) not in text
+    for campaign in ("cs2", "cs2_high"):
+        best = {}
+        for seed in (0, 1):
+            table = seed_folder(directory, seed, "cs2") / campaign / "trials.csv"
+            with table.open() as handle:
+                values = [float(r["objective"]) for r in csv.DictReader(handle)
+                          if r["status"] == "complete" and r["objective"]]
+            best[seed] = max(values)
+            # the compact data the docs commit: the campaign's own trials.csv, copied
+            copied = directory / "cs2_report" / f"seed_{seed}" / campaign / "trials.csv"
+            assert copied.read_text() == table.read_text()
+        interval = summary["objective_range"][campaign]
+        assert interval["low"] == pytest.approx(min(best.values()))
+        assert interval["high"] == pytest.approx(max(best.values()))
+        assert sorted(interval["seeds"]) == [0, 1]
+
+
+@pytest.mark.slow
+def test_ragone_bands_return_the_confirmed_objective_and_bracket_every_seed(smoke):
+    directory, _ = smoke
+    summary = json.loads((directory / "cs2_report" / "summary.json").read_text())
+    bands = {b["campaign"]: b for b in summary["ragone"]}
+    for campaign, power in POWERS.items():
+        band = bands[campaign]
+        i = band["powers_W"].index(power)
+        for member in summary["members"][campaign]:
+            curve = band["per_seed"][str(member["seed"])]
+            # the confirmed design swept by the comparison gives back the confirmation's own
+            # objective (jobs.evaluate at 2 x 24^3) at the campaign's power
+            assert curve[i] == pytest.approx(member["confirmation"]["objective"], rel=1e-3)
+            assert all(lo <= v <= hi for lo, v, hi in zip(band["low"], curve, band["high"],
+                                                           strict=True))
+            # new cubes: the confirmation is not the campaign's own cubes again
+            trial = seed_folder(directory, member["seed"], "cs2") / campaign / "trials" / str(
+                member["best_trial_id"]) / "result.json"
+            own = json.loads(trial.read_text())["objective_spread"]
+            assert member["confirmation"]["per_cube"] != own["per_sample"]
+            # the noise of the best trial is what its cubes, scored one by one, measured
+            assert member["noise"]["best_trial"] == pytest.approx(
+                own["rel_std"] / math.sqrt(own["n"]))
+            assert member["noise"]["median"] <= member["noise"]["max"]
+
+
+@pytest.mark.slow
+def test_crossing_is_where_the_confirmed_designs_swap_places(smoke):
+    from jobs.simulate import discharge
+
+    directory, _ = smoke
+    comparison = compare_seeds("cs2", directory, (0, 1), out=directory / "again",
+                               confirm=ConfirmFidelity(2, 24),
+                               confirm_dir=directory / "cs2_report" / "confirm")
+    options = {"parameter_set": "Chen2020", "half_cell": False, "packaging": {}}
+
+    def specific_energy(design, power_W):
+        record = discharge(options, design, "power", power_W)
+        return record["specific_energy_Wh_kg"] if record["feasible"] else 0.0
+
+    crossings = {c.seed: c for c in comparison.crossings}
+    assert any(c.power_W is not None for c in crossings.values())   # not vacuous
+    bands = {b.campaign: b for b in comparison.ragone}
+    for seed, crossing in crossings.items():
+        if crossing.power_W is None:    # then the 10 W optimum is never below the 200 W one
+            assert all(a >= b for a, b in zip(bands["cs2"].per_seed[seed],
+                                              bands["cs2_high"].per_seed[seed], strict=True))
+            continue
+        assert comparison.crossing_W.low <= crossing.power_W <= comparison.crossing_W.high
+        designs = [next(m for m in comparison.members[c] if m.seed == seed).confirmation.design
+                   for c in ("cs2", "cs2_high")]
+        below, above = crossing.power_W / 1.05, crossing.power_W * 1.05
+        assert specific_energy(designs[0], below) > specific_energy(designs[1], below)
+        assert specific_energy(designs[0], above) <= specific_energy(designs[1], above)
+        # discharge time at the crossing: the energy each cell delivers there, over the power
+        for design, hours in zip(designs, crossing.discharge_time_h.values(), strict=True):
+            record = discharge(options, design, "power", crossing.power_W)
+            assert hours * crossing.power_W == pytest.approx(record["energy_Wh"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_one_seed_and_no_seed_are_reported_not_fatal(smoke):
+    directory, _ = smoke
+    one = compare_seeds("cs2", directory, (1,), out=directory / "one",
+                        confirm=ConfirmFidelity(0, 24))
+    assert one.seeds_present == (1,) and one.notes[0].startswith("Only seed 1 is present")
+    assert one.objective_range["cs2"].low == one.objective_range["cs2"].high
+    assert "Only seed 1" in (directory / "one" / "summary.md").read_text()
+    none = compare_seeds("cs2", directory, (5, 6), out=directory / "none")
+    assert none.seeds_present == () and set(none.seeds_missing) == {5, 6}
+    assert "No seed is present" in (directory / "none" / "summary.md").read_text()
+
+
+def test_bound_checks_flag_only_optima_within_the_tolerance_of_a_bound():
+    bounds = {"am_wt_frac": (0.80, 0.97), "porosity": (0.25, 0.50), "binder_adhesion": (0.0, 1.0)}
+    checks = {b.parameter: b.at for b in bound_checks(
+        {"am_wt_frac": 0.9699, "porosity": 0.2549, "binder_adhesion": 0.5}, bounds)}
+    assert checks == {"am_wt_frac": "high", "porosity": "low", "binder_adhesion": None}
+    assert bound_checks({"porosity": 0.26}, bounds)[0].at is None   # 4 % of the range away
+
+
+def test_seeds_option_is_checked_and_names_itself(tmp_path):
+    assert parse_seeds("0,1,2") == (0, 1, 2)
+    for bad in ("a,b", "1,1", "-1", ""):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
+    result = CliRunner().invoke(app, ["case-study", "cs3", "--dir", str(tmp_path),
+                                      "--seeds", "0,x"])
+    assert result.exit_code == 2 and "--seeds" in result.output
+    result = CliRunner().invoke(app, ["case-study", "cs3", "--dir", str(tmp_path),
+                                      "--seeds", "0", "--confirm-cubes", "-1"])
+    assert result.exit_code == 2 and "--confirm-cubes" in result.output
+
+
+@pytest.mark.slow
+def test_comparison_sweeps_with_the_campaigns_own_cell_model_options(tmp_path):
+    """A campaign scored with non-default cell-model options: the comparison's recomputed
+    Ragone must use them too (it used the default model before), so the curve at the
+    campaign's own power gives back its objective."""
+    overrides = {"optimizer": {"budget": 1, "n_initial": 1},
+                 "cell": {"model_options": {"preset": "legacy"}}}
+    from hpc.analysis.case_studies import campaign_file
+    from hpc.campaign.config import load_campaign
+    from hpc.campaign.controller import Campaign
+
+    for member in ("cs2", "cs2_high"):
+        config = load_campaign(campaign_file(member), overrides, profile="smoke")
+        controller = Campaign.create(config, tmp_path / member)
+        try:
+            controller.run()
+        finally:
+            controller.close()
+    summary = compare_case_study("cs2", tmp_path, powers_W=(10.0, 200.0))
+    for member, power in POWERS.items():
+        curve = next(v for v in summary["ragone"].values() if v["campaign"] == member)
+        assert curve["specific_energy_Wh_kg"][curve["powers_W"].index(power)] == pytest.approx(
+            summary["optima"][member]["objective"], rel=1e-3)
