@@ -50,3 +50,18 @@ def test_unknown_profile_and_bad_profile_values_are_refused_by_name(tmp_path):
         load_campaign(path, profile="paper")
     with pytest.raises(ConfigError, match="fidelity.cube_voxels"):
         load_campaign(path, profile="big")
+
+
+def test_paper_wide_boxes_contain_the_paper_box_and_stay_inside_the_physical_ranges():
+    from kernels.cell import ranges
+
+    for name in ("cs2", "cs2_high", "cs3", "cs3_power"):
+        paper, wide = load_campaign(name, profile="paper"), load_campaign(name, profile="paper_wide")
+        assert wide.fidelity == paper.fidelity and wide.optimizer.budget == paper.optimizer.budget
+        for key, physical in ranges.DESIGN_PARAMETERS.items():
+            narrow, widened = getattr(paper.space, key), getattr(wide.space, key)
+            if isinstance(narrow, list):
+                assert widened[0] <= narrow[0] and widened[1] >= narrow[1]
+                assert physical.contains(widened[0]) and physical.contains(widened[1])
+        assert wide.space.am_wt_frac[1] > paper.space.am_wt_frac[1]
+        assert wide.space.porosity[0] < paper.space.porosity[0]
