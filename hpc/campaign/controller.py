@@ -256,7 +256,12 @@ class Campaign:
         for source in [*warm.campaigns, *warm.from_file]:
             observations, why = warm_start_observations(Path(source), self.config, self.space)
             for seen in observations:   # infeasible points as infeasible, as in this campaign
-                tell_observation(optimizer, seen.params, seen.value, seen.noise_var,
+                params = seen.params
+                if self.multi_fidelity:
+                    from bayes.multi_fidelity import FIDELITY_KEY
+
+                    params = {**params, FIDELITY_KEY: seen.fidelity_level}
+                tell_observation(optimizer, params, seen.value, seen.noise_var,
                                  seen.feasible, seen.reason)
             if not self._had_warm_start:
                 self.journal_event("warm_start", source=source,
