@@ -35,7 +35,9 @@ from hpc.campaign.folder import FROZEN_CONFIG
 from hpc.campaign.journal import read_journal
 from hpc.campaign.trials import fold_events
 
-OBSERVATIONS_SCHEMA = "microloop.observations/1"
+OBSERVATIONS_SCHEMA = "microloop.observations/2"
+#: /1: no fidelity levels, no surrogate; still read
+READABLE_SCHEMAS = ("microloop.observations/1", OBSERVATIONS_SCHEMA)
 #: differences a user may accept by name in `[warm_start] allow`
 ALLOWABLE = ("fidelity", "generator", "power", "c_rate")
 
@@ -130,9 +132,10 @@ def _observations_of(trials: Iterable[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def export_observations(directory: Path) -> dict[str, Any]:
+def export_observations(directory: Path, surrogate: bool = False) -> dict[str, Any]:
     """The observations file of a campaign folder: its completed evaluations and the context
-    they were made in. No microstructures, no generator weights (only their sha256)."""
+    they were made in. No microstructures, no generator weights (only their sha256).
+    ``surrogate``: also the GP fitted on them (hpc/campaign/surrogate.py)."""
 
     frozen = directory / FROZEN_CONFIG
     if not frozen.exists():
@@ -142,10 +145,16 @@ def export_observations(directory: Path) -> dict[str, Any]:
     from jobs.provenance import package_version as installed_version
 
     package_version = installed_version()
+    extra: dict[str, Any] = {}
+    if surrogate:
+        from hpc.campaign.surrogate import fit_surrogate
+
+        extra["surrogate"] = fit_surrogate(config, observations)
     return {
         "schema_version": OBSERVATIONS_SCHEMA,
         "context": campaign_context(config),
         "observations": observations,
+        **extra,
         "provenance": {"campaign": config.name, "description": config.description,
                        "microloop_version": package_version,
                        "exported_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -161,9 +170,9 @@ def read_observations_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot read the observations file: {error}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object written by `microloop export`")
-    if data.get("schema_version") != OBSERVATIONS_SCHEMA:
+    if data.get("schema_version") not in READABLE_SCHEMAS:
         raise ValueError(f"{path}: schema_version {data.get('schema_version')!r}; accepted: "
-                         f"{OBSERVATIONS_SCHEMA!r} (write it with `microloop export`)")
+                         f"{list(READABLE_SCHEMAS)} (write it with `microloop export`)")
     for key in ("context", "observations"):
         if key not in data:
             raise ValueError(f"{path}: missing {key!r}")
@@ -181,6 +190,13 @@ def read_observations_file(path: Path) -> dict[str, Any]:
         if seen["feasible"] and (not isinstance(value, int | float) or not math.isfinite(value)):
             raise ValueError(f"{path}: observations[{i}].value {value!r}: a feasible "
                              "observation needs a finite number")
+    if "surrogate" in data:   # a broken model is refused here, not at first use
+        from hpc.campaign.surrogate import load_surrogate
+
+        try:
+            load_surrogate(data["surrogate"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"{path}: surrogate does not load: {error}") from None
     return data
 
 
