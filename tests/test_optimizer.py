@@ -217,7 +217,7 @@ def test_bad_calls_get_clear_errors():
         opt.ask(0)
     with pytest.raises(ValueError, match="best\\(\\) needs at least one observation"):
         opt.best()
-    assert set(BACKENDS) == {"botorch", "dragonfly", "sobol", "random"}
+    assert set(BACKENDS) == {"botorch", "dragonfly", "sobol", "random", "multi_fidelity"}
 
 
 def test_missing_dragonfly_says_how_to_install(monkeypatch):
