@@ -52,7 +52,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 OBJECTIVE_KINDS = ("energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g")
 SOLVER_BACKENDS = ("taufactor", "native")
-OPTIMIZER_BACKENDS = ("botorch", "dragonfly", "sobol", "random")
+OPTIMIZER_BACKENDS = ("botorch", "dragonfly", "sobol", "random", "multi_fidelity")
 EXECUTORS = ("local", "slurm", "debug")
 
 # SLURM names (partition, account, option names) go into #SBATCH lines: a plain alphabet only.
