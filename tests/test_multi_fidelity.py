@@ -158,6 +158,19 @@ def test_bad_levels_are_refused_with_the_reason(tmp_path, fidelity, optimizer, w
 
 # ---------------------------------------------------------------------------- the campaign
 
+def test_the_report_best_is_a_top_level_trial(tmp_path):
+    from hpc.analysis.report import CampaignData, TrialRecord
+
+    def record(i, value, level):
+        return TrialRecord(i, "complete", {"x": 0.1 * i}, value, True, "", None, level)
+
+    data = CampaignData(tmp_path, "mf", "", {}, {}, {}, 3, 3,
+                        trials=[record(0, 900.0, 0), record(1, 500.0, 1), record(2, 450.0, 1)],
+                        top_fidelity_level=1)
+    assert data.best().trial_id == 1       # not the cheap level's 900
+    data.top_fidelity_level = None         # a single-fidelity campaign: every trial counts
+    assert data.best().trial_id == 0
+
 @pytest.mark.slow
 def test_a_multi_fidelity_campaign_runs_each_trial_at_its_level_and_confirms_at_the_top(
         tmp_path):
@@ -188,6 +201,10 @@ def test_a_multi_fidelity_campaign_runs_each_trial_at_its_level_and_confirms_at_
         top = [t.objective for t in trials.values()
                if t.fidelity_level == 1 and t.objective is not None]
         assert progress.best_objective == max(top)
+    from hpc.analysis.report import load_campaign_data
+
+    best = load_campaign_data(tmp_path / "run").best()
+    assert best is None or best.fidelity_level == 1
     state = json.loads((tmp_path / "run" / "optimizer_state.json").read_text())["state"]
     # told in completion order: the same levels as the completed trials'
     assert sorted(o["point"][FIDELITY_KEY] for o in state["observations"]) == sorted(
