@@ -161,9 +161,11 @@ class MultiFidelityOptimizer(Optimizer):
         Why not ``best()``: with cheap data the top level may hold few (or no) observations,
         while the model's top-fidelity posterior mean uses them all. The campaign re-evaluates
         this point at the top level before reporting it."""
-        X, _, _, _ = self._training_data()
+        X, Y, _, _ = self._training_data()
+        if len(X) == 1 or (len(X) and np.ptp(Y) == 0.0):   # no model to fit: the one seen
+            return {**self.space.from_unit(X[0, :-1]), FIDELITY_KEY: self.top_level}
         if len(X) < 2:
-            raise ValueError("recommend() needs at least two feasible observations")
+            raise ValueError("recommend() needs a feasible observation; none told")
         import torch
 
         torch.manual_seed(self._step_seed(7))

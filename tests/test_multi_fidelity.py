@@ -91,6 +91,19 @@ def test_a_cheap_level_as_informative_as_the_top_is_chosen_and_the_state_round_t
     assert repeat == point   # a restarted controller proposes what it would have proposed
 
 
+def test_a_recommendation_needs_a_feasible_observation():
+    opt = make_optimizer(LINE, backend="multi_fidelity", fidelity_costs=[1.0, 10.0])
+    with pytest.raises(ValueError, match="feasible observation"):
+        opt.recommend()
+    [point] = opt.ask(1)
+    opt.tell(point, None, feasible=False)
+    with pytest.raises(ValueError, match="feasible observation"):
+        opt.recommend()
+    [point] = opt.ask(1)
+    opt.tell(point, 3.0)      # one value: the only design seen, confirmed at the top
+    assert opt.recommend() == {"x": point["x"], FIDELITY_KEY: 1}
+
+
 def test_the_recommendation_is_at_the_top_level_near_the_optimum():
     opt = make_optimizer(LINE, backend="multi_fidelity", seed=2, fidelity_costs=[1.0, 10.0],
                          n_initial=8)

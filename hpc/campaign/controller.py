@@ -387,7 +387,12 @@ class Campaign:
             # once everything else has been told
             if in_flight:
                 return
-            points, recommendation = [self.optimizer.recommend()], True
+            try:
+                points, recommendation = [self.optimizer.recommend()], True
+            except ValueError as error:   # no feasible design yet: nothing to confirm
+                log.warning("no recommendation to confirm (%s); the last evaluation is an "
+                            "ordinary proposal", error)
+                points = self.optimizer.ask(1, [])
         else:
             pending = [self._optimizer_point(t) for t in in_flight]
             if self.multi_fidelity:  # keep the last slot for the recommendation
