@@ -40,6 +40,7 @@ STATE_FORMAT = 1
 BACKENDS: dict[str, str] = {
     "botorch": "bayes.botorch_backend:BoTorchOptimizer",
     "dragonfly": "bayes.dragonfly_backend:DragonflyOptimizer",
+    "multi_fidelity": "bayes.multi_fidelity:MultiFidelityOptimizer",
     "sobol": "bayes.optimizer:SobolOptimizer",
     "random": "bayes.optimizer:RandomOptimizer",
 }

@@ -66,6 +66,8 @@ class TrialRecord:
     feasible: bool | None
     reason: str
     result: EvaluationResult | None
+    #: multi-fidelity campaigns: the [fidelity] level it ran at
+    fidelity_level: int | None = None
 
 
 @dataclass
@@ -81,6 +83,8 @@ class CampaignData:
     n_initial: int
     budget: int
     trials: list[TrialRecord] = field(default_factory=list)
+    #: multi-fidelity campaigns: the index of the top [fidelity] level (None otherwise)
+    top_fidelity_level: int | None = None
     #: the campaign's cell-model line: parameter set, and the calibration when one was named
     cell_model: str = "Chen2020 (uncalibrated)"
     #: the calibration's parameters, one row each (calibration_rows); empty when uncalibrated
@@ -102,7 +106,11 @@ class CampaignData:
         return [t for t in self.trials if t.status == "failed"]
 
     def best(self) -> TrialRecord | None:
+        """The best feasible trial; in a multi-fidelity campaign, at the top level only (a
+        cheap level's value is not the objective)."""
         done = self.complete
+        if self.top_fidelity_level is not None:
+            done = [t for t in done if t.fidelity_level == self.top_fidelity_level]
         return max(done, key=lambda t: (t.objective, -t.trial_id)) if done else None
 
     @property
@@ -138,7 +146,8 @@ def load_campaign_data(directory: str | Path) -> CampaignData:
     records = [
         TrialRecord(trial_id=t.trial_id, status=t.status, params=dict(t.params),
                     objective=None if t.objective is None else float(t.objective),
-                    feasible=t.feasible, reason=t.reason, result=t.result)
+                    feasible=t.feasible, reason=t.reason, result=t.result,
+                    fidelity_level=t.fidelity_level)
         for t in sorted(trials.values(), key=lambda t: t.trial_id)
     ]
     return CampaignData(
@@ -146,6 +155,8 @@ def load_campaign_data(directory: str | Path) -> CampaignData:
         description=str(config.get("description", "")), objective=dict(config.get("objective", {})),
         bounds=bounds, fixed=fixed, n_initial=int(optimizer.get("n_initial", 0)),
         budget=int(optimizer.get("budget", 0)), trials=records,
+        top_fidelity_level=(len(config["fidelity"]["levels"]) - 1
+                            if config.get("fidelity", {}).get("levels") else None),
         cell_model=describe_cell_model(config.get("cell", {})),
         calibration=calibration_rows(config.get("cell", {})),
     )

@@ -52,7 +52,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 OBJECTIVE_KINDS = ("energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g")
 SOLVER_BACKENDS = ("taufactor", "native")
-OPTIMIZER_BACKENDS = ("botorch", "dragonfly", "sobol", "random")
+OPTIMIZER_BACKENDS = ("botorch", "dragonfly", "sobol", "random", "multi_fidelity")
 EXECUTORS = ("local", "slurm", "debug")
 
 # SLURM names (partition, account, option names) go into #SBATCH lines: a plain alphabet only.
@@ -218,8 +218,34 @@ class GeneratorConfig(_Section):
         return self
 
 
+#: Default cost of one evaluation at a fidelity level, CPU-s: a job's fixed start-up and cell
+#: model (~5 CPU-s) plus ~1.9 CPU-s per 128^3 cube, linear in voxels (docs/optimisers.md).
+FIXED_EVALUATION_CPU_S = 5.0
+CUBE_128_CPU_S = 1.9
+
+
+class FidelityLevel(_Section):
+    """One fidelity a multi-fidelity campaign may evaluate a design at."""
+
+    n_cubes: int = Field(ge=1, le=4096)
+    cube_voxels: in_range(ranges.CUBE_VOXELS)
+    #: relative cost of one evaluation here (any unit, the same for every level); None: the
+    #: estimate FIXED_EVALUATION_CPU_S + CUBE_128_CPU_S * n_cubes * (cube_voxels / 128)^3
+    cost: float | None = Field(default=None, gt=0)
+
+    @property
+    def cost_estimate(self) -> float:
+        if self.cost is not None:
+            return self.cost
+        return FIXED_EVALUATION_CPU_S + CUBE_128_CPU_S * self.n_cubes * (self.cube_voxels / 128) ** 3
+
+
 class FidelityConfig(_Section):
-    """How finely each design is characterised: sub-volumes, their size and the solver."""
+    """How finely each design is characterised: sub-volumes, their size and the solver.
+
+    With `levels` (cheapest first, >= 2) the campaign is multi-fidelity: the optimiser
+    (backend "multi_fidelity") picks each evaluation's level; n_cubes and cube_voxels are the
+    top level's (filled in from it when not given)."""
 
     n_cubes: int = Field(default=2, ge=1, le=4096)
     cube_voxels: in_range(ranges.CUBE_VOXELS) = 32
@@ -234,6 +260,38 @@ class FidelityConfig(_Section):
     #: a `microloop convergence` study folder: its recommended cube size and count (and voxel
     #: size) become n_cubes, cube_voxels and voxel_um (see apply_convergence_recommendation)
     from_convergence: PathText | None = None
+    #: multi-fidelity levels, cheapest first; the last one is the top (target) fidelity
+    levels: list[FidelityLevel] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _top_level_is_the_fidelity(cls, data: Any) -> Any:
+        """n_cubes/cube_voxels default to the top level's; giving other values is an error, so
+        the memory check and the warm-start context see the dearest evaluation."""
+        if not isinstance(data, dict) or not isinstance(data.get("levels"), list) \
+                or not data["levels"] or not isinstance(data["levels"][-1], dict):
+            return data
+        top = data["levels"][-1]
+        for key in ("n_cubes", "cube_voxels"):
+            if key in data and key in top and data[key] != top[key]:
+                raise ValueError(f"{key} = {data[key]!r} but the top (last) of levels has "
+                                 f"{key} = {top[key]!r}: remove {key} or make them agree")
+        return {**data, **{k: top[k] for k in ("n_cubes", "cube_voxels") if k in top}}
+
+    @model_validator(mode="after")
+    def _levels_ordered(self) -> FidelityConfig:
+        if len(self.levels) == 1:
+            raise ValueError("levels needs at least two entries (cheapest first, top last); "
+                             "for one fidelity set n_cubes and cube_voxels instead")
+        costs = [level.cost_estimate for level in self.levels]
+        if any(b <= a for a, b in zip(costs, costs[1:], strict=False)):
+            raise ValueError(f"levels must be ordered by increasing cost (cheapest first, top "
+                             f"last); their costs are {costs}")
+        return self
+
+    @property
+    def level_costs(self) -> list[float]:
+        return [level.cost_estimate for level in self.levels]
 
 
 class CellConfig(_Section):
@@ -263,7 +321,8 @@ class CellConfig(_Section):
 class OptimizerConfig(_Section):
     """The Bayesian optimiser and how many evaluations it may spend."""
 
-    backend: Literal["botorch", "dragonfly", "sobol", "random"] = "botorch"
+    #: "multi_fidelity" needs [fidelity] levels (bayes/multi_fidelity.py)
+    backend: Literal["botorch", "dragonfly", "sobol", "random", "multi_fidelity"] = "botorch"
     n_initial: int = Field(default=4, ge=1, le=100000)
     budget: int = Field(default=8, ge=1, le=1000000)
     max_concurrent: int = Field(default=2, ge=1, le=100000)
@@ -439,6 +498,13 @@ class CampaignConfig(_Section):
             )
         if has_loading:
             _check_loading_thickness(self.space)
+        if bool(self.fidelity.levels) != (self.optimizer.backend == "multi_fidelity"):
+            raise ValueError(
+                "fidelity.levels and optimizer.backend = 'multi_fidelity' go together: the "
+                "multi-fidelity optimiser chooses among the levels (give both, or neither)")
+        if "fidelity_costs" in self.optimizer.options:
+            raise ValueError("optimizer.options.fidelity_costs: set each level's cost in "
+                             "[fidelity] levels instead")
         ranks = self.resources.mpi_ranks_per_task
         if ranks is not None and ranks < self.fidelity.mpi_ranks:
             raise ValueError(
@@ -475,7 +541,7 @@ class CampaignConfig(_Section):
                                   f"as a calibration file (JSON from `microloop calibrate`): "
                                   f"{error}") from None
         spec = {
-            "fidelity": self.fidelity.model_dump(exclude={"from_convergence"}),
+            "fidelity": self.fidelity.model_dump(exclude={"from_convergence", "levels"}),
             "generator": {
                 "kind": gen.model_path if gen.kind == "model" else gen.kind,
                 "mean_diameter_um": gen.mean_diameter_um,
@@ -485,6 +551,16 @@ class CampaignConfig(_Section):
             "cell": cell,
             "seed": self.optimizer.seed,
         }
+        return _spec_through_jobs(spec)
+
+    def level_spec_dict(self, level: int | None) -> dict[str, Any]:
+        """The evaluation spec at one of [fidelity] levels (None: the campaign's own)."""
+        spec = self.to_spec_dict()
+        if level is None:
+            return spec
+        chosen = self.fidelity.levels[level]
+        spec["fidelity"] = {**spec["fidelity"], "n_cubes": chosen.n_cubes,
+                            "cube_voxels": chosen.cube_voxels}
         return _spec_through_jobs(spec)
 
     def to_toml_dict(self) -> dict[str, Any]:

@@ -135,6 +135,9 @@ class Campaign:
         self.max_concurrent = config.optimizer.max_concurrent
         self.max_attempts = 1 + config.resources.max_retries
         self.faults = {f.trial_id: f.model_dump() for f in config.faults}
+        #: [fidelity] levels: each trial runs at the level the optimiser chose (its own spec)
+        self.multi_fidelity = bool(config.fidelity.levels)
+        self.level_specs = [config.level_spec_dict(i) for i in range(len(config.fidelity.levels))]
         self._lock = lock or _lock_campaign(self.dir)
         events = read_journal(self.dir)
         try:
@@ -209,6 +212,8 @@ class Campaign:
             options = dict(opt.options)
             if "n_initial" in getattr(get_backend_class(opt.backend), "OPTIONS", {}):
                 options.setdefault("n_initial", opt.n_initial)
+            if self.multi_fidelity:
+                options["fidelity_costs"] = self.config.fidelity.level_costs
             optimizer = make_optimizer(self.space, backend=opt.backend, seed=opt.seed, **options)
             told = set()
             self._warm_start(optimizer)
@@ -230,10 +235,19 @@ class Campaign:
             objective = trial.result.objective
             # the design's objective spread over its cubes is its known observation noise;
             # None (unknown, e.g. one cube) is passed as None for the optimiser to fill
-            tell_observation(optimizer, trial.params, objective.value, trial.result.noise_var,
-                             objective.feasible, objective.infeasible_reason or "")
+            tell_observation(optimizer, self._optimizer_point(trial), objective.value,
+                             trial.result.noise_var, objective.feasible,
+                             objective.infeasible_reason or "")
         else:
             optimizer.tell_failed([trial.params], [trial.reason or "failed"])
+
+    def _optimizer_point(self, trial: Trial) -> dict[str, float]:
+        """The point as the optimiser knows it: with its fidelity level when multi-fidelity."""
+        if not self.multi_fidelity:
+            return trial.params
+        from bayes.multi_fidelity import FIDELITY_KEY
+
+        return {**trial.params, FIDELITY_KEY: trial.fidelity_level}
 
     def _save_optimizer(self) -> None:
         _write_json_atomic(self.dir / OPTIMIZER_STATE,
@@ -245,7 +259,12 @@ class Campaign:
         for source in [*warm.campaigns, *warm.from_file]:
             observations, why = warm_start_observations(Path(source), self.config, self.space)
             for seen in observations:   # infeasible points as infeasible, as in this campaign
-                tell_observation(optimizer, seen.params, seen.value, seen.noise_var,
+                params = seen.params
+                if self.multi_fidelity:
+                    from bayes.multi_fidelity import FIDELITY_KEY
+
+                    params = {**params, FIDELITY_KEY: seen.fidelity_level}
+                tell_observation(optimizer, params, seen.value, seen.noise_var,
                                  seen.feasible, seen.reason)
             if not self._had_warm_start:
                 self.journal_event("warm_start", source=source,
@@ -277,7 +296,8 @@ class Campaign:
         counts = {"complete": 0, "failed": 0, "submitted": 0, "proposed": 0}
         for trial in self.trials.values():
             counts[trial.status] += 1
-        best = best_trial(self.trials)
+        best = best_trial(self.trials, len(self.config.fidelity.levels) - 1
+                          if self.multi_fidelity else None)
         return Progress(self.budget, counts["complete"], counts["failed"], counts["submitted"],
                         counts["proposed"] + self.budget - len(self.trials),
                         best.objective if best else None, best.params if best else None)
@@ -378,8 +398,23 @@ class Campaign:
         free = min(self.max_concurrent - len(in_flight), self.budget - len(self.trials))
         if free <= 0:
             return
-        pending = [t.params for t in in_flight]
-        points = self.optimizer.ask(free, pending)
+        recommendation = False
+        if self.multi_fidelity and self.budget - len(self.trials) == 1:
+            # the last evaluation confirms the recommendation at the top fidelity, proposed
+            # once everything else has been told
+            if in_flight:
+                return
+            try:
+                points, recommendation = [self.optimizer.recommend()], True
+            except ValueError as error:   # no feasible design yet: nothing to confirm
+                log.warning("no recommendation to confirm (%s); the last evaluation is an "
+                            "ordinary proposal", error)
+                points = self.optimizer.ask(1, [])
+        else:
+            pending = [self._optimizer_point(t) for t in in_flight]
+            if self.multi_fidelity:  # keep the last slot for the recommendation
+                free = min(free, self.budget - 1 - len(self.trials))
+            points = self.optimizer.ask(free, pending)
         if not points and not in_flight:
             raise CampaignError(f"the {self.config.optimizer.backend} optimiser proposed no new "
                                 f"point with nothing in flight; {len(self.trials)} of "
@@ -387,8 +422,15 @@ class Campaign:
         new_ids = []
         for point in points:
             trial_id = len(self.trials)
+            extra: dict[str, Any] = {}
+            if self.multi_fidelity:
+                from bayes.multi_fidelity import FIDELITY_KEY
+
+                point = dict(point)
+                extra = {"fidelity_level": int(point.pop(FIDELITY_KEY)),
+                         "recommendation": recommendation}
             params = {**self.config.space.fixed(), **{k: float(v) for k, v in point.items()}}
-            self.journal_event("proposed", trial_id=trial_id, params=params)
+            self.journal_event("proposed", trial_id=trial_id, params=params, **extra)
             new_ids.append(trial_id)
         self._save_optimizer()
         self._submit([self.trials[i] for i in new_ids])
@@ -411,7 +453,9 @@ class Campaign:
             attempt = trial.attempt if trial.submitting else trial.attempt + 1
             self.journal_event("submitting", trial_id=trial.trial_id, attempt=attempt,
                                submission=tag, index=index)
-            args.append((str(self.dir), trial.trial_id, trial.params, self.spec, attempt,
+            spec = self.spec if trial.fidelity_level is None \
+                else self.level_specs[trial.fidelity_level]
+            args.append((str(self.dir), trial.trial_id, trial.params, spec, attempt,
                          address, self.faults.get(trial.trial_id), self._job_env))
         try:
             job_ids = self.executor.submit_array(EvaluationTask(), args, tag=tag)
@@ -548,8 +592,15 @@ def _create_store_root(directory: Path) -> None:
     zarr.open_group(store_path(directory), mode="a")
 
 
-def best_trial(trials: dict[int, Trial]) -> Trial | None:
+def best_trial(trials: dict[int, Trial], top_level: int | None = None) -> Trial | None:
+    """The best completed trial; in a multi-fidelity campaign, among trials at the top level
+    (`top_level`; default: the highest level seen) only: a cheap level's value is not the
+    campaign's objective."""
     done = [t for t in trials.values() if t.status == "complete" and t.objective is not None]
+    levels = [t.fidelity_level for t in trials.values() if t.fidelity_level is not None]
+    if levels:
+        top = max(levels) if top_level is None else top_level
+        done = [t for t in done if t.fidelity_level == top]
     return max(done, key=lambda t: (t.objective, -t.trial_id)) if done else None
 
 

@@ -63,6 +63,10 @@ class Trial:
     #: how a restarted controller finds a job accepted before its id was journaled
     submission: str | None = None
     submission_index: int | None = None
+    #: multi-fidelity campaigns: the index into [fidelity] levels this trial is evaluated at
+    fidelity_level: int | None = None
+    #: multi-fidelity campaigns: the final recommendation, re-evaluated at the top level
+    recommendation: bool = False
 
     @property
     def job_id(self) -> str | None:
@@ -88,7 +92,10 @@ def apply_event(trials: dict[int, Trial], event: dict[str, Any]) -> None:
         return
     tid = int(event["trial_id"])
     if kind == "proposed":
-        trials[tid] = Trial(tid, dict(event["params"]), proposed_at=event["time"])
+        level = event.get("fidelity_level")
+        trials[tid] = Trial(tid, dict(event["params"]), proposed_at=event["time"],
+                            fidelity_level=None if level is None else int(level),
+                            recommendation=bool(event.get("recommendation", False)))
         return
     trial = trials.get(tid)
     if trial is None:
@@ -164,6 +171,9 @@ def trial_rows(trials: dict[int, Trial], param_names: list[str]) -> tuple[list[s
     unnamed: set[str] = set()
     for trial in sorted(trials.values(), key=lambda t: t.trial_id):
         metrics = _metric_values(trial.result)
+        if trial.fidelity_level is not None:  # multi-fidelity: level and recommendation flag
+            metrics["fidelity_level"] = trial.fidelity_level
+            metrics["recommendation"] = trial.recommendation
         unnamed.update(name for name in metrics if name not in RESULT_COLUMNS)
         good = trial.status == "complete" and trial.feasible is True
         cell = trial.result.cell if trial.result is not None else None

@@ -9,6 +9,11 @@ is refused with the reason, unless the user names that difference in `[warm_star
 Space, fixed values, objective kind and cell are never negotiable: the values would mean
 something else.
 
+Fidelity is modelled instead of refused where it can be: a multi-fidelity campaign (`[fidelity]
+levels`) takes each observation made at one of its levels as an observation at that level (the
+fidelity is an input of its GP), and a campaign takes a multi-fidelity source's observations made
+at its own fidelity (e.g. the source's top level); observations at other fidelities are dropped.
+
 Both sources, a campaign folder (`[warm_start] campaigns`) and an exported file
 (`[warm_start] from_file`, written by `microloop export`), are described by the same
 `campaign_context` and checked by the same `context_difference`.
@@ -30,7 +35,9 @@ from hpc.campaign.folder import FROZEN_CONFIG
 from hpc.campaign.journal import read_journal
 from hpc.campaign.trials import fold_events
 
-OBSERVATIONS_SCHEMA = "microloop.observations/1"
+OBSERVATIONS_SCHEMA = "microloop.observations/2"
+#: /1: no fidelity levels, no surrogate; still read
+READABLE_SCHEMAS = ("microloop.observations/1", OBSERVATIONS_SCHEMA)
 #: differences a user may accept by name in `[warm_start] allow`
 ALLOWABLE = ("fidelity", "generator", "power", "c_rate")
 
@@ -44,6 +51,8 @@ class WarmObservation:
     noise_var: float | None
     feasible: bool
     reason: str
+    #: multi-fidelity campaigns: the index into this campaign's [fidelity] levels
+    fidelity_level: int | None = None
 
 
 def _model_digest(path: str | None) -> str | None:
@@ -64,7 +73,11 @@ def campaign_context(config: CampaignConfig) -> dict[str, Any]:
         "c_rate": config.objective.c_rate,
         "fidelity": {"n_cubes": config.fidelity.n_cubes,
                      "cube_voxels": config.fidelity.cube_voxels,
-                     "voxel_um": config.fidelity.voxel_um},
+                     "voxel_um": config.fidelity.voxel_um,
+                     # multi-fidelity only (absent otherwise: older contexts compare equal)
+                     **({"levels": [{"n_cubes": lv.n_cubes, "cube_voxels": lv.cube_voxels}
+                                    for lv in config.fidelity.levels]}
+                        if config.fidelity.levels else {})},
         "generator": {"kind": generator.kind,
                       "model_sha256": _model_digest(generator.model_path),
                       "mean_diameter_um": generator.mean_diameter_um,
@@ -109,16 +122,20 @@ def _observations_of(trials: Iterable[Any]) -> list[dict[str, Any]]:
         if trial.status != "complete" or trial.result is None:
             continue
         objective = trial.result.objective
-        out.append({"trial_id": trial.trial_id, "params": dict(trial.params),
-                    "value": objective.value, "noise_var": trial.result.noise_var,
-                    "feasible": bool(objective.feasible),
-                    "reason": objective.infeasible_reason or ""})
+        row = {"trial_id": trial.trial_id, "params": dict(trial.params),
+               "value": objective.value, "noise_var": trial.result.noise_var,
+               "feasible": bool(objective.feasible),
+               "reason": objective.infeasible_reason or ""}
+        if getattr(trial, "fidelity_level", None) is not None:
+            row["fidelity_level"] = trial.fidelity_level
+        out.append(row)
     return out
 
 
-def export_observations(directory: Path) -> dict[str, Any]:
+def export_observations(directory: Path, surrogate: bool = False) -> dict[str, Any]:
     """The observations file of a campaign folder: its completed evaluations and the context
-    they were made in. No microstructures, no generator weights (only their sha256)."""
+    they were made in. No microstructures, no generator weights (only their sha256).
+    ``surrogate``: also the GP fitted on them (hpc/campaign/surrogate.py)."""
 
     frozen = directory / FROZEN_CONFIG
     if not frozen.exists():
@@ -128,10 +145,16 @@ def export_observations(directory: Path) -> dict[str, Any]:
     from jobs.provenance import package_version as installed_version
 
     package_version = installed_version()
+    extra: dict[str, Any] = {}
+    if surrogate:
+        from hpc.campaign.surrogate import fit_surrogate
+
+        extra["surrogate"] = fit_surrogate(config, observations)
     return {
         "schema_version": OBSERVATIONS_SCHEMA,
         "context": campaign_context(config),
         "observations": observations,
+        **extra,
         "provenance": {"campaign": config.name, "description": config.description,
                        "microloop_version": package_version,
                        "exported_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -147,9 +170,9 @@ def read_observations_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot read the observations file: {error}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object written by `microloop export`")
-    if data.get("schema_version") != OBSERVATIONS_SCHEMA:
+    if data.get("schema_version") not in READABLE_SCHEMAS:
         raise ValueError(f"{path}: schema_version {data.get('schema_version')!r}; accepted: "
-                         f"{OBSERVATIONS_SCHEMA!r} (write it with `microloop export`)")
+                         f"{list(READABLE_SCHEMAS)} (write it with `microloop export`)")
     for key in ("context", "observations"):
         if key not in data:
             raise ValueError(f"{path}: missing {key!r}")
@@ -167,6 +190,13 @@ def read_observations_file(path: Path) -> dict[str, Any]:
         if seen["feasible"] and (not isinstance(value, int | float) or not math.isfinite(value)):
             raise ValueError(f"{path}: observations[{i}].value {value!r}: a feasible "
                              "observation needs a finite number")
+    if "surrogate" in data:   # a broken model is refused here, not at first use
+        from hpc.campaign.surrogate import load_surrogate
+
+        try:
+            load_surrogate(data["surrogate"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"{path}: surrogate does not load: {error}") from None
     return data
 
 
@@ -178,8 +208,35 @@ def _usable(rows: Iterable[Mapping[str, Any]], space: Any) -> tuple[list[WarmObs
             outside += 1
             continue
         observations.append(WarmObservation(params, row["value"], row["noise_var"],
-                                            bool(row["feasible"]), str(row["reason"])))
+                                            bool(row["feasible"]), str(row["reason"]),
+                                            row.get("level_here")))
     return observations, outside
+
+
+def _row_fidelity(context: Mapping[str, Any], row: Mapping[str, Any]) -> tuple:
+    """(n_cubes, cube_voxels, voxel_um) one observation was made at."""
+    fidelity = context["fidelity"]
+    level, levels = row.get("fidelity_level"), fidelity.get("levels")
+    chosen = levels[int(level)] if level is not None and levels else fidelity
+    return (chosen["n_cubes"], chosen["cube_voxels"], fidelity["voxel_um"])
+
+
+def _match_fidelity(context: Mapping[str, Any], here: Mapping[str, Any],
+                    rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The rows made at a fidelity this campaign evaluates at, each with `level_here` (its
+    index into this campaign's levels; None for a single-fidelity campaign): fidelity is an
+    input of the multi-fidelity model, so such observations are modelled, not mixed."""
+    levels = here["fidelity"].get("levels")
+    targets = ([(lv["n_cubes"], lv["cube_voxels"], here["fidelity"]["voxel_um"]) for lv in levels]
+               if levels else [_row_fidelity(here, {})])
+    matched, other = [], 0
+    for row in rows:
+        at = _row_fidelity(context, row)
+        if at in targets:
+            matched.append({**row, "level_here": targets.index(at) if levels else None})
+        else:
+            other += 1
+    return matched, other
 
 
 def warm_start_observations(source: Path, config: CampaignConfig, space: Any
@@ -203,9 +260,20 @@ def warm_start_observations(source: Path, config: CampaignConfig, space: Any
             return [], f"its campaign.toml does not load: {error}"
         context = campaign_context(other)
         rows = _observations_of(fold_events(read_journal(source)).values())
-    why = context_difference(context, campaign_context(config), config.warm_start.allow)
+    here = campaign_context(config)
+    allow = set(config.warm_start.allow)
+    why = context_difference(context, here, allow | {"fidelity"})
     if why:
         return [], why
+    multi = bool(here["fidelity"].get("levels"))
+    if multi or "fidelity" not in allow:
+        # observations at one of this campaign's fidelities (a level, or its one fidelity)
+        rows, _ = _match_fidelity(context, here, list(rows))
+        if not rows:
+            return [], (context_difference(context, here, allow) if not multi else
+                        f"no observation at one of this campaign's fidelity levels "
+                        f"{here['fidelity']['levels']} (voxel_um {here['fidelity']['voxel_um']}); "
+                        f"the source has {context['fidelity']}")
     observations, outside = _usable(rows, space)
     if not observations:
         return [], ("no completed trials inside this campaign's bounds"

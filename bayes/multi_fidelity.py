@@ -1,0 +1,379 @@
+"""Multi-fidelity BO: the optimiser chooses each evaluation's fidelity level, with its cost.
+
+A campaign declares fidelity *levels*, cheapest first, the last one the top (target) fidelity,
+each with its relative cost. This back-end proposes (design, level) pairs:
+
+- the level is a coordinate ``s`` of the GP's input, placed so that the cost is exactly affine in
+  it: ``s_l = (c_l - c_0) / (c_top - c_0)`` (the cheapest level at 0, the top one at 1). BoTorch's
+  ``AffineFidelityCostModel`` then *is* the declared cost, with no fitting;
+- the model is ``SingleTaskMultiFidelityGP`` (a Matern kernel over the design times a linear
+  truncated fidelity kernel over ``s``): low-fidelity values inform the top-fidelity posterior
+  as far as the data say they correlate, and their bias is learnt, not assumed away;
+- the acquisition is ``qMultiFidelityKnowledgeGradient`` with ``InverseCostWeightedUtility``: the
+  expected gain in the *top-fidelity* maximum of the posterior mean, per unit cost (Wu et al.
+  2019, "Practical multi-fidelity Bayesian optimization for hyperparameter tuning"), maximised
+  over the discrete levels with ``optimize_acqf_mixed`` and with ``X_pending`` (points still
+  running, at their levels);
+- ``recommend()`` is the design with the highest top-fidelity posterior mean (over the observed
+  designs and a numerical maximisation): the campaign re-evaluates it at the top level before it
+  reports it (hpc/campaign/controller.py), so a recommendation never rests on cheap data alone.
+
+Points carry their level under ``FIDELITY_KEY`` ("fidelity_level", an int): ``ask`` returns it,
+``tell`` and ``pending`` need it. ``best()`` considers top-level observations only (a low-level
+value is not the campaign's objective). Infeasible designs are not modelled here (no feasibility
+GP): they are kept away from like failures (``failure_radius``). The initial design is
+``n_initial`` scrambled-Sobol points, one in three at the top level and the others cycling through
+the lower ones, so the cross-fidelity correlation can be fitted from the start.
+Every random step is seeded from (seed, history size, ask counter), as in the other back-ends.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bayes import quasirandom
+from bayes.optimizer import Observation, Optimizer
+from bayes.space import Space
+
+#: The key of a point's fidelity level (index into the declared levels, 0 = cheapest).
+FIDELITY_KEY = "fidelity_level"
+
+
+def fidelity_coordinates(costs: Sequence[float]) -> np.ndarray:
+    """The GP's fidelity coordinate of each level: cost affine in it, cheapest 0, top 1."""
+    costs = np.asarray(costs, dtype=float)
+    return (costs - costs[0]) / (costs[-1] - costs[0])
+
+
+def check_costs(costs: object) -> list[float]:
+    """Relative costs of the levels: at least two, finite, > 0, strictly increasing."""
+    if not isinstance(costs, list | tuple) or len(costs) < 2:
+        raise ValueError("option fidelity_costs must be a list of >= 2 relative costs, cheapest "
+                         f"level first and the top (target) fidelity last; got {costs!r}")
+    out = []
+    for i, cost in enumerate(costs):
+        if isinstance(cost, bool) or not isinstance(cost, int | float) or not (
+            math.isfinite(cost) and cost > 0
+        ):
+            raise ValueError(f"fidelity_costs[{i}] must be a finite number > 0; got {cost!r}")
+        out.append(float(cost))
+    if any(b <= a for a, b in zip(out, out[1:], strict=False)):
+        raise ValueError("fidelity_costs must increase strictly from the cheapest level to the top "
+                         f"one (a dearer level must be a higher fidelity); got {out}")
+    return out
+
+
+class MultiFidelityOptimizer(Optimizer):
+    """GP Bayesian optimisation over (design, fidelity level) with a cost-aware knowledge gradient."""
+
+    backend = "multi_fidelity"
+    OPTIONS: ClassVar[dict[str, Any]] = {
+        "fidelity_costs": None,  # required: relative cost of one evaluation per level, cheapest first
+        "n_initial": None,  # default: max(6, 2 * dim)
+        # small by default: one ask costs ~7 CPU-s in 2-d at these values (docs/optimisers.md)
+        "num_fantasies": 16,
+        "num_restarts": 2,
+        "raw_samples": 64,
+        "maxiter": 100,
+    }
+
+    def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
+        super().__init__(space, seed, **options)
+        self.costs = check_costs(self.options["fidelity_costs"])
+        self.options["fidelity_costs"] = list(self.costs)
+        self.s = fidelity_coordinates(self.costs)
+        if self.options["n_initial"] is None:
+            self.options["n_initial"] = max(6, 2 * space.dim)
+        for name, minimum in [("n_initial", 1), ("num_fantasies", 1), ("num_restarts", 1),
+                              ("raw_samples", 2), ("maxiter", 1)]:
+            value = self.options[name]
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+                raise ValueError(f"option {name} must be an integer >= {minimum}; got {value!r}")
+            self.options[name] = int(value)
+        self.levels: list[int] = []  # level of each observation, aligned with self.observations
+        self.design_position = 0
+        self.last_ask_method = ""
+
+    @property
+    def top_level(self) -> int:
+        return len(self.costs) - 1
+
+    # ------------------------------------------------------------------ the face
+    def _split(self, point: Mapping[str, float], what: str) -> tuple[dict[str, float], int]:
+        if not isinstance(point, Mapping) or FIDELITY_KEY not in point:
+            raise ValueError(f"{what} needs its fidelity level under {FIDELITY_KEY!r} (an integer "
+                             f"0..{self.top_level}, as ask() returns it); got {point!r}")
+        level = point[FIDELITY_KEY]
+        if isinstance(level, bool) or not float(level).is_integer() or not (
+            0 <= int(level) <= self.top_level
+        ):
+            raise ValueError(f"{what}: {FIDELITY_KEY} must be an integer 0..{self.top_level}; "
+                             f"got {level!r}")
+        return {k: v for k, v in point.items() if k != FIDELITY_KEY}, int(level)
+
+    def ask(self, n: int = 1, pending: Sequence[Mapping[str, float]] | None = None) -> list[dict]:
+        """``n`` (design, level) points: each dict holds the design and ``FIDELITY_KEY``."""
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"n must be a positive integer; got {n!r}")
+        split = [self._split(p, f"pending[{i}]") for i, p in enumerate(pending or [])]
+        pending_unit = self._validated_units([p for p, _ in split], "pending")
+        pending_levels = np.asarray([lv for _, lv in split], dtype=int)
+        unit, levels = self._propose_levels(int(n), pending_unit, pending_levels)
+        self.n_asks += 1
+        points = []
+        for point, level in zip(self.space.from_unit_many(unit), levels, strict=True):
+            self.space.validate(point)
+            points.append({**point, FIDELITY_KEY: int(level)})
+        return points
+
+    def tell(self, points, values, noise_var=None, feasible=True) -> None:
+        """As ``Optimizer.tell``; every point carries its ``FIDELITY_KEY``."""
+        single = isinstance(points, Mapping)
+        listed = [points] if single else list(points)
+        split = [self._split(p, f"points[{i}]") for i, p in enumerate(listed)]
+        before = len(self.observations)
+        super().tell(split[0][0] if single else [p for p, _ in split], values, noise_var, feasible)
+        self.levels.extend(lv for _, lv in split[: len(self.observations) - before])
+
+    def tell_failed(self, points, reasons=None) -> None:
+        """Failed evaluations (their level, if given, is irrelevant: the design is avoided)."""
+        super().tell_failed([{k: v for k, v in p.items() if k != FIDELITY_KEY} for p in points],
+                            reasons)
+
+    def best(self) -> tuple[dict[str, float], float]:
+        """The best feasible observation at the top level (low levels are not the objective)."""
+        top = [o for o, lv in zip(self.observations, self.levels, strict=True)
+               if o.feasible and lv == self.top_level]
+        if not top:
+            raise ValueError("best() needs a feasible observation at the top fidelity level "
+                             f"{self.top_level}; {len(self.observations)} told")
+        seen = max(top, key=lambda o: o.value)
+        return {**seen.point, FIDELITY_KEY: self.top_level}, seen.value
+
+    def recommend(self) -> dict[str, float]:
+        """The design the model believes best at the top fidelity, with ``FIDELITY_KEY`` = top.
+
+        Why not ``best()``: with cheap data the top level may hold few (or no) observations,
+        while the model's top-fidelity posterior mean uses them all. The campaign re-evaluates
+        this point at the top level before reporting it."""
+        X, Y, _, _ = self._training_data()
+        if len(X) == 1 or (len(X) and np.ptp(Y) == 0.0):   # no model to fit: the one seen
+            return {**self.space.from_unit(X[0, :-1]), FIDELITY_KEY: self.top_level}
+        if len(X) < 2:
+            raise ValueError("recommend() needs a feasible observation; none told")
+        import torch
+
+        torch.manual_seed(self._step_seed(7))
+        model = self._fit()
+        designs = X[:, :-1]
+        value, optimum = self._top_mean_max(model)
+        with torch.no_grad():
+            seen = model.posterior(_tensor(_with_s(designs, 1.0))).mean.reshape(-1).numpy()
+        unit = optimum if value >= seen.max() else designs[int(np.argmax(seen))]
+        point = self.space.from_unit(self._repair(unit[None, :])[0])
+        return {**point, FIDELITY_KEY: self.top_level}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        for row, level in zip(state["observations"], self.levels, strict=True):
+            row["point"] = {**row["point"], FIDELITY_KEY: level}
+        return state
+
+    def _extra_state(self) -> dict:
+        return {"design_position": self.design_position}
+
+    def _load_extra_state(self, counters: Mapping) -> None:
+        self.design_position = int(counters.get("design_position", 0))
+
+    # ------------------------------------------------------------------ proposals
+    def _training_data(self):
+        """GP inputs (design unit coordinates + s), values, variances (None unless all known)."""
+        rows = [(o, lv) for o, lv in zip(self.observations, self.levels, strict=True) if o.feasible]
+        if not rows:
+            return np.zeros((0, self.space.dim + 1)), np.zeros((0, 1)), None, np.zeros(0, int)
+        X = np.stack([np.append(o.unit, self.s[lv]) for o, lv in rows])
+        Y = np.asarray([o.value for o, _ in rows], dtype=float).reshape(-1, 1)
+        noise = [o.noise_var for o, _ in rows]
+        # known noise only when every value has it: a level without it (one cube: no spread)
+        # would otherwise borrow the other levels' noise, which differs by design
+        Yvar = None if any(v is None for v in noise) else np.asarray(noise).reshape(-1, 1)
+        return X, Y, Yvar, np.asarray([lv for _, lv in rows], dtype=int)
+
+    def _avoid_regions(self, pending_unit: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        infeasible = [o.unit for o in self.observations if not o.feasible]
+        bad = np.concatenate([self._failed_unit(), np.stack(infeasible)]) if infeasible \
+            else self._failed_unit()
+        return [(bad, self.options["failure_radius"])]
+
+    def _initial_levels(self, start: int, n: int) -> list[int]:
+        lower = list(range(self.top_level)) or [0]
+        levels = []
+        for i in range(start, start + n):
+            if i % 3 == 2:
+                levels.append(self.top_level)
+            else:
+                levels.append(lower[(i - i // 3) % len(lower)])  # i - i//3: lower slots so far
+        return levels
+
+    def _propose_levels(self, n: int, pending_unit: np.ndarray, pending_levels: np.ndarray):
+        X, Y, Yvar, levels = self._training_data()
+        used = self.n_observations + len(self.failures) + len(pending_unit)
+        if len(Y) < 2 or np.ptp(Y) == 0.0:
+            n_design = n
+        else:
+            n_design = min(n, max(0, self.options["n_initial"] - used))
+        units, chosen, methods = [], [], []
+        if n_design:
+            design, self.design_position = quasirandom.draw_stream(
+                self.space, "sobol", self.seed, self.design_position, n_design,
+                self._avoid_regions(pending_unit), separation=self.options["duplicate_radius"],
+            )
+            units.append(design)
+            chosen.extend(self._initial_levels(used, n_design))
+            methods.append("sobol")
+        rest = n - n_design
+        if rest:
+            taken = np.concatenate([pending_unit, *units]) if units else pending_unit
+            taken_levels = np.concatenate([pending_levels, np.asarray(chosen, dtype=int)])
+            unit, lv = self._knowledge_gradient(rest, taken, taken_levels)
+            units.append(unit)
+            chosen.extend(lv)
+            methods.append("mfkg")
+        self.last_ask_method = "+".join(methods)
+        return np.concatenate(units), chosen
+
+    def _fit(self):
+        """The multi-fidelity GP on the feasible observations (max likelihood)."""
+        from botorch.fit import fit_gpytorch_mll
+        from botorch.models import SingleTaskMultiFidelityGP
+        from gpytorch.mlls import ExactMarginalLogLikelihood
+
+        X, Y, Yvar, _ = self._training_data()
+        kwargs = {} if Yvar is None else {"train_Yvar": _tensor(np.maximum(Yvar, 1e-10))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = SingleTaskMultiFidelityGP(_tensor(X), _tensor(Y),
+                                              data_fidelities=[self.space.dim], **kwargs)
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        model.eval()
+        return model
+
+    def _top_mean_max(self, model) -> tuple[float, np.ndarray]:
+        """max over designs of the top-fidelity posterior mean, and where."""
+        from botorch.acquisition import PosteriorMean
+        from botorch.acquisition.fixed_feature import FixedFeatureAcquisitionFunction
+        from botorch.optim import optimize_acqf
+
+        d = self.space.dim
+        acqf = FixedFeatureAcquisitionFunction(PosteriorMean(model), d + 1, [d], [1.0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x, value = optimize_acqf(
+                acqf, bounds=_unit_bounds(d), q=1, num_restarts=self.options["num_restarts"],
+                raw_samples=self.options["raw_samples"],
+                inequality_constraints=self._botorch_constraints() or None,
+                options={"batch_limit": 8, "maxiter": self.options["maxiter"],
+                         "seed": self._step_seed(3)},
+            )
+        return float(value), x.detach().numpy().reshape(-1)
+
+    def _knowledge_gradient(self, n: int, pending: np.ndarray, pending_levels: np.ndarray):
+        import torch
+        from botorch.acquisition.cost_aware import InverseCostWeightedUtility
+        from botorch.acquisition.knowledge_gradient import qMultiFidelityKnowledgeGradient
+        from botorch.acquisition.utils import project_to_target_fidelity
+        from botorch.models.cost import AffineFidelityCostModel
+        from botorch.optim import optimize_acqf_mixed
+
+        d = self.space.dim
+        seed = self._step_seed()
+        torch.manual_seed(seed)
+        model = self._fit()
+        current_value, _ = self._top_mean_max(model)
+        cost_model = AffineFidelityCostModel(
+            fidelity_weights={d: self.costs[-1] - self.costs[0]}, fixed_cost=self.costs[0]
+        )
+        X_pending = _tensor(np.column_stack([pending, self.s[pending_levels]])) \
+            if len(pending) else None
+        acqf = qMultiFidelityKnowledgeGradient(
+            model=model,
+            num_fantasies=self.options["num_fantasies"],
+            current_value=torch.as_tensor(current_value, dtype=torch.float64),
+            cost_aware_utility=InverseCostWeightedUtility(cost_model=cost_model),
+            project=lambda X: project_to_target_fidelity(X=X, target_fidelities={d: 1.0}, d=d + 1),
+            X_pending=X_pending,
+        )
+        bounds = _unit_bounds(d + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            candidates, _ = optimize_acqf_mixed(
+                acqf, bounds=bounds, q=n,
+                fixed_features_list=[{d: float(s)} for s in self.s],
+                num_restarts=self.options["num_restarts"],
+                raw_samples=self.options["raw_samples"],
+                inequality_constraints=self._botorch_constraints() or None,
+                options={"batch_limit": 4, "maxiter": self.options["maxiter"], "seed": seed},
+            )
+        candidates = candidates.detach().numpy().reshape(n, d + 1)
+        unit = self._repair(candidates[:, :d])
+        levels = [int(np.argmin(np.abs(self.s - s))) for s in candidates[:, d]]
+        return self._away_from_excluded(unit, levels, pending, pending_levels, seed), levels
+
+    def _away_from_excluded(self, unit, levels, pending, pending_levels, seed) -> np.ndarray:
+        """A proposal repeating an evaluated or pending (design, level), or near a failed or
+        infeasible design, is replaced by the nearest allowed point of a small box around it."""
+        out = []
+        done = [(o.unit, lv) for o, lv in zip(self.observations, self.levels, strict=True)]
+        done += list(zip(pending, pending_levels, strict=True))
+        for i, (point, level) in enumerate(zip(unit, levels, strict=True)):
+            same = [u for u, lv in done if lv == level] + [p for p, lv in out if lv == level]
+            avoid = [*self._avoid_regions(np.zeros((0, self.space.dim))),
+                     (np.stack(same) if same else np.zeros((0, self.space.dim)),
+                      self.options["duplicate_radius"])]
+            if not quasirandom.allowed(self.space, point[None, :], avoid)[0]:
+                half = max(20 * self.options["duplicate_radius"], 1e-3)
+                box = quasirandom.local_box(self.space, point, half, 256, seed + i + 1, avoid)
+                if not len(box):
+                    box = quasirandom.candidate_set(self.space, 256, seed + i + 1, avoid)
+                point = box[int(np.argmin(np.linalg.norm(box - point, axis=1)))]
+            out.append((point, level))
+        return np.stack([p for p, _ in out])
+
+    # ------------------------------------------------------------------ helpers
+    def _botorch_constraints(self) -> list:
+        from bayes.botorch_backend import BoTorchOptimizer
+
+        return BoTorchOptimizer._botorch_constraints(self)
+
+    def _repair(self, unit: np.ndarray) -> np.ndarray:
+        unit = np.clip(unit, 0.0, 1.0)
+        bad = ~self.space.feasible_unit(unit)
+        if bad.any():
+            unit[bad] = self.space.project_unit(unit[bad])
+        return unit
+
+
+def _with_s(designs: np.ndarray, s: float) -> np.ndarray:
+    return np.column_stack([designs, np.full(len(designs), s)])
+
+
+def _unit_bounds(dim: int):
+    import torch
+
+    return torch.stack([torch.zeros(dim), torch.ones(dim)]).to(torch.float64)
+
+
+def _tensor(array: np.ndarray):
+    import torch
+
+    return torch.as_tensor(np.asarray(array, dtype=np.float64))
+
+
+__all__ = ["FIDELITY_KEY", "MultiFidelityOptimizer", "Observation", "check_costs",
+           "fidelity_coordinates"]

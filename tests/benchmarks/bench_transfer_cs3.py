@@ -1,0 +1,127 @@
+"""Transfer on cs3: does a 200 W campaign warm-started from the 10 W one reach its optimum in fewer
+evaluations than a cold one?
+
+Real evaluations (jobs.evaluate: procedural structure, transport solves, PyBaMM 4680 cell) at
+cs3's own laptop fidelity (one 32^3 cube at 1 um), in this process, without the Ragone sweep.
+1. Source: cs3 (Wh/L at 10 W), the default `botorch` back-end, ``--source-budget`` evaluations.
+2. Target: cs3_power (Wh/L at 200 W), ``--budget`` evaluations per seed, cold and warm. Warm =
+   the source's observations told as they are (what `[warm_start] allow = ["power"]` does: the
+   BoTorch back-end's `prior_observations`, used by the GP, never by `best()`).
+Reported: the best 200 W value after each evaluation, per seed and arm; the evaluations each warm
+seed needs to reach the cold arm's final best within its seed spread (mean - sd); CPU seconds.
+
+    OMP_NUM_THREADS=1 PYBAMM_DISABLE_TELEMETRY=true python tests/benchmarks/bench_transfer_cs3.py \\
+        --out bench_transfer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
+
+from bayes.optimizer import make_optimizer  # noqa: E402
+from hpc.campaign.config import load_campaign  # noqa: E402
+from jobs.evaluate import evaluate  # noqa: E402
+
+
+def _setup(name: str):
+    config = load_campaign(Path(str(files("hpc.campaigns") / f"{name}.toml")))
+    spec = config.to_spec_dict()
+    spec["cell"]["ragone_powers_W"] = []   # the objective only: the sweep is not used here
+    return config, spec
+
+
+def run_arm(name: str, seed: int, budget: int, n_initial: int, folder: Path,
+            priors: list | None = None) -> dict:
+    config, spec = _setup(name)
+    space = config.space.to_bayes_space()
+    options = {"n_initial": n_initial}
+    if priors:
+        options["prior_observations"] = priors
+    opt = make_optimizer(space, backend="botorch", seed=seed, **options)
+    fixed = config.space.fixed()
+    cpu_ask = cpu_eval = 0.0
+    trace, observations = [], []
+    best = None
+    for trial in range(budget):
+        started = time.process_time()
+        [point] = opt.ask(1)
+        cpu_ask += time.process_time() - started
+        started = time.process_time()
+        result = evaluate(str(folder), trial, {**fixed, **point}, spec)
+        cpu_eval += time.process_time() - started
+        objective = result.objective
+        opt.tell(point, objective.value, feasible=objective.feasible)
+        if objective.feasible:
+            observations.append([point, objective.value])
+            best = objective.value if best is None else max(best, objective.value)
+        trace.append(best)
+        print(f"{name} seed {seed} {'warm' if priors else 'cold'} {trial}: "
+              f"{objective.value} best {best}", flush=True)
+    return {"trace": trace, "observations": observations, "cpu_ask_s": cpu_ask,
+            "cpu_eval_s": cpu_eval}
+
+
+def evaluations_to(trace: list, target: float) -> int | None:
+    for i, best in enumerate(trace):
+        if best is not None and best >= target:
+            return i + 1
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--budget", type=int, default=12)
+    parser.add_argument("--source-budget", type=int, default=14)
+    parser.add_argument("--n-initial", type=int, default=5)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def cached(key: str, make):
+        path = args.out / f"{key}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            data = make(Path(tmp))
+        path.write_text(json.dumps(data))
+        return data
+
+    source = cached("source_10W", lambda tmp: run_arm("cs3", 0, args.source_budget,
+                                                       args.n_initial, tmp))
+    arms = {}
+    for seed in range(args.seeds):
+        arms[f"cold{seed}"] = cached(f"cold{seed}", lambda tmp, s=seed: run_arm(
+            "cs3_power", s, args.budget, args.n_initial, tmp))
+        arms[f"warm{seed}"] = cached(f"warm{seed}", lambda tmp, s=seed: run_arm(
+            "cs3_power", s, args.budget, args.n_initial, tmp, priors=source["observations"]))
+    cold = [arms[f"cold{s}"]["trace"][-1] for s in range(args.seeds)]
+    warm = [arms[f"warm{s}"]["trace"][-1] for s in range(args.seeds)]
+    target = statistics.mean(cold) - (statistics.stdev(cold) if len(cold) > 1 else 0.0)
+    summary = {
+        "source_best_10W": source["trace"][-1], "target": target,
+        "cold_final": cold, "warm_final": warm,
+        "cold_evaluations_to_target": [evaluations_to(arms[f"cold{s}"]["trace"], target)
+                                       for s in range(args.seeds)],
+        "warm_evaluations_to_target": [evaluations_to(arms[f"warm{s}"]["trace"], target)
+                                       for s in range(args.seeds)],
+        "traces": {k: v["trace"] for k, v in arms.items()},
+        "cpu_s": {k: round(v["cpu_ask_s"] + v["cpu_eval_s"], 1)
+                  for k, v in {**arms, "source": source}.items()},
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Multi-fidelity campaigns: the optimiser picks each evaluation's fidelity level with its cost
+(bayes/multi_fidelity.py), the campaign file declares the levels ([fidelity] levels), and the
+controller runs each trial at its level and confirms the recommendation at the top one."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from bayes.multi_fidelity import FIDELITY_KEY, check_costs, fidelity_coordinates
+from bayes.optimizer import make_optimizer, optimizer_from_state
+from bayes.space import Space
+from hpc.campaign.config import ConfigError, load_campaign
+from tests.test_campaign import tiny_campaign
+
+LINE = Space(bounds={"x": (0.0, 1.0)})
+
+
+def _quadratic(point: dict) -> float:
+    """The same function at every level: a cheap level tells as much as the top one."""
+    return -((point["x"] - 0.3) ** 2)
+
+
+def _initial(opt, n: int) -> None:
+    for point in opt.ask(n):
+        opt.tell(point, _quadratic(point))
+
+
+# ---------------------------------------------------------------------------- the optimiser
+
+def test_the_fidelity_coordinate_makes_botorchs_affine_cost_model_the_declared_cost():
+    import torch
+    from botorch.models.cost import AffineFidelityCostModel
+
+    costs = [3.0, 7.5, 54.0]
+    s = fidelity_coordinates(costs)
+    model = AffineFidelityCostModel(fidelity_weights={0: costs[-1] - costs[0]},
+                                    fixed_cost=costs[0])
+    predicted = model(torch.as_tensor(s, dtype=torch.float64).reshape(-1, 1, 1)).reshape(-1)
+    np.testing.assert_allclose(predicted.numpy(), costs, rtol=1e-12)
+    assert s[0] == 0.0 and s[-1] == 1.0
+
+
+@pytest.mark.parametrize("costs, words", [
+    ([1.0], ">= 2"), ([2.0, 1.0], "increase strictly"), ([1.0, float("nan")], "finite"),
+    ([0.0, 1.0], "> 0"), (None, ">= 2"),
+])
+def test_bad_costs_are_refused_by_name(costs, words):
+    with pytest.raises(ValueError, match="fidelity_costs") as error:
+        check_costs(costs)
+    assert words in str(error.value)
+    with pytest.raises(ValueError, match="fidelity_costs"):
+        make_optimizer(LINE, backend="multi_fidelity", fidelity_costs=costs)
+
+
+def test_points_carry_their_level_and_tell_needs_it():
+    opt = make_optimizer(LINE, backend="multi_fidelity", seed=1, fidelity_costs=[1.0, 10.0],
+                         n_initial=6)
+    points = opt.ask(6)
+    # the initial design: one in three at the top level, the others at the lower one
+    assert [p[FIDELITY_KEY] for p in points] == [0, 0, 1, 0, 0, 1]
+    with pytest.raises(ValueError, match=FIDELITY_KEY):
+        opt.tell({"x": 0.5}, 1.0)
+    with pytest.raises(ValueError, match=FIDELITY_KEY):
+        opt.tell({"x": 0.5, FIDELITY_KEY: 2}, 1.0)
+    with pytest.raises(ValueError, match="pending"):
+        opt.ask(1, pending=[{"x": 0.5}])
+    for point in points:
+        opt.tell(point, _quadratic(point) + (0.0 if point[FIDELITY_KEY] else 5.0))
+    # best(): a low level's (biased, here by +5) value is not the objective
+    best, value = opt.best()
+    assert best[FIDELITY_KEY] == 1 and value < 0.0
+
+
+def test_a_cheap_level_as_informative_as_the_top_is_chosen_and_the_state_round_trips():
+    # the same quadratic at both levels, the top one 100x dearer: a cost-aware acquisition must
+    # spend the cheap level (knowledge gradient per unit cost)
+    opt = make_optimizer(LINE, backend="multi_fidelity", seed=0, fidelity_costs=[1.0, 100.0],
+                         n_initial=6)
+    _initial(opt, 6)
+    state = json.loads(json.dumps(opt.state_dict()))
+    [point] = opt.ask(1)
+    assert opt.last_ask_method == "mfkg"
+    assert point[FIDELITY_KEY] == 0
+    again = optimizer_from_state(LINE, state)
+    assert again.levels == opt.levels
+    [repeat] = again.ask(1)
+    assert repeat == point   # a restarted controller proposes what it would have proposed
+
+
+def test_a_recommendation_needs_a_feasible_observation():
+    opt = make_optimizer(LINE, backend="multi_fidelity", fidelity_costs=[1.0, 10.0])
+    with pytest.raises(ValueError, match="feasible observation"):
+        opt.recommend()
+    [point] = opt.ask(1)
+    opt.tell(point, None, feasible=False)
+    with pytest.raises(ValueError, match="feasible observation"):
+        opt.recommend()
+    [point] = opt.ask(1)
+    opt.tell(point, 3.0)      # one value: the only design seen, confirmed at the top
+    assert opt.recommend() == {"x": point["x"], FIDELITY_KEY: 1}
+
+
+def test_the_recommendation_is_at_the_top_level_near_the_optimum():
+    opt = make_optimizer(LINE, backend="multi_fidelity", seed=2, fidelity_costs=[1.0, 10.0],
+                         n_initial=8)
+    _initial(opt, 8)
+    point = opt.recommend()
+    assert point[FIDELITY_KEY] == 1
+    assert abs(point["x"] - 0.3) < 0.05
+
+
+# ---------------------------------------------------------------------------- the campaign file
+
+LEVELS = [{"n_cubes": 1, "cube_voxels": 16}, {"n_cubes": 2, "cube_voxels": 24}]
+
+
+def _mf_campaign(tmp_path, **sections):
+    return tiny_campaign(
+        tmp_path / "mf.toml",
+        fidelity={"voxel_um": 1.0, "rel_tol": 1e-2, "levels": LEVELS,
+                  **sections.pop("fidelity", {})},
+        optimizer={"backend": "multi_fidelity", "n_initial": 3, "budget": 5,
+                   "max_concurrent": 2, **sections.pop("optimizer", {})},
+        **sections)
+
+
+def test_levels_give_per_level_specs_and_the_top_level_is_the_campaigns_fidelity(tmp_path):
+    path = tiny_campaign(tmp_path / "mf.toml", fidelity={"levels": LEVELS, "voxel_um": 1.0},
+                         optimizer={"backend": "multi_fidelity"})
+    text = path.read_text().replace('n_cubes = 2\ncube_voxels = 24\n', "")
+    path.write_text(text)   # n_cubes/cube_voxels not given: the top level's
+    config = load_campaign(path)
+    assert (config.fidelity.n_cubes, config.fidelity.cube_voxels) == (2, 24)
+    low = config.level_spec_dict(0)["fidelity"]
+    assert (low["n_cubes"], low["cube_voxels"]) == (1, 16)
+    assert config.level_spec_dict(1) == config.to_spec_dict()
+    # default costs: fixed start-up plus voxels; increasing
+    assert config.fidelity.level_costs[0] < config.fidelity.level_costs[1]
+
+
+def test_a_campaign_without_levels_is_unchanged(tmp_path):
+    config = load_campaign(tiny_campaign(tmp_path / "plain.toml"))
+    assert config.fidelity.levels == []
+    assert "levels" not in config.to_spec_dict()["fidelity"]
+    assert config.level_spec_dict(None) == config.to_spec_dict()
+
+
+@pytest.mark.parametrize("fidelity, optimizer, words", [
+    ({"levels": LEVELS}, {"backend": "botorch"}, "go together"),
+    ({}, {"backend": "multi_fidelity"}, "go together"),
+    ({"levels": LEVELS[:1]}, {"backend": "multi_fidelity"}, "at least two"),
+    ({"levels": LEVELS[::-1], "n_cubes": 1, "cube_voxels": 16},
+     {"backend": "multi_fidelity"}, "increasing cost"),
+    ({"levels": LEVELS, "cube_voxels": 32}, {"backend": "multi_fidelity"}, "top (last)"),
+    ({"levels": [{"n_cubes": 1, "cube_voxels": 16, "cost": 5.0},
+                 {"n_cubes": 2, "cube_voxels": 24, "cost": 5.0}]},
+     {"backend": "multi_fidelity"}, "increasing cost"),
+])
+def test_bad_levels_are_refused_with_the_reason(tmp_path, fidelity, optimizer, words):
+    path = tiny_campaign(tmp_path / "bad.toml", fidelity=fidelity, optimizer=optimizer)
+    if "n_cubes" not in fidelity and "levels" in fidelity:
+        path.write_text(path.read_text().replace('n_cubes = 2\ncube_voxels = 24\n', ""))
+    with pytest.raises(ConfigError) as error:
+        load_campaign(path)
+    assert words in str(error.value)
+
+
+# ---------------------------------------------------------------------------- the campaign
+
+def test_the_report_best_is_a_top_level_trial(tmp_path):
+    from hpc.analysis.report import CampaignData, TrialRecord
+
+    def record(i, value, level):
+        return TrialRecord(i, "complete", {"x": 0.1 * i}, value, True, "", None, level)
+
+    data = CampaignData(tmp_path, "mf", "", {}, {}, {}, 3, 3,
+                        trials=[record(0, 900.0, 0), record(1, 500.0, 1), record(2, 450.0, 1)],
+                        top_fidelity_level=1)
+    assert data.best().trial_id == 1       # not the cheap level's 900
+    data.top_fidelity_level = None         # a single-fidelity campaign: every trial counts
+    assert data.best().trial_id == 0
+
+@pytest.mark.slow
+def test_a_multi_fidelity_campaign_runs_each_trial_at_its_level_and_confirms_at_the_top(
+        tmp_path):
+    from hpc.campaign.controller import Campaign
+
+    path = _mf_campaign(tmp_path)
+    path.write_text(path.read_text().replace('n_cubes = 2\ncube_voxels = 24\n', ""))
+    controller = Campaign.create(load_campaign(path), tmp_path / "run")
+    try:
+        progress = controller.run(report=None)
+    finally:
+        controller.close()
+    trials = controller.trials
+    assert progress.complete + progress.failed == 5
+    levels = [trials[i].fidelity_level for i in range(5)]
+    assert levels[:3] == [0, 0, 1]          # the initial design
+    assert levels[4] == 1 and trials[4].recommendation
+    assert not any(trials[i].recommendation for i in range(4))
+    for trial in trials.values():           # each ran at its own level's cube count and size
+        if trial.result is None:
+            continue
+        assert trial.result.metrics.n_samples == LEVELS[trial.fidelity_level]["n_cubes"]
+    with open(tmp_path / "run" / "trials.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["fidelity_level"]) for r in rows] == levels
+    assert [r["recommendation"] for r in rows][-1] == "True"
+    if progress.best_objective is not None:  # the best is a top-level trial
+        top = [t.objective for t in trials.values()
+               if t.fidelity_level == 1 and t.objective is not None]
+        assert progress.best_objective == max(top)
+    from hpc.analysis.report import load_campaign_data
+
+    best = load_campaign_data(tmp_path / "run").best()
+    assert best is None or best.fidelity_level == 1
+    state = json.loads((tmp_path / "run" / "optimizer_state.json").read_text())["state"]
+    # told in completion order: the same levels as the completed trials'
+    assert sorted(o["point"][FIDELITY_KEY] for o in state["observations"]) == sorted(
+        t.fidelity_level for t in trials.values() if t.status == "complete")
