@@ -15,9 +15,9 @@ batch no closer to the optimum than the data already were. Three pieces fix that
   points, used inside the trust region it describes.
 - :func:`trust_regions` / :func:`trust_region_candidates`: boxes around the best few distinct
   observations, each as wide as the spread of the elite observations (the best
-  ``elite_fraction``) around it, and candidates drawn in those boxes perturbing a random subset
-  of coordinates (TuRBO's rule for many dimensions), plus a global Sobol share so exploration
-  never stops. The boxes move and shrink with the data; nothing is a fixed grid.
+  ``elite_fraction``) around it, at most ±0.2 (TuRBO's initial box is ±0.4), and candidates
+  drawn in those boxes perturbing a random subset of coordinates (TuRBO's rule for many
+  dimensions), plus a global Sobol share so exploration never stops. The boxes move and shrink with the data; nothing is a fixed grid.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from bayes.space import Space
 
 #: Smallest and largest trust-region half-width, in unit-cube coordinates.
 MIN_HALF_WIDTH = 0.01
-MAX_HALF_WIDTH = 0.5
+MAX_HALF_WIDTH = 0.2
 #: Elite spread times this factor is the trust region's half-width.
-SPREAD_FACTOR = 2.0
+SPREAD_FACTOR = 1.0
 
 
 @dataclass
