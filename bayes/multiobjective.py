@@ -1,4 +1,5 @@
-"""Multi-objective BoTorch back-end (``botorch_pareto``): a Pareto front under outcome constraints.
+"""Multi-objective BoTorch back-end (``botorch_pareto``): a Pareto front under outcome constraints
+(or one objective under outcome constraints).
 
 Each told value is a vector: ``n_objectives`` objectives (all maximised), then one outcome per
 entry of ``outcome_constraints`` (``[">=", 250.0]`` or ``["<=", x]``), e.g. Wh/L at 10 W, Wh/L
@@ -87,10 +88,12 @@ class ParetoOptimizer(BoTorchOptimizer):
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
         super().__init__(space, seed, **options)
         m = self.options["n_objectives"]
-        if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 2:
-            raise ValueError(f"option n_objectives must be an integer >= 2; got {m!r}")
-        self.options["n_objectives"] = int(m)
         constraints = self.options["outcome_constraints"]
+        least = 1 if constraints else 2
+        if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < least:
+            raise ValueError(f"option n_objectives must be an integer >= 2 (>= 1 with "
+                             f"outcome_constraints); got {m!r}")
+        self.options["n_objectives"] = int(m)
         if not isinstance(constraints, list | tuple):
             raise ValueError("option outcome_constraints must be a list of [operator, threshold]")
         parsed = []
@@ -269,17 +272,25 @@ class ParetoOptimizer(BoTorchOptimizer):
             all_models.append(feasibility_model)
             feasibility_index = len(all_models) - 1
             constraints.append(lambda Z: -Z[..., feasibility_index])
-        acqf = qLogNoisyExpectedHypervolumeImprovement(
+        common = dict(
             model=ModelListGP(*all_models),
-            ref_point=self._reference_point(Y),
             X_baseline=_tensor(X),
             sampler=SobolQMCNormalSampler(sample_shape=torch.Size([self.options["mc_samples"]]),
                                           seed=seed),
-            objective=IdentityMCMultiOutputObjective(outcomes=list(range(m))),
             constraints=constraints or None,
             X_pending=_tensor(pending) if len(pending) else None,
             prune_baseline=True,
         )
+        if m == 1:  # one objective under outcome constraints: constrained qLogNEI
+            from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+            from botorch.acquisition.objective import GenericMCObjective
+
+            acqf = qLogNoisyExpectedImprovement(
+                objective=GenericMCObjective(lambda Z, X=None: Z[..., 0]), **common)
+        else:
+            acqf = qLogNoisyExpectedHypervolumeImprovement(
+                ref_point=self._reference_point(Y),
+                objective=IdentityMCMultiOutputObjective(outcomes=list(range(m))), **common)
         dim = self.space.dim
         bounds = torch.stack([torch.zeros(dim), torch.ones(dim)]).to(torch.float64)
         linear = self._botorch_constraints() or None
