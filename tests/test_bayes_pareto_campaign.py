@@ -88,6 +88,8 @@ def test_outcomes_need_the_botorch_backend_and_name_their_fields():
     with pytest.raises(ConfigError, match="exactly one of min or max"):
         load_campaign("cs3_pareto", {"objective": {"constraints": [
             {"kind": "specific_energy_Wh_kg", "power_W": 10.0}]}})
+    with pytest.raises(ConfigError, match="cannot be warm-started"):
+        load_campaign("cs3_pareto", {"warm_start": {"campaigns": ["elsewhere"]}})
     constrained = load_campaign("cs3_pareto", {"objective": {"constraints": [
         {"kind": "specific_energy_Wh_kg", "power_W": 10.0, "min": 250.0}]}})
     assert constrained.bayes_optimizer() == (

@@ -469,6 +469,12 @@ class CampaignConfig(_Section):
             raise ValueError(
                 f"objective.also / objective.constraints need optimizer.backend = 'botorch' "
                 f"(its multi-objective form, botorch_pareto); got {self.optimizer.backend!r}")
+        if self.objective.n_outcomes > 1 and (self.warm_start.campaigns
+                                              or self.warm_start.from_file):
+            raise ValueError(
+                "warm_start: earlier campaigns hold one objective per design; a campaign with "
+                "objective.also / objective.constraints cannot be warm-started from them yet: "
+                "remove warm_start.campaigns and warm_start.from_file")
         return self
 
     def bayes_optimizer(self) -> tuple[str, dict[str, Any]]:
