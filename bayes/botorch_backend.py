@@ -37,6 +37,14 @@ import numpy as np
 from bayes import quasirandom
 from bayes.optimizer import Optimizer
 from bayes.space import Space
+from bayes.surrogate import (
+    HyperCache,
+    hyperparameters_of,
+    load_hyperparameters,
+    local_subset,
+    trust_region_candidates,
+    trust_regions,
+)
 
 #: Unit-cube slack kept from each linear constraint so optimiser round-off stays feasible.
 CONSTRAINT_MARGIN = 1e-7
@@ -61,6 +69,22 @@ class BoTorchOptimizer(Optimizer):
         # once a design was infeasible: propose only where the feasibility model gives at least
         # this probability of feasibility (when any candidate reaches it)
         "min_feasibility_probability": 0.5,
+        # refit the GP hyper-parameters (warm-started from the kept ones) only when the
+        # observations grew by this fraction since the last fit; 0: a cold fit at every ask
+        "refit_fraction": 0.1,
+        # below this many observations every ask fits cold (cheap there, and the most accurate)
+        "cache_from": 128,
+        # beyond this many observations the GP is a local model on this many (bounded cost)
+        "max_train": 1000,
+        # Thompson candidates: trust regions around this many incumbents, each as wide as the
+        # spread of the best elite_fraction of observations; global_share of them space-wide
+        "n_trust_regions": 4,
+        "elite_fraction": 0.05,
+        "global_share": 0.2,
+        # from this many pending points on, qLogNEI believes them at the GP's posterior mean
+        # (kriging believer) instead of carrying them in its joint posterior: its cost grows
+        # with q + pending (25 CPU-s for ask(8, 56 pending) at 250 observations)
+        "believer_from": 16,
     }
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
@@ -70,6 +94,8 @@ class BoTorchOptimizer(Optimizer):
         for name, minimum in [
             ("n_initial", 1), ("thompson_threshold", 1), ("n_candidates", 16),
             ("num_restarts", 1), ("raw_samples", 1), ("mc_samples", 1),
+            ("max_train", 16), ("n_trust_regions", 1), ("cache_from", 0),
+            ("believer_from", 1),
         ]:
             value = self.options[name]
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
@@ -83,6 +109,20 @@ class BoTorchOptimizer(Optimizer):
                 f"option min_feasibility_probability must be a number in [0, 1); got {threshold!r}"
             )
         self.options["min_feasibility_probability"] = float(threshold)
+        for name, low, high in [("refit_fraction", 0.0, 10.0), ("elite_fraction", 0.0, 1.0),
+                                ("global_share", 0.0, 1.0)]:
+            value = self.options[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                low <= value <= high
+            ):
+                raise ValueError(f"option {name} must be a number in [{low}, {high}]; got {value!r}")
+            self.options[name] = float(value)
+        #: kept hyper-parameters of the objective and feasibility GPs (see bayes.surrogate)
+        self.hyper = {"objective": HyperCache({}), "feasibility": HyperCache({})}
+        #: whether the last model-based ask refit the objective GP's hyper-parameters
+        self.last_refit = False
+        #: how many points the last objective GP was trained on
+        self.last_train_size = 0
         self.priors = self._parse_priors(self.options["prior_observations"])
         self.options["prior_observations"] = [
             [self._full(p), v] if var is None else [self._full(p), v, var]
@@ -117,10 +157,14 @@ class BoTorchOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ state
     def _extra_state(self) -> dict:
-        return {"design_position": self.design_position}
+        return {"design_position": self.design_position,
+                "hyper": {k: v.to_dict() for k, v in self.hyper.items()}}
 
     def _load_extra_state(self, counters: Mapping) -> None:
         self.design_position = int(counters.get("design_position", 0))
+        hyper = counters.get("hyper") or {}
+        self.hyper = {k: HyperCache.from_dict(hyper.get(k))
+                      for k in {"objective", "feasibility", *hyper}}
 
     # ------------------------------------------------------------------ proposals
     def _evaluated_unit(self) -> np.ndarray:
@@ -152,7 +196,7 @@ class BoTorchOptimizer(Optimizer):
         avoid = self._avoid(pending_unit)
         n_train = len(Y)
         used = len(self.priors) + self.n_observations + len(self.failures) + len(pending_unit)
-        if n_train < 2 or np.ptp(Y) == 0.0:
+        if n_train < 2 or np.ptp(Y, axis=0).min() == 0.0:
             n_design = n  # a GP needs two different values to say anything
         else:
             n_design = min(n, max(0, self.options["n_initial"] - used))
@@ -197,18 +241,57 @@ class BoTorchOptimizer(Optimizer):
             warnings.catch_warnings(),
         ):
             warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
-            model = fit_gp(X, Y, Yvar)
-            feasibility = self._feasibility_data()
-            feasibility_model = None
-            if feasibility is not None:
-                feasibility_model = fit_feasibility_gp(*feasibility)
+            n_seen = len(Y)
+            subset = local_subset(X, Y, self.options["max_train"])
+            local = len(subset) < len(Y)
+            X, Y = X[subset], Y[subset]
+            Yvar = None if Yvar is None else Yvar[subset]
+            model, self.last_refit = self._cached_fit(
+                "objective", n_seen, lambda start, optimise: fit_gp(X, Y, Yvar, start, optimise),
+                "fixed" if Yvar is not None else "inferred")
+            self.last_train_size = len(Y)
+            feasibility, feasibility_model = self._fit_feasibility()
+            regions = trust_regions(X, Y, self.options["n_trust_regions"],
+                                    self.options["elite_fraction"],
+                                    10 * self.options["duplicate_radius"])
             if thompson:
-                return self._thompson(model, feasibility_model, n, pending, seed)
+                return self._thompson(model, feasibility_model, n, pending, seed, regions)
             baseline = X if feasibility is None else feasibility[0]
-            return self._qlognei(model, feasibility_model, baseline, n, pending, seed)
+            # a local model is searched inside the trust region it was fitted around
+            region = regions[0] if local else None
+            return self._qlognei(model, feasibility_model, baseline, n, pending, seed, region)
+
+    def _fit_feasibility(self):
+        """The feasibility GP's data (bounded by max_train) and model; (None, None) while no
+        design was infeasible."""
+        feasibility = self._feasibility_data()
+        if feasibility is None:
+            return None, None
+        fX, flabels = feasibility
+        keep = local_subset(fX, flabels, self.options["max_train"])
+        fX, flabels = fX[keep], flabels[keep]
+        model, _ = self._cached_fit(
+            "feasibility", len(self.priors) + self.n_observations,
+            lambda start, optimise: fit_feasibility_gp(fX, flabels, start, optimise), "inferred")
+        return (fX, flabels), model
+
+    def _cached_fit(self, kind: str, n_seen: int, fit, likelihood: str):
+        """The GP with kept hyper-parameters, refit (warm-started) only when due."""
+        fraction = self.options["refit_fraction"]
+        cache = self.hyper.get(kind, HyperCache({}))
+        if fraction == 0.0 or n_seen < self.options["cache_from"]:
+            return fit(None, True), True
+        if not cache.due(n_seen, likelihood, fraction):
+            model = fit(cache.values, False)
+            if model is not None:
+                return model, False
+        model = fit(cache.values or None, True)
+        self.hyper[kind] = HyperCache(hyperparameters_of(model), n_seen, likelihood)
+        return model, True
 
     def _qlognei(
-        self, model, feasibility_model, X: np.ndarray, n: int, pending: np.ndarray, seed: int
+        self, model, feasibility_model, X: np.ndarray, n: int, pending: np.ndarray, seed: int,
+        region=None,
     ) -> np.ndarray:
         import torch
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
@@ -217,7 +300,12 @@ class BoTorchOptimizer(Optimizer):
         from botorch.sampling.normal import SobolQMCNormalSampler
 
         dim = self.space.dim
-        X_pending = _tensor(pending) if len(pending) else None
+        believed = len(pending) >= self.options["believer_from"]
+        if believed:
+            model = _condition_on_mean(model, pending)
+        # pending points the acquisition carries jointly (the rest are believed in the model)
+        joint = np.zeros((0, dim)) if believed else pending
+        X_pending = _tensor(joint) if len(joint) else None
         extra: dict[str, Any] = {}
         if feasibility_model is not None:
             from botorch.acquisition.objective import GenericMCObjective
@@ -237,6 +325,8 @@ class BoTorchOptimizer(Optimizer):
             **extra,
         )
         bounds = torch.stack([torch.zeros(dim), torch.ones(dim)]).to(torch.float64)
+        if region is not None:
+            bounds = _tensor(np.stack([region.lower, region.upper]))
         constraints = self._botorch_constraints() or None
         threshold = self.options["min_feasibility_probability"]
         chosen: list[np.ndarray] = []
@@ -245,10 +335,15 @@ class BoTorchOptimizer(Optimizer):
         # constrained starts costs seconds per point).
         for step in range(n):
             taken = np.concatenate([pending, np.stack(chosen)]) if chosen else pending
-            acqf.set_X_pending(_tensor(taken) if len(taken) else None)
-            raw = quasirandom.candidate_set(
-                self.space, self.options["raw_samples"], seed + step, self._avoid(taken)
-            )
+            carried = np.concatenate([joint, np.stack(chosen)]) if chosen else joint
+            acqf.set_X_pending(_tensor(carried) if len(carried) else None)
+            if region is None:
+                raw = quasirandom.candidate_set(
+                    self.space, self.options["raw_samples"], seed + step, self._avoid(taken)
+                )
+            else:
+                raw = trust_region_candidates(self.space, [region], self.options["raw_samples"],
+                                              seed + step, self._avoid(taken), 0.0)
             likely = None
             if feasibility_model is not None:
                 # Search where a feasible design is likely (Gelbart et al. 2014's probabilistic
@@ -280,16 +375,19 @@ class BoTorchOptimizer(Optimizer):
                 point = raw[int(torch.argmax(raw_values))]
             chosen.append(point)
         candidates = np.stack(chosen)
-        return self._replace_excluded(candidates, pending, acqf, seed, feasibility_model)
+        return self._replace_excluded(candidates, pending, acqf, seed, feasibility_model,
+                                      carried=joint)
 
     def _thompson(
-        self, model, feasibility_model, n: int, pending: np.ndarray, seed: int
+        self, model, feasibility_model, n: int, pending: np.ndarray, seed: int, regions=()
     ) -> np.ndarray:
         import torch
 
         avoid = self._avoid(pending)
         size = max(self.options["n_candidates"], 4 * n)
-        cands = quasirandom.candidate_set(self.space, size, seed, avoid)
+        # candidates follow the data: trust regions around the incumbents plus a global share
+        cands = trust_region_candidates(self.space, list(regions), size, seed, avoid,
+                                        self.options["global_share"])
         if len(cands) < n:
             raise RuntimeError(
                 f"only {len(cands)} allowed candidates for a batch of {n}: raise n_candidates"
@@ -353,7 +451,8 @@ class BoTorchOptimizer(Optimizer):
         return unit
 
     def _replace_excluded(
-        self, proposal: np.ndarray, pending: np.ndarray, acqf, seed: int, feasibility_model=None
+        self, proposal: np.ndarray, pending: np.ndarray, acqf, seed: int, feasibility_model=None,
+        carried: np.ndarray | None = None,
     ):
         """Swap proposals that fall near evaluated, pending or failed points (or each other) for
         the best allowed candidate under the acquisition, so none is proposed twice.
@@ -382,7 +481,9 @@ class BoTorchOptimizer(Optimizer):
                 )
                 if probable.any():
                     cands = cands[probable]
-            acqf.set_X_pending(_tensor(others) if len(others) else None)
+            joint = others if carried is None else (
+                np.concatenate([carried, np.stack(accepted)]) if accepted else carried)
+            acqf.set_X_pending(_tensor(joint) if len(joint) else None)
             with torch.no_grad():
                 scores = acqf(_tensor(cands).unsqueeze(1)).cpu().numpy()
             accepted.append(cands[int(np.argmax(scores))])
@@ -420,18 +521,33 @@ def fill_missing_variances(noise: list[float | None]) -> np.ndarray | None:
     return np.asarray([fill if v is None else v for v in noise], dtype=float).reshape(-1, 1)
 
 
-def fit_gp(X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None):
-    """A SingleTaskGP on unit-cube inputs, standardised outputs, fitted by max likelihood."""
-    from botorch.fit import fit_gpytorch_mll
+def fit_gp(X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None, start: dict | None = None,
+           optimise: bool = True):
+    """A SingleTaskGP on unit-cube inputs, standardised outputs, fitted by max likelihood.
+
+    ``start``: hyper-parameters to begin from (``bayes.surrogate.hyperparameters_of``); with
+    ``optimise=False`` they are used as they are (None when they do not fit this model)."""
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
-    from gpytorch.mlls import ExactMarginalLogLikelihood
 
     train_X, train_Y = _tensor(X), _tensor(Y)
     kwargs = {}
     if Yvar is not None:
         kwargs["train_Yvar"] = _tensor(np.maximum(Yvar, 1e-10))
     model = SingleTaskGP(train_X, train_Y, outcome_transform=Standardize(m=1), **kwargs)
+    return _fit_from(model, start, optimise)
+
+
+def _fit_from(model, start: dict | None, optimise: bool):
+    from botorch.fit import fit_gpytorch_mll
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    loaded = bool(start) and load_hyperparameters(model, start)
+    if not optimise:
+        if not loaded:
+            return None
+        model.eval()
+        return model
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -440,7 +556,8 @@ def fit_gp(X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None):
     return model
 
 
-def fit_feasibility_gp(X: np.ndarray, labels: np.ndarray):
+def fit_feasibility_gp(X: np.ndarray, labels: np.ndarray, start: dict | None = None,
+                       optimise: bool = True):
     """A GP regression on +1 (feasible) / -1 (infeasible) labels: g(x) > 0 means feasible.
 
     Zero prior mean and no standardisation: far from every observation P(g > 0) returns to 1/2
@@ -448,18 +565,14 @@ def fit_feasibility_gp(X: np.ndarray, labels: np.ndarray):
     do not close unexplored regions. The noise level is inferred: it smooths the step between
     the classes.
     """
-    from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from gpytorch.means import ZeroMean
-    from gpytorch.mlls import ExactMarginalLogLikelihood
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # labels are +/-1 by design, not "unstandardised" data
         model = SingleTaskGP(_tensor(X), _tensor(labels), outcome_transform=None,
                              mean_module=ZeroMean())
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-    model.eval()
-    return model
+        return _fit_from(model, start, optimise)
 
 
 def _condition_on_mean(model, pending: np.ndarray):

@@ -39,6 +39,7 @@ STATE_FORMAT = 1
 #: backend name -> "module:Class", imported on first use.
 BACKENDS: dict[str, str] = {
     "botorch": "bayes.botorch_backend:BoTorchOptimizer",
+    "botorch_pareto": "bayes.multiobjective:ParetoOptimizer",
     "dragonfly": "bayes.dragonfly_backend:DragonflyOptimizer",
     "multi_fidelity": "bayes.multi_fidelity:MultiFidelityOptimizer",
     "sobol": "bayes.optimizer:SobolOptimizer",
@@ -50,8 +51,9 @@ BACKENDS: dict[str, str] = {
 class Observation:
     point: dict[str, float]
     unit: np.ndarray
-    #: None only for an infeasible design (nothing was measured).
-    value: float | None
+    #: None only for an infeasible design (nothing was measured); a list (objectives, then
+    #: constrained outcomes) for the multi-objective back-end.
+    value: float | list[float] | None
     noise_var: float | None
     #: False: the design is physically infeasible; its value (if any) is not an objective.
     feasible: bool = True
@@ -177,9 +179,7 @@ class Optimizer:
                         "tell_failed"
                     )
             else:
-                value = _finite(
-                    value, f"values[{i}]", hint=" (tell a failed evaluation with tell_failed)"
-                )
+                value = self._check_value(value, f"values[{i}]")
             if var is not None:
                 var = _finite(var, f"noise_var[{i}]")
                 if var < 0.0:
@@ -271,6 +271,11 @@ class Optimizer:
     # ------------------------------------------------------------------ for back-ends
     def _propose(self, n: int, pending_unit: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _check_value(self, value: object, what: str) -> Any:
+        """One told value as the back-end stores it: a finite float (a multi-objective
+        back-end takes a vector)."""
+        return _finite(value, what, hint=" (tell a failed evaluation with tell_failed)")
 
     def _extra_state(self) -> dict:
         return {}

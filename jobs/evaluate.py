@@ -130,6 +130,7 @@ def _evaluate(campaign_dir: str | Path, trial_id: int, params: dict[str, float],
     address = dask_scheduler_address or os.environ.get(DASK_SCHEDULER_ENV) or None
     cell: CellResults | None = None
     spread: SpreadRecord | None = None
+    outcomes: tuple[Objective, ...] = ()
     too_few = percolation_shortfall(summary, spec)
     if too_few is not None:
         objective = Objective(spec.objective.kind, None, objective_unit(spec), False, too_few)
@@ -137,6 +138,7 @@ def _evaluate(campaign_dir: str | Path, trial_id: int, params: dict[str, float],
         thickness_um = cathode_thickness_um(params, spec, summary.mean.volume_fraction["am"])
         cell = simulate_cell(summary.mean.to_dict(), thickness_um, spec, client=address)
         objective = objective_of(cell.objective, spec)
+        outcomes = outcomes_of(summary.mean.to_dict(), thickness_um, spec, cell, address)
         if spec.objective.noise_from_samples and objective.feasible:
             spread = per_sample_spread(campaign_dir, trial_id, spec, thickness_um, objective,
                                        address)
@@ -150,7 +152,37 @@ def _evaluate(campaign_dir: str | Path, trial_id: int, params: dict[str, float],
         objective_spread=spread,
         timings_s=Timings(generate_s, characterise_s, simulate_s, time.perf_counter() - start),
         training_envelope=training_envelope(params, spec),
+        outcomes=outcomes,
     )
+
+
+def outcome_spec(spec: EvaluationSpec, entry: dict) -> EvaluationSpec:
+    """The spec whose objective is one entry of objective.also / objective.constraints (same
+    cell, no Ragone sweep): what scores that outcome."""
+    objective = dataclasses.replace(spec.objective, kind=entry["kind"],
+                                    power_W=entry.get("power_W"), c_rate=entry.get("c_rate"),
+                                    also=[], constraints=[])
+    return dataclasses.replace(spec, objective=objective,
+                               cell=dataclasses.replace(spec.cell, ragone_powers_W=[]))
+
+
+def outcomes_of(metrics_mean: dict, thickness_um: float, spec: EvaluationSpec,
+                cell: CellResults, address: str | None) -> tuple[Objective, ...]:
+    """Each extra objective and constrained outcome of a multi-objective campaign: one more
+    discharge per operating point (the objective's own discharge is re-used at its point)."""
+    from jobs.simulate import simulate_cell
+
+    entries = [*spec.objective.also, *spec.objective.constraints]
+    done = {(spec.objective.power_W, spec.objective.c_rate): cell.objective}
+    outcomes = []
+    for entry in entries:
+        target = outcome_spec(spec, entry)
+        point = (target.objective.power_W, target.objective.c_rate)
+        if point not in done:
+            done[point] = simulate_cell(metrics_mean, thickness_um, target,
+                                        client=address).objective
+        outcomes.append(objective_of(done[point], target))
+    return tuple(outcomes)
 
 
 def min_percolating_fraction(spec: EvaluationSpec) -> float:

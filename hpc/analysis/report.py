@@ -620,6 +620,78 @@ def write_report_logged(directory: Path) -> None:
             directory)
 
 
+def _outcome_label(entry: dict[str, Any]) -> str:
+    what, unit = OBJECTIVE_LABELS.get(entry.get("kind", ""), ("objective", "-"))
+    at = (f"{entry['power_W']:g} W" if entry.get("power_W") is not None
+          else f"{entry.get('c_rate', float('nan')):g}C")
+    return f"{what} at {at} ({unit})"
+
+
+def pareto_rows(data: CampaignData) -> tuple[list[str], list[dict[str, Any]]] | None:
+    """A multi-objective campaign's evaluated designs: the objective labels and one row per
+    feasible design (trial, objective vector, whether it meets the outcome constraints, whether
+    it is on the Pareto front of those that do). None for a single-objective campaign."""
+    from bayes.multiobjective import non_dominated
+
+    also = list(data.objective.get("also") or [])
+    constraints = list(data.objective.get("constraints") or [])
+    if not also:
+        return None
+    labels = [_outcome_label(data.objective), *(_outcome_label(a) for a in also)]
+    m = len(labels)
+    rows = []
+    for t in data.trials:
+        if t.status != "complete" or t.result is None:
+            continue
+        value, feasible, _ = t.result.told()
+        if not feasible or not isinstance(value, list) or len(value) != m + len(constraints):
+            continue
+        meets = all(value[m + k] >= c["min"] if c.get("min") is not None
+                    else value[m + k] <= c["max"] for k, c in enumerate(constraints))
+        rows.append({"trial_id": t.trial_id, "values": value[:m], "meets_constraints": meets,
+                     "on_front": False, **t.params})
+    good = [r for r in rows if r["meets_constraints"]]
+    if good:
+        for row, keep in zip(good, non_dominated(np.array([r["values"] for r in good])),
+                             strict=True):
+            row["on_front"] = bool(keep)
+    return labels, rows
+
+
+def plot_pareto_front(data: CampaignData, labels: list[str], rows: list[dict[str, Any]],
+                      path: Path) -> Path:
+    """The first two objectives of every feasible design, the front joined by a staircase."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    meets = [r for r in rows if r["meets_constraints"] and not r["on_front"]]
+    misses = [r for r in rows if not r["meets_constraints"]]
+    front = sorted((r for r in rows if r["on_front"]), key=lambda r: r["values"][0])
+    if meets:
+        ax.scatter([r["values"][0] for r in meets], [r["values"][1] for r in meets],
+                   color="0.6", label="evaluated design")
+    if misses:
+        ax.scatter([r["values"][0] for r in misses], [r["values"][1] for r in misses],
+                   color="C1", marker="x", label="violates an outcome constraint")
+    if front:
+        x = [r["values"][0] for r in front]
+        y = [r["values"][1] for r in front]
+        ax.step(x, y, where="post", color="C0", zorder=2)
+        ax.scatter(x, y, color="C0", zorder=3, label=f"Pareto front ({len(front)})")
+        for r in front:
+            ax.annotate(str(r["trial_id"]), (r["values"][0], r["values"][1]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    extra = f" (first 2 of {len(labels)} objectives)" if len(labels) > 2 else ""
+    ax.set_title(f"{data.name}: Pareto front{extra}")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    save_figure_atomic(fig, path)
+    plt.close(fig)
+    return path
+
+
+
 #: The stages `write_report` reports through its `progress` hook (for the command's ETA).
 REPORT_STAGES = ("trace", "GP fit and plots", "microstructure and Ragone", "summary")
 
@@ -644,6 +716,16 @@ def write_report(directory: str | Path, progress: Callable[[str], None] | None =
 
     plots.append(("Optimisation trace", plot_trace(data, out / "trace.png").name))
     done(REPORT_STAGES[0])
+    pareto = pareto_rows(data)
+    front: list[dict[str, Any]] = []
+    if pareto is not None:
+        labels, pareto_all = pareto
+        front = [r for r in pareto_all if r["on_front"]]
+        if pareto_all:
+            plots.append(("Pareto front", plot_pareto_front(data, labels, pareto_all,
+                                                            out / "pareto_front.png").name))
+        else:
+            notes.append("No Pareto front yet: no feasible design was evaluated.")
 
     gp_info: dict[str, Any] | None = None
     # infeasible designs have no value: the GP describes the feasible region only
@@ -720,11 +802,17 @@ def write_report(directory: str | Path, progress: Callable[[str], None] | None =
         "n_failed": len(data.failed), "n_infeasible": len(infeasible),
         "best": rows[0] if rows else None, "best_designs": rows, "gp": gp_info,
         "notes": notes, "plots": [name for _, name in plots],
+        **({"objectives": pareto[0], "pareto_front": front} if pareto is not None else {}),
     }
     from jobs.store import json_safe
 
     write_text_atomic(out / "summary.json", json.dumps(json_safe(summary), indent=1))
-    write_text_atomic(out / "summary.md", _summary_markdown(data, rows, plots, notes, gp_info))
+    text = _summary_markdown(data, rows, plots, notes, gp_info)
+    if pareto is not None and front:
+        columns = ["trial_id", *pareto[0], *data.bounds]
+        table = [{**r, **dict(zip(pareto[0], r["values"], strict=True))} for r in front]
+        text += "\n## Pareto front\n\n" + markdown_table(table, columns) + "\n"
+    write_text_atomic(out / "summary.md", text)
     done(REPORT_STAGES[3])
     return out / "summary.md"
 

@@ -178,8 +178,41 @@ class SpaceConfig(_Section):
                      units={name: UNITS[name] for name in self.bounds()})
 
 
+class OutcomeConfig(_Section):
+    """One more cell quantity at one operating point: an extra objective (objective.also)."""
+
+    kind: Literal["energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g"]
+    power_W: in_range(ranges.POWER_W) | None = None
+    c_rate: in_range(ranges.C_RATE) | None = None
+
+    @model_validator(mode="after")
+    def _one_operating_point(self) -> OutcomeConfig:
+        if (self.power_W is None) == (self.c_rate is None):
+            raise ValueError("give exactly one of power_W (W per cell, > 0) or c_rate (> 0)")
+        return self
+
+    def label(self) -> str:
+        at = f"{self.power_W:g} W" if self.power_W is not None else f"{self.c_rate:g}C"
+        return f"{self.kind} at {at}"
+
+
+class OutcomeConstraintConfig(OutcomeConfig):
+    """A cell quantity that must stay above ``min`` or below ``max`` (e.g. Wh/kg >= 250)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> OutcomeConstraintConfig:
+        bounds = [b for b in (self.min, self.max) if b is not None]
+        if len(bounds) != 1 or not math.isfinite(bounds[0]):
+            raise ValueError("give exactly one of min or max (a finite number)")
+        return self
+
+
 class ObjectiveConfig(_Section):
-    """What the optimiser maximises: a 4680-cell score at one operating point."""
+    """What the optimiser maximises: a 4680-cell score at one operating point (and, for a
+    Pareto front, more of them in ``also``; outcome constraints in ``constraints``)."""
 
     kind: Literal["energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g"] = (
         "energy_density_Wh_L"
@@ -192,12 +225,25 @@ class ObjectiveConfig(_Section):
     #: the fraction of a design's cubes whose pore and solid phases must both percolate for the
     #: design to be scored; below it the design is infeasible
     min_percolating_fraction: in_range(ranges.MIN_PERCOLATING_FRACTION) = 1.0
+    #: more objectives, all maximised with the first: the optimiser finds their Pareto front
+    also: list[OutcomeConfig] = Field(default_factory=list)
+    #: outcome constraints, e.g. [{kind = "specific_energy_Wh_kg", power_W = 10, min = 250}]
+    constraints: list[OutcomeConstraintConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_operating_point(self) -> ObjectiveConfig:
         if (self.power_W is None) == (self.c_rate is None):
             raise ValueError("give exactly one of power_W (W per cell, > 0) or c_rate (> 0)")
         return self
+
+    @property
+    def n_outcomes(self) -> int:
+        """Numbers told per design: the objectives, then the constrained outcomes."""
+        return 1 + len(self.also) + len(self.constraints)
+
+    def label(self) -> str:
+        at = f"{self.power_W:g} W" if self.power_W is not None else f"{self.c_rate:g}C"
+        return f"{self.kind} at {at}"
 
 
 class GeneratorConfig(_Section):
@@ -476,6 +522,35 @@ class CampaignConfig(_Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     faults: list[FaultConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _several_outcomes_need_botorch(self) -> CampaignConfig:
+        if self.objective.n_outcomes > 1 and self.optimizer.backend != "botorch":
+            raise ValueError(
+                f"objective.also / objective.constraints need optimizer.backend = 'botorch' "
+                f"(its multi-objective form, botorch_pareto); got {self.optimizer.backend!r}")
+        if self.objective.n_outcomes > 1 and (self.warm_start.campaigns
+                                              or self.warm_start.from_file):
+            raise ValueError(
+                "warm_start: earlier campaigns hold one objective per design; a campaign with "
+                "objective.also / objective.constraints cannot be warm-started from them yet: "
+                "remove warm_start.campaigns and warm_start.from_file")
+        return self
+
+    def bayes_optimizer(self) -> tuple[str, dict[str, Any]]:
+        """The bayes back-end and options this campaign's optimiser is built with: several
+        objectives or outcome constraints select ``botorch_pareto`` with the objective count and
+        the constraints (told after the objectives, in this order)."""
+        options = dict(self.optimizer.options)
+        backend = self.optimizer.backend
+        objective = self.objective
+        if objective.n_outcomes > 1:
+            backend = "botorch_pareto"
+            options.setdefault("n_objectives", 1 + len(objective.also))
+            options.setdefault("outcome_constraints", [
+                [">=", c.min] if c.min is not None else ["<=", c.max]
+                for c in objective.constraints])
+        return backend, options
 
     @field_validator("name")
     @classmethod

@@ -209,12 +209,12 @@ class Campaign:
             optimizer, told = restored
         else:
             opt = self.config.optimizer
-            options = dict(opt.options)
-            if "n_initial" in getattr(get_backend_class(opt.backend), "OPTIONS", {}):
+            backend, options = self.config.bayes_optimizer()  # several objectives: botorch_pareto
+            if "n_initial" in getattr(get_backend_class(backend), "OPTIONS", {}):
                 options.setdefault("n_initial", opt.n_initial)
             if self.multi_fidelity:
                 options["fidelity_costs"] = self.config.fidelity.level_costs
-            optimizer = make_optimizer(self.space, backend=opt.backend, seed=opt.seed, **options)
+            optimizer = make_optimizer(self.space, backend=backend, seed=opt.seed, **options)
             told = set()
             self._warm_start(optimizer)
         self._tell_missing(optimizer, told)
@@ -232,12 +232,12 @@ class Campaign:
         """A completed trial is an observation (an infeasible one without a value); a failed
         one is a failure, never a number."""
         if trial.status == "complete" and trial.result is not None:
-            objective = trial.result.objective
             # the design's objective spread over its cubes is its known observation noise;
-            # None (unknown, e.g. one cube) is passed as None for the optimiser to fill
-            tell_observation(optimizer, self._optimizer_point(trial), objective.value,
-                             trial.result.noise_var, objective.feasible,
-                             objective.infeasible_reason or "")
+            # None (unknown, e.g. one cube) is passed as None for the optimiser to fill. With
+            # several objectives the value is their vector (None when any is infeasible)
+            value, feasible, reason = trial.result.told()
+            tell_observation(optimizer, self._optimizer_point(trial), value,
+                             trial.result.noise_var, feasible, reason)
         else:
             optimizer.tell_failed([trial.params], [trial.reason or "failed"])
 

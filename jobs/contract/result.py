@@ -371,12 +371,16 @@ class EvaluationResult:
     attempt: int | None = None
     host: str | None = None
     job_id: str | None = None
+    #: a multi-objective campaign's further numbers: objective.also, then objective.constraints
+    #: (one Objective each, in that order); empty for a single objective
+    outcomes: tuple[Objective, ...] = ()
     schema_version: str = SCHEMA_VERSION
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResult:
         _check_schema(data, "evaluation result")
-        d = _take(cls, data, "evaluation result", optional=("attempt", "host", "job_id"))
+        d = _take(cls, data, "evaluation result",
+                  optional=("attempt", "host", "job_id", "outcomes"))
         spread, cell, envelope = d["objective_spread"], d["cell"], d["training_envelope"]
         return cls(
             trial_id=int(d["trial_id"]),
@@ -390,6 +394,7 @@ class EvaluationResult:
             attempt=None if d.get("attempt") is None else int(d["attempt"]),
             host=d.get("host"),
             job_id=None if d.get("job_id") is None else str(d["job_id"]),
+            outcomes=tuple(Objective.from_dict(o) for o in d.get("outcomes") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -408,7 +413,22 @@ class EvaluationResult:
             "attempt": self.attempt,
             "host": self.host,
             "job_id": self.job_id,
+            # written only when there are any: a single-objective result keeps its old shape
+            **({"outcomes": [o.to_dict() for o in self.outcomes]} if self.outcomes else {}),
         }
+
+    def told(self) -> tuple[float | list[float] | None, bool, str]:
+        """What the optimiser is told: (value, feasible, reason). One objective: its value. With
+        outcomes: the vector [objective, *outcomes], or None and infeasible when any of them is
+        infeasible (never a 0 standing in for a number the cell could not deliver)."""
+        if not self.outcomes:
+            return self.objective.value, self.objective.feasible, \
+                self.objective.infeasible_reason or ""
+        every = (self.objective, *self.outcomes)
+        for item in every:
+            if not item.feasible:
+                return None, False, f"{item.kind}: {item.infeasible_reason}"
+        return [float(item.value) for item in every], True, ""
 
     @property
     def noise_var(self) -> float | None:

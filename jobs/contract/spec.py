@@ -117,8 +117,25 @@ class ObjectiveSpec:
     # the fraction of a design's cubes whose pore AND solid phases must both percolate for the
     # design to be scored; below it the design is infeasible (1.0: every cube)
     min_percolating_fraction: float = 1.0
+    # more objectives (multi-objective campaigns): each {"kind", "power_W" | "c_rate"}, scored
+    # by one more discharge of the same cell (same half_cell) at its operating point
+    also: list = field(default_factory=list)
+    # outcome constraints: each {"kind", "power_W" | "c_rate", "min" | "max"}
+    constraints: list = field(default_factory=list)
+
+    def validate_with_prefix(self, where: str) -> None:
+        """Validate, naming the field `where` (an extra objective or constraint) on error."""
+        try:
+            self.validate()
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
 
     def validate(self) -> None:
+        for where, entries, bound in (("objective.also", self.also, False),
+                                      ("objective.constraints", self.constraints, True)):
+            _require(isinstance(entries, list), where, "a list of tables", entries)
+            for i, entry in enumerate(entries):
+                _validate_outcome(entry, f"{where}[{i}]", self.half_cell, bound)
         _require(isinstance(self.noise_from_samples, bool), "objective.noise_from_samples",
                  "true or false", self.noise_from_samples)
         _require(self.kind in OBJECTIVE_KINDS, "objective.kind", f"one of {list(OBJECTIVE_KINDS)}",
@@ -146,6 +163,20 @@ class ObjectiveSpec:
             _require(self.kind != "capacity_mAh_g", "objective.kind",
                      "'energy_density_Wh_L' or 'specific_energy_Wh_kg' for a full cell "
                      "('capacity_mAh_g' needs objective.half_cell = true)", self.kind)
+
+
+def _validate_outcome(entry: Any, where: str, half_cell: bool, bound: bool) -> None:
+    """One extra objective or outcome constraint: a kind at one operating point (and, for a
+    constraint, exactly one of min or max)."""
+    keys = {"kind", "power_W", "c_rate"} | ({"min", "max"} if bound else set())
+    _require(isinstance(entry, dict) and set(entry) <= keys, where,
+             f"a table with keys from {sorted(keys)}", entry)
+    ObjectiveSpec(kind=entry.get("kind", ""), power_W=entry.get("power_W"),
+                  c_rate=entry.get("c_rate"), half_cell=half_cell).validate_with_prefix(where)
+    if bound:
+        limits = [k for k in ("min", "max") if entry.get(k) is not None]
+        _require(len(limits) == 1 and _is_number(entry[limits[0]]), f"{where}.min/max",
+                 "exactly one of min or max, a finite number", entry)
 
 
 @dataclass(frozen=True)
