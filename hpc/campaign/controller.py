@@ -8,7 +8,18 @@ killed at any instant resumes with nothing lost and nothing run twice:
 - submitted -> re-attached by job id (its result is read when it finishes);
 - completed/failed -> told to the optimiser again only if the saved optimiser state predates it.
 
-The optimiser state is saved (atomically) to ``optimizer_state.json`` after every ask and tell.
+``optimizer.mode = "async"`` (default): proposals are computed in a worker thread
+(hpc.campaign.proposer) while this loop keeps polling, journaling and submitting; each ask asks
+for the free slots plus those expected to free while it runs, the ready points wait in a buffer
+and fill slots at the next poll cycle. Results arriving during an ask are journaled at once and
+told to the optimiser when the ask returns. Every proposal passes a duplicate guard over every
+point the campaign holds. ``"sync"``: the ask runs inline, batch by batch, exactly reproducible.
+
+Persistence grows with the campaign only through appends: the journal is the truth (one fsync'ed
+line per event); ``optimizer_state.json`` is a snapshot written after every ask (in the worker
+thread) and after every ``snapshot_every(n)`` tells, ``trials.csv`` a snapshot rewritten every
+``snapshot_every(n)`` events (n = trials so far, so the amortised cost per event stays flat) or
+``CSV_MAX_AGE_S`` seconds, and at the end. A resume re-tells what the saved state lacks.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from typing import Any
 from hpc.campaign.config import CampaignConfig, ConfigError, dump_campaign, load_campaign
 from hpc.campaign.folder import FROZEN_CONFIG, JOBS_FOLDER, LOCK_NAME, OPTIMIZER_STATE
 from hpc.campaign.journal import Journal, json_safe, read_journal
+from hpc.campaign.proposer import AskOutcome, BackgroundAsker, DuplicateGuard, ReleaseRate, ask_size
 from hpc.campaign.safe_paths import check_campaign_folder
 from hpc.campaign.trials import Trial, apply_event, fold_events, write_trials_csv
 from hpc.campaign.warm_start import WarmObservation, warm_start_observations  # noqa: F401
@@ -37,6 +49,17 @@ from jobs.contract.result import EvaluationFailure, EvaluationResult, ResultSche
 
 log = logging.getLogger(__name__)
 
+#: trials.csv is rewritten at least this often (seconds) while events change it.
+CSV_MAX_AGE_S = 30.0
+#: Consecutive asks that gave no new point (all duplicates) before the campaign stops with an
+#: error instead of asking forever.
+MAX_EMPTY_ASKS = 3
+
+
+def snapshot_every(n_items: int) -> int:
+    """Events between two snapshots of a table of `n_items`: at least 20, and a tenth of the
+    table, so rewriting the whole table costs O(1) amortised per event at any campaign size."""
+    return max(20, n_items // 10)
 
 
 class CampaignError(RuntimeError):
@@ -150,7 +173,23 @@ class Campaign:
         self.journal = Journal(self.dir)
         self.optimizer, self._told = self._load_optimizer()
         self._dirty = True  # trials.csv needs rewriting
-        self._untold: list[int] = []  # sync mode: finished trials waiting for the batch to end
+        self._events_since_csv = 0
+        self._csv_written_at = 0.0
+        self._untold: list[int] = []  # finished trials not told yet (sync batch; async ask)
+        self._tells_since_save = 0
+        # async mode: the background ask, its ready points, and the duplicate guard
+        self.asker = BackgroundAsker(self.optimizer, after_ask=self._save_state_of)
+        self._buffer: list[dict[str, float]] = []
+        self._releases = ReleaseRate()
+        self._last_ask_s = 0.0
+        self._empty_asks = 0
+        self.ask_log: list[AskOutcome] = []  # this run's asks (what they cost)
+        self.duplicates_rejected = 0
+        radius = getattr(self.optimizer, "options", {}).get("duplicate_radius")
+        self._guard = DuplicateGuard(self.space, 1e-3 * self.space.dim ** 0.5
+                                     if radius is None else float(radius))
+        for trial in sorted(self.trials.values(), key=lambda t: t.trial_id):
+            self._guard.add(trial.params)
         res = config.resources
         self.executor = Executor.from_resources(
             res, self.dir / JOBS_FOLDER,
@@ -250,8 +289,14 @@ class Campaign:
         return {**trial.params, FIDELITY_KEY: trial.fidelity_level}
 
     def _save_optimizer(self) -> None:
+        self._save_state_of(self.optimizer)
+
+    def _save_state_of(self, optimizer: Any) -> None:
+        """Snapshot the optimiser with the trials it was told (called in the ask thread too:
+        no tell happens while an ask runs, so `_told` matches the state)."""
         _write_json_atomic(self.dir / OPTIMIZER_STATE,
-                           {"told": sorted(self._told), "state": self.optimizer.state_dict()})
+                           {"told": sorted(self._told), "state": optimizer.state_dict()})
+        self._tells_since_save = 0
 
     def _warm_start(self, optimizer: Any) -> None:
         """Tell earlier campaigns' observations when their context matches (warm_start.py)."""
@@ -280,12 +325,20 @@ class Campaign:
         record = self.journal.append(event, **fields)
         apply_event(self.trials, record)
         self._dirty = True
+        self._events_since_csv += 1
 
-    def _persist(self) -> None:
-        """Rewrite trials.csv when an event changed the table since the last write."""
-        if self._dirty:
+    def _persist(self, force: bool = False) -> None:
+        """Rewrite trials.csv (a snapshot: the journal is the truth) when events changed the
+        table and either `snapshot_every` events passed, it is `CSV_MAX_AGE_S` old, or `force`."""
+        if not self._dirty:
+            return
+        due = (self._events_since_csv >= snapshot_every(len(self.trials))
+               or time.monotonic() - self._csv_written_at >= CSV_MAX_AGE_S)
+        if force or due:
             write_trials_csv(self.dir, self.trials, self.param_names)
             self._dirty = False
+            self._events_since_csv = 0
+            self._csv_written_at = time.monotonic()
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -336,8 +389,14 @@ class Campaign:
         try:
             while not self.finished():
                 self._submit_waiting()
-                self._refill()
-                self._poll_once()
+                # sync mode, and multi-fidelity campaigns (their level choice and the final
+                # top-level confirmation live in the inline ask), ask in this thread
+                if self.config.optimizer.mode == "sync" or self.multi_fidelity:
+                    self._refill()
+                    self._poll_once()
+                else:  # results first, so the slots they free are refilled in this cycle
+                    self._poll_once()
+                    self._refill_async()
                 self._persist()
                 if on_progress:
                     on_progress(self.progress())
@@ -345,12 +404,14 @@ class Campaign:
                     break
                 if stop_after_s is not None and time.monotonic() - started > stop_after_s:
                     break
-                time.sleep(res.poll_interval_s)
+                # wakes as soon as a background ask is done: its points wait < one cycle
+                self.asker.wait(res.poll_interval_s)
         finally:
+            self._finish_ask()
             if self.dask is not None:
                 self.dask.close()
                 self.dask = None
-        self._persist()
+        self._persist(force=True)
         progress = self.progress()
         if self.finished():
             self.journal_event("campaign_finished", complete=progress.complete,
@@ -362,6 +423,7 @@ class Campaign:
         return progress
 
     def close(self) -> None:
+        self._finish_ask()
         self.journal.close()
         self._lock.close()  # releases the flock
 
@@ -431,9 +493,93 @@ class Campaign:
                          "recommendation": recommendation}
             params = {**self.config.space.fixed(), **{k: float(v) for k, v in point.items()}}
             self.journal_event("proposed", trial_id=trial_id, params=params, **extra)
+            self._guard.add(params)
             new_ids.append(trial_id)
         self._save_optimizer()
         self._submit([self.trials[i] for i in new_ids])
+
+    # ---- async mode: the ask in a worker thread ----------------------------------------------
+
+    def _refill_async(self) -> None:
+        """Take a finished background ask, tell what arrived meanwhile, fill free slots from the
+        buffer, and start the next ask when one is due (never more than one at a time)."""
+        outcome = self.asker.take()
+        if outcome is not None:
+            self._took(outcome)
+        if not self.asker.busy:
+            self._flush_tells()
+        in_flight = self.in_flight()
+        free = min(self.max_concurrent - len(in_flight), self.budget - len(self.trials))
+        if free > 0 and self._buffer:
+            take, self._buffer = self._buffer[:free], self._buffer[free:]
+            new_ids = []
+            for params in take:
+                trial_id = len(self.trials)
+                self.journal_event("proposed", trial_id=trial_id, params=params)
+                new_ids.append(trial_id)
+            self._submit([self.trials[i] for i in new_ids])
+            in_flight = self.in_flight()
+            free = min(self.max_concurrent - len(in_flight), self.budget - len(self.trials))
+        if self.asker.busy:
+            return
+        n = ask_size(free, len(self._buffer), self.budget - len(self.trials),
+                     self._releases.per_s(time.monotonic()), self._last_ask_s,
+                     self.max_concurrent)
+        if n <= 0:
+            return
+        if self._empty_asks >= MAX_EMPTY_ASKS:
+            raise CampaignError(
+                f"the {self.config.optimizer.backend} optimiser proposed no new point in "
+                f"{self._empty_asks} asks in a row (every proposal repeated an earlier trial); "
+                f"{len(self.trials)} of {self.budget} evaluations done")
+        pending = [t.params for t in in_flight] + self._buffer
+        self.asker.start(n, pending)
+
+    def _took(self, outcome: AskOutcome) -> None:
+        """A finished ask: its new points into the buffer, duplicates dropped (a slot they would
+        have filled is asked for again)."""
+        self.ask_log.append(outcome)
+        self._last_ask_s = outcome.wall_s
+        fixed = self.config.space.fixed()
+        points = [{**fixed, **{k: float(v) for k, v in p.items()}} for p in outcome.points]
+        kept, rejected = self._guard.keep_new(points)
+        if rejected:
+            self.duplicates_rejected += rejected
+            log.warning("%d of %d proposals repeated an earlier or pending trial; asking again",
+                        rejected, len(points))
+        self._empty_asks = 0 if kept else self._empty_asks + 1
+        self._buffer.extend(kept)
+        log.info("ask(%d, %d pending) at %d observations: %.1f CPU-s, %.1f s wall, %d new",
+                 outcome.n_requested, outcome.n_pending, outcome.n_observations, outcome.cpu_s,
+                 outcome.wall_s, len(kept))
+
+    def _flush_tells(self) -> None:
+        """Tell the optimiser the trials that finished while it was busy (trial order);
+        snapshot its state every `snapshot_every` tells (the journal holds them all anyway)."""
+        if not self._untold:
+            return
+        for trial_id in sorted(self._untold):
+            self._tell(self.optimizer, self.trials[trial_id])
+            self._told.add(trial_id)
+        self._tells_since_save += len(self._untold)
+        self._untold = []
+        if self._tells_since_save >= snapshot_every(len(self._told)):
+            self._save_optimizer()
+
+    def _finish_ask(self) -> None:
+        """Wait for a running ask (its state snapshot included), tell what is waiting and save:
+        the folder is consistent when the controller stops."""
+        if self.asker.busy:
+            try:
+                outcome = self.asker.take(block=True)
+            except Exception as error:  # stopping anyway: the journal has every result
+                log.warning("the background ask failed while stopping: %s", error)
+                outcome = None
+            if outcome is not None:
+                self.ask_log.append(outcome)
+        if self.config.optimizer.mode != "sync" and (self._untold or self._tells_since_save):
+            self._flush_tells()
+            self._save_optimizer()
 
     def _submit_waiting(self) -> None:
         """Trials proposed (or set back for a retry) that have no live job."""
@@ -537,12 +683,10 @@ class Campaign:
             self._after_done(self.trials[trial.trial_id])
 
     def _after_done(self, trial: Trial) -> None:
-        if self.config.optimizer.mode == "sync":
-            self._untold.append(trial.trial_id)
-            return
-        self._tell(self.optimizer, trial)
-        self._told.add(trial.trial_id)
-        self._save_optimizer()
+        self._releases.add(time.monotonic())
+        self._untold.append(trial.trial_id)
+        if self.config.optimizer.mode != "sync" and not self.asker.busy:
+            self._flush_tells()
 
     def _tell_untold(self) -> None:
         """Sync mode: tell a finished batch in trial order (independent of completion order)."""
