@@ -171,10 +171,11 @@ class Campaign:
                                 f"read ({error})") from None
         self._had_warm_start = any(e["event"] == "warm_start" for e in events)
         self.journal = Journal(self.dir)
-        self.optimizer, self._told = self._load_optimizer()
+        # before the optimiser is loaded: loading may journal (warm start, a restart's events)
         self._dirty = True  # trials.csv needs rewriting
         self._events_since_csv = 0
         self._csv_written_at = 0.0
+        self.optimizer, self._told = self._load_optimizer()
         self._untold: list[int] = []  # finished trials not told yet (sync batch; async ask)
         self._tells_since_save = 0
         # async mode: the background ask, its ready points, and the duplicate guard
