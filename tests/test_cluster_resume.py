@@ -164,7 +164,10 @@ def test_resume_reattaches_to_queued_jobs_a_killed_controller_never_journaled(tm
     name = f"reattach{os.getpid()}"
     # the jobs wait in the queue (begin in an hour): no job starts, so no started marker exists
     campaign = tiny_campaign(tmp_path / "c.toml", name=name,
-                             optimizer={"backend": "sobol", "budget": 2, "max_concurrent": 2},
+                             # sync: the first loop cycle proposes and submits inline (an
+                             # async ask would still be running when stop_after_s=0 stops it)
+                             optimizer={"backend": "sobol", "budget": 2, "max_concurrent": 2,
+                                        "mode": "sync"},
                              resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.0,
                                         "max_retries": 0, "poll_interval_s": 0.5,
                                         "sbatch_options": {"begin": "now+3600"}})
