@@ -463,7 +463,7 @@ def test_memory_estimate_properties_and_the_preflight_refusal(tmp_path):
     assert estimate_evaluation(128, 1, 1).peak_bytes > small.peak_bytes
     with pytest.raises(ValueError, match="resources.mem_gb"):
         check_evaluation_memory(512, 4, 1, mem_gb=4.0)
-    check_evaluation_memory(512, 4, 1, mem_gb=32.0)
+    check_evaluation_memory(512, 4, 1, mem_gb=64.0)
     config = tiny_config(fidelity={"n_cubes": 1, "cube_voxels": 512, "voxel_um": 1.0},
                          resources={"executor": "debug", "dask_workers": 0, "mem_gb": 4.0})
     with pytest.raises(ConfigError, match="fidelity.cube_voxels"):
