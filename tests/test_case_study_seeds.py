@@ -231,3 +231,44 @@ def test_comparison_sweeps_with_the_campaigns_own_cell_model_options(tmp_path):
         curve = next(v for v in summary["ragone"].values() if v["campaign"] == member)
         assert curve["specific_energy_Wh_kg"][curve["powers_W"].index(power)] == pytest.approx(
             summary["optima"][member]["objective"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_alternatives_rescore_the_confirmed_optima_and_move_as_the_physics_says(smoke):
+    """--alternatives: under the defaults the rescored curves are the comparison's own; an
+    anode sized at N/P 1.2 (more graphite in the same can) must lower both designs' Wh/kg at
+    10 W, and Chen2020's larger c_max (more charge per gram of cathode) must raise it."""
+    from hpc.analysis.case_study_alternatives import alternatives_at_seed, modelling_choices
+    from hpc.analysis.case_study_seeds import confirm_cache_root
+
+    directory, _ = smoke
+    confirm = ConfirmFidelity(2, 24)
+    choices = {c.name: c for c in modelling_choices()}
+    picked = tuple(choices[n] for n in ("defaults", "N/P 1.2", "capacity: Chen2020 c_max"))
+    result = alternatives_at_seed("cs2", directory, 1, confirm,
+                                  confirm_cache_root(directory / "cs2_report", confirm, None),
+                                  choices=picked, powers_W=(10.0, 200.0))
+    assert result.confirmed
+    summary = json.loads((directory / "cs2_report" / "summary.json").read_text())
+    bands = {b["campaign"]: b for b in summary["ragone"]}
+    defaults, more_anode, chen_cmax = result.rows
+    for campaign, curve in (("cs2", defaults.low_curve), ("cs2_high", defaults.high_curve)):
+        band = bands[campaign]
+        for power, value in zip((10.0, 200.0), curve, strict=True):
+            assert value == pytest.approx(band["per_seed"]["1"][band["powers_W"].index(power)],
+                                          rel=1e-6)
+    for attribute in ("low_curve", "high_curve"):
+        base = getattr(defaults, attribute)[0]
+        assert getattr(more_anode, attribute)[0] < base < getattr(chen_cmax, attribute)[0]
+    # the reversal flag is what the two curves say
+    assert defaults.reversal == (defaults.low_curve[0] > defaults.high_curve[0]
+                                 and defaults.high_curve[1] > defaults.low_curve[1])
+
+
+def test_alternatives_option_needs_seeds_and_a_ragone_story(tmp_path):
+    result = CliRunner().invoke(app, ["case-study", "cs2", "--dir", str(tmp_path),
+                                      "--alternatives"])
+    assert result.exit_code == 2 and "--alternatives needs --seeds" in result.output
+    result = CliRunner().invoke(app, ["case-study", "cs1", "--dir", str(tmp_path), "--seeds", "0",
+                                      "--confirm-cubes", "0", "--alternatives"])
+    assert result.exit_code == 2 and "cs2 or cs3" in result.output

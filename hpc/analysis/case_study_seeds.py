@@ -471,6 +471,13 @@ ROLE_LABELS = {"cs3": "energy cell (optimum at 10 W)", "cs3_power": "power cell 
                CS1_REFERENCE: "cs1 optimum (1C half cell) as a 4680"}
 
 
+def confirm_cache_root(out: Path, confirm: ConfirmFidelity, confirm_dir: str | Path | None
+                       ) -> Path:
+    """Where the confirmations of fidelity `confirm` are cached (default ``OUT/confirm``)."""
+    root = Path(confirm_dir) if confirm_dir is not None else Path(out) / "confirm"
+    return root / f"{confirm.n_cubes}x{confirm.cube_voxels}"
+
+
 def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEFAULT_SEEDS,
                   out: str | Path | None = None, confirm: ConfirmFidelity | None = None,
                   confirm_dir: str | Path | None = None,
@@ -485,8 +492,7 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
     confirm = ConfirmFidelity() if confirm is None else confirm
     out = Path(out) if out is not None else directory / f"{name}_report"
     out.mkdir(parents=True, exist_ok=True)
-    cache_root = (Path(confirm_dir) if confirm_dir is not None else out / "confirm") / (
-        f"{confirm.n_cubes}x{confirm.cube_voxels}")
+    cache_root = confirm_cache_root(out, confirm, confirm_dir)
     def rel(path: Path) -> str:
         """A path as the summary records it: relative to DIR, so the committed summaries
         name no folder of the machine that ran them."""

@@ -38,6 +38,11 @@ def case_study(
     confirm_dir: Path = typer.Option(None, "--confirm-dir", help="With --seeds: cache of the "
                                      "confirmation evaluations, voxels included (default "
                                      "OUT/confirm)."),
+    alternatives: bool = typer.Option(False, "--alternatives", help="With --seeds (cs2, cs3): "
+                                      "also rescore each seed's optima under every alternative "
+                                      "modelling choice of docs/cell-model.md and write "
+                                      "OUT/alternatives.md and .json (reversal, crossing, "
+                                      "discharge times, cs1 design; not re-optimised)."),
 ) -> None:
     """Run (or resume; finished campaigns are skipped) a case study and write its comparison;
     with --seeds, compare the runs of several optimiser seeds instead."""
@@ -49,9 +54,16 @@ def case_study(
         typer.echo(f"error: unknown case study {name!r}; choose one of "
                    f"{', '.join(CASE_STUDIES)}", err=True)
         raise typer.Exit(2)
+    if alternatives and name not in ("cs2", "cs3"):
+        typer.echo(f"error: --alternatives needs a Ragone story (cs2 or cs3), not {name}", err=True)
+        raise typer.Exit(2)
     if seeds is not None:
-        _compare_seeds(name, directory, seeds, out, confirm_cubes, confirm_voxels, confirm_dir)
+        _compare_seeds(name, directory, seeds, out, confirm_cubes, confirm_voxels, confirm_dir,
+                       alternatives)
         return
+    if alternatives:
+        typer.echo("error: --alternatives needs --seeds (it rescores the seeds' optima)", err=True)
+        raise typer.Exit(2)
     overrides = {"optimizer": {"budget": budget, "seed": seed},
                  "resources": {"executor": executor}}
     try:
@@ -82,7 +94,8 @@ def case_study(
 
 
 def _compare_seeds(name: str, directory: Path, seeds: str, out: Path | None,
-                   confirm_cubes: int, confirm_voxels: int, confirm_dir: Path | None) -> None:
+                   confirm_cubes: int, confirm_voxels: int, confirm_dir: Path | None,
+                   alternatives: bool = False) -> None:
     from hpc.analysis.case_study_seeds import ConfirmFidelity, compare_seeds, parse_seeds
     from hpc.campaign.config import ConfigError
 
@@ -109,6 +122,28 @@ def _compare_seeds(name: str, directory: Path, seeds: str, out: Path | None,
                    f"{comparison.gain_over_cs1_percent.text('+.1f', '%')}")
     target = out if out is not None else directory / f"{name}_report"
     typer.echo(f"comparison: {target / 'summary.md'}")
+    if alternatives:
+        _write_alternatives(name, directory, comparison, target, confirm_dir)
+
+
+def _write_alternatives(name: str, directory: Path, comparison, target: Path,
+                        confirm_dir: Path | None) -> None:
+    """Each present seed's optima rescored under every modelling choice (--alternatives)."""
+    from hpc.analysis.case_study_alternatives import alternatives_at_seed, write_alternatives
+    from hpc.analysis.case_study_seeds import confirm_cache_root
+
+    results = []
+    for seed in comparison.seeds_present:
+        try:
+            results.append(alternatives_at_seed(
+                name, directory, seed, comparison.confirm,
+                confirm_cache_root(target, comparison.confirm, confirm_dir)))
+        except (FileNotFoundError, ValueError) as error:
+            typer.echo(f"seed {seed}: no alternatives ({error})", err=True)
+            continue
+        typer.echo(f"seed {seed}: {len(results[-1].rows)} modelling choices rescored")
+    if results:
+        typer.echo(f"alternatives: {write_alternatives(results, target)}")
 
 
 def register(app: typer.Typer) -> None:
