@@ -18,6 +18,7 @@ from zarr.storage import LocalStore, WrapperStore
 
 from hpc.campaign.convergence_config import (
     build_convergence_file,
+    chunks_per_cube,
     estimate_rank_mem_gb,
     estimate_source_mem_gb,
 )
@@ -30,6 +31,7 @@ from jobs.convergence import (
     load_plan,
     plan_cubes,
     read_cube,
+    task_share,
 )
 from kernels.structure.procedural import ManufacturingParams, generate_structure
 
@@ -139,3 +141,73 @@ def test_slurm_study_generates_its_sources_in_array_tasks(tmp_path):
                                   zarr.open_array(str(local / SOURCE_STORE))[:])
     _, results, _ = collect(study_dir)
     assert len(results) == 4 and all(r["tortuosity_factor"] > 1 for r in results)
+    # each cube solved once, by the array task that owns it; every process's cost recorded,
+    # its peak memory within what the task requested per rank
+    records = [json.loads(p.read_text()) for p in sorted((study_dir / "tasks").glob("*.json"))]
+    assert sorted(r["task_index"] for r in records) == [0, 1]
+    assert sum(r["cubes"] for r in records) == 4
+    tasks = load_plan(study_dir)
+    for record in records:
+        owned = task_share(plan_cubes(study_dir, tasks), record["task_index"], 2)
+        assert {r["slurm_job_id"] for r in results
+                if (r["cube_voxels"], r["index"]) in {(t.cube_voxels, t.index) for t in owned}
+                } == {record["slurm_job_id"]}
+        assert 0 < record["cpu_s"] and record["end"] > record["start"]
+        assert record["peak_rss_mib"] < estimate_rank_mem_gb(32, "native") * 1024
+
+
+# ---- the plan at scale, printed before anything runs ------------------------------------------
+
+def _brute_force_chunks(cube: int, chunk: int, source: int) -> int:
+    """The most chunks a cube overlaps, by trying every origin along one axis."""
+    per_axis = max(len({v // chunk for v in range(o, o + cube)})
+                   for o in range(source - cube + 1))
+    return per_axis ** 3
+
+
+def test_chunks_per_cube_is_the_most_any_origin_overlaps():
+    for cube, chunk, source in [(256, 64, 512), (256, 128, 512), (32, 32, 96), (24, 32, 96),
+                                (33, 32, 96), (96, 32, 96), (100, 64, 128), (16, 64, 64)]:
+        assert chunks_per_cube(cube, chunk, source) == _brute_force_chunks(cube, chunk, source), \
+            (cube, chunk, source)
+
+
+def test_a_cube_read_never_decodes_more_chunks_than_the_plan_says(tmp_path):
+    study = scale_study()
+    plan = study.resource_plan()
+    init_study(tmp_path, study.to_plan())
+    path = tmp_path / SOURCE_STORE
+    most = 0
+    for task in plan_cubes(tmp_path, load_plan(tmp_path)):
+        store = RecordingStore(LocalStore(str(path), read_only=True))
+        read_cube(zarr.open_array(store, mode="r"), task)
+        most = max(most, len({key for key in store.read if key.startswith("c/")}))
+    assert 1 <= most <= plan.chunks_per_largest_cube_max == 8
+
+
+def test_the_plan_for_1000_cubes_of_256_states_tasks_memory_and_chunks(tmp_path):
+    """`microloop convergence --plan` on the design card's scale: nothing runs, no folder is
+    made; memory per rank is the estimate for a 256³ cube, a task asks for its ranks' memory."""
+    from typer.testing import CliRunner
+
+    from hpc.cli.app import app
+
+    args = ["convergence", "--design", "am_wt_frac=0.94,porosity=0.35", "--sizes", "256",
+            "--cubes-per-size", "1000", "--source-voxels", "512", "--source-volumes", "64",
+            "--chunk-voxels", "64", "--executor", "slurm", "--tasks", "125", "--mpi-ranks", "8",
+            "--dir", str(tmp_path / "study"), "--plan", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert not (tmp_path / "study").exists()
+    rank = estimate_rank_mem_gb(256, "native")
+    assert plan["rank_mem_gib"] == rank and plan["rank_mem_estimated"]
+    assert rank * 2**30 > 310e6 + 363 * 256**3   # the per-voxel model, with its headroom
+    assert plan["task_mem_gib"] == pytest.approx(8 * rank, abs=0.05)
+    assert (plan["n_cubes"], plan["n_tasks"], plan["cubes_per_task_max"]) == (1000, 125, 8)
+    assert plan["n_source_tasks"] == 64 and plan["source_mem_gib"] == estimate_source_mem_gb(512)
+    assert plan["source_gib_uncompressed"] == 8.0   # 64 x 512³ bytes
+    assert plan["chunks_per_largest_cube_max"] == 125   # 5 per axis: 256 straddles 64-chunks
+    assert plan["decoded_voxels_per_largest_cube_max"] == 125 * 64**3
+    text = CliRunner().invoke(app, args[:-1])
+    assert text.exit_code == 0 and "memory per rank: " in text.stdout

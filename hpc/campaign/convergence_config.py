@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -104,6 +105,43 @@ def estimate_source_mem_gb(source_voxels: int) -> float:
     return _gib(PROCESS_BASE_BYTES + SOURCE_BYTES_PER_VOXEL * float(source_voxels) ** 3)
 
 
+def chunks_per_cube(cube_voxels: int, chunk_voxels: int, source_voxels: int | None = None) -> int:
+    """The most chunks a cube at any origin overlaps: per axis ceil((L - 1) / c) + 1 (an
+    unaligned cube straddles one more chunk than it spans), at most the source's chunks."""
+    per_axis = math.ceil((cube_voxels - 1) / chunk_voxels) + 1
+    if source_voxels is not None:
+        per_axis = min(per_axis, math.ceil(source_voxels / chunk_voxels))
+    return per_axis ** 3
+
+
+@dataclass(frozen=True)
+class StudyResourcePlan:
+    """What a study will submit and request, before anything runs (`microloop convergence
+    --plan`): solve tasks and their memory per rank, source tasks and theirs, how the source
+    is chunked and how much of it the largest cube decodes. Memory in GiB as requested (the
+    estimate with its headroom, or the value the file gives)."""
+
+    n_cubes: int
+    cube_voxels: tuple[int, ...]
+    executor: str
+    n_tasks: int
+    mpi_ranks_per_task: int
+    cubes_per_task_max: int
+    rank_mem_gib: float
+    rank_mem_estimated: bool
+    task_mem_gib: float
+    n_source_tasks: int
+    source_voxels: int | None
+    source_mem_gib: float | None
+    source_gib_uncompressed: float | None
+    chunk_voxels: int
+    chunks_per_largest_cube_max: int
+    decoded_voxels_per_largest_cube_max: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 class ConvergenceFile(_Strict):
     material: MaterialSection
     study: StudySection = StudySection()
@@ -130,6 +168,31 @@ class ConvergenceFile(_Strict):
         """What one source-generation task requests."""
         return self.resources.source_mem_gb or estimate_source_mem_gb(
             self.material.source_voxels)
+
+    def resource_plan(self) -> StudyResourcePlan:
+        """The study's tasks, memory and chunking (see `StudyResourcePlan`)."""
+        res, mat = self.resources, self.material
+        sizes = tuple(sorted(self.study.cube_voxels))
+        n_cubes = len(sizes) * self.study.cubes_per_size
+        procedural = mat.design is not None
+        source = mat.source_voxels if procedural else None
+        largest = sizes[-1]
+        chunk = min(mat.chunk_voxels, source) if source else mat.chunk_voxels  # as stored
+        chunks = chunks_per_cube(largest, chunk, source)
+        rank = self.rank_mem_gb()
+        return StudyResourcePlan(
+            n_cubes=n_cubes, cube_voxels=sizes, executor=res.executor, n_tasks=res.n_tasks,
+            mpi_ranks_per_task=res.mpi_ranks_per_task,
+            cubes_per_task_max=math.ceil(n_cubes / res.n_tasks), rank_mem_gib=rank,
+            rank_mem_estimated=res.mem_gb_per_rank is None,
+            task_mem_gib=round(rank * res.mpi_ranks_per_task, 1),
+            n_source_tasks=mat.n_source_volumes if procedural and res.executor == "slurm" else 0,
+            source_voxels=source, source_mem_gib=self.source_mem_gb() if procedural else None,
+            source_gib_uncompressed=(round(mat.n_source_volumes * source**3 / GIB, 2)
+                                     if procedural else None),
+            chunk_voxels=chunk, chunks_per_largest_cube_max=chunks,
+            decoded_voxels_per_largest_cube_max=chunks * chunk**3,
+        )
 
     def to_plan(self) -> ConvergencePlan:
         return ConvergencePlan(
