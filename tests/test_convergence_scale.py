@@ -92,8 +92,14 @@ def test_a_cube_read_decodes_only_the_chunks_it_overlaps(tmp_path):
 def test_memory_per_rank_is_estimated_and_a_value_below_it_refused():
     study = scale_study()
     assert study.rank_mem_gb() == estimate_rank_mem_gb(32, "native")
+    # held out: a 256³ native tortuosity rank of a real study task on the test SLURM peaked at
+    # 1545 MiB (1 Dec 2026); the model, fitted at 64-192³, covers it, within 2x (the
+    # evaluation's model requested 7.2 GiB)
     needed_256 = estimate_rank_mem_gb(256, "native")
-    assert needed_256 > 3.6   # the evaluation model: 310 MB + 363 B per voxel, 5.9 GiB at 256³
+    assert 1545 <= needed_256 * 1024 <= 2 * 1545
+    # a conductivity rank holds more than a tortuosity one (the float64 high-contrast path)
+    assert estimate_rank_mem_gb(128, "native", "effective_conductivity_S_m") > \
+        estimate_rank_mem_gb(128, "native")
     assert estimate_source_mem_gb(512) > 3.8e9 / 2**30   # measured: 3.8 GB per 512³ source
     with pytest.raises(ValueError, match="resources.mem_gb_per_rank = 1 is below"):
         build_convergence_file({"material": {"design": DESIGN, "source_voxels": 256},
@@ -202,7 +208,7 @@ def test_the_plan_for_1000_cubes_of_256_states_tasks_memory_and_chunks(tmp_path)
     assert not (tmp_path / "study").exists()
     rank = estimate_rank_mem_gb(256, "native")
     assert plan["rank_mem_gib"] == rank and plan["rank_mem_estimated"]
-    assert rank * 2**30 > 310e6 + 363 * 256**3   # the per-voxel model, with its headroom
+    assert rank * 1024 >= 1545   # the peak of a real 256³ rank (see above)
     assert plan["task_mem_gib"] == pytest.approx(8 * rank, abs=0.05)
     assert (plan["n_cubes"], plan["n_tasks"], plan["cubes_per_task_max"]) == (1000, 125, 8)
     assert plan["n_source_tasks"] == 64 and plan["source_mem_gib"] == estimate_source_mem_gb(512)

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpc.campaign.config import format_validation_error, in_range
-from hpc.campaign.memory_estimate import GIB, PROCESS_BASE_BYTES, volume_peak_bytes
+from hpc.campaign.memory_estimate import BYTES_PER_VOXEL, GIB, PROCESS_BASE_BYTES
 from jobs.convergence import ConvergencePlan
 from kernels.cell import ranges
 
@@ -94,10 +94,44 @@ def _gib(bytes_: float) -> float:
     return math.ceil(bytes_ * MEMORY_HEADROOM / GIB * 10) / 10
 
 
-def estimate_rank_mem_gb(largest_cube_voxels: int, backend: str) -> float:
-    """Memory one MPI rank of a solve task needs: one process solving one cube at a time, the
-    evaluation's model (hpc.campaign.memory_estimate) for the largest cube."""
-    return _gib(volume_peak_bytes(int(largest_cube_voxels) ** 3, backend))
+#: Peak RSS (MiB) of one study rank solving one cube of the studied metric only, in a fresh
+#: process (tests/benchmarks/bench_convergence_memory.py, the real `solve_cube`; 1 Dec 2026; the
+#: process after its imports: 257 MiB). A rank solves one metric, a fraction of what an
+#: evaluation holds (every metric of a design: hpc.campaign.memory_estimate), whose model
+#: over-requested a 256³ native tortuosity rank 4.8-fold (7.2 GiB for a measured 1.51 GiB).
+MEASURED_RANK_PEAK_MIB: dict[tuple[str, str], dict[int, float]] = {
+    ("tortuosity_factor", "native"): {64: 297.8, 128: 528.9, 192: 833.5},
+    ("tortuosity_factor", "taufactor"): {64: 321.9, 128: 537.2, 192: 815.5},
+    ("effective_conductivity_S_m", "native"): {64: 329.2, 128: 807.5, 192: 1711.1},
+}
+
+
+def _rank_bytes_per_voxel(peaks_mib: dict[int, float]) -> float:
+    """The largest measured bytes per voxel above the process base: the per-voxel cost falls
+    with size (fixed buffers), so the largest ratio keeps larger cubes on the safe side."""
+    return max((mib * 2**20 - PROCESS_BASE_BYTES) / size**3 for size, mib in peaks_mib.items())
+
+
+#: bytes per voxel of a study rank, by (metric, back-end), from the measurements above. The
+#: conductivity with TauFactor was not measured past 64³ (340 MiB; 23 CPU-s there, it rarely
+#: converges at this contrast): it takes the evaluation's per-voxel cost, an upper bound (an
+#: evaluation solves it and every other metric; 164 B per voxel measured at 128³).
+RANK_BYTES_PER_VOXEL = {
+    **{key: _rank_bytes_per_voxel(peaks) for key, peaks in MEASURED_RANK_PEAK_MIB.items()},
+    ("effective_conductivity_S_m", "taufactor"): max(
+        BYTES_PER_VOXEL["taufactor"], _rank_bytes_per_voxel({64: 340.4})),
+}
+
+
+def estimate_rank_mem_gb(largest_cube_voxels: int, backend: str,
+                         metric: str = "tortuosity_factor") -> float:
+    """Memory one MPI rank of a solve task needs: one process solving its largest cube's
+    studied metric (310 MB of imports + the measured bytes per voxel), with the headroom."""
+    key = (metric, backend)
+    if key not in RANK_BYTES_PER_VOXEL:
+        raise ValueError(f"no memory model for metric {metric!r} with backend {backend!r}; "
+                         f"known: {sorted(RANK_BYTES_PER_VOXEL)}")
+    return _gib(PROCESS_BASE_BYTES + RANK_BYTES_PER_VOXEL[key] * float(largest_cube_voxels) ** 3)
 
 
 def estimate_source_mem_gb(source_voxels: int) -> float:
@@ -150,11 +184,13 @@ class ConvergenceFile(_Strict):
     @model_validator(mode="after")
     def _memory_fits(self) -> ConvergenceFile:
         given = self.resources.mem_gb_per_rank
-        needed = estimate_rank_mem_gb(max(self.study.cube_voxels), self.study.backend)
+        needed = estimate_rank_mem_gb(max(self.study.cube_voxels), self.study.backend,
+                                      self.study.metric)
         if given is not None and given < needed:
             raise ValueError(f"resources.mem_gb_per_rank = {given:g} is below the estimated "
-                             f"{needed:g} GiB a rank needs for a {max(self.study.cube_voxels)}³ "
-                             f"cube with the {self.study.backend} solver; raise it or leave it "
+                             f"{needed:g} GiB a rank needs for the {self.study.metric} of a "
+                             f"{max(self.study.cube_voxels)}³ cube with the {self.study.backend} "
+                             "solver; raise it or leave it "
                              "out (then the estimate is requested)")
         return self
 
@@ -162,7 +198,7 @@ class ConvergenceFile(_Strict):
         """What a solve task requests per rank (`--mem-per-cpu`): the given value or the
         estimate."""
         return self.resources.mem_gb_per_rank or estimate_rank_mem_gb(
-            max(self.study.cube_voxels), self.study.backend)
+            max(self.study.cube_voxels), self.study.backend, self.study.metric)
 
     def source_mem_gb(self) -> float:
         """What one source-generation task requests."""

@@ -64,7 +64,8 @@ def summarise(study_dir: Path) -> dict:
         "cubes_per_process": [min(r["cubes"] for r in ranks), max(r["cubes"] for r in ranks)],
         "peak_rss_mib": {
             "rank_max": round(max(r["peak_rss_mib"] for r in ranks), 1),
-            "rank_requested": round(estimate_rank_mem_gb(largest, plan.backend) * 1024, 1),
+            "rank_requested": round(estimate_rank_mem_gb(largest, plan.backend, plan.metric)
+                                    * 1024, 1),
             "source_max": round(max(s.get("peak_rss_mib", 0.0) for s in sources), 1)
             if sources else None,
             "source_requested": round(estimate_source_mem_gb(plan.source_voxels) * 1024, 1),
