@@ -217,3 +217,37 @@ def test_the_plan_for_1000_cubes_of_256_states_tasks_memory_and_chunks(tmp_path)
     assert plan["decoded_voxels_per_largest_cube_max"] == 125 * 64**3
     text = CliRunner().invoke(app, args[:-1])
     assert text.exit_code == 0 and "memory per rank: " in text.stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_thousand_cubes_on_slurm_are_each_solved_once_by_their_own_task(tmp_path):
+    """The design card's 1000 cubes, at 16³: 4 sources made by 4 array tasks, the cubes by 4
+    array tasks; every cube solved exactly once, by the task that owns it, reading its chunks."""
+    study_dir = tmp_path / "study"
+    study = build_convergence_file({
+        "material": {"design": DESIGN, "source_voxels": 64, "n_source_volumes": 4,
+                     "chunk_voxels": 16, "voxel_um": 0.5},
+        "study": {"cube_voxels": [16], "cubes_per_size": 1000, "n_bootstrap": 200},
+        "resources": {"executor": "slurm", "n_tasks": 4, "walltime_min": 30},
+    })
+    assert study.resource_plan().chunks_per_largest_cube_max == 8
+    summary = run_study(study_dir, study, show_progress=False, poll_s=1.0)
+    assert summary["errors"] == [] and summary["missing_cubes"] == 0
+    assert len({json.loads(p.read_text())["job_id"]
+                for p in (study_dir / "source.done").glob("*.json")}) == 4
+    plan = load_plan(study_dir)
+    _, results, _ = collect(study_dir)
+    assert len(results) == 1000
+    records = [json.loads(p.read_text()) for p in (study_dir / "tasks").glob("*.json")]
+    assert sorted(r["task_index"] for r in records) == [0, 1, 2, 3]
+    assert sum(r["cubes"] for r in records) == 1000   # none solved twice
+    job_of_task = {r["task_index"]: r["slurm_job_id"] for r in records}
+    assert len(set(job_of_task.values())) == 4
+    solved_by = {(r["cube_voxels"], r["index"]): r["slurm_job_id"] for r in results}
+    for task_index, job in job_of_task.items():
+        owned = task_share(plan_cubes(study_dir, plan), task_index, 4)
+        assert len(owned) == 250
+        assert {solved_by[(t.cube_voxels, t.index)] for t in owned} == {job}
+    percolating = [r["tortuosity_factor"] for r in results if r["percolating"]]
+    assert len(percolating) > 500 and all(tau >= 1 for tau in percolating)
