@@ -6,7 +6,9 @@ A study folder holds:
 <study>/study.json          the frozen plan (sizes, cubes per size, source, seed, solver)
         source.zarr/        the large volume(s) cubes are cut from, in chunk_voxels³ chunks
         source.done/<i>.json  one marker per generated volume (written last by its array task)
-        cubes/<L>_<i>.json  one result per cube: tortuosity, porosity, percolation, solve seconds
+        tasks/<t>-rank<r>.json  what each process of solve task t cost (CPU s, peak memory, when)
+        cubes/<L>_<i>.json  one result per cube: tortuosity, porosity, percolation, solve seconds,
+                            the solving process's peak memory, host and SLURM job
         convergence.json    per-size statistics and the recommended (size, count)
         convergence.png     mean ± CI vs size, cubes needed vs size
 ```
@@ -24,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -40,6 +43,7 @@ STUDY_FILE = "study.json"
 SOURCE_STORE = "source.zarr"
 SOURCE_DONE = "source.done.json"
 SOURCE_MARKERS = "source.done"   # one marker per generated source volume
+TASK_RECORDS = "tasks"           # one cost record per process of a solve task
 RESULT_FILE = "convergence.json"
 PLOT_FILE = "convergence.png"
 METRICS = ("tortuosity_factor", "effective_conductivity_S_m")
@@ -194,7 +198,10 @@ def generate_source(study_dir: str | Path, index: int) -> dict[str, Any]:
     start_cpu = time.process_time()
     array[index] = generate_structure(params, plan.source_voxels, plan.voxel_um,
                                       seed=plan.seed * 1000 + index)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     record = {"index": int(index), "cpu_s": time.process_time() - start_cpu,
+              "process_cpu_s": usage.ru_utime + usage.ru_stime,   # imports included
+              "peak_rss_mib": usage.ru_maxrss / 1024,
               "host": os.uname().nodename, "job_id": os.environ.get("SLURM_JOB_ID")}
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(marker, record)
@@ -306,6 +313,11 @@ def solve_cube(study_dir: str | Path, plan: ConvergencePlan, task: CubeTask) -> 
         result.update(effective_conductivity_S_m=sigma, percolating=sigma > 0)
     result["solve_cpu_s"] = time.process_time() - start_cpu
     result["solve_wall_s"] = time.perf_counter() - start_wall
+    # where it ran and the process's peak memory so far (Linux: KiB), against the estimate the
+    # task requested (hpc.campaign.convergence_config): a rank solves its largest cubes first
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["host"] = os.uname().nodename
+    result["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     write_json_atomic(path, result)
     return result
 
@@ -325,8 +337,32 @@ def run_share(study_dir: str | Path, task_index: int = 0, n_tasks: int = 1, comm
     plan = load_plan(study_dir)
     share = [t for t in task_share(plan_cubes(study_dir, plan), task_index, n_tasks)
              if not cube_result_path(study_dir, t).exists()]
-    done = map_dynamic(lambda i: bool(solve_cube(study_dir, plan, share[i])), range(len(share)), comm)
+    rank = 0 if comm is None else comm.Get_rank()
+    start = time.time()
+    solved_here = []
+
+    def solve(i: int) -> bool:
+        solved_here.append(share[i].name)
+        return bool(solve_cube(study_dir, plan, share[i]))
+
+    done = map_dynamic(solve, range(len(share)), comm)
+    write_process_record(study_dir, f"{task_index}-rank{rank}", start,
+                         task_index=task_index, n_tasks=n_tasks, rank=rank,
+                         cubes=len(solved_here))
     return len(done)
+
+
+def write_process_record(study_dir: str | Path, name: str, start: float, **fields: Any) -> None:
+    """`D/tasks/<name>.json`: what one process of a task cost (its whole life's CPU seconds,
+    imports included, its peak memory, when it ran and where), so a study at scale reports its
+    real CPU and wall time and its load balance. Rewritten by a rerun (the rerun's cost)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    record = {**fields, "cpu_s": usage.ru_utime + usage.ru_stime,
+              "peak_rss_mib": usage.ru_maxrss / 1024, "start": start, "end": time.time(),
+              "host": os.uname().nodename, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    path = Path(study_dir) / TASK_RECORDS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
 
 
 def launch_share(study_dir: str | Path, task_index: int, n_tasks: int, mpi_ranks: int = 1,
@@ -344,11 +380,15 @@ def launch_share(study_dir: str | Path, task_index: int, n_tasks: int, mpi_ranks
         return
     command = [*prefix, sys.executable, "-m", "jobs.convergence", "run-task", str(study_dir),
                "--task-index", str(task_index), "--n-tasks", str(n_tasks), "--ranks", str(mpi_ranks)]
+    start = time.time()
     completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
                                env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:3])} ... exited {completed.returncode}:\n"
                            f"{completed.stderr[-3000:]}")
+    # this process only waited for the ranks (they are not its children under srun)
+    write_process_record(study_dir, f"{task_index}-launcher", start, task_index=task_index,
+                         n_tasks=n_tasks, ranks=mpi_ranks)
 
 
 # ---- analysis -----------------------------------------------------------------------------------

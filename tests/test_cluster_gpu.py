@@ -2,10 +2,18 @@
 the test SLURM's GRES stand-in (device files with no CUDA behind them).
 
 SLURM sets CUDA_VISIBLE_DEVICES from the job's GRES and SLURM_LOCALID per rank; an evaluation's
-ranks must land on different GPUs. The timings on a real GPU: tests/benchmarks/gpu_check.py.
+ranks must land on different GPUs. The timings on a real GPU: tests/benchmarks/gpu_check.py,
+whose dry run (every stage on the CPU) is run here so the script is known to work before a GPU
+session.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +79,33 @@ def test_an_evaluation_jobs_ranks_map_to_different_gres_gpus(tmp_path, monkeypat
     assert [r["visible_devices"] for r in ranks] == ["0,1", "0,1"]   # SLURM's GRES indices
     assert [r["local_rank"] for r in ranks] == [0, 1]
     assert [r["planned_device"] for r in ranks] == ["cuda:0", "cuda:1"]
+
+
+@pytest.mark.slow
+def test_the_gpu_check_dry_run_runs_every_stage_on_the_cpu(tmp_path):
+    """`gpu_check.py --dry-run` from another folder: generation, both solves with both solvers,
+    and the batch of processes, all on the CPU; no row claims a GPU; the native solver and
+    TauFactor (independent implementations) agree on every field."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu_check.json"
+    done = subprocess.run(
+        [sys.executable, str(root / "tests" / "benchmarks" / "gpu_check.py"), "--dry-run",
+         "--sizes", "16", "--repeats", "1", "--batch", "2", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["header"]["dry_run"] is True and report["header"]["gpu"] is None
+    rows = report["rows"]
+    assert {row["device"] for row in rows} == {"cpu"}
+    stages = {(row["stage"], row["method"]) for row in rows}
+    assert stages == {("generate", "procedural"), ("generate", "generator"),
+                      ("pore", "native"), ("pore", "taufactor"),
+                      ("electronic", "native"), ("electronic", "taufactor"),
+                      ("batch", "1 process x 2 cubes"), ("batch", "2 processes x 1 cube")}
+    for row in rows:
+        if row["stage"] in ("pore", "electronic"):
+            assert row["converged"] and 0 < row["value"] < 1
+            assert row["rel_diff_vs_native_cpu"] < 1e-3, row
+    batch = next(row for row in rows if row["method"] == "2 processes x 1 cube")
+    assert len(batch["solve_seconds_per_process"]) == 2

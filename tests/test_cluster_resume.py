@@ -59,7 +59,8 @@ def test_a_requeued_controller_job_takes_over_its_own_fresh_lease(tmp_path, monk
 
 @pytest.mark.slurm
 def test_a_fresh_lease_of_a_job_slurm_no_longer_runs_is_taken_over(tmp_path):
-    done = subprocess.run(["sbatch", "--parsable", "--wrap", "true"], capture_output=True,
+    done = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "--wrap", "true"],
+                          capture_output=True,
                           text=True, timeout=60, check=True).stdout.strip().split(";")[0]
     deadline = time.monotonic() + 120
     while subprocess.run(["squeue", "-h", "-j", done], capture_output=True, text=True,
@@ -68,7 +69,8 @@ def test_a_fresh_lease_of_a_job_slurm_no_longer_runs_is_taken_over(tmp_path):
         time.sleep(0.5)
     _lease(tmp_path / LOCK, "node-a.cluster", age_s=5, job=done)   # its controller died
     acquire(tmp_path, LOCK, lease_s=120).close()
-    running = subprocess.run(["sbatch", "--parsable", "--wrap", "sleep 60"], capture_output=True,
+    running = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", "--wrap", "sleep 60"],
+                             capture_output=True,
                              text=True, timeout=60, check=True).stdout.strip().split(";")[0]
     try:
         while "RUNNING" not in subprocess.run(["squeue", "-h", "-j", running, "-o", "%T"],
@@ -237,6 +239,41 @@ def test_repeated_permanent_refusals_stop_the_campaign_with_sbatchs_message(tmp_
         resumed.close()
     assert (progress.complete, progress.failed) == (1, 2)
     assert resumed.trials[2].attempt == 1 and len(resumed.trials[2].job_ids) == 1
+
+
+@pytest.mark.slurm
+def test_the_refusals_that_stop_the_campaign_are_set_in_the_campaign_file(tmp_path):
+    """`resources.max_consecutive_refusals = 1`: the first permanent refusal stops the campaign
+    (with the default 3, two trials would have failed first), and the error names the key."""
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             optimizer={"backend": "sobol", "budget": 5, "max_concurrent": 1},
+                             resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.0,
+                                        "partition": "no_such_partition", "max_retries": 0,
+                                        "poll_interval_s": 0.2, "max_consecutive_refusals": 1})
+    folder = tmp_path / "run"
+    controller = Campaign.create(load_campaign(campaign), folder)
+    try:
+        with pytest.raises(CampaignError, match="(?i)1 submissions in a row.*"
+                           "max_consecutive_refusals = 1.*invalid partition"):
+            controller.run(report=None, stop_after_s=120)
+    finally:
+        controller.close()
+    trials = controller.trials
+    assert len(trials) == 1 and trials[0].status == "proposed" and trials[0].submitting
+    stopped = [e for e in read_journal(folder) if e["event"] == "campaign_stopped"]
+    assert len(stopped) == 1 and stopped[0]["refusals"] == 1
+
+
+def test_the_refusal_limit_is_validated_naming_the_key(tmp_path):
+    from hpc.campaign.config import ConfigError
+
+    for bad in (0, 1.5, "3"):
+        path = tiny_campaign(tmp_path / "bad.toml",
+                             resources={"max_consecutive_refusals": bad})
+        with pytest.raises(ConfigError, match=r"resources\.max_consecutive_refusals"):
+            load_campaign(path)
+    assert load_campaign(tiny_campaign(tmp_path / "ok.toml")).resources \
+        .max_consecutive_refusals == 3
 
 
 def test_resume_wait_waits_for_the_live_controller_before_refusing(tmp_path):

@@ -18,6 +18,7 @@ from zarr.storage import LocalStore, WrapperStore
 
 from hpc.campaign.convergence_config import (
     build_convergence_file,
+    chunks_per_cube,
     estimate_rank_mem_gb,
     estimate_source_mem_gb,
 )
@@ -30,6 +31,7 @@ from jobs.convergence import (
     load_plan,
     plan_cubes,
     read_cube,
+    task_share,
 )
 from kernels.structure.procedural import ManufacturingParams, generate_structure
 
@@ -90,8 +92,14 @@ def test_a_cube_read_decodes_only_the_chunks_it_overlaps(tmp_path):
 def test_memory_per_rank_is_estimated_and_a_value_below_it_refused():
     study = scale_study()
     assert study.rank_mem_gb() == estimate_rank_mem_gb(32, "native")
+    # held out: a 256³ native tortuosity rank of a real study task on the test SLURM peaked at
+    # 1545 MiB (1 Dec 2026); the model, fitted at 64-192³, covers it, within 2x (the
+    # evaluation's model requested 7.2 GiB)
     needed_256 = estimate_rank_mem_gb(256, "native")
-    assert needed_256 > 3.6   # the evaluation model: 310 MB + 363 B per voxel, 5.9 GiB at 256³
+    assert 1545 <= needed_256 * 1024 <= 2 * 1545
+    # a conductivity rank holds more than a tortuosity one (the float64 high-contrast path)
+    assert estimate_rank_mem_gb(128, "native", "effective_conductivity_S_m") > \
+        estimate_rank_mem_gb(128, "native")
     assert estimate_source_mem_gb(512) > 3.8e9 / 2**30   # measured: 3.8 GB per 512³ source
     with pytest.raises(ValueError, match="resources.mem_gb_per_rank = 1 is below"):
         build_convergence_file({"material": {"design": DESIGN, "source_voxels": 256},
@@ -139,3 +147,107 @@ def test_slurm_study_generates_its_sources_in_array_tasks(tmp_path):
                                   zarr.open_array(str(local / SOURCE_STORE))[:])
     _, results, _ = collect(study_dir)
     assert len(results) == 4 and all(r["tortuosity_factor"] > 1 for r in results)
+    # each cube solved once, by the array task that owns it; every process's cost recorded,
+    # its peak memory within what the task requested per rank
+    records = [json.loads(p.read_text()) for p in sorted((study_dir / "tasks").glob("*.json"))]
+    assert sorted(r["task_index"] for r in records) == [0, 1]
+    assert sum(r["cubes"] for r in records) == 4
+    tasks = load_plan(study_dir)
+    for record in records:
+        owned = task_share(plan_cubes(study_dir, tasks), record["task_index"], 2)
+        assert {r["slurm_job_id"] for r in results
+                if (r["cube_voxels"], r["index"]) in {(t.cube_voxels, t.index) for t in owned}
+                } == {record["slurm_job_id"]}
+        assert 0 < record["cpu_s"] and record["end"] > record["start"]
+        assert record["peak_rss_mib"] < estimate_rank_mem_gb(32, "native") * 1024
+
+
+# ---- the plan at scale, printed before anything runs ------------------------------------------
+
+def _brute_force_chunks(cube: int, chunk: int, source: int) -> int:
+    """The most chunks a cube overlaps, by trying every origin along one axis."""
+    per_axis = max(len({v // chunk for v in range(o, o + cube)})
+                   for o in range(source - cube + 1))
+    return per_axis ** 3
+
+
+def test_chunks_per_cube_is_the_most_any_origin_overlaps():
+    for cube, chunk, source in [(256, 64, 512), (256, 128, 512), (32, 32, 96), (24, 32, 96),
+                                (33, 32, 96), (96, 32, 96), (100, 64, 128), (16, 64, 64)]:
+        assert chunks_per_cube(cube, chunk, source) == _brute_force_chunks(cube, chunk, source), \
+            (cube, chunk, source)
+
+
+def test_a_cube_read_never_decodes_more_chunks_than_the_plan_says(tmp_path):
+    study = scale_study()
+    plan = study.resource_plan()
+    init_study(tmp_path, study.to_plan())
+    path = tmp_path / SOURCE_STORE
+    most = 0
+    for task in plan_cubes(tmp_path, load_plan(tmp_path)):
+        store = RecordingStore(LocalStore(str(path), read_only=True))
+        read_cube(zarr.open_array(store, mode="r"), task)
+        most = max(most, len({key for key in store.read if key.startswith("c/")}))
+    assert 1 <= most <= plan.chunks_per_largest_cube_max == 8
+
+
+def test_the_plan_for_1000_cubes_of_256_states_tasks_memory_and_chunks(tmp_path):
+    """`microloop convergence --plan` on the design card's scale: nothing runs, no folder is
+    made; memory per rank is the estimate for a 256³ cube, a task asks for its ranks' memory."""
+    from typer.testing import CliRunner
+
+    from hpc.cli.app import app
+
+    args = ["convergence", "--design", "am_wt_frac=0.94,porosity=0.35", "--sizes", "256",
+            "--cubes-per-size", "1000", "--source-voxels", "512", "--source-volumes", "64",
+            "--chunk-voxels", "64", "--executor", "slurm", "--tasks", "125", "--mpi-ranks", "8",
+            "--dir", str(tmp_path / "study"), "--plan", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert not (tmp_path / "study").exists()
+    rank = estimate_rank_mem_gb(256, "native")
+    assert plan["rank_mem_gib"] == rank and plan["rank_mem_estimated"]
+    assert rank * 1024 >= 1545   # the peak of a real 256³ rank (see above)
+    assert plan["task_mem_gib"] == pytest.approx(8 * rank, abs=0.05)
+    assert (plan["n_cubes"], plan["n_tasks"], plan["cubes_per_task_max"]) == (1000, 125, 8)
+    assert plan["n_source_tasks"] == 64 and plan["source_mem_gib"] == estimate_source_mem_gb(512)
+    assert plan["source_gib_uncompressed"] == 8.0   # 64 x 512³ bytes
+    assert plan["chunks_per_largest_cube_max"] == 125   # 5 per axis: 256 straddles 64-chunks
+    assert plan["decoded_voxels_per_largest_cube_max"] == 125 * 64**3
+    text = CliRunner().invoke(app, args[:-1])
+    assert text.exit_code == 0 and "memory per rank: " in text.stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_thousand_cubes_on_slurm_are_each_solved_once_by_their_own_task(tmp_path):
+    """The design card's 1000 cubes, at 16³: 4 sources made by 4 array tasks, the cubes by 4
+    array tasks; every cube solved exactly once, by the task that owns it, reading its chunks."""
+    study_dir = tmp_path / "study"
+    study = build_convergence_file({
+        "material": {"design": DESIGN, "source_voxels": 64, "n_source_volumes": 4,
+                     "chunk_voxels": 16, "voxel_um": 0.5},
+        "study": {"cube_voxels": [16], "cubes_per_size": 1000, "n_bootstrap": 200},
+        "resources": {"executor": "slurm", "n_tasks": 4, "walltime_min": 30},
+    })
+    assert study.resource_plan().chunks_per_largest_cube_max == 8
+    summary = run_study(study_dir, study, show_progress=False, poll_s=1.0)
+    assert summary["errors"] == [] and summary["missing_cubes"] == 0
+    assert len({json.loads(p.read_text())["job_id"]
+                for p in (study_dir / "source.done").glob("*.json")}) == 4
+    plan = load_plan(study_dir)
+    _, results, _ = collect(study_dir)
+    assert len(results) == 1000
+    records = [json.loads(p.read_text()) for p in (study_dir / "tasks").glob("*.json")]
+    assert sorted(r["task_index"] for r in records) == [0, 1, 2, 3]
+    assert sum(r["cubes"] for r in records) == 1000   # none solved twice
+    job_of_task = {r["task_index"]: r["slurm_job_id"] for r in records}
+    assert len(set(job_of_task.values())) == 4
+    solved_by = {(r["cube_voxels"], r["index"]): r["slurm_job_id"] for r in results}
+    for task_index, job in job_of_task.items():
+        owned = task_share(plan_cubes(study_dir, plan), task_index, 4)
+        assert len(owned) == 250
+        assert {solved_by[(t.cube_voxels, t.index)] for t in owned} == {job}
+    percolating = [r["tortuosity_factor"] for r in results if r["percolating"]]
+    assert len(percolating) > 500 and all(tau >= 1 for tau in percolating)

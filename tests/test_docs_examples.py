@@ -237,6 +237,8 @@ def _why_not_run(example: Example) -> str | None:
         return None
     if not path:
         return "no sub-command"
+    if path[0] == "convergence" and "--plan" in rest:
+        return None   # prints the study's tasks and memory, runs nothing
     if path[0] in EXPENSIVE:
         return EXPENSIVE[path[0]]
     for argument, reason in NEEDS_A_CAMPAIGN.items():

@@ -31,7 +31,12 @@ from pydantic import (
     model_validator,
 )
 
-from hpc.campaign.resources_config import SLURM_NAME, RoleResources, slurm_name
+from hpc.campaign.resources_config import (
+    MAX_CONSECUTIVE_REFUSALS,
+    SLURM_NAME,
+    RoleResources,
+    slurm_name,
+)
 from hpc.campaigns import builtin_names
 from kernels.cell import ranges
 from kernels.cell.design import thickness_range_um
@@ -434,6 +439,9 @@ class ResourcesConfig(_Section):
     controller_requeue_signal_s: int = Field(default=300, ge=10, le=3600)
     # an ended job's result file may appear this much later on a shared file system (NFS)
     result_grace_s: float = Field(default=5.0, ge=0, le=3600)
+    # permanent sbatch refusals in a row (none accepted between them) after which the controller
+    # stops the campaign with sbatch's message instead of failing trial after trial
+    max_consecutive_refusals: int = Field(default=MAX_CONSECUTIVE_REFUSALS, ge=1, le=1000)
     # resources per role (hpc.campaign.resources_config: what each inherits from the keys above)
     controller: RoleResources = Field(default_factory=RoleResources)
     evaluation: RoleResources = Field(default_factory=RoleResources)

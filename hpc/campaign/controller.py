@@ -623,8 +623,9 @@ class Campaign:
         """The scheduler refused the same kind of request N times in a row: every further
         submission would be refused too, so stop instead of failing trial after trial."""
         count, message = self.executor.consecutive_refusals, self.executor.last_refusal
-        reason = (f"the scheduler refused {count} submissions in a row (permanent refusals); "
-                  f"the last said: {message}")
+        reason = (f"the scheduler refused {count} submissions in a row (permanent refusals, "
+                  f"resources.max_consecutive_refusals = "
+                  f"{self.executor.max_consecutive_refusals}); the last said: {message}")
         log.error("stopping the campaign: %s", reason)
         self.journal_event("campaign_stopped", reason=reason, refusals=count)
         self._persist()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import tomllib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpc.campaign.config import format_validation_error, in_range
-from hpc.campaign.memory_estimate import GIB, PROCESS_BASE_BYTES, volume_peak_bytes
+from hpc.campaign.memory_estimate import BYTES_PER_VOXEL, GIB, PROCESS_BASE_BYTES
 from jobs.convergence import ConvergencePlan
 from kernels.cell import ranges
 
@@ -93,15 +94,86 @@ def _gib(bytes_: float) -> float:
     return math.ceil(bytes_ * MEMORY_HEADROOM / GIB * 10) / 10
 
 
-def estimate_rank_mem_gb(largest_cube_voxels: int, backend: str) -> float:
-    """Memory one MPI rank of a solve task needs: one process solving one cube at a time, the
-    evaluation's model (hpc.campaign.memory_estimate) for the largest cube."""
-    return _gib(volume_peak_bytes(int(largest_cube_voxels) ** 3, backend))
+#: Peak RSS (MiB) of one study rank solving one cube of the studied metric only, in a fresh
+#: process (tests/benchmarks/bench_convergence_memory.py, the real `solve_cube`; 1 Dec 2026; the
+#: process after its imports: 257 MiB). A rank solves one metric, a fraction of what an
+#: evaluation holds (every metric of a design: hpc.campaign.memory_estimate), whose model
+#: over-requested a 256³ native tortuosity rank 4.8-fold (7.2 GiB for a measured 1.51 GiB).
+MEASURED_RANK_PEAK_MIB: dict[tuple[str, str], dict[int, float]] = {
+    ("tortuosity_factor", "native"): {64: 297.8, 128: 528.9, 192: 833.5},
+    ("tortuosity_factor", "taufactor"): {64: 321.9, 128: 537.2, 192: 815.5},
+    ("effective_conductivity_S_m", "native"): {64: 329.2, 128: 807.5, 192: 1711.1},
+}
+
+
+def _rank_bytes_per_voxel(peaks_mib: dict[int, float]) -> float:
+    """The largest measured bytes per voxel above the process base: the per-voxel cost falls
+    with size (fixed buffers), so the largest ratio keeps larger cubes on the safe side."""
+    return max((mib * 2**20 - PROCESS_BASE_BYTES) / size**3 for size, mib in peaks_mib.items())
+
+
+#: bytes per voxel of a study rank, by (metric, back-end), from the measurements above. The
+#: conductivity with TauFactor was not measured past 64³ (340 MiB; 23 CPU-s there, it rarely
+#: converges at this contrast): it takes the evaluation's per-voxel cost, an upper bound (an
+#: evaluation solves it and every other metric; 164 B per voxel measured at 128³).
+RANK_BYTES_PER_VOXEL = {
+    **{key: _rank_bytes_per_voxel(peaks) for key, peaks in MEASURED_RANK_PEAK_MIB.items()},
+    ("effective_conductivity_S_m", "taufactor"): max(
+        BYTES_PER_VOXEL["taufactor"], _rank_bytes_per_voxel({64: 340.4})),
+}
+
+
+def estimate_rank_mem_gb(largest_cube_voxels: int, backend: str,
+                         metric: str = "tortuosity_factor") -> float:
+    """Memory one MPI rank of a solve task needs: one process solving its largest cube's
+    studied metric (310 MB of imports + the measured bytes per voxel), with the headroom."""
+    key = (metric, backend)
+    if key not in RANK_BYTES_PER_VOXEL:
+        raise ValueError(f"no memory model for metric {metric!r} with backend {backend!r}; "
+                         f"known: {sorted(RANK_BYTES_PER_VOXEL)}")
+    return _gib(PROCESS_BASE_BYTES + RANK_BYTES_PER_VOXEL[key] * float(largest_cube_voxels) ** 3)
 
 
 def estimate_source_mem_gb(source_voxels: int) -> float:
     """Memory of one source-generation task (one procedural volume)."""
     return _gib(PROCESS_BASE_BYTES + SOURCE_BYTES_PER_VOXEL * float(source_voxels) ** 3)
+
+
+def chunks_per_cube(cube_voxels: int, chunk_voxels: int, source_voxels: int | None = None) -> int:
+    """The most chunks a cube at any origin overlaps: per axis ceil((L - 1) / c) + 1 (an
+    unaligned cube straddles one more chunk than it spans), at most the source's chunks."""
+    per_axis = math.ceil((cube_voxels - 1) / chunk_voxels) + 1
+    if source_voxels is not None:
+        per_axis = min(per_axis, math.ceil(source_voxels / chunk_voxels))
+    return per_axis ** 3
+
+
+@dataclass(frozen=True)
+class StudyResourcePlan:
+    """What a study will submit and request, before anything runs (`microloop convergence
+    --plan`): solve tasks and their memory per rank, source tasks and theirs, how the source
+    is chunked and how much of it the largest cube decodes. Memory in GiB as requested (the
+    estimate with its headroom, or the value the file gives)."""
+
+    n_cubes: int
+    cube_voxels: tuple[int, ...]
+    executor: str
+    n_tasks: int
+    mpi_ranks_per_task: int
+    cubes_per_task_max: int
+    rank_mem_gib: float
+    rank_mem_estimated: bool
+    task_mem_gib: float
+    n_source_tasks: int
+    source_voxels: int | None
+    source_mem_gib: float | None
+    source_gib_uncompressed: float | None
+    chunk_voxels: int
+    chunks_per_largest_cube_max: int
+    decoded_voxels_per_largest_cube_max: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class ConvergenceFile(_Strict):
@@ -112,11 +184,13 @@ class ConvergenceFile(_Strict):
     @model_validator(mode="after")
     def _memory_fits(self) -> ConvergenceFile:
         given = self.resources.mem_gb_per_rank
-        needed = estimate_rank_mem_gb(max(self.study.cube_voxels), self.study.backend)
+        needed = estimate_rank_mem_gb(max(self.study.cube_voxels), self.study.backend,
+                                      self.study.metric)
         if given is not None and given < needed:
             raise ValueError(f"resources.mem_gb_per_rank = {given:g} is below the estimated "
-                             f"{needed:g} GiB a rank needs for a {max(self.study.cube_voxels)}³ "
-                             f"cube with the {self.study.backend} solver; raise it or leave it "
+                             f"{needed:g} GiB a rank needs for the {self.study.metric} of a "
+                             f"{max(self.study.cube_voxels)}³ cube with the {self.study.backend} "
+                             "solver; raise it or leave it "
                              "out (then the estimate is requested)")
         return self
 
@@ -124,12 +198,37 @@ class ConvergenceFile(_Strict):
         """What a solve task requests per rank (`--mem-per-cpu`): the given value or the
         estimate."""
         return self.resources.mem_gb_per_rank or estimate_rank_mem_gb(
-            max(self.study.cube_voxels), self.study.backend)
+            max(self.study.cube_voxels), self.study.backend, self.study.metric)
 
     def source_mem_gb(self) -> float:
         """What one source-generation task requests."""
         return self.resources.source_mem_gb or estimate_source_mem_gb(
             self.material.source_voxels)
+
+    def resource_plan(self) -> StudyResourcePlan:
+        """The study's tasks, memory and chunking (see `StudyResourcePlan`)."""
+        res, mat = self.resources, self.material
+        sizes = tuple(sorted(self.study.cube_voxels))
+        n_cubes = len(sizes) * self.study.cubes_per_size
+        procedural = mat.design is not None
+        source = mat.source_voxels if procedural else None
+        largest = sizes[-1]
+        chunk = min(mat.chunk_voxels, source) if source else mat.chunk_voxels  # as stored
+        chunks = chunks_per_cube(largest, chunk, source)
+        rank = self.rank_mem_gb()
+        return StudyResourcePlan(
+            n_cubes=n_cubes, cube_voxels=sizes, executor=res.executor, n_tasks=res.n_tasks,
+            mpi_ranks_per_task=res.mpi_ranks_per_task,
+            cubes_per_task_max=math.ceil(n_cubes / res.n_tasks), rank_mem_gib=rank,
+            rank_mem_estimated=res.mem_gb_per_rank is None,
+            task_mem_gib=round(rank * res.mpi_ranks_per_task, 1),
+            n_source_tasks=mat.n_source_volumes if procedural and res.executor == "slurm" else 0,
+            source_voxels=source, source_mem_gib=self.source_mem_gb() if procedural else None,
+            source_gib_uncompressed=(round(mat.n_source_volumes * source**3 / GIB, 2)
+                                     if procedural else None),
+            chunk_voxels=chunk, chunks_per_largest_cube_max=chunks,
+            decoded_voxels_per_largest_cube_max=chunks * chunk**3,
+        )
 
     def to_plan(self) -> ConvergencePlan:
         return ConvergencePlan(

@@ -23,9 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # SLURM names go into #SBATCH lines: a plain alphabet only (as hpc.campaign.config).
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.\-,:=+/@%]+$")
 
+#: Default of ``resources.max_consecutive_refusals``: permanent sbatch refusals in a row (none
+#: accepted between them) after which the controller stops the campaign, since the same request
+#: would only be refused again; each refused trial before that uses up one attempt.
+MAX_CONSECUTIVE_REFUSALS = 3
+
 Role = Literal["controller", "evaluation", "dask"]
 ROLES: tuple[Role, ...] = ("controller", "evaluation", "dask")
-
 
 
 def slurm_name(value: str | None) -> str | None:

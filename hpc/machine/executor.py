@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hpc.campaign.resources_config import MAX_CONSECUTIVE_REFUSALS
 from hpc.machine.scheduler import SCHEDULERS, Scheduler
 from hpc.machine.scheduler.base import (
     ExecutorError,
@@ -54,9 +55,6 @@ RESULT_GRACE_S = 5.0
 #: Prefix of the id of a submission the scheduler refused permanently.
 REFUSED_PREFIX = "refused-"
 REFUSED_FOLDER = "refused"
-#: Permanent refusals in a row after which the controller stops the campaign (the same request
-#: would only be refused again); each refused trial before that uses up one attempt.
-MAX_CONSECUTIVE_REFUSALS = 3
 
 
 class Executor:
@@ -125,7 +123,8 @@ class Executor:
                    cpus_per_task=cpus_per_task, gpus_per_task=role.gpus_per_task,
                    mem_gb=resources.mem_gb, walltime_min=role.walltime_min, job_name=job_name,
                    sbatch_options=role.sbatch_options, setup=list(role.setup),
-                   max_concurrent=max_concurrent, result_grace_s=resources.result_grace_s)
+                   max_concurrent=max_concurrent, result_grace_s=resources.result_grace_s,
+                   max_consecutive_refusals=resources.max_consecutive_refusals)
 
     # ---- submission ----------------------------------------------------------------------
 

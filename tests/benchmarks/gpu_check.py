@@ -14,20 +14,27 @@ device. Values are compared between devices (the same number to rel_tol). CPU ti
 seconds of one thread (the project's anchor); GPU timings are wall seconds.
 
     python tests/benchmarks/gpu_check.py --sizes 64 128 256 --repeats 3 --json gpu_check.json
-    python tests/benchmarks/gpu_check.py --sizes 32 --repeats 1 --allow-cpu   # smoke, no GPU
+    python tests/benchmarks/gpu_check.py --dry-run --sizes 16 --repeats 1 --batch 2   # no GPU
+
+--dry-run runs every stage of the GPU run, the batch of processes included, on the CPU only
+(whatever GPUs are visible): it shows the script works before GPU time is spent on it. Its rows
+say device "cpu" and the header `"dry_run": true`; it produces no GPU number.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+#: the repository root: the batch's processes import this module from it, wherever run from
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DESIGN = {"am_wt_frac": 0.94, "porosity": 0.35, "binder_adhesion": 0.5}
 ELECTRONIC_S_M = (0.18, 10.0)   # the loop's defaults (kernels.metrics.volume)
@@ -126,27 +133,30 @@ def _solve_share(size: int, n_cubes: int, device: str, rel_tol: float, first_see
     return time.perf_counter() - start
 
 
-def check_batch(size: int, batch: int, rel_tol: float) -> list[dict[str, Any]]:
-    """`batch` cubes on GPU 0: one process in sequence vs `batch` processes at once."""
-    import torch
-
+def check_batch(size: int, batch: int, rel_tol: float, device: str = "cuda:0"
+                ) -> list[dict[str, Any]]:
+    """`batch` cubes on one device (GPU 0; the CPU in a dry run): one process in sequence vs
+    `batch` processes at once (wall seconds both)."""
     rows = []
-    one = _solve_share(size, batch, "cuda:0", rel_tol)
+    one = _solve_share(size, batch, device, rel_tol)
     rows.append({"size": size, "stage": "batch", "method": f"1 process x {batch} cubes",
-                 "device": "cuda:0", "seconds": one})
-    if torch.cuda.device_count() >= 1 and batch > 1:
+                 "device": device, "seconds": one})
+    if batch > 1:
         def script(seed: int) -> str:
-            return (f"import sys; sys.path.insert(0, {os.getcwd()!r}); from "
+            return (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from "
                     "tests.benchmarks.gpu_check import _solve_share; "
-                    f"print(_solve_share({size}, 1, 'cuda:0', {rel_tol!r}, {seed}))")
+                    f"print(_solve_share({size}, 1, {device!r}, {rel_tol!r}, {seed}))")
 
         start = time.perf_counter()   # includes each process's start-up and generation
         procs = [subprocess.Popen([sys.executable, "-c", script(seed)], stdout=subprocess.PIPE,
                                   text=True) for seed in range(batch)]
         outs = [p.communicate(timeout=1800)[0] for p in procs]
         wall = time.perf_counter() - start
+        failed = [p.returncode for p in procs if p.returncode != 0]
+        if failed:
+            raise RuntimeError(f"batch processes exited {failed}")
         rows.append({"size": size, "stage": "batch", "method": f"{batch} processes x 1 cube",
-                     "device": "cuda:0", "seconds": wall,
+                     "device": device, "seconds": wall,
                      "solve_seconds_per_process": [float(o.strip().splitlines()[-1])
                                                    for o in outs]})
     return rows
@@ -160,23 +170,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--taufactor-cpu-max", type=int, default=128,
                         help="largest size TauFactor also runs on the CPU (it grows ~N^4.2)")
     parser.add_argument("--batch", type=int, default=4, help="cubes for the batch check (0: skip)")
-    parser.add_argument("--allow-cpu", action="store_true",
-                        help="run on the CPU only when no GPU is visible (a smoke test)")
+    parser.add_argument("--dry-run", "--allow-cpu", dest="dry_run", action="store_true",
+                        help="every stage, the batch included, on the CPU only (no GPU number): "
+                        "proves the script works before a GPU session")
     parser.add_argument("--json", default=None, help="write every row here")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(1)
-    has_gpu = torch.cuda.is_available()
-    if not has_gpu and not args.allow_cpu:
+    has_gpu = torch.cuda.is_available() and not args.dry_run
+    if not has_gpu and not args.dry_run:
         raise SystemExit("no CUDA device visible to torch "
                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); "
-                         "pass --allow-cpu for a CPU-only smoke run")
+                         "pass --dry-run for a CPU-only run of every stage")
     devices = ["cpu", "cuda:0"] if has_gpu else ["cpu"]
     header = {"torch": torch.__version__, "cuda": torch.version.cuda,
               "gpu": torch.cuda.get_device_name(0) if has_gpu else None,
-              "cpu_threads": torch.get_num_threads()}
+              "cpu_threads": torch.get_num_threads(), "dry_run": bool(args.dry_run)}
     print(json.dumps(header), flush=True)
     rows = []
     for size in args.sizes:
@@ -184,8 +195,9 @@ def main(argv: list[str] | None = None) -> None:
                               args.rel_tol):
             print(json.dumps(row), flush=True)
             rows.append(row)
-    if has_gpu and args.batch:
-        for row in check_batch(min(args.sizes[-1], 128), args.batch, args.rel_tol):
+    if args.batch:
+        for row in check_batch(min(args.sizes[-1], 128), args.batch, args.rel_tol,
+                               "cuda:0" if has_gpu else "cpu"):
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.json:

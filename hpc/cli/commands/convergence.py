@@ -169,6 +169,30 @@ def stable_summary(summary: dict) -> dict:
     return {"schema_version": SCHEMA_VERSION, **summary, "per_size": rows}
 
 
+def print_plan(plan, as_json: bool) -> None:
+    """The study's resource plan (hpc.campaign.convergence_config.StudyResourcePlan)."""
+    if as_json:
+        typer.echo(json.dumps(plan.to_dict()))
+        return
+    sizes = ", ".join(f"{s}³" for s in plan.cube_voxels)
+    lines = [f"cubes: {plan.n_cubes} ({sizes})",
+             f"solve tasks: {plan.n_tasks} ({plan.executor}) x {plan.mpi_ranks_per_task} MPI "
+             f"rank(s), at most {plan.cubes_per_task_max} cubes per task",
+             f"memory per rank: {plan.rank_mem_gib:g} GiB "
+             f"({'estimated for the largest cube' if plan.rank_mem_estimated else 'given'}), "
+             f"{plan.task_mem_gib:g} GiB per task"]
+    if plan.source_voxels is not None:
+        lines.append(f"source: {plan.source_gib_uncompressed:g} GiB of voxels in volumes of "
+                     f"{plan.source_voxels}³, {plan.n_source_tasks} generation task(s)"
+                     + (f" of {plan.source_mem_gib:g} GiB" if plan.n_source_tasks else
+                        " (made here, before the solves)"))
+    lines.append(f"chunks: {plan.chunk_voxels}³; the largest cube decodes at most "
+                 f"{plan.chunks_per_largest_cube_max} chunks "
+                 f"({plan.decoded_voxels_per_largest_cube_max / 1e6:.1f} M voxels)")
+    for line in lines:
+        typer.echo(line)
+
+
 def convergence(
     spec: Path = typer.Argument(None, help="Study file (TOML). Flags override its values."),
     design: list[str] = typer.Option([], help="Procedural recipe, e.g. am_wt_frac=0.94,porosity=0.35"),
@@ -176,6 +200,9 @@ def convergence(
     sizes: list[int] = typer.Option(None, "--sizes", help="Cube edges in voxels (repeat the flag)."),
     cubes_per_size: int = typer.Option(None, help="Cubes drawn per size."),
     source_voxels: int = typer.Option(None, help="Edge of the generated source volume."),
+    source_volumes: int = typer.Option(None, help="Procedural source volumes (one array task "
+                                       "each on SLURM)."),
+    chunk_voxels: int = typer.Option(None, help="Edge of the source store's chunks."),
     voxel_um: float = typer.Option(None, help="Voxel size in µm."),
     backend: str = typer.Option(None, help="Transport solver: taufactor or native."),
     executor: str = typer.Option(None, help="local or slurm."),
@@ -184,6 +211,8 @@ def convergence(
     partition: str = typer.Option(None, help="SLURM partition."),
     study_dir: Path = typer.Option(Path("convergence-study"), "--dir", help="Study folder (resumable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    show_plan: bool = typer.Option(False, "--plan", help="Print the tasks, memory per rank and "
+                                   "chunking the study would request, and run nothing."),
 ) -> None:
     """Cut many cubes of several sizes, solve them, and recommend the cheapest (size, count)
     that pins the mean metric within the tolerance at the confidence (defaults 1 %, 95 %)."""
@@ -195,7 +224,8 @@ def convergence(
     overrides = {
         "material": {"design": _parse_design(design) or None,
                      "volume": str(volume) if volume else None,
-                     "source_voxels": source_voxels, "voxel_um": voxel_um},
+                     "source_voxels": source_voxels, "n_source_volumes": source_volumes,
+                     "chunk_voxels": chunk_voxels, "voxel_um": voxel_um},
         "study": {"cube_voxels": sizes or None, "cubes_per_size": cubes_per_size, "backend": backend},
         "resources": {"executor": executor, "n_tasks": tasks, "mpi_ranks_per_task": mpi_ranks,
                       "partition": partition},
@@ -209,6 +239,9 @@ def convergence(
     except (ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    if show_plan:
+        print_plan(study.resource_plan(), as_json)
+        return
     try:
         summary = stable_summary(run_study(study_dir, study, show_progress=not as_json))
     except ValueError as error:
