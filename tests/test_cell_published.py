@@ -147,7 +147,7 @@ def test_tortuosity_inside_the_measured_nmc811_band(am_wt_frac):
     # tau 1.24-2.74. At the band's lowest porosity a procedural cathode, with its CBD or without
     # (whether the CT resolved the CBD is not in the abstract), must lie inside the band. Measured
     # (three 64^3 cubes at 1 um): 90 wt% 2.28 with CBD / 1.65 skeleton; 96 wt% 2.27 / 1.92; at
-    # 0.5 um voxels 90 wt% 2.12 / 1.52. The band itself is the tolerance: the binarisation of
+    # 0.5 um voxels 2.12 / 1.52 and 2.09 / 1.70. The band itself is the tolerance: the binarisation of
     # one tomogram alone moves tau by up to 2x (Pietsch et al. 2018), so no claim narrower than
     # "inside the measured range" is supported by one abstract.
     full, skeleton = _procedural_taus(am_wt_frac, SHOJAEI_NMC811_MIN_POROSITY)
