@@ -11,6 +11,11 @@
   2018, abstract).
 - Rate capability of the design -> inputs -> DFN path against a measured cell: the Ecker et al.
   (2015) Kokam 7.5 A h cell at 1C and 5C (tests/data/ecker2015, digitised curves).
+- Absolute pore tortuosity of procedural cathodes against measured NMC electrodes: the NMC811
+  cathodes of Shojaei et al. (J. Mater. Chem. A, 2025, DOI 10.1039/D5TA05257B, abstract: X-ray
+  CT, porosities 0.46-0.85, tortuosity factors 1.24-2.74) at the band's porosity 0.46, and the
+  Kokam cathode of Ecker et al. 2015 (tau 1.94 at porosity 0.296, PyBaMM's Ecker2015 Bruggeman
+  exponent 1.544), the latter a known gap (strict xfail).
 """
 
 from __future__ import annotations
@@ -29,6 +34,15 @@ DATA = Path(__file__).parent / "data" / "ecker2015"
 # Usseglio-Viretta et al. 2018: tortuosity with the CBD / tortuosity of the AM skeleton only,
 # for calendered electrodes
 PUBLISHED_CBD_TAU_FACTOR = (1.35, 1.81)
+# Shojaei et al. 2025 (abstract): NMC811 cathodes by X-ray CT, porosity 0.46-0.85
+SHOJAEI_NMC811_TAU = (1.24, 2.74)
+SHOJAEI_NMC811_MIN_POROSITY = 0.46
+# Ecker et al. 2015, Kokam cathode: porosity 0.296, Bruggeman exponent 1.544 -> tau = eps^-0.544
+ECKER_KOKAM_POROSITY = 0.296
+ECKER_KOKAM_TAU = 0.296 ** (1.0 - 1.544)
+# Pietsch et al., Sustainable Energy Fuels 2018, DOI 10.1039/C7SE00498B, abstract: the binarisation of a
+# tomogram alone moves the tortuosity of low-porosity electrodes by more than a factor of two
+TOMOGRAPHY_TAU_FACTOR = 2.0
 
 
 def sphere_dispersion(size: int, radius_voxels: float, solid_fraction: float,
@@ -110,6 +124,51 @@ def test_cbd_raises_the_pore_tortuosity_by_the_published_factor(porosity):
         ratios.append(with_cbd / tortuosity_factor(skeleton)[0])
     low, high = PUBLISHED_CBD_TAU_FACTOR
     assert low <= math.exp(np.mean(np.log(ratios))) <= high
+
+
+def _procedural_taus(am_wt_frac: float, porosity: float) -> tuple[float, float]:
+    """Geometric means over three 64 um cubes at 1 um (the paper profile's voxel) of the pore
+    tortuosity with the solid CBD (the default) and of the AM skeleton alone (the CBD counted as
+    pore, as a tomogram without CBD contrast sees it)."""
+    full, skeleton = [], []
+    for seed in (0, 1, 2):
+        volume = procedural.generate_structure(
+            procedural.ManufacturingParams(am_wt_frac, porosity, 0.5), 64, 1.0, seed=seed)
+        full.append(tortuosity_factor(volume)[0])
+        bare = np.where(volume == procedural.CBD, procedural.PORE, volume).astype(np.uint8)
+        skeleton.append(tortuosity_factor(bare)[0])
+    return math.exp(np.mean(np.log(full))), math.exp(np.mean(np.log(skeleton)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("am_wt_frac", [0.90, 0.96])
+def test_tortuosity_inside_the_measured_nmc811_band(am_wt_frac):
+    # Shojaei et al. 2025 measured NMC811 cathodes by X-ray CT at porosities 0.46-0.85 and found
+    # tau 1.24-2.74. At the band's lowest porosity a procedural cathode, with its CBD or without
+    # (whether the CT resolved the CBD is not in the abstract), must lie inside the band. Measured
+    # (three 64^3 cubes at 1 um): 90 wt% 2.28 with CBD / 1.65 skeleton; 96 wt% 2.27 / 1.92; at
+    # 0.5 um voxels 2.12 / 1.52 and 2.09 / 1.70. The band itself is the tolerance: the binarisation of
+    # one tomogram alone moves tau by up to 2x (Pietsch et al. 2018), so no claim narrower than
+    # "inside the measured range" is supported by one abstract.
+    full, skeleton = _procedural_taus(am_wt_frac, SHOJAEI_NMC811_MIN_POROSITY)
+    low, high = SHOJAEI_NMC811_TAU
+    assert low <= skeleton <= full <= high
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap (issue 15): at porosity 0.30 procedural cathodes are 2.0-2.8x more tortuous than "
+    "the Kokam cathode (tau 4.5-5.5 at 1 um, 3.9-4.8 at 0.5 um, 90-96 wt%, solid CBD), beyond "
+    "the factor 2 that tomography's binarisation alone spans; docs/cell-model.md"))
+def test_tortuosity_at_the_kokam_cathodes_porosity():
+    # Ecker et al. 2015: tau 1.94 at porosity 0.296 (PyBaMM's Ecker2015 Bruggeman exponent).
+    # Tolerance: the factor of two by which the binarisation of one tomogram moves tau at low
+    # porosity (Pietsch et al. 2018). Strict: passing would mean the simulator's dense
+    # electrodes became realistic, and this gap must then leave the docs.
+    for am_wt_frac in (0.90, 0.96):
+        full, _ = _procedural_taus(am_wt_frac, 0.30)
+        assert ECKER_KOKAM_TAU / TOMOGRAPHY_TAU_FACTOR <= full <= (
+            ECKER_KOKAM_TAU * TOMOGRAPHY_TAU_FACTOR)
 
 
 @pytest.mark.slow
