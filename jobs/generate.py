@@ -70,7 +70,10 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
     from `model` (see `load_generator`) when given, else the procedural simulator, which places
     the CBD as a nanoporous domain when `spec.cell.model_options` says cbd_volume so. Cube
     `index` of a design comes from ensemble member `index` mod K, so the per-cube objective
-    spread (`objective.noise_from_samples`) includes the members' disagreement."""
+    spread (`objective.noise_from_samples`) includes the members' disagreement; with that
+    option a design outside the model's training box also draws each cube's conditions around
+    the design (`kernels.generator.model.jittered_params`), so its extrapolation shows as
+    cube-to-cube spread and reaches the optimiser as noise."""
     size = spec.fidelity.cube_voxels
     from kernels.cell.options import cell_model_options
 
@@ -104,7 +107,8 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
         members = getattr(model, "members", None)
         member = None if members is None else int(index) % len(members)
         volume = sample(params, n=1, size=size, seed=seed, device=device, model=model,
-                        member=member)[0]
+                        member=member,
+                        extrapolation_jitter=bool(spec.objective.noise_from_samples))[0]
     volume = np.ascontiguousarray(volume, dtype=np.uint8)
     if volume.shape != (size, size, size):
         raise ValueError(f"generator returned shape {volume.shape}, expected {(size,) * 3}")

@@ -236,12 +236,13 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
     highs = tuple(max(p[k] for p in data.params) for k in names)
     if envelope is not None:
         names, lows, highs = (tuple(x) for x in envelope)
-    widths, latent = tuple(options.widths), options.latent_channels
+    widths, latent, upsample = tuple(options.widths), options.latent_channels, 1
     if options.init_from is not None:   # the architecture is the starting model's
         start_cfg = load_model(options.init_from).config
         widths, latent = tuple(start_cfg.widths), start_cfg.latent_channels
+        upsample = start_cfg.output_upsample
     config = GeneratorConfig(condition_names=names, condition_low=lows, condition_high=highs,
-                             latent_channels=latent, widths=widths,
+                             latent_channels=latent, widths=widths, output_upsample=upsample,
                              voxel_um=data.voxel_um, max_lag_voxels=options.max_lag_voxels)
     adversarial = options.method == "slicegan"
     smallest = options.crop_voxels if adversarial else options.max_lag_voxels + 1
@@ -269,7 +270,8 @@ def train_generator(data: TrainingSet, out: str | Path, options: TrainOptions | 
     wall_before = 0.0
     if resume and ckpt.is_file():
         state = load_checkpoint(ckpt)
-        if state["config"] != config.to_dict() or state.get("method", "statistics") != options.method:
+        # a checkpoint written before a config field existed holds that field's default
+        if GeneratorConfig.from_dict(state["config"]).to_dict() != config.to_dict() or state.get("method", "statistics") != options.method:
             raise ValueError(f"{ckpt.name} was made with another model configuration, training "
                              "method or training data envelope; start again without --resume "
                              "or use the same options")

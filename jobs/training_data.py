@@ -228,10 +228,13 @@ def zarr_training_set(store: str | Path, voxel_um: float | None = None) -> Train
 
     parts = split_zarr_path(store)
     root_path, inner = parts if parts is not None else (Path(store), "")
+    if not Path(root_path).exists():
+        raise ValueError(f"cannot open zarr {store}: no such file or folder")
     try:
         node = zarr.open(str(root_path), mode="r", path=inner or None)
-    except Exception as error:   # zarr raises several types for a missing or broken node
-        raise ValueError(f"cannot open zarr {store}: {error}") from None
+    except (OSError, ValueError) as error:   # zarr's NodeNotFoundError, unreadable zarr.json
+        raise ValueError(f"cannot open zarr {store}: it holds no zarr group or array there, "
+                         f"or its metadata is unreadable ({type(error).__name__}: {error})") from None
     params, volumes, stated = [], [], []
 
     def take(array, parent_attrs: dict, name: str, done=None) -> None:

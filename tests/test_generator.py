@@ -168,3 +168,146 @@ def test_objective_spread_gives_noise_of_the_mean():
     with pytest.raises(ValueError, match="finite"):
         objective_spread([1.0, math.nan])
     assert pooled_noise_var([spread, objective_spread([1.0, 3.0])]) > 0
+
+
+def _film_model(upsample: int = 1) -> ConditionalGenerator:
+    """A small net whose FiLM layers are not zero (they start at zero), so conditioning counts."""
+    torch.manual_seed(11)
+    model = ConditionalGenerator(GeneratorConfig(widths=(12, 10, 8, 6), latent_channels=4,
+                                                 output_upsample=upsample))
+    with torch.no_grad():
+        for block in model.blocks:
+            block.film.weight.normal_(0.0, 0.3)
+            block.film.bias.normal_(0.0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fast_inference_equals_resize_then_convolve(batch):
+    """The coarse-grid form (2x2x2 kernels per output parity, FiLM folded into the kernels,
+    channels-last) is the same function as nearest x2 resize + 3x3x3 convolution + FiLM."""
+    model = _film_model()
+    z = torch.randn(batch, 4, 7, 7, 7, generator=torch.Generator().manual_seed(0))
+    cond = torch.randn(batch, model.config.n_condition_inputs,
+                       generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref = model(z, cond)
+        fast = model.forward_fast(z, cond)
+    assert fast.shape == ref.shape == (batch, 3, 24, 24, 24)
+    assert torch.allclose(fast, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def test_decode_places_the_second_phase_by_rank_among_free_voxels():
+    """After the rarest phase, the middle phase takes the free voxels where it most exceeds the
+    last phase; the last phase takes what is left (the ranking rule, for all three phases)."""
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(3, 9, 10, 11)).astype(np.float32)
+    fractions = np.array([0.25, 0.6, 0.15])                 # order: cbd, pore, am
+    labels = gen.decode_exact(logits, fractions)
+    free = labels != 2
+    score = logits[0] - logits[1]
+    assert score[free & (labels == 0)].min() >= score[free & (labels == 1)].max()
+    assert abs(int((labels == 0).sum()) - 0.25 * labels.size) <= 1
+
+
+def test_output_upsample_interpolates_logits_periodically():
+    """A net making logits at 2x the voxel size: the latent is half as large per output voxel,
+    the interpolated volume keeps the net's period (tiled latent -> tiled logits), and the
+    fractions stay exact."""
+    model = _film_model(upsample=2)
+    assert model.config.upsample_factor == 16 and model.config.net_upsample_factor == 8
+    params = gen.params_to_dict(PARAMS)
+    z = gen._latent(model.config, 2, seed=0, index=0)
+    small = gen.generate_logits(model, params, z)
+    big = gen.generate_logits(model, params, z.repeat(1, 1, 2, 2, 2))
+    assert small.shape[1:] == (32, 32, 32) and big.shape[1:] == (64, 64, 64)
+    assert torch.allclose(big, small.repeat(1, 2, 2, 2), rtol=1e-5,
+                          atol=1e-5 * small.abs().max().item())
+    # Trilinear: each output voxel lies between the net's values around it (no overshoot).
+    with torch.inference_mode():
+        from kernels.generator.network import wrap_latent
+        cond = torch.from_numpy(gen.condition_vector(params, model.config))[None]
+        coarse = model(wrap_latent(z), cond)[0]
+    assert small.max() <= coarse.max() + 1e-4 and small.min() >= coarse.min() - 1e-4
+    vol = gen.sample(PARAMS, n=1, size=40, seed=1, model=model)[0]
+    want = target_phase_fractions(PARAMS["am_wt_frac"], PARAMS["porosity"])
+    assert abs(int((vol == 2).sum()) - want["cbd"] * vol.size) <= 1
+
+
+def _relative_spreads(vols: np.ndarray) -> float:
+    """Median over AM-pore area, AM-CBD area and CBD coverage of the cubes' std / mean."""
+    from kernels.metrics.volume import specific_surface_areas
+
+    rows = []
+    for v in vols:
+        areas, coverage = specific_surface_areas(v, 0.4)
+        rows.append([areas["am_pore"], areas["am_cbd"], coverage])
+    a = np.array(rows)
+    return float(np.median(a.std(axis=0, ddof=1) / np.abs(a.mean(axis=0))))
+
+
+def test_shipped_model_spread_grows_outside_its_training_box():
+    """On the quality benchmark's held-out points (two on the grid, two between grid points,
+    two outside the box), cubes drawn with `extrapolation_jitter` spread more outside than
+    anywhere inside; the seed-to-seed spread alone does not grow there (the control), and
+    inside the box the jitter changes nothing."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
+    from bench_generator_quality import POINTS
+
+    model = gen.load_default_model()
+    inside, outside, plain_outside = [], [], []
+    for _, kind, params in POINTS:
+        vols = np.stack([gen.sample(params, n=1, size=48, seed=1000 + i, model=model,
+                                    extrapolation_jitter=True)[0] for i in range(6)])
+        if kind == "outside":
+            assert gen.extrapolation_excess(params, model.config).max() > 0
+            outside.append(_relative_spreads(vols))
+            plain = np.stack([gen.sample(params, n=1, size=48, seed=1000 + i, model=model)[0]
+                              for i in range(6)])
+            plain_outside.append(_relative_spreads(plain))
+        else:
+            plain = gen.sample(params, n=1, size=48, seed=1000, model=model)[0]
+            assert np.array_equal(plain, vols[0])
+            inside.append(_relative_spreads(vols))
+    assert min(outside) > max(inside), (inside, outside)
+    assert all(j > p for j, p in zip(outside, plain_outside, strict=True)), (outside, plain_outside)
+
+
+def test_jittered_conditions_centre_on_the_design_with_its_excess_as_spread():
+    model = gen.load_default_model()
+    cfg = model.config
+    design = gen.params_to_dict({"am_wt_frac": 0.90, "porosity": 0.46, "binder_adhesion": 0.5})
+    excess = gen.extrapolation_excess(design, cfg)
+    span = cfg.condition_high[1] - cfg.condition_low[1]
+    assert excess == pytest.approx([0.0, (0.46 - cfg.condition_high[1]) / span, 0.0])
+    drawn = np.array([gen.jittered_params(design, cfg, seed=s, index=0)["porosity"]
+                      for s in range(400)])
+    assert abs(drawn.mean() - 0.46) < 4 * 0.01 / math.sqrt(400)
+    assert drawn.std() == pytest.approx(0.01, rel=0.15)
+    others = {gen.jittered_params(design, cfg, seed=s, index=0)["am_wt_frac"] for s in range(5)}
+    assert others == {0.90}             # inside the box along am_wt_frac: not jittered
+    near_edge = gen.params_to_dict({"am_wt_frac": 0.975, "porosity": 0.35})
+    top = max(gen.jittered_params(near_edge, cfg, seed=s, index=0)["am_wt_frac"]
+              for s in range(50))
+    assert top == gen.accepted_param_ranges()["am_wt_frac"][1]   # kept in the accepted range
+
+
+def test_campaign_cubes_outside_the_box_are_jittered_only_with_noise_from_samples():
+    from jobs.contract.spec import EvaluationSpec
+    from jobs.generate import make_volume
+
+    model = gen.load_default_model()
+    outside = {"am_wt_frac": 0.97, "porosity": 0.5, "binder_adhesion": 0.5}
+    cubes = {}
+    for noise in (True, False):
+        spec = EvaluationSpec.from_dict({"generator": {"kind": "default"},
+                                         "fidelity": {"cube_voxels": 16, "voxel_um": 0.4},
+                                         "objective": {"noise_from_samples": noise}})
+        cubes[noise] = make_volume(outside, spec, seed=5, model=model, index=0)
+    assert np.array_equal(cubes[True], gen.sample(outside, n=1, size=16, seed=5, model=model,
+                                                  extrapolation_jitter=True)[0])
+    assert np.array_equal(cubes[False], gen.sample(outside, n=1, size=16, seed=5, model=model)[0])
+    assert not np.array_equal(cubes[True], cubes[False])

@@ -153,3 +153,30 @@ def test_a_design_s_cubes_come_from_successive_ensemble_members(tiny_set, tmp_pa
     member1 = sample(params, n=1, size=16, seed=7, model=ens.members[1])[0]
     member0 = sample(params, n=1, size=16, seed=7, model=ens.members[0])[0]
     assert np.array_equal(cube1, member1) and not np.array_equal(cube1, member0)
+
+
+@pytest.mark.slow
+def test_gpu_session_script_runs_end_to_end_in_cpu_dry_mode_and_resumes(tmp_path):
+    """The prepared GPU script (tests/benchmarks/gpu_train_generator.py) at toy sizes: it
+    trains from the shipped weights, checkpoints, evaluates at the six held-out points and
+    writes everything back; a second session continues the first's checkpoint."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parent / "benchmarks" / "gpu_train_generator.py"
+    spec = importlib.util.spec_from_file_location("gpu_train_generator", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    first = script.main(["--out-dir", str(tmp_path / "s1"), "--dry-run"])
+    assert first["steps_before"] == 0 and first["steps_total"] == 2 and first["dry_run"]
+    for name in ("model.pt", "model.pt.ckpt", "quality.md", "quality.json", "session.json"):
+        assert (tmp_path / "s1" / name).is_file(), name
+    report = json.loads((tmp_path / "s1" / "quality.json").read_text())
+    assert [p["label"] for p in report["points"]] == ["A", "B", "C", "D", "E", "F"]
+    assert report["training_steps"] == 2
+    second = script.main(["--out-dir", str(tmp_path / "s2"), "--dry-run",
+                          "--resume-dir", str(tmp_path / "s1")])
+    assert second["steps_before"] == 2 and second["steps_total"] == 4
+    assert load_model(tmp_path / "s2" / "model.pt").config == load_model(
+        tmp_path / "s1" / "model.pt").config

@@ -281,3 +281,29 @@ def test_voxel_size_goes_from_data_into_the_model_and_on_to_characterise(tmp_pat
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)[0]
     assert record["voxel_um"] == 0.8
+
+
+def test_zarr_training_set_names_why_a_store_does_not_open(tmp_path, monkeypatch):
+    """A missing store, a folder that is no zarr and broken metadata are clear errors with the
+    reason; anything else zarr raises (a bug, not bad input) is not dressed up as bad input."""
+    import zarr
+
+    from jobs.training_data import zarr_training_set
+
+    with pytest.raises(ValueError, match="no such file or folder"):
+        zarr_training_set(tmp_path / "missing.zarr")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("not a zarr store")
+    with pytest.raises(ValueError, match="holds no zarr group or array.*NotFoundError"):
+        zarr_training_set(tmp_path / "plain")
+    (tmp_path / "bad.zarr").mkdir()
+    (tmp_path / "bad.zarr" / "zarr.json").write_text("{not json")
+    with pytest.raises(ValueError, match="metadata is unreadable.*JSONDecodeError"):
+        zarr_training_set(tmp_path / "bad.zarr")
+
+    def broken(*args, **kwargs):
+        raise TypeError("an internal zarr error")
+
+    monkeypatch.setattr(zarr, "open", broken)
+    with pytest.raises(TypeError, match="internal zarr error"):
+        zarr_training_set(tmp_path / "plain")

@@ -27,6 +27,7 @@ from kernels.generator.network import (
     N_PHASES,
     ConditionalGenerator,
     GeneratorConfig,
+    upsample_logits,
     wrap_latent,
 )
 from kernels.structure.two_point import DEFAULT_PAIRS, one_hot, two_point_map
@@ -141,20 +142,21 @@ def decode_exact(logits: np.ndarray | torch.Tensor, fractions: np.ndarray) -> np
     n = flat.shape[1]
     order = list(np.argsort(fr, kind="stable"))
     labels = np.full(n, order[-1], dtype=np.uint8)
-    free = np.arange(n)
+    placed = np.zeros(n, dtype=bool)
     remaining = list(order)
     for phase in order[:-1]:
         count = int(round(fr[phase] * n))
         remaining.remove(phase)
+        count = min(count, n - int(placed.sum()))
         if count <= 0:
             continue
-        s = flat[phase, free] - flat[remaining][:, free].max(axis=0)
-        count = min(count, free.size)
-        pick = np.argpartition(-s, count - 1)[:count] if count < free.size else np.arange(free.size)
-        labels[free[pick]] = phase
-        keep = np.ones(free.size, dtype=bool)
-        keep[pick] = False
-        free = free[keep]
+        best_other = flat[remaining[0]] if len(remaining) == 1 else \
+            np.maximum(flat[remaining[0]], flat[remaining[1]])
+        s = flat[phase] - best_other
+        s[placed] = -np.inf            # voxels of phases placed before are not free
+        pick = np.argpartition(-s, count - 1)[:count] if count < n else np.arange(n)
+        labels[pick] = phase
+        placed[pick] = True
     return labels.reshape(shape)
 
 
@@ -168,23 +170,67 @@ def _latent(config: GeneratorConfig, latent_size: int, seed: int, index: int) ->
 
 def generate_logits(model: ConditionalGenerator, params: Mapping[str, float], latent: torch.Tensor,
                     device: str = "cpu") -> torch.Tensor:
-    """One periodic latent field (1, C, l, l, l) -> phase logits (3, f l, f l, f l) on the CPU;
-    the volume is periodic with period f l along every axis."""
+    """One periodic latent field (1, C, l, l, l) -> phase logits (3, f l, f l, f l) on the CPU,
+    f = `config.upsample_factor`; the volume is periodic with period f l along every axis.
+    By the net's fast inference form (`ConditionalGenerator.forward_fast`), then the logit
+    interpolation of `config.output_upsample`."""
     cond = torch.from_numpy(condition_vector(params, model.config))[None]
     model = model.to(device)
     with torch.inference_mode():
-        return model(wrap_latent(latent.to(device)), cond.to(device))[0].float().cpu()
+        logits = model.forward_fast(wrap_latent(latent.to(device)), cond.to(device))
+        logits = upsample_logits(logits, model.config.output_upsample, periodic=True)
+        return logits[0].float().cpu().contiguous()
+
+
+def extrapolation_excess(params: Mapping[str, float], config: GeneratorConfig) -> np.ndarray:
+    """Per conditioning parameter, how far the design lies outside the training box, in box
+    widths (0 inside): 0.2 means 20 % of the training range beyond its edge."""
+    out = []
+    for name, lo, hi in zip(config.condition_names, config.condition_low, config.condition_high,
+                            strict=True):
+        span = hi - lo if hi > lo else 1.0
+        v = float(params[name])
+        out.append(max(lo - v, v - hi, 0.0) / span)
+    return np.asarray(out)
+
+
+def jittered_params(params: Mapping[str, float], config: GeneratorConfig, seed: int,
+                    index: int) -> dict[str, float]:
+    """The parameters the net is conditioned on for sample `index` of a design outside the
+    training box: each parameter beyond the box is drawn from a normal centred on the design
+    with a standard deviation equal to its excess (a design 0.02 beyond the box edge is known
+    to the net to within ~0.02), kept in the parameter's accepted range. Inside the box the
+    design itself. Why: the net has no data out there, so how far it extrapolates is how
+    uncertain it is about which recipe it renders; drawing the cubes over that range turns
+    extrapolation into cube-to-cube spread, which the evaluation contract passes to the
+    optimiser as noise (`objective.noise_from_samples`)."""
+    values = dict(params)
+    excess = extrapolation_excess(values, config)
+    if not np.any(excess > 0):
+        return values
+    state = np.random.SeedSequence([int(seed), int(index), 0x6A17]).generate_state(2)
+    rng = np.random.default_rng(state)
+    ranges = accepted_param_ranges()
+    for name, lo, hi, e in zip(config.condition_names, config.condition_low,
+                               config.condition_high, excess, strict=True):
+        if e > 0:
+            span = hi - lo if hi > lo else 1.0
+            low, high = ranges.get(name, (-math.inf, math.inf))
+            values[name] = float(np.clip(values[name] + rng.normal(0.0, e * span), low, high))
+    return values
 
 
 def sample(params: Mapping[str, float] | Any, n: int, size: int, seed: int, device: str = "cpu",
            model: ConditionalGenerator | GeneratorEnsemble | None = None,
-           member: int | None = None) -> np.ndarray:
+           member: int | None = None, extrapolation_jitter: bool = False) -> np.ndarray:
     """n volumes of size^3 voxels (uint8, 0 pore / 1 AM / 2 CBD) at the model's voxel size.
 
     Sample i depends only on (params, size, seed, i). The latent is ceil(size / f) cells per
     side; a size that is not a multiple of f is cropped from the next multiple. The phase
     fractions equal `kernels.structure.procedural.target_phase_fractions` exactly (to one voxel).
     From an ensemble, sample i comes from member i mod K, or every sample from `member`.
+    With `extrapolation_jitter`, a design outside the training box conditions each sample on
+    `jittered_params` (the fractions stay the design's, exactly).
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
@@ -202,7 +248,10 @@ def sample(params: Mapping[str, float] | Any, n: int, size: int, seed: int, devi
         raise ValueError(f"member must be in [0, {len(members)}), got {member!r}")
     for i in range(n):
         net = members[int(member) if member is not None else i % len(members)]
-        logits = generate_logits(net, values, _latent(model.config, latent_size, seed, i), device)
+        cond_params = jittered_params(values, model.config, seed, i) if extrapolation_jitter \
+            else values
+        logits = generate_logits(net, cond_params, _latent(model.config, latent_size, seed, i),
+                                 device)
         out[i] = decode_exact(logits[:, :size, :size, :size], fractions)
     return out
 
@@ -401,7 +450,8 @@ def training_loss(model: ConditionalGenerator, targets: TrainingTargets, index: 
     z = torch.randn((b, cfg.latent_channels) + (crop_voxels // f + 2 * LATENT_MARGIN,) * 3,
                     generator=generator)
     cond = targets.conditions[index].to(device)
-    probs = torch.softmax(model(z.to(device), cond), dim=1)
+    probs = torch.softmax(upsample_logits(model(z.to(device), cond), cfg.output_upsample,
+                                          periodic=False), dim=1)
     want_fr = targets.fractions[index].to(device)
     fraction_loss = ((probs.mean(dim=(2, 3, 4)) - want_fr) ** 2).sum(dim=1).mean()
     scale = torch.stack([torch.sqrt(want_fr[:, i] * want_fr[:, j]).clamp_min(1e-3)

@@ -45,10 +45,20 @@ class GeneratorConfig:
     widths: tuple[int, ...] = (48, 32, 16, 8)
     voxel_um: float = 0.4
     max_lag_voxels: int = 12
+    #: the net makes phase logits at `output_upsample` x the voxel size, interpolated
+    #: (trilinear, periodic) to the voxel size before decoding: a net whose features come out
+    #: that much too small is corrected, and generation costs ~output_upsample^3 less.
+    output_upsample: int = 1
     extra: dict = field(default_factory=dict)
 
     @property
     def upsample_factor(self) -> int:
+        """Output voxels per latent cell along an axis, the logit interpolation included."""
+        return 2 ** (len(self.widths) - 1) * self.output_upsample
+
+    @property
+    def net_upsample_factor(self) -> int:
+        """Net output voxels per latent cell (the resize stages only)."""
         return 2 ** (len(self.widths) - 1)
 
     @property
@@ -90,6 +100,53 @@ class _FiLMBlock(nn.Module):
         h = h * (1 + gamma[:, :, None, None, None]) + beta[:, :, None, None, None]
         return self.act(h)
 
+    def forward_fast(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The same function as `forward`, for inference (no autograd), in the channels-last
+        layout that oneDNN convolves fastest on a CPU; FiLM is folded into each sample's kernel.
+
+        Without the resized copy: a nearest x2 resize then a 3x3x3 valid convolution equals,
+        for each of the 8 output parities, a 2x2x2 convolution of the coarse input with summed
+        taps (`subpixel_weight`), so it runs on the coarse grid with 27/8 fewer multiply-adds.
+        """
+        gamma, beta = self.film(cond).chunk(2, dim=1)
+        weight = subpixel_weight(self.conv.weight) if self.upsample else self.conv.weight
+        parities = 8 if self.upsample else 1
+        out = []
+        for i in range(h.shape[0]):
+            scale = (1 + gamma[i]).repeat(parities)
+            w = (weight * scale[:, None, None, None, None]).contiguous(
+                memory_format=torch.channels_last_3d)
+            bias = self.conv.bias.repeat(parities) * scale + beta[i].repeat(parities)
+            x = h[i:i + 1].contiguous(memory_format=torch.channels_last_3d)
+            y = nn.functional.leaky_relu_(nn.functional.conv3d(x, w, bias), 0.2)
+            out.append(_interleave_parities(y, self.conv.out_channels) if self.upsample else y)
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def _interleave_parities(y: torch.Tensor, out_ch: int) -> torch.Tensor:
+    """(1, 8 O, n0, n1, n2), channel ((pa * 2 + pb) * 2 + pc) * O + o -> (1, O, 2 n0, 2 n1, 2 n2)
+    with voxel (2 i + pa, 2 j + pb, 2 k + pc), kept channels-last (one copy)."""
+    _, _, n0, n1, n2 = y.shape
+    v = y.permute(0, 2, 3, 4, 1).reshape(1, n0, n1, n2, 2, 2, 2, out_ch)
+    v = v.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(1, 2 * n0, 2 * n1, 2 * n2, out_ch)
+    return v.permute(0, 4, 1, 2, 3)
+
+
+#: per output parity p (0 even, 1 odd), which of the 3 taps of a kernel fall on coarse cell
+#: i (row 0) and i + 1 (row 1) when the input is a nearest x2 resize of the coarse grid
+_PARITY_TAPS = (((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+                ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)))
+
+
+def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3x3 kernel (O, C, 3, 3, 3) applied after a nearest x2 resize -> the equivalent
+    2x2x2 kernels on the coarse grid, one per output parity: (8 O, C, 2, 2, 2), parity-major
+    (index ((pa * 2 + pb) * 2 + pc) * O + o)."""
+    m = torch.tensor(_PARITY_TAPS, dtype=weight.dtype, device=weight.device)   # (p, u, tap)
+    o, c = weight.shape[:2]
+    k = torch.einsum("aui,bvj,cwk,xyijk->abcxyuvw", m, m, m, weight)
+    return k.reshape(8 * o, c, 2, 2, 2)
+
 
 class ConditionalGenerator(nn.Module):
     """z (B, C, l + 2m, l + 2m, l + 2m) + condition (B, K) -> logits (B, 3, f l, f l, f l),
@@ -109,10 +166,34 @@ class ConditionalGenerator(nn.Module):
         self.head_bias = nn.Linear(k, N_PHASES)
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Logits at the net's resolution (before `output_upsample`)."""
         h = z
         for block in self.blocks:
             h = block(h, cond)
         return self.head(h) + self.head_bias(cond)[:, :, None, None, None]
+
+    def forward_fast(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """`forward` for inference (no autograd), by the coarse-grid form of every
+        resize-convolution (`_FiLMBlock.forward_fast`): equal to float rounding."""
+        h = z
+        for block in self.blocks:
+            h = block.forward_fast(h, cond)
+        return self.head(h) + self.head_bias(cond)[:, :, None, None, None]
+
+
+def upsample_logits(logits: torch.Tensor, factor: int, periodic: bool) -> torch.Tensor:
+    """Logits (B, 3, n, n, n) -> (B, 3, factor n, ...) by trilinear interpolation (cell
+    centres, as `align_corners=False`); `periodic` wraps around the edges (a sampled volume)
+    instead of clamping (a training crop)."""
+    if factor == 1:
+        return logits
+    if not periodic:
+        return nn.functional.interpolate(logits, scale_factor=factor, mode="trilinear",
+                                         align_corners=False)
+    padded = nn.functional.pad(logits, (1,) * 6, mode="circular")
+    up = nn.functional.interpolate(padded, scale_factor=factor, mode="trilinear",
+                                   align_corners=False)
+    return up[:, :, factor:-factor, factor:-factor, factor:-factor]
 
 
 def wrap_latent(z: torch.Tensor, margin: int = LATENT_MARGIN) -> torch.Tensor:

@@ -24,7 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from kernels.generator.network import LATENT_MARGIN, N_PHASES, ConditionalGenerator
+from kernels.generator.network import (
+    LATENT_MARGIN,
+    N_PHASES,
+    ConditionalGenerator,
+    upsample_logits,
+)
 
 #: slice orientations, each judged by its own critic: normal to axis 0, and normal to axis 1 or 2
 ORIENTATIONS = ("inplane", "cross")
@@ -123,7 +128,8 @@ def generated_fields(model: ConditionalGenerator, cond: torch.Tensor, crop: int,
     f = cfg.upsample_factor
     z = torch.randn((cond.shape[0], cfg.latent_channels) + (crop // f + 2 * LATENT_MARGIN,) * 3,
                     generator=generator)
-    return torch.softmax(model(z.to(cond.device), cond), dim=1)
+    logits = upsample_logits(model(z.to(cond.device), cond), cfg.output_upsample, periodic=False)
+    return torch.softmax(logits, dim=1)
 
 
 @dataclass(frozen=True)
