@@ -15,9 +15,11 @@ thicknesses, another cell model. Per choice it reports what the story's points n
 
 What this does not do: re-optimise under the alternative (a new campaign, `[cell] model_options`
 in the campaign file). So "the reversal holds under X" means the two designs keep their order, not
-that X would find the same optima. Choices that change the microstructure's characterisation
-(conductivities of the phases, the CBD as a nanoporous domain) need the volumes characterised
-again and are not among these rescorings: the sensitivity table of docs/cell-model.md covers them.
+that X would find the same optima. A choice that changes the microstructure (the CBD as a
+nanoporous domain: its volume, its ion and electron paths) or its sampling (0.5 um voxels) has
+the optima's recipes generated and characterised again (at the confirmation fidelity with that
+change, cached next to the confirmations) before they are rescored; the phases' conductivities are left to the sensitivity table of
+docs/cell-model.md.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ class ModellingChoice:
     packaging: dict[str, Any] = dataclasses.field(default_factory=dict)
     drop_measured_radius: bool = False
     bruggeman_tortuosity: bool = False
+    #: the choice changes the microstructure or its characterisation: the optima are generated
+    #: and characterised again (at the confirmation fidelity, the same new cubes' seeds, with
+    #: `fidelity`'s changes, e.g. a finer voxel size)
+    recharacterise: bool = False
+    fidelity: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _bruggeman(tortuosity: float, porosity: float) -> float:
@@ -82,6 +89,12 @@ def modelling_choices() -> tuple[ModellingChoice, ...]:
         ModellingChoice("thermal lumped", {"thermal": "lumped"}),
         ModellingChoice("cathode tau: Bruggeman eps^-0.5 (not measured)",
                         bruggeman_tortuosity=True),
+        ModellingChoice("CBD as nanoporous domain (re-characterised)",
+                        {"cbd_volume": "nanoporous_domain"}, recharacterise=True),
+        # the resolution bias of 1 um voxels (docs/convergence.md, resolution): the same
+        # recipes on 2 cubes of 96 um at 0.5 um
+        ModellingChoice("voxels 0.5 um (2 x 192^3, re-characterised)", recharacterise=True,
+                        fidelity={"voxel_um": 0.5, "cube_voxels": 192, "n_cubes": 2}),
     )
 
 
@@ -207,13 +220,46 @@ def alternatives_at_seed(name: str, directory: str | Path, seed: int, confirm: A
         confirmed = confirmed and member.confirmation is not None
         optima[role] = optimum
     quantity = _quantity(name)
-    rows = tuple(story_under_choice(optima[members[0]], optima[members[1]],
-                                    optima.get(CS1_REFERENCE), choice, quantity, powers_W)
-                 for choice in (choices or modelling_choices()))
+    rows = []
+    for choice in (choices or modelling_choices()):
+        chosen = optima
+        if choice.recharacterise:
+            if cache_root is None or not confirm.enabled:
+                continue        # nothing to characterise the new volumes at
+            chosen = {role: _recharacterised(role, o, choice, seed, name, directory, confirm,
+                                             cache_root) for role, o in optima.items()}
+        rows.append(story_under_choice(chosen[members[0]], chosen[members[1]],
+                                       chosen.get(CS1_REFERENCE), choice, quantity, powers_W))
     return AlternativesAtSeed(
         case_study=name, seed=seed, low_campaign=members[0], high_campaign=members[1],
         designs={role: dict(o.params) for role, o in optima.items()}, confirmed=confirmed,
-        rows=rows)
+        rows=tuple(rows))
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")[:60]
+
+
+def _recharacterised(role: str, optimum: Optimum, choice: ModellingChoice, seed: int, name: str,
+                     directory: str | Path, confirm: Any, cache_root: Path) -> Optimum:
+    """The optimum's recipe generated and characterised again with `choice`'s model options
+    (jobs.evaluate at the confirmation fidelity, cached: a finished evaluation is read back)."""
+    from hpc.analysis.case_study_seeds import confirmation_spec, seed_folder
+    from jobs.evaluate import evaluate
+
+    folder = (seed_folder(directory, seed, "cs1") / CS1_REFERENCE if role == CS1_REFERENCE
+              else seed_folder(directory, seed, name) / role)
+    spec = confirmation_spec(folder, confirm)
+    spec["fidelity"] = {**spec["fidelity"], **choice.fidelity}
+    spec["cell"] = {**spec["cell"], "model_options": {
+        **dict(spec["cell"].get("model_options") or {}), **choice.model_options}}
+    study = "cs1" if role == CS1_REFERENCE else name
+    cache = cache_root / f"seed_{seed}" / study / role / f"alt_{_slug(choice.name)}"
+    result = evaluate(cache, 0, dict(optimum.params), spec)
+    if result.cell is None:
+        raise ValueError(f"seed {seed}: {role} under {choice.name!r} gave no cell design "
+                         f"({result.objective.infeasible_reason})")
+    return dataclasses.replace(optimum, design=dict(result.cell.design))
 
 
 def _fmt(value: float | None, spec: str = ".1f", unit: str = "") -> str:
