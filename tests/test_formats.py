@@ -212,6 +212,19 @@ def test_a_batch_run_logs_one_line_per_trial_event_with_an_eta(tmp_path: Path,
     assert states[-1][:3] == ("2", "2", "0")
     assert re.match(r"ETA 0:00:00 \(\d\d:\d\d UTC\)", parsed[-1].group(5))
     assert "━" not in result.output                          # no rich bar in a log file
+    # the last line says the best value with its unit and operating point, and the design
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    best = max((r for r in rows if r["objective"]), key=lambda r: float(r["objective"]))
+    last = result.stdout.strip().splitlines()[-1]
+    found = re.fullmatch(r"best energy_density_Wh_L at 10 W: (\S+) Wh/L \((.*)\)", last)
+    assert found, last
+    assert float(found.group(1)) == pytest.approx(float(best["objective"]), rel=1e-3)
+    assert best["objective_unit"] == "Wh/L"
+    design = dict(pair.split("=") for pair in found.group(2).split(", "))
+    assert set(design) == {"am_wt_frac", "porosity", "binder_adhesion", "mass_loading_mg_cm2"}
+    assert float(design["porosity"]) == pytest.approx(float(best["porosity"]), rel=1e-3)
 
 
 def test_characterise_json_feeds_cell_json_and_both_are_versioned(tmp_path: Path) -> None:
