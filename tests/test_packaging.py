@@ -235,7 +235,9 @@ def invoke(*args: str):
 def test_campaigns_list_names_every_shipped_file_with_a_description():
     result = invoke("campaigns", "list", "--json")
     assert result.exit_code == 0, result.output
-    listed = json.loads(result.stdout)
+    answer = json.loads(result.stdout)
+    assert answer["schema_version"] == "microloop.campaigns/1"
+    listed = answer["files"]
     assert sorted(f"{name}.toml" for name in listed) == SHIPPED
     for name, entry in listed.items():
         assert entry["description"], name

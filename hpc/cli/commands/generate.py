@@ -25,6 +25,10 @@ def parse_params(items: list[str]) -> dict[str, float]:
     return params_to_dict(raw)
 
 
+#: the JSON line `generate` prints (docs/formats.md)
+GENERATE_SCHEMA_VERSION = "microloop.generate/1"
+
+
 def generate(
     param: list[str] = typer.Option(..., "--param", "-p", help="name=value, repeatable: am_wt_frac, "
                                     "porosity, binder_adhesion, mass_loading_mg_cm2, ..."),
@@ -96,7 +100,7 @@ def generate(
         zarr.open_array(str(out), mode="r+", path=ZARR_ARRAY_NAME).attrs.update(
             {"params": params, "seed": seed, "generator": source, "voxel_um": voxel})
     fractions = [float(np.mean(volumes == k)) for k in range(3)]
-    typer.echo(json.dumps({"out": target, "shape": list(volumes.shape), "voxel_um": voxel,
+    typer.echo(json.dumps({"schema_version": GENERATE_SCHEMA_VERSION, "out": target, "shape": list(volumes.shape), "voxel_um": voxel,
                            "generator": source, "fractions_pore_am_cbd": fractions}))
 
 

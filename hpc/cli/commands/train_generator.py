@@ -29,6 +29,10 @@ def _parse_grid(items: list[str]) -> dict[str, list[float]] | None:
     return grid
 
 
+#: the JSON line `train-generator` prints (docs/formats.md)
+TRAIN_SCHEMA_VERSION = "microloop.train-generator/1"
+
+
 def train_generator_command(
     data: str = typer.Argument(..., help="'procedural', a zarr group of labelled arrays (params in "
                                "attributes), or a folder of .npy/.tif volumes + a params CSV with a "
@@ -138,7 +142,7 @@ def train_generator_command(
                            err=True)
 
         summary = run(training_set, out, options, resume=resume, progress=log)
-    typer.echo(json.dumps(summary))
+    typer.echo(json.dumps({"schema_version": TRAIN_SCHEMA_VERSION, **summary}))
 
 
 def register(app: typer.Typer) -> None:
