@@ -321,3 +321,59 @@ def test_cell_help_shows_ranges_and_units():
     for expected in ("0.1-20000 W", "20-300 um", "[mg/cm2]", "1e-05-1000 S/m",
                      "repeat the flag"):
         assert expected in text, expected
+
+
+def _options_of_every_command():
+    import typer
+
+    root = typer.main.get_command(app)
+    stack = [([name], command) for name, command in root.commands.items()]
+    while stack:
+        path, command = stack.pop()
+        if hasattr(command, "commands"):
+            stack += [([*path, n], c) for n, c in command.commands.items()]
+            continue
+        for param in command.params:
+            yield path, command, param
+
+
+def test_every_list_option_is_given_by_repeating_the_flag_and_says_so():
+    """One way to give a list: repeat the flag (click's `multiple`); its help says so."""
+    lists = {(" ".join(path), max(param.opts, key=len))
+             for path, _command, param in _options_of_every_command()
+             if getattr(param, "multiple", False)}
+    assert {("generate", "--param"), ("convergence", "--sizes"), ("convergence", "--design"),
+            ("case-study", "--seeds"), ("cell", "--power-W"), ("calibrate", "--measured"),
+            ("train-generator", "--grid")} <= lists
+    for path, _command, param in _options_of_every_command():
+        if getattr(param, "multiple", False):
+            assert "repeat the flag" in " ".join((param.help or "").split()), (path, param.opts)
+        else:  # a value that is a list in disguise (comma-separated) is not an option type
+            assert "comma-separated" not in (param.help or ""), (path, param.opts)
+
+
+def test_options_with_a_fixed_set_of_values_name_them_in_help():
+    from hpc.campaign.config import EXECUTORS
+    from kernels.metrics.solvers import available_backends
+
+    accepted = {("run", "--executor"): EXECUTORS, ("submit", "--executor"): EXECUTORS,
+                ("case-study", "--executor"): EXECUTORS, ("doctor", "--executor"): EXECUTORS,
+                ("convergence", "--executor"): ("local", "slurm"),
+                ("characterise", "--backend"): available_backends(),
+                ("convergence", "--backend"): available_backends(),
+                ("characterise", "--axis"): ("z", "y", "x"),
+                ("train-generator", "--method"): ("statistics", "slicegan")}
+    for (command, option), values in accepted.items():
+        text = " ".join(invoke(command, "-h").output.split())
+        line = text[text.index(option):][:300]
+        for value in values:
+            assert value in line, (command, option, value, line)
+
+
+def test_case_study_seeds_repeated_or_in_one_value_are_the_same_list(tmp_path):
+    """Both spellings reach the comparison as the same seeds (it lists those it cannot find)."""
+    outputs = []
+    for seeds in (["--seeds", "0", "--seeds", "3"], ["--seeds", "0,3"]):
+        result = invoke("case-study", "cs2", "--dir", str(tmp_path / "none"), *seeds)
+        outputs.append(result.output.replace(str(tmp_path), "T"))
+    assert outputs[0] == outputs[1] and "missing 0, 3" in outputs[0]

@@ -30,8 +30,9 @@ GENERATE_SCHEMA_VERSION = "microloop.generate/1"
 
 
 def generate(
-    param: list[str] = typer.Option(..., "--param", "-p", help="name=value, repeatable: am_wt_frac, "
-                                    "porosity, binder_adhesion, mass_loading_mg_cm2, ..."),
+    param: list[str] = typer.Option(..., "--param", "-p", help="name=value; repeat the flag for each: "
+                                    "am_wt_frac, porosity, binder_adhesion, mass_loading_mg_cm2, "
+                                    "..."),
     size: int = typer.Option(128, help="Cube side in voxels."),
     n: int = typer.Option(1, help="Number of samples (different seeds)."),
     seed: int = typer.Option(0, help="Sample i uses (seed, i); the same seed gives the same volumes."),
