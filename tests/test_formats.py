@@ -347,3 +347,11 @@ def test_json_of_status_report_generate_and_campaigns_list_carries_its_version(
     assert answers["status"]["counts"]["complete"] == 2
     assert answers["report"]["n_complete"] == 2
     assert answers["generate"]["shape"] == [1, 16, 16, 16]
+    # docs/microstructure.md: `characterise <campaign>/voxels.zarr/trial_N/vol --json`, one
+    # record per stored sample, at the voxel size the store carries
+    stored = runner.invoke(app, ["characterise", str(folder / "voxels.zarr" / "trial_1" / "vol"),
+                                 "--json"])
+    assert stored.exit_code == 0, stored.output
+    records = json.loads(stored.stdout)
+    assert [r["sample"] for r in records] == [0] and records[0]["voxel_um"] == 1.0
+    assert records[0]["schema_version"] == "microloop.characterise/1"
