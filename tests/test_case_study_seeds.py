@@ -283,3 +283,16 @@ def test_seeds_ragone_is_drawn_in_the_literature_units_log_log(tmp_path, monkeyp
     x0, x1 = span.get_x(), span.get_x() + span.get_width()
     assert x0 <= 30.0 / can_L and 32.0 / can_L <= x1 and x1 < 2 * 32.0 / can_L
     matplotlib.pyplot.close(fig)
+
+
+@pytest.mark.slow
+def test_a_case_study_logs_each_trial_event_with_an_eta(smoke):
+    """`case-study` without a terminal (a batch job): one timestamped line per trial event of
+    each member campaign, the last of each with ETA 0:00:00 (a whole study was silent)."""
+    _root, outputs = smoke
+    pattern = re.compile(r"^\d{4}-\d\d-\d\dT\S+ case study cs2: (\d+)/(\d+) finished "
+                         r"\(complete \d+, failed \d+\), running \d+, best \S+; (ETA .*)$")
+    lines = [m for m in map(pattern.match, outputs[0].splitlines()) if m]
+    assert lines, outputs[0]
+    ends = [m for m in lines if m.group(1) == m.group(2)]
+    assert len(ends) >= 2 and all(m.group(3).startswith("ETA 0:00:00") for m in ends)

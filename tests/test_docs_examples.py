@@ -495,3 +495,41 @@ def test_every_file_a_page_links_or_cites_exists(page):
         if not any((base / name).exists() for base in (page.parent, REPO, REPO / "docs")):
             missing.append(name)
     assert not missing, f"{page.name}: {sorted(set(missing))}"
+
+
+def _toml_blocks() -> list[tuple[str, dict]]:
+    import tomllib
+
+    return [(f"{page.relative_to(REPO).as_posix()}:{first}", tomllib.loads(body))
+            for page in PAGES for first, language, body in _fenced_blocks(page)
+            if language == "toml"]
+
+
+def test_every_campaign_and_study_file_a_page_shows_is_accepted(tmp_path):
+    """The pages' TOML examples parse, and a whole campaign or study file among them is what
+    the loaders accept (a `generator = "default"` the config refuses once stood in the docs).
+    `[warm_start]` names folders of earlier runs, which exist only on the reader's machine."""
+    import tomli_w
+
+    from hpc.campaign.config import parse_campaign
+    from hpc.campaign.convergence_config import load_convergence_file
+
+    blocks = _toml_blocks()
+    kinds = []
+    for where, data in blocks:
+        if "space" in data:
+            data = {k: v for k, v in data.items() if k != "warm_start"}
+            try:
+                parse_campaign(data)
+            except Exception as error:
+                pytest.fail(f"{where}: the campaign example is refused: {error}")
+            kinds.append("campaign")
+        elif "study" in data:
+            path = tmp_path / "study.toml"
+            path.write_text(tomli_w.dumps(data))
+            try:
+                load_convergence_file(path)
+            except Exception as error:
+                pytest.fail(f"{where}: the study example is refused: {error}")
+            kinds.append("study")
+    assert {"campaign", "study"} <= set(kinds), blocks
