@@ -272,3 +272,68 @@ def test_alternatives_option_needs_seeds_and_a_ragone_story(tmp_path):
     result = CliRunner().invoke(app, ["case-study", "cs1", "--dir", str(tmp_path), "--seeds", "0",
                                       "--confirm-cubes", "0", "--alternatives"])
     assert result.exit_code == 2 and "cs2 or cs3" in result.output
+
+
+def test_seeds_ragone_is_drawn_in_the_literature_units_log_log(tmp_path, monkeypatch):
+    """The cross-seed Ragone plot (docs/data/case-studies/*/..._seeds_ragone.png) has W/L on
+    x beside Wh/L on y (the 4680 can: pi (23 mm)^2 80 mm = 0.1330 L), so the 1 h isochrone
+    is y = x * 1 h whatever the cell, and the crossing is marked at its W/L."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from hpc.analysis import report
+    from hpc.analysis.case_study_seeds import (
+        ConfirmFidelity,
+        Interval,
+        RagoneBand,
+        SeedComparison,
+        _plots,
+    )
+
+    can_L = math.pi * 0.23 ** 2 * 0.8
+    powers = (5.0, 20.0, 50.0, 200.0)
+    energy = RagoneBand("energy cell", "cs3", "energy_density_Wh_L", powers,
+                        {0: (700.0, 650.0, 150.0, 3.0), 1: (690.0, 640.0, 140.0, 2.0)},
+                        can_L, 0.36)
+    power = RagoneBand("power cell", "cs3_power", "energy_density_Wh_L", powers,
+                       {0: (600.0, 590.0, 560.0, 480.0), 1: (610.0, 600.0, 570.0, 470.0)},
+                       can_L, 0.35)
+    comparison = SeedComparison(
+        "cs3", "paper", (0, 1), (0, 1), {}, ConfirmFidelity(0, 128), {}, {}, {}, {},
+        ragone=(energy, power), crossing_W=Interval.of([(0, 30.0), (1, 32.0)]))
+    captured = []
+    original = report.save_figure_atomic
+    monkeypatch.setattr(report, "save_figure_atomic",
+                        lambda fig, path: (captured.append(fig), original(fig, path)))
+    monkeypatch.setattr(plt, "close", lambda fig=None: None)   # keep the figure to inspect
+    [path] = _plots(comparison, tmp_path)
+    assert path.name == "cs3_seeds_ragone.png" and path.stat().st_size > 1000
+    [fig] = captured
+    [ax] = fig.axes
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert "W/L" in ax.get_xlabel() and "Wh/L" in ax.get_ylabel()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["energy cell"].get_xdata(), np.array(powers) / can_L,
+                               rtol=2e-3)
+    iso = lines["1 h discharge"]
+    np.testing.assert_allclose(iso.get_ydata(), iso.get_xdata() * 1.0)
+    [span] = [p for p in ax.patches if "crossing" in (p.get_label() or "")]
+    x0, x1 = span.get_x(), span.get_x() + span.get_width()
+    assert x0 <= 30.0 / can_L and 32.0 / can_L <= x1 and x1 < 2 * 32.0 / can_L
+    matplotlib.pyplot.close(fig)
+
+
+@pytest.mark.slow
+def test_a_case_study_logs_each_trial_event_with_an_eta(smoke):
+    """`case-study` without a terminal (a batch job): one timestamped line per trial event of
+    each member campaign, the last of each with ETA 0:00:00 (a whole study was silent)."""
+    _root, outputs = smoke
+    pattern = re.compile(r"^\d{4}-\d\d-\d\dT\S+ case study cs2: (\d+)/(\d+) finished "
+                         r"\(complete \d+, failed \d+\), running \d+, best \S+; (ETA .*)$")
+    lines = [m for m in map(pattern.match, outputs[0].splitlines()) if m]
+    assert lines, outputs[0]
+    ends = [m for m in lines if m.group(1) == m.group(2)]
+    assert len(ends) >= 2 and all(m.group(3).startswith("ETA 0:00:00") for m in ends)

@@ -158,3 +158,34 @@ def test_several_values_are_given_by_repeating_the_flag(metrics_file):
     old_style = invoke("--metrics", str(metrics_file), "--thickness-um", "80", "--power-W", "10",
                        "200")
     assert old_style.exit_code == 2 and "200" in old_style.output
+
+
+def test_sundials_error_lines_stay_out_of_stderr_and_the_reason_keeps_the_failure(tmp_path):
+    """An infeasible load makes SUNDIALS print three `[ERROR]` lines to the process's stderr
+    (from C, so only a fresh process shows them); they go to the null device unless the user
+    names a file, and the failure itself stays in the row's reason."""
+    import os
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "hpc.cli", "cell", "--thickness-um", "80", "--porosity",
+            "0.35", "--am-fraction", "0.6", "--tortuosity", "2", "--ssa-per-um", "0.4",
+            "--conductivity-S-m", "0.2", "--power-W", "20000", "--power-W", "3000", "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "SUNLOGGER_ERROR_FILENAME"}
+
+    def run(extra_env: dict) -> tuple[dict, str]:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=600,
+                              env={**env, **extra_env})
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+    report, stderr = run({})
+    collapsed, delivered = report["results"]
+    assert not collapsed["feasible"] and "IDA" in collapsed["reason"]
+    assert delivered["feasible"] and delivered["energy_Wh"] > 0
+    assert "[ERROR]" not in stderr and "sundials" not in stderr.lower(), stderr
+    log = tmp_path / "sundials.log"
+    again, stderr = run({"SUNLOGGER_ERROR_FILENAME": str(log)})
+    assert again["results"] == report["results"]
+    assert "[ERROR]" not in stderr
+    assert log.read_text().count("[ERROR]") >= 1  # the lines exist: they went to the file

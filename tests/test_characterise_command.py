@@ -180,3 +180,25 @@ def test_json_is_a_list_with_the_same_keys_for_3d_and_4d(tmp_path: Path,
     assert [item["sample"] for item in two] == [0, 1]
     assert set(one) == set(two[0]) == set(two[1])
     assert one["schema_version"] == "microloop.characterise/1"
+
+
+def test_a_large_volume_reports_each_stage_with_an_eta(tmp_path: Path, volume: np.ndarray,
+                                                        monkeypatch) -> None:
+    """One large 3-D volume (a 512^3 takes minutes per stage) logs a line after each stage,
+    not only when it is done; the threshold is lowered so a 32^3 volume counts as large."""
+    import re
+
+    import hpc.cli.commands.characterise as command
+
+    monkeypatch.setattr(command, "PROGRESS_MIN_VOXELS", volume.size)
+    np.save(tmp_path / "v.npy", volume)
+    result = _run(str(tmp_path / "v.npy"), "--voxel-um", "0.5", "--json")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "characterising" in line]
+    stages = [re.search(r"sample 1 of 1: ([a-z ]+) \(", line).group(1) for line in lines]
+    assert stages == ["surface areas", "tortuosity factor", "electronic conductivity"]
+    assert [re.search(r"step (\d)/3", line).group(1) for line in lines] == ["1", "2", "3"]
+    assert "ETA 0:00:00" in lines[-1]
+    [record] = json.loads(result.stdout)  # the JSON on stdout is untouched by the progress
+    assert record["tortuosity_factor"] == pytest.approx(
+        characterise_volume(volume, voxel_um=0.5).tortuosity_factor)

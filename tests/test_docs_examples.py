@@ -38,11 +38,12 @@ EXPENSIVE = {
     "status": "reads a campaign folder that only `run` writes",
     "report": "reads a finished campaign folder",
     "submit": "submits the controller to SLURM (tests/test_campaign_slurm.py covers it)",
-    "case-study": "several campaigns: hours",
+    "case-study": "several campaigns: hours (tests/test_case_study_seeds.py runs the page's "
+                  "smoke commands, tests/test_case_studies.py a reduced cs3)",
     "convergence": "hundreds of cube solves: minutes (tests/test_convergence.py runs a small study)",
     "train-generator": "trains the network: minutes to hours (tests/test_train.py runs 2 steps)",
     "calibrate": "needs measured discharge files and 30+ DFN solves (tests/test_calibration.py)",
-    "doctor": "submits jobs and starts MPI ranks and Dask workers",
+    "doctor": "submits jobs and starts MPI ranks and Dask workers (tests/test_machine_room.py)",
 }
 #: single examples, by an argument they name, parsed but not run, and why
 NEEDS_A_CAMPAIGN = {"runs/c1/voxels.zarr/trial_3/vol": "a campaign's voxel store (from `run`)"}
@@ -355,3 +356,182 @@ def test_the_examples_not_run_say_why():
     documented = {_resolve(e.args)[0][0] for e in EXAMPLES if _resolve(e.args)[0]}
     assert documented <= run | set(EXPENSIVE), documented - run - set(EXPENSIVE)
     assert {"campaigns", "generate", "characterise", "cell"} <= run
+
+
+# ------------------------------------------------ the expensive examples, run scaled down
+
+#: expensive examples that CI runs scaled down: `set` options are replaced or added, `drop`
+#: options removed with their values; the command, its arguments and every other option stay
+#: as the page writes them (an unknown or renamed option still fails here)
+SCALED_DOWN = {
+    "run": {"set": {"--budget": ["1"], "--executor": ["debug"]}},
+    "resume": {"set": {}},
+    "status": {"set": {}},
+    "report": {"set": {}},
+    "submit": {"set": {"--dry-run": []}},      # render the sbatch script, submit nothing
+    "convergence": {"set": {"--sizes": ["16", "24"], "--cubes-per-size": ["3"],
+                            "--source-voxels": ["32"], "--executor": ["local"],
+                            "--tasks": ["1"], "--mpi-ranks": ["1"]},
+                    "drop": ["--partition"]},
+}
+#: expensive examples not run even scaled down, by page line, and the test that runs the same
+#: command path instead
+RUN_ELSEWHERE = {
+    "docs/campaigns.md:265": "the paper profile (128^3 cubes): tests/test_case_studies.py "
+                             "runs a reduced cs3",
+    "docs/case-studies.md:75": "a paper run's folder: the smoke block below is run by "
+                               "tests/test_case_study_seeds.py",
+    "docs/microstructure.md:163": "a campaign's voxel store: tests/test_formats.py "
+                                  "characterises one a real campaign wrote",
+}
+#: folders a scaled-down example reads that an earlier example of its page must have made
+_READS_A_FOLDER = {"resume", "status", "report"}
+
+
+def _strip(command, args: list[str], names: set[str]) -> list[str]:
+    """`args` without the options in `names` (and their values, for options that take one)."""
+    takes_value = {opt: not getattr(p, "is_flag", False) and p.param_type_name == "option"
+                   for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+    out, skip = [], False
+    for token in args:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=")[0]
+        if name in names:
+            skip = takes_value.get(name, False) and "=" not in token
+            continue
+        out.append(token)
+    return out
+
+
+def scaled_down(example: Example) -> list[str] | None:
+    """The example's arguments made small (SCALED_DOWN), or None when it is not run so."""
+    path, command, rest = _resolve(example.args)
+    if not path or path[0] not in SCALED_DOWN or example.where in RUN_ELSEWHERE:
+        return None
+    rule = SCALED_DOWN[path[0]]
+    args = _strip(command, rest, set(rule["set"]) | set(rule.get("drop", ())))
+    for option, values in rule["set"].items():
+        args += [option] if not values else [t for v in values for t in (option, v)]
+    return [*path, *args]
+
+
+SCALED_PAGES = sorted({e.where.split(":")[0] for e in EXAMPLES if scaled_down(e) is not None})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", SCALED_PAGES)
+def test_expensive_examples_run_scaled_down(page, tmp_path, monkeypatch):
+    """A page's examples in order, in one folder: the cheap ones as written, the expensive
+    ones scaled down (a campaign of one trial in-process, a study of 16^3 and 24^3 cubes, a
+    submit that only renders its script), so a folder a later example reads exists."""
+    monkeypatch.chdir(tmp_path)
+    ran, made_here = [], set()
+    for example in EXAMPLES:
+        if example.where.split(":")[0] != page:
+            continue
+        args = scaled_down(example)
+        if args is None:
+            if _why_not_run(example) is not None:
+                continue
+            args = list(example.args)
+        path, _command, rest = _resolve(tuple(args))
+        folders = [a for a in rest if not a.startswith("-")]
+        if path[0] in _READS_A_FOLDER and not all(Path(f).is_dir() for f in folders):
+            assert example.where in RUN_ELSEWHERE, (
+                f"{example.where}: {example.written}\n  reads {folders}, which no earlier "
+                "example of the page made (make it there, or say in RUN_ELSEWHERE who runs it)")
+            continue
+        for name in _inputs(example):
+            if not (tmp_path / name).exists():
+                _make_input(name, tmp_path)
+        if path[0] in ("run", "submit"):  # a campaign file the page edits from a copy
+            for name in folders:
+                if name.endswith(".toml") and not Path(name).exists():
+                    copied = CliRunner().invoke(app, ["campaigns", "copy", "quick", name])
+                    assert copied.exit_code == 0, copied.output
+                    made_here.add(name)
+        if path == ["campaigns", "copy"]:  # the page's own copy replaces the stand-in
+            for name in set(folders) & made_here:
+                Path(name).unlink()
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, (f"{example.where}: {example.written}\n  ran as "
+                                       f"{args}\n{result.output}\n{result.exception!r}")
+        if example.stdout_to:
+            (tmp_path / example.stdout_to).write_text(result.stdout)
+        ran.append(path[0])
+    assert set(ran) & set(SCALED_DOWN), ran
+
+
+def test_every_expensive_example_is_run_somewhere():
+    """An expensive example is run scaled down here, or RUN_ELSEWHERE names its test, or its
+    command's EXPENSIVE reason names the test that runs that command."""
+    for example in EXAMPLES:
+        path, _command, _rest = _resolve(example.args)
+        if not path or _why_not_run(example) is None or scaled_down(example) is not None:
+            continue
+        reason = RUN_ELSEWHERE.get(example.where) or EXPENSIVE.get(path[0], "")
+        named = re.findall(r"tests/[\w/]+\.py", reason)
+        assert named and all((REPO / n).is_file() for n in named), (
+            f"{example.where}: {example.written}\n  neither run here nor by a named test")
+
+
+#: `.md` files the pages name as what a command writes, not as files of the repository
+WRITTEN_BY_COMMANDS = {"summary.md", "table.md", "quality.md", "bench.md"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_file_a_page_links_or_cites_exists(page):
+    """A link (`[text](path)`) resolves from the page; a cited `NAME.md` is in the repository
+    (the pages once cited a REFERENCE.md that only existed outside it)."""
+    text = page.read_text()
+    missing = []
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if not target.startswith(("http://", "https://", "mailto:")) and \
+                not (page.parent / target).exists():
+            missing.append(target)
+    for name in re.findall(r"(?<![\w/.-])([\w./-]+\.md)\b", text):
+        if Path(name).name in WRITTEN_BY_COMMANDS:
+            continue
+        if not any((base / name).exists() for base in (page.parent, REPO, REPO / "docs")):
+            missing.append(name)
+    assert not missing, f"{page.name}: {sorted(set(missing))}"
+
+
+def _toml_blocks() -> list[tuple[str, dict]]:
+    import tomllib
+
+    return [(f"{page.relative_to(REPO).as_posix()}:{first}", tomllib.loads(body))
+            for page in PAGES for first, language, body in _fenced_blocks(page)
+            if language == "toml"]
+
+
+def test_every_campaign_and_study_file_a_page_shows_is_accepted(tmp_path):
+    """The pages' TOML examples parse, and a whole campaign or study file among them is what
+    the loaders accept (a `generator = "default"` the config refuses once stood in the docs).
+    `[warm_start]` names folders of earlier runs, which exist only on the reader's machine."""
+    import tomli_w
+
+    from hpc.campaign.config import parse_campaign
+    from hpc.campaign.convergence_config import load_convergence_file
+
+    blocks = _toml_blocks()
+    kinds = []
+    for where, data in blocks:
+        if "space" in data:
+            data = {k: v for k, v in data.items() if k != "warm_start"}
+            try:
+                parse_campaign(data)
+            except Exception as error:
+                pytest.fail(f"{where}: the campaign example is refused: {error}")
+            kinds.append("campaign")
+        elif "study" in data:
+            path = tmp_path / "study.toml"
+            path.write_text(tomli_w.dumps(data))
+            try:
+                load_convergence_file(path)
+            except Exception as error:
+                pytest.fail(f"{where}: the study example is refused: {error}")
+            kinds.append("study")
+    assert {"campaign", "study"} <= set(kinds), blocks

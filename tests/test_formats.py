@@ -212,6 +212,19 @@ def test_a_batch_run_logs_one_line_per_trial_event_with_an_eta(tmp_path: Path,
     assert states[-1][:3] == ("2", "2", "0")
     assert re.match(r"ETA 0:00:00 \(\d\d:\d\d UTC\)", parsed[-1].group(5))
     assert "━" not in result.output                          # no rich bar in a log file
+    # the last line says the best value with its unit and operating point, and the design
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    best = max((r for r in rows if r["objective"]), key=lambda r: float(r["objective"]))
+    last = result.stdout.strip().splitlines()[-1]
+    found = re.fullmatch(r"best energy_density_Wh_L at 10 W: (\S+) Wh/L \((.*)\)", last)
+    assert found, last
+    assert float(found.group(1)) == pytest.approx(float(best["objective"]), rel=1e-3)
+    assert best["objective_unit"] == "Wh/L"
+    design = dict(pair.split("=") for pair in found.group(2).split(", "))
+    assert set(design) == {"am_wt_frac", "porosity", "binder_adhesion", "mass_loading_mg_cm2"}
+    assert float(design["porosity"]) == pytest.approx(float(best["porosity"]), rel=1e-3)
 
 
 def test_characterise_json_feeds_cell_json_and_both_are_versioned(tmp_path: Path) -> None:
@@ -260,3 +273,85 @@ def test_generate_zarr_output_opens_in_xarray_with_dimensions_and_micrometres(tm
     assert measured.exit_code == 0, measured.output
     records = json.loads(measured.stdout)
     assert len(records) == 2 and all(r["voxel_um"] == 0.5 for r in records)
+
+
+REPO = Path(__file__).resolve().parents[1]
+_VERSION = r"microloop\.[\w-]+/\d+"
+
+
+def test_every_schema_version_the_code_writes_is_listed_in_formats_md() -> None:
+    """One page lists them all: a version string in the code that the page does not name is
+    an undocumented format (versions only read, never written, need their name there)."""
+    import re
+
+    from hpc.campaign.warm_start import OBSERVATIONS_SCHEMA, READABLE_SCHEMAS
+
+    in_code = {version for folder in ("hpc", "jobs", "kernels")
+               for path in (REPO / folder).rglob("*.py")
+               for version in re.findall(rf'"({_VERSION})"', path.read_text())}
+    assert {"microloop.status/1", "microloop.report/1", "microloop.case-study/1",
+            "microloop.generate/1", "microloop.train-generator/1", "microloop.doctor/1",
+            "microloop.campaigns/1", "microloop.cell/1", "microloop.trials-csv/2"} <= in_code
+    page = (REPO / "docs" / "formats.md").read_text()
+    read_only = set(READABLE_SCHEMAS) - {OBSERVATIONS_SCHEMA}
+    missing = sorted(v for v in in_code if f"`{v}`" not in page
+                     and not (v in read_only and f"`{v.split('/')[0]}/" in page))
+    assert not missing, f"not in docs/formats.md: {missing}"
+
+
+def test_json_of_status_report_generate_and_campaigns_list_carries_its_version(
+        tmp_path: Path) -> None:
+    """A real two-trial campaign, then what a script reads of it and of the other commands:
+    each JSON object names its schema version first, as docs/formats.md lists it."""
+    import re
+
+    from hpc.analysis.report import write_report_logged
+    from hpc.campaign.config import parse_campaign
+    from hpc.campaign.controller import Campaign
+
+    config = parse_campaign({
+        "name": "tiny-versions",
+        "space": {"am_wt_frac": [0.86, 0.96], "porosity": [0.28, 0.42], "binder_adhesion": 0.5,
+                  "mass_loading_mg_cm2": 15.0},
+        "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+        "fidelity": {"n_cubes": 1, "cube_voxels": 24, "voxel_um": 1.0, "rel_tol": 1e-2},
+        "cell": {"ragone_powers_W": []},
+        "optimizer": {"backend": "sobol", "n_initial": 2, "budget": 2, "max_concurrent": 1,
+                      "seed": 1},
+        "resources": {"executor": "debug", "dask_workers": 0, "max_retries": 0,
+                      "poll_interval_s": 0.1}})
+    folder = tmp_path / "c"
+    campaign = Campaign.create(config, folder)
+    try:
+        campaign.run(report=write_report_logged)
+    finally:
+        campaign.close()
+    runner = CliRunner()
+    status = runner.invoke(app, ["status", str(folder), "--json"])
+    generated = runner.invoke(app, ["generate", "-p", "am_wt_frac=0.9", "-p", "porosity=0.35",
+                                    "--size", "16", "--out", str(tmp_path / "v.npy")])
+    listed = runner.invoke(app, ["campaigns", "list", "--json"])
+    for result in (status, generated, listed):
+        assert result.exit_code == 0, result.output
+    answers = {
+        "status": json.loads(status.stdout),
+        "report": json.loads((folder / "report" / "summary.json").read_text()),
+        "generate": json.loads(generated.stdout.strip().splitlines()[-1]),
+        "campaigns": json.loads(listed.stdout),
+    }
+    page = (REPO / "docs" / "formats.md").read_text()
+    for name, answer in answers.items():
+        version = answer.get("schema_version", "")
+        assert re.fullmatch(_VERSION, version) and f"`{version}`" in page, (name, answer)
+        assert next(iter(answer)) == "schema_version", name
+    assert answers["status"]["counts"]["complete"] == 2
+    assert answers["report"]["n_complete"] == 2
+    assert answers["generate"]["shape"] == [1, 16, 16, 16]
+    # docs/microstructure.md: `characterise <campaign>/voxels.zarr/trial_N/vol --json`, one
+    # record per stored sample, at the voxel size the store carries
+    stored = runner.invoke(app, ["characterise", str(folder / "voxels.zarr" / "trial_1" / "vol"),
+                                 "--json"])
+    assert stored.exit_code == 0, stored.output
+    records = json.loads(stored.stdout)
+    assert [r["sample"] for r in records] == [0] and records[0]["voxel_um"] == 1.0
+    assert records[0]["schema_version"] == "microloop.characterise/1"

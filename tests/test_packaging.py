@@ -55,7 +55,7 @@ def _build(source: Path, what: str, out: Path) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """(site folder with the wheel installed, sdist names, wheel names, build log)."""
+    """(site folder with the wheel installed, sdist names, wheel names, build log, wheel)."""
     tmp = tmp_path_factory.mktemp("packaging")
     source = tmp / "source"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
@@ -74,7 +74,7 @@ def installed(tmp_path_factory):
     site = tmp / "site"
     _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--quiet",
           "--target", str(site), str(wheel)], cwd=tmp)
-    return site, sdist_names, wheel_names, sdist_log + wheel_log
+    return site, sdist_names, wheel_names, sdist_log + wheel_log, wheel
 
 
 def _installed_python(site: Path, code: str, cwd: Path) -> str:
@@ -85,7 +85,7 @@ def _installed_python(site: Path, code: str, cwd: Path) -> str:
 
 @pytest.mark.slow
 def test_wheel_and_sdist_carry_every_shipped_file_and_build_cleanly(installed):
-    _site, sdist_names, wheel_names, log = installed
+    _site, sdist_names, wheel_names, log, _wheel = installed
     assert SHIPPED and "cs1_3C.toml" in SHIPPED and "convergence.toml" in SHIPPED
     top = sdist_names[0].split("/")[0]
     sdist = {name.removeprefix(top + "/") for name in sdist_names}
@@ -146,6 +146,57 @@ def test_installed_wheel_runs_from_another_folder(installed, tmp_path):
     assert found["version"] == _project()["version"]  # the voxel store's provenance
 
 
+@pytest.mark.slow
+def test_console_script_of_a_venv_install_finds_the_builtins_from_another_folder(installed,
+                                                                                tmp_path):
+    """What a user types after `pip install microloop-electrodes`: the `microloop` script
+    of a fresh virtual environment, run from a folder that is not the source tree.
+
+    The venv gets only the wheel (pip sees an empty environment, so nothing outside it is
+    touched); the already installed dependencies are then made visible with a `.pth` line,
+    which adds their folder to sys.path without running the `.pth` files in it (so no
+    editable install of this tree comes along).
+    """
+    import sysconfig
+    import venv
+
+    *_, wheel = installed
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+          "--no-compile", "--quiet", str(wheel)], cwd=tmp_path)
+    own_site = Path(_run([str(python), "-c", "import sysconfig; "
+                          "print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).stdout.strip())
+    (own_site / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    microloop = [str(env_dir / "bin" / "microloop")]
+
+    def command(*args: str) -> str:
+        return _run([*microloop, *args], cwd=elsewhere, env=env).stdout
+
+    assert command("--version").strip() == f"microloop {_project()['version']}"
+    listed = {line.split()[0] for line in command("campaigns", "list").splitlines()}
+    assert listed == {name.removesuffix(".toml") for name in SHIPPED}
+    # a built-in name where a campaign file goes: the controller script `submit` renders
+    script = command("submit", "cs1_3C", "--dir", "runs/cs1_3C", "--dry-run")
+    assert "run cs1_3C --dir" in script and str(python) in script
+    # the docs' way to a study file: copy the built-in one, then name the copy
+    command("campaigns", "copy", "convergence", "study.toml")
+    assert "[study]" in (elsewhere / "study.toml").read_text()
+    command("convergence", "study.toml", "-h")
+    # a small volume written and read back by the installed package (zarr + voxel size)
+    command("generate", "-p", "am_wt_frac=0.94", "-p", "porosity=0.35", "--size", "32",
+            "--voxel-um", "0.5", "--out", "vol.zarr")
+    records = json.loads(command("characterise", "vol.zarr", "--json"))
+    assert records[0]["voxel_um"] == 0.5
+    located = _run([str(python), "-c", "import hpc; print(hpc.__file__)"], cwd=elsewhere,
+                   env=env).stdout.strip()
+    assert Path(located).is_relative_to(own_site)  # the wheel's copy, not this source tree
+
+
 def _project() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
@@ -184,7 +235,9 @@ def invoke(*args: str):
 def test_campaigns_list_names_every_shipped_file_with_a_description():
     result = invoke("campaigns", "list", "--json")
     assert result.exit_code == 0, result.output
-    listed = json.loads(result.stdout)
+    answer = json.loads(result.stdout)
+    assert answer["schema_version"] == "microloop.campaigns/1"
+    listed = answer["files"]
     assert sorted(f"{name}.toml" for name in listed) == SHIPPED
     for name, entry in listed.items():
         assert entry["description"], name
@@ -268,3 +321,59 @@ def test_cell_help_shows_ranges_and_units():
     for expected in ("0.1-20000 W", "20-300 um", "[mg/cm2]", "1e-05-1000 S/m",
                      "repeat the flag"):
         assert expected in text, expected
+
+
+def _options_of_every_command():
+    import typer
+
+    root = typer.main.get_command(app)
+    stack = [([name], command) for name, command in root.commands.items()]
+    while stack:
+        path, command = stack.pop()
+        if hasattr(command, "commands"):
+            stack += [([*path, n], c) for n, c in command.commands.items()]
+            continue
+        for param in command.params:
+            yield path, command, param
+
+
+def test_every_list_option_is_given_by_repeating_the_flag_and_says_so():
+    """One way to give a list: repeat the flag (click's `multiple`); its help says so."""
+    lists = {(" ".join(path), max(param.opts, key=len))
+             for path, _command, param in _options_of_every_command()
+             if getattr(param, "multiple", False)}
+    assert {("generate", "--param"), ("convergence", "--sizes"), ("convergence", "--design"),
+            ("case-study", "--seeds"), ("cell", "--power-W"), ("calibrate", "--measured"),
+            ("train-generator", "--grid")} <= lists
+    for path, _command, param in _options_of_every_command():
+        if getattr(param, "multiple", False):
+            assert "repeat the flag" in " ".join((param.help or "").split()), (path, param.opts)
+        else:  # a value that is a list in disguise (comma-separated) is not an option type
+            assert "comma-separated" not in (param.help or ""), (path, param.opts)
+
+
+def test_options_with_a_fixed_set_of_values_name_them_in_help():
+    from hpc.campaign.config import EXECUTORS
+    from kernels.metrics.solvers import available_backends
+
+    accepted = {("run", "--executor"): EXECUTORS, ("submit", "--executor"): EXECUTORS,
+                ("case-study", "--executor"): EXECUTORS, ("doctor", "--executor"): EXECUTORS,
+                ("convergence", "--executor"): ("local", "slurm"),
+                ("characterise", "--backend"): available_backends(),
+                ("convergence", "--backend"): available_backends(),
+                ("characterise", "--axis"): ("z", "y", "x"),
+                ("train-generator", "--method"): ("statistics", "slicegan")}
+    for (command, option), values in accepted.items():
+        text = " ".join(invoke(command, "-h").output.split())
+        line = text[text.index(option):][:300]
+        for value in values:
+            assert value in line, (command, option, value, line)
+
+
+def test_case_study_seeds_repeated_or_in_one_value_are_the_same_list(tmp_path):
+    """Both spellings reach the comparison as the same seeds (it lists those it cannot find)."""
+    outputs = []
+    for seeds in (["--seeds", "0", "--seeds", "3"], ["--seeds", "0,3"]):
+        result = invoke("case-study", "cs2", "--dir", str(tmp_path / "none"), *seeds)
+        outputs.append(result.output.replace(str(tmp_path), "T"))
+    assert outputs[0] == outputs[1] and "missing 0, 3" in outputs[0]

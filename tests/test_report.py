@@ -118,3 +118,50 @@ def test_report_with_a_failed_trial_and_one_completed_trial(tmp_path):
 def test_report_of_a_campaign_folder_path_object(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a campaign folder"):
         write_report(Path(tmp_path))
+
+
+def test_quick_report_gp_band_stays_above_zero_and_its_tick_labels_stay_apart(tmp_path,
+                                                                             monkeypatch):
+    """The partial-dependence panels of a quick-campaign-like report (its two parameters and
+    bounds, 12 trials, some near 0 Wh/L where a +-2 sd band would dip below 0): the band
+    starts at 0 (no objective is negative) and no two x tick labels of a panel overlap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hpc.analysis import report
+    from hpc.analysis.report import CampaignData, TrialRecord, plot_partial_dependence
+
+    bounds = {"am_wt_frac": (0.85, 0.97), "porosity": (0.25, 0.45)}   # hpc/campaigns/quick.toml
+    rng = np.random.default_rng(3)
+    params = [{"am_wt_frac": float(a), "porosity": float(p)}
+              for a, p in zip(rng.uniform(0.85, 0.97, 12), rng.uniform(0.25, 0.45, 12),
+                              strict=True)]
+    values = [max(0.0, 900.0 * (p["am_wt_frac"] - 0.9) / 0.07) + 5.0 for p in params]
+    trials = [TrialRecord(i, "complete", p, v, True, "", None)
+              for i, (p, v) in enumerate(zip(params, values, strict=True))]
+    data = CampaignData(tmp_path, "quick", "", {"kind": "energy_density_Wh_L", "power_W": 10.0},
+                        bounds, {}, 4, 12, trials)
+    gp = analyse_gp(to_unit(params, bounds), np.array(values), n_grid=21, n_base=64)
+    assert (gp.mean - 2 * gp.sd).min() < 0     # the unclipped band would go below 0
+    captured = []
+    original = report.save_figure_atomic
+    monkeypatch.setattr(report, "save_figure_atomic",
+                        lambda fig, path: (captured.append(fig), original(fig, path)))
+    monkeypatch.setattr(plt, "close", lambda fig=None: None)
+    plot_partial_dependence(data, gp, tmp_path / "pd.png")
+    [fig] = captured
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []     # left to right over the panels: neighbours' labels collide too
+    for ax in fig.axes:
+        [band] = ax.collections[:1]
+        lower = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+        assert lower.min() >= 0.0
+        labels = [t for t in ax.get_xticklabels() if t.get_text() and
+                  ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+        assert len(labels) >= 2
+        boxes += [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
+    for (text_a, a), (text_b, b) in zip(boxes, boxes[1:], strict=False):
+        assert a.x1 < b.x0, f"tick labels {text_a!r} and {text_b!r} overlap"

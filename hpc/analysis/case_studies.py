@@ -39,6 +39,8 @@ CASE_STUDIES: dict[str, tuple[str, ...]] = {
 CS1_REFERENCE = "cs1"
 COMPARISON_POWERS_W = (5.0, 10.0, 20.0, 50.0, 100.0, 150.0, 200.0, 300.0, 500.0, 800.0)
 GAIN_POWER_W = 10.0
+#: `<case study>/report/summary.json` (docs/formats.md)
+CASE_STUDY_SCHEMA_VERSION = "microloop.case-study/1"
 #: The literature Ragone quantities stored per curve in summary.json (per kg and per L of cell).
 RAGONE_KEYS = ("specific_power_W_kg", "specific_energy_Wh_kg", "power_density_W_L",
                "energy_density_Wh_L")
@@ -215,7 +217,8 @@ def compare_case_study(name: str, directory: str | Path, cs1_dir: str | Path | N
             notes.append(f"{campaign_name}: not enough data (no completed trial in {folder.name}).")
         else:
             optima[campaign_name] = optimum
-    summary: dict[str, Any] = {"case_study": name, "optima": {
+    summary: dict[str, Any] = {"schema_version": CASE_STUDY_SCHEMA_VERSION,
+                               "case_study": name, "optima": {
         k: {"objective_kind": o.objective_kind, "operating_point": o.operating_point,
             "objective": o.objective, "params": o.params, "design": o.design}
         for k, o in optima.items()}, "notes": notes, "plots": []}

@@ -639,6 +639,20 @@ def _export_data(comparison: SeedComparison, comparison_dir: Path, out: Path) ->
 # ---- plots and markdown -----------------------------------------------------------------------
 
 
+def _cell_size(band: RagoneBand) -> float | None:
+    """What a power is divided by on the literature's axes: the cell's volume (L) beside an
+    energy density, its mass (kg) beside a specific energy."""
+    return band.cell_volume_L if band.quantity == "energy_density_Wh_L" else band.cell_mass_kg
+
+
+def literature_power(band: RagoneBand) -> np.ndarray:
+    """A band's powers per cell as W/L or W/kg (the literature's Ragone axes), so the x and y
+    of the plot are per the same volume or mass; per cell when the band has no size (no
+    feasible point: nothing of it is drawn)."""
+    size = _cell_size(band)
+    return np.array(band.powers_W) / (size or 1.0)
+
+
 def _plots(c: SeedComparison, out: Path) -> list[Path]:
     from hpc.analysis.report import _pyplot, save_figure_atomic
 
@@ -648,7 +662,7 @@ def _plots(c: SeedComparison, out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7.0, 4.8))
         quantity = c.ragone[0].quantity
         for k, band in enumerate(c.ragone):
-            p = np.array(band.powers_W)
+            p = literature_power(band)
             low, high = np.array(band.low), np.array(band.high)
             ok = high > 0
             ax.fill_between(p[ok], np.maximum(low[ok], 1e-3), high[ok], color=f"C{k}", alpha=0.25)
@@ -658,17 +672,17 @@ def _plots(c: SeedComparison, out: Path) -> list[Path]:
                 ax.plot(p[keep], y[keep], "o-", color=f"C{k}", ms=3, lw=1,
                         label=band.label if seed == min(band.per_seed) else None)
         first = c.ragone[0]
-        size = first.cell_volume_L if quantity == "energy_density_Wh_L" else first.cell_mass_kg
-        if size:
-            p = np.geomspace(min(first.powers_W), max(first.powers_W), 50)
-            iso = p * ISOCHRONE_H / size
+        size = _cell_size(first)
+        if size:     # in literature units the isochrone is energy = power x time, any cell
+            p = np.geomspace(min(first.powers_W), max(first.powers_W), 50) / size
+            iso = p * ISOCHRONE_H
             top = max(max(b.high) for b in c.ragone) * 1.3
             keep = iso <= top
             ax.plot(p[keep], iso[keep], "k--", lw=0.8, label=f"{ISOCHRONE_H:g} h discharge")
-        if c.crossing_W is not None and c.crossing_W.values:
-            lo, hi = c.crossing_W.low, c.crossing_W.high
+        if c.crossing_W is not None and c.crossing_W.values and size:
+            lo, hi = c.crossing_W.low / size, c.crossing_W.high / size
             ax.axvspan(lo * 0.98, hi * 1.02, color="0.5", alpha=0.25,
-                       label=f"crossing {c.crossing_W.text('.0f', 'W')}")
+                       label=f"crossing, per cell: {c.crossing_W.text('.0f', 'W')}")
         from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
         for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
@@ -676,7 +690,8 @@ def _plots(c: SeedComparison, out: Path) -> list[Path]:
             axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
             axis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("power per 4680 cell (W)")
+        ax.set_xlabel("power density (W/L of the 4680 cell)" if quantity == "energy_density_Wh_L"
+                      else "specific power (W/kg of the 4680 cell)")
         ax.set_ylabel("energy density (Wh/L)" if quantity == "energy_density_Wh_L"
                       else "specific energy (Wh/kg)")
         ax.grid(True, which="both", alpha=0.3)

@@ -554,6 +554,9 @@ def plot_ragone(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str
 
 # ---- the report ------------------------------------------------------------------------------
 
+#: `<campaign>/report/summary.json` (docs/formats.md)
+REPORT_SCHEMA_VERSION = "microloop.report/1"
+
 
 def best_rows(data: CampaignData, n: int = N_BEST_ROWS) -> list[dict[str, Any]]:
     """The n best completed trials with their parameters and main metrics."""
@@ -794,6 +797,7 @@ def write_report(directory: str | Path, progress: Callable[[str], None] | None =
 
     rows = best_rows(data)
     summary = {
+        "schema_version": REPORT_SCHEMA_VERSION,
         "name": data.name, "description": data.description, "objective": data.objective,
         "bounds": data.bounds, "fixed": data.fixed, "budget": data.budget,
         "cell_model": data.cell_model, "calibration": data.calibration,

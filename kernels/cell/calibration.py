@@ -224,6 +224,9 @@ class CurveSimulator:
         else:
             options.pop("operating mode", None)
         model = pybamm.lithium_ion.DFN(options=options)
+        from kernels.cell.pybamm_model import quiet_sundials_errors
+
+        quiet_sundials_errors()
         self.simulation = pybamm.Simulation(
             model, parameter_values=values, solver=pybamm.IDAKLUSolver(on_failure="ignore"))
         self.n_solves = 0

@@ -19,6 +19,20 @@ LI_FOIL_THICKNESS_M = 50e-6
 END_OF_DISCHARGE_STOICHIOMETRY_MARGIN = 1e-3  # stop 0.1 % short of a full / empty particle surface
 END_OF_DISCHARGE_ELECTROLYTE_MOL_M3 = 1.0  # stop when the electrolyte is locally depleted
 
+#: SUNDIALS 7 prints every IDA error to stderr (three lines per infeasible load in a Ragone
+#: sweep, thousands in a campaign); PyBaMM keeps the last one as the solve's message, which the
+#: result's infeasible reason carries. Set this variable to a file to keep the lines there.
+SUNDIALS_ERROR_LOG_VARIABLE = "SUNLOGGER_ERROR_FILENAME"
+
+
+def quiet_sundials_errors() -> None:
+    """Send SUNDIALS' error lines to the null device unless the user named a file for them.
+
+    SUNDIALS reads the variable whenever a solver context is created, so this must run
+    before a solver is built; it never overrides a value already set."""
+    os.environ.setdefault(SUNDIALS_ERROR_LOG_VARIABLE, os.devnull)
+
+
 _BUILD_LOCK = threading.Lock()
 # One built Simulation is not safe to solve from two threads at once: each has its own lock, so
 # threads of one process take turns (run cell sweeps in parallel with processes, not threads).
@@ -200,6 +214,7 @@ def build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m
         if domain in ("negative electrode", "separator", "positive electrode",
                       "negative particle", "positive particle"):
             submeshes[domain] = pybamm.SymbolicUniform1DSubMesh
+    quiet_sundials_errors()
     solver = pybamm.IDAKLUSolver(
         on_failure="ignore",
         output_variables=["Discharge energy [W.h]", "Discharge capacity [A.h]", "Voltage [V]"],

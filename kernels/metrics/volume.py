@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,6 +205,10 @@ def _electronic(volume: np.ndarray, axis: int, conductivity_am_S_m: float,
     return float(result.relative_conductance * field.max()), result.percolating
 
 
+#: what `characterise_volume` reports to `on_stage`, in order
+STAGES = ("surface areas", "tortuosity factor", "electronic conductivity")
+
+
 def characterise_volume(
     volume: np.ndarray,
     voxel_um: float,
@@ -214,6 +219,7 @@ def characterise_volume(
     rel_tol: float = 1e-3,
     device: str = "cpu",
     cbd_domain: NanoporousCBD | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> VolumeMetrics:
     """All four metrics of one labelled volume (0 pore, 1 AM, 2 CBD) with voxels of `voxel_um`.
 
@@ -221,16 +227,22 @@ def characterise_volume(
     cbd_domain: the CBD label is this nanoporous domain (ions pass through its nanopores; the
     electronic solve still uses conductivity_cbd_S_m, whose default is the default domain's);
     None (default): solid CBD that blocks ions.
+    on_stage: called with each of STAGES once it is done (progress on a large volume, whose
+    stages take minutes each).
     """
+    done = on_stage or (lambda _stage: None)
     validate_labels(volume)
     if not (isinstance(voxel_um, numbers.Real) and math.isfinite(voxel_um) and voxel_um > 0):
         raise ValueError(f"voxel_um must be a positive number, got {voxel_um!r}")
     _check_axis(axis)
     ssa, coverage = specific_surface_areas(volume, voxel_um)
+    done(STAGES[0])
     tau, percolating = tortuosity_factor(volume, axis, backend, rel_tol, device, cbd_domain)
+    done(STAGES[1])
     sigma, solid_percolating = _electronic(
         volume, axis, conductivity_am_S_m, conductivity_cbd_S_m, backend, rel_tol, device
     )
+    done(STAGES[2])
     radius_um = am_particle_radius_um(volume, voxel_um, ssa["am_pore"] + ssa["am_cbd"])
     return VolumeMetrics(
         volume_fraction=volume_fractions(volume),

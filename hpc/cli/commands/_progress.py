@@ -15,6 +15,7 @@ import typer
 from hpc.campaign.folder import TRIALS_NAME
 
 if TYPE_CHECKING:
+    from hpc.campaign.config import ObjectiveConfig
     from hpc.campaign.controller import Campaign, Progress
 
 
@@ -156,6 +157,19 @@ def steps(label: str, total: int | None = None) -> Iterator[Callable[[str], None
         yield advance
 
 
+def best_line(objective: ObjectiveConfig, final: Progress) -> str:
+    """The last line `run` and `resume` print: the best value with its unit and operating
+    point, then the design as name=value (the value is the first word after the colon;
+    trials.csv has every trial)."""
+    from jobs.contract.result import OBJECTIVE_UNITS
+
+    if final.best_objective is None:
+        return f"best {objective.label()}: none (no feasible completed trial)"
+    design = ", ".join(f"{name}={value:.4g}" for name, value in (final.best_params or {}).items())
+    return (f"best {objective.label()}: {final.best_objective:.4g} "
+            f"{OBJECTIVE_UNITS[objective.kind]} ({design})")
+
+
 def drive(controller: Campaign, quiet: bool = False, report: bool = True) -> None:
     """Run an hpc.campaign.controller.Campaign with a rich progress bar (done/running/failed, best).
 
@@ -189,9 +203,8 @@ def drive(controller: Campaign, quiet: bool = False, report: bool = True) -> Non
     finally:
         controller.close()
     typer.echo(describe(final))
-    if final.best_params is not None:
-        typer.echo(f"best design: {final.best_params}")
     typer.echo(f"results: {controller.dir / TRIALS_NAME}")
+    typer.echo(best_line(controller.config.objective, final))
     if final.complete == 0:
         typer.echo(f"error: no trial completed ({final.failed} failed, {final.running} still "
                    f"running); the reasons are in {controller.dir / TRIALS_NAME}", err=True)

@@ -29,18 +29,22 @@ def _lookup(name: str):
         raise typer.Exit(2) from None
 
 
+#: `campaigns list --json` (docs/formats.md)
+CAMPAIGNS_SCHEMA_VERSION = "microloop.campaigns/1"
+
+
 @campaigns_app.command("list")
 def list_builtins(
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: name -> "
-                                 "{kind, description}."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: "
+                                 "schema_version and files: name -> {kind, description}."),
 ) -> None:
     """One line per built-in file: name, kind (campaign or convergence study), description."""
     from hpc.campaigns import builtin_files
 
     files = builtin_files()
     if as_json:
-        typer.echo(json.dumps({f.name: {"kind": f.kind, "description": f.description}
-                               for f in files.values()}))
+        typer.echo(json.dumps({"schema_version": CAMPAIGNS_SCHEMA_VERSION, "files": {
+            f.name: {"kind": f.kind, "description": f.description} for f in files.values()}}))
         return
     width = max(len(name) for name in files)
     for f in files.values():

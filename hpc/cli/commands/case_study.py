@@ -25,9 +25,11 @@ def case_study(
                                 "reports)."),
     compare_only: bool = typer.Option(False, "--compare-only", help="Only redo the comparison "
                                       "of the campaigns already in DIR."),
-    seeds: str = typer.Option(None, "--seeds", help="Compare seeds instead of running: read "
-                              "DIR/seed_K/NAME for each K of e.g. 0,1,2 (missing seeds are "
-                              "listed) and write the cross-seed comparison to DIR/NAME_report."),
+    seeds: list[str] = typer.Option(None, "--seeds", help="Compare seeds instead of running: "
+                                    "read DIR/seed_K/NAME for each seed K; repeat the flag for "
+                                    "each (--seeds 0 --seeds 1; 0,1,2 in one value is read too); "
+                                    "missing seeds are listed. Writes the cross-seed comparison "
+                                    "to DIR/NAME_report."),
     out: Path = typer.Option(None, "--out", help="With --seeds: the comparison's folder "
                              "(default DIR/NAME_report)."),
     confirm_cubes: int = typer.Option(4, "--confirm-cubes", help="With --seeds: re-characterise "
@@ -57,7 +59,7 @@ def case_study(
     if alternatives and name not in ("cs2", "cs3"):
         typer.echo(f"error: --alternatives needs a Ragone story (cs2 or cs3), not {name}", err=True)
         raise typer.Exit(2)
-    if seeds is not None:
+    if seeds:
         _compare_seeds(name, directory, seeds, out, confirm_cubes, confirm_voxels, confirm_dir,
                        alternatives)
         return
@@ -93,14 +95,14 @@ def case_study(
     typer.echo(f"comparison: {directory / 'report' / 'summary.md'}")
 
 
-def _compare_seeds(name: str, directory: Path, seeds: str, out: Path | None,
+def _compare_seeds(name: str, directory: Path, seeds: list[str], out: Path | None,
                    confirm_cubes: int, confirm_voxels: int, confirm_dir: Path | None,
                    alternatives: bool = False) -> None:
     from hpc.analysis.case_study_seeds import ConfirmFidelity, compare_seeds, parse_seeds
     from hpc.campaign.config import ConfigError
 
     try:
-        comparison = compare_seeds(name, directory, parse_seeds(seeds), out=out,
+        comparison = compare_seeds(name, directory, parse_seeds(",".join(seeds)), out=out,
                                    confirm=ConfirmFidelity(confirm_cubes, confirm_voxels),
                                    confirm_dir=confirm_dir)
     except (ConfigError, FileNotFoundError, ValueError) as error:

@@ -59,12 +59,12 @@ def characterise_file(
     conductivity_am_S_m: float | None = None,
     conductivity_cbd_S_m: float | None = None,
     rel_tol: float = 1e-3,
-    on_sample: Callable[[int, int], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Metrics (VolumeMetrics.to_dict, plus `sample` index and the voxel size used, from
     `resolve_voxel_um`) of each sample in the file:
-    one (sample 0) for 3D, n for 4D; the same keys either way. `on_sample(done, total)` is
-    called after each sample (progress)."""
+    one (sample 0) for 3D, n for 4D; the same keys either way. `on_step(what)` is called after
+    each stage of each sample (progress: len(STAGES) steps per sample)."""
     from jobs.volume_io import open_volume
     from kernels.metrics.solvers import available_backends
     from kernels.metrics.volume import (
@@ -111,12 +111,16 @@ def characterise_file(
             conductivity_cbd_S_m=(DEFAULT_CONDUCTIVITY_CBD_S_M if conductivity_cbd_S_m is None
                                   else conductivity_cbd_S_m),
             rel_tol=rel_tol,
+            on_stage=None if on_step is None else _stage_reporter(
+                on_step, f"sample {len(results) + 1} of {len(samples)}"),
         ).to_dict()
         results.append({"voxel_um": voxel, "voxel_um_source": voxel_source,
                         "sample": 0 if index is None else index, **metrics})
-        if on_sample is not None:
-            on_sample(len(results), len(samples))
     return results
+
+
+def _stage_reporter(on_step: Callable[[str], None], sample: str) -> Callable[[str], None]:
+    return lambda stage: on_step(f"{sample}: {stage}")
 
 
 #: Volumes at least this many voxels (one sample) or this many samples show progress.
@@ -125,9 +129,10 @@ PROGRESS_MIN_SAMPLES = 2
 
 
 @contextlib.contextmanager
-def _progress(volume_path: str) -> Iterator[Callable[[int, int], None] | None]:
-    """Per-sample progress (on stderr) for a stack of samples or a large sample; none for a
-    small single volume, which finishes in about a second."""
+def _progress(volume_path: str) -> Iterator[Callable[[str], None] | None]:
+    """Progress (on stderr) after each stage of each sample for a stack of samples or a large
+    sample (a 512^3 one takes minutes per stage); none for a small single volume, which
+    finishes in about a second."""
     from jobs.volume_io import open_volume
 
     shape = tuple(open_volume(volume_path).shape)
@@ -136,9 +141,10 @@ def _progress(volume_path: str) -> Iterator[Callable[[int, int], None] | None]:
         yield None
         return
     from hpc.cli.commands._progress import steps
+    from kernels.metrics.volume import STAGES
 
-    with steps(f"characterising {volume_path}", total=n_samples) as advance:
-        yield lambda done, total: advance(f"sample {done} of {total}")
+    with steps(f"characterising {volume_path}", total=n_samples * len(STAGES)) as advance:
+        yield advance
 
 
 def _check_memory(volume_path: str, shape: tuple[int, ...], backend: str) -> None:
@@ -203,10 +209,10 @@ def characterise(
     """Volume fractions, surface areas, CBD coverage, tortuosity and conductivity of a volume."""
     try:
         axis_index = _parse_axis(axis)
-        with _progress(volume) as on_sample:
+        with _progress(volume) as on_step:
             results = characterise_file(volume, axis_index, voxel_um, backend,
                                         conductivity_am_S_m, conductivity_cbd_S_m, rel_tol,
-                                        on_sample)
+                                        on_step)
     except (ValueError, OSError, ImportError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

@@ -195,9 +195,11 @@ def print_plan(plan, as_json: bool) -> None:
 
 def convergence(
     spec: Path = typer.Argument(None, help="Study file (TOML). Flags override its values."),
-    design: list[str] = typer.Option([], help="Procedural recipe, e.g. am_wt_frac=0.94,porosity=0.35"),
+    design: list[str] = typer.Option([], help="Procedural recipe, name=value; repeat "
+                                     "the flag for each, e.g. --design am_wt_frac=0.94 "
+                                     "--design porosity=0.35 (a,b in one value is read too)."),
     volume: Path = typer.Option(None, help="A labelled volume (.npy/.tif/.zarr) instead of a design."),
-    sizes: list[int] = typer.Option(None, "--sizes", help="Cube edges in voxels (repeat the flag)."),
+    sizes: list[int] = typer.Option(None, "--sizes", help="Cube edges in voxels; repeat the flag for each."),
     cubes_per_size: int = typer.Option(None, help="Cubes drawn per size."),
     source_voxels: int = typer.Option(None, help="Edge of the generated source volume."),
     source_volumes: int = typer.Option(None, help="Procedural source volumes (one array task "

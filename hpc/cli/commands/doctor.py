@@ -8,6 +8,9 @@ from pathlib import Path
 
 import typer
 
+#: `doctor --json` (docs/formats.md)
+DOCTOR_SCHEMA_VERSION = "microloop.doctor/1"
+
 
 def doctor(
     executor: str = typer.Option("local", help="Where jobs run: local, slurm or debug."),
@@ -35,7 +38,8 @@ def doctor(
     results = run_all(executor, work, partition=partition, interface=interface,
                       mpi_ranks=mpi_ranks, gpus=gpus)
     if as_json:
-        typer.echo(json.dumps({"ok": all(r.ok for r in results), "checks": [r.to_dict() for r in results]}))
+        typer.echo(json.dumps({"schema_version": DOCTOR_SCHEMA_VERSION,
+                               "ok": all(r.ok for r in results), "checks": [r.to_dict() for r in results]}))
     else:
         table = Table(title=f"microloop doctor ({executor})")
         for column in ("check", "ok", "seconds", "detail"):

@@ -25,9 +25,14 @@ def parse_params(items: list[str]) -> dict[str, float]:
     return params_to_dict(raw)
 
 
+#: the JSON line `generate` prints (docs/formats.md)
+GENERATE_SCHEMA_VERSION = "microloop.generate/1"
+
+
 def generate(
-    param: list[str] = typer.Option(..., "--param", "-p", help="name=value, repeatable: am_wt_frac, "
-                                    "porosity, binder_adhesion, mass_loading_mg_cm2, ..."),
+    param: list[str] = typer.Option(..., "--param", "-p", help="name=value; repeat the flag for each: "
+                                    "am_wt_frac, porosity, binder_adhesion, mass_loading_mg_cm2, "
+                                    "..."),
     size: int = typer.Option(128, help="Cube side in voxels."),
     n: int = typer.Option(1, help="Number of samples (different seeds)."),
     seed: int = typer.Option(0, help="Sample i uses (seed, i); the same seed gives the same volumes."),
@@ -96,7 +101,7 @@ def generate(
         zarr.open_array(str(out), mode="r+", path=ZARR_ARRAY_NAME).attrs.update(
             {"params": params, "seed": seed, "generator": source, "voxel_um": voxel})
     fractions = [float(np.mean(volumes == k)) for k in range(3)]
-    typer.echo(json.dumps({"out": target, "shape": list(volumes.shape), "voxel_um": voxel,
+    typer.echo(json.dumps({"schema_version": GENERATE_SCHEMA_VERSION, "out": target, "shape": list(volumes.shape), "voxel_um": voxel,
                            "generator": source, "fractions_pore_am_cbd": fractions}))
 
 

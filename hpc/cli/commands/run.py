@@ -16,7 +16,8 @@ def _default_dir(name: str) -> Path:
 def run(
     campaign: str = typer.Argument(..., help="Campaign TOML file, or a built-in name: microloop campaigns list."),
     directory: Path = typer.Option(None, "--dir", help="Folder (default runs/<name>-<time>)."),
-    executor: str = typer.Option(None, "--executor", help="Override resources.executor."),
+    executor: str = typer.Option(None, "--executor", help="Override resources.executor: local, slurm or "
+                                  "debug (in-process, for pdb)."),
     budget: int = typer.Option(None, "--budget", help="Override optimizer.budget."),
     seed: int = typer.Option(None, "--seed", help="Override optimizer.seed."),
     profile: str = typer.Option(None, "--profile", help="A named variant defined in the file "

@@ -107,6 +107,10 @@ def _local_end(jobs: Path, job_id: str) -> str:
     return f"GONE ({describe(record)})" if isinstance(record, dict) else ""
 
 
+#: `status --json` (docs/formats.md)
+STATUS_SCHEMA_VERSION = "microloop.status/1"
+
+
 def status(
     directory: Path = typer.Argument(..., help="A campaign folder."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -122,7 +126,7 @@ def status(
                    f"{error.strerror}: {error.filename}", err=True)
         raise typer.Exit(2) from None
     if as_json:
-        typer.echo(json.dumps(info, indent=2))
+        typer.echo(json.dumps({"schema_version": STATUS_SCHEMA_VERSION, **info}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table

@@ -77,8 +77,8 @@ def sbatch_command(script: Path, campaign_dir: Path) -> list[str]:
 def submit(
     campaign: str = typer.Argument(..., help="Campaign TOML file, or a built-in name: microloop campaigns list."),
     directory: Path = typer.Option(None, "--dir", help="Folder (default runs/<name>-<time>)."),
-    executor: str = typer.Option(None, "--executor", help="Executor of the evaluations (default: "
-                                 "the campaign's resources.executor)."),
+    executor: str = typer.Option(None, "--executor", help="Executor of the evaluations: local, "
+                                 "slurm or debug (default: the campaign's resources.executor)."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Print the script and the sbatch command only."),
 ) -> None:

@@ -29,6 +29,10 @@ def _parse_grid(items: list[str]) -> dict[str, list[float]] | None:
     return grid
 
 
+#: the JSON line `train-generator` prints (docs/formats.md)
+TRAIN_SCHEMA_VERSION = "microloop.train-generator/1"
+
+
 def train_generator_command(
     data: str = typer.Argument(..., help="'procedural', a zarr group of labelled arrays (params in "
                                "attributes), or a folder of .npy/.tif volumes + a params CSV with a "
@@ -58,7 +62,8 @@ def train_generator_command(
     ensemble: int = typer.Option(1, help="Members of a bootstrap ensemble (>= 2: OUT holds them "
                                  "all, each trained on a resample of the training points; its "
                                  "spread between members is the generator's uncertainty)."),
-    grid: list[str] = typer.Option([], "--grid", help="procedural only: name=v1,v2,... (repeatable); "
+    grid: list[str] = typer.Option([], "--grid", help="procedural only: name=v1,v2,... (one grid "
+                                   "axis; repeat the flag for each); "
                                    "default am_wt_frac=0.85,0.9,0.95 porosity=0.25,0.35,0.45 "
                                    "binder_adhesion=0,0.5,1"),
     volume_voxels: int = typer.Option(96, help="procedural only: side of each training volume."),
@@ -138,7 +143,7 @@ def train_generator_command(
                            err=True)
 
         summary = run(training_set, out, options, resume=resume, progress=log)
-    typer.echo(json.dumps(summary))
+    typer.echo(json.dumps({"schema_version": TRAIN_SCHEMA_VERSION, **summary}))
 
 
 def register(app: typer.Typer) -> None:
