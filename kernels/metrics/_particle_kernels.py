@@ -105,3 +105,4 @@ def distance_to_background(foreground):
             for k in range(nz):
                 sq[i, j, k] = np.sqrt(sq[i, j, k])
     return sq
+
