@@ -10,7 +10,13 @@ seed per local maximum), then R = 3 V / (S_free + S_contact), where S_free is th
 marching-cubes AM surface (kernels.metrics.surface_area) and S_contact counts each
 particle-particle face twice (both particles own it), voxel faces divided by 1.5 (the mean
 face-count excess of a randomly oriented plane). Checked against the simulator's own particles
-in tests/test_cell_physics.py (within 10 % at 1 and 0.5 um voxels).
+in tests/test_cell_physics.py (within 10 % at 1 and 0.5 um voxels), and against spheres of known
+radius, separate and fused, in tests/test_particle_size.py.
+
+Cost at 128³ (CPU-s): the distance transform 0.11 (numba, exact; scipy's took 0.45), the seeds
+~0.12, the watershed ~0.57. The watershed is skimage's priority flood; a numba copy of the same
+flood (the same order, hence the same labels) was measured no faster: the binary heap is the
+cost, and any faster queue would order the tied seeds differently and so change the labels.
 """
 
 from __future__ import annotations

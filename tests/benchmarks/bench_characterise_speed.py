@@ -23,9 +23,10 @@ About 2 CPU-minutes at 2 cubes of 128³ with TauFactor (its two solves take most
 zarr write and read, surface area, tortuosity, conductivity, particle size) with the solver's
 defaults, alternating per cube between
 
-* ``before``: the numpy per-triangle surface-area path, scipy's distance transform, and the
-  store's read decoding the cube twice (verify, then read: what main did);
-* ``now``: the numba surface-area pass, the numba distance transform, one decode;
+* ``before``: the simulator's numpy distance loop, the numpy per-triangle surface-area path,
+  scipy's distance transform, and the store's read decoding the cube twice (verify, then read:
+  what main did);
+* ``now``: the numba loop, the numba surface-area pass, the numba distance transform, one decode;
 
 and checks that both give the same metrics (within 1e-6). About 1 CPU-minute at 3 cubes of 128³.
 """
@@ -38,6 +39,7 @@ import os
 import platform
 import statistics
 import time
+import zlib
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -84,10 +86,13 @@ STORE_STAGES = ("generate", "zarr write + read", "surface area", "tortuosity", "
 
 
 def _configure_stages(mode: str) -> None:
-    """'before': the per-triangle numpy path, scipy's distance transform; 'now': the defaults."""
+    """'before': the simulator's numpy distance loop, the per-triangle numpy path, scipy's
+    distance transform; 'now': the defaults."""
     from kernels.metrics import particle_size, surface_area
+    from kernels.structure import procedural
 
-    surface_area.USE_FUSED = particle_size.USE_FUSED = mode == "now"
+    fused = mode == "now"
+    procedural.USE_FUSED = surface_area.USE_FUSED = particle_size.USE_FUSED = fused
 
 
 def _store_stages(size: int, seed: int, mode: str, folder: Path) -> tuple[dict, dict]:
@@ -96,6 +101,7 @@ def _store_stages(size: int, seed: int, mode: str, folder: Path) -> tuple[dict, 
 
     times: dict[str, float] = {}
     times["generate"], volume = _cpu(lambda: generate_structure(PARAMS, size, VOXEL_UM, seed=seed))
+    values = {"voxels crc32": float(zlib.crc32(volume.tobytes()))}  # the same structure
 
     def store_round_trip() -> np.ndarray:
         store = DesignStore.create(folder, seed, n_samples=1, size_voxels=size, attributes={})
@@ -114,7 +120,8 @@ def _store_stages(size: int, seed: int, mode: str, folder: Path) -> tuple[dict, 
     times["conductivity"], sigma = _cpu(lambda: V.effective_conductivity_S_m(stored))
     times["particle size"], radius = _cpu(
         lambda: am_particle_radius_um(stored, VOXEL_UM, ssa["am_pore"] + ssa["am_cbd"]))
-    return times, {**ssa, "coverage": coverage, "tau": tau, "sigma": sigma, "radius": radius}
+    return times, {**values, **ssa, "coverage": coverage, "tau": tau, "sigma": sigma,
+                   "radius": radius}
 
 
 def stage_profile(size: int, cubes: int) -> list[str]:
