@@ -31,7 +31,7 @@ def _clip_plane(src, n_src, dst, axis, bound, keep_below):
     """The pieces of the `n_src` triangles in `src` on the kept side of x[axis] = bound (the
     numpy _clip_to_half_space, triangle by triangle); returns how many were written to `dst`."""
     n_dst = 0
-    side = np.empty(3, np.float32)
+    side = np.empty(3, np.float32)  # once per box-crossing triangle and plane: rare
     inside = np.empty(3, np.bool_)
     for t in range(n_src):
         count = 0
@@ -90,21 +90,19 @@ def _add_piece(tri, p, normal, volume, solid_label, default_label, steps, out):
     cy = az * bx - ax * bz
     cz = ax * by - ay * bx
     area = _HALF * np.sqrt(cx * cx + cy * cy + cz * cz)
+    cx0 = (tri[p, 0, 0] + tri[p, 1, 0] + tri[p, 2, 0]) / _THIRD_DIVISOR
+    cx1 = (tri[p, 0, 1] + tri[p, 1, 1] + tri[p, 2, 1]) / _THIRD_DIVISOR
+    cx2 = (tri[p, 0, 2] + tri[p, 1, 2] + tri[p, 2, 2]) / _THIRD_DIVISOR
+    u0, u1, u2 = volume.shape[0] - 1, volume.shape[1] - 1, volume.shape[2] - 1
     label = default_label
     for s in range(steps.shape[0]):
         step = steps[s]
-        found = False
-        index = np.empty(3, np.intp)
-        for k in range(3):
-            centroid = (tri[p, 0, k] + tri[p, 1, k] + tri[p, 2, k]) / _THIRD_DIVISOR
-            i = np.intp(np.rint(centroid + step * normal[k]))
-            upper = volume.shape[k] - 1
-            index[k] = 0 if i < 0 else (upper if i > upper else i)
-        value = volume[index[0], index[1], index[2]]
+        i0 = min(max(np.intp(np.rint(cx0 + step * normal[0])), 0), u0)
+        i1 = min(max(np.intp(np.rint(cx1 + step * normal[1])), 0), u1)
+        i2 = min(max(np.intp(np.rint(cx2 + step * normal[2])), 0), u2)
+        value = volume[i0, i1, i2]
         if value != solid_label:
             label = value
-            found = True
-        if found:
             break
     out[label] += np.float64(area)
 
