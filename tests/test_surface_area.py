@@ -116,6 +116,11 @@ def test_the_fused_pass_gives_the_numpy_paths_areas(shape, seed) -> None:
     assert plain[PORE] > 0 and plain[CBD] > 0
     for label in (PORE, CBD):
         assert fused[label] == pytest.approx(plain[label], rel=1e-6)
+    # labels held in a wider integer type (and labels beyond a byte) take the numpy path
+    wide = volume.astype(np.int64)
+    wide[wide == CBD] = 300
+    assert interface_areas_voxels(wide, AM, (PORE, 300))[300] == pytest.approx(plain[CBD],
+                                                                               rel=1e-6)
 
 
 @pytest.mark.parametrize("radius,centre", [(4.5, (31.7, 32.2, 31.4)), (9.0, (32.3, 31.6, 32.1)),

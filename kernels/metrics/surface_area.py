@@ -116,7 +116,10 @@ def interface_areas_voxels(
     if field.max() <= 0.5 or field.min() >= 0.5:
         return areas
     vertices, faces, normals, _ = measure.marching_cubes(field, 0.5)  # normals point outward
-    if USE_FUSED and volume.size >= FUSED_MIN_VOXELS:
+    # uint8 labels only: the pass adds areas into a table of 256 labels (campaign volumes are
+    # uint8; any other integer dtype takes the numpy path)
+    if (USE_FUSED and volume.size >= FUSED_MIN_VOXELS and volume.dtype == np.uint8
+            and all(0 <= label < 256 for label in other_labels)):
         from kernels.metrics._surface_kernels import areas_by_outer_label
 
         by_label = areas_by_outer_label(vertices, faces, normals, volume, _PAD_VOXELS,
