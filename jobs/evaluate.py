@@ -58,7 +58,7 @@ def cathode_thickness_um(params: dict[str, float], spec: EvaluationSpec,
     loading = params.get("mass_loading_mg_cm2", spec.cell.mass_loading_mg_cm2)
     if loading is None:
         return float(spec.cell.thickness_um)
-    from kernels.cell.model import thickness_from_mass_loading_um
+    from kernels.cell.design import thickness_from_mass_loading_um  # no PyBaMM import
 
     return float(thickness_from_mass_loading_um(loading, am_volume_fraction))
 

@@ -48,10 +48,22 @@ def _model(options: dict[str, Any]) -> Any:
                           half_cell=options["half_cell"], packaging=packaging, **extra)
 
 
-def warm_model(options: dict[str, Any]) -> float:
-    """Build this process's cell model now (run on every worker); returns the seconds it took."""
+#: (model options, discharge mode) pairs this process has warmed: the warm-up runs once per
+#: worker, not once per evaluation (every evaluation calls `client.run(warm_model, ...)` so
+#: that workers joining later are warmed too)
+_WARMED: set[tuple[str, str]] = set()
+
+
+def warm_model(options: dict[str, Any], modes: tuple[str, ...] = ("power", "current")) -> float:
+    """Build this process's cell model for `modes` ("power", "current") now, once per process
+    (run on every worker); returns the seconds it took (0.0 when it was warm already)."""
+    key = json.dumps(options, sort_keys=True, default=str)
+    todo = tuple(mode for mode in modes if (key, mode) not in _WARMED)
+    if not todo:
+        return 0.0
     start = time.perf_counter()
-    _model(options).warm_up()
+    _model(options).warm_up(todo)
+    _WARMED.update((key, mode) for mode in todo)
     return time.perf_counter() - start
 
 
@@ -73,7 +85,7 @@ def discharge(options: dict[str, Any], design: dict[str, float], mode: str,
 
 def electrode_design(metrics_mean: dict[str, Any], thickness_um: float) -> dict[str, float]:
     """The cell-model design of the mean metrics, as a plain dict."""
-    from kernels.cell.model import design_from_metrics
+    from kernels.cell.design import design_from_metrics  # no PyBaMM: the job only maps
 
     return dataclasses.asdict(design_from_metrics(metrics_mean, float(thickness_um)))
 
@@ -127,7 +139,10 @@ def _on_dask(client: Any, options: dict[str, Any], design: dict[str, float],
         # a scheduler whose workers are gone (walltime, scancel) would queue the tasks forever:
         # fail with TimeoutError instead, so the caller can solve in its own process
         client.wait_for_workers(1, timeout=DASK_WORKER_WAIT_S)
-        client.run(warm_model, options)
+        # warm only the discharge modes these tasks use (a power objective never builds the
+        # constant-current model); a no-op on a worker that is warm already
+        modes = tuple(sorted({"current" if m == "c_rate" else "power" for m, _ in jobs}))
+        client.run(warm_model, options, modes)
         futures = [client.submit(discharge, options, design, m, v, pure=False) for m, v in jobs]
         return client.gather(futures)
     finally:

@@ -163,13 +163,14 @@ class DesignStore:
         self.done[index] = 1
 
     def read_sample(self, index: int) -> np.ndarray:
-        """One sample's voxels; ValueError when it is not complete and intact."""
-        self._check_index(index)
-        check = self.verify_sample(index)
+        """One sample's voxels; ValueError when it is not complete and intact. The chunks are
+        decoded once: the check runs on the array that is returned."""
+        check, data = self._check_sample(index)
         if not check.ok:
             raise ValueError(f"sample {index} of {self.path.name} is {check.status}: "
                              f"{check.detail}")
-        return np.asarray(self.vol[index])
+        assert data is not None
+        return data
 
     def is_done(self, index: int) -> bool:
         self._check_index(index)
@@ -186,21 +187,27 @@ class DesignStore:
     def verify_sample(self, index: int) -> SampleCheck:
         """Decode the sample's chunks and check them: a lost chunk reads as the fill value, a
         damaged one fails to decode, a wrong one holds labels outside {0, 1, 2}."""
+        return self._check_sample(index)[0]
+
+    def _check_sample(self, index: int) -> tuple[SampleCheck, np.ndarray | None]:
+        """`verify_sample`'s check and the decoded voxels (None when they did not decode)."""
         self._check_index(index)
         if not self.is_done(index):
-            return SampleCheck(index, "not_done", "done marker not set")
+            return SampleCheck(index, "not_done", "done marker not set"), None
         try:
             data = np.asarray(self.vol[index])
         except Exception as error:   # zstd/codec errors differ by version: report any
-            return SampleCheck(index, "corrupted", f"{type(error).__name__}: {error}")
-        n_fill = int(np.count_nonzero(data == FILL_VALUE))
-        if n_fill:
+            return SampleCheck(index, "corrupted", f"{type(error).__name__}: {error}"), None
+        # one pass: the fill value 255 is the largest uint8, so max() finds both problems
+        top = int(data.max(initial=0))
+        if top == FILL_VALUE:
+            n_fill = int(np.count_nonzero(data == FILL_VALUE))
             return SampleCheck(index, "missing_chunk",
-                               f"{n_fill} voxels read as the fill value {FILL_VALUE}")
-        if int(data.max(initial=0)) > max(VALID_LABELS):
+                               f"{n_fill} voxels read as the fill value {FILL_VALUE}"), data
+        if top > max(VALID_LABELS):
             return SampleCheck(index, "bad_labels",
-                               f"labels outside {list(VALID_LABELS)}: max {int(data.max())}")
-        return SampleCheck(index, "ok")
+                               f"labels outside {list(VALID_LABELS)}: max {top}"), data
+        return SampleCheck(index, "ok"), data
 
     def verify(self) -> list[SampleCheck]:
         """Check every sample (not-done ones are reported as such without decoding)."""

@@ -164,6 +164,37 @@ def test_simulate_on_dask_workers_equals_in_process(tmp_path, monkeypatch):
     assert energies[0] > energies[1] > 0          # a Ragone curve falls with power
 
 
+def _built_modes() -> list[str]:
+    from kernels.cell.pybamm_model import SIMULATIONS
+
+    return sorted({key[2] for key in SIMULATIONS})
+
+
+def test_a_dask_worker_warms_once_and_only_the_objectives_discharge_mode():
+    """A power objective never builds (or solves) the constant-current model on the worker,
+    and the second evaluation's warm-up is a no-op: before, every evaluation re-ran two
+    reference solves per worker and built a model the objective never used."""
+    from distributed import Client, LocalCluster
+
+    from jobs.simulate import cell_options, simulate_cell, warm_model
+
+    metrics = {"volume_fraction": {"pore": 0.35, "am": 0.5, "cbd": 0.15},
+               "specific_surface_area_per_um": {"am_pore": 0.3, "am_cbd": 0.1},
+               "cbd_coverage": 0.25, "tortuosity_factor": 2.5,
+               "effective_conductivity_S_m": 1.0, "percolating": True}
+    spec = EvaluationSpec.from_dict({"cell": {"ragone_powers_W": [40.0]},
+                                     "objective": {"kind": "energy_density_Wh_L",
+                                                   "power_W": 10.0}})
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        first = simulate_cell(metrics, 80.0, spec, client=client)
+        second = simulate_cell(metrics, 75.0, spec, client=client)
+        assert first.objective.feasible and second.objective.feasible
+        assert list(client.run(_built_modes).values()) == [["power"]]
+        warm_again = client.run(warm_model, cell_options(spec), ("power",))
+        assert list(warm_again.values()) == [0.0]
+
+
 @pytest.mark.slow
 def test_evaluate_design_end_to_end_is_idempotent_and_repairs(tmp_path):
     result = evaluate_design(str(tmp_path), 1, PARAMS, tiny_spec())

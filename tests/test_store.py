@@ -169,3 +169,40 @@ def test_campaign_store_opens_in_xarray_with_dimensions_and_micrometres(tmp_path
     assert dataset_meta["coordinateTransformations"] == [
         {"type": "scale", "scale": [1.0, 0.5, 0.5, 0.5]}]
     assert file_voxel_um(tmp_path / "voxels.zarr" / "trial_3" / "vol")[0] == 0.5
+
+
+class _CountingReads:
+    """The real zarr array, counting the reads (each one decodes the sample's chunks)."""
+
+    def __init__(self, array):
+        self.array, self.reads = array, 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return self.array[key]
+
+    def __getattr__(self, name):
+        return getattr(self.array, name)
+
+
+def test_read_sample_decodes_the_chunks_once_and_still_refuses_damage(tmp_path):
+    """Reading a sample for characterisation checks it and returns it from one decode (it was
+    decoded twice: once to verify, once to return), and the check still catches a lost chunk
+    and a foreign label."""
+    store = DesignStore.create(tmp_path, 1, n_samples=3, size_voxels=16, attributes={},
+                               chunk_voxels=8)
+    volumes = [_labels(i) for i in range(3)]
+    for i in range(3):
+        store.write_sample(i, volumes[i])
+    store.vol[2, :1, :1, :1] = 7
+    store.chunk_paths(1)[0].unlink()
+    reopened = DesignStore.open(tmp_path, 1)
+    counting = _CountingReads(reopened.vol)
+    reopened.vol = counting
+    np.testing.assert_array_equal(reopened.read_sample(0), volumes[0])
+    assert counting.reads == 1
+    with pytest.raises(ValueError, match="missing_chunk"):
+        reopened.read_sample(1)
+    with pytest.raises(ValueError, match="bad_labels"):
+        reopened.read_sample(2)
+    assert [c.status for c in reopened.verify()] == ["ok", "missing_chunk", "bad_labels"]

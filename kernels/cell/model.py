@@ -315,17 +315,24 @@ class CellModel:
             values["Cell cooling surface area [m2]"] = can_surface_m2 / roll.electrode_area_m2
         return values
 
-    def warm_up(self) -> None:
-        """Build the simulations and solve once each (the first solve of a fresh build costs
-        several re-solves), e.g. in a Dask worker through client.run before the first task."""
+    def warm_up(self, modes: tuple[str, ...] = ("power", "current")) -> None:
+        """Build the simulations of `modes` ("power": constant power, full cell only;
+        "current": constant current) and solve once each (the first solve of a fresh build costs
+        several re-solves), e.g. in a Dask worker through client.run before the first task.
+        A campaign warms only the modes it discharges in: building a model it never uses costs
+        a build and a solve per worker for nothing."""
+        unknown = sorted(set(modes) - {"power", "current"})
+        if unknown:
+            raise ValueError(f"warm_up modes must be 'power' or 'current', got {unknown}")
         reference = ElectrodeDesign(
             porosity=0.335, am_volume_fraction=0.665, thickness_um=75.6,
             tortuosity_factor=0.335**-0.5, specific_surface_area_per_um=3 * 0.665 / 5.22,
             effective_conductivity_S_m=0.18,
         )
-        if not self.half_cell:
+        if "power" in modes and not self.half_cell:
             self.discharge_power(reference, 50.0)
-        self.discharge_c_rate(reference, 1.0)
+        if "current" in modes:
+            self.discharge_c_rate(reference, 1.0)
 
     def _sim(self, mode: str, end_events: bool = False):
         return _simulation(self.parameter_set, self.half_cell, mode,
