@@ -272,8 +272,12 @@ class TransferOptimizer(BoTorchOptimizer):
     @property
     def tasks(self) -> list[SourceTask]:
         if self._tasks is None:
-            self._tasks = [SourceTask(self.space, s, i)
-                           for i, s in enumerate(self.options["sources"])]
+            import torch
+
+            with torch.random.fork_rng():   # a fit's random fallback: same seed, same sources
+                torch.manual_seed(self.seed)
+                self._tasks = [SourceTask(self.space, s, i)
+                               for i, s in enumerate(self.options["sources"])]
         return self._tasks
 
     def _propose(self, n: int, pending_unit: np.ndarray) -> np.ndarray:
