@@ -247,7 +247,8 @@ class BoTorchOptimizer(Optimizer):
             X, Y = X[subset], Y[subset]
             Yvar = None if Yvar is None else Yvar[subset]
             model, self.last_refit = self._cached_fit(
-                "objective", n_seen, lambda start, optimise: fit_gp(X, Y, Yvar, start, optimise),
+                "objective", n_seen,
+                lambda start, optimise: self._fit_objective(X, Y, Yvar, start, optimise),
                 "fixed" if Yvar is not None else "inferred")
             self.last_train_size = len(Y)
             feasibility, feasibility_model = self._fit_feasibility()
@@ -260,6 +261,11 @@ class BoTorchOptimizer(Optimizer):
             # a local model is searched inside the trust region it was fitted around
             region = regions[0] if local else None
             return self._qlognei(model, feasibility_model, baseline, n, pending, seed, region)
+
+    def _fit_objective(self, X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None,
+                       start: dict | None, optimise: bool):
+        """The objective GP (a hook: bayes/transfer.py gives it an earlier campaign's prior mean)."""
+        return fit_gp(X, Y, Yvar, start, optimise)
 
     def _fit_feasibility(self):
         """The feasibility GP's data (bounded by max_train) and model; (None, None) while no

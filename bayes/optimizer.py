@@ -40,6 +40,7 @@ STATE_FORMAT = 1
 BACKENDS: dict[str, str] = {
     "botorch": "bayes.botorch_backend:BoTorchOptimizer",
     "botorch_pareto": "bayes.multiobjective:ParetoOptimizer",
+    "botorch_transfer": "bayes.transfer:TransferOptimizer",
     "dragonfly": "bayes.dragonfly_backend:DragonflyOptimizer",
     "multi_fidelity": "bayes.multi_fidelity:MultiFidelityOptimizer",
     "sobol": "bayes.optimizer:SobolOptimizer",

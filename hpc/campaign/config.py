@@ -493,11 +493,18 @@ class ResourcesConfig(_Section):
 class WarmStartConfig(_Section):
     """Earlier campaign folders, and observations files written by `microloop export`, whose
     observations seed the optimiser when their context matches (hpc/campaign/warm_start.py).
-    ``allow`` accepts named differences: "fidelity", "generator", "power", "c_rate"."""
+    ``allow`` accepts named differences: "fidelity", "generator", "power", "c_rate" (their
+    values are told as they are). ``mode`` says what happens to a source that differs in one of
+    those and is not allowed: "refuse" (the default: skipped, with the reason) or "prior_mean"
+    (modelled: its surrogate becomes the prior mean of this campaign's GP with a learned scale
+    and offset, bayes/transfer.py; needs the ``botorch`` back-end). ``n_initial``: the initial
+    design of a campaign with such a source (the sources' best designs, then Sobol points)."""
 
     campaigns: list[PathText] = Field(default_factory=list)
     from_file: list[PathText] = Field(default_factory=list)
     allow: list[Literal["fidelity", "generator", "power", "c_rate"]] = Field(default_factory=list)
+    mode: Literal["refuse", "prior_mean"] = "refuse"
+    n_initial: int = Field(default=2, ge=1)
 
     @field_validator("from_file", mode="before")
     @classmethod
@@ -543,6 +550,13 @@ class CampaignConfig(_Section):
                 "warm_start: earlier campaigns hold one objective per design; a campaign with "
                 "objective.also / objective.constraints cannot be warm-started from them yet: "
                 "remove warm_start.campaigns and warm_start.from_file")
+        if self.warm_start.mode == "prior_mean" and (self.optimizer.backend != "botorch"
+                                                     or self.fidelity.levels):
+            raise ValueError(
+                "warm_start.mode = 'prior_mean' models a source in the botorch back-end's GP: it "
+                "needs optimizer.backend = 'botorch' and no [fidelity] levels (got backend "
+                f"{self.optimizer.backend!r}{', with levels' if self.fidelity.levels else ''}); "
+                "use mode = 'refuse' otherwise")
         return self
 
     def bayes_optimizer(self) -> tuple[str, dict[str, Any]]:

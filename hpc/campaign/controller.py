@@ -43,7 +43,11 @@ from hpc.campaign.journal import Journal, json_safe, read_journal
 from hpc.campaign.proposer import AskOutcome, BackgroundAsker, DuplicateGuard, ReleaseRate, ask_size
 from hpc.campaign.safe_paths import check_campaign_folder
 from hpc.campaign.trials import Trial, apply_event, fold_events, write_trials_csv
-from hpc.campaign.warm_start import WarmObservation, warm_start_observations  # noqa: F401
+from hpc.campaign.warm_start import (  # noqa: F401
+    WarmObservation,
+    source_task,
+    warm_start_observations,
+)
 from hpc.machine.executor import Executor, ExecutorError, JobStatus
 from jobs.contract.result import EvaluationFailure, EvaluationResult, ResultSchemaError
 
@@ -254,9 +258,14 @@ class Campaign:
                 options.setdefault("n_initial", opt.n_initial)
             if self.multi_fidelity:
                 options["fidelity_costs"] = self.config.fidelity.level_costs
+            plan = self._warm_start_plan()
+            tasks = [task for _, _, task, _ in plan if task is not None]
+            if tasks:   # [warm_start] mode = "prior_mean": the sources model the prior mean
+                backend = "botorch_transfer"
+                options.update(sources=tasks, n_initial=self.config.warm_start.n_initial)
             optimizer = make_optimizer(self.space, backend=backend, seed=opt.seed, **options)
             told = set()
-            self._warm_start(optimizer)
+            self._warm_start(optimizer, plan)
         self._tell_missing(optimizer, told)
         return optimizer, told
 
@@ -299,11 +308,26 @@ class Campaign:
                            {"told": sorted(self._told), "state": optimizer.state_dict()})
         self._tells_since_save = 0
 
-    def _warm_start(self, optimizer: Any) -> None:
-        """Tell earlier campaigns' observations when their context matches (warm_start.py)."""
+    def _warm_start_plan(self) -> list[tuple[str, list[WarmObservation], dict | None, str]]:
+        """Per warm-start source: (source, observations to tell as they are, source task to
+        model or None, why it was skipped or ""). A source that matches (or differs only in
+        what `allow` names) is told; with mode = "prior_mean" one that differs in fidelity,
+        generator, power or C-rate becomes a source task (bayes/transfer.py)."""
         warm = self.config.warm_start
+        plan = []
         for source in [*warm.campaigns, *warm.from_file]:
             observations, why = warm_start_observations(Path(source), self.config, self.space)
+            task = None
+            if why and warm.mode == "prior_mean":
+                task, task_why = source_task(Path(source), self.config, self.space)
+                why = "" if task is not None else f"{why}; not modelled either: {task_why}"
+            plan.append((source, observations, task, why))
+        return plan
+
+    def _warm_start(self, optimizer: Any, plan: list) -> None:
+        """Tell earlier campaigns' observations when their context matches (warm_start.py);
+        journal what each source gave (observations told, a modelled source task, or why not)."""
+        for source, observations, task, why in plan:
             for seen in observations:   # infeasible points as infeasible, as in this campaign
                 params = seen.params
                 if self.multi_fidelity:
@@ -312,11 +336,17 @@ class Campaign:
                     params = {**params, FIDELITY_KEY: seen.fidelity_level}
                 tell_observation(optimizer, params, seen.value, seen.noise_var,
                                  seen.feasible, seen.reason)
+            modelled = "" if task is None else (
+                "source task (its surrogate as the prior mean)" if "surrogate" in task else
+                f"source task ({len(task['observations'])} observations as the prior mean)")
             if not self._had_warm_start:
                 self.journal_event("warm_start", source=source,
-                                   n_observations=len(observations), skipped_reason=why)
+                                   n_observations=len(observations), skipped_reason=why,
+                                   modelled=modelled)
             if why:
                 log.warning("warm start from %s skipped: %s", source, why)
+            elif modelled:
+                log.info("warm start: %s modelled as a %s", source, modelled)
             else:
                 log.info("warm start: %d observations from %s", len(observations), source)
 

@@ -6,7 +6,8 @@ record holds the training inputs in the unit cube of the campaign's free paramet
 space, so they map back to units), the outcomes and noise variances, and BoTorch's own
 ``state_dict`` of the fitted model (raw parameters, transforms included), plus the readable
 hyper-parameters (a length scale per named parameter, output scale, noise). ``load_surrogate``
-rebuilds the model from it with no fitting; its posterior equals the exported one.
+(bayes/transfer.py) rebuilds the model from it with no fitting; its posterior equals the exported
+one, and `[warm_start] mode = "prior_mean"` uses that posterior as a source task.
 Format ``microloop.surrogate/1`` (docs/formats.md).
 """
 
@@ -17,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-SURROGATE_SCHEMA = "microloop.surrogate/1"
-MODELS = ("SingleTaskGP", "SingleTaskMultiFidelityGP")
+from bayes.transfer import SURROGATE_MODELS as MODELS  # noqa: F401 (the format's names)
+from bayes.transfer import SURROGATE_SCHEMA, load_surrogate  # noqa: F401
+from bayes.transfer import build_gp as _build
 
 
 def _training(config: Any, observations: list[Mapping[str, Any]]):
@@ -39,22 +41,6 @@ def _training(config: Any, observations: list[Mapping[str, Any]]):
     noise = [o["noise_var"] for o in rows]
     Yvar = None if any(v is None for v in noise) else np.asarray(noise, float).reshape(-1, 1)
     return space, X, Y, Yvar
-
-
-def _build(model_name: str, X, Y, Yvar, fidelity_column: int | None):
-    import torch
-    from botorch.models import SingleTaskGP, SingleTaskMultiFidelityGP
-    from botorch.models.transforms.outcome import Standardize
-
-    train_X = torch.as_tensor(X, dtype=torch.float64)
-    train_Y = torch.as_tensor(Y, dtype=torch.float64)
-    kwargs: dict[str, Any] = {"outcome_transform": Standardize(m=1)}
-    if Yvar is not None:
-        kwargs["train_Yvar"] = torch.as_tensor(np.maximum(Yvar, 1e-10), dtype=torch.float64)
-    if model_name == "SingleTaskMultiFidelityGP":
-        return SingleTaskMultiFidelityGP(train_X, train_Y, data_fidelities=[fidelity_column],
-                                         **kwargs)
-    return SingleTaskGP(train_X, train_Y, **kwargs)
 
 
 def fit_surrogate(config: Any, observations: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -105,24 +91,3 @@ def describe(model, name: str, space: Any, X, Y, Yvar, fidelity_column: int | No
         "hyperparameters": readable,
         "state_dict": state,
     }
-
-
-def load_surrogate(data: Mapping[str, Any]):
-    """The fitted model of a surrogate record, rebuilt without fitting (in eval mode)."""
-    import torch
-
-    if data.get("schema_version") != SURROGATE_SCHEMA:
-        raise ValueError(f"surrogate schema_version {data.get('schema_version')!r}; accepted: "
-                         f"{SURROGATE_SCHEMA!r}")
-    if data.get("model") not in MODELS:
-        raise ValueError(f"surrogate model {data.get('model')!r}; accepted: {list(MODELS)}")
-    X = np.asarray(data["train_X_unit"], dtype=float)
-    Y = np.asarray(data["train_Y"], dtype=float).reshape(-1, 1)
-    Yvar = None if data["train_Yvar"] is None else \
-        np.asarray(data["train_Yvar"], dtype=float).reshape(-1, 1)
-    fidelity_column = X.shape[1] - 1 if data["model"] == "SingleTaskMultiFidelityGP" else None
-    model = _build(data["model"], X, Y, Yvar, fidelity_column)
-    state = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in data["state_dict"].items()}
-    model.load_state_dict(state)
-    model.eval()
-    return model

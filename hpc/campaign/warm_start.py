@@ -14,6 +14,12 @@ levels`) takes each observation made at one of its levels as an observation at t
 fidelity is an input of its GP), and a campaign takes a multi-fidelity source's observations made
 at its own fidelity (e.g. the source's top level); observations at other fidelities are dropped.
 
+`[warm_start] mode = "prior_mean"` models instead of refusing what differs in fidelity,
+generator, power or C-rate (and is not in `allow`): the source becomes a source task of the
+``botorch_transfer`` back-end (bayes/transfer.py), whose GP takes the source's surrogate as its
+prior mean with a learned scale and offset (`source_task`). An exported surrogate is used as
+fitted; otherwise a GP is fitted on the source's observations.
+
 Both sources, a campaign folder (`[warm_start] campaigns`) and an exported file
 (`[warm_start] from_file`, written by `microloop export`), are described by the same
 `campaign_context` and checked by the same `context_difference`.
@@ -239,27 +245,33 @@ def _match_fidelity(context: Mapping[str, Any], here: Mapping[str, Any],
     return matched, other
 
 
-def warm_start_observations(source: Path, config: CampaignConfig, space: Any
-                            ) -> tuple[list[WarmObservation], str]:
-    """Completed evaluations (feasible or not) of an earlier campaign folder or an exported
-    observations file usable here, or ([], why not)."""
-    source = Path(source)
+def _load_source(source: Path) -> tuple[dict[str, Any], list[dict[str, Any]], Any, str]:
+    """(context, observation rows, surrogate record or None, "") of a campaign folder or an
+    observations file, or (..., why not)."""
     if source.is_file():
         try:
             data = read_observations_file(source)
         except ValueError as error:
-            return [], str(error)
-        context, rows = data["context"], data["observations"]
-    else:
-        frozen = source / FROZEN_CONFIG
-        if not frozen.exists():
-            return [], f"{source} is not a campaign folder (no {FROZEN_CONFIG})"
-        try:
-            other = load_campaign(frozen)
-        except ConfigError as error:
-            return [], f"its campaign.toml does not load: {error}"
-        context = campaign_context(other)
-        rows = _observations_of(fold_events(read_journal(source)).values())
+            return {}, [], None, str(error)
+        return data["context"], list(data["observations"]), data.get("surrogate"), ""
+    frozen = source / FROZEN_CONFIG
+    if not frozen.exists():
+        return {}, [], None, f"{source} is not a campaign folder (no {FROZEN_CONFIG})"
+    try:
+        other = load_campaign(frozen)
+    except ConfigError as error:
+        return {}, [], None, f"its campaign.toml does not load: {error}"
+    return (campaign_context(other),
+            _observations_of(fold_events(read_journal(source)).values()), None, "")
+
+
+def warm_start_observations(source: Path, config: CampaignConfig, space: Any
+                            ) -> tuple[list[WarmObservation], str]:
+    """Completed evaluations (feasible or not) of an earlier campaign folder or an exported
+    observations file usable here, or ([], why not)."""
+    context, rows, _, why = _load_source(Path(source))
+    if why:
+        return [], why
     here = campaign_context(config)
     allow = set(config.warm_start.allow)
     why = context_difference(context, here, allow | {"fidelity"})
@@ -279,3 +291,32 @@ def warm_start_observations(source: Path, config: CampaignConfig, space: Any
         return [], ("no completed trials inside this campaign's bounds"
                     + (f" ({outside} outside)" if outside else ""))
     return observations, ""
+
+
+def source_task(source: Path, config: CampaignConfig, space: Any
+                ) -> tuple[dict[str, Any] | None, str]:
+    """A source that differs from this campaign in fidelity, generator, power or C-rate as a
+    *source task* of the ``botorch_transfer`` back-end (bayes/transfer.py): its exported
+    surrogate when the file holds one (used as fitted, no refit), else its feasible
+    observations inside this campaign's bounds (top fidelity level only, for a multi-fidelity
+    source). (None, why) when it cannot be one: space, fixed values, objective kind or cell
+    differ, or too few feasible observations."""
+    context, rows, surrogate, why = _load_source(Path(source))
+    if why:
+        return None, why
+    why = context_difference(context, campaign_context(config), ALLOWABLE)
+    if why:
+        return None, why
+    name = str(source)
+    if surrogate is not None:
+        return {"name": name, "surrogate": surrogate}, ""
+    levels = context["fidelity"].get("levels")
+    if levels:
+        rows = [r for r in rows if r.get("fidelity_level") == len(levels) - 1]
+    observations, outside = _usable([r for r in rows if r["feasible"]], space)
+    values = {o.value for o in observations}
+    if len(values) < 2:
+        return None, (f"{len(observations)} feasible observations inside this campaign's bounds"
+                      + (f" ({outside} outside)" if outside else "")
+                      + ": a source task needs at least two different values")
+    return {"name": name, "observations": [[o.params, o.value] for o in observations]}, ""
