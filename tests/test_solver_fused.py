@@ -31,42 +31,66 @@ def _fused_on_small_grids(monkeypatch):
     monkeypatch.setattr(native, "FUSED_MIN_CELLS", 0)
 
 
-def _random_level(shape: tuple[int, int, int], dtype: torch.dtype, seed: int) -> native._Level:
-    gen = torch.Generator().manual_seed(seed)
-    n1, n2, n3 = shape
-
-    def rand(*s: int) -> torch.Tensor:
-        # some zero conductances, as on a pore network
-        a = torch.rand(*s, generator=gen, dtype=torch.float64)
-        return torch.where(a < 0.2, 0.0, a).to(dtype)
-
-    level = native._make_level(rand(n1 - 1, n2, n3), rand(n1, n2 - 1, n3), rand(n1, n2, n3 - 1),
-                               rand(n2, n3), rand(n2, n3), n1 - 1)
-    level.r.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
-    level.z.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
-    return level
+def _kernel_results(level: native._Level, coarse: native._Level, method: native._Method,
+                    x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every operation the fused kernels replace, on copies of the level's vectors."""
+    z0 = level.z.clone()
+    out = {"A x": native._apply(level, x, torch.empty_like(x)).clone()}
+    residual = torch.empty_like(x)
+    native._residual(level, level.r, x, residual)
+    out["r - A x"] = residual
+    native._smooth(level)
+    native._smooth(level)  # twice: the second sweep starts from a non-trivial z
+    out["Jacobi"] = level.z.clone()
+    native._smooth_from_zero(level, 2)
+    out["two sweeps from 0"] = level.z.clone()
+    native._residual_restrict(level, coarse)
+    out["restricted residual"] = coarse.r.clone()
+    level.z.copy_(z0)
+    correction = torch.rand(coarse.shape, generator=torch.Generator().manual_seed(5),
+                            dtype=torch.float64).to(x.dtype)
+    native._correct_and_smooth(level, correction, coarse, method, 2)
+    out["correction + sweeps"] = level.z.clone()
+    out["energy"] = torch.tensor(native._energy(level, x))
+    return out
 
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(2, 2, 2), (7, 5, 9), (16, 12, 10), (3, 17, 2)])
-def test_fused_kernels_match_the_torch_operations(monkeypatch, dtype, shape):
+@pytest.mark.parametrize("faces", ["stored", "from sigma", "from binary sigma"])
+def test_fused_kernels_match_the_torch_operations(monkeypatch, dtype, shape, faces):
+    """Stored faces on any level; faces computed from the voxel field on a compact fine level
+    (random conductivities, or a 0/1 pore field); the robust method's masked correction."""
     tol = 1e-5 if dtype == torch.float32 else 1e-12
+    gen = torch.Generator().manual_seed(1)
+    sigma = torch.rand(shape, generator=gen, dtype=torch.float64)
+    sigma = torch.where(sigma < 0.3, 0.0, sigma if faces != "from binary sigma" else 1.0)
+    sigma = sigma.to(dtype)
     results = {}
     for fused in (False, True):
         monkeypatch.setattr(native, "USE_FUSED", fused)
-        level = _random_level(shape, dtype, seed=1)
+        monkeypatch.setattr(native, "COMPACT_FINE", faces != "stored")
+        levels = native._hierarchy(*native._fine_stencil(sigma))
+        level = levels[0]
+        if len(levels) == 1:  # too small to coarsen: a coarse level of its own
+            levels.append(native._coarsen(level, native._coarsening_factors(level.shape)))
+            levels[1].fused = level.fused
+        level.active_mask = native._coupled(level).to(dtype)
+        if fused and faces != "stored":
+            native._compact(level, sigma)
+            assert level.gx is None and level.binary == (faces == "from binary sigma")
+        gen = torch.Generator().manual_seed(3)  # the same vectors for both paths
+        level.r.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
+        level.z.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
         x = torch.rand(level.shape, generator=torch.Generator().manual_seed(2),
                        dtype=torch.float64).to(dtype)
-        applied = native._apply(level, x, torch.empty_like(x)).clone()
-        residual = torch.empty_like(x)
-        native._residual(level, level.r, x, residual)
-        native._smooth(level)
-        native._smooth(level)  # twice: the second sweep starts from a non-trivial z
-        results[fused] = (applied, residual, level.z.clone())
+        results[fused] = {**_kernel_results(level, levels[1], native.FAST, x),
+                          **{f"{k} (masked)": v for k, v in
+                             _kernel_results(level, levels[1], native.ROBUST, x).items()}}
         assert bool(level.host) == fused
-    for name, a, b in zip(("A x", "r - A x", "Jacobi"), results[False], results[True],
-                          strict=True):
+    for name, a in results[False].items():
+        b = results[True][name]
         scale = float(a.abs().max())
         assert float((a - b).abs().max()) <= tol * scale, name
 
