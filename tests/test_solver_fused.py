@@ -144,16 +144,19 @@ def test_fast_paths_match_the_plain_path_and_a_direct_solve(monkeypatch, electro
     field = (electrode == 0).astype(np.float32) if am is None else _field(electrode, am, cbd)
     reference = _direct(field)
     values = {}
-    for fused, cycle_dtype in ((False, None), (True, None), (False, torch.float32),
-                               (True, torch.float32)):
+    for fused, cycle_dtype, compact in ((False, None, False), (True, None, False),
+                                        (False, torch.float32, False),
+                                        (True, torch.float32, False),
+                                        (True, torch.float32, True)):
         monkeypatch.setattr(native, "USE_FUSED", fused)
+        monkeypatch.setattr(native, "COMPACT_FINE", compact)
         monkeypatch.setattr(native, "ROBUST",
                             dataclasses.replace(native.ROBUST, cycle_dtype=cycle_dtype))
         result = solve(field, rel_tol=1e-3)
         assert result.converged
-        values[(fused, cycle_dtype)] = result.relative_conductance
+        values[(fused, cycle_dtype, compact)] = result.relative_conductance
         assert result.relative_conductance == pytest.approx(reference, rel=1e-3)
-    plain = values[(False, None)]
+    plain = values[(False, None, False)]
     for value in values.values():  # the paths differ only by rounding and the stopping step
         assert value == pytest.approx(plain, rel=3e-4)
 
@@ -162,3 +165,41 @@ def test_the_robust_method_runs_its_cycle_in_float32():
     """What the speed section of docs/solvers.md measures; CG stays float64."""
     assert native.ROBUST.dtype == torch.float64
     assert native.ROBUST.cycle_dtype == torch.float32
+
+
+def test_one_cluster_labelling_per_solve(monkeypatch, electrode):
+    """The registry labels the spanning cluster and tells native so (it labelled twice)."""
+    from scipy import ndimage
+
+    calls = []
+    label = ndimage.label
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return label(*args, **kwargs)
+
+    monkeypatch.setattr(ndimage, "label", counting)
+    field = (electrode == 0).astype(np.float32)  # the fast method: no island labelling
+    result = solve(field, rel_tol=1e-3)
+    assert result.method == f"native {native.FAST.name}"
+    assert len(calls) == 1
+    assert result.relative_conductance == pytest.approx(_direct(field), rel=1e-3)
+
+
+def test_native_alone_still_drops_what_does_not_span():
+    """Called directly (spanning_only False) native labels the clusters itself."""
+    field = np.zeros((8, 6, 6), dtype=np.float32)
+    field[:, 1:3, 1:3] = 1.0  # spanning channel, 4 of 36 voxels of the cross-section
+    field[2:5, 4, 4] = 1.0  # an isolated blob
+    field[0:3, 5, 0] = 1.0  # a dead end on the low face
+    assert native.solve(field).relative_conductance == pytest.approx(4 / 36, rel=1e-6)
+    with pytest.raises(ValueError, match="spanning_only"):
+        native.solve(field, spanning_only="yes")
+
+
+@needs_numba
+def test_warm_up_loads_the_kernels_and_restores_the_threshold():
+    threshold = native.FUSED_MIN_CELLS
+    assert native.warm_up() >= 0.0
+    assert native.FUSED_MIN_CELLS == threshold
+    assert native._FUSED_MODULE not in (None, False)

@@ -75,10 +75,39 @@ def _sigma_faces(sig, i, gxc, gy2, gz2, binary, tiny):  # pragma: no cover - jit
 
 
 @_jit
-def _plane(d, xc, gxb, xm, gxf, xp, gy, gz, has_xm, has_xp, out):  # pragma: no cover - jitted
+def _post_row(j, post, out, r2, d2, s2, z2, omega, cp, f2, f3):  # pragma: no cover - jitted
+    """Finish row j of a plane while it is in L1: post 1 out = r - out (the residual); 2 the
+    residual summed into the coarse plane cp (restriction); 3 the Jacobi update of z2 from
+    the old values s2 (z = s + omega (r - A s) / d, in three loops that vectorise)."""
+    n3 = out.shape[1]
+    if post == 0:
+        return
+    if post <= 2:
+        for k in range(n3):
+            out[j, k] = r2[j, k] - out[j, k]
+        if post == 2:
+            jc = j // f2
+            if f3 == 2:
+                for k in range(n3 // 2):
+                    cp[jc, k] += out[j, 2 * k] + out[j, 2 * k + 1]
+            else:
+                for k in range(n3):
+                    cp[jc, k] += out[j, k]
+        return
+    for k in range(n3):
+        out[j, k] = omega * (r2[j, k] - out[j, k])
+    for k in range(n3):
+        out[j, k] = out[j, k] / d2[j, k]
+    for k in range(n3):
+        z2[j, k] = s2[j, k] + out[j, k]
+
+
+@_jit
+def _plane(d, xc, gxb, xm, gxf, xp, gy, gz, has_xm, has_xp, out, post, r2, s2, z2, omega, cp,
+           f2, f3):  # pragma: no cover - jitted
     """out = (A x) on one plane: d xc minus the six neighbours, in a fixed order (2D arrays:
     xm, xp the planes before and after, gxb, gxf their faces; gy[j] faces j | j+1, gz[:, k]
-    faces k | k+1)."""
+    faces k | k+1); each row then finished by ``_post_row``."""
     n2, n3 = out.shape
     for j in range(n2):
         for k in range(n3):
@@ -99,10 +128,12 @@ def _plane(d, xc, gxb, xm, gxf, xp, gy, gz, has_xm, has_xp, out):  # pragma: no 
             out[j, k] -= gz[j, k] * xc[j, k + 1]
         for k in range(n3 - 1):  # a second loop: no store-to-load dependence, so it vectorises
             out[j, k + 1] -= gz[j, k] * xc[j, k]
+        _post_row(j, post, out, r2, d, s2, z2, omega, cp, f2, f3)
 
 
 @_jit
-def _plane_binary(d, sc, sm, sp, xc, xm, xp, has_xm, has_xp, out):  # pragma: no cover - jitted
+def _plane_binary(d, sc, sm, sp, xc, xm, xp, has_xm, has_xp, out, post, r2, s2, z2, omega, cp,
+                  f2, f3):  # pragma: no cover - jitted
     """``_plane`` for a binary (0/1) field whose faces are the products of the voxel values
     (exactly the stored faces, so the same numbers): sc, sm, sp the field on the plane and
     the planes before and after. No face array is read."""
@@ -126,6 +157,7 @@ def _plane_binary(d, sc, sm, sp, xc, xm, xp, has_xm, has_xp, out):  # pragma: no
             out[j, k] -= (sc[j, k] * sc[j, k + 1]) * xc[j, k + 1]
         for k in range(n3 - 1):
             out[j, k + 1] -= (sc[j, k] * sc[j, k + 1]) * xc[j, k]
+        _post_row(j, post, out, r2, d, s2, z2, omega, cp, f2, f3)
 
 
 @_jit
@@ -143,14 +175,16 @@ def _sweep_apply(diag, gx, gy, gz, sig, binary, tiny, x, r, out, coarse, factors
     f1, f2, f3 = factors
     if mode == 2:
         coarse[: n1 // f1, : n2 // f2, : n3 // f3] = 0
+    omega = tiny * 0  # unused by posts 0-2, typed like the arrays
     for i in range(n1):
         dst = tmp if mode == 2 else out[i]
         xm = x[i - 1] if i > 0 else tmp
         xp = x[i + 1] if i < n1 - 1 else tmp
+        cp = coarse[i // f1] if mode == 2 else tmp
         if on_the_fly and binary:
             _plane_binary(diag[i], sig[i], sig[i - 1] if i > 0 else tmp,
                           sig[i + 1] if i < n1 - 1 else tmp, x[i], xm, xp, i > 0, i < n1 - 1,
-                          dst)
+                          dst, mode, r[i], tmp, tmp, omega, cp, f2, f3)
         else:
             if on_the_fly:
                 gxp, gxc = gxc, gxp
@@ -163,22 +197,8 @@ def _sweep_apply(diag, gx, gy, gz, sig, binary, tiny, x, r, out, coarse, factors
                 gxf = gx[i] if i < n1 - 1 else tmp
                 gyi = gy[i] if n2 > 1 else tmp
                 gzi = gz[i] if n3 > 1 else tmp
-            _plane(diag[i], x[i], gxb, xm, gxf, xp, gyi, gzi, i > 0, i < n1 - 1, dst)
-        if mode >= 1:
-            ri = r[i]
-            for j in range(n2):
-                for k in range(n3):
-                    dst[j, k] = ri[j, k] - dst[j, k]
-        if mode == 2:
-            cp = coarse[i // f1]
-            for j in range(n2):
-                jc = j // f2
-                if f3 == 2:
-                    for k in range(n3 // 2):
-                        cp[jc, k] += dst[j, 2 * k] + dst[j, 2 * k + 1]
-                else:
-                    for k in range(n3):
-                        cp[jc, k] += dst[j, k]
+            _plane(diag[i], x[i], gxb, xm, gxf, xp, gyi, gzi, i > 0, i < n1 - 1, dst, mode,
+                   r[i], tmp, tmp, omega, cp, f2, f3)
 
 
 def _dummy(a: np.ndarray) -> np.ndarray:
@@ -259,7 +279,7 @@ def _jacobi(diag, gx, gy, gz, sig, binary, tiny, r, z, omega, mode, coarse, scal
         if on_the_fly and binary:
             _plane_binary(diag[i], sig[i], sig[i - 1] if i > 0 else tmp,
                           sig[i + 1] if i < n1 - 1 else tmp, saved, prev, xp, i > 0,
-                          i < n1 - 1, tmp)
+                          i < n1 - 1, tmp, 3, r[i], saved, zi, omega, tmp, 1, 1)
         else:
             if on_the_fly:
                 gxp, gxc = gxc, gxp
@@ -272,19 +292,8 @@ def _jacobi(diag, gx, gy, gz, sig, binary, tiny, r, z, omega, mode, coarse, scal
                 gxf = gx[i] if i < n1 - 1 else tmp
                 gyi = gy[i] if n2 > 1 else tmp
                 gzi = gz[i] if n3 > 1 else tmp
-            _plane(diag[i], saved, gxb, prev, gxf, xp, gyi, gzi, i > 0, i < n1 - 1, tmp)
-        ri, di = r[i], diag[i]
-        # z = saved + omega (r - A z) / d in three short loops (same operations and rounding
-        # as one; measured faster)
-        for j in range(n2):
-            for k in range(n3):
-                tmp[j, k] = omega * (ri[j, k] - tmp[j, k])
-        for j in range(n2):
-            for k in range(n3):
-                tmp[j, k] = tmp[j, k] / di[j, k]
-        for j in range(n2):
-            for k in range(n3):
-                zi[j, k] = saved[j, k] + tmp[j, k]
+            _plane(diag[i], saved, gxb, prev, gxf, xp, gyi, gzi, i > 0, i < n1 - 1, tmp, 3,
+                   r[i], saved, zi, omega, tmp, 1, 1)
         prev, saved = saved, prev  # plane i's old values serve plane i + 1
 
 

@@ -821,4 +821,29 @@ def solve(conductivity: np.ndarray, axis: int = 0, rel_tol: float = 1e-3,
                              method=f"{tried}native {ROBUST.name}")
 
 
+def warm_up() -> float:
+    """Load numba and the fused kernels' compiled code (from numba's disk cache) for both
+    methods' precisions; returns the CPU seconds it took.
+
+    Why: a process's first fused solve otherwise pays it inside the solve (≈ 0.4 CPU-s to load
+    numba, plus loading each kernel's compiled code on first call; the first compile on a
+    machine takes several CPU-s more). A process that solves many cubes pays it once; call this
+    where a worker starts, or before timing a solve. Does nothing (but cost) without numba.
+    """
+    global FUSED_MIN_CELLS
+    start = time.process_time()
+    if USE_FUSED and _fused_kernels():
+        size, saved = 12, FUSED_MIN_CELLS
+        grid = np.indices((size, size, size)).sum(axis=0)
+        pore = (grid % 3 != 0).astype(np.float32)  # percolating, binary: the fast method
+        contrast = np.where(grid % 2 == 0, 1.0, 1e-3).astype(np.float32)  # the robust one
+        FUSED_MIN_CELLS = 0
+        try:
+            for field in (pore, contrast, pore * contrast):
+                solve(field)
+        finally:
+            FUSED_MIN_CELLS = saved
+    return time.process_time() - start
+
+
 solve.takes_spanning_only = True  # kernels.metrics.solvers.solve passes spanning_only=True
