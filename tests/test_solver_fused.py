@@ -31,42 +31,66 @@ def _fused_on_small_grids(monkeypatch):
     monkeypatch.setattr(native, "FUSED_MIN_CELLS", 0)
 
 
-def _random_level(shape: tuple[int, int, int], dtype: torch.dtype, seed: int) -> native._Level:
-    gen = torch.Generator().manual_seed(seed)
-    n1, n2, n3 = shape
-
-    def rand(*s: int) -> torch.Tensor:
-        # some zero conductances, as on a pore network
-        a = torch.rand(*s, generator=gen, dtype=torch.float64)
-        return torch.where(a < 0.2, 0.0, a).to(dtype)
-
-    level = native._make_level(rand(n1 - 1, n2, n3), rand(n1, n2 - 1, n3), rand(n1, n2, n3 - 1),
-                               rand(n2, n3), rand(n2, n3), n1 - 1)
-    level.r.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
-    level.z.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
-    return level
+def _kernel_results(level: native._Level, coarse: native._Level, method: native._Method,
+                    x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every operation the fused kernels replace, on copies of the level's vectors."""
+    z0 = level.z.clone()
+    out = {"A x": native._apply(level, x, torch.empty_like(x)).clone()}
+    residual = torch.empty_like(x)
+    native._residual(level, level.r, x, residual)
+    out["r - A x"] = residual
+    native._smooth(level)
+    native._smooth(level)  # twice: the second sweep starts from a non-trivial z
+    out["Jacobi"] = level.z.clone()
+    native._smooth_from_zero(level, 2)
+    out["two sweeps from 0"] = level.z.clone()
+    native._residual_restrict(level, coarse)
+    out["restricted residual"] = coarse.r.clone()
+    level.z.copy_(z0)
+    correction = torch.rand(coarse.shape, generator=torch.Generator().manual_seed(5),
+                            dtype=torch.float64).to(x.dtype)
+    native._correct_and_smooth(level, correction, coarse, method, 2)
+    out["correction + sweeps"] = level.z.clone()
+    out["energy"] = torch.tensor(native._energy(level, x))
+    return out
 
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(2, 2, 2), (7, 5, 9), (16, 12, 10), (3, 17, 2)])
-def test_fused_kernels_match_the_torch_operations(monkeypatch, dtype, shape):
+@pytest.mark.parametrize("faces", ["stored", "from sigma", "from binary sigma"])
+def test_fused_kernels_match_the_torch_operations(monkeypatch, dtype, shape, faces):
+    """Stored faces on any level; faces computed from the voxel field on a compact fine level
+    (random conductivities, or a 0/1 pore field); the robust method's masked correction."""
     tol = 1e-5 if dtype == torch.float32 else 1e-12
+    gen = torch.Generator().manual_seed(1)
+    sigma = torch.rand(shape, generator=gen, dtype=torch.float64)
+    sigma = torch.where(sigma < 0.3, 0.0, sigma if faces != "from binary sigma" else 1.0)
+    sigma = sigma.to(dtype)
     results = {}
     for fused in (False, True):
         monkeypatch.setattr(native, "USE_FUSED", fused)
-        level = _random_level(shape, dtype, seed=1)
+        monkeypatch.setattr(native, "COMPACT_FINE", faces != "stored")
+        levels = native._hierarchy(*native._fine_stencil(sigma))
+        level = levels[0]
+        if len(levels) == 1:  # too small to coarsen: a coarse level of its own
+            levels.append(native._coarsen(level, native._coarsening_factors(level.shape)))
+            levels[1].fused = level.fused
+        level.active_mask = native._coupled(level).to(dtype)
+        if fused and faces != "stored":
+            native._compact(level, sigma)
+            assert level.gx is None and level.binary == (faces == "from binary sigma")
+        gen = torch.Generator().manual_seed(3)  # the same vectors for both paths
+        level.r.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
+        level.z.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
         x = torch.rand(level.shape, generator=torch.Generator().manual_seed(2),
                        dtype=torch.float64).to(dtype)
-        applied = native._apply(level, x, torch.empty_like(x)).clone()
-        residual = torch.empty_like(x)
-        native._residual(level, level.r, x, residual)
-        native._smooth(level)
-        native._smooth(level)  # twice: the second sweep starts from a non-trivial z
-        results[fused] = (applied, residual, level.z.clone())
+        results[fused] = {**_kernel_results(level, levels[1], native.FAST, x),
+                          **{f"{k} (masked)": v for k, v in
+                             _kernel_results(level, levels[1], native.ROBUST, x).items()}}
         assert bool(level.host) == fused
-    for name, a, b in zip(("A x", "r - A x", "Jacobi"), results[False], results[True],
-                          strict=True):
+    for name, a in results[False].items():
+        b = results[True][name]
         scale = float(a.abs().max())
         assert float((a - b).abs().max()) <= tol * scale, name
 
@@ -120,16 +144,19 @@ def test_fast_paths_match_the_plain_path_and_a_direct_solve(monkeypatch, electro
     field = (electrode == 0).astype(np.float32) if am is None else _field(electrode, am, cbd)
     reference = _direct(field)
     values = {}
-    for fused, cycle_dtype in ((False, None), (True, None), (False, torch.float32),
-                               (True, torch.float32)):
+    for fused, cycle_dtype, compact in ((False, None, False), (True, None, False),
+                                        (False, torch.float32, False),
+                                        (True, torch.float32, False),
+                                        (True, torch.float32, True)):
         monkeypatch.setattr(native, "USE_FUSED", fused)
+        monkeypatch.setattr(native, "COMPACT_FINE", compact)
         monkeypatch.setattr(native, "ROBUST",
                             dataclasses.replace(native.ROBUST, cycle_dtype=cycle_dtype))
         result = solve(field, rel_tol=1e-3)
         assert result.converged
-        values[(fused, cycle_dtype)] = result.relative_conductance
+        values[(fused, cycle_dtype, compact)] = result.relative_conductance
         assert result.relative_conductance == pytest.approx(reference, rel=1e-3)
-    plain = values[(False, None)]
+    plain = values[(False, None, False)]
     for value in values.values():  # the paths differ only by rounding and the stopping step
         assert value == pytest.approx(plain, rel=3e-4)
 
@@ -138,3 +165,41 @@ def test_the_robust_method_runs_its_cycle_in_float32():
     """What the speed section of docs/solvers.md measures; CG stays float64."""
     assert native.ROBUST.dtype == torch.float64
     assert native.ROBUST.cycle_dtype == torch.float32
+
+
+def test_one_cluster_labelling_per_solve(monkeypatch, electrode):
+    """The registry labels the spanning cluster and tells native so (it labelled twice)."""
+    from scipy import ndimage
+
+    calls = []
+    label = ndimage.label
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return label(*args, **kwargs)
+
+    monkeypatch.setattr(ndimage, "label", counting)
+    field = (electrode == 0).astype(np.float32)  # the fast method: no island labelling
+    result = solve(field, rel_tol=1e-3)
+    assert result.method == f"native {native.FAST.name}"
+    assert len(calls) == 1
+    assert result.relative_conductance == pytest.approx(_direct(field), rel=1e-3)
+
+
+def test_native_alone_still_drops_what_does_not_span():
+    """Called directly (spanning_only False) native labels the clusters itself."""
+    field = np.zeros((8, 6, 6), dtype=np.float32)
+    field[:, 1:3, 1:3] = 1.0  # spanning channel, 4 of 36 voxels of the cross-section
+    field[2:5, 4, 4] = 1.0  # an isolated blob
+    field[0:3, 5, 0] = 1.0  # a dead end on the low face
+    assert native.solve(field).relative_conductance == pytest.approx(4 / 36, rel=1e-6)
+    with pytest.raises(ValueError, match="spanning_only"):
+        native.solve(field, spanning_only="yes")
+
+
+@needs_numba
+def test_warm_up_loads_the_kernels_and_restores_the_threshold():
+    threshold = native.FUSED_MIN_CELLS
+    assert native.warm_up() >= 0.0
+    assert native.FUSED_MIN_CELLS == threshold
+    assert native._FUSED_MODULE not in (None, False)

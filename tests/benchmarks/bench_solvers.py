@@ -4,7 +4,15 @@ For each size and each solve (pore tortuosity: binary pore field; electronic: AM
 per-phase conductivities) the two back-ends run alternately (taufactor, native, taufactor,
 native, ...) so that both see the same load on a shared machine; medians and their ratio are
 reported. Every solve runs in its own subprocess with one torch thread, which also gives its
-peak memory: peak RSS during the solve minus RSS just before it (same imports in both).
+peak memory: peak RSS during the solve minus RSS just before it (same imports in both: torch,
+both back-ends, and ``native.warm_up()``: numba and the native solver's compiled kernels, a
+one-off cost per process, reported on its own as ``numba_load_cpu_s``). Times are CPU seconds of the solve
+(``time.process_time``: on a shared machine wall time measures the other jobs); wall seconds
+are kept alongside.
+
+The bandwidth anchor: each worker also times a single-thread copy of a float32 array four
+times the size of the L3 cache in the same process, the bound every sweep of either solver is
+measured against (GB/s moved, read plus write).
 
 Accuracy: each back-end at the benchmark tolerance is compared with a reference value, the
 native solver run to rel_tol 1e-7 (its result is an upper bound converging quadratically), and
@@ -57,6 +65,8 @@ def _worker(path: str, case: str, backend: str, rel_tol: float,
     import kernels.metrics.solvers.taufactor_backend  # noqa: F401
     from kernels.metrics.solvers import solve
 
+    # numba, and the fused kernels' compiled code for both methods: once per process
+    numba_s = kernels.metrics.solvers.native.warm_up()
     field = _field(np.load(path), case, electronic_S_m)
 
     def rss_kib() -> int:
@@ -64,15 +74,33 @@ def _worker(path: str, case: str, backend: str, rel_tol: float,
             return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
     before = rss_kib()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = solve(field, axis=0, backend=backend, rel_tol=rel_tol, device="cpu")
+    cpu = time.process_time() - cpu_start
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    copy_GB_s = _copy_bandwidth_GB_s()  # after the peak memory is read: it allocates 256 MiB
     print(json.dumps({
         "relative_conductance": result.relative_conductance, "iterations": result.iterations,
-        "converged": result.converged, "method": result.method, "wall_s": wall,
-        "peak_extra_MiB": max(peak - before, 0) / 1024.0,
+        "converged": result.converged, "method": result.method, "cpu_s": cpu,
+        "wall_s": wall, "peak_extra_MiB": max(peak - before, 0) / 1024.0,
+        "numba_load_cpu_s": numba_s, "copy_GB_s": copy_GB_s,
     }))
+
+
+def _copy_bandwidth_GB_s(megabytes: int = 128, repeats: int = 10) -> float:
+    """Best of ``repeats`` single-thread copies of a float32 array (bytes read + written per
+    CPU second): the memory-bandwidth bound of this process at this moment."""
+    import numpy as np
+
+    a = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        np.copyto(b, a)
+        best = min(best, time.process_time() - start)
+    return 2 * a.nbytes / max(best, 1e-9) / 1e9
 
 
 def _run(path: str, case: str, backend: str, rel_tol: float, timeout_s: float,
@@ -127,7 +155,8 @@ def main() -> None:
                     for backend in ("taufactor", "native"):
                         res = _run(path, case, backend, args.rel_tol, args.timeout_s, cond)
                         runs[backend].append(res)
-                        print(f"{size}^3 {case:10s} {backend:9s} {res['wall_s']:8.2f} s "
+                        print(f"{size}^3 {case:10s} {backend:9s} {res['cpu_s']:8.3f} CPU-s "
+                              f"(wall {res['wall_s']:.2f}, copy {res['copy_GB_s']:.1f} GB/s) "
                               f"it {res['iterations']:5d} value {res['relative_conductance']:.6f} "
                               f"mem +{res['peak_extra_MiB']:.0f} MiB [{res['method']}]", flush=True)
                 ref = _run(path, case, "native", 1e-7, args.timeout_s, cond)["relative_conductance"]
@@ -139,7 +168,11 @@ def main() -> None:
                        "taufactor_tight": tight}
                 for backend, results in runs.items():
                     row[backend] = {
+                        "cpu_s": statistics.median(r["cpu_s"] for r in results),
                         "wall_s": statistics.median(r["wall_s"] for r in results),
+                        "copy_GB_s": statistics.median(r["copy_GB_s"] for r in results),
+                        "numba_load_cpu_s": statistics.median(r["numba_load_cpu_s"]
+                                                              for r in results),
                         "iterations": statistics.median(r["iterations"] for r in results),
                         "peak_extra_MiB": statistics.median(r["peak_extra_MiB"] for r in results),
                         "value": results[-1]["relative_conductance"],
@@ -158,10 +191,11 @@ def _err(value: float, ref: float | None) -> str:
 
 def _row_markdown(row: dict) -> str:
     tf, nat = row["taufactor"], row["native"]
-    speedup = tf["wall_s"] / nat["wall_s"]
+    speedup = tf["cpu_s"] / nat["cpu_s"]
     mem = nat["peak_extra_MiB"] / max(tf["peak_extra_MiB"], 1e-9)
-    return (f"| {row['size']}³ | {row['params']} | {row['case']} | {tf['wall_s']:.2f} | {tf['iterations']:.0f} | "
-            f"{nat['wall_s']:.2f} | {nat['iterations']:.0f} | **{speedup:.1f}×** | "
+    return (f"| {row['size']}³ | {row['params']} | {row['case']} | {tf['cpu_s']:.2f} | {tf['iterations']:.0f} | "
+            f"{nat['cpu_s']:.3f} | {nat['iterations']:.0f} | **{speedup:.1f}×** | "
+            f"{nat['copy_GB_s']:.1f} | "
             f"{tf['peak_extra_MiB']:.0f} | {nat['peak_extra_MiB']:.0f} | {mem:.2f} | "
             f"{row['reference']:.5f} | {_err(tf['value'], row['reference'])} | "
             f"{_err(nat['value'], row['reference'])} | "
@@ -171,12 +205,13 @@ def _row_markdown(row: dict) -> str:
 def _table(rows: list[dict], args: argparse.Namespace) -> str:
     head = (f"Solver benchmark, {time.strftime('%Y-%m-%d')}, CPU, 1 torch thread, rel_tol "
             f"{args.rel_tol:g}, σ_AM, σ_CBD = {args.electronic_S_m[0]:g}, "
-            f"{args.electronic_S_m[1]:g}, medians of {args.repeats} interleaved runs; errors vs "
-            "native at rel_tol 1e-7; 'TF tight' = TauFactor at conv_crit 1e-4.\n\n"
-            "| size | am_wt_frac, porosity, adhesion | solve | TauFactor s | TF iters | native s | native iters | speed-up | "
+            f"{args.electronic_S_m[1]:g}, medians of {args.repeats} interleaved runs, CPU seconds; "
+            "errors vs native at rel_tol 1e-7; 'TF tight' = TauFactor at conv_crit 1e-4; copy = "
+            "single-thread copy bandwidth in the native worker (same run).\n\n"
+            "| size | am_wt_frac, porosity, adhesion | solve | TauFactor CPU-s | TF iters | native CPU-s | native iters | speed-up | copy GB/s | "
             "TF MiB | native MiB | mem ratio | reference σ/σmax | TF error | native error | "
             "TF tight error |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "\n".join(_row_markdown(r) for r in rows) + "\n"
 
 

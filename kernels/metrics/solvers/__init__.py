@@ -184,11 +184,11 @@ def solve(
     reduced = np.ascontiguousarray(np.where(mask, field, 0), dtype=np.float32)
     wiener_bound = float(reduced.mean(dtype=np.float64)) / float(reduced.max())
     check_s = time.perf_counter() - start
-    result = fn(reduced, 0, rel_tol, device)
+    result = _call(fn, reduced, rel_tol, device)
     failure = rejection_reason(result, wiener_bound)
     attempts = [f"{backend}: {failure}"] if failure else []
     if failure and backend != FALLBACK_BACKEND:
-        retry = get_backend(FALLBACK_BACKEND)(reduced, 0, rel_tol, device)
+        retry = _call(get_backend(FALLBACK_BACKEND), reduced, rel_tol, device)
         retry = dataclasses.replace(
             retry, wall_s=retry.wall_s + result.wall_s,
             method=f"{backend} ({failure}) -> {retry.method or FALLBACK_BACKEND}")
@@ -204,6 +204,14 @@ def solve(
     return dataclasses.replace(
         result, percolating=True, wall_s=result.wall_s + check_s,
         relative_conductance=result.relative_conductance * float(reduced.max()) / float(field.max()))
+
+
+def _call(fn: BackendFn, reduced: np.ndarray, rel_tol: float, device: str) -> TransportSolution:
+    """Run a back-end on the spanning-cluster field; one that declares it (the native solver's
+    ``takes_spanning_only``) is told so and does not label the clusters a second time."""
+    if getattr(fn, "takes_spanning_only", False):
+        return fn(reduced, 0, rel_tol, device, spanning_only=True)
+    return fn(reduced, 0, rel_tol, device)
 
 
 def rejection_reason(result: TransportSolution, wiener_bound: float) -> str | None:

@@ -1,20 +1,29 @@
 """Fused CPU kernels for the native solver's 7-point stencil (numba), one pass over memory each.
 
-Why: the torch form of ``A x`` is seven whole-array operations (a product and six strided
-``addcmul_``), each streaming its operands through memory again — about 27 array passes for
-what needs six (x, the diagonal, three face-conductance arrays, the output). On one CPU core
-the solver is bound by memory bandwidth, so a kernel that visits every cell once, with the
-neighbouring rows still in cache, does the same arithmetic for a fraction of the traffic.
-The damped-Jacobi sweep is fused the same way and runs in place (two plane buffers keep the
-old values its neighbours need), so a sweep reads each array once and writes z once.
+Why: the solver is bound by memory traffic on one CPU core. The torch form of ``A x`` is seven
+whole-array operations (a product and six strided ``addcmul_``), each streaming its operands
+again, about 27 array passes for what needs seven. These kernels visit every cell once, with
+the neighbouring rows still in cache, and fuse what the multigrid cycle does in sequence:
 
-Identical arithmetic to the torch path in ``native.py`` up to the order of the additions
-(rounding at the level of the working precision); ``tests/test_native_solver.py`` checks both
-against each other and against direct solves. ``native.py`` imports this module only for CPU grids of at least ``native.FUSED_MIN_CELLS``
-cells and only if numba is installed; otherwise, and on CUDA, it runs its torch operations.
-Loading numba costs about 0.4 CPU-s per process (measured), more than the kernels save on
-small grids. Compiled on first use and cached on disk (``cache=True``), so a machine pays
-the compile (several CPU-s) once, not every process.
+* ``apply`` (``A x``), ``residual`` (``r - A x``) and ``residual_restrict`` (the residual summed
+  straight into the coarse grid's blocks, ``Pᵀ (r - A x)``: the fine residual is never stored);
+* ``jacobi``: a damped Jacobi sweep in place (two plane buffers keep the old values its
+  neighbours need), optionally starting from z = 0 (the cycle's first sweep, ``z = ω r / d``,
+  done one plane ahead inside the same pass) or from ``z + s P e`` (the coarse correction
+  added, and masked, one plane ahead: the prolongation is never a separate pass);
+* on the finest grid the face conductances are not stored at all: they are the harmonic means
+  of the (normalised) voxel conductivities ``sig``, computed per plane and row from ``sig``
+  exactly as ``native._fine_stencil`` computes them (same operations, same rounding; a binary
+  field's are products). That replaces three face arrays by one field.
+
+Every kernel takes the stencil as ``(diag, gx, gy, gz, sig, binary, tiny)``: stored face arrays
+when ``sig`` has size 1, else faces from ``sig`` (gx, gy, gz are then placeholders). Identical
+arithmetic to the torch path in ``native.py`` up to the order of additions (rounding in the
+working precision); ``tests/test_solver_fused.py`` checks every kernel against the torch
+operations and the solves against direct solves. ``native.py`` imports this module only for
+CPU grids of at least ``native.FUSED_MIN_CELLS`` cells and only if numba is installed. Loading
+numba costs about 0.4 CPU-s per process (measured); the kernels are compiled on first use and
+cached on disk (``cache=True``), so a machine pays the compile (several CPU-s) once.
 """
 
 from __future__ import annotations
@@ -22,80 +31,326 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_jit = numba.njit(cache=True, nogil=True, fastmath=False, boundscheck=False)
+# error_model="numpy": x / 0 gives inf (no Python ZeroDivisionError check), which lets the
+# divisions vectorise; the diagonal is never 0 (1 on inactive cells)
+_jit = numba.njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
+# float64 sums (energies, dot products) may be reassociated: that lets them vectorise
+_jit_sum = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, boundscheck=False,
+                      error_model="numpy")
+
+PLAIN, FROM_ZERO, PROLONG = 0, 1, 2  # jacobi: what the sweep starts from
+
 
 @_jit
-def _row_apply(diag, gx, gy, gz, x, out, i, j, n1, n2, n3):  # pragma: no cover - jitted
-    """out[i, j, :] = (A x)[i, j, :], the rows of x around (i, j) read once."""
+def _harmonic(a, b, out, binary, tiny):  # pragma: no cover - jitted
+    """out = 2ab / max(a + b, tiny) on 2D planes: native._fine_stencil's rounding (a * b for
+    a binary 0/1 field, the same numbers)."""
+    n2, n3 = out.shape
+    if binary:
+        for j in range(n2):
+            for k in range(n3):
+                out[j, k] = a[j, k] * b[j, k]
+    else:
+        for j in range(n2):
+            for k in range(n3):
+                p = a[j, k] * b[j, k]
+                s = a[j, k] + b[j, k]
+                out[j, k] = (p + p) / max(s, tiny)
+
+
+@_jit
+def _sigma_faces(sig, i, gxc, gy2, gz2, binary, tiny):  # pragma: no cover - jitted
+    """Faces of plane i from sig: gxc to plane i + 1 (0 past the last), gy2[j] between rows
+    j and j + 1, gz2[:, k] between k and k + 1."""
+    n1, n2, n3 = sig.shape
+    if i + 1 < n1:
+        _harmonic(sig[i], sig[i + 1], gxc, binary, tiny)
+    else:
+        gxc[:, :] = 0
+    plane = sig[i]
+    if n2 > 1:
+        _harmonic(plane[:-1], plane[1:], gy2[:-1], binary, tiny)
+    if n3 > 1:
+        _harmonic(plane[:, :-1], plane[:, 1:], gz2[:, :-1], binary, tiny)
+
+
+@_jit
+def _post_row(j, post, out, r2, d2, s2, z2, omega, cp, f2, f3):  # pragma: no cover - jitted
+    """Finish row j of a plane while it is in L1: post 1 out = r - out (the residual); 2 the
+    residual summed into the coarse plane cp (restriction); 3 the Jacobi update of z2 from
+    the old values s2 (z = s + omega (r - A s) / d, in three loops that vectorise)."""
+    n3 = out.shape[1]
+    if post == 0:
+        return
+    if post <= 2:
+        for k in range(n3):
+            out[j, k] = r2[j, k] - out[j, k]
+        if post == 2:
+            jc = j // f2
+            if f3 == 2:
+                for k in range(n3 // 2):
+                    cp[jc, k] += out[j, 2 * k] + out[j, 2 * k + 1]
+            else:
+                for k in range(n3):
+                    cp[jc, k] += out[j, k]
+        return
     for k in range(n3):
-        out[i, j, k] = diag[i, j, k] * x[i, j, k]
-    if i > 0:
-        for k in range(n3):
-            out[i, j, k] -= gx[i - 1, j, k] * x[i - 1, j, k]
-    if i < n1 - 1:
-        for k in range(n3):
-            out[i, j, k] -= gx[i, j, k] * x[i + 1, j, k]
-    if j > 0:
-        for k in range(n3):
-            out[i, j, k] -= gy[i, j - 1, k] * x[i, j - 1, k]
-    if j < n2 - 1:
-        for k in range(n3):
-            out[i, j, k] -= gy[i, j, k] * x[i, j + 1, k]
-    for k in range(n3 - 1):
-        out[i, j, k] -= gz[i, j, k] * x[i, j, k + 1]
-    for k in range(n3 - 1):  # a second loop: no store-to-load dependence, so it vectorises
-        out[i, j, k + 1] -= gz[i, j, k] * x[i, j, k]
+        out[j, k] = omega * (r2[j, k] - out[j, k])
+    for k in range(n3):
+        out[j, k] = out[j, k] / d2[j, k]
+    for k in range(n3):
+        z2[j, k] = s2[j, k] + out[j, k]
+
 
 @_jit
-def apply(diag, gx, gy, gz, x, out):  # pragma: no cover - jitted
-    """out = A x for the stencil (diag; gx, gy, gz face conductances along axes 0, 1, 2)."""
+def _plane(d, xc, gxb, xm, gxf, xp, gy, gz, has_xm, has_xp, out, post, r2, s2, z2, omega, cp,
+           f2, f3):  # pragma: no cover - jitted
+    """out = (A x) on one plane: d xc minus the six neighbours, in a fixed order (2D arrays:
+    xm, xp the planes before and after, gxb, gxf their faces; gy[j] faces j | j+1, gz[:, k]
+    faces k | k+1); each row then finished by ``_post_row``."""
+    n2, n3 = out.shape
+    for j in range(n2):
+        for k in range(n3):
+            out[j, k] = d[j, k] * xc[j, k]
+        if has_xm:
+            for k in range(n3):
+                out[j, k] -= gxb[j, k] * xm[j, k]
+        if has_xp:
+            for k in range(n3):
+                out[j, k] -= gxf[j, k] * xp[j, k]
+        if j > 0:
+            for k in range(n3):
+                out[j, k] -= gy[j - 1, k] * xc[j - 1, k]
+        if j < n2 - 1:
+            for k in range(n3):
+                out[j, k] -= gy[j, k] * xc[j + 1, k]
+        for k in range(n3 - 1):
+            out[j, k] -= gz[j, k] * xc[j, k + 1]
+        for k in range(n3 - 1):  # a second loop: no store-to-load dependence, so it vectorises
+            out[j, k + 1] -= gz[j, k] * xc[j, k]
+        _post_row(j, post, out, r2, d, s2, z2, omega, cp, f2, f3)
+
+
+@_jit
+def _plane_binary(d, sc, sm, sp, xc, xm, xp, has_xm, has_xp, out, post, r2, s2, z2, omega, cp,
+                  f2, f3):  # pragma: no cover - jitted
+    """``_plane`` for a binary (0/1) field whose faces are the products of the voxel values
+    (exactly the stored faces, so the same numbers): sc, sm, sp the field on the plane and
+    the planes before and after. No face array is read."""
+    n2, n3 = out.shape
+    for j in range(n2):
+        for k in range(n3):
+            out[j, k] = d[j, k] * xc[j, k]
+        if has_xm:
+            for k in range(n3):
+                out[j, k] -= (sc[j, k] * sm[j, k]) * xm[j, k]
+        if has_xp:
+            for k in range(n3):
+                out[j, k] -= (sc[j, k] * sp[j, k]) * xp[j, k]
+        if j > 0:
+            for k in range(n3):
+                out[j, k] -= (sc[j - 1, k] * sc[j, k]) * xc[j - 1, k]
+        if j < n2 - 1:
+            for k in range(n3):
+                out[j, k] -= (sc[j, k] * sc[j + 1, k]) * xc[j + 1, k]
+        for k in range(n3 - 1):
+            out[j, k] -= (sc[j, k] * sc[j, k + 1]) * xc[j, k + 1]
+        for k in range(n3 - 1):
+            out[j, k + 1] -= (sc[j, k] * sc[j, k + 1]) * xc[j, k]
+        _post_row(j, post, out, r2, d, s2, z2, omega, cp, f2, f3)
+
+
+@_jit
+def _sweep_apply(diag, gx, gy, gz, sig, binary, tiny, x, r, out, coarse, factors,
+                 mode):  # pragma: no cover - jitted
+    """mode 0: out = A x; 1: out = r - A x; 2: coarse[blocks] = Pᵀ (r - A x) (out unused)."""
     n1, n2, n3 = x.shape
+    on_the_fly = sig.size > 1
+    dt = x.dtype
+    gxp = np.zeros((n2, n3), dt)
+    gxc = np.zeros((n2, n3), dt)
+    gy2 = np.zeros((n2, n3), dt)
+    gz2 = np.zeros((n2, n3), dt)
+    tmp = np.empty((n2, n3), dt)
+    f1, f2, f3 = factors
+    if mode == 2:
+        coarse[: n1 // f1, : n2 // f2, : n3 // f3] = 0
+    omega = tiny * 0  # unused by posts 0-2, typed like the arrays
     for i in range(n1):
-        for j in range(n2):
-            _row_apply(diag, gx, gy, gz, x, out, i, j, n1, n2, n3)
+        dst = tmp if mode == 2 else out[i]
+        xm = x[i - 1] if i > 0 else tmp
+        xp = x[i + 1] if i < n1 - 1 else tmp
+        cp = coarse[i // f1] if mode == 2 else tmp
+        if on_the_fly and binary:
+            _plane_binary(diag[i], sig[i], sig[i - 1] if i > 0 else tmp,
+                          sig[i + 1] if i < n1 - 1 else tmp, x[i], xm, xp, i > 0, i < n1 - 1,
+                          dst, mode, r[i], tmp, tmp, omega, cp, f2, f3)
+        else:
+            if on_the_fly:
+                gxp, gxc = gxc, gxp
+                if i == 0:
+                    gxp[:, :] = 0
+                _sigma_faces(sig, i, gxc, gy2, gz2, binary, tiny)
+                gxb, gxf, gyi, gzi = gxp, gxc, gy2, gz2
+            else:
+                gxb = gx[i - 1] if i > 0 else tmp
+                gxf = gx[i] if i < n1 - 1 else tmp
+                gyi = gy[i] if n2 > 1 else tmp
+                gzi = gz[i] if n3 > 1 else tmp
+            _plane(diag[i], x[i], gxb, xm, gxf, xp, gyi, gzi, i > 0, i < n1 - 1, dst, mode,
+                   r[i], tmp, tmp, omega, cp, f2, f3)
 
-@_jit
-def residual(diag, gx, gy, gz, r, x, out):  # pragma: no cover - jitted
+
+def _dummy(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1)[:1].reshape(1, 1, 1)
+
+
+def apply(diag, gx, gy, gz, sig, binary, tiny, x, out):
+    """out = A x for the stencil (diag; gx, gy, gz face conductances, or sig: see the module)."""
+    _sweep_apply(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, x, out, _dummy(x),
+                 (1, 1, 1), 0)
+
+
+def residual(diag, gx, gy, gz, sig, binary, tiny, r, x, out):
     """out = r - A x."""
-    n1, n2, n3 = x.shape
-    for i in range(n1):
-        for j in range(n2):
-            _row_apply(diag, gx, gy, gz, x, out, i, j, n1, n2, n3)
-            for k in range(n3):
-                out[i, j, k] = r[i, j, k] - out[i, j, k]
+    _sweep_apply(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, r, out, _dummy(x),
+                 (1, 1, 1), 1)
+
+
+def residual_restrict(diag, gx, gy, gz, sig, binary, tiny, r, x, coarse, factors):
+    """coarse[:c1, :c2, :c3] = block sums of (r - A x), c = fine shape / factors (Pᵀ)."""
+    _sweep_apply(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, r, x, coarse,
+                 tuple(factors), 2)
+
 
 @_jit
-def jacobi(diag, gx, gy, gz, r, z, omega, prev, saved):  # pragma: no cover - jitted
-    """One damped Jacobi sweep in place: z <- z + omega (r - A z) / diag.
+def _prepare_plane(z, r, diag, p, mode, omega, coarse, scale, factors, mask,
+                   masked):  # pragma: no cover - jitted
+    """Give plane p of z the values the sweep starts from (modes FROM_ZERO, PROLONG)."""
+    n2, n3 = z.shape[1], z.shape[2]
+    f1, f2, f3 = factors
+    zp = z[p]
+    if mode == 1:
+        rp, dp = r[p], diag[p]
+        for j in range(n2):
+            for k in range(n3):
+                zp[j, k] = rp[j, k] / dp[j, k] * omega
+        return
+    cp = coarse[p // f1]
+    for j in range(n2):
+        jc = j // f2
+        if f3 == 2:
+            for k in range(n3):
+                zp[j, k] += scale * cp[jc, k // 2]
+        else:
+            for k in range(n3):
+                zp[j, k] += scale * cp[jc, k]
+    if masked:
+        mp = mask[p]
+        for j in range(n2):
+            for k in range(n3):
+                zp[j, k] *= mp[j, k]
 
-    prev, saved: (n2, n3) scratch planes holding the old values of planes i-1 and i; plane
-    i+1 is still old in z. Each row's new values are written straight into z.
-    """
+
+@_jit
+def _jacobi(diag, gx, gy, gz, sig, binary, tiny, r, z, omega, mode, coarse, scale, factors,
+            mask, masked):  # pragma: no cover - jitted
     n1, n2, n3 = z.shape
-    row = np.empty(n3, dtype=z.dtype)
+    dt = z.dtype
+    on_the_fly = sig.size > 1
+    gxp = np.zeros((n2, n3), dt)
+    gxc = np.zeros((n2, n3), dt)
+    gy2 = np.zeros((n2, n3), dt)
+    gz2 = np.zeros((n2, n3), dt)
+    prev = np.empty((n2, n3), dt)
+    saved = np.empty((n2, n3), dt)
+    tmp = np.empty((n2, n3), dt)
+    if mode != 0:
+        _prepare_plane(z, r, diag, 0, mode, omega, coarse, scale, factors, mask, masked)
     for i in range(n1):
+        if mode != 0 and i + 1 < n1:
+            _prepare_plane(z, r, diag, i + 1, mode, omega, coarse, scale, factors, mask,
+                           masked)
+        zi = z[i]
         for j in range(n2):
             for k in range(n3):
-                saved[j, k] = z[i, j, k]
-        for j in range(n2):
-            for k in range(n3):
-                row[k] = diag[i, j, k] * saved[j, k]
-            if i > 0:
-                for k in range(n3):
-                    row[k] -= gx[i - 1, j, k] * prev[j, k]
-            if i < n1 - 1:
-                for k in range(n3):
-                    row[k] -= gx[i, j, k] * z[i + 1, j, k]
-            if j > 0:
-                for k in range(n3):
-                    row[k] -= gy[i, j - 1, k] * saved[j - 1, k]
-            if j < n2 - 1:
-                for k in range(n3):
-                    row[k] -= gy[i, j, k] * saved[j + 1, k]
-            for k in range(n3 - 1):
-                row[k] -= gz[i, j, k] * saved[j, k + 1]
-            for k in range(n3 - 1):
-                row[k + 1] -= gz[i, j, k] * saved[j, k]
-            for k in range(n3):
-                z[i, j, k] = saved[j, k] + omega * (r[i, j, k] - row[k]) / diag[i, j, k]
+                saved[j, k] = zi[j, k]
+        xp = z[i + 1] if i < n1 - 1 else tmp
+        if on_the_fly and binary:
+            _plane_binary(diag[i], sig[i], sig[i - 1] if i > 0 else tmp,
+                          sig[i + 1] if i < n1 - 1 else tmp, saved, prev, xp, i > 0,
+                          i < n1 - 1, tmp, 3, r[i], saved, zi, omega, tmp, 1, 1)
+        else:
+            if on_the_fly:
+                gxp, gxc = gxc, gxp
+                if i == 0:
+                    gxp[:, :] = 0
+                _sigma_faces(sig, i, gxc, gy2, gz2, binary, tiny)
+                gxb, gxf, gyi, gzi = gxp, gxc, gy2, gz2
+            else:
+                gxb = gx[i - 1] if i > 0 else tmp
+                gxf = gx[i] if i < n1 - 1 else tmp
+                gyi = gy[i] if n2 > 1 else tmp
+                gzi = gz[i] if n3 > 1 else tmp
+            _plane(diag[i], saved, gxb, prev, gxf, xp, gyi, gzi, i > 0, i < n1 - 1, tmp, 3,
+                   r[i], saved, zi, omega, tmp, 1, 1)
         prev, saved = saved, prev  # plane i's old values serve plane i + 1
+
+
+def jacobi(diag, gx, gy, gz, sig, binary, tiny, r, z, omega, mode=PLAIN, coarse=None,
+           scale=1.0, factors=(1, 1, 1), mask=None):
+    """One damped Jacobi sweep in place, z <- z0 + omega (r - A z0) / diag, where z0 is
+    z (PLAIN), 0 (FROM_ZERO: the sweep then does two, the first being omega r / diag) or
+    (z + scale P coarse) * mask (PROLONG: the coarse correction added, masked if mask given).
+    omega and scale in the dtype of z (float32 arithmetic on float32 grids)."""
+    dt = z.dtype.type
+    masked = mask is not None
+    _jacobi(diag, gx, gy, gz, sig, binary, dt(tiny), r, z, dt(omega), mode,
+            _dummy(z) if coarse is None else coarse, dt(scale), factors,
+            mask if masked else _dummy(z), masked)
+
+
+@_jit_sum
+def _energy(diag, gx, gy, gz, sig, binary, tiny, x, b_lo, b_hi, hi):  # pragma: no cover
+    n1, n2, n3 = x.shape
+    dt = x.dtype
+    on_the_fly = sig.size > 1
+    gxc = np.zeros((n2, n3), dt)
+    gy2 = np.zeros((n2, n3), dt)
+    gz2 = np.zeros((n2, n3), dt)
+    total = 0.0
+    for i in range(n1):
+        if on_the_fly:
+            _sigma_faces(sig, i, gxc, gy2, gz2, binary, tiny)
+            gxf, gyi, gzi = gxc, gy2, gz2
+        else:
+            gxf = gx[i] if i < n1 - 1 else gxc
+            gyi = gy[i] if n2 > 1 else gxc
+            gzi = gz[i] if n3 > 1 else gxc
+        xc = x[i]
+        if i < n1 - 1:
+            xp = x[i + 1]
+            for j in range(n2):
+                for k in range(n3):
+                    dx = np.float64(xp[j, k] - xc[j, k])
+                    total += np.float64(gxf[j, k]) * dx * dx
+        for j in range(n2 - 1):
+            for k in range(n3):
+                dy = np.float64(xc[j + 1, k] - xc[j, k])
+                total += np.float64(gyi[j, k]) * dy * dy
+        for j in range(n2):
+            for k in range(n3 - 1):
+                dz = np.float64(xc[j, k + 1] - xc[j, k])
+                total += np.float64(gzi[j, k]) * dz * dz
+    for j in range(n2):
+        for k in range(n3):
+            v = np.float64(x[0, j, k])
+            total += np.float64(b_lo[j, k]) * v * v
+            w = 1.0 - np.float64(x[hi, j, k])
+            total += np.float64(b_hi[j, k]) * w * w
+    return total
+
+
+def energy(diag, gx, gy, gz, sig, binary, tiny, x, b_lo, b_hi, hi) -> float:
+    """Dissipated power Σ g (Δx)² plus the electrode links, summed in float64."""
+    return float(_energy(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, b_lo, b_hi, hi))
