@@ -28,6 +28,7 @@ Every random step is seeded from (seed, history size, ask counter): same history
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -35,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bayes import quasirandom
-from bayes.optimizer import Optimizer
+from bayes.optimizer import Optimizer, check_integer_options
 from bayes.space import Space
 from bayes.surrogate import (
     HyperCache,
@@ -91,16 +92,12 @@ class BoTorchOptimizer(Optimizer):
         super().__init__(space, seed, **options)
         if self.options["n_initial"] is None:
             self.options["n_initial"] = max(6, 2 * space.dim)
-        for name, minimum in [
+        check_integer_options(self.options, [
             ("n_initial", 1), ("thompson_threshold", 1), ("n_candidates", 16),
             ("num_restarts", 1), ("raw_samples", 1), ("mc_samples", 1),
             ("max_train", 16), ("n_trust_regions", 1), ("cache_from", 0),
             ("believer_from", 1),
-        ]:
-            value = self.options[name]
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-                raise ValueError(f"option {name} must be an integer >= {minimum}; got {value!r}")
-            self.options[name] = int(value)
+        ])
         threshold = self.options["min_feasibility_probability"]
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
             0.0 <= threshold < 1.0
@@ -228,19 +225,11 @@ class BoTorchOptimizer(Optimizer):
         pending: np.ndarray,
         thompson: bool,
     ) -> np.ndarray:
-        import gpytorch
         import torch
 
         seed = self._step_seed()
         torch.manual_seed(seed)
-        with (
-            gpytorch.settings.max_cholesky_size(MAX_CHOLESKY_SIZE),
-            gpytorch.settings.fast_computations(
-                covar_root_decomposition=False, log_prob=False, solves=False
-            ),
-            warnings.catch_warnings(),
-        ):
-            warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
+        with gp_numerics():
             n_seen = len(Y)
             subset = local_subset(X, Y, self.options["max_train"])
             local = len(subset) < len(Y)
@@ -488,6 +477,24 @@ class BoTorchOptimizer(Optimizer):
                 scores = acqf(_tensor(cands).unsqueeze(1)).cpu().numpy()
             accepted.append(cands[int(np.argmax(scores))])
         return np.stack(accepted)
+
+
+@contextlib.contextmanager
+def gp_numerics():
+    """Exact GP linear algebra up to MAX_CHOLESKY_SIZE points (gpytorch would switch to
+    iterative approximations at 800) and no jitter / not-p.d. warnings: the settings every
+    model-based ask of the BoTorch back-ends runs under."""
+    import gpytorch
+
+    with (
+        gpytorch.settings.max_cholesky_size(MAX_CHOLESKY_SIZE),
+        gpytorch.settings.fast_computations(
+            covar_root_decomposition=False, log_prob=False, solves=False
+        ),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
+        yield
 
 
 def _tensor(array: np.ndarray):
