@@ -28,6 +28,7 @@ Every random step is seeded from (seed, history size, ask counter): same history
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -35,7 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bayes import quasirandom
-from bayes.optimizer import Optimizer
+from bayes.optimizer import Optimizer, check_integer_options
 from bayes.space import Space
 from bayes.surrogate import (
     HyperCache,
@@ -85,22 +86,25 @@ class BoTorchOptimizer(Optimizer):
         # (kriging believer) instead of carrying them in its joint posterior: its cost grows
         # with q + pending (25 CPU-s for ask(8, 56 pending) at 250 observations)
         "believer_from": 16,
+        # the local model's search (beyond max_train observations): restarts and raw samples
+        # inside its trust region, a box of at most +-0.2 per coordinate. 2048 raw samples and
+        # 20 restarts there were 36 % and 59 % of ask(8, 56 pending) at 1000 observations
+        # (docs/optimisers.md); 512 in a box of side <= 0.4 are still denser than 2048 over the
+        # whole cube from 2 dimensions on
+        "local_raw_samples": 512,
+        "local_num_restarts": 10,
     }
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
         super().__init__(space, seed, **options)
         if self.options["n_initial"] is None:
             self.options["n_initial"] = max(6, 2 * space.dim)
-        for name, minimum in [
+        check_integer_options(self.options, [
             ("n_initial", 1), ("thompson_threshold", 1), ("n_candidates", 16),
             ("num_restarts", 1), ("raw_samples", 1), ("mc_samples", 1),
             ("max_train", 16), ("n_trust_regions", 1), ("cache_from", 0),
-            ("believer_from", 1),
-        ]:
-            value = self.options[name]
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-                raise ValueError(f"option {name} must be an integer >= {minimum}; got {value!r}")
-            self.options[name] = int(value)
+            ("believer_from", 1), ("local_raw_samples", 1), ("local_num_restarts", 1),
+        ])
         threshold = self.options["min_feasibility_probability"]
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
             0.0 <= threshold < 1.0
@@ -228,19 +232,11 @@ class BoTorchOptimizer(Optimizer):
         pending: np.ndarray,
         thompson: bool,
     ) -> np.ndarray:
-        import gpytorch
         import torch
 
         seed = self._step_seed()
         torch.manual_seed(seed)
-        with (
-            gpytorch.settings.max_cholesky_size(MAX_CHOLESKY_SIZE),
-            gpytorch.settings.fast_computations(
-                covar_root_decomposition=False, log_prob=False, solves=False
-            ),
-            warnings.catch_warnings(),
-        ):
-            warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
+        with gp_numerics():
             n_seen = len(Y)
             subset = local_subset(X, Y, self.options["max_train"])
             local = len(subset) < len(Y)
@@ -336,6 +332,9 @@ class BoTorchOptimizer(Optimizer):
         constraints = self._botorch_constraints() or None
         threshold = self.options["min_feasibility_probability"]
         chosen: list[np.ndarray] = []
+        local = "" if region is None else "local_"
+        raw_samples = self.options[f"{local}raw_samples"]
+        num_restarts = self.options[f"{local}num_restarts"]
         # Sequential greedy: one point at a time, each added to X_pending for the next.
         # Starting points come from feasible Sobol points (BoTorch's own polytope sampler for
         # constrained starts costs seconds per point).
@@ -345,10 +344,10 @@ class BoTorchOptimizer(Optimizer):
             acqf.set_X_pending(_tensor(carried) if len(carried) else None)
             if region is None:
                 raw = quasirandom.candidate_set(
-                    self.space, self.options["raw_samples"], seed + step, self._avoid(taken)
+                    self.space, raw_samples, seed + step, self._avoid(taken)
                 )
             else:
-                raw = trust_region_candidates(self.space, [region], self.options["raw_samples"],
+                raw = trust_region_candidates(self.space, [region], raw_samples,
                                               seed + step, self._avoid(taken), 0.0)
             likely = None
             if feasibility_model is not None:
@@ -362,7 +361,7 @@ class BoTorchOptimizer(Optimizer):
             with torch.no_grad():
                 raw_values = torch.cat([acqf(chunk) for chunk in raw_t.split(256)])
             starts, _ = initialize_q_batch(
-                raw_t, raw_values, n=min(self.options["num_restarts"], len(raw))
+                raw_t, raw_values, n=min(num_restarts, len(raw))
             )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -494,6 +493,24 @@ class BoTorchOptimizer(Optimizer):
                 scores = acqf(_tensor(cands).unsqueeze(1)).cpu().numpy()
             accepted.append(cands[int(np.argmax(scores))])
         return np.stack(accepted)
+
+
+@contextlib.contextmanager
+def gp_numerics():
+    """Exact GP linear algebra up to MAX_CHOLESKY_SIZE points (gpytorch would switch to
+    iterative approximations at 800) and no jitter / not-p.d. warnings: the settings every
+    model-based ask of the BoTorch back-ends runs under."""
+    import gpytorch
+
+    with (
+        gpytorch.settings.max_cholesky_size(MAX_CHOLESKY_SIZE),
+        gpytorch.settings.fast_computations(
+            covar_root_decomposition=False, log_prob=False, solves=False
+        ),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
+        yield
 
 
 def _tensor(array: np.ndarray):

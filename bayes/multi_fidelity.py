@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bayes import quasirandom
-from bayes.optimizer import Observation, Optimizer
+from bayes.optimizer import Observation, Optimizer, check_integer_options
 from bayes.space import Space
 
 #: The key of a point's fidelity level (index into the declared levels, 0 = cheapest).
@@ -95,13 +95,10 @@ class MultiFidelityOptimizer(Optimizer):
         self.s = fidelity_coordinates(self.costs)
         if self.options["n_initial"] is None:
             self.options["n_initial"] = max(6, 2 * space.dim)
-        for name, minimum in [("n_initial", 1), ("num_fantasies", 1), ("num_restarts", 1),
-                              ("raw_samples", 2), ("maxiter", 1), ("num_inner_restarts", 1),
-                              ("raw_inner_samples", 2)]:
-            value = self.options[name]
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-                raise ValueError(f"option {name} must be an integer >= {minimum}; got {value!r}")
-            self.options[name] = int(value)
+        check_integer_options(self.options, [("n_initial", 1), ("num_fantasies", 1),
+                                             ("num_restarts", 1), ("raw_samples", 2),
+                                             ("maxiter", 1), ("num_inner_restarts", 1),
+                                             ("raw_inner_samples", 2)])
         self.levels: list[int] = []  # level of each observation, aligned with self.observations
         self.design_position = 0
         self.last_ask_method = ""

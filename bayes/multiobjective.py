@@ -31,12 +31,12 @@ import numpy as np
 
 from bayes import quasirandom
 from bayes.botorch_backend import (
-    MAX_CHOLESKY_SIZE,
     BoTorchOptimizer,
     _condition_on_mean,
     _tensor,
     fill_missing_variances,
     fit_gp,
+    gp_numerics,
 )
 from bayes.space import Space
 from bayes.surrogate import trust_region_candidates, trust_regions
@@ -173,19 +173,11 @@ class ParetoOptimizer(BoTorchOptimizer):
 
     # ------------------------------------------------------------------ proposals
     def _model_based(self, n, X, Y, Yvar, pending, thompson):
-        import gpytorch
         import torch
 
         seed = self._step_seed()
         torch.manual_seed(seed)
-        with (
-            gpytorch.settings.max_cholesky_size(MAX_CHOLESKY_SIZE),
-            gpytorch.settings.fast_computations(
-                covar_root_decomposition=False, log_prob=False, solves=False
-            ),
-            warnings.catch_warnings(),
-        ):
-            warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
+        with gp_numerics():
             models = []
             refits = []
             for j in range(self.n_outcomes):

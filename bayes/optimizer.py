@@ -398,6 +398,15 @@ def optimizer_from_state(space: Space, state: Mapping) -> Optimizer:
     return Optimizer.from_state(space, state)
 
 
+def check_integer_options(options: dict[str, Any], minimums: Sequence[tuple[str, int]]) -> None:
+    """Each named option must be an integer (not a bool) >= its minimum; stored as int."""
+    for name, minimum in minimums:
+        value = options[name]
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+            raise ValueError(f"option {name} must be an integer >= {minimum}; got {value!r}")
+        options[name] = int(value)
+
+
 def _finite(value: object, what: str, hint: str = "") -> float:
     try:
         number = float(value)

@@ -6,6 +6,7 @@ vectors; the report draws the front."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 
@@ -48,6 +49,22 @@ def test_cs3_pareto_campaign_tells_vectors_and_reports_the_front(tmp_path):
             assert result.objective.feasible and at_200.value <= result.objective.value
         else:
             assert not sweep.feasible and result.told()[:2] == (None, False)
+    # trials.csv: every objective has its own named column with its unit; the 200 W one holds
+    # the Ragone sweep's own 200 W discharge (empty where that design cannot deliver 200 W)
+    with open(tmp_path / "cs3_pareto" / "trials.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = {int(row["trial_id"]): row for row in reader}
+    header = reader.fieldnames
+    assert header.index("energy_density_Wh_L_at_200W") < header.index("am_wt_frac")
+    for result in results:
+        row, (sweep,) = rows[result.trial_id], result.cell.ragone
+        assert row["objective_unit"] == row["energy_density_Wh_L_at_200W_unit"] == "Wh/L"
+        if sweep.feasible:
+            assert float(row["energy_density_Wh_L_at_200W"]) == pytest.approx(
+                sweep.energy_density_Wh_L, rel=1e-9)
+            assert float(row["objective"]) == pytest.approx(result.objective.value, rel=1e-12)
+        else:
+            assert row["energy_density_Wh_L_at_200W"] == ""
     saved = json.loads((tmp_path / "cs3_pareto" / OPTIMIZER_STATE).read_text())
     state = saved["state"]
     assert state["backend"] == "botorch_pareto"

@@ -12,12 +12,14 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from bayes.optimizer import make_optimizer, optimizer_from_state
 from bayes.space import Space
 from bayes.surrogate import HyperCache, local_subset, trust_regions
 
-FAST = {"num_restarts": 2, "raw_samples": 64, "mc_samples": 32}
+FAST = {"num_restarts": 2, "raw_samples": 64, "mc_samples": 32,
+        "local_num_restarts": 2, "local_raw_samples": 64}
 BRANIN = Space({"x1": (-5.0, 10.0), "x2": (0.0, 15.0)})
 #: Branin's three global minima (value 0.397887)
 BRANIN_MINIMA = np.array([[-math.pi, 12.275], [math.pi, 2.275], [9.42478, 2.475]])
@@ -123,6 +125,13 @@ def test_beyond_max_train_the_gp_is_local_and_qlognei_searches_its_trust_region(
     keep = local_subset(X, Y, 64)
     region = trust_regions(X[keep], Y[keep], 1, opt.options["elite_fraction"], 0.0)[0]
     assert region.contains(BRANIN.to_unit_many(proposal)).all()
+
+
+def test_the_local_search_budget_is_checked_by_name():
+    for name in ("local_raw_samples", "local_num_restarts"):
+        for bad in (0, 2.5, True):
+            with pytest.raises(ValueError, match=f"option {name} must be an integer >= 1"):
+                make_optimizer(BRANIN, "botorch", **{name: bad})
 
 
 def test_thompson_batches_from_trust_regions_beat_a_global_candidate_set():

@@ -40,7 +40,14 @@ from typing import Any
 from hpc.campaign.config import CampaignConfig, ConfigError, dump_campaign, load_campaign
 from hpc.campaign.folder import FROZEN_CONFIG, JOBS_FOLDER, LOCK_NAME, OPTIMIZER_STATE
 from hpc.campaign.journal import Journal, json_safe, read_journal
-from hpc.campaign.proposer import AskOutcome, BackgroundAsker, DuplicateGuard, ReleaseRate, ask_size
+from hpc.campaign.proposer import (
+    AskFailed,
+    AskOutcome,
+    BackgroundAsker,
+    DuplicateGuard,
+    ReleaseRate,
+    ask_size,
+)
 from hpc.campaign.safe_paths import check_campaign_folder
 from hpc.campaign.trials import Trial, apply_event, fold_events, write_trials_csv
 from hpc.campaign.warm_start import (  # noqa: F401
@@ -159,6 +166,9 @@ class Campaign:
             n for n in config.space.fixed() if n not in config.space.bounds()
         ]
         self.budget = config.optimizer.budget
+        #: a multi-objective campaign's further outcomes: trials.csv names a column for each
+        self.outcome_labels = [o.label() for o in (*config.objective.also,
+                                                   *config.objective.constraints)]
         self.max_concurrent = config.optimizer.max_concurrent
         self.max_attempts = 1 + config.resources.max_retries
         self.faults = {f.trial_id: f.model_dump() for f in config.faults}
@@ -366,7 +376,7 @@ class Campaign:
         due = (self._events_since_csv >= snapshot_every(len(self.trials))
                or time.monotonic() - self._csv_written_at >= CSV_MAX_AGE_S)
         if force or due:
-            write_trials_csv(self.dir, self.trials, self.param_names)
+            write_trials_csv(self.dir, self.trials, self.param_names, self.outcome_labels)
             self._dirty = False
             self._events_since_csv = 0
             self._csv_written_at = time.monotonic()
@@ -408,7 +418,6 @@ class Campaign:
 
     def _drive(self, started: float, on_progress: Callable[[Progress], None] | None,
                stop_after_s: float | None, report: Callable[[Path], None] | None) -> Progress:
-        res = self.config.resources
         try:
             self._recover_submissions()
         except ExecutorError as error:  # cannot tell whether cut submissions are queued
@@ -417,31 +426,22 @@ class Campaign:
                                 "resume again when the scheduler answers") from error
         if not self.finished():
             self.dask = _start_dask(self.config, self.dir)
+        failure: AskFailed | None = None
         try:
-            while not self.finished():
-                self._submit_waiting()
-                # sync mode, and multi-fidelity campaigns (their level choice and the final
-                # top-level confirmation live in the inline ask), ask in this thread
-                if self.config.optimizer.mode == "sync" or self.multi_fidelity:
-                    self._refill()
-                    self._poll_once()
-                else:  # results first, so the slots they free are refilled in this cycle
-                    self._poll_once()
-                    self._refill_async()
-                self._persist()
-                if on_progress:
-                    on_progress(self.progress())
-                if self.finished():
-                    break
-                if stop_after_s is not None and time.monotonic() - started > stop_after_s:
-                    break
-                # wakes as soon as a background ask is done: its points wait < one cycle
-                self.asker.wait(res.poll_interval_s)
-        finally:
-            self._finish_ask()
-            if self.dask is not None:
-                self.dask.close()
-                self.dask = None
+            self._loop(started, on_progress, stop_after_s)
+        except AskFailed as error:  # the background ask raised: stop with its reason
+            failure = error
+        except BaseException as error:
+            late = self._finish_ask()  # the folder stays consistent; the error propagates
+            if late is not None:       # and names the ask's failure too
+                log.error("the background ask failed as well: %s", late)
+                error.add_note(f"the background ask failed as well: {late}")
+            self._close_dask()
+            raise
+        late = self._finish_ask()
+        self._close_dask()
+        if failure is not None or late is not None:
+            raise self._stopped_by_failed_ask(failure or late) from (failure or late)
         self._persist(force=True)
         progress = self.progress()
         if self.finished():
@@ -453,10 +453,53 @@ class Campaign:
             on_progress(progress)
         return progress
 
+    def _loop(self, started: float, on_progress: Callable[[Progress], None] | None,
+              stop_after_s: float | None) -> None:
+        res = self.config.resources
+        while not self.finished():
+            self._submit_waiting()
+            # sync mode, and multi-fidelity campaigns (their level choice and the final
+            # top-level confirmation live in the inline ask), ask in this thread
+            if self.config.optimizer.mode == "sync" or self.multi_fidelity:
+                self._refill()
+                self._poll_once()
+            else:  # results first, so the slots they free are refilled in this cycle
+                self._poll_once()
+                self._refill_async()
+            self._persist()
+            if on_progress:
+                on_progress(self.progress())
+            if self.finished():
+                break
+            if stop_after_s is not None and time.monotonic() - started > stop_after_s:
+                break
+            # wakes as soon as a background ask is done: its points wait < one cycle
+            self.asker.wait(res.poll_interval_s)
+
+    def _close_dask(self) -> None:
+        if self.dask is not None:
+            self.dask.close()
+            self.dask = None
+
+    def _stopped_by_failed_ask(self, failure: AskFailed) -> CampaignError:
+        """Journal why the campaign stopped (status and the report show it) and snapshot the
+        folder; the error to raise. Nothing is lost: every result is journaled and told."""
+        reason = f"the optimiser failed: {failure}"
+        log.error("stopping the campaign: %s", reason)
+        self.journal_event("campaign_stopped", reason=reason, error_type=failure.error_type)
+        self._persist(force=True)
+        return CampaignError(f"{reason}. Every result so far is in the journal and told to the "
+                             f"saved optimiser state; fix the cause (traceback above), then "
+                             f"`microloop resume {self.dir}`")
+
     def close(self) -> None:
-        self._finish_ask()
-        self.journal.close()
-        self._lock.close()  # releases the flock
+        failure = self._finish_ask()  # only when an ask was started outside run()
+        try:
+            if failure is not None:
+                raise self._stopped_by_failed_ask(failure) from failure
+        finally:
+            self.journal.close()
+            self._lock.close()  # releases the flock
 
     def _recover_submissions(self) -> None:
         """Trials whose submission was cut by a kill: re-attach to the job if it started (its
@@ -597,20 +640,23 @@ class Campaign:
         if self._tells_since_save >= snapshot_every(len(self._told)):
             self._save_optimizer()
 
-    def _finish_ask(self) -> None:
+    def _finish_ask(self) -> AskFailed | None:
         """Wait for a running ask (its state snapshot included), tell what is waiting and save:
-        the folder is consistent when the controller stops."""
+        the folder is consistent when the controller stops. A failed ask is returned, for the
+        caller to record and raise (its points, had it any, were never proposals)."""
+        failure = None
         if self.asker.busy:
             try:
                 outcome = self.asker.take(block=True)
-            except Exception as error:  # stopping anyway: the journal has every result
-                log.warning("the background ask failed while stopping: %s", error)
-                outcome = None
-            if outcome is not None:
-                self.ask_log.append(outcome)
+            except AskFailed as error:
+                failure = error
+            else:
+                if outcome is not None:
+                    self.ask_log.append(outcome)
         if self.config.optimizer.mode != "sync" and (self._untold or self._tells_since_save):
             self._flush_tells()
             self._save_optimizer()
+        return failure
 
     def _submit_waiting(self) -> None:
         """Trials proposed (or set back for a retry) that have no live job."""

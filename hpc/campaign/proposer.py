@@ -118,12 +118,32 @@ class DuplicateGuard:
         return kept, len(points) - len(kept)
 
 
+class AskFailed(RuntimeError):
+    """The optimiser's ask (or the state snapshot after it) raised in the worker thread.
+
+    Why a named error: the ask runs off the controller's thread, so without it the real reason
+    would either vanish with the thread or surface as a bare error with no campaign context.
+    It carries what was asked and the original error's type and message; the original error is
+    chained as ``__cause__`` (its traceback included)."""
+
+    def __init__(self, n_requested: int, n_pending: int, n_observations: int,
+                 error: BaseException) -> None:
+        self.n_requested = n_requested
+        self.n_pending = n_pending
+        self.n_observations = n_observations
+        self.error_type = type(error).__name__
+        self.error_message = str(error)
+        super().__init__(f"ask({n_requested}, {n_pending} pending) at {n_observations} "
+                         f"observations raised {self.error_type}: {self.error_message}")
+
+
 class BackgroundAsker:
     """Runs `optimizer.ask(n, pending)` in one worker thread, then `after_ask(optimizer)` (the
     controller saves the optimiser state there, off the critical path too).
 
     While `busy`, the caller must not touch the optimiser; it queues its tells and applies them
-    once `take()` returned the outcome. An exception in the ask is re-raised by `take()`."""
+    once `take()` returned the outcome. Anything the ask raises is raised by `take()` as
+    :class:`AskFailed` (the original chained): never a proposal, never dropped."""
 
     def __init__(self, optimizer: Any, after_ask: Callable[[Any], None] | None = None) -> None:
         self.optimizer = optimizer
@@ -132,6 +152,7 @@ class BackgroundAsker:
         self._done = threading.Event()
         self._outcome: AskOutcome | None = None
         self._error: BaseException | None = None
+        self._asked: tuple[int, int, int] = (0, 0, 0)  # n, pending, observations of this ask
 
     @property
     def busy(self) -> bool:
@@ -144,6 +165,7 @@ class BackgroundAsker:
         pending = [dict(p) for p in pending]
         self._done.clear()
         self._outcome, self._error = None, None
+        self._asked = (int(n), len(pending), self.optimizer.n_observations)
         self._thread = threading.Thread(target=self._run, args=(int(n), pending),
                                         name="microloop-ask", daemon=True)
         self._thread.start()
@@ -158,7 +180,9 @@ class BackgroundAsker:
             if self._after_ask is not None:
                 self._after_ask(self.optimizer)
             self._outcome = outcome
-        except BaseException as error:  # handed to the controller's thread by take()
+        # Everything, SystemExit included: this thread has no caller to propagate to, and an
+        # ask that ended without an outcome must not look like an empty one. take() raises it.
+        except BaseException as error:
             self._error = error
         finally:
             self._done.set()
@@ -178,6 +202,6 @@ class BackgroundAsker:
         self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
-            raise error
+            raise AskFailed(*self._asked, error) from error
         outcome, self._outcome = self._outcome, None
         return outcome

@@ -10,6 +10,8 @@ import csv
 import datetime as dt
 import io
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ STATUSES = ("proposed", "submitted", "complete", "failed")
 METRIC_COLUMNS = ("tortuosity_factor", "effective_conductivity_S_m", "cbd_coverage")
 
 #: Version of the trials.csv columns (docs/formats.md); bump on any change of names or order.
-TRIALS_SCHEMA_VERSION = "microloop.trials-csv/2"
+TRIALS_SCHEMA_VERSION = "microloop.trials-csv/3"
 #: The columns before the parameters, and those after them, in this fixed order: a column is
 #: there (empty) even when no trial has a value yet, so the order never depends on which
 #: results came first (it changed after `resume` in version 1).
@@ -163,13 +165,47 @@ def _iso_utc(epoch_s: float | None) -> str | None:
     return dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="seconds")
 
 
-def trial_rows(trials: dict[int, Trial], param_names: list[str]) -> tuple[list[str], list[dict]]:
-    """Columns and rows of trials.csv: the fixed leading columns, the parameters in the
-    campaign's order, the fixed result columns, then (sorted, so still independent of the order
-    results arrived in) any result value this schema does not name yet."""
+def outcome_columns(labels: Sequence[str]) -> list[tuple[str, str]]:
+    """The (value, unit) column names of a multi-objective campaign's further outcomes
+    (objective.also, then objective.constraints), from their labels: "energy_density_Wh_L at
+    200 W" -> ("energy_density_Wh_L_at_200W", "energy_density_Wh_L_at_200W_unit"). A repeated
+    label gets a suffix (_2, _3, ...), so no column hides another."""
+    columns: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for label in labels:
+        base = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9.]+", "_", label.replace(" W", "W")))
+        name, k = base.strip("_"), 1
+        while name in seen:
+            k += 1
+            name = f"{base.strip('_')}_{k}"
+        seen.add(name)
+        columns.append((name, f"{name}_unit"))
+    return columns
+
+
+def trial_rows(trials: dict[int, Trial], param_names: list[str],
+               outcome_labels: Sequence[str] = ()) -> tuple[list[str], list[dict]]:
+    """Columns and rows of trials.csv: the fixed leading columns, a multi-objective campaign's
+    further outcomes (`outcome_labels`: one value and one unit column each), the parameters in
+    the campaign's order, the fixed result columns, then (sorted, so still independent of the
+    order results arrived in) any result value this schema does not name yet.
+
+    Without `outcome_labels`, results that carry outcomes name them by position and kind
+    (``outcome_1_<kind>``): no number a result holds is left out of the table."""
+    ordered = sorted(trials.values(), key=lambda t: t.trial_id)
+    if not outcome_labels:
+        n_outcomes = max((len(t.result.outcomes) for t in ordered if t.result is not None),
+                         default=0)
+        kinds = {}
+        for trial in ordered:
+            if trial.result is not None:
+                for i, outcome in enumerate(trial.result.outcomes):
+                    kinds.setdefault(i, outcome.kind)
+        outcome_labels = [f"outcome {i + 1} {kinds[i]}" for i in range(n_outcomes)]
+    outcomes = outcome_columns(outcome_labels)
     rows = []
     unnamed: set[str] = set()
-    for trial in sorted(trials.values(), key=lambda t: t.trial_id):
+    for trial in ordered:
         metrics = _metric_values(trial.result)
         if trial.fidelity_level is not None:  # multi-fidelity: level and recommendation flag
             metrics["fidelity_level"] = trial.fidelity_level
@@ -188,6 +224,7 @@ def trial_rows(trials: dict[int, Trial], param_names: list[str]) -> tuple[list[s
             # how PyBaMM's discharge ended (e.g. the minimum-voltage event): not a failure
             "stop_event": (cell.objective.reason.replace("\n", " ")[:200]
                            if cell is not None and cell.objective.feasible else None),
+            **_outcome_values(trial, outcomes),
             **{name: trial.params.get(name) for name in param_names},
             **metrics,
             "attempts": trial.attempt,
@@ -199,14 +236,29 @@ def trial_rows(trials: dict[int, Trial], param_names: list[str]) -> tuple[list[s
             if trial.finished_at and trial.submitted_at else None,
         }
         rows.append(row)
-    columns = [*LEADING_COLUMNS, *param_names, *RESULT_COLUMNS, *sorted(unnamed),
-               *TRAILING_COLUMNS]
+    columns = [*LEADING_COLUMNS, *(name for pair in outcomes for name in pair), *param_names,
+               *RESULT_COLUMNS, *sorted(unnamed), *TRAILING_COLUMNS]
     return columns, rows
 
 
-def write_trials_csv(directory: Path, trials: dict[int, Trial], param_names: list[str]) -> Path:
-    """Rewrite <directory>/trials.csv atomically."""
-    columns, rows = trial_rows(trials, param_names)
+def _outcome_values(trial: Trial, columns: list[tuple[str, str]]) -> dict[str, Any]:
+    """Each further outcome's value (empty when infeasible or not finished) and unit."""
+    got = trial.result.outcomes if trial.result is not None else ()
+    if got and len(got) != len(columns):
+        raise ValueError(f"trial {trial.trial_id} has {len(got)} outcomes but the campaign names "
+                         f"{len(columns)} (objective.also + objective.constraints)")
+    out: dict[str, Any] = {}
+    for (value_column, unit_column), outcome in zip(columns, got or [None] * len(columns),
+                                                    strict=True):
+        out[value_column] = None if outcome is None else outcome.value
+        out[unit_column] = None if outcome is None else outcome.unit
+    return out
+
+
+def write_trials_csv(directory: Path, trials: dict[int, Trial], param_names: list[str],
+                     outcome_labels: Sequence[str] = ()) -> Path:
+    """Rewrite <directory>/trials.csv atomically (`outcome_labels`: see `trial_rows`)."""
+    columns, rows = trial_rows(trials, param_names, outcome_labels)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()

@@ -49,21 +49,52 @@ def _cpu(call):
     return out, time.process_time() - start
 
 
-def small_batch(n_obs: int) -> dict:
-    problem, points, values = _data(n_obs + 56 + 8, 1)
-    X = problem.space.to_unit_many(points[:n_obs])
-    _, anchor = _cpu(lambda: fit_gp(X, np.asarray(values[:n_obs]).reshape(-1, 1), None))
+def _two_asks(n_obs: int, q: int, n_pending: int, seed: int) -> dict:
+    """An optimiser told `n_obs` observations asks (q, n_pending pending): the first ask (its
+    hyper-parameters are due: a fit), then, after 8 more observations, the same ask again with
+    the kept hyper-parameters. Returns both costs, the second batch and the state the second
+    ask started from (to re-run it with other options)."""
+    problem, points, values = _data(n_obs + n_pending + 8, seed)
     opt = make_optimizer(problem.space, "botorch", seed=0)
     opt.tell(points[:n_obs], values[:n_obs])
-    pending = points[n_obs:n_obs + 56]
-    _, first = _cpu(lambda: opt.ask(8, pending=pending))
+    pending = points[n_obs:n_obs + n_pending]
+    _, first = _cpu(lambda: opt.ask(q, pending=pending))
     refit_first = opt.last_refit
-    opt.tell(points[n_obs + 56:], values[n_obs + 56:])
-    batch, second = _cpu(lambda: opt.ask(8, pending=pending))
-    return {"n_obs": n_obs, "anchor_cold_fit_cpu_s": anchor, "first_ask_cpu_s": first,
-            "first_refit": refit_first, "kept_ask_cpu_s": second, "kept_refit": opt.last_refit,
-            "method": opt.last_ask_method, "train_size": opt.last_train_size,
-            "batch_mean": float(np.mean([problem.objective(p) for p in batch]))}
+    opt.tell(points[n_obs + n_pending:], values[n_obs + n_pending:])
+    state = json.loads(json.dumps(opt.state_dict()))
+    batch, second = _cpu(lambda: opt.ask(q, pending=pending))
+    return {"problem": problem, "points": points, "values": values, "opt": opt,
+            "pending": pending, "state": state, "batch": batch,
+            "row": {"n_obs": n_obs, "first_ask_cpu_s": first, "first_refit": refit_first,
+                    "kept_ask_cpu_s": second, "kept_refit": opt.last_refit,
+                    "method": opt.last_ask_method, "train_size": opt.last_train_size}}
+
+
+def _rerun(run: dict, q: int, options: dict) -> tuple[list[dict], float]:
+    """The second ask again, from the same state, with `options` changed."""
+    state = json.loads(json.dumps(run["state"]))
+    state["options"].update(options)
+    again = optimizer_from_state(run["problem"].space, state)
+    return _cpu(lambda: again.ask(q, pending=run["pending"]))
+
+
+def small_batch(n_obs: int, variants: dict[str, dict]) -> dict:
+    run = _two_asks(n_obs, 8, 56, 1)
+    problem, points, values = run["problem"], run["points"], run["values"]
+    X = problem.space.to_unit_many(points[:n_obs])
+    _, anchor = _cpu(lambda: fit_gp(X, np.asarray(values[:n_obs]).reshape(-1, 1), None))
+    best = max(values[:n_obs] + values[n_obs + 56:])
+
+    def quality(batch):
+        scores = [problem.objective(p) for p in batch]
+        return {"batch_mean": float(np.mean(scores)), "batch_best": float(np.max(scores))}
+
+    out = {**run["row"], "anchor_cold_fit_cpu_s": anchor, "best_observed": best,
+           **quality(run["batch"])}
+    for name, options in variants.items():  # the same kept ask with other options
+        batch, cpu = _rerun(run, 8, options)
+        out[f"variant_{name}"] = {"options": options, "cpu_s": cpu, **quality(batch)}
+    return out
 
 
 def _quality(problem, batch, best_unit) -> dict:
@@ -75,25 +106,14 @@ def _quality(problem, batch, best_unit) -> dict:
 
 
 def large_batch(n_obs: int) -> dict:
-    problem, points, values = _data(n_obs + 256 + 8, 2)
-    opt = make_optimizer(problem.space, "botorch", seed=0)
-    opt.tell(points[:n_obs], values[:n_obs])
-    pending = points[n_obs:n_obs + 256]
-    _, first = _cpu(lambda: opt.ask(256, pending=pending))
-    refit_first = opt.last_refit
-    opt.tell(points[n_obs + 256:], values[n_obs + 256:])
-    state = json.loads(json.dumps(opt.state_dict()))
-    batch, second = _cpu(lambda: opt.ask(256, pending=pending))
+    run = _two_asks(n_obs, 256, 256, 2)
+    problem, opt = run["problem"], run["opt"]
     best_point, best_value = opt.best()
     best_unit = problem.space.to_unit(best_point)
-    state["options"]["global_share"] = 1.0  # the old candidate set, same kept hyper-parameters
-    glob = optimizer_from_state(problem.space, state)
-    global_batch, global_cpu = _cpu(lambda: glob.ask(256, pending=pending))
-    return {"n_obs": n_obs, "first_ask_cpu_s": first, "first_refit": refit_first,
-            "kept_ask_cpu_s": second, "kept_refit": opt.last_refit,
-            "method": opt.last_ask_method, "train_size": opt.last_train_size,
-            "best_observed": best_value, "optimum": PROBLEMS["hartmann6"].optimum,
-            "trust_region": _quality(problem, batch, best_unit),
+    # the old candidate set, same kept hyper-parameters
+    global_batch, global_cpu = _rerun(run, 256, {"global_share": 1.0})
+    return {**run["row"], "best_observed": best_value, "optimum": PROBLEMS["hartmann6"].optimum,
+            "trust_region": _quality(problem, run["batch"], best_unit),
             "global_sobol": {**_quality(problem, global_batch, best_unit), "cpu_s": global_cpu}}
 
 
@@ -103,17 +123,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--part", choices=["both", "ask8", "ask256"], default="both",
                         help="run one part only (e.g. two processes side by side)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help='re-run the kept ask(8, 56) with options changed, e.g. '
+                             'old=\'{"large_from": 1000000}\' (repeatable)')
     args = parser.parse_args(argv)
     small_n, large_n = (250, 500) if args.small else (1000, 2000)
     results = {}
     if args.part in ("both", "ask8"):
-        results["ask8_pending56"] = small_batch(small_n)
+        variants = dict(_variant(text) for text in args.variant)
+        results["ask8_pending56"] = small_batch(small_n, variants)
     if args.part in ("both", "ask256"):
         results["ask256_pending256"] = large_batch(large_n)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+
+
+def _variant(text: str) -> tuple[str, dict]:
+    name, _, options = text.partition("=")
+    parsed = json.loads(options)
+    if not name or not isinstance(parsed, dict):
+        raise SystemExit(f"--variant wants NAME=JSON-object; got {text!r}")
+    return name, parsed
 
 
 if __name__ == "__main__":
