@@ -478,7 +478,8 @@ def test_every_expensive_example_is_run_somewhere():
 
 
 #: `.md` files the pages name as what a command writes, not as files of the repository
-WRITTEN_BY_COMMANDS = {"summary.md", "table.md", "quality.md", "bench.md"}
+WRITTEN_BY_COMMANDS = {"summary.md", "table.md", "quality.md", "bench.md", "alternatives.md",
+                       "resolution.md"}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
