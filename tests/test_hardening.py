@@ -435,7 +435,11 @@ def test_characterise_of_a_non_npy_file_does_not_advise_pickles(tmp_path):
 # ---- 5. memory ---------------------------------------------------------------------------
 
 def test_memory_estimate_matches_a_measured_peak_at_another_size():
-    """The model was fitted at 64^3 and 96^3; a fresh process at 80^3 must land within 15 %."""
+    """The model was fitted at 64^3 and 96^3; a fresh process at 80^3 must land within 15 %.
+    The numba kernels are compiled once per checkout and cached on disk; the compile adds
+    50-90 MB to the first run's peak (measured 576 / 651 / 769 MB cold against 484 / 556 /
+    720 MB warm at 64 / 80 / 96^3), which the steady-state model leaves out: a first run
+    warms the cache, the second is measured."""
     script = (
         "from kernels.structure.procedural import ManufacturingParams, generate_structure\n"
         "from kernels.metrics.volume import characterise_volume\n"
@@ -447,10 +451,11 @@ def test_memory_estimate_matches_a_measured_peak_at_another_size():
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
         "print(int(hwm.split()[1]) * 1024)\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, timeout=300, check=True).stdout
-    measured = float(out.strip().splitlines()[-1])
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env=env, timeout=300, check=True).stdout for _ in range(2)]
+    cold, measured = (float(out.strip().splitlines()[-1]) for out in runs)
     assert volume_peak_bytes(80**3, "native") == pytest.approx(measured, rel=0.15)
+    assert measured <= cold * 1.02      # the compile only ever adds to the first run
 
 
 def test_memory_estimate_properties_and_the_preflight_refusal(tmp_path):

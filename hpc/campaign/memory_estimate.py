@@ -23,7 +23,10 @@ physics and solver changes (the first fit, 134/148 bytes per voxel, was 20 % low
 
 (the process after importing numpy, torch and taufactor: 294 MB). Not included: the PyBaMM model
 when the cell sweeps run inside the job (`dask_workers = 0`) and GPU memory. The estimate is
-therefore a lower bound, used to refuse what surely does not fit, not to size a job tightly. Extrapolated to 256^3 the
+therefore a lower bound, used to refuse what surely does not fit, not to size a job tightly.
+It is the steady state: the first run on a checkout also compiles the numba kernels (cached on
+disk after that), which adds 50-90 MB once (576 / 651 / 769 MB cold against 484 / 556 / 720 MB
+warm at 64 / 80 / 96^3, measured 2026-12-01 after the fused-kernel changes). Extrapolated to 256^3 the
 native model gives 3.6 GiB (the 2.27 GiB of issue 20 was measured before the particle-size and
 high-contrast solver stages existed).
 """
