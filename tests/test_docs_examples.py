@@ -379,7 +379,7 @@ SCALED_DOWN = {
 RUN_ELSEWHERE = {
     "docs/campaigns.md:265": "the paper profile (128^3 cubes): tests/test_case_studies.py "
                              "runs a reduced cs3",
-    "docs/case-studies.md:75": "a paper run's folder: the smoke block below is run by "
+    "docs/case-studies.md:76": "a paper run's folder: the smoke block below is run by "
                                "tests/test_case_study_seeds.py",
     "docs/microstructure.md:163": "a campaign's voxel store: tests/test_formats.py "
                                   "characterises one a real campaign wrote",

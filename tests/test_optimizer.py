@@ -199,7 +199,7 @@ def test_botorch_known_noise_warm_start_and_initial_design():
 
 def test_bad_calls_get_clear_errors():
     sp = space()
-    with pytest.raises(ValueError, match=r"unknown backend 'gp'; accepted: \['botorch', 'botorch_pareto', 'dragonfly', 'multi_fidelity', 'random', 'sobol'\]"):
+    with pytest.raises(ValueError, match=r"unknown backend 'gp'; accepted: \['botorch', 'botorch_pareto', 'botorch_transfer', 'dragonfly', 'multi_fidelity', 'random', 'sobol'\]"):
         make_optimizer(sp, backend="gp")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['n_init'\].*accepted: .*n_initial"):
         make_optimizer(sp, backend="botorch", n_init=5)
@@ -217,7 +217,7 @@ def test_bad_calls_get_clear_errors():
         opt.ask(0)
     with pytest.raises(ValueError, match="best\\(\\) needs at least one observation"):
         opt.best()
-    assert set(BACKENDS) == {"botorch", "botorch_pareto", "dragonfly", "sobol", "random",
+    assert set(BACKENDS) == {"botorch", "botorch_pareto", "botorch_transfer", "dragonfly", "sobol", "random",
                              "multi_fidelity"}
 
 
