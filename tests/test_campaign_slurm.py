@@ -221,17 +221,19 @@ def test_controller_script_requeues_itself_before_its_walltime(tmp_path):
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_submitted_controller_survives_its_walltime_by_requeueing_itself(tmp_path):
-    """A 1-minute controller walltime and a campaign that needs longer (trial 1 is held 70 s):
-    the controller is signalled, requeues itself, resumes from its journal and finishes; its log
-    keeps the lines written before the requeue. (Before: the job ended TIMEOUT, the campaign
-    stalled, and the log was truncated on restart.)"""
+    """A 2-minute controller walltime, signalled 60 s before it, and a campaign that needs
+    longer (trial 1 is held 100 s): the controller is signalled, requeues itself, resumes from
+    its journal and finishes; its log keeps the lines written before the requeue. (Before: the
+    job ended TIMEOUT, the campaign stalled, and the log was truncated on restart.) With a
+    1-minute walltime and a 30 s signal, a loaded machine's start-up (imports) used up the first
+    30 s and the signal came before the first controller had journaled anything."""
     campaign = tiny_campaign(
         tmp_path / "c.toml",
         optimizer={"backend": "sobol", "budget": 2, "max_concurrent": 1},
         resources={"executor": "slurm", "dask_workers": 0, "mem_gb": 1.0, "max_retries": 0,
-                   "poll_interval_s": 1.0, "controller_walltime_min": 1,
-                   "controller_requeue_signal_s": 30, "controller_cpus": 1},
-        faults=[{"trial_id": 1, "mode": "delay", "delay_s": 70.0}])
+                   "poll_interval_s": 1.0, "controller_walltime_min": 2,
+                   "controller_requeue_signal_s": 60, "controller_cpus": 1},
+        faults=[{"trial_id": 1, "mode": "delay", "delay_s": 100.0}])
     folder = tmp_path / "run"
     env = dict(os.environ, PYBAMM_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "hpc.cli", "submit", str(campaign), "--dir",
@@ -239,7 +241,7 @@ def test_submitted_controller_survives_its_walltime_by_requeueing_itself(tmp_pat
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.split("controller job ")[1].split(";")[0]
     log_path = folder / f"controller-{job_id}.out"
-    deadline = time.monotonic() + 480
+    deadline = time.monotonic() + 600
     state = ""
     try:
         while True:
