@@ -139,7 +139,7 @@ class Executor:
                    sbatch_options=role.sbatch_options, setup=list(role.setup),
                    max_concurrent=max_concurrent, result_grace_s=resources.result_grace_s,
                    max_consecutive_refusals=resources.max_consecutive_refusals,
-                   persistent_worker=getattr(resources, "persistent_worker", False),
+                   persistent_worker=resources.forks_jobs,
                    preload=EVALUATION_PRELOAD, worker_env=worker_env)
 
     # ---- submission ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -163,6 +164,8 @@ class LocalScheduler(SubmititFiles):
         # re-attached after a controller restart: the process is not our child any more
         if pid_alive(int(job_id)):
             return SchedulerState("running", "RUNNING")
+        if self._fork is not None and self._fork.awaiting_record(job_id):
+            return SchedulerState("running", "EXITING (the fork server is recording its end)")
         record = self._guard_record(job_id)
         return SchedulerState("ended", f"GONE ({record})" if record else "GONE")
 
@@ -210,6 +213,12 @@ class LocalScheduler(SubmititFiles):
             self._fork.close()
 
 
+#: how long `close` waits for the fork server to exit (it stays while its jobs run)
+CLOSE_WAIT_S = 5.0
+#: the longest a live fork server may take to record an ended job (it does every 0.25 s)
+RECORD_WAIT_S = 10.0
+
+
 class ForkServerClient:
     """The controller's end of `fork_server.py`: started on the first submission, restarted
     if it died; each job is one request and its job id the forked child's pid."""
@@ -224,8 +233,17 @@ class ForkServerClient:
         self.warm = warm
         self.env = dict(env or {})
         self.pids: set[str] = set()
+        self._ended_unrecorded: dict[str, float] = {}
         self.starts = 0  # servers started (1 unless one died)
         self._process: subprocess.Popen[str] | None = None
+
+    def awaiting_record(self, job_id: str) -> bool:
+        """A job of this server's that has ended (a zombie, or just reaped) while the server,
+        alive, has not written its exit record yet (it does within one watch interval)."""
+        if job_id not in self.pids or self._process is None or self._process.poll() is not None:
+            return False
+        first = self._ended_unrecorded.setdefault(job_id, time.monotonic())
+        return time.monotonic() - first < RECORD_WAIT_S
 
     def _server(self) -> subprocess.Popen[str]:
         if self._process is not None and self._process.poll() is None:
@@ -297,6 +315,9 @@ class ForkServerClient:
         if self._process is not None and self._process.stdin is not None:
             with contextlib.suppress(OSError):
                 self._process.stdin.close()
+            # it exits once its jobs have ended (at a campaign's end: at once); reaped here
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=CLOSE_WAIT_S)
         self._process = None   # a later submission starts a new server
 
 
