@@ -27,6 +27,7 @@ from hpc.campaign.config import load_campaign  # noqa: E402
 from hpc.campaign.controller import Campaign  # noqa: E402
 from hpc.machine.evaluation_task import EvaluationTask, warm_up_evaluation  # noqa: E402
 from hpc.machine.executor import EVALUATION_PRELOAD, Executor  # noqa: E402
+from hpc.machine.scheduler.local import LocalScheduler  # noqa: E402
 from hpc.machine.scheduler.memory_guard import record_path  # noqa: E402
 
 JOB_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYBAMM_DISABLE_TELEMETRY": "true"}
@@ -164,3 +165,24 @@ def test_a_campaign_on_a_persistent_worker_fails_only_the_crashing_trial(tmp_pat
     for trial_id in (0, 2, 3):
         assert trials[trial_id].status == "complete" and trials[trial_id].objective > 0
     assert controller.executor.scheduler._fork.starts == 1   # one worker for the campaign
+
+
+def test_forked_jobs_are_found_by_their_tag_and_polled_from_a_new_scheduler(tmp_path):
+    # what a resumed controller has: a new scheduler on the folder, nothing else
+    submitter = LocalScheduler(tmp_path, persistent_worker=True, walltime_min=5)
+    ids = submitter.submit_array(time.sleep, [(60.0,), (60.0,)], tag="t0a1", offset=3)
+    try:
+        reader = LocalScheduler(tmp_path)
+        assert reader.find_tagged("t0a1") == {3: ids[0], 4: ids[1]}
+        assert reader.find_tagged("other") == {}
+        assert {s.phase for s in reader.states(ids).values()} == {"running"}
+        reader.cancel(ids[:1])   # submitit's task ignores SIGTERM: a forked job's tree is killed
+        deadline = time.monotonic() + 60
+        while reader.states(ids[:1])[ids[0]].phase != "ended":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert "killed by signal 9" in reader.states(ids[:1])[ids[0]].detail
+        assert reader.states(ids[1:])[ids[1]].phase == "running"
+    finally:
+        submitter.cancel(ids)
+        submitter.close()

@@ -164,7 +164,8 @@ class LocalScheduler(SubmititFiles):
         # re-attached after a controller restart: the process is not our child any more
         if pid_alive(int(job_id)):
             return SchedulerState("running", "RUNNING")
-        if self._fork is not None and self._fork.awaiting_record(job_id):
+        if _unreaped_fork_child(int(job_id)) or (self._fork is not None
+                                                  and self._fork.awaiting_record(job_id)):
             return SchedulerState("running", "EXITING (the fork server is recording its end)")
         record = self._guard_record(job_id)
         return SchedulerState("ended", f"GONE ({record})" if record else "GONE")
@@ -393,6 +394,18 @@ def _is_forked(pid: int) -> bool:
     try:
         return FORK_MARKER.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
+        return False
+
+
+def _unreaped_fork_child(pid: int) -> bool:
+    """An ended job a fork server has not reaped yet (a zombie whose parent is the server):
+    its exit record follows within the server's watch interval."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            return False
+        return FORK_MARKER.encode() in Path(f"/proc/{fields[1]}/cmdline").read_bytes()
+    except (OSError, IndexError):
         return False
 
 
