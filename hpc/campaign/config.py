@@ -430,6 +430,10 @@ class ResourcesConfig(_Section):
     dask_memory_gb: float = Field(default=2.0, gt=0, le=4096)
     dask_interface: str | None = None
     max_retries: int = Field(default=2, ge=0, le=100)
+    # executor = "local": fork every job from one process per campaign that imported the stages
+    # and ran one warm-up evaluation (hpc/machine/scheduler/fork_server.py); false: a fresh
+    # Python process per job (~3 CPU-s of start-up each; docs/jobs.md). Unset: true on local.
+    persistent_worker: bool | None = None
     poll_interval_s: float = Field(default=1.0, gt=0, le=600)
     sbatch_options: dict[str, str] = Field(default_factory=dict)
     controller_walltime_min: int = Field(default=24 * 60, ge=1, le=60 * 24 * 30)
@@ -455,6 +459,11 @@ class ResourcesConfig(_Section):
                 f"controller_requeue_signal_s = {self.controller_requeue_signal_s} must be below "
                 f"the controller's walltime, {walltime_min} min ({60 * walltime_min} s)"
             )
+        if self.persistent_worker and self.executor != "local":
+            raise ValueError(
+                f"persistent_worker = true needs executor = 'local' (got {self.executor!r}): "
+                "a SLURM array task is its own allocation, and the debug executor runs jobs "
+                "in the controller; set persistent_worker = false")
         if self.dask_workers_max is not None and self.dask_workers_max < self.dask_workers:
             raise ValueError(f"dask_workers_max = {self.dask_workers_max} is below "
                              f"dask_workers = {self.dask_workers} (the pool's minimum)")
@@ -464,6 +473,14 @@ class ResourcesConfig(_Section):
                 f"{self.evaluation.gres!r} both ask for GPUs; set one of them"
             )
         return self
+
+    @property
+    def forks_jobs(self) -> bool:
+        """Whether evaluations fork from a persistent worker (`persistent_worker`, which is
+        true by default on the local executor)."""
+        if self.persistent_worker is None:
+            return self.executor == "local"
+        return self.persistent_worker
 
     @field_validator("partition", "account", "dask_interface")
     @classmethod

@@ -206,15 +206,16 @@ class Campaign:
         for trial in sorted(self.trials.values(), key=lambda t: t.trial_id):
             self._guard.add(trial.params)
         res = config.resources
+        self._job_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                         "PYBAMM_DISABLE_TELEMETRY": "true"}
         self.executor = Executor.from_resources(
             res, self.dir / JOBS_FOLDER,
             job_name=re.sub(r"[^A-Za-z0-9_.\-]", "_", f"microloop-{config.name}")[:64],
             cpus_per_task=max(res.cpus_per_task, config.ranks_per_task),
-            max_concurrent=config.optimizer.max_concurrent,
+            max_concurrent=config.optimizer.max_concurrent, worker_env=self._job_env,
         )
         self.dask = None
-        self._job_env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                         "PYBAMM_DISABLE_TELEMETRY": "true"}
+        self._warm_set = False
 
     # ---- creation and reopening ---------------------------------------------------------
 
@@ -477,6 +478,7 @@ class Campaign:
             self.asker.wait(res.poll_interval_s)
 
     def _close_dask(self) -> None:
+        self.executor.close()   # a persistent worker ends once its running jobs have
         if self.dask is not None:
             self.dask.close()
             self.dask = None
@@ -680,6 +682,13 @@ class Campaign:
                 else self.level_specs[trial.fidelity_level]
             args.append((str(self.dir), trial.trial_id, trial.params, spec, attempt,
                          address, self.faults.get(trial.trial_id), self._job_env))
+        if not self._warm_set:   # a persistent worker's one warm-up: this campaign's work
+            from hpc.machine.evaluation_task import warm_up_evaluation
+
+            self._warm_set = True
+            self.executor.set_warm((warm_up_evaluation, (
+                str(self.dir / JOBS_FOLDER / "warm-up"), trials[0].params, args[0][3],
+                address is None)))
         try:
             job_ids = self.executor.submit_array(EvaluationTask(), args, tag=tag)
         except ExecutorError as error:

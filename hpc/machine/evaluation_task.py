@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,46 @@ def probe_job_devices(n_ranks: int = 2, timeout_s: float = 120.0) -> list[dict[s
     return sorted((json.loads(line) for line in lines), key=lambda r: int(r["rank"] or 0))
 
 
+def warm_up_evaluation(scratch_dir: str, params: dict[str, float], spec: dict[str, Any],
+                       cell_in_job: bool) -> None:
+    """A persistent worker's warm-up (hpc/machine/scheduler/fork_server.py): one real evaluation
+    of this campaign's work in a scratch folder, so that the imports, numba's cache loads and
+    other first calls are paid once, in the process every job is forked from.
+
+    `cell_in_job` (no Dask cluster): the cell model is built and warmed here too, so each job
+    inherits it. With a cluster the cell stage is left out: the workers hold the model, and a
+    Dask client must not run before a fork (its threads would not exist in the child)."""
+    import shutil
+
+    from jobs.contract.spec import EvaluationSpec, validate_params
+
+    scratch = Path(scratch_dir)
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        if cell_in_job:
+            from jobs.evaluate import evaluate_design
+
+            evaluate_design(str(scratch), 0, params, spec, dask_scheduler_address=None)
+        else:
+            from jobs.characterise import run_characterise
+            from jobs.generate import generate_samples
+
+            typed = EvaluationSpec.from_dict(spec)
+            generate_samples(str(scratch), 0, validate_params(params), typed)
+            run_characterise(str(scratch), 0, typed)
+        print(f"warm-up: cell models built in this process: {cell_models_built()}",
+              file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def cell_models_built() -> int | None:
+    """How many cell models this process holds (kernels.cell.model's cache), None when the
+    cell model was never imported here: what tells a forked job whether it built one."""
+    module = sys.modules.get("kernels.cell.model")
+    return None if module is None else len(module._MODELS)
+
+
 class InjectedFault(RuntimeError):
     """Raised on purpose by a campaign's `[[faults]]` entry."""
 
@@ -127,6 +168,7 @@ class EvaluationTask(submitit.helpers.Checkpointable):
             )
         from jobs.evaluate import evaluate_design
 
+        models_before = cell_models_built()
         try:
             result = evaluate_design(campaign_dir, trial_id, params, spec,
                                      dask_scheduler_address=dask_address)
@@ -140,5 +182,10 @@ class EvaluationTask(submitit.helpers.Checkpointable):
                   "running the cell sweeps in this job", flush=True)
             result = evaluate_design(campaign_dir, trial_id, params, spec,
                                      dask_scheduler_address=None)
+        models_after = cell_models_built()
+        # the observable for "the model is built once per worker": a forked job of a warmed
+        # worker that scores the cell in the job builds none
+        print(f"cell models: {models_before} before this job, {models_after} after "
+              f"(process {os.getpid()}, parent {os.getppid()})", flush=True)
         job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
         return dict(result, attempt=attempt, host=os.uname().nodename, job_id=job_id)

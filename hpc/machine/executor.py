@@ -50,6 +50,11 @@ __all__ = [
     "_pid_alive", "parse_sacct", "query_slurm_states", "slurm_max_array_size",
 ]
 
+#: What a persistent worker imports before its first job: the modules an evaluation loads
+#: lazily (the stages, and through them torch, numba, zarr, skimage; PyBaMM only where the
+#: warm-up scores the cell in the job)
+EVALUATION_PRELOAD = ("hpc.machine.evaluation_task", "jobs.evaluate", "jobs.generate",
+                      "jobs.characterise", "jobs.simulate", "distributed")
 #: Default wait for the result file of a job its scheduler says has ended (slow NFS).
 RESULT_GRACE_S = 5.0
 #: Prefix of the id of a submission the scheduler refused permanently.
@@ -74,7 +79,9 @@ class Executor:
                  result_grace_s: float = RESULT_GRACE_S, transient_retries: int = 6,
                  backoff_base_s: float = 1.0, backoff_max_s: float = 60.0,
                  setup: list[str] | None = None,
-                 max_consecutive_refusals: int = MAX_CONSECUTIVE_REFUSALS) -> None:
+                 max_consecutive_refusals: int = MAX_CONSECUTIVE_REFUSALS,
+                 persistent_worker: bool = False, preload: Sequence[str] = (),
+                 worker_env: dict[str, str] | None = None) -> None:
         if kind not in SCHEDULERS:
             raise ValueError(f"executor kind {kind!r}; allowed: {', '.join(SCHEDULERS)}")
         if result_grace_s < 0 or transient_retries < 0 or backoff_base_s < 0:
@@ -86,7 +93,11 @@ class Executor:
         options: dict[str, Any] = dict(max_array_size=max_array_size,
                                        max_num_timeout=max_num_timeout, walltime_min=walltime_min)
         if kind == "local":
-            options.update(mem_gb=mem_gb)  # enforced by the local memory guard
+            options.update(mem_gb=mem_gb,  # enforced by the local memory guard
+                           persistent_worker=persistent_worker, preload=tuple(preload),
+                           worker_env=worker_env)
+        elif persistent_worker:
+            raise ValueError(f"persistent_worker needs executor kind 'local', not {kind!r}")
         if kind == "slurm":
             options.update(partition=partition, account=account, cpus_per_task=cpus_per_task,
                            gpus_per_task=gpus_per_task, mem_gb=mem_gb, job_name=job_name,
@@ -113,9 +124,12 @@ class Executor:
 
     @classmethod
     def from_resources(cls, resources: Any, folder: Path, *, job_name: str,
-                       cpus_per_task: int, max_concurrent: int) -> Executor:
+                       cpus_per_task: int, max_concurrent: int,
+                       worker_env: dict[str, str] | None = None) -> Executor:
         """The evaluations' executor from a campaign's `[resources]` (its evaluation role:
-        hpc.campaign.resources_config), throttled at the campaign's `max_concurrent`."""
+        hpc.campaign.resources_config), throttled at the campaign's `max_concurrent`.
+        `worker_env`: what each job sets (thread counts), set in a persistent worker before
+        it imports anything."""
         from hpc.campaign.resources_config import resolve_role
 
         role = resolve_role(resources, "evaluation")
@@ -124,7 +138,9 @@ class Executor:
                    mem_gb=resources.mem_gb, walltime_min=role.walltime_min, job_name=job_name,
                    sbatch_options=role.sbatch_options, setup=list(role.setup),
                    max_concurrent=max_concurrent, result_grace_s=resources.result_grace_s,
-                   max_consecutive_refusals=resources.max_consecutive_refusals)
+                   max_consecutive_refusals=resources.max_consecutive_refusals,
+                   persistent_worker=resources.forks_jobs,
+                   preload=EVALUATION_PRELOAD, worker_env=worker_env)
 
     # ---- submission ----------------------------------------------------------------------
 
@@ -252,6 +268,18 @@ class Executor:
         if refused is not None:
             return JobOutcome(False, error=refused)
         return self.scheduler.outcome(job_id)
+
+    def set_warm(self, warm: tuple[Callable[..., Any], tuple[Any, ...]] | None) -> None:
+        """The call a persistent worker runs once before its first job (a no-op otherwise)."""
+        setter = getattr(self.scheduler, "set_warm", None)
+        if setter is not None:
+            setter(warm)
+
+    def close(self) -> None:
+        """Let a persistent worker end once its running jobs have (a no-op otherwise)."""
+        closer = getattr(self.scheduler, "close", None)
+        if closer is not None:
+            closer()
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         ids = [job_id for job_id in job_ids if not job_id.startswith(REFUSED_PREFIX)]

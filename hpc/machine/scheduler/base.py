@@ -114,6 +114,11 @@ class Scheduler(Protocol):
         ...
 
 
+#: In a fork server's command line (fork_server.py): its forked jobs share it, so `pid_alive`
+#: knows them; and the suffix of the file holding a forked job's tag label
+FORK_MARKER = "microloop-fork-server"
+FORK_LABEL_SUFFIX = "_label.txt"
+
 #: What marks a job as part of a tagged submission (a SLURM comment, a local job's environment).
 TAG_PREFIX = "microloop-submission"
 TAG_ENV = "MICROLOOP_SUBMISSION"

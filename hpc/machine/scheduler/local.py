@@ -8,13 +8,18 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
+import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from hpc.machine.scheduler.base import (
+    FORK_LABEL_SUFFIX,
+    FORK_MARKER,
     TAG_ENV,
     FailureKind,
     JobOutcome,
@@ -23,7 +28,7 @@ from hpc.machine.scheduler.base import (
     parse_tag_label,
     tag_label,
 )
-from hpc.machine.scheduler.memory_guard import GIB, describe, record_path
+from hpc.machine.scheduler.memory_guard import GIB, describe, process_tree, record_path
 from hpc.machine.scheduler.submitit_files import SubmititFiles
 
 #: run by file path (standard library only): it starts in milliseconds, imports nothing of ours
@@ -37,10 +42,16 @@ class LocalScheduler(SubmititFiles):
 
     def __init__(self, folder: Path, *, walltime_min: int = 60, max_num_timeout: int = 3,
                  max_array_size: int | None = None, mem_gb: float | None = None,
-                 **_ignored: Any) -> None:
+                 persistent_worker: bool = False, preload: Sequence[str] = (),
+                 warm: tuple[Callable[..., Any], tuple[Any, ...]] | None = None,
+                 worker_env: dict[str, str] | None = None, **_ignored: Any) -> None:
         import submitit
 
         super().__init__(folder)
+        #: resources.persistent_worker: jobs are forked from one warmed server (fork_server.py)
+        self._fork = (ForkServerClient(self.folder, walltime_min=walltime_min, mem_gb=mem_gb,
+                                       preload=preload, warm=warm, env=worker_env)
+                      if persistent_worker else None)
         #: each job's memory limit (resources.mem_gb), enforced by memory_guard.py around the
         #: task (why a watchdog, not RLIMIT_AS or a cgroup: that module's docstring)
         self.mem_gb = mem_gb
@@ -59,6 +70,8 @@ class LocalScheduler(SubmititFiles):
 
     def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
                      tag: str | None = None, offset: int = 0) -> list[str]:
+        if self._fork is not None:
+            return self._fork.submit_array(fn, args_list, tag, offset)
         jobs = []
         try:
             for index, args in enumerate(args_list):
@@ -106,6 +119,18 @@ class LocalScheduler(SubmititFiles):
             position = parse_tag_label(label, tag)
             if position is not None and labels.get(parent, ("",))[0] != label:
                 found[position] = str(pid)
+        # forked jobs (resources.persistent_worker) share their server's environment: the
+        # server leaves each one's label in a file
+        for path in self.folder.glob(f"*{FORK_LABEL_SUFFIX}"):
+            pid = path.name[:-len(FORK_LABEL_SUFFIX)]
+            if not pid.isdigit() or not pid_alive(int(pid)):
+                continue
+            try:
+                position = parse_tag_label(path.read_text().strip(), tag)
+            except OSError:
+                continue
+            if position is not None:
+                found[position] = pid
         return found
 
     def classify_submission_error(self, message: str) -> FailureKind:
@@ -124,6 +149,9 @@ class LocalScheduler(SubmititFiles):
                 del self._jobs[job_id]
 
     def _state(self, job_id: str) -> SchedulerState:
+        forked = self._forked_record(job_id)
+        if forked is not None:   # the fork server reaped it: its record is final
+            return SchedulerState("ended", f"EXITED ({describe(forked)})")
         process = getattr(self._jobs.get(job_id), "_process", None)
         if process is not None:
             code = process.poll()
@@ -136,8 +164,20 @@ class LocalScheduler(SubmititFiles):
         # re-attached after a controller restart: the process is not our child any more
         if pid_alive(int(job_id)):
             return SchedulerState("running", "RUNNING")
+        if _unreaped_fork_child(int(job_id)) or (self._fork is not None
+                                                  and self._fork.awaiting_record(job_id)):
+            return SchedulerState("running", "EXITING (the fork server is recording its end)")
         record = self._guard_record(job_id)
         return SchedulerState("ended", f"GONE ({record})" if record else "GONE")
+
+    def _forked_record(self, job_id: str) -> dict | None:
+        """The fork server's record of an ended forked job, None for a running or fresh one
+        (a fresh job's guard record is not final: submitit may requeue the task)."""
+        try:
+            record = json.loads(record_path(self.folder, job_id).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and record.get("forked") else None
 
     def _guard_record(self, job_id: str) -> str:
         """How the memory guard saw the job's task end, '' without a (readable) record."""
@@ -152,9 +192,134 @@ class LocalScheduler(SubmititFiles):
     def cancel(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
             try:
-                os.kill(int(job_id), signal.SIGTERM)
+                if _is_forked(int(job_id)):
+                    # a forked job runs submitit's task directly, which ignores SIGTERM (it
+                    # is submitit's wrapper that turns it into a kill): end its tree
+                    for pid in reversed(process_tree(int(job_id))):
+                        os.kill(pid, signal.SIGKILL)
+                else:
+                    os.kill(int(job_id), signal.SIGTERM)
             except (ProcessLookupError, ValueError):
                 pass
+
+    def set_warm(self, warm: tuple[Callable[..., Any], tuple[Any, ...]] | None) -> None:
+        """The call the fork server runs once before its first job (no effect on fresh jobs,
+        nor once the server has started)."""
+        if self._fork is not None:
+            self._fork.warm = warm
+
+    def close(self) -> None:
+        """Stop the fork server taking jobs (its running jobs finish)."""
+        if self._fork is not None:
+            self._fork.close()
+
+
+#: how long `close` waits for the fork server to exit (it stays while its jobs run)
+CLOSE_WAIT_S = 5.0
+#: the longest a live fork server may take to record an ended job (it does every 0.25 s)
+RECORD_WAIT_S = 10.0
+
+
+class ForkServerClient:
+    """The controller's end of `fork_server.py`: started on the first submission, restarted
+    if it died; each job is one request and its job id the forked child's pid."""
+
+    def __init__(self, folder: Path, *, walltime_min: float, mem_gb: float | None,
+                 preload: Sequence[str], warm: tuple[Callable[..., Any], tuple[Any, ...]] | None,
+                 env: dict[str, str] | None) -> None:
+        self.folder = Path(folder)
+        self.timeout_s = 60.0 * float(walltime_min)
+        self.mem_bytes = None if mem_gb is None else int(mem_gb * GIB)
+        self.preload = list(preload)
+        self.warm = warm
+        self.env = dict(env or {})
+        self.pids: set[str] = set()
+        self._ended_unrecorded: dict[str, float] = {}
+        self.starts = 0  # servers started (1 unless one died)
+        self._process: subprocess.Popen[str] | None = None
+
+    def awaiting_record(self, job_id: str) -> bool:
+        """A job of this server's that has ended (a zombie, or just reaped) while the server,
+        alive, has not written its exit record yet (it does within one watch interval)."""
+        if job_id not in self.pids or self._process is None or self._process.poll() is not None:
+            return False
+        first = self._ended_unrecorded.setdefault(job_id, time.monotonic())
+        return time.monotonic() - first < RECORD_WAIT_S
+
+    def _server(self) -> subprocess.Popen[str]:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        from submitit.core.utils import DelayedSubmission
+
+        command = [sys.executable, "-m", "hpc.machine.scheduler.fork_server", str(self.folder),
+                   "--preload", ",".join(self.preload)]
+        if self.warm is not None:
+            path = self.folder / f".fork_server_warm_{uuid.uuid4().hex[:8]}.pkl"
+            DelayedSubmission(self.warm[0], *self.warm[1]).dump(path)
+            command += ["--warm", str(path)]
+        command += ["--role", FORK_MARKER]
+        env = dict(os.environ)
+        for key, value in self.env.items():   # what the job would set: before torch loads
+            env.setdefault(key, value)
+        env.pop(TAG_ENV, None)
+        log_file = open(self.folder / "fork_server.log", "a")  # noqa: SIM115 (the server's)
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=log_file, text=True, env=env)
+        log_file.close()
+        self.starts += 1
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            code = self._process.wait()
+            raise SubmissionError(f"the fork server (resources.persistent_worker) exited {code} "
+                                  f"before it was ready; see {self.folder / 'fork_server.log'}",
+                                  "permanent")   # a start-up error: trying again repeats it
+        return self._process
+
+    def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
+                     tag: str | None, offset: int) -> list[str]:
+        from submitit.core.utils import DelayedSubmission
+
+        ids = []
+        for index, args in enumerate(args_list):
+            path = self.folder / f".submission_file_{uuid.uuid4().hex}.pkl"
+            DelayedSubmission(fn, *args).dump(path)
+            request = {"pickle": str(path), "timeout_s": self.timeout_s,
+                       "mem_bytes": self.mem_bytes,
+                       "label": tag_label(tag, offset + index) if tag else None,
+                       "env": {TAG_ENV: tag_label(tag, offset + index)} if tag else {}}
+            answer = self._ask(request)
+            if "pid" not in answer:
+                raise SubmissionError(f"the fork server refused a job: {answer.get('error')}",
+                                      "permanent")
+            ids.append(str(answer["pid"]))
+            self.pids.add(ids[-1])
+        return ids
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(2):   # a server that died meanwhile is replaced once
+            process = self._server()
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                process.stdin.write(json.dumps(request) + "\n")
+                process.stdin.flush()
+                line = process.stdout.readline()
+            except (BrokenPipeError, OSError):
+                line = ""
+            if line:
+                return json.loads(line)
+            process.wait()
+        raise SubmissionError("the fork server (resources.persistent_worker) died twice; see "
+                              f"{self.folder / 'fork_server.log'}", "transient")
+
+    def close(self) -> None:
+        if self._process is not None and self._process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._process.stdin.close()
+            # it exits once its jobs have ended (at a campaign's end: at once); reaped here
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=CLOSE_WAIT_S)
+        self._process = None   # a later submission starts a new server
 
 
 class DebugScheduler:
@@ -224,10 +389,30 @@ def _environment(name: str, value: str | None) -> Iterator[None]:
             os.environ[name] = previous
 
 
+def _is_forked(pid: int) -> bool:
+    """A job forked by a fork server (it shares the server's command line)."""
+    try:
+        return FORK_MARKER.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _unreaped_fork_child(pid: int) -> bool:
+    """An ended job a fork server has not reaped yet (a zombie whose parent is the server):
+    its exit record follows within the server's watch interval."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            return False
+        return FORK_MARKER.encode() in Path(f"/proc/{fields[1]}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+
+
 def pid_alive(pid: int) -> bool:
     """A live submitit local job (guards against pid reuse by checking its command line)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"submitit" in cmdline
+    return b"submitit" in cmdline or FORK_MARKER.encode() in cmdline

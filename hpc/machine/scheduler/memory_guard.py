@@ -124,6 +124,9 @@ def describe(record: dict, mem_gb_key: str = "resources.mem_gb") -> str:
                 f"process(es) held {record.get('pss_bytes_at_kill', 0) / GIB:.2f} GiB (PSS), "
                 f"above {mem_gb_key} = {limit:g} GiB; raise {mem_gb_key} or lower "
                 "fidelity.cube_voxels / mpi_ranks")
+    if record.get("timed_out_after_s") is not None:
+        return (f"timed out: killed after its walltime of "
+                f"{record['timed_out_after_s'] / 60:g} min (resources.walltime_min)")
     sig = record.get("signal")
     if sig is None:
         return (f"exited with code {record.get('exit_code')} (peak RSS {peak:.2f} GiB of "

@@ -1,0 +1,188 @@
+"""The persistent worker of the local executor (resources.persistent_worker, fork_server.py):
+jobs forked from one warmed process keep the contract of fresh job processes.
+
+What is checked, each against something nobody here chose: the same trial evaluated in a fresh
+Python process and in a job forked from a warmed (and already used) worker gives the identical
+result; a job that crashes (SIGABRT) or overruns its walltime fails with the kernel's / the
+walltime's name while the worker goes on with the next job; the cell model is built once, in
+the worker, and no job builds another (the jobs' own log lines); a campaign with a crashing trial
+journals that trial's failure and completes the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_campaign import tiny_campaign  # noqa: E402
+
+from hpc.campaign.config import load_campaign  # noqa: E402
+from hpc.campaign.controller import Campaign  # noqa: E402
+from hpc.machine.evaluation_task import EvaluationTask, warm_up_evaluation  # noqa: E402
+from hpc.machine.executor import EVALUATION_PRELOAD, Executor  # noqa: E402
+from hpc.machine.scheduler.local import LocalScheduler  # noqa: E402
+from hpc.machine.scheduler.memory_guard import record_path  # noqa: E402
+
+JOB_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYBAMM_DISABLE_TELEMETRY": "true"}
+PARAMS = {"am_wt_frac": 0.9, "porosity": 0.36, "binder_adhesion": 0.5,
+          "mass_loading_mg_cm2": 15.0}
+OTHER = {"am_wt_frac": 0.88, "porosity": 0.4, "binder_adhesion": 0.5,
+         "mass_loading_mg_cm2": 15.0}
+
+
+def _wait(executor: Executor, ids: list[str], timeout_s: float = 600.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        statuses = executor.poll(ids)
+        if all(s.state in ("finished", "failed") for s in statuses.values()):
+            return statuses
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.2)
+
+
+def _comparable(result: dict) -> dict:
+    """A result without what differs between any two runs: wall times, host, job id."""
+    result = json.loads(json.dumps(result))
+    for key in ("timings_s", "host", "job_id"):
+        result.pop(key, None)
+    if result.get("cell"):
+        result["cell"].pop("wall_s", None)
+    result["metrics"].pop("solve_wall_s")
+    return result
+
+
+def _differences(a: object, b: object, path: str = "") -> list[str]:
+    """The paths where two JSON values differ (to show what, not only that)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b))
+                for d in _differences(a.get(key), b.get(key), f"{path}.{key}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
+                for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def _job_log(folder: Path, job_id: str) -> str:
+    return (folder / f"{job_id}_0_log.out").read_text()
+
+
+@pytest.mark.slow
+def test_a_reused_worker_gives_the_result_of_a_fresh_process_and_builds_the_model_once(
+        tmp_path, monkeypatch):
+    for key, value in JOB_ENV.items():
+        monkeypatch.setenv(key, value)
+    spec = load_campaign(tiny_campaign(tmp_path / "tiny.toml")).to_spec_dict()
+    task = EvaluationTask()
+    # no Dask cluster: the cell sweeps run in the job, so the worker's warm-up builds the model
+    fresh = Executor("local", tmp_path / "fresh_jobs", walltime_min=10)
+    (fresh_id,) = fresh.submit_array(task, [(str(tmp_path / "a"), 5, PARAMS, spec, 1, None,
+                                             None, JOB_ENV)])
+    forked = Executor("local", tmp_path / "forked_jobs", walltime_min=10, persistent_worker=True,
+                      preload=EVALUATION_PRELOAD, worker_env=JOB_ENV)
+    forked.set_warm((warm_up_evaluation, (str(tmp_path / "scratch"), OTHER, spec, True)))
+    # the worker first evaluates another design (trial 3), then trial 5 in a job forked after it
+    first = forked.submit_array(task, [(str(tmp_path / "b"), 3, OTHER, spec, 1, None, None,
+                                        JOB_ENV)])
+    assert _wait(forked, first)[first[0]].state == "finished"
+    second = forked.submit_array(task, [(str(tmp_path / "b"), 5, PARAMS, spec, 1, None, None,
+                                         JOB_ENV)])
+    statuses = {**_wait(forked, second), **_wait(fresh, [fresh_id])}
+    assert all(s.state == "finished" for s in statuses.values()), statuses
+    reference, reused = fresh.outcome(fresh_id), forked.outcome(second[0])
+    assert reference.ok and reused.ok, (reference.error, reused.error)
+    assert reused.value["objective"]["feasible"]
+    assert not _differences(_comparable(reused.value), _comparable(reference.value))
+    assert reused.value["job_id"] == second[0] != reference.value["job_id"]
+    # one worker served both jobs, and they are its children
+    assert forked.scheduler._fork.starts == 1
+    server_pid = forked.scheduler._fork._process.pid
+    for job_id in (*first, *second):
+        log = _job_log(tmp_path / "forked_jobs", job_id)
+        # the model was built once, in the worker's warm-up: each job found it and built none
+        assert f"cell models: 1 before this job, 1 after (process {job_id}, parent " \
+               f"{server_pid})" in log, log[-2000:]
+    assert "cell models: None before this job, 1 after" in _job_log(tmp_path / "fresh_jobs",
+                                                                       fresh_id)
+    server_log = (tmp_path / "forked_jobs" / "fork_server.log").read_text()
+    assert "warm-up: cell models built in this process: 1" in server_log, server_log[-2000:]
+    assert not (tmp_path / "scratch").exists()   # the warm-up leaves nothing behind
+    forked.close()
+
+
+def test_a_crashed_or_hung_job_fails_with_its_reason_and_the_worker_goes_on(tmp_path):
+    # walltime 0.05 min = 3 s; no preload: the worker's contract, not the evaluation's
+    executor = Executor("local", tmp_path, walltime_min=0.05, persistent_worker=True)
+    crashed = executor.submit_array(os.abort, [()])
+    hung = executor.submit_array(time.sleep, [(120,)])
+    statuses = _wait(executor, crashed + hung, timeout_s=120)
+    assert statuses[crashed[0]].state == "failed"
+    assert "killed by signal 6" in statuses[crashed[0]].detail
+    assert statuses[hung[0]].state == "failed"
+    assert re.search(r"timed out: killed after its walltime of 0.05 min",
+                     statuses[hung[0]].detail), statuses[hung[0]].detail
+    # the next job runs, in the same worker, in a process of its own (its pid is its job id)
+    after = executor.submit_array(os.getpid, [(), ()])
+    statuses = _wait(executor, after, timeout_s=120)
+    assert all(s.state == "finished" for s in statuses.values()), statuses
+    assert [executor.outcome(job_id).value for job_id in after] == [int(i) for i in after]
+    assert executor.scheduler._fork.starts == 1
+    assert json.loads(record_path(tmp_path, hung[0]).read_text())["signal"] == 9
+    executor.close()
+
+
+def test_a_persistent_worker_needs_the_local_executor(tmp_path):
+    with pytest.raises(ValueError, match="persistent_worker = true needs executor = 'local'"):
+        load_campaign(tiny_campaign(tmp_path / "c.toml", resources={
+            "executor": "debug", "persistent_worker": True}))
+    with pytest.raises(ValueError, match="persistent_worker needs executor kind 'local'"):
+        Executor("debug", tmp_path, persistent_worker=True)
+
+
+@pytest.mark.slow
+def test_a_campaign_on_a_persistent_worker_fails_only_the_crashing_trial(tmp_path):
+    campaign = tiny_campaign(
+        tmp_path / "faults.toml",
+        optimizer={"backend": "sobol", "budget": 4, "max_concurrent": 2},
+        resources={"dask_workers": 0, "persistent_worker": True},
+        faults=[{"trial_id": 1, "attempts": 5, "mode": "kill"}],
+    )
+    controller = Campaign.create(load_campaign(campaign), tmp_path / "run")
+    try:
+        progress = controller.run(report=None)
+    finally:
+        controller.close()
+    assert (progress.complete, progress.failed) == (3, 1)
+    trials = controller.trials
+    assert trials[1].status == "failed" and trials[1].attempt == 2
+    assert "killed by signal 9" in trials[1].reason and "without a result" in trials[1].reason
+    for trial_id in (0, 2, 3):
+        assert trials[trial_id].status == "complete" and trials[trial_id].objective > 0
+    assert controller.executor.scheduler._fork.starts == 1   # one worker for the campaign
+
+
+def test_forked_jobs_are_found_by_their_tag_and_polled_from_a_new_scheduler(tmp_path):
+    # what a resumed controller has: a new scheduler on the folder, nothing else
+    submitter = LocalScheduler(tmp_path, persistent_worker=True, walltime_min=5)
+    ids = submitter.submit_array(time.sleep, [(60.0,), (60.0,)], tag="t0a1", offset=3)
+    try:
+        reader = LocalScheduler(tmp_path)
+        assert reader.find_tagged("t0a1") == {3: ids[0], 4: ids[1]}
+        assert reader.find_tagged("other") == {}
+        assert {s.phase for s in reader.states(ids).values()} == {"running"}
+        reader.cancel(ids[:1])   # submitit's task ignores SIGTERM: a forked job's tree is killed
+        deadline = time.monotonic() + 60
+        while reader.states(ids[:1])[ids[0]].phase != "ended":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert "killed by signal 9" in reader.states(ids[:1])[ids[0]].detail
+        assert reader.states(ids[1:])[ids[1]].phase == "running"
+    finally:
+        submitter.cancel(ids)
+        submitter.close()
