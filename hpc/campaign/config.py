@@ -893,6 +893,8 @@ def _check_optimizer_options(config: CampaignConfig, source: str) -> None:
         options = dict(opt.options)
         if "n_initial" in getattr(get_backend_class(opt.backend), "OPTIONS", {}):
             options.setdefault("n_initial", opt.n_initial)
+        if config.fidelity.levels:   # multi_fidelity: the levels' costs, as the controller passes
+            options["fidelity_costs"] = config.fidelity.level_costs
         validate_options(config.space.to_bayes_space(), opt.backend, opt.seed, **options)
     except ImportError as error:  # an optional back-end (dragonfly) that is not installed
         raise ConfigError(f"invalid campaign file {source}:\n  optimizer.backend: "

@@ -1,23 +1,29 @@
-"""Benchmark multi-fidelity BO against the single-fidelity campaign: cost to reach its optimum.
+"""Benchmark multi-fidelity BO against the single-fidelity campaign: CPU to reach its optimum.
 
-Problem: BoTorch's AugmentedBranin (maximising its negative; known optimum -0.397887 at the top
-fidelity s = 1), whose low fidelity is *biased*: at s = 0.5 the function's minimisers move
-(x2 at x1 = pi shifts from 2.28 to 1.78), so a method that trusts cheap values blindly lands
-off the true optimum. Two levels: s = 0.5 at cost 1 and s = 1 at cost 10 (the ratio of one
-32^3 cube to two 96^3 cubes in a campaign's CPU-s, docs/optimisers.md).
+Problems with a known top-fidelity optimum, both from BoTorch and both *biased* at the low
+level (a method that trusts cheap values blindly lands off the true optimum):
+- ``branin``: AugmentedBranin (maximising its negative; optimum -0.397887 at s = 1); at s = 0.5
+  its minimisers move (x2 at x1 = pi shifts from 2.28 to 1.78);
+- ``hartmann``: AugmentedHartmann, 6 design dimensions (negated: optimum 3.32237 at s = 1).
+Two levels, s = 0.5 and s = 1, costing ``--cost-cpu-s`` CPU-seconds per evaluation (default
+5 and 45: one 32^3 cube with the job start-up, and a cs3 paper-profile design, two 128^3 cubes
+and the 4680 cell at 200 W, ~45 CPU-s; docs/optimisers.md).
 
-Both methods get the same total cost (``--budget-cost``, in top-fidelity evaluations x 10) and
-the same seeds, in the same run (multi-fidelity capped at ``--max-evaluations``):
-- single fidelity: the default ``botorch`` back-end (GP + qLogNEI), every evaluation at s = 1;
-- multi-fidelity: ``multi_fidelity`` (MF-KG with the cost model) until the budget less one top
-  evaluation is spent, then its ``recommend()`` evaluated at s = 1 (as a campaign does).
-Reported per method: the true top-fidelity value of the final recommendation (single fidelity:
-its best observation), and the cost at which each multi-fidelity seed's incumbent (best top-level
-observation, the final confirmation included) first reached the single-fidelity optimum within
-its seed spread (mean - sd over seeds); plus each method's optimiser CPU seconds (the anchor:
-both measured in this process, one thread).
+All arms get the same evaluation budget (``--budget-top`` top-level evaluations' worth) and the
+same seeds, in the same run; the multi-fidelity arms are also capped at ``--max-evaluations``:
+- ``single``: the default ``botorch`` back-end (GP + qLogNEI), every evaluation at s = 1;
+- ``mfkg`` / ``two_step``: the ``multi_fidelity`` back-end with that ``acquisition``, until the
+  budget less one top evaluation is spent, then its ``recommend()`` evaluated at s = 1 (as a
+  campaign does).
+The CPU an arm has spent after each evaluation is the modelled evaluation cost plus the ask's
+measured CPU (this process, one thread: every arm measured the same way, the single-fidelity arm
+the anchor). Reported per arm: the true top-fidelity value of the final recommendation (single:
+its best observation), and the CPU-s at which each seed's incumbent (best top-level observation,
+the confirmation included) first reached the single-fidelity optimum within its seed spread
+(mean - sd over seeds). Each (problem, seed, arm) is cached in ``--out`` (a rerun continues).
 
-    OMP_NUM_THREADS=1 python tests/benchmarks/bench_multi_fidelity.py --out bench_mf
+    OMP_NUM_THREADS=1 python tests/benchmarks/bench_multi_fidelity.py --out bench_mf \\
+        --problem branin --arms single,two_step
 """
 
 from __future__ import annotations
@@ -32,114 +38,141 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
-from botorch.test_functions.multi_fidelity import AugmentedBranin  # noqa: E402
+from botorch.test_functions.multi_fidelity import AugmentedBranin, AugmentedHartmann  # noqa: E402
 
 from bayes.multi_fidelity import FIDELITY_KEY  # noqa: E402
 from bayes.optimizer import make_optimizer  # noqa: E402
 from bayes.space import Space  # noqa: E402
 
 LEVEL_S = (0.5, 1.0)
-LEVEL_COST = (1.0, 10.0)
-OPTIMUM = -0.397887
-SPACE = Space(bounds={"x1": (-5.0, 10.0), "x2": (0.0, 15.0)})
-BRANIN = AugmentedBranin(negate=True)
+PROBLEMS = {
+    "branin": (AugmentedBranin(negate=True), -0.397887,
+               Space(bounds={"x1": (-5.0, 10.0), "x2": (0.0, 15.0)})),
+    "hartmann": (AugmentedHartmann(negate=True), 3.32237,
+                 Space(bounds={f"x{i}": (0.0, 1.0) for i in range(1, 7)})),
+}
 
 
-def value(point: dict, s: float) -> float:
-    return float(BRANIN(torch.tensor([[point["x1"], point["x2"], s]], dtype=torch.float64)))
+def value(problem: str, point: dict, s: float) -> float:
+    function, _, space = PROBLEMS[problem]
+    row = [point[name] for name in space.names] + [s]
+    return float(function(torch.tensor([row], dtype=torch.float64)))
 
 
-def single_fidelity(seed: int, budget_cost: float) -> dict:
-    opt = make_optimizer(SPACE, backend="botorch", seed=seed, n_initial=4)
-    cpu = time.process_time()
-    trace = []  # (cumulative cost, incumbent true value)
-    spent, best = 0.0, -float("inf")
-    while spent + LEVEL_COST[-1] <= budget_cost + 1e-9:
+def single_fidelity(problem: str, seed: int, budget_top: int, costs: tuple) -> dict:
+    space = PROBLEMS[problem][2]
+    opt = make_optimizer(space, backend="botorch", seed=seed, n_initial=max(4, space.dim))
+    trace = []  # (CPU-s: evaluations modelled + asks measured, incumbent true value)
+    spent, ask_cpu, best = 0.0, 0.0, -float("inf")
+    for _ in range(budget_top):
+        started = time.process_time()
         [point] = opt.ask(1)
-        y = value(point, 1.0)
+        ask_cpu += time.process_time() - started
+        y = value(problem, point, 1.0)
         opt.tell(point, y)
-        spent += LEVEL_COST[-1]
+        spent += costs[-1]
         best = max(best, y)
-        trace.append((spent, best))
-    return {"final": best, "trace": trace, "cpu_s": time.process_time() - cpu,
+        trace.append((spent + ask_cpu, best))
+    return {"final": best, "trace": trace, "ask_cpu_s": ask_cpu, "eval_cpu_s": spent,
             "n_evaluations": len(trace)}
 
 
-def multi_fidelity(seed: int, budget_cost: float, max_evaluations: int) -> dict:
-    opt = make_optimizer(SPACE, backend="multi_fidelity", seed=seed, n_initial=6,
-                         fidelity_costs=list(LEVEL_COST))
-    cpu = time.process_time()
+def multi_fidelity(problem: str, seed: int, budget_top: int, costs: tuple, acquisition: str,
+                   max_evaluations: int) -> dict:
+    space = PROBLEMS[problem][2]
+    opt = make_optimizer(space, backend="multi_fidelity", seed=seed,
+                         n_initial=max(6, space.dim + 2), fidelity_costs=list(costs),
+                         acquisition=acquisition)
+    budget = budget_top * costs[-1]
     trace, levels = [], []
-    spent, best = 0.0, -float("inf")
+    spent, ask_cpu, best = 0.0, 0.0, -float("inf")
     while True:
+        started = time.process_time()
         [point] = opt.ask(1)
+        ask_cpu += time.process_time() - started
         level = point[FIDELITY_KEY]
-        if (spent + LEVEL_COST[level] + LEVEL_COST[-1] > budget_cost + 1e-9
+        if (spent + costs[level] + costs[-1] > budget + 1e-9
                 or len(levels) + 1 >= max_evaluations):
             break  # keep the last top-level evaluation for the confirmation
-        y = value(point, LEVEL_S[level])
+        y = value(problem, point, LEVEL_S[level])
         opt.tell(point, y)
-        spent += LEVEL_COST[level]
+        spent += costs[level]
         levels.append(level)
         if level == len(LEVEL_S) - 1:
             best = max(best, y)
-        trace.append((spent, best))
+        trace.append((spent + ask_cpu, best))
+    started = time.process_time()
     final_point = opt.recommend()
-    final = value(final_point, 1.0)
-    spent += LEVEL_COST[-1]
+    ask_cpu += time.process_time() - started
+    final = value(problem, final_point, 1.0)
+    spent += costs[-1]
     best = max(best, final)
-    trace.append((spent, best))
-    return {"final": final, "incumbent": best, "trace": trace,
-            "cpu_s": time.process_time() - cpu, "levels": levels,
-            "n_evaluations": len(levels) + 1}
+    trace.append((spent + ask_cpu, best))
+    return {"final": final, "incumbent": best, "trace": trace, "ask_cpu_s": ask_cpu,
+            "eval_cpu_s": spent, "levels": levels, "n_evaluations": len(levels) + 1}
 
 
-def cost_to_reach(trace: list, target: float) -> float | None:
-    for spent, best in trace:
+def cpu_to_reach(trace: list, target: float) -> float | None:
+    for cpu, best in trace:
         if best >= target:
-            return spent
+            return round(cpu, 1)
     return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--problem", choices=sorted(PROBLEMS), default="branin")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--budget-cost", type=float, default=100.0)
+    parser.add_argument("--arms", default="single,two_step",
+                        help="comma-separated: single, mfkg, two_step")
+    parser.add_argument("--budget-top", type=int, default=10,
+                        help="evaluation budget, in top-level evaluations")
+    parser.add_argument("--cost-cpu-s", type=float, nargs=2, default=(5.0, 45.0),
+                        metavar=("LOW", "TOP"), help="CPU-s of one evaluation per level")
     parser.add_argument("--max-evaluations", type=int, default=25,
                         help="cap on multi-fidelity evaluations (each ask costs CPU-seconds)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    costs = tuple(args.cost_cpu_s)
+    arms = args.arms.split(",")
+    unknown = set(arms) - {"single", "mfkg", "two_step"}
+    if unknown:
+        parser.error(f"--arms: unknown {sorted(unknown)}; accepted: single, mfkg, two_step")
+    results: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
     for seed in range(args.seeds):
-        path = args.out / f"seed{seed}.json"
-        if path.exists():
-            results[seed] = json.loads(path.read_text())
-            continue
-        results[seed] = {"single": single_fidelity(seed, args.budget_cost),
-                         "multi": multi_fidelity(seed, args.budget_cost, args.max_evaluations)}
-        path.write_text(json.dumps(results[seed]))
-        print(f"seed {seed}: single {results[seed]['single']['final']:.4f} "
-              f"multi {results[seed]['multi']['final']:.4f}", flush=True)
-    single = [r["single"]["final"] for r in results.values()]
-    multi = [r["multi"]["final"] for r in results.values()]
-    spread = statistics.stdev(single) if len(single) > 1 else 0.0
-    target = statistics.mean(single) - spread
-    reach = [cost_to_reach(r["multi"]["trace"], target) for r in results.values()]
-    reach_single = [cost_to_reach(r["single"]["trace"], target) for r in results.values()]
-    summary = {
-        "optimum": OPTIMUM, "budget_cost": args.budget_cost, "seeds": len(results),
-        "single_final_regret": [OPTIMUM - v for v in single],
-        "multi_final_regret": [OPTIMUM - v for v in multi],
-        "target": target,
-        "single_cost_to_target": reach_single,
-        "multi_cost_to_target": reach,
-        "single_cpu_s": [r["single"]["cpu_s"] for r in results.values()],
-        "multi_cpu_s": [r["multi"]["cpu_s"] for r in results.values()],
-        "multi_low_level_share": [r["multi"]["levels"].count(0) / len(r["multi"]["levels"])
-                                  for r in results.values()],
-    }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        for arm in arms:
+            path = args.out / f"{args.problem}_{arm}_seed{seed}.json"
+            if path.exists():
+                results[arm][seed] = json.loads(path.read_text())
+                continue
+            if arm == "single":
+                result = single_fidelity(args.problem, seed, args.budget_top, costs)
+            else:
+                result = multi_fidelity(args.problem, seed, args.budget_top, costs, arm,
+                                        args.max_evaluations)
+            path.write_text(json.dumps(result))
+            results[arm][seed] = result
+            print(f"{args.problem} seed {seed} {arm}: final {result['final']:.4f} "
+                  f"ask CPU {result['ask_cpu_s']:.1f} s", flush=True)
+    optimum = PROBLEMS[args.problem][1]
+    single = [r["final"] for r in results["single"].values()] if "single" in results else []
+    target = (statistics.mean(single) - (statistics.stdev(single) if len(single) > 1 else 0.0)
+              if single else None)
+    summary = {"problem": args.problem, "optimum": optimum, "costs_cpu_s": costs,
+               "budget_top": args.budget_top, "target": target, "arms": {}}
+    for arm, rows in results.items():
+        summary["arms"][arm] = {
+            "final_regret": [round(optimum - r["final"], 4) for r in rows.values()],
+            "cpu_s_to_target": [cpu_to_reach(r["trace"], target) if target is not None
+                                else None for r in rows.values()],
+            "ask_cpu_s": [round(r["ask_cpu_s"], 1) for r in rows.values()],
+            "eval_cpu_s": [r["eval_cpu_s"] for r in rows.values()],
+            "evaluations": [r["n_evaluations"] for r in rows.values()],
+            **({"low_level_share": [round(r["levels"].count(0) / max(1, len(r["levels"])), 2)
+                                    for r in rows.values()]} if arm != "single" else {}),
+        }
+    (args.out / f"summary_{args.problem}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 
 

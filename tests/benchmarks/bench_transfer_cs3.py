@@ -22,11 +22,20 @@ their mean as the arm's recheck value.
 
     OMP_NUM_THREADS=1 PYBAMM_DISABLE_TELEMETRY=true python tests/benchmarks/bench_transfer_cs3.py \\
         --out bench_transfer
+
+At a fidelity whose noise is below the design differences the arms are whole campaigns (`microloop
+run`, docs/campaigns.md); ``--compare-cold`` / ``--compare-transfer`` (campaign folders, one per
+seed) then reads their trials.csv and reports the same measure, best-so-far against evaluation
+in trial order, the target = the cold optima's mean - sd:
+
+    python tests/benchmarks/bench_transfer_cs3.py --compare-cold cold0 cold1 \\
+        --compare-transfer transfer0 transfer1
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import statistics
@@ -91,9 +100,51 @@ def evaluations_to(trace: list, target: float) -> int | None:
     return None
 
 
+def campaign_trace(folder: Path) -> list:
+    """Best feasible objective so far after each finished trial of a campaign folder (trial
+    order; None until the first feasible one), from its trials.csv."""
+    with open(folder / "trials.csv", newline="") as handle:
+        rows = sorted((row for row in csv.DictReader(handle)
+                       if row["status"] in ("complete", "failed")),
+                      key=lambda row: int(row["trial_id"]))
+    trace, best = [], None
+    for row in rows:
+        if row["status"] == "complete" and row["feasible"] == "True" and row["objective"]:
+            value = float(row["objective"])
+            best = value if best is None else max(best, value)
+        trace.append(best)
+    return trace
+
+
+def compare_campaigns(cold: list[Path], transfer: list[Path]) -> dict:
+    """Evaluations each transfer campaign needs to reach the cold campaigns' optimum within
+    their seed spread (mean - sd of the cold final bests), against the cold ones' own."""
+    cold_traces = [campaign_trace(folder) for folder in cold]
+    finals = [trace[-1] for trace in cold_traces]
+    target = statistics.mean(finals) - (statistics.stdev(finals) if len(finals) > 1 else 0.0)
+    transfer_traces = [campaign_trace(folder) for folder in transfer]
+    return {
+        "target": target, "cold_final": finals,
+        "cold_evaluations_to_target": [evaluations_to(tr, target) for tr in cold_traces],
+        "transfer_evaluations": [len(tr) for tr in transfer_traces],
+        "transfer_best": [tr[-1] if tr else None for tr in transfer_traces],
+        "transfer_evaluations_to_target": [evaluations_to(tr, target)
+                                           for tr in transfer_traces],
+        # where the cold runs stood after as many evaluations as the transfer run has made
+        "cold_best_at_same_evaluations": [
+            [tr[min(len(t2), len(tr)) - 1] if t2 else None for tr in cold_traces]
+            for t2 in transfer_traces],
+        "traces": {"cold": cold_traces, "transfer": transfer_traces},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--compare-cold", type=Path, nargs="+",
+                        help="cold campaign folders (one per seed): compare, run nothing")
+    parser.add_argument("--compare-transfer", type=Path, nargs="+", default=[],
+                        help="the warm-started (prior_mean) campaign folders")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--budget", type=int, default=12)
     parser.add_argument("--source-budget", type=int, default=14)
@@ -103,6 +154,11 @@ def main() -> None:
     parser.add_argument("--arms", default="cold,transfer,warm")
     parser.add_argument("--recheck-cubes", type=int, default=0)
     args = parser.parse_args()
+    if args.compare_cold:
+        print(json.dumps(compare_campaigns(args.compare_cold, args.compare_transfer), indent=2))
+        return
+    if args.out is None:
+        parser.error("--out is required (unless --compare-cold is given)")
     args.out.mkdir(parents=True, exist_ok=True)
 
     def cached(key: str, make):
