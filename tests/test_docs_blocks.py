@@ -163,7 +163,8 @@ SCALED_SHELL = {
         {"set": {"--problems": ["branin"], "--seeds": ["0"], "--backends": ["sobol,random"],
                  "--evaluations": ["6"], "--skip-timing": []}},
     "docs/optimisers.md: python tests/benchmarks/bench_optimizers.py --out bench_out --table":
-        {"set": {}},
+        {"set": {}, "after_line": "docs/optimisers.md: OMP_NUM_THREADS=1 python "
+                                  "tests/benchmarks/bench_optimizers.py --out bench_out [--problems"},
     "docs/optimisers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_feasibility.py --seeds "
     "0-4 --evaluations":
         {"set": {"--seeds": ["0"], "--evaluations": ["4"]}},
@@ -363,40 +364,48 @@ def _argv(line: CommandLine) -> tuple[dict[str, str], list[str], str | None]:
                  *_set_options(args, SCALED_SHELL[line.key])], stdout_to
 
 
-SHELL_PAGES = sorted({line.page for line in COMMAND_LINES if line.key in SCALED_SHELL})
+SCALED_LINES = [line for line in COMMAND_LINES if line.key in SCALED_SHELL]
+
+
+def _run_line(line: CommandLine, folder: Path) -> None:
+    env, argv, stdout_to = _argv(line)
+    run_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYBAMM_DISABLE_TELEMETRY": "true",
+               "MPLBACKEND": "Agg", **env, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(argv, cwd=folder, env=run_env, capture_output=True, text=True,
+                          timeout=800)
+    assert done.returncode == 0, (f"{line.page}:{line.line_number}: {line.text}\n  ran as "
+                                  f"{argv[1:]}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    if stdout_to:
+        (folder / stdout_to).write_text(done.stdout)
+
+
+def _run_microloop_first(page: str, written: str, folder: Path) -> None:
+    """The page's `microloop` example that writes what a line reads, scaled down, after the
+    files the page copied before it (`microloop campaigns copy ...`)."""
+    [example] = [e for e in EXAMPLES if e.where.startswith(page + ":") and written in e.written]
+    args = scaled_down(example)
+    assert args is not None, example.where
+    copies = [list(e.args) for e in EXAMPLES if e.where.startswith(page + ":")
+              and e.args[:2] == ("campaigns", "copy")]
+    old = Path.cwd()
+    os.chdir(folder)
+    try:
+        for run in [*copies, args]:
+            made = CliRunner().invoke(app, run)
+            assert made.exit_code == 0, (run, made.output)
+    finally:
+        os.chdir(old)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", SHELL_PAGES)
-def test_benchmark_lines_run_scaled_down(page, tmp_path):
-    """A page's benchmark lines in order, in one fresh folder, with their options made small;
-    a line reading what a `microloop` example writes runs after that example (scaled down)."""
-    for line in COMMAND_LINES:
-        if line.page != page or line.key not in SCALED_SHELL:
-            continue
-        rule = SCALED_SHELL[line.key]
-        if "after_microloop" in rule:
-            [example] = [e for e in EXAMPLES if e.where.startswith(page + ":")
-                         and rule["after_microloop"] in e.written]
-            args = scaled_down(example)
-            assert args is not None, example.where
-            # the files the page copied before it (`microloop campaigns copy ...`), then it
-            copies = [list(e.args) for e in EXAMPLES if e.where.startswith(page + ":")
-                      and e.args[:2] == ("campaigns", "copy")]
-            old = Path.cwd()
-            os.chdir(tmp_path)
-            try:
-                for run in [*copies, args]:
-                    made = CliRunner().invoke(app, run)
-                    assert made.exit_code == 0, (run, made.output)
-            finally:
-                os.chdir(old)
-        env, argv, stdout_to = _argv(line)
-        run_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYBAMM_DISABLE_TELEMETRY": "true",
-                   "MPLBACKEND": "Agg", **env, "PYTHONPATH": str(REPO)}
-        done = subprocess.run(argv, cwd=tmp_path, env=run_env, capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, (f"{line.page}:{line.line_number}: {line.text}\n  ran as "
-                                      f"{argv[1:]}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-        if stdout_to:
-            (tmp_path / stdout_to).write_text(done.stdout)
+@pytest.mark.parametrize("line", SCALED_LINES, ids=lambda line: line.key)
+def test_benchmark_lines_run_scaled_down(line, tmp_path):
+    """A benchmark line with its options made small, in a fresh folder; a line reading what
+    an earlier line or `microloop` example of its page writes runs after that one."""
+    rule = SCALED_SHELL[line.key]
+    if "after_microloop" in rule:
+        _run_microloop_first(line.page, rule["after_microloop"], tmp_path)
+    if "after_line" in rule:
+        [before] = [other for other in COMMAND_LINES if other.key == rule["after_line"]]
+        _run_line(before, tmp_path)
+    _run_line(line, tmp_path)
