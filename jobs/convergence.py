@@ -23,7 +23,9 @@ A finished cube or volume is never made again: rerunning any part resumes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import logging
 import math
 import os
 import resource
@@ -47,6 +49,12 @@ TASK_RECORDS = "tasks"           # one cost record per process of a solve task
 RESULT_FILE = "convergence.json"
 PLOT_FILE = "convergence.png"
 METRICS = ("tortuosity_factor", "effective_conductivity_S_m")
+#: "disjoint": the cubes of one size never overlap while the sources hold enough of them (the
+#: statistics treat cubes as independent samples); "random": origins drawn anywhere, as studies
+#: frozen before this field were planned
+CUBE_PLACEMENTS = ("disjoint", "random")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +80,7 @@ class ConvergencePlan:
     relative_tolerance: float = 0.01
     n_bootstrap: int = 2000
     seed: int = 0
+    cube_placement: str = "disjoint"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -94,13 +103,17 @@ class ConvergencePlan:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
         if not 0 < self.relative_tolerance < 1:
             raise ValueError(f"relative_tolerance must be in (0, 1), got {self.relative_tolerance}")
+        if self.cube_placement not in CUBE_PLACEMENTS:
+            raise ValueError(f"cube_placement must be one of {', '.join(CUBE_PLACEMENTS)}, "
+                             f"got {self.cube_placement!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ConvergencePlan:
-        return cls(**data)
+        # a study frozen before cube_placement existed drew its origins at random
+        return cls(**{"cube_placement": "random", **data})
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,10 @@ def init_study(study_dir: str | Path, plan: ConvergencePlan, make_source: bool =
         except TypeError:   # a key this version does not know
             same = False
         if not same:
-            raise ValueError(f"{study_dir} holds a different study; use another folder or the "
+            differ = sorted(k for k, v in json.loads(json.dumps(plan.to_dict())).items()
+                            if existing.get(k, "random" if k == "cube_placement" else None) != v)
+            raise ValueError(f"{study_dir} holds a different study (differs in "
+                             f"{', '.join(differ) or 'its keys'}); use another folder or the "
                              "same plan")
     else:
         write_json_atomic(study_dir / STUDY_FILE, plan.to_dict())
@@ -254,8 +270,42 @@ def read_cube(source: zarr.Array, task: CubeTask) -> np.ndarray:
     return np.asarray(source[task.source_index, z:z + s, y:y + s, x:x + s])
 
 
+def independent_cubes(dims: tuple[int, ...] | list[int], n_sources: int, size: int) -> int:
+    """How many non-overlapping cubes of edge `size` the sources hold: floor(d / size) per axis
+    of each volume (a grid of cubes), times the volumes."""
+    return int(n_sources) * math.prod(int(d) // int(size) for d in dims)
+
+
+def overlap_warning(dims, n_sources: int, size: int, cubes_per_size: int) -> str | None:
+    """What to tell a user who asks for more cubes of `size` than fit without overlap."""
+    limit = independent_cubes(dims, n_sources, size)
+    if cubes_per_size <= limit:
+        return None
+    return (f"study.cubes_per_size = {cubes_per_size} is more than the {limit} non-overlapping "
+            f"{size}³ cubes the source holds ({n_sources} volume(s) of "
+            f"{'x'.join(str(int(d)) for d in dims)}): {cubes_per_size - limit} cubes overlap "
+            "others and are correlated with them, so the spread and the cubes needed are "
+            "underestimated; raise material.n_source_volumes or material.source_voxels, or "
+            f"lower study.cubes_per_size to {limit}")
+
+
+def _disjoint_origins(rng: np.random.Generator, dims, size: int, n: int) -> list[tuple[int, ...]]:
+    """Up to `n` origins of non-overlapping cubes in one volume: the slots of a grid of
+    `size`-edged cells, shifted by a random offset inside the leftover margin, in random order."""
+    counts = [int(d) // size for d in dims]
+    offset = [int(rng.integers(0, int(d) - k * size + 1)) for d, k in zip(dims, counts, strict=True)]
+    slots = list(itertools.product(*(range(k) for k in counts)))
+    order = rng.permutation(len(slots))[:n]
+    return [tuple(o + s * size for o, s in zip(offset, slots[j], strict=True)) for j in order]
+
+
 def plan_cubes(study_dir: str | Path, plan: ConvergencePlan) -> list[CubeTask]:
-    """The deterministic list of cubes: random origins inside the source volumes, per size."""
+    """The deterministic list of cubes, per size, spread round-robin over the source volumes.
+
+    `disjoint` (the default): the cubes of one size do not overlap (each volume a grid of cube
+    slots, a random offset, slots taken in random order); cubes beyond what fits are drawn at
+    random origins, with a warning naming `study.cubes_per_size` and the limit. `random`: every
+    origin drawn anywhere (studies frozen before the field)."""
     shape = read_json(Path(study_dir) / SOURCE_DONE)["shape"]
     n_sources, dims = shape[0], shape[1:]
     tasks = []
@@ -263,9 +313,21 @@ def plan_cubes(study_dir: str | Path, plan: ConvergencePlan) -> list[CubeTask]:
         if size > min(dims):
             raise ValueError(f"cube size {size} exceeds the source volume {dims}")
         rng = np.random.default_rng([plan.seed, size])
+        slots: list[list[tuple[int, ...]]] = [[] for _ in range(n_sources)]
+        if plan.cube_placement == "disjoint":
+            warning = overlap_warning(dims, n_sources, size, plan.cubes_per_size)
+            if warning:
+                log.warning(warning)
+            slots = [_disjoint_origins(rng, dims, size, len(range(s, plan.cubes_per_size,
+                                                                  n_sources)))
+                     for s in range(n_sources)]
         for i in range(plan.cubes_per_size):
-            origin = tuple(int(rng.integers(0, d - size + 1)) for d in dims)
-            tasks.append(CubeTask(size, i, i % n_sources, origin))  # type: ignore[arg-type]
+            source, j = i % n_sources, i // n_sources
+            if j < len(slots[source]):
+                origin = slots[source][j]
+            else:
+                origin = tuple(int(rng.integers(0, d - size + 1)) for d in dims)
+            tasks.append(CubeTask(size, i, source, origin))  # type: ignore[arg-type]
     return tasks
 
 

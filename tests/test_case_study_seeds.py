@@ -182,9 +182,23 @@ def test_one_seed_and_no_seed_are_reported_not_fatal(smoke):
     assert one.seeds_present == (1,) and one.notes[0].startswith("Only seed 1 is present")
     assert one.objective_range["cs2"].low == one.objective_range["cs2"].high
     assert "Only seed 1" in (directory / "one" / "summary.md").read_text()
-    none = compare_seeds("cs2", directory, (5, 6), out=directory / "none")
-    assert none.seeds_present == () and set(none.seeds_missing) == {5, 6}
-    assert "No seed is present" in (directory / "none" / "summary.md").read_text()
+    with pytest.raises(FileNotFoundError, match="seeds 5, 6"):
+        compare_seeds("cs2", directory, (5, 6), out=directory / "none")
+    assert not (directory / "none").exists()
+
+
+def test_seeds_without_any_run_are_refused_before_anything_is_written(tmp_path):
+    """`case-study --seeds` over a folder with no run of those seeds once wrote an empty
+    report folder (a summary saying nothing was present); it is an error naming the folder
+    and the seeds looked for, and no folder is made."""
+    (tmp_path / "seed_0" / "cs3").mkdir(parents=True)   # a seed folder, but no campaign in it
+    result = CliRunner().invoke(app, ["case-study", "cs3", "--dir", str(tmp_path),
+                                      "--seeds", "0", "--seeds", "2"])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "seeds 0, 2" in message and str(tmp_path) in message and "campaign.toml" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed_0"]
+    assert not (tmp_path / "cs3_report").exists()
 
 
 def test_bound_checks_flag_only_optima_within_the_tolerance_of_a_bound():

@@ -136,3 +136,80 @@ def test_a_campaign_file_takes_the_recommendation(tmp_path):
         parse_campaign(contradicting, base_dir=tmp_path)
     with pytest.raises(ConfigError, match="holds no finished convergence study"):
         parse_campaign({**campaign, "fidelity": {"from_convergence": "nowhere"}}, base_dir=tmp_path)
+
+
+def _overlap(a, b) -> bool:
+    """Two cubes of one source share a voxel (boxes intersect on every axis)."""
+    return a.source_index == b.source_index and all(
+        oa < ob + b.cube_voxels and ob < oa + a.cube_voxels
+        for oa, ob in zip(a.origin, b.origin, strict=True))
+
+
+def test_the_cubes_of_one_size_do_not_overlap_while_they_fit(tmp_path, caplog):
+    """The statistics treat a size's cubes as independent samples: cubes that share voxels
+    are correlated (the shipped example once cut 30 cubes of 128³ from four 192³ volumes).
+    Here 2 volumes of 64³ hold exactly 16 cubes of 32³ and 128 of 16³, all asked for."""
+    from jobs.convergence import init_study
+
+    study = build_convergence_file({
+        "material": {"design": DESIGN, "source_voxels": 64, "n_source_volumes": 2,
+                     "chunk_voxels": 32},
+        "study": {"cube_voxels": [16, 32], "cubes_per_size": 16}})
+    init_study(tmp_path, study.to_plan())
+    with caplog.at_level("WARNING"):
+        tasks = plan_cubes(tmp_path, load_plan(tmp_path))
+    assert not [r for r in caplog.records if "cubes_per_size" in r.getMessage()]
+    for size in (16, 32):
+        cubes = [t for t in tasks if t.cube_voxels == size]
+        assert len(cubes) == 16 and {t.source_index for t in cubes} == {0, 1}
+        assert all(0 <= o <= 64 - size for t in cubes for o in t.origin)
+        pairs = [(a.name, b.name) for i, a in enumerate(cubes) for b in cubes[i + 1:]
+                 if _overlap(a, b)]
+        assert pairs == [], pairs
+    assert plan_cubes(tmp_path, load_plan(tmp_path)) == tasks   # deterministic (seeded)
+
+
+def test_more_cubes_than_fit_without_overlap_are_said_with_the_field_and_the_limit(
+        tmp_path, caplog):
+    from typer.testing import CliRunner
+
+    from hpc.cli.app import app
+    from jobs.convergence import init_study
+
+    study = build_convergence_file({
+        "material": {"design": DESIGN, "source_voxels": 64, "n_source_volumes": 2,
+                     "chunk_voxels": 32},
+        "study": {"cube_voxels": [32], "cubes_per_size": 20}})
+    init_study(tmp_path, study.to_plan())
+    with caplog.at_level("WARNING"):
+        tasks = plan_cubes(tmp_path, load_plan(tmp_path))
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "study.cubes_per_size = 20" in said and "16 non-overlapping 32³" in said
+    # the first 16 are still disjoint; only the 4 beyond the limit overlap
+    first = tasks[:16]
+    assert not any(_overlap(a, b) for i, a in enumerate(first) for b in first[i + 1:])
+    # --plan says it before anything runs, on stderr
+    result = CliRunner().invoke(app, ["convergence", "--design", "am_wt_frac=0.92",
+                                      "--design", "porosity=0.4", "--sizes", "32",
+                                      "--cubes-per-size", "20", "--source-voxels", "64",
+                                      "--source-volumes", "2", "--plan"])
+    assert result.exit_code == 0, result.output
+    assert "warning: study.cubes_per_size = 20" in result.stderr
+    assert "lower study.cubes_per_size to 16" in " ".join(result.stderr.split())
+
+
+def test_a_study_frozen_before_disjoint_cubes_keeps_its_random_origins(tmp_path):
+    """A study.json without `cube_placement` was planned with random origins: it reads back
+    so (its stored cubes stay where they were), and a new plan in its folder names the key."""
+    from jobs.convergence import STUDY_FILE, init_study
+
+    study = build_convergence_file({
+        "material": {"design": DESIGN, "source_voxels": 64, "chunk_voxels": 32},
+        "study": {"cube_voxels": [32], "cubes_per_size": 3}})
+    init_study(tmp_path, study.to_plan())
+    frozen = json.loads((tmp_path / STUDY_FILE).read_text())
+    assert frozen.pop("cube_placement") == "disjoint"
+    (tmp_path / STUDY_FILE).write_text(json.dumps(frozen))
+    assert load_plan(tmp_path).cube_placement == "random"
+    with pytest.raises(ValueError, match="differs in cube_placement"):
+        init_study(tmp_path, study.to_plan())

@@ -241,10 +241,16 @@ def test_characterise_json_feeds_cell_json_and_both_are_versioned(tmp_path: Path
     assert metrics.exit_code == 0, metrics.output
     (tmp_path / "m.json").write_text(metrics.stdout)
     cell = CliRunner().invoke(app, ["cell", "--metrics", str(tmp_path / "m.json"),
-                                    "--thickness-um", "80", "--power-W", "10", "--json"])
+                                    "--thickness-um", "80", "--power-W", "10", "--power-W",
+                                    "20000", "--json"])
     assert cell.exit_code == 0, cell.output
     answer = json.loads(cell.stdout)
-    assert answer["schema_version"] == "microloop.cell/1"
+    assert answer["schema_version"] == "microloop.cell/2"
+    # `reason` is empty for a feasible load, as in trials.csv (schema 1 held PyBaMM's stop
+    # event there); the stop event has its own key; an infeasible load says why
+    good, bad = answer["results"]
+    assert good["feasible"] and good["reason"] == "" and "event" in good["stop_event"]
+    assert not bad["feasible"] and bad["reason"] and bad["stop_event"] == ""
     assert answer["design"]["porosity"] == pytest.approx(
         json.loads(metrics.stdout)[0]["volume_fraction"]["pore"])
 
@@ -291,7 +297,7 @@ def test_every_schema_version_the_code_writes_is_listed_in_formats_md() -> None:
                for version in re.findall(rf'"({_VERSION})"', path.read_text())}
     assert {"microloop.status/1", "microloop.report/1", "microloop.case-study/1",
             "microloop.generate/1", "microloop.train-generator/1", "microloop.doctor/1",
-            "microloop.campaigns/1", "microloop.cell/1", "microloop.trials-csv/3"} <= in_code
+            "microloop.campaigns/1", "microloop.cell/2", "microloop.trials-csv/3"} <= in_code
     page = (REPO / "docs" / "formats.md").read_text()
     read_only = set(READABLE_SCHEMAS) - {OBSERVATIONS_SCHEMA}
     missing = sorted(v for v in in_code if f"`{v}`" not in page

@@ -491,6 +491,14 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
     directory = Path(directory)
     confirm = ConfirmFidelity() if confirm is None else confirm
     out = Path(out) if out is not None else directory / f"{name}_report"
+    if not any((seed_folder(directory, seed, name) / m / FROZEN_CONFIG).exists()
+               for seed in seeds for m in members):
+        # checked before anything is written: an empty report folder looks like a result
+        raise FileNotFoundError(
+            f"no run of case study {name} for seeds {', '.join(str(s) for s in seeds)} in "
+            f"{directory}: looked for {directory / SEED_FOLDER.format(seed='K') / name}/"
+            f"<{'|'.join(members)}>/{FROZEN_CONFIG} (run `microloop case-study {name} --dir "
+            f"{directory / SEED_FOLDER.format(seed='K') / name} --seed K` first)")
     out.mkdir(parents=True, exist_ok=True)
     cache_root = confirm_cache_root(out, confirm, confirm_dir)
     def rel(path: Path) -> str:
@@ -543,8 +551,6 @@ def compare_seeds(name: str, directory: str | Path, seeds: tuple[int, ...] = DEF
     if len(present) == 1:
         notes.insert(0, f"Only seed {present[0]} is present: every interval below is one "
                         "seed's value, not a spread over seeds.")
-    elif not present:
-        notes.insert(0, "No seed is present: nothing to compare.")
 
     objective_range = {m: Interval.of([(r.seed, r.objective) for r in rs])
                        for m, rs in per_member.items()}

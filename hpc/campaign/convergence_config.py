@@ -66,6 +66,9 @@ class StudySection(_Strict):
     relative_tolerance: float = Field(0.01, gt=0, lt=1)
     n_bootstrap: int = Field(2000, ge=100)
     seed: int = 0
+    cube_placement: Literal["disjoint", "random"] = Field(
+        "disjoint", description="disjoint: the cubes of one size do not overlap (a warning "
+        "names the limit when more are asked for than fit); random: origins drawn anywhere")
 
 
 class ResourcesSection(_Strict):
@@ -241,6 +244,7 @@ class ConvergenceFile(_Strict):
             backend=self.study.backend, rel_tol=self.study.rel_tol,
             confidence=self.study.confidence, relative_tolerance=self.study.relative_tolerance,
             n_bootstrap=self.study.n_bootstrap, seed=self.study.seed,
+            cube_placement=self.study.cube_placement,
         )
 
 

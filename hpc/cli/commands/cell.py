@@ -192,7 +192,7 @@ def run(args: CellRequest) -> dict:
     if design_dict["tortuosity_factor"] == math.inf:
         design_dict["tortuosity_factor"] = None
     return {
-        "schema_version": "microloop.cell/1",      # docs/formats.md
+        "schema_version": "microloop.cell/2",      # docs/formats.md
         "capacity_Ah": model.nominal_capacity_Ah(design),
         "design": design_dict,
         "jelly_roll": {
@@ -201,8 +201,19 @@ def run(args: CellRequest) -> dict:
             "electrode_area_m2": roll.electrode_area_m2,
             "mass_g": roll.total_mass_g,
         },
-        "results": [r.to_dict() for r in results],
+        "results": [_result_row(r) for r in results],
     }
+
+
+def _result_row(result) -> dict:
+    """One load's entry: `reason` says why a load is infeasible and is empty for a feasible one
+    (as in trials.csv); the solver's stop event (e.g. `event: Minimum voltage [V]`), which the
+    cell model keeps in `reason` for every discharge, goes to `stop_event`."""
+    row = result.to_dict()
+    row["stop_event"] = row["reason"] if row["feasible"] else ""
+    if row["feasible"]:
+        row["reason"] = ""
+    return row
 
 
 def _print_table(report: dict, half_cell: bool) -> None:

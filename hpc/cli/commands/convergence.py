@@ -193,6 +193,21 @@ def print_plan(plan, as_json: bool) -> None:
         typer.echo(line)
 
 
+def _warn_overlap(study) -> None:
+    """A procedural plan asking for more cubes than fit without overlap, said on stderr (a run
+    logs the same when it places the cubes, for a user's volume too)."""
+    from jobs.convergence import overlap_warning
+
+    if study.material.design is None or study.study.cube_placement != "disjoint":
+        return
+    edge = study.material.source_voxels
+    for size in sorted(study.study.cube_voxels):
+        warning = overlap_warning((edge,) * 3, study.material.n_source_volumes, size,
+                                  study.study.cubes_per_size)
+        if warning:
+            typer.echo(f"warning: {warning}", err=True)
+
+
 def convergence(
     spec: Path = typer.Argument(None, help="Study file (TOML). Flags override its values."),
     design: list[str] = typer.Option([], help="Procedural recipe, name=value; repeat "
@@ -243,6 +258,7 @@ def convergence(
         raise typer.Exit(2) from None
     if show_plan:
         print_plan(study.resource_plan(), as_json)
+        _warn_overlap(study)
         return
     try:
         summary = stable_summary(run_study(study_dir, study, show_progress=not as_json))
