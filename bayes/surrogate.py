@@ -8,7 +8,8 @@ batch no closer to the optimum than the data already were. Three pieces fix that
   and re-used; a maximum-likelihood refit, started from the kept values (warm start), runs only
   when the number of observations has grown by ``refit_fraction`` since the last fit. In
   between, the GP is conditioned on all current data with the kept hyper-parameters: one
-  Cholesky, no optimisation.
+  Cholesky, no optimisation. A due refit runs off the ask (:data:`BACKGROUND_REFIT`,
+  :class:`DaemonThreadExecutor`): the ask that finds it due proposes with the kept values.
 - :func:`local_subset`: beyond ``max_train`` observations the GP is trained on a bounded subset
   (the best quarter of the budget by value, then the observations nearest the incumbent), a local
   model as in TuRBO (Eriksson et al., NeurIPS 2019): exact inference on at most ``max_train``
