@@ -29,6 +29,8 @@ Every random step is seeded from (seed, history size, ask counter): same history
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -39,7 +41,10 @@ from bayes import quasirandom
 from bayes.optimizer import Optimizer, check_integer_options
 from bayes.space import Space
 from bayes.surrogate import (
+    BACKGROUND_REFIT,
+    DaemonThreadExecutor,
     HyperCache,
+    PendingRefit,
     hyperparameters_of,
     load_hyperparameters,
     local_subset,
@@ -93,6 +98,13 @@ class BoTorchOptimizer(Optimizer):
         # whole cube from 2 dimensions on
         "local_raw_samples": 512,
         "local_num_restarts": 10,
+        # where a due refit runs (bayes.surrogate.BACKGROUND_REFIT): "off" inside the ask (36.4
+        # of ask(8, 56 pending)'s CPU-s at 1000 observations, docs/optimisers.md);
+        # "next_ask": in a background thread started by the ask that found it due (that ask
+        # keeps the previous hyper-parameters), the next ask waits for it and uses the new
+        # ones (same history, same points); "when_ready": the next ask uses the new ones only
+        # if the refit is done, and never waits (the async controller's choice)
+        "background_refit": "next_ask",
     }
 
     def __init__(self, space: Space, seed: int = 0, **options: Any) -> None:
@@ -121,8 +133,20 @@ class BoTorchOptimizer(Optimizer):
             ):
                 raise ValueError(f"option {name} must be a number in [{low}, {high}]; got {value!r}")
             self.options[name] = float(value)
+        if self.options["background_refit"] not in BACKGROUND_REFIT:
+            raise ValueError(
+                f"option background_refit must be one of {', '.join(BACKGROUND_REFIT)}; "
+                f"got {self.options['background_refit']!r}"
+            )
+        #: runs background refits (``submit(fn) -> concurrent.futures.Future``); a daemon
+        #: thread per refit unless replaced (the utilisation benchmark puts a virtual clock here)
+        self.refit_executor = DaemonThreadExecutor()
+        #: refits running in the background, per GP kind
+        self.refits: dict[str, PendingRefit] = {}
         #: kept hyper-parameters of the objective and feasibility GPs (see bayes.surrogate)
         self.hyper = {"objective": HyperCache({}), "feasibility": HyperCache({})}
+        #: CPU seconds (of its own thread) of the last background refit adopted
+        self.last_background_refit_cpu_s = 0.0
         #: whether the last model-based ask refit the objective GP's hyper-parameters
         self.last_refit = False
         #: how many points the last objective GP was trained on
@@ -278,18 +302,46 @@ class BoTorchOptimizer(Optimizer):
         return (fX, flabels), model
 
     def _cached_fit(self, kind: str, n_seen: int, fit, likelihood: str):
-        """The GP with kept hyper-parameters, refit (warm-started) only when due."""
+        """The GP with kept hyper-parameters, refit (warm-started) only when due; with
+        ``background_refit`` a due refit runs off the ask (see the option)."""
         fraction = self.options["refit_fraction"]
-        cache = self.hyper.get(kind, HyperCache({}))
         if fraction == 0.0 or n_seen < self.options["cache_from"]:
             return fit(None, True), True
-        if not cache.due(n_seen, likelihood, fraction):
+        mode = self.options["background_refit"]
+        self._adopt_refit(kind, wait=mode == "next_ask")
+        cache = self.hyper.get(kind, HyperCache({}))
+        running = kind in self.refits
+        if running or not cache.due(n_seen, likelihood, fraction):
             model = fit(cache.values, False)
             if model is not None:
+                return model, False
+        elif mode != "off" and cache.likelihood == likelihood:
+            model = fit(cache.values, False)
+            if model is not None:  # the kept values fit this model: refit in the background
+                start = cache.values
+                self.refits[kind] = PendingRefit(
+                    self.refit_executor.submit(lambda: _refit_job(fit, start)), n_seen, likelihood)
                 return model, False
         model = fit(cache.values or None, True)
         self.hyper[kind] = HyperCache(hyperparameters_of(model), n_seen, likelihood)
         return model, True
+
+    def _adopt_refit(self, kind: str, wait: bool) -> None:
+        """The background refit's hyper-parameters become the kept ones once it is done
+        (waiting for it when ``wait``); a refit that raised is raised here, named."""
+        pending = self.refits.get(kind)
+        if pending is None or not (wait or pending.future.done()):
+            return
+        del self.refits[kind]
+        try:
+            values, cpu_s = pending.future.result()
+        except Exception as error:
+            raise RuntimeError(
+                f"the background refit of the {kind} GP at {pending.n_observations} observations "
+                f"raised {type(error).__name__}: {error}"
+            ) from error
+        self.hyper[kind] = HyperCache(values, pending.n_observations, pending.likelihood)
+        self.last_background_refit_cpu_s = cpu_s
 
     def _qlognei(
         self, model, feasibility_model, X: np.ndarray, n: int, pending: np.ndarray, seed: int,
@@ -495,22 +547,50 @@ class BoTorchOptimizer(Optimizer):
         return np.stack(accepted)
 
 
+_NUMERICS_LOCK = threading.Lock()
+_numerics_users = 0
+_numerics_stack: contextlib.ExitStack | None = None
+
+
 @contextlib.contextmanager
 def gp_numerics():
     """Exact GP linear algebra up to MAX_CHOLESKY_SIZE points (gpytorch would switch to
     iterative approximations at 800) and no jitter / not-p.d. warnings: the settings every
-    model-based ask of the BoTorch back-ends runs under."""
+    model-based ask of the BoTorch back-ends runs under.
+
+    gpytorch's settings are process-wide, not per thread, so an ask and a background refit
+    share one entry: the first thread in sets them, the last one out restores them (two plain
+    nested contexts would restore them under the thread still running)."""
+    global _numerics_users, _numerics_stack
     import gpytorch
 
-    with (
-        gpytorch.settings.max_cholesky_size(MAX_CHOLESKY_SIZE),
-        gpytorch.settings.fast_computations(
-            covar_root_decomposition=False, log_prob=False, solves=False
-        ),
-        warnings.catch_warnings(),
-    ):
-        warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
+    with _NUMERICS_LOCK:
+        if _numerics_users == 0:
+            stack = contextlib.ExitStack()
+            stack.enter_context(gpytorch.settings.max_cholesky_size(MAX_CHOLESKY_SIZE))
+            stack.enter_context(gpytorch.settings.fast_computations(
+                covar_root_decomposition=False, log_prob=False, solves=False))
+            stack.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message=".*(jitter|not p.d.|NumericalWarning).*")
+            _numerics_stack = stack
+        _numerics_users += 1
+    try:
         yield
+    finally:
+        with _NUMERICS_LOCK:
+            _numerics_users -= 1
+            if _numerics_users == 0 and _numerics_stack is not None:
+                _numerics_stack.close()
+                _numerics_stack = None
+
+
+def _refit_job(fit, start: dict) -> tuple[dict, float]:
+    """A background refit: ``fit`` (a GP builder on fixed data) warm-started from ``start``;
+    its hyper-parameters and the CPU seconds of the thread that ran it."""
+    cpu = time.thread_time()
+    with gp_numerics():
+        model = fit(start, True)
+    return hyperparameters_of(model), time.thread_time() - cpu
 
 
 def _tensor(array: np.ndarray):

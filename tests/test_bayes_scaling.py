@@ -16,7 +16,7 @@ import pytest
 
 from bayes.optimizer import make_optimizer, optimizer_from_state
 from bayes.space import Space
-from bayes.surrogate import HyperCache, local_subset, trust_regions
+from bayes.surrogate import DeferredExecutor, HyperCache, local_subset, trust_regions
 
 FAST = {"num_restarts": 2, "raw_samples": 64, "mc_samples": 32,
         "local_num_restarts": 2, "local_raw_samples": 64}
@@ -36,7 +36,8 @@ def random_points(space: Space, n: int, seed: int) -> list[dict]:
 
 
 def test_kept_hyperparameters_are_reused_until_the_data_grew_by_the_refit_fraction():
-    opt = make_optimizer(BRANIN, "botorch", seed=0, cache_from=0, refit_fraction=0.5, **FAST)
+    opt = make_optimizer(BRANIN, "botorch", seed=0, cache_from=0, refit_fraction=0.5,
+                         background_refit="off", **FAST)
     points = random_points(BRANIN, 40, 1)
     opt.tell(points[:20], [neg_branin(p) for p in points[:20]])
     opt.ask(1)
@@ -52,6 +53,110 @@ def test_kept_hyperparameters_are_reused_until_the_data_grew_by_the_refit_fracti
     opt.tell(points[29:30], [neg_branin(points[29])])  # 30 = 20 * 1.5: due
     opt.ask(1)
     assert opt.last_refit and opt.hyper["objective"].fitted_at == 30
+
+
+def _told(options: dict, n: int, points: list[dict]):
+    opt = make_optimizer(BRANIN, "botorch", seed=0, cache_from=0, refit_fraction=0.5,
+                         **FAST, **options)
+    opt.tell(points[:n], [neg_branin(p) for p in points[:n]])
+    return opt
+
+
+def _warm_fit(points: list[dict], start: dict) -> dict:
+    """An independent warm-started maximum-likelihood fit on the same data."""
+    from bayes.botorch_backend import fit_gp, gp_numerics
+    from bayes.surrogate import hyperparameters_of
+
+    X = BRANIN.to_unit_many(points)
+    Y = np.array([[neg_branin(p)] for p in points])
+    with gp_numerics():
+        return hyperparameters_of(fit_gp(X, Y, None, start=start))
+
+
+def test_a_due_refit_runs_off_the_ask_which_keeps_the_previous_hyperparameters():
+    points = random_points(BRANIN, 40, 1)
+    opt = _told({"background_refit": "when_ready"}, 20, points)
+    opt.refit_executor = executor = DeferredExecutor()
+    opt.ask(1)  # never fitted: a fit in the ask
+    assert opt.last_refit and opt.hyper["objective"].fitted_at == 20 and not executor.queued
+    kept = json.loads(json.dumps(opt.hyper["objective"].values))
+    opt.tell(points[20:30], [neg_branin(p) for p in points[20:30]])  # 30 = 20 * 1.5: due
+    # the same state with the refit not due proposes with the kept hyper-parameters
+    state = json.loads(json.dumps(opt.state_dict()))
+    state["options"]["refit_fraction"] = 10.0
+    kept_twin = optimizer_from_state(BRANIN, state)
+    proposal = opt.ask(2)
+    assert not opt.last_refit and len(executor.queued) == 1 and "objective" in opt.refits
+    assert opt.hyper["objective"].values == kept and opt.hyper["objective"].fitted_at == 20
+    assert proposal == kept_twin.ask(2)
+    opt.ask(1)  # the refit still runs: the kept ones again, and no second refit
+    assert len(executor.queued) == 1 and opt.hyper["objective"].values == kept
+    executor.run_next()  # the refit is done
+    opt.ask(1)
+    cache = opt.hyper["objective"]
+    assert cache.fitted_at == 30 and "objective" not in opt.refits and not executor.queued
+    assert cache.values != kept
+    new, expected = cache.values, _warm_fit(points[:30], kept)
+    assert set(new) == set(expected)
+    for name in new:
+        assert np.allclose(new[name], expected[name], rtol=1e-6, atol=1e-9), name
+    assert opt.last_background_refit_cpu_s > 0.0
+
+
+def test_next_ask_mode_waits_for_the_background_refit_and_is_reproducible():
+    points = random_points(BRANIN, 40, 2)
+    runs = []
+    for _ in range(2):
+        opt = _told({}, 20, points)  # the default: "next_ask", a real background thread
+        asked = [opt.ask(1)]
+        kept = opt.hyper["objective"].values
+        opt.tell(points[20:30], [neg_branin(p) for p in points[20:30]])
+        asked.append(opt.ask(1))
+        assert opt.hyper["objective"].fitted_at == 20 and "objective" in opt.refits
+        asked.append(opt.ask(1))  # waits for the refit, then uses it
+        assert opt.hyper["objective"].fitted_at == 30 and not opt.refits
+        runs.append((asked, opt.hyper["objective"].values))
+    # same history, same points (to round-off: the second ask shared the CPU with the refit)
+    first, second = ([[BRANIN.to_unit(p) for p in batch] for batch in asked] for asked, _ in runs)
+    assert np.allclose(first, second, rtol=0, atol=1e-9)
+    expected = _warm_fit(points[:30], kept)
+    for name, value in runs[0][1].items():
+        assert np.allclose(value, expected[name], rtol=1e-6, atol=1e-9), name
+
+
+def test_a_background_refit_that_raises_is_raised_by_the_next_ask_with_its_name():
+    points = random_points(BRANIN, 40, 3)
+    opt = _told({"background_refit": "when_ready"}, 20, points)
+    opt.refit_executor = executor = DeferredExecutor()
+    opt.ask(1)
+    opt.tell(points[20:30], [neg_branin(p) for p in points[20:30]])
+    opt.ask(1)
+    fn, future = executor.queued.pop(0)
+    future.set_exception(np.linalg.LinAlgError("not positive definite"))
+    with pytest.raises(RuntimeError, match="background refit of the objective GP at 30 "
+                                           "observations raised LinAlgError"):
+        opt.ask(1)
+
+
+def test_background_refit_option_is_checked():
+    with pytest.raises(ValueError, match="background_refit must be one of off, next_ask, "
+                                         "when_ready; got 'always'"):
+        make_optimizer(BRANIN, "botorch", background_refit="always")
+
+
+def test_gp_numerics_stay_set_until_the_last_thread_leaves():
+    import gpytorch
+
+    from bayes.botorch_backend import MAX_CHOLESKY_SIZE, gp_numerics
+
+    default = gpytorch.settings.max_cholesky_size.value()
+    ask, refit = gp_numerics(), gp_numerics()
+    ask.__enter__()
+    refit.__enter__()
+    ask.__exit__(None, None, None)  # the ask ends while a refit still runs
+    assert gpytorch.settings.max_cholesky_size.value() == MAX_CHOLESKY_SIZE
+    refit.__exit__(None, None, None)
+    assert gpytorch.settings.max_cholesky_size.value() == default != MAX_CHOLESKY_SIZE
 
 
 def test_a_gp_built_from_kept_hyperparameters_predicts_like_the_fitted_one():

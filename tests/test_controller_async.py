@@ -277,3 +277,20 @@ def test_ask_size_covers_free_slots_and_the_slots_freed_during_the_next_ask():
     for t in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0):
         rate.add(t)
     assert rate.per_s(6.0) == pytest.approx(4 / 4.0)  # the last 4 releases over 2..6 s
+
+
+def test_an_async_campaign_never_waits_for_a_refit_and_a_sync_one_stays_reproducible(tmp_path):
+    """The async controller times its asks anyway, so its optimiser uses a background refit as
+    soon as it is done ("when_ready"); a sync campaign keeps the reproducible "next_ask"; an
+    explicit option wins."""
+    modes = {}
+    for name, optimizer in [("async", {}), ("sync", {"mode": "sync"}),
+                            ("explicit", {"options": {"background_refit": "off"}})]:
+        campaign = tiny_campaign(tmp_path / f"{name}.toml", optimizer=optimizer,
+                                 resources={"dask_workers": 0})
+        controller = Campaign.create(load_campaign(campaign), tmp_path / name)
+        try:
+            modes[name] = controller.optimizer.options["background_refit"]
+        finally:
+            controller.close()
+    assert modes == {"async": "when_ready", "sync": "next_ask", "explicit": "off"}

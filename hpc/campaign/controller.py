@@ -265,8 +265,12 @@ class Campaign:
         else:
             opt = self.config.optimizer
             backend, options = self.config.bayes_optimizer()  # several objectives: botorch_pareto
-            if "n_initial" in getattr(get_backend_class(backend), "OPTIONS", {}):
+            accepted = getattr(get_backend_class(backend), "OPTIONS", {})
+            if "n_initial" in accepted:
                 options.setdefault("n_initial", opt.n_initial)
+            if "background_refit" in accepted and opt.mode == "async" and not self.multi_fidelity:
+                # the asks are timed by the campaign anyway: never wait for a refit
+                options.setdefault("background_refit", "when_ready")
             if self.multi_fidelity:
                 options["fidelity_costs"] = self.config.fidelity.level_costs
             plan = self._warm_start_plan()

@@ -11,6 +11,10 @@ points, CPU seconds (``time.process_time``, one thread) with the anchor in the s
    drawing from global Sobol candidates (``global_share = 1``, the old candidate set). Quality:
    the batch's mean objective, its best, and its mean unit-cube distance to the best
    observation.
+3. ``--part refit``: ask(8, 56 pending) at 1008 observations (as the kept ask of part 1: the
+   local GP) when a refit is due (kept hyper-parameters from 907): with the refit in the
+   background, after it, fitting cold (the anchor), and with the refit inside the ask, from one
+   saved state (``refit_due``).
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_ask.py            # about 3-6 CPU-minutes
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_ask.py --small    # 250/500 observations
@@ -117,10 +121,63 @@ def large_batch(n_obs: int) -> dict:
             "global_sobol": {**_quality(problem, global_batch, best_unit), "cpu_s": global_cpu}}
 
 
+def refit_due(n_obs: int) -> dict:
+    """ask(8, 56 pending) at ``n_obs`` observations whose kept hyper-parameters were fitted at
+    0.9 ``n_obs`` (a refit is due), all from one saved state: the ask with the refit in the
+    background (``background_refit``; its refit then run on its own and timed), the same ask
+    with the refit inside it (``"off"``, the old cost), the ask after the background refit
+    with its new hyper-parameters (between refits), and the anchor: the same ask fitting cold
+    (no kept hyper-parameters). Quality of each batch: its mean and best objective."""
+    from bayes.surrogate import DeferredExecutor
+
+    problem, points, values = _data(n_obs + 56, 3)
+    first = int(0.9 * n_obs)
+    opt = make_optimizer(problem.space, "botorch", seed=0, background_refit="off")
+    opt.tell(points[:first], values[:first])
+    opt.ask(1)  # hyper-parameters fitted at 0.9 n_obs (one cheap ask)
+    opt.tell(points[first:n_obs], values[first:n_obs])
+    state = json.loads(json.dumps(opt.state_dict()))
+    pending = points[n_obs:]
+
+    def from_state(**options):
+        again = json.loads(json.dumps(state))
+        again["options"].update(options)
+        return optimizer_from_state(problem.space, again)
+
+    def quality(batch):
+        scores = [problem.objective(p) for p in batch]
+        return {"batch_mean": float(np.mean(scores)), "batch_best": float(np.max(scores))}
+
+    out = {"n_obs": n_obs, "kept_fitted_at": first,
+           "best_observed": float(max(values[:n_obs]))}
+    background = from_state(background_refit="when_ready")
+    background.refit_executor = executor = DeferredExecutor()
+    batch, cpu = _cpu(lambda: background.ask(8, pending=pending))
+    assert executor.queued, "the refit was not due"
+    out["due_ask_background"] = {"cpu_s": cpu, **quality(batch)}
+    print(json.dumps(out), flush=True)
+    future, refit_cpu = _cpu(executor.run_next)
+    out["background_refit_cpu_s"] = refit_cpu
+    out["background_refit_thread_cpu_s"] = future.result()[1]
+    batch, cpu = _cpu(lambda: background.ask(8, pending=pending))  # adopts the new ones
+    out["ask_with_new_hyper"] = {"cpu_s": cpu, "fitted_at": background.hyper["objective"].fitted_at,
+                                 **quality(batch)}
+    cold_state = json.loads(json.dumps(state))
+    cold_state["counters"]["hyper"] = {}
+    cold = optimizer_from_state(problem.space, cold_state)
+    batch, cpu = _cpu(lambda: cold.ask(8, pending=pending))
+    out["anchor_cold_fit_ask"] = {"cpu_s": cpu, "refit": cold.last_refit, **quality(batch)}
+    print(json.dumps(out), flush=True)  # so far (a loaded machine may stop the rest)
+    inline = from_state(background_refit="off")
+    batch, cpu = _cpu(lambda: inline.ask(8, pending=pending))
+    out["due_ask_inline_refit"] = {"cpu_s": cpu, **quality(batch)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="250 and 500 observations")
-    parser.add_argument("--part", choices=["both", "ask8", "ask256"], default="both",
+    parser.add_argument("--part", choices=["both", "ask8", "ask256", "refit"], default="both",
                         help="run one part only (e.g. two processes side by side)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
@@ -132,6 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("both", "ask8"):
         variants = dict(_variant(text) for text in args.variant)
         results["ask8_pending56"] = small_batch(small_n, variants)
+    if args.part == "refit":
+        # 8 beyond the size, as the kept ask of part 1: the local GP and its search
+        results["ask8_pending56_refit_due"] = refit_due(small_n + 8)
     if args.part in ("both", "ask256"):
         results["ask256_pending256"] = large_batch(large_n)
     text = json.dumps(results, indent=2)

@@ -15,6 +15,7 @@
    joint q-batch).
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_quality.py --seeds 2 --budget 40 --q 4
+    ... --seeds 2 --first-seed 3     # seeds 3 and 4 only
 """
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ def run_pareto(method, seed, budget, q, n_init):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed .. first-seed + seeds - 1 (add seeds to a table)")
     parser.add_argument("--budget", type=int, default=40)
     parser.add_argument("--q", type=int, default=4)
     parser.add_argument("--problems", default="hartmann6,ackley5,levy4,branincurrin")
@@ -210,7 +213,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     runners = {"microloop": run_microloop, "qlognei": run_qlognei, "turbo": run_turbo}
     for name in args.problems.split(","):
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             methods = ["microloop", "qlognei"] if name == "branincurrin" else list(runners)
             for method in methods:
                 start = time.process_time()

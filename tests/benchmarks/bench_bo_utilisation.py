@@ -10,9 +10,13 @@ poll cycle (1 s). Utilisation = busy worker-seconds / (W x window), over the win
 evaluation time of warm-up. The anchor in the same run is the same loop without look-ahead
 (each ask only for the slots free at its start: what an ask on the critical path can do).
 
-Surrogate: `--subset K` fits each ask on a subset of K observations (the K/2 best and the K/2
-most recent; every observation still counts for the duplicate guard), because an exact GP on
-5000 observations costs 35-45 CPU-minutes per fit (issue 18). Plain BoTorch otherwise.
+Optimiser: the project's default ``botorch`` back-end as the async controller builds it (one
+optimiser for the whole run, kept hyper-parameters refit every 10 % more observations, the local
+trust-region GP on ``max_train`` = 1000 observations beyond that, ``background_refit =
+"when_ready"``). It is primed before t = 0 with one ask on the starting data (not timed), so its
+hyper-parameters are kept as in a running campaign. A refit the asks start runs on a core of its
+own: its measured CPU seconds start when the ask that started it returns, and the first ask that
+begins after they end uses its hyper-parameters (bayes.surrogate.DeferredExecutor holds it).
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_utilisation.py --workers 64 256 \\
         --observations 100 1000 5000 --window 360
@@ -29,6 +33,7 @@ import numpy as np
 
 from bayes.optimizer import make_optimizer
 from bayes.space import Space
+from bayes.surrogate import DeferredExecutor
 from hpc.campaign.proposer import DuplicateGuard, ReleaseRate, ask_size
 
 EVAL_S = 120.0
@@ -44,44 +49,24 @@ def hartmann4(unit: np.ndarray) -> np.ndarray:
         return Hartmann(dim=DIM, negate=True)(torch.as_tensor(unit)).numpy()
 
 
-class SubsetAsker:
-    """Asks a fresh BoTorch optimiser told a subset of the observations (see module doc)."""
-
-    def __init__(self, space: Space, subset: int | None, seed: int) -> None:
-        self.space, self.subset, self.seed = space, subset, seed
-        self.points: list[dict] = []
-        self.values: list[float] = []
-        self.n_asks = 0
-
-    def tell(self, points: list[dict], values: list[float]) -> None:
-        self.points += points
-        self.values += values
-
-    def ask(self, n: int, pending: list[dict]) -> list[dict]:
-        index = np.arange(len(self.values))
-        if self.subset is not None and len(index) > self.subset:
-            half = self.subset // 2
-            best = np.argsort(self.values)[-half:]
-            recent = np.setdiff1d(index, best)[-(self.subset - half):]
-            index = np.union1d(best, recent)
-        optimizer = make_optimizer(self.space, "botorch", seed=self.seed + self.n_asks,
-                                   n_initial=1)
-        optimizer.tell([self.points[i] for i in index], [self.values[i] for i in index])
-        self.n_asks += 1
-        return optimizer.ask(n, pending)
-
-
-def simulate(workers: int, n_start: int, window_s: float, subset: int | None, look_ahead: bool,
+def simulate(workers: int, n_start: int, window_s: float, look_ahead: bool,
              seed: int, warmup_s: float = EVAL_S) -> dict:
     space = Space({f"x{i}": (0.0, 1.0) for i in range(DIM)})
     rng = np.random.default_rng(seed)
-    asker = SubsetAsker(space, subset, seed)
+    asker = make_optimizer(space, "botorch", seed=seed, n_initial=1,
+                           background_refit="when_ready")
+    asker.refit_executor = refits = DeferredExecutor()
     guard = DuplicateGuard(space, 1e-3 * np.sqrt(DIM))
     start_unit = rng.random((n_start, DIM))
     start = space.from_unit_many(start_unit)
     asker.tell(start, list(hartmann4(start_unit)))
     for point in start:
         guard.add(point)
+    asker.ask(1, [])  # primed: hyper-parameters kept as in a running campaign
+    while refits.queued:
+        refits.run_next()
+    running_refits: list[tuple[float, object, object]] = []  # (done at, future, result)
+    refit_cpu: list[float] = []
     # steady state at t = 0: every worker busy, finishing uniformly over one evaluation time
     running: list[tuple[float, int, dict]] = []
     first_unit = rng.random((workers, DIM))
@@ -106,6 +91,9 @@ def simulate(workers: int, n_start: int, window_s: float, subset: int | None, lo
             finish, _, point = heapq.heappop(running)
             releases.add(finish)
             untold.append((point, float(hartmann4(space.to_unit(point)[None])[0])))
+        for done in [r for r in running_refits if r[0] <= t]:
+            running_refits.remove(done)
+            done[1].set_result(done[2])
         if ask_until is not None and ask_until <= t:
             kept, _ = guard.keep_new(ready)
             buffer += kept
@@ -127,10 +115,22 @@ def simulate(workers: int, n_start: int, window_s: float, subset: int | None, lo
                 cpu = time.process_time()
                 ready = asker.ask(n, pending)
                 last_ask_s = time.process_time() - cpu
-                costs.append((n, len(pending), len(asker.values), last_ask_s))
+                costs.append((n, len(pending), asker.n_observations, last_ask_s))
                 ask_until = t + last_ask_s
+                while refits.queued:  # started by this ask: on their own core from its end
+                    fn, future = refits.queued.pop(0)
+                    future.set_running_or_notify_cancel()
+                    result, refit_s = _cpu(fn)
+                    refit_cpu.append(refit_s)
+                    running_refits.append((ask_until + refit_s, future, result))
     return {"utilisation": busy_s / (workers * window_s), "asks": costs,
-            "observations": len(asker.values)}
+            "observations": asker.n_observations, "refit_cpu_s": refit_cpu}
+
+
+def _cpu(fn):
+    start = time.process_time()
+    out = fn()
+    return out, time.process_time() - start
 
 
 def main() -> None:
@@ -139,32 +139,31 @@ def main() -> None:
     parser.add_argument("--observations", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--window", type=float, default=360.0, help="virtual seconds measured")
     parser.add_argument("--warmup", type=float, default=EVAL_S, help="virtual seconds before")
-    parser.add_argument("--subset", type=int, default=256)
     parser.add_argument("--anchor", choices=["yes", "no", "only"], default="yes",
                         help="also (or only) run the loop without look-ahead")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    subset = args.subset if args.subset > 0 else None
-    print(f"surrogate: plain BoTorch (GP + qLogNEI, Thompson sampling from 64), fitted on "
-          f"{'all observations' if subset is None else f'a subset of {subset}'}; "
+    print(f"optimiser: botorch defaults, background_refit = when_ready; "
           f"window {args.window:.0f} virtual s after {args.warmup:.0f} s warm-up"
           + ("; WITHOUT look-ahead (the anchor)" if args.anchor == "only" else ""))
     print(f"{'workers':>7} {'obs':>6} {'->':>6} {'util':>6} {'anchor':>7} {'asks':>5} "
-          f"{'mean n':>7} {'pending':>8} {'CPU-s/ask':>10} {'max':>6}")
+          f"{'mean n':>7} {'pending':>8} {'CPU-s/ask':>10} {'max':>6} {'refits CPU-s':>13}")
     for workers in args.workers:
         for n_start in args.observations:
             anchor = (None if args.anchor == "no" else simulate(
-                workers, n_start, args.window, subset, False, args.seed, args.warmup))
+                workers, n_start, args.window, False, args.seed, args.warmup))
             run = anchor if args.anchor == "only" else simulate(
-                workers, n_start, args.window, subset, True, args.seed, args.warmup)
-            asks = run["asks"]
+                workers, n_start, args.window, True, args.seed, args.warmup)
+            n_asks = len(run["asks"])
+            asks = run["asks"] or [(0, 0, 0, 0.0)]  # no ask in the window: zeros
             cpu = [c for *_, c in asks]
             print(f"{workers:>7} {n_start:>6} {run['observations']:>6} "
                   f"{run['utilisation']:>6.1%} "
                   f"{'-' if anchor is None else format(anchor['utilisation'], '.1%'):>7} "
-                  f"{len(asks):>5} {statistics.mean(a[0] for a in asks):>7.1f} "
+                  f"{n_asks:>5} {statistics.mean(a[0] for a in asks):>7.1f} "
                   f"{statistics.mean(a[1] for a in asks):>8.0f} "
-                  f"{statistics.mean(cpu):>10.2f} {max(cpu):>6.2f}", flush=True)
+                  f"{statistics.mean(cpu):>10.2f} {max(cpu):>6.2f} "
+                  f"{' '.join(f'{r:.1f}' for r in run['refit_cpu_s']) or '-':>13}", flush=True)
 
 
 if __name__ == "__main__":
