@@ -152,6 +152,10 @@ class CellModel:
     writes); its corrections are applied to the parameter set before the model is built.
     """
 
+    #: IDAKLU (rtol, atol) of the re-solve after a mid-discharge failure (None: the defaults,
+    #: i.e. no second chance: what a discharge that stays caught looks like)
+    retry_tolerances: tuple[float, float] | None = RETRY_TOLERANCES
+
     def __init__(
         self,
         parameter_set: str = "Chen2020",
@@ -445,7 +449,7 @@ class CellModel:
         if lower_bound and self.options.caught_discharge == "named_failure":
             feasible = False
             reason = (f"{LOWER_BOUND_REASON}: the DFN solve failed mid-discharge (also at "
-                      f"rtol, atol = {RETRY_TOLERANCES}) and its re-solve ended on the "
+                      f"rtol, atol = {self.retry_tolerances}) and its re-solve ended on the "
                       f"end-of-discharge event {event!r} at t = {t_last:.4g} s, before the "
                       f"voltage cut-off; the energy and capacity are what it delivered up to then")
         bound = {"lower_bound": lower_bound, "end_event": event if lower_bound else None,
@@ -470,11 +474,11 @@ class CellModel:
 
     def _retry(self, mode: str, inputs: dict, t_end_s: float) -> tuple[str, float, float, float]:
         """After a mid-discharge failure at the default tolerances: the solve at
-        RETRY_TOLERANCES, and when that fails too (or raises a SolverError), the variant with
+        `retry_tolerances`, and when that fails too (or raises a SolverError), the variant with
         the end-of-discharge events (kernels.cell.pybamm_model.add_end_of_discharge_events),
         whose result is a lower bound when it ends on one of them."""
         try:
-            solved = self._solve(mode, inputs, t_end_s, tolerances=RETRY_TOLERANCES)
+            solved = self._solve(mode, inputs, t_end_s, tolerances=self.retry_tolerances)
         except pybamm.SolverError:
             solved = None   # the tight solve failed in its own way: the event variant decides
         if solved is not None and not solved[0].startswith("failure"):
