@@ -205,10 +205,24 @@ def objective_unit(spec: EvaluationSpec) -> str:
     return OBJECTIVE_UNITS[spec.objective.kind]
 
 
+class DischargeLowerBound(RuntimeError):
+    """The objective discharge ended on an end-of-discharge event before the voltage cut-off
+    (kernels.cell.model, CellModelOptions.caught_discharge "named_failure"): what it delivered is
+    a lower bound, so the trial fails with it (the message carries the bound) instead of telling
+    the optimiser a value it is not, or an infeasibility the cell did not show."""
+
+
 def objective_of(discharge: Discharge, spec: EvaluationSpec) -> Objective:
     """The objective of one discharge: its `spec.objective.kind`, or infeasible with the cell
-    model's reason. A feasible discharge without that number is an error, not a 0."""
+    model's reason. A feasible discharge without that number is an error, not a 0; a lower
+    bound (not feasible, `lower_bound` True) raises `DischargeLowerBound`."""
     kind, unit = spec.objective.kind, objective_unit(spec)
+    if discharge.lower_bound and not discharge.feasible:
+        # not infeasible (the cell did deliver this much) and not a value: a named failure
+        raise DischargeLowerBound(
+            f"the objective discharge ({kind}) is only a lower bound: "
+            f"{getattr(discharge, kind)!r} {unit} delivered up to the end-of-discharge event "
+            f"{discharge.end_event!r} at t = {discharge.end_time_s!r} s; {discharge.reason}")
     if not discharge.feasible:
         return Objective(kind, None, unit, False, discharge.reason or "infeasible")
     value = getattr(discharge, kind)
@@ -249,12 +263,16 @@ def per_sample_spread(campaign_dir: str | Path, trial_id: int, spec: EvaluationS
             continue
         cell = simulate_cell(record.metrics.to_dict(), thickness_um, objective_only,
                                client=address)
+        if cell.objective.lower_bound and not cell.objective.feasible:
+            values.append(None)   # only a lower bound on its own: no number for the spread
+            continue
         values.append(objective_of(cell.objective, spec).value)
     known = [v for v in values if v is not None]
     if len(known) < len(values):
         missing = [r.sample for r, v in zip(records, values, strict=True) if v is None]
         return SpreadRecord(values, len(values), None, None, None, None,
-                            note=f"cubes {missing} are infeasible on their own: spread unknown")
+                            note=f"cubes {missing} are infeasible or only a lower bound on "
+                                 "their own: spread unknown")
     spread = objective_spread(known)
     return SpreadRecord(values, spread.n, spread.mean, spread.std, spread.noise_var,
                         spread.to_dict()["rel_std"])

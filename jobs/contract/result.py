@@ -225,10 +225,16 @@ class Discharge:
     feasible: bool
     reason: str
     power_W_requested: float | None = None
+    #: True: the discharge ended on an end-of-discharge event (`end_event` at `end_time_s`)
+    #: before the voltage cut-off, so its numbers are a lower bound, never the objective's value
+    lower_bound: bool = False
+    end_event: str | None = None
+    end_time_s: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Discharge:
-        d = _take(cls, data, "discharge", optional=("power_W_requested",))
+        d = _take(cls, data, "discharge", optional=("power_W_requested", "lower_bound",
+                                                      "end_event", "end_time_s"))
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

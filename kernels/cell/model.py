@@ -19,8 +19,12 @@ CellModel per settings per process (a Dask worker builds its models once).
   non-percolating pores, a non-conducting solid) gives energy 0, feasible False and a reason.
   Anything else raises: inputs outside the documented ranges ValueError, a solve that ends
   without a cut-off `CellSolveFailed`, any other PyBaMM or Python error as itself. A discharge that
-  fails part-way (a particle surface saturating, the electrolyte running dry) is re-solved on a
-  variant that ends there, keeping the energy delivered.
+  fails part-way is re-solved at tight tolerances (RETRY_TOLERANCES), which mostly reaches the
+  voltage cut-off; one that still fails is re-solved on a variant that ends where a particle
+  surface saturates or the electrolyte runs dry. What it delivered up to there is only a lower
+  bound of the discharge: `DischargeResult.lower_bound` is True, and by default
+  (CellModelOptions.caught_discharge "named_failure") the result is not feasible, so it is never
+  told as a value (jobs.evaluate makes it a named failure).
 """
 
 from __future__ import annotations
@@ -51,7 +55,12 @@ from kernels.cell.geometry_4680 import (
     jelly_roll,
 )
 from kernels.cell.options import DEFAULT_CBD_BLOCKING, CellModelOptions
-from kernels.cell.pybamm_model import ACTIVE_SURFACE_FRACTION_INPUT, F_C_MOL
+from kernels.cell.pybamm_model import (
+    ACTIVE_SURFACE_FRACTION_INPUT,
+    END_OF_DISCHARGE_EVENTS,
+    F_C_MOL,
+    RETRY_TOLERANCES,
+)
 from kernels.cell.pybamm_model import parameter_values as _parameter_values
 from kernels.cell.pybamm_model import simulation as _simulation
 
@@ -74,6 +83,8 @@ __all__ = [
 ]
 
 MIN_DISCHARGE_TIME_S = 1.0
+#: how the reason of a discharge that ended on an end-of-discharge event starts (a lower bound)
+LOWER_BOUND_REASON = "lower bound, not a value"
 
 
 class CellSolveFailed(RuntimeError):
@@ -119,6 +130,12 @@ class DischargeResult:
     capacity_mAh_g: float | None
     feasible: bool
     reason: str
+    #: True when the discharge ended on an end-of-discharge event (end_event, at end_time_s)
+    #: before the voltage cut-off: the energy and capacity are what was delivered up to then,
+    #: a lower bound of the discharge to the cut-off, not its value
+    lower_bound: bool = False
+    end_event: str | None = None
+    end_time_s: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +151,10 @@ class CellModel:
     calibration: a `kernels.cell.calibration.Calibration.to_dict()` (the file `microloop calibrate`
     writes); its corrections are applied to the parameter set before the model is built.
     """
+
+    #: IDAKLU (rtol, atol) of the re-solve after a mid-discharge failure (None: the defaults,
+    #: i.e. no second chance: what a discharge that stays caught looks like)
+    retry_tolerances: tuple[float, float] | None = RETRY_TOLERANCES
 
     def __init__(
         self,
@@ -334,15 +355,17 @@ class CellModel:
         if "current" in modes:
             self.discharge_c_rate(reference, 1.0)
 
-    def _sim(self, mode: str, end_events: bool = False):
+    def _sim(self, mode: str, end_events: bool = False,
+             tolerances: tuple[float, float] | None = None):
         return _simulation(self.parameter_set, self.half_cell, mode,
                            self.packaging.separator_thickness_um * 1e-6, self.calibration,
-                           end_events, self.c_p_max_override_mol_m3, self.options.thermal)
+                           end_events, self.c_p_max_override_mol_m3, self.options.thermal,
+                           tolerances)
 
-    def _solve(self, mode: str, inputs: dict, t_end_s: float,
-               end_events: bool = False) -> tuple[str, float, float, float]:
+    def _solve(self, mode: str, inputs: dict, t_end_s: float, end_events: bool = False,
+               tolerances: tuple[float, float] | None = None) -> tuple[str, float, float, float]:
         """(termination, last time s, energy Wh/m^2, capacity Ah/m^2) of one solve; may raise."""
-        simulation, lock = self._sim(mode, end_events)
+        simulation, lock = self._sim(mode, end_events, tolerances)
         with lock:
             solution = simulation.solve([0.0, t_end_s], inputs=inputs)
         return (str(solution.termination), float(solution.t[-1]),
@@ -395,11 +418,10 @@ class CellModel:
         try:
             termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._solve(mode, inputs, t_end_s)
             if termination.startswith("failure") and t_last > MIN_DISCHARGE_TIME_S:
-                # failed mid-discharge: almost always a particle surface saturating or the
-                # electrolyte running dry, where the DFN is undefined; the variant that ends
-                # there (kernels.cell.pybamm_model.add_end_of_discharge_events) keeps the energy so far
-                termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._solve(
-                    mode, inputs, t_end_s, end_events=True)
+                # failed mid-discharge, near a particle surface saturating or the electrolyte
+                # running dry: at tight tolerances IDAKLU mostly gets through to the cut-off
+                termination, t_last, energy_Wh_m2, capacity_Ah_m2 = self._retry(
+                    mode, inputs, t_end_s)
         except pybamm.SolverError as error:
             # only the two ways a cell that cannot carry the load shows up are infeasible; any
             # other error (a setup error, a TypeError after an API change) fails the evaluation
@@ -421,10 +443,21 @@ class CellModel:
         if not (math.isfinite(energy_Wh_m2) and energy_Wh_m2 > 0):
             return infeasible(f"no energy delivered ({termination})")
         capacity_Ah = capacity_Ah_m2 * area
+        event = termination.removeprefix("event: ")
+        lower_bound = event in END_OF_DISCHARGE_EVENTS
+        feasible, reason = True, termination
+        if lower_bound and self.options.caught_discharge == "named_failure":
+            feasible = False
+            reason = (f"{LOWER_BOUND_REASON}: the DFN solve failed mid-discharge (also at "
+                      f"rtol, atol = {self.retry_tolerances}) and its re-solve ended on the "
+                      f"end-of-discharge event {event!r} at t = {t_last:.4g} s, before the "
+                      f"voltage cut-off; the energy and capacity are what it delivered up to then")
+        bound = {"lower_bound": lower_bound, "end_event": event if lower_bound else None,
+                 "end_time_s": t_last if lower_bound else None}
         if self.half_cell:
             am_mass_g_m2 = design.am_volume_fraction * design.thickness_um * 1e-6 * self.rho_am_g_cm3 * 1e6
             return DischargeResult(power_W, c_rate, 0.0, capacity_Ah, 0.0, 0.0,
-                                   capacity_Ah_m2 * 1e3 / am_mass_g_m2, True, termination)
+                                   capacity_Ah_m2 * 1e3 / am_mass_g_m2, feasible, reason, **bound)
         energy_Wh = energy_Wh_m2 * area
         return DischargeResult(
             power_W=power_W,
@@ -434,9 +467,23 @@ class CellModel:
             energy_density_Wh_L=energy_Wh / roll.envelope_volume_L,
             specific_energy_Wh_kg=energy_Wh / (roll.total_mass_g * 1e-3),
             capacity_mAh_g=None,
-            feasible=True,
-            reason=termination,
+            feasible=feasible,
+            reason=reason,
+            **bound,
         )
+
+    def _retry(self, mode: str, inputs: dict, t_end_s: float) -> tuple[str, float, float, float]:
+        """After a mid-discharge failure at the default tolerances: the solve at
+        `retry_tolerances`, and when that fails too (or raises a SolverError), the variant with
+        the end-of-discharge events (kernels.cell.pybamm_model.add_end_of_discharge_events),
+        whose result is a lower bound when it ends on one of them."""
+        try:
+            solved = self._solve(mode, inputs, t_end_s, tolerances=self.retry_tolerances)
+        except pybamm.SolverError:
+            solved = None   # the tight solve failed in its own way: the event variant decides
+        if solved is not None and not solved[0].startswith("failure"):
+            return solved
+        return self._solve(mode, inputs, t_end_s, end_events=True)
 
 
 def get_cell_model(

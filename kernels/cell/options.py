@@ -22,6 +22,12 @@ stays reachable by a named value so that its effect can be measured
   procedural generator places its volume at 0.93 g/cm^3, the ionic solve lets ions through its
   electrolyte-filled nanopores, the design's porosity is pores + nanopores and the cell mass
   counts 1 - porosity - phi_AM as its carbon + binder skeleton). `cbd_domain()` is the domain.
+- caught_discharge: what a discharge that ends on an end-of-discharge event (a particle surface
+  saturating, the electrolyte running dry; kernels.cell.pybamm_model.add_end_of_discharge_events)
+  before the voltage cut-off is: "named_failure" (default: infeasible-looking result with
+  `lower_bound` set, which the evaluation turns into a named failure, never a value) or
+  "lower_bound_value" (the old behaviour: the energy delivered up to the event is told as the
+  design's value; it is only a lower bound of the discharge to the cut-off).
 
 N/P and the anode composition are packaging (Packaging4680.np_ratio, anode_porosity,
 anode_am_volume_fraction); the conductivities act in the transport solve, not here
@@ -39,6 +45,7 @@ RADIUS_RULES = ("particle_size", "legacy_3phi_over_a_eff")
 CAPACITY_BASES = ("am_density", "parameter_set")
 THERMAL_MODELS = ("isothermal", "lumped")
 CBD_VOLUMES = ("solid", "nanoporous_domain")
+CAUGHT_DISCHARGES = ("named_failure", "lower_bound_value")
 # LiNi0.8Mn0.1Co0.1O2: 6.94 + 0.8 * 58.693 + 0.1 * 54.938 + 0.1 * 58.933 + 2 * 15.999
 NMC811_MOLAR_MASS_G_MOL = 97.28
 DEFAULT_CBD_BLOCKING = 0.5
@@ -57,10 +64,12 @@ class CellModelOptions:
     separator_bruggeman: float = CHEN2020_BRUGGEMAN
     thermal: str = "isothermal"
     cbd_volume: str = "solid"
+    caught_discharge: str = "named_failure"
 
     def __post_init__(self) -> None:
         for name, accepted in (("radius_rule", RADIUS_RULES), ("capacity_basis", CAPACITY_BASES),
-                               ("thermal", THERMAL_MODELS), ("cbd_volume", CBD_VOLUMES)):
+                               ("thermal", THERMAL_MODELS), ("cbd_volume", CBD_VOLUMES),
+                               ("caught_discharge", CAUGHT_DISCHARGES)):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"CellModelOptions.{name} must be one of {list(accepted)}, "
                                  f"got {getattr(self, name)!r}")

@@ -18,6 +18,15 @@ LI_METAL_CONDUCTIVITY_S_M = 1.08e7
 LI_FOIL_THICKNESS_M = 50e-6
 END_OF_DISCHARGE_STOICHIOMETRY_MARGIN = 1e-3  # stop 0.1 % short of a full / empty particle surface
 END_OF_DISCHARGE_ELECTROLYTE_MOL_M3 = 1.0  # stop when the electrolyte is locally depleted
+#: the names of those events: a solve that ends on one stopped before the voltage cut-off
+END_OF_DISCHARGE_EVENTS = ("Maximum positive particle surface stoichiometry",
+                           "Minimum negative particle surface stoichiometry",
+                           "Minimum electrolyte concentration")
+#: IDAKLU (rtol, atol) of the retry after a mid-discharge failure at the defaults (1e-4, 1e-6):
+#: measured on caught campaign designs, it reaches the voltage cut-off where the default fails
+#: and agrees with a finer mesh (docs/cell-model.md, "How a discharge ends")
+RETRY_TOLERANCES = (1e-8, 1e-10)
+OUTPUT_VARIABLES = ("Discharge energy [W.h]", "Discharge capacity [A.h]", "Voltage [V]")
 
 #: SUNDIALS 7 prints every IDA error to stderr (three lines per infeasible load in a Ragone
 #: sweep, thousands in a campaign); PyBaMM keeps the last one as the solve's message, which the
@@ -176,11 +185,25 @@ def add_end_of_discharge_events(model, half_cell: bool) -> None:
         - END_OF_DISCHARGE_ELECTROLYTE_MOL_M3))
 
 
+def idaklu_solver(tolerances: tuple[float, float] | None = None):
+    """The project's IDAKLU solver; tolerances (rtol, atol), None: PyBaMM's defaults."""
+    import pybamm
+
+    kwargs = {} if tolerances is None else {"rtol": tolerances[0], "atol": tolerances[1]}
+    return pybamm.IDAKLUSolver(on_failure="ignore", output_variables=list(OUTPUT_VARIABLES),
+                               **kwargs)
+
+
 def build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
                       calibration: tuple[tuple[str, float], ...] = (),
                       end_events: bool = False, c_p_max_mol_m3: float | None = None,
-                      thermal: str = "isothermal"):
-    """A DFN with the design quantities as inputs, discretised on a symbolic mesh."""
+                      thermal: str = "isothermal", var_pts: dict | None = None,
+                      solver=None):
+    """A DFN with the design quantities as inputs, discretised on a symbolic mesh.
+
+    var_pts: points per domain (PyBaMM's names "x_n", "x_s", "x_p", "r_n", "r_p"; None: the
+    model's defaults); solver: a PyBaMM solver (None: IDAKLU at its default tolerances). Both
+    exist to check a discharge by independent means (a finer mesh, other tolerances)."""
     import pybamm
 
     os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
@@ -215,12 +238,11 @@ def build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m
                       "negative particle", "positive particle"):
             submeshes[domain] = pybamm.SymbolicUniform1DSubMesh
     quiet_sundials_errors()
-    solver = pybamm.IDAKLUSolver(
-        on_failure="ignore",
-        output_variables=["Discharge energy [W.h]", "Discharge capacity [A.h]", "Voltage [V]"],
-    )
+    if solver is None:
+        solver = idaklu_solver()
     simulation = pybamm.Simulation(
-        model, parameter_values=values, solver=solver, submesh_types=submeshes
+        model, parameter_values=values, solver=solver, submesh_types=submeshes,
+        var_pts=var_pts,
     )
     simulation.build()
     return simulation
@@ -228,13 +250,17 @@ def build_simulation(parameter_set: str, half_cell: bool, mode: str, separator_m
 
 def simulation(parameter_set: str, half_cell: bool, mode: str, separator_m: float,
                 calibration: tuple[tuple[str, float], ...] = (), end_events: bool = False,
-                c_p_max_mol_m3: float | None = None, thermal: str = "isothermal"):
+                c_p_max_mol_m3: float | None = None, thermal: str = "isothermal",
+                tolerances: tuple[float, float] | None = None):
+    """The cached built simulation (and its lock); tolerances: IDAKLU (rtol, atol), None the
+    defaults (the retry after a failure uses RETRY_TOLERANCES)."""
     key = (parameter_set, half_cell, mode, round(separator_m, 12), calibration, end_events,
-           c_p_max_mol_m3, thermal)
+           c_p_max_mol_m3, thermal, tolerances)
     with _BUILD_LOCK:
         if key not in SIMULATIONS:
             simulation = build_simulation(parameter_set, half_cell, mode, separator_m,
-                                           calibration, end_events, c_p_max_mol_m3, thermal)
+                                           calibration, end_events, c_p_max_mol_m3, thermal,
+                                           solver=idaklu_solver(tolerances))
             SIMULATIONS[key] = (simulation, threading.Lock())
         return SIMULATIONS[key]
 
