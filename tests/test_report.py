@@ -165,3 +165,30 @@ def test_quick_report_gp_band_stays_above_zero_and_its_tick_labels_stay_apart(tm
         boxes += [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
     for (text_a, a), (text_b, b) in zip(boxes, boxes[1:], strict=False):
         assert a.x1 < b.x0, f"tick labels {text_a!r} and {text_b!r} overlap"
+
+
+def test_cs1_plot_labels_its_c_rates_as_plain_numbers(tmp_path, monkeypatch):
+    """The report draws text literally (no mathtext), so matplotlib's default log labels came
+    out as raw `$\\mathdefault{10^{0}}$` on the cs1 plots' C-rate axes."""
+    from matplotlib.figure import Figure
+
+    from hpc.analysis.case_studies import Optimum, _plot_cs1
+
+    drawn: list[Figure] = []
+    save = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        drawn.append(self)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    rates = {"cs1_0p1C": 0.1, "cs1_0p5C": 0.5, "cs1": 1.0, "cs1_2C": 2.0, "cs1_3C": 3.0}
+    optima = {name: Optimum(name, "capacity_mAh_g", f"{rate:g}C", rate,
+                            {"am_wt_frac": 0.82, "porosity": 0.25}, 200.0 - 10 * rate, None, {})
+              for name, rate in rates.items()}
+    _plot_cs1(optima, tmp_path / "cs1.png")
+    figure = drawn[-1]
+    figure.canvas.draw()
+    for ax in figure.axes:
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels == ["0.1", "0.5", "1", "2", "3"]

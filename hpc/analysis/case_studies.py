@@ -309,7 +309,7 @@ def compare_case_study(name: str, directory: str | Path, cs1_dir: str | Path | N
 
 
 def _plot_cs1(optima: dict[str, Optimum], path: Path) -> Path:
-    from hpc.analysis.report import _pyplot
+    from hpc.analysis.report import _pyplot, plain_log_axis
 
     plt = _pyplot()
     rates, caps, wt, por = [], [], [], []
@@ -322,12 +322,12 @@ def _plot_cs1(optima: dict[str, Optimum], path: Path) -> Path:
     rates_a = np.array(rates)[order]
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
     axes[0].plot(rates_a, np.array(caps)[order], "o-")
-    axes[0].set_xscale("log")
+    plain_log_axis(axes[0].xaxis, axes[0].set_xscale, tuple(sorted(set(rates_a.tolist()))))
     axes[0].set_xlabel("C-rate (1/h)")
     axes[0].set_ylabel("best capacity (mAh/g AM)")
     axes[1].plot(rates_a, np.array(wt)[order], "o-", label="AM weight fraction")
     axes[1].plot(rates_a, np.array(por)[order], "s-", label="porosity")
-    axes[1].set_xscale("log")
+    plain_log_axis(axes[1].xaxis, axes[1].set_xscale, tuple(sorted(set(rates_a.tolist()))))
     axes[1].set_xlabel("C-rate (1/h)")
     axes[1].set_ylabel("optimal value (-)")
     axes[1].legend(fontsize=8)

@@ -660,7 +660,7 @@ def literature_power(band: RagoneBand) -> np.ndarray:
 
 
 def _plots(c: SeedComparison, out: Path) -> list[Path]:
-    from hpc.analysis.report import _pyplot, save_figure_atomic
+    from hpc.analysis.report import _pyplot, plain_log_axis, save_figure_atomic
 
     plots: list[Path] = []
     plt = _pyplot()
@@ -689,13 +689,8 @@ def _plots(c: SeedComparison, out: Path) -> list[Path]:
             lo, hi = c.crossing_W.low / size, c.crossing_W.high / size
             ax.axvspan(lo * 0.98, hi * 1.02, color="0.5", alpha=0.25,
                        label=f"crossing, per cell: {c.crossing_W.text('.0f', 'W')}")
-        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
         for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
-            scale("log")     # plain numbers at 1-2-5 steps, as the campaign report's Ragone
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
-            axis.set_minor_formatter(NullFormatter())
+            plain_log_axis(axis, scale)   # plain numbers, as the campaign report's Ragone
         ax.set_xlabel("power density (W/L of the 4680 cell)" if quantity == "energy_density_Wh_L"
                       else "specific power (W/kg of the 4680 cell)")
         ax.set_ylabel("energy density (Wh/L)" if quantity == "energy_density_Wh_L"
@@ -723,8 +718,9 @@ def _plots(c: SeedComparison, out: Path) -> list[Path]:
                              label="AM weight fraction" if k == 0 and r is rs[0] else None)
                 axes[1].plot(rate, r.params.get("porosity", math.nan), "s", color="C2",
                              label="porosity" if k == 0 and r is rs[0] else None)
+        c_rates = tuple(sorted({_c_rate(campaign) for campaign, _ in rows}))
         for ax in axes:
-            ax.set_xscale("log")
+            plain_log_axis(ax.xaxis, ax.set_xscale, c_rates)
             ax.set_xlabel("C-rate (1/h)")
             ax.grid(True, alpha=0.3)
         axes[0].set_ylabel("best capacity (mAh/g AM)")

@@ -339,6 +339,19 @@ def save_figure_atomic(fig: Any, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def plain_log_axis(axis, set_scale, ticks: tuple[float, ...] | None = None) -> None:
+    """A log axis labelled with plain numbers (1-2-5 steps, or the given ticks).
+
+    The report draws text literally (`text.parse_math` off, see `_pyplot`), so matplotlib's
+    default log labels would show as raw `$\\mathdefault{10^{0}}$`."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    set_scale("log")
+    axis.set_major_locator(FixedLocator(ticks) if ticks else LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _pyplot():
     """pyplot on the file-only Agg back-end, every text drawn literally.
 
@@ -513,8 +526,6 @@ def plot_ragone(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str
     place on a log axis) are red crosses on the bottom edge; the crossing of the first two
     curves is a star with its per-cell power, and the legend sits below the panels so it
     never covers the label."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.6))
     for ax, (px, ey, xlabel, ylabel) in zip(axes, RAGONE_PANELS, strict=True):
@@ -526,10 +537,7 @@ def plot_ragone(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str
                         transform=ax.get_xaxis_transform(), clip_on=False,
                         label="cannot deliver" if k == 0 else None)
         for axis, scale in ((ax.xaxis, ax.set_xscale), (ax.yaxis, ax.set_yscale)):
-            scale("log")     # labels at 1-2-5 steps as plain numbers; unlabelled minor ticks
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
-            axis.set_minor_formatter(NullFormatter())
+            plain_log_axis(axis, scale)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
