@@ -146,6 +146,14 @@ EXEMPT = {
     "python tests/benchmarks/bench_cell_sensitivity.py":
         "cost: bench_cell_sensitivity has no size option and scores hundreds of designs "
         "(tens of CPU-minutes); tests/test_cell_model_options_campaign.py runs its choices",
+    "docs/optimisers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_ask.py --part refit "
+    "[--small]":
+        "cost: fits GPs on 250-1000 observations in the background and cold (minutes even with "
+        "--small); tests/test_bayes_scaling.py checks the background refit it measures",
+    "docs/campaigns.md: python tests/benchmarks/bench_transfer_cs3.py --compare-cold "
+    "$SEED_DIR/cs3_power --compare-transfer transfer_seed_0":
+        "cost: compares the folders of paper-profile campaigns (hours of runs); "
+        "tests/test_transfer.py runs the warm-started campaigns it compares",
 }
 
 #: benchmark lines run scaled down: options set (replacing the page's) or dropped
@@ -156,8 +164,8 @@ SCALED_SHELL = {
     "--dry-run":
         {"set": {"--out-dir": ["gen_dry"]}},
     "docs/optimisers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_multi_fidelity.py --out "
-    "bench_mf":
-        {"set": {"--seeds": ["1"], "--budget-cost": ["20"], "--max-evaluations": ["3"]}},
+    "bench_mf --problem":
+        {"set": {"--seeds": ["1"], "--budget-top": ["2"], "--max-evaluations": ["3"]}},
     "docs/optimisers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_optimizers.py --out "
     "bench_out [--problems":
         {"set": {"--problems": ["branin"], "--seeds": ["0"], "--backends": ["sobol,random"],
@@ -179,7 +187,7 @@ SCALED_SHELL = {
     "docs/optimisers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_utilisation.py "
     "--workers 64 256":
         {"set": {"--workers": ["8"], "--observations": ["20"], "--window": ["20"],
-                 "--warmup": ["5"], "--subset": ["8"]}},
+                 "--warmup": ["5"]}},
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_characterise_speed.py "
     "--cubes 2":
         {"set": {"--cubes": ["1"], "--size": ["24"], "--no-taufactor": []}},
