@@ -371,9 +371,10 @@ def test_options_with_a_fixed_set_of_values_name_them_in_help():
 
 
 def test_case_study_seeds_repeated_or_in_one_value_are_the_same_list(tmp_path):
-    """Both spellings reach the comparison as the same seeds (it lists those it cannot find)."""
+    """Both spellings reach the comparison as the same seeds (its error names the seeds it
+    could not find)."""
     outputs = []
     for seeds in (["--seeds", "0", "--seeds", "3"], ["--seeds", "0,3"]):
         result = invoke("case-study", "cs2", "--dir", str(tmp_path / "none"), *seeds)
         outputs.append(result.output.replace(str(tmp_path), "T"))
-    assert outputs[0] == outputs[1] and "missing 0, 3" in outputs[0]
+    assert outputs[0] == outputs[1] and "for seeds 0, 3" in outputs[0]
