@@ -203,3 +203,57 @@ def test_warm_up_loads_the_kernels_and_restores_the_threshold():
     assert native.warm_up() >= 0.0
     assert native.FUSED_MIN_CELLS == threshold
     assert native._FUSED_MODULE not in (None, False)
+
+
+def _robust_setup(field: np.ndarray, compact: bool):
+    """The robust method's fine level and island space for ``field``, as ``native._run``
+    builds them (float64), optionally with the compact fine level."""
+    sigma = torch.from_numpy(np.where(spanning_cluster(field > 0), field, 0) / field.max())
+    sigma = sigma.to(torch.float64)
+    levels = native._hierarchy(*native._fine_stencil(sigma))
+    if compact:
+        native._compact(levels[0], sigma)
+    return levels[0], native._islands(levels, sigma)
+
+
+@needs_numba
+@pytest.mark.parametrize("compact", [False, True])
+def test_fused_island_corrections_equal_the_torch_operations(electrode, compact):
+    """The robust method's cluster corrections as numba kernels: the same sums in the same
+    order as torch's bincount and index_add_, and the residual summed over the clusters in
+    the stencil pass, so the same numbers bit for bit (not merely close)."""
+    field = _field(electrode, 0.01, 117.0)  # the loop's default contrast: the robust method
+    fine, islands = _robust_setup(field, compact)
+    assert islands is not None and islands.fused and islands.inverse_diag.numel() > 3
+    plain = dataclasses.replace(islands, fused=False)
+    gen = torch.Generator().manual_seed(7)
+    res = torch.rand(fine.shape, generator=gen, dtype=torch.float64)
+    start = torch.rand(fine.shape, generator=gen, dtype=torch.float64)
+    for name in ("correct", "correct_residual"):
+        outs = []
+        for space in (plain, islands):
+            out = start.clone()
+            if name == "correct":
+                space.correct(res, out)
+            else:
+                space.correct_residual(fine, res, out)
+            outs.append(out)
+        assert not torch.equal(outs[0], start), name  # it did something
+        assert torch.equal(outs[0], outs[1]), name
+
+
+@needs_numba
+def test_fused_islands_leave_the_robust_solve_unchanged(monkeypatch, electrode):
+    """Same value, iterations and residual with and without the island kernels, and the
+    direct solve's value (high contrast: 1e6, and the loop's default)."""
+    for am, cbd in ((0.01, 117.0), (0.001, 1000.0)):
+        field = _field(electrode, am, cbd)
+        results = []
+        for fused in (False, True):
+            monkeypatch.setattr(native, "FUSED_ISLANDS", fused)
+            results.append(solve(field, rel_tol=1e-3))
+        a, b = results
+        assert b.method == f"native {native.ROBUST.name}" and b.converged
+        assert (a.relative_conductance, a.iterations, a.residual) == (
+            b.relative_conductance, b.iterations, b.residual)
+        assert b.relative_conductance == pytest.approx(_direct(field), rel=1e-3)

@@ -24,9 +24,10 @@ zarr write and read, surface area, tortuosity, conductivity, particle size) with
 defaults, alternating per cube between
 
 * ``before``: the simulator's numpy distance loop, the numpy per-triangle surface-area path,
-  scipy's distance transform, and the store's read decoding the cube twice (verify, then read:
-  what main did);
-* ``now``: the numba loop, the numba surface-area pass, the numba distance transform, one decode;
+  scipy's distance transform, the robust solve's island corrections in torch, and the store's
+  read decoding the cube twice (verify, then read: what main did);
+* ``now``: the numba loop, the numba surface-area pass, the numba distance transform, the
+  numba island corrections, one decode;
 
 and checks that both give the same metrics (within 1e-6). About 1 CPU-minute at 3 cubes of 128³.
 """
@@ -93,6 +94,7 @@ def _configure_stages(mode: str) -> None:
 
     fused = mode == "now"
     procedural.USE_FUSED = surface_area.USE_FUSED = particle_size.USE_FUSED = fused
+    native.FUSED_ISLANDS = fused  # the robust solve's island corrections (same numbers)
 
 
 def _store_stages(size: int, seed: int, mode: str, folder: Path) -> tuple[dict, dict]:

@@ -161,9 +161,10 @@ def _plane_binary(d, sc, sm, sp, xc, xm, xp, has_xm, has_xp, out, post, r2, s2, 
 
 
 @_jit
-def _sweep_apply(diag, gx, gy, gz, sig, binary, tiny, x, r, out, coarse, factors,
-                 mode):  # pragma: no cover - jitted
-    """mode 0: out = A x; 1: out = r - A x; 2: coarse[blocks] = Pᵀ (r - A x) (out unused)."""
+def _sweep_apply(diag, gx, gy, gz, sig, binary, tiny, x, r, out, coarse, factors, mode,
+                 labels, cells, sums):  # pragma: no cover - jitted
+    """mode 0: out = A x; 1: out = r - A x; 2: coarse[blocks] = Pᵀ (r - A x) (out unused);
+    3: sums[labels[c]] += (r - A x)[cells[c]] for c in order (cells ascending, out unused)."""
     n1, n2, n3 = x.shape
     on_the_fly = sig.size > 1
     dt = x.dtype
@@ -176,15 +177,18 @@ def _sweep_apply(diag, gx, gy, gz, sig, binary, tiny, x, r, out, coarse, factors
     if mode == 2:
         coarse[: n1 // f1, : n2 // f2, : n3 // f3] = 0
     omega = tiny * 0  # unused by posts 0-2, typed like the arrays
+    post = 1 if mode == 3 else mode
+    plane_cells = n2 * n3
+    c = 0
     for i in range(n1):
-        dst = tmp if mode == 2 else out[i]
+        dst = tmp if mode >= 2 else out[i]
         xm = x[i - 1] if i > 0 else tmp
         xp = x[i + 1] if i < n1 - 1 else tmp
         cp = coarse[i // f1] if mode == 2 else tmp
         if on_the_fly and binary:
             _plane_binary(diag[i], sig[i], sig[i - 1] if i > 0 else tmp,
                           sig[i + 1] if i < n1 - 1 else tmp, x[i], xm, xp, i > 0, i < n1 - 1,
-                          dst, mode, r[i], tmp, tmp, omega, cp, f2, f3)
+                          dst, post, r[i], tmp, tmp, omega, cp, f2, f3)
         else:
             if on_the_fly:
                 gxp, gxc = gxc, gxp
@@ -197,30 +201,39 @@ def _sweep_apply(diag, gx, gy, gz, sig, binary, tiny, x, r, out, coarse, factors
                 gxf = gx[i] if i < n1 - 1 else tmp
                 gyi = gy[i] if n2 > 1 else tmp
                 gzi = gz[i] if n3 > 1 else tmp
-            _plane(diag[i], x[i], gxb, xm, gxf, xp, gyi, gzi, i > 0, i < n1 - 1, dst, mode,
+            _plane(diag[i], x[i], gxb, xm, gxf, xp, gyi, gzi, i > 0, i < n1 - 1, dst, post,
                    r[i], tmp, tmp, omega, cp, f2, f3)
+        if mode == 3:  # the plane's residual is in tmp: add the cluster cells' values
+            flat = tmp.reshape(-1)
+            end = (i + 1) * plane_cells
+            while c < cells.size and cells[c] < end:
+                sums[labels[c]] += flat[cells[c] - i * plane_cells]
+                c += 1
 
 
 def _dummy(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)[:1].reshape(1, 1, 1)
 
 
+_NO_CELLS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.float64))
+
+
 def apply(diag, gx, gy, gz, sig, binary, tiny, x, out):
     """out = A x for the stencil (diag; gx, gy, gz face conductances, or sig: see the module)."""
     _sweep_apply(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, x, out, _dummy(x),
-                 (1, 1, 1), 0)
+                 (1, 1, 1), 0, *_NO_CELLS)
 
 
 def residual(diag, gx, gy, gz, sig, binary, tiny, r, x, out):
     """out = r - A x."""
     _sweep_apply(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, r, out, _dummy(x),
-                 (1, 1, 1), 1)
+                 (1, 1, 1), 1, *_NO_CELLS)
 
 
 def residual_restrict(diag, gx, gy, gz, sig, binary, tiny, r, x, coarse, factors):
     """coarse[:c1, :c2, :c3] = block sums of (r - A x), c = fine shape / factors (Pᵀ)."""
     _sweep_apply(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, r, x, coarse,
-                 tuple(factors), 2)
+                 tuple(factors), 2, *_NO_CELLS)
 
 
 @_jit
@@ -354,3 +367,45 @@ def _energy(diag, gx, gy, gz, sig, binary, tiny, x, b_lo, b_hi, hi):  # pragma: 
 def energy(diag, gx, gy, gz, sig, binary, tiny, x, b_lo, b_hi, hi) -> float:
     """Dissipated power Σ g (Δx)² plus the electrode links, summed in float64."""
     return float(_energy(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, b_lo, b_hi, hi))
+
+
+# The robust method's coarse space of high-conductivity clusters (native._Islands): its two
+# corrections went through torch (a gather, a weighted bincount and an index_add_ over the
+# cluster cells, and before the second one a whole residual written and read back), about a
+# quarter of a robust CG iteration at 128³. Here the corrections are two loops over the
+# cluster cells (≈ 15 % of the grid), and the residual is summed over the clusters inside the
+# stencil pass (mode 3 of _sweep_apply). Same sums in the same order as the torch operations
+# (bincount adds its weights in index order), so the same numbers bit for bit.
+
+
+@_jit
+def _island_scatter(labels, cells, coarse, inverse_diag, out):  # pragma: no cover - jitted
+    """out[cells] += (coarse · inverse_diag)[labels] (coarse overwritten by the product)."""
+    for a in range(coarse.size):
+        coarse[a] = coarse[a] * inverse_diag[a]
+    for c in range(cells.size):
+        out[cells[c]] += coarse[labels[c]]
+
+
+@_jit
+def _island_correct(labels, cells, res, inverse_diag, out):  # pragma: no cover - jitted
+    coarse = np.zeros(inverse_diag.size, res.dtype)
+    for c in range(cells.size):
+        coarse[labels[c]] += res[cells[c]]
+    _island_scatter(labels, cells, coarse, inverse_diag, out)
+
+
+def island_correct(labels, cells, res, inverse_diag, out):
+    """out += Z (Zᵀ A Z)⁻¹ Zᵀ res: Z the clusters' indicators (cells, labels 1..k as flat
+    int64 arrays), res and out flat."""
+    _island_correct(labels, cells, res, inverse_diag, out)
+
+
+def island_residual_correct(diag, gx, gy, gz, sig, binary, tiny, labels, cells, r,
+                            inverse_diag, x):
+    """x += Z (Zᵀ A Z)⁻¹ Zᵀ (r − A x): the residual in one pass that keeps only its sums over
+    the clusters (no residual array written and read back), then the scatter onto them."""
+    sums = np.zeros(inverse_diag.size, x.dtype)
+    _sweep_apply(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, r, x, _dummy(x),
+                 (1, 1, 1), 3, labels, cells, sums)
+    _island_scatter(labels, cells, sums, inverse_diag, x.reshape(-1))

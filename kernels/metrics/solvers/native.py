@@ -94,6 +94,9 @@ FUSED_MIN_CELLS = 96**3
 # On a fused hierarchy, compute the finest grid's face conductances from the voxel field in the
 # kernels instead of storing three face arrays (less memory, more arithmetic per sweep).
 COMPACT_FINE = False
+# The robust method's island corrections as numba kernels on a fused fine level (the same
+# numbers bit for bit as the torch operations, which False forces).
+FUSED_ISLANDS = True
 HARMONIC_GUARD = 1e-30  # 2ab / max(a + b, guard): only guards 0 / 0 (both voxels insulating)
 _FUSED_MODULE: object = None  # the kernels module once imported; False when numba is missing
 
@@ -538,13 +541,33 @@ class _Islands:
     labels: torch.Tensor  # their cluster, 1..k (only the cluster cells: a fraction of the grid)
     inverse_diag: torch.Tensor  # (k + 1,) 1 / (Zᵀ A Z)_aa, 0 at index 0
     buffer: torch.Tensor  # a fine-grid scratch tensor
+    # numba kernels for both corrections (a fused fine level): the same sums in the same order
+    # as the torch operations, touching only the cluster cells
+    fused: bool = False
 
     def correct(self, res: torch.Tensor, out: torch.Tensor) -> None:
         """out += Z (Zᵀ A Z)⁻¹ Zᵀ res (touching only the cluster cells)."""
+        if self.fused and _fusable(res, out):
+            _FUSED_MODULE.island_correct(self.labels.numpy(), self.cells.numpy(),
+                                         res.view(-1).numpy(), self.inverse_diag.numpy(),
+                                         out.view(-1).numpy())
+            return
         size = self.inverse_diag.numel()
         coarse = torch.bincount(self.labels, weights=res.reshape(-1)[self.cells],
                                 minlength=size)
         out.view(-1).index_add_(0, self.cells, (coarse * self.inverse_diag)[self.labels])
+
+    def correct_residual(self, fine: _Level, res: torch.Tensor, out: torch.Tensor) -> None:
+        """out += Z (Zᵀ A Z)⁻¹ Zᵀ (res − A out): fused, one pass keeps only the residual's
+        sums over the clusters (Zᵀ reads nothing else); no residual array is stored."""
+        host = _host(fine)
+        if self.fused and host is not None and _fusable(res, out):
+            _FUSED_MODULE.island_residual_correct(*host, self.labels.numpy(),
+                                                  self.cells.numpy(), res.numpy(),
+                                                  self.inverse_diag.numpy(), out.numpy())
+            return
+        _residual(fine, res, out, self.buffer)
+        self.correct(self.buffer, out)
 
 
 def _islands(levels: list[_Level], sigma: torch.Tensor) -> _Islands | None:
@@ -568,7 +591,8 @@ def _islands(levels: list[_Level], sigma: torch.Tensor) -> _Islands | None:
     diag = torch.bincount(labels_t, weights=fine.t.reshape(-1)[cells_t], minlength=k + 1)
     inverse = torch.zeros_like(diag)
     inverse[1:] = 1.0 / diag[1:]  # > 0: every cluster lies on the spanning cluster
-    return _Islands(cells_t, labels_t, inverse, torch.empty_like(fine.t))
+    fused = bool(FUSED_ISLANDS and fine.fused and sigma.device.type == "cpu")
+    return _Islands(cells_t, labels_t, inverse, torch.empty_like(fine.t), fused=fused)
 
 
 def _precondition(levels: list[_Level], cycle_levels: list[_Level], res: torch.Tensor,
@@ -593,8 +617,7 @@ def _precondition(levels: list[_Level], cycle_levels: list[_Level], res: torch.T
         cycle_fine.r.copy_(islands.buffer)
     _cycle(cycle_levels, 0, method)
     out.add_(cycle_fine.z)
-    _residual(fine, res, out, islands.buffer)
-    islands.correct(islands.buffer, out)
+    islands.correct_residual(fine, res, out)
 
 
 def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
