@@ -169,6 +169,60 @@ def test_the_recommendation_is_at_the_top_level_near_the_optimum():
     assert abs(point["x"] - 0.3) < 0.05
 
 
+# Where a biased cheap level alone has looked (the Branin bench's seed 0, 2026-12-02: x1 = 10,
+# x2 = 0 seen at s = 0.5 only), the top-level posterior mean is high and uncertain; its true
+# top value (-11.0) is far below the best design the top level has confirmed (-0.6).
+BRANIN = Space(bounds={"x1": (-5.0, 10.0), "x2": (0.0, 15.0)})
+BRANIN_SEEN = [  # (x1, x2, level): level 0 at s = 0.5, level 1 at s = 1
+    (7.76, 13.97, 0), (1.77, 2.5, 0), (-1.27, 8.87, 1), (3.76, 4.9, 0), (4.96, 10.67, 0),
+    (-4.78, 6.73, 1), (1.25, 6.27, 1), (5.23, 0.0, 0), (-1.9, 15.0, 0), (0.08, 10.28, 0),
+    (3.45, 1.36, 0), (-4.56, 15.0, 0), (10.0, 2.06, 0), (6.48, 2.79, 0), (10.0, 0.0, 0),
+    (-3.66, 12.75, 0), (-5.0, 13.68, 0), (-3.72, 14.41, 1), (2.36, 0.0, 0), (-2.79, 11.97, 0),
+    (9.1, 0.0, 0), (-1.9, 0.0, 0), (2.98, 2.67, 1), (-3.09, 12.79, 1)]
+
+
+def _augmented_branin(x1: float, x2: float, s: float) -> float:
+    import torch
+    from botorch.test_functions.multi_fidelity import AugmentedBranin
+
+    return float(AugmentedBranin(negate=True)(torch.tensor([[x1, x2, s]], dtype=torch.float64)))
+
+
+def test_the_recommendation_is_not_a_design_only_a_biased_cheap_level_has_seen():
+    """The confirmation is one top-level evaluation: it goes where the model is sure. Here it
+    lands in one of Branin's three optimal basins (within 10 % of the box's side of a known
+    minimiser), where the posterior-mean rule (recommend_sd = 0, the rule before 2026-12-02)
+    chose x ~ (10, 0), seen at s = 0.5 only (the bench: -11.0 there, -8.2 at this rounded
+    data's (9.7, 0)), with -0.6 confirmed at the top."""
+    def told(**options):
+        opt = make_optimizer(BRANIN, backend="multi_fidelity", seed=0, fidelity_costs=[5.0, 45.0],
+                             acquisition="two_step", **options)
+        for x1, x2, level in BRANIN_SEEN:
+            opt.tell({"x1": x1, "x2": x2, FIDELITY_KEY: level},
+                     _augmented_branin(x1, x2, (0.5, 1.0)[level]))
+        return opt
+
+    minimisers = np.array([[-np.pi, 12.275], [np.pi, 2.275], [9.42478, 2.475]])
+
+    def distance(point):
+        return float(np.min(np.hypot(*(minimisers - [point["x1"], point["x2"]]).T)))
+
+    point = told().recommend()
+    assert point[FIDELITY_KEY] == 1
+    assert distance(point) < 1.5
+    mean_rule = told(recommend_sd=0.0).recommend()   # the posterior mean's maximum
+    assert distance(mean_rule) > 1.5
+    confirmed = max(_augmented_branin(x1, x2, 1.0) for x1, x2, lv in BRANIN_SEEN if lv == 1)
+    assert _augmented_branin(mean_rule["x1"], mean_rule["x2"], 1.0) < confirmed - 5.0
+
+
+@pytest.mark.parametrize("sd", [-1.0, float("nan"), "2", True])
+def test_recommend_sd_is_checked_by_name(sd):
+    with pytest.raises(ValueError, match="recommend_sd"):
+        make_optimizer(LINE, backend="multi_fidelity", fidelity_costs=[1.0, 10.0],
+                       recommend_sd=sd)
+
+
 # ---------------------------------------------------------------------------- the campaign file
 
 LEVELS = [{"n_cubes": 1, "cube_voxels": 16}, {"n_cubes": 2, "cube_voxels": 24}]
