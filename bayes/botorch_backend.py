@@ -95,9 +95,11 @@ class BoTorchOptimizer(Optimizer):
         # inside its trust region, a box of at most +-0.2 per coordinate. 2048 raw samples and
         # 20 restarts there were 36 % and 59 % of ask(8, 56 pending) at 1000 observations
         # (docs/optimisers.md); 512 in a box of side <= 0.4 are still denser than 2048 over the
-        # whole cube from 2 dimensions on
+        # whole cube from 2 dimensions on. L-BFGS from the restarts was still 2/3 of that ask
+        # with 10 (cProfile, 2026-12-01): in the small box they end on the same few optima, and
+        # 5 gave the same batch best at 0.76-0.93 of the CPU (bench_bo_ask.py, one state, two runs)
         "local_raw_samples": 512,
-        "local_num_restarts": 10,
+        "local_num_restarts": 5,
         # where a due refit runs (bayes.surrogate.BACKGROUND_REFIT): "off" inside the ask (36.4
         # of ask(8, 56 pending)'s CPU-s at 1000 observations, docs/optimisers.md);
         # "next_ask": in a background thread started by the ask that found it due (that ask
