@@ -219,7 +219,8 @@ def plot_fronts(c: FrontComparison, path: Path) -> Path:
     for i, f in enumerate(c.fronts):
         x = [p.values[0] for p in f.points]
         y = [p.values[1] for p in f.points]
-        ax.step(x, y, where="post", color=f"C{i}", alpha=0.8)
+        # the edge of the region the front attains: the drop to the next design comes first
+        ax.step(x, y, where="pre", color=f"C{i}", alpha=0.8)
         ax.scatter(x, y, color=f"C{i}", s=14,
                    label=f"{f.label} ({len(f.points)} designs)")
     ax.set_xlabel(c.labels[0])

@@ -686,7 +686,9 @@ def plot_pareto_front(data: CampaignData, labels: list[str], rows: list[dict[str
     if front:
         x = [r["values"][0] for r in front]
         y = [r["values"][1] for r in front]
-        ax.step(x, y, where="post", color="C0", zorder=2)
+        # the attained region's edge: between two front designs (x ascending, y descending) the
+        # best reachable y is the next design's, so the drop comes first ("pre", not "post")
+        ax.step(x, y, where="pre", color="C0", zorder=2)
         ax.scatter(x, y, color="C0", zorder=3, label=f"Pareto front ({len(front)})")
         for r in front:
             ax.annotate(str(r["trial_id"]), (r["values"][0], r["values"][1]), fontsize=7,
