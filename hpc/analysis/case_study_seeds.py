@@ -752,7 +752,7 @@ def seeds_markdown(c: SeedComparison) -> str:
 
     seeds = ", ".join(str(s) for s in c.seeds_present) or "none"
     lines = [f"# Case study {c.case_study} across optimiser seeds", "",
-             f"Seeds present: {seeds} (of {', '.join(str(s) for s in c.seeds_requested)}).",
+             f"Seeds present: {seeds} (requested: {', '.join(str(s) for s in c.seeds_requested)}).",
              ""]
     if c.seeds_missing:
         lines += [f"- seed {s}: missing ({why})" for s, why in c.seeds_missing.items()] + [""]
