@@ -82,3 +82,14 @@ def test_the_block_split_stays_near_the_voxel_split_on_an_electrode() -> None:
     fine = am_particle_radius_um(volume, 0.4)
     assert am_particle_radius_um(volume, 0.4, watershed_stride=2) == pytest.approx(fine,
                                                                                     rel=0.02)
+
+
+def test_characterise_volume_takes_the_block_split_and_refuses_others_before_solving() -> None:
+    from kernels.metrics.volume import characterise_volume
+
+    volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 24, 1.0, seed=2)
+    blocks = characterise_volume(volume, 1.0, watershed_stride=2).am_particle_radius_um
+    assert blocks == pytest.approx(am_particle_radius_um(volume, 1.0, watershed_stride=2),
+                                   rel=1e-9)
+    with pytest.raises(ValueError, match="watershed_stride"):
+        characterise_volume(volume, 1.0, watershed_stride=4)
