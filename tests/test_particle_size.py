@@ -23,18 +23,21 @@ def _spheres(n: int, centres, radius: float) -> np.ndarray:
     return volume
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("radius", [5.0, 7.0, 10.0])
-def test_separate_spheres_have_their_radius(radius: float) -> None:
+def test_separate_spheres_have_their_radius(radius: float, stride: int) -> None:
     """Eight separate spheres at random sub-voxel centres in a 64³ box: 3V/S = r within 5 %."""
     rng = np.random.default_rng(int(radius))
     centres = [(a + rng.random(), b + rng.random(), c + rng.random())
                for a, b, c in itertools.product((16, 48), repeat=3)]
     volume = _spheres(64, centres, radius)
-    assert am_particle_radius_um(volume, 0.5) == pytest.approx(0.5 * radius, rel=0.05)
+    assert am_particle_radius_um(volume, 0.5, watershed_stride=stride) == pytest.approx(
+        0.5 * radius, rel=0.05)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("radius", [6.0, 9.0])
-def test_two_fused_spheres_are_two_truncated_particles(radius: float) -> None:
+def test_two_fused_spheres_are_two_truncated_particles(radius: float, stride: int) -> None:
     """Two spheres whose centres are 1.8 r apart: the watershed splits them at the neck and each
     is a sphere less a cap of height 0.1 r plus the contact disc, whose 3V/S has a closed form."""
     d = 1.8 * radius
@@ -43,7 +46,8 @@ def test_two_fused_spheres_are_two_truncated_particles(radius: float) -> None:
     h = radius - d / 2
     v = 4 / 3 * math.pi * radius**3 - math.pi * h**2 * (3 * radius - h) / 3
     s = 4 * math.pi * radius**2 - 2 * math.pi * radius * h + math.pi * (radius**2 - (d / 2) ** 2)
-    assert am_particle_radius_um(volume, 1.0) == pytest.approx(3 * v / s, rel=0.05)
+    assert am_particle_radius_um(volume, 1.0, watershed_stride=stride) == pytest.approx(
+        3 * v / s, rel=0.05)
 
 
 @pytest.mark.parametrize("shape", [(64, 64, 64), (70, 64, 66), (5, 7, 9), (30, 1, 4)])
@@ -63,3 +67,29 @@ def test_the_fast_distance_transform_is_scipys_value_for_value(shape) -> None:
     if am.size >= particle_size.FUSED_MIN_VOXELS:
         np.testing.assert_array_equal(distance_to_background(am),
                                       ndimage.distance_transform_edt(am))
+
+
+@pytest.mark.parametrize("stride", [0, 3, True, 2.0])
+def test_unknown_watershed_strides_are_refused(stride) -> None:
+    with pytest.raises(ValueError, match="watershed_stride"):
+        am_particle_radius_um(_spheres(16, [(8, 8, 8)], 4.0), 1.0, watershed_stride=stride)
+
+
+def test_the_block_split_stays_near_the_voxel_split_on_an_electrode() -> None:
+    """On a procedural electrode (96³, 0.4 um voxels) the opt-in 2×2×2 split moves the radius by
+    at most 2 % (measured -1.2 % to +1.1 % at 128³ across the parameter corners)."""
+    volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 96, 0.4, seed=1)
+    fine = am_particle_radius_um(volume, 0.4)
+    assert am_particle_radius_um(volume, 0.4, watershed_stride=2) == pytest.approx(fine,
+                                                                                    rel=0.02)
+
+
+def test_characterise_volume_takes_the_block_split_and_refuses_others_before_solving() -> None:
+    from kernels.metrics.volume import characterise_volume
+
+    volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 24, 1.0, seed=2)
+    blocks = characterise_volume(volume, 1.0, watershed_stride=2).am_particle_radius_um
+    assert blocks == pytest.approx(am_particle_radius_um(volume, 1.0, watershed_stride=2),
+                                   rel=1e-9)
+    with pytest.raises(ValueError, match="watershed_stride"):
+        characterise_volume(volume, 1.0, watershed_stride=4)

@@ -48,7 +48,7 @@ from kernels.cell.cbd_model import (  # noqa: E402
     DEFAULT_CONDUCTIVITY_CBD_S_M,
     NanoporousCBD,
 )
-from kernels.metrics.particle_size import am_particle_radius_um
+from kernels.metrics.particle_size import WATERSHED_STRIDES, am_particle_radius_um
 from kernels.metrics.solvers import solve
 from kernels.metrics.surface_area import interface_areas_voxels
 from kernels.structure.procedural import AM, CBD, PORE
@@ -220,6 +220,7 @@ def characterise_volume(
     device: str = "cpu",
     cbd_domain: NanoporousCBD | None = None,
     on_stage: Callable[[str], None] | None = None,
+    watershed_stride: int = 1,
 ) -> VolumeMetrics:
     """All four metrics of one labelled volume (0 pore, 1 AM, 2 CBD) with voxels of `voxel_um`.
 
@@ -229,12 +230,18 @@ def characterise_volume(
     None (default): solid CBD that blocks ions.
     on_stage: called with each of STAGES once it is done (progress on a large volume, whose
     stages take minutes each).
+    watershed_stride: the particle split of the AM radius on voxels (1, the default) or on
+    2×2×2 blocks (2: ≈ 4× cheaper, radii within ≈ 1.2 %; kernels.metrics.particle_size).
     """
     done = on_stage or (lambda _stage: None)
     validate_labels(volume)
     if not (isinstance(voxel_um, numbers.Real) and math.isfinite(voxel_um) and voxel_um > 0):
         raise ValueError(f"voxel_um must be a positive number, got {voxel_um!r}")
     _check_axis(axis)
+    if (isinstance(watershed_stride, bool) or not isinstance(watershed_stride, int)
+            or watershed_stride not in WATERSHED_STRIDES):  # before the solves, not after
+        raise ValueError(f"watershed_stride: accepted values are {WATERSHED_STRIDES}, "
+                         f"got {watershed_stride!r}")
     ssa, coverage = specific_surface_areas(volume, voxel_um)
     done(STAGES[0])
     tau, percolating = tortuosity_factor(volume, axis, backend, rel_tol, device, cbd_domain)
@@ -243,7 +250,8 @@ def characterise_volume(
         volume, axis, conductivity_am_S_m, conductivity_cbd_S_m, backend, rel_tol, device
     )
     done(STAGES[2])
-    radius_um = am_particle_radius_um(volume, voxel_um, ssa["am_pore"] + ssa["am_cbd"])
+    radius_um = am_particle_radius_um(volume, voxel_um, ssa["am_pore"] + ssa["am_cbd"],
+                                      watershed_stride=watershed_stride)
     return VolumeMetrics(
         volume_fraction=volume_fractions(volume),
         specific_surface_area_per_um=ssa,
