@@ -434,6 +434,7 @@ def test_characterise_of_a_non_npy_file_does_not_advise_pickles(tmp_path):
 
 # ---- 5. memory ---------------------------------------------------------------------------
 
+@pytest.mark.slow  # two fresh processes at 80^3: 27.5 CPU-s (tests/benchmarks/suite_cpu.py)
 def test_memory_estimate_matches_a_measured_peak_at_another_size():
     """The model was fitted at 64^3 and 96^3; a fresh process at 80^3 must land within 15 %.
     The numba kernels are compiled once per checkout and cached on disk; the compile adds
