@@ -19,10 +19,11 @@ Why these pieces (measured, see docs/optimisers.md):
 - a proposal within ``duplicate_radius`` of an evaluated or pending point (or of another point of
   its batch) is replaced by the best allowed candidate under the acquisition, drawn from a small
   box around it and from the whole space;
-- when ``n`` or the number pending reaches ``thompson_threshold`` (64), qLogNEI's cost grows with
-  q + pending (minutes at q = 128), so the batch is drawn by Thompson sampling over a Sobol
-  candidate set filtered by the constraints, after conditioning the GP on the pending points at
-  their posterior mean (kriging believer), which is cheap and keeps the batch away from them.
+- when ``n`` plus the number pending (the batch in flight) reaches ``thompson_threshold`` (64),
+  sequential qLogNEI costs one acquisition optimisation per point (minutes at q = 128), so the
+  batch is drawn by Thompson sampling over trust-region candidates filtered by the constraints,
+  after conditioning the GP on the pending points at their posterior mean (kriging believer),
+  which is cheap and keeps the batch away from them.
 Every random step is seeded from (seed, history size, ask counter): same history, same points.
 """
 
@@ -100,6 +101,11 @@ class BoTorchOptimizer(Optimizer):
         # 5 gave the same batch best at 0.76-0.93 of the CPU (bench_bo_ask.py, one state, two runs)
         "local_raw_samples": 512,
         "local_num_restarts": 5,
+        # the global model's search: the full budget up to this many training points (default
+        # max_train // 2), then shrinking as (full_search_until / n)^2 to the local budget (see
+        # _search_budget): 2048 raw / 20 restarts at exactly 1000 observations made that ask
+        # cost 2.6x the local model's at 1008 (docs/optimisers.md)
+        "full_search_until": None,
         # where a due refit runs (bayes.surrogate.BACKGROUND_REFIT): "off" inside the ask (36.4
         # of ask(8, 56 pending)'s CPU-s at 1000 observations, docs/optimisers.md);
         # "next_ask": in a background thread started by the ask that found it due (that ask
@@ -113,11 +119,15 @@ class BoTorchOptimizer(Optimizer):
         super().__init__(space, seed, **options)
         if self.options["n_initial"] is None:
             self.options["n_initial"] = max(6, 2 * space.dim)
+        if self.options["full_search_until"] is None and isinstance(
+                self.options["max_train"], int) and not isinstance(self.options["max_train"], bool):
+            self.options["full_search_until"] = max(1, self.options["max_train"] // 2)
         check_integer_options(self.options, [
             ("n_initial", 1), ("thompson_threshold", 1), ("n_candidates", 16),
             ("num_restarts", 1), ("raw_samples", 1), ("mc_samples", 1),
             ("max_train", 16), ("n_trust_regions", 1), ("cache_from", 0),
             ("believer_from", 1), ("local_raw_samples", 1), ("local_num_restarts", 1),
+            ("full_search_until", 1),
         ])
         threshold = self.options["min_feasibility_probability"]
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
@@ -242,8 +252,12 @@ class BoTorchOptimizer(Optimizer):
         rest = n - n_design
         if rest:
             taken = np.concatenate([pending_unit, *parts]) if parts else pending_unit
-            threshold = self.options["thompson_threshold"]
-            thompson = rest >= threshold or len(taken) >= threshold
+            # the batch in flight once this ask is running: the pending points and this batch.
+            # Sequential greedy qLogNEI costs one acquisition optimisation per point, Thompson
+            # sampling about the same for any batch: from thompson_threshold points in flight
+            # a campaign's asks are Thompson draws (with 62 pending, ask(4) was qLogNEI and
+            # 64 workers at 5000 observations were 89 % busy, docs/optimisers.md)
+            thompson = rest + len(taken) >= self.options["thompson_threshold"]
             methods.append("thompson" if thompson else "qlognei")
             parts.append(self._model_based(rest, X, Y, Yvar, taken, thompson))
         self.last_ask_method = "+".join(methods)
@@ -345,6 +359,27 @@ class BoTorchOptimizer(Optimizer):
         self.hyper[kind] = HyperCache(values, pending.n_observations, pending.likelihood)
         self.last_background_refit_cpu_s = cpu_s
 
+    def _search_budget(self, n_train: int | None) -> tuple[int, int]:
+        """Raw samples and restarts of each greedy qLogNEI step on a GP of ``n_train`` points
+        (None: the local model beyond ``max_train``, searched in its trust region).
+
+        Each acquisition evaluation multiplies test-train covariances by the GP's cached
+        inverse root, O(n_train^2), and raw samples plus L-BFGS evaluations from the restarts
+        are what an ask does: up to ``full_search_until`` points the full budget, beyond it the
+        budget shrinks as (full_search_until / n_train)^2, so an ask costs no more than at
+        ``full_search_until``, down to the local model's budget, which the defaults reach at
+        ``max_train`` (2048 / 4 = 512 raw, 20 / 4 = 5 restarts): the cost is continuous across
+        the switch to the local model instead of a jump from 2048 raw / 20 restarts at 1000
+        observations to 512 / 5 at 1001."""
+        raw, restarts = self.options["raw_samples"], self.options["num_restarts"]
+        local_raw, local_restarts = (self.options["local_raw_samples"],
+                                     self.options["local_num_restarts"])
+        if n_train is None:
+            return local_raw, local_restarts
+        scale = min(1.0, (self.options["full_search_until"] / max(1, n_train)) ** 2)
+        return (min(raw, max(local_raw, round(raw * scale))),
+                min(restarts, max(local_restarts, round(restarts * scale))))
+
     def _qlognei(
         self, model, feasibility_model, X: np.ndarray, n: int, pending: np.ndarray, seed: int,
         region=None,
@@ -386,9 +421,8 @@ class BoTorchOptimizer(Optimizer):
         constraints = self._botorch_constraints() or None
         threshold = self.options["min_feasibility_probability"]
         chosen: list[np.ndarray] = []
-        local = "" if region is None else "local_"
-        raw_samples = self.options[f"{local}raw_samples"]
-        num_restarts = self.options[f"{local}num_restarts"]
+        raw_samples, num_restarts = self._search_budget(
+            self.last_train_size if region is None else None)
         # Sequential greedy: one point at a time, each added to X_pending for the next.
         # Starting points come from feasible Sobol points (BoTorch's own polytope sampler for
         # constrained starts costs seconds per point).

@@ -15,7 +15,7 @@ Why these pieces:
   outcome constraints and the feasibility GP as constraints, sequential greedy like qLogNEI; the
   reference point is ``reference_point`` or BoTorch's ``infer_reference_point`` of the observed
   front (its nadir minus 10 % of the range);
-- large batches (``n`` or pending >= ``thompson_threshold``): qNEHVI's cost grows with q, so each
+- large batches (``n`` + pending >= ``thompson_threshold``): qNEHVI's cost grows with q, so each
   point is a Thompson draw scalarised by its own random augmented-Chebyshev weights (ParEGO's
   scalarisation, Knowles 2006), among candidates whose constraint draws are satisfied, over
   trust-region candidates around the front plus a global share.

@@ -266,3 +266,42 @@ def test_thompson_batches_from_trust_regions_beat_a_global_candidate_set():
     other = make_optimizer(BRANIN, "botorch", seed=0, max_train=128, **FAST)
     other.tell(points[64:364], values[64:364])
     assert other.ask(64, pending=points[:64]) != batch
+
+
+def _acquisition_evaluations(opt, n: int, pending: list[dict]) -> int:
+    """How many points the qLogNEI acquisition is evaluated at during ``opt.ask(n, pending)``:
+    raw samples plus L-BFGS from the restarts, the work whose O(N^2) per point is the ask's cost."""
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+
+    counted = [0]
+    forward = qLogNoisyExpectedImprovement.forward
+
+    def counting(self, X):
+        counted[0] += int(np.prod(X.shape[:-2])) if X.dim() > 2 else 1
+        return forward(self, X)
+
+    qLogNoisyExpectedImprovement.forward = counting
+    try:
+        opt.ask(n, pending=pending)
+    finally:
+        qLogNoisyExpectedImprovement.forward = forward
+    return counted[0]
+
+
+def test_the_ask_does_not_jump_in_work_across_the_switch_to_the_local_model():
+    """At exactly max_train observations the GP is still global; one more and it is the local
+    model. The default search budget there (2048 raw, 20 restarts) against the local one (512,
+    5) made an ask at 1000 observations cost ~4x the ask at 1001 (45 against 11 CPU-s in
+    bench_bo_ask.py). The acquisition's work must stay within 1.5x across the switch, and never
+    exceed the work of the ask at max_train / 2 points (bounded on both sides)."""
+    points = random_points(BRANIN, 200, 11)
+    values = [neg_branin(p) for p in points]
+    work = {}
+    for n_obs in (32, 64, 65):
+        opt = make_optimizer(BRANIN, "botorch", seed=0, max_train=64, mc_samples=32)
+        opt.tell(points[:n_obs], values[:n_obs])
+        work[n_obs] = _acquisition_evaluations(opt, 1, [])
+        assert opt.last_ask_method == "qlognei"
+        assert opt.last_train_size == min(n_obs, 64)
+    assert work[64] <= 1.5 * work[65] and work[65] <= 1.5 * work[64], work
+    assert max(work[64], work[65]) <= work[32], work

@@ -150,6 +150,12 @@ EXEMPT = {
     "[--small]":
         "cost: fits GPs on 250-1000 observations in the background and cold (minutes even with "
         "--small); tests/test_bayes_scaling.py checks the background refit it measures",
+    "docs/optimisers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_ask.py --part switch":
+        "cost: fits GPs on 900-1000 observations and asks 12 times at 999-1008 (minutes); "
+        "tests/test_bayes_scaling.py checks the search budget across the switch it measures",
+    "docs/optimisers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_ask.py --part method":
+        "cost: fits GPs on 1000 of 1000 and 5000 observations (minutes); "
+        "tests/test_optimizer.py checks the batch-method rule it measures",
     "docs/campaigns.md: python tests/benchmarks/bench_transfer_cs3.py --compare-cold "
     "$SEED_DIR/cs3_power --compare-transfer transfer_seed_0":
         "cost: compares the folders of paper-profile campaigns (hours of runs); "

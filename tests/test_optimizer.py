@@ -226,3 +226,19 @@ def test_missing_dragonfly_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "dragonfly.exd.experiment_caller", None)
     with pytest.raises(ImportError, match="--no-build-isolation dragonfly-opt"):
         make_optimizer(space(), backend="dragonfly")
+
+
+def test_botorch_thompson_sampling_is_chosen_by_the_batch_in_flight():
+    """64 workers keep 62 points pending and ask for a few: the batch in flight (pending + asked)
+    is at the threshold, so the ask is a Thompson draw, not a sequential qLogNEI whose cost grows
+    with every asked point (64 workers were 89 % busy at 5000 observations with ask(4, 62))."""
+    sp = space()
+    opt = make_optimizer(sp, backend="botorch", seed=0, **FAST["botorch"])
+    rng = np.random.default_rng(5)
+    unit = rng.random((2000, sp.dim))
+    points = sp.from_unit_many(unit[sp.feasible_unit(unit)][:100])
+    opt.tell(points[:30], [objective(p) for p in points[:30]])
+    opt.ask(4, pending=points[30:92])  # 62 pending + 4 = 66 in flight
+    assert opt.last_ask_method == "thompson"
+    opt.ask(4, pending=points[30:89])  # 59 + 4 = 63: below the threshold
+    assert opt.last_ask_method == "qlognei"

@@ -15,6 +15,10 @@ points, CPU seconds (``time.process_time``, one thread) with the anchor in the s
    local GP) when a refit is due (kept hyper-parameters from 907): with the refit in the
    background, after it, fitting cold (the anchor), and with the refit inside the ask, from one
    saved state (``refit_due``).
+4. ``--part switch``: ask(8, 56 pending) at 999 / 1000 / 1001 / 1008 observations, on both
+   sides of the switch to the local model, refit due and between refits (``across_switch``).
+5. ``--part method``: ask(4, 62 pending) (64 workers) at 1000 and 5000 observations, Thompson
+   sampling (the default for 64 in flight) against sequential qLogNEI (``batch_method``).
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_ask.py            # about 3-6 CPU-minutes
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_ask.py --small    # 250/500 observations
@@ -59,7 +63,10 @@ def _two_asks(n_obs: int, q: int, n_pending: int, seed: int) -> dict:
     the kept hyper-parameters. Returns both costs, the second batch and the state the second
     ask started from (to re-run it with other options)."""
     problem, points, values = _data(n_obs + n_pending + 8, seed)
-    opt = make_optimizer(problem.space, "botorch", seed=0)
+    # 8 + 56 = 64 in flight would be Thompson sampling by default: parts 1 and 3 measure the
+    # sequential qLogNEI path (what fewer points in flight get)
+    opt = make_optimizer(problem.space, "botorch", seed=0,
+                         thompson_threshold=65 if q + n_pending == 64 else 64)
     opt.tell(points[:n_obs], values[:n_obs])
     pending = points[n_obs:n_obs + n_pending]
     _, first = _cpu(lambda: opt.ask(q, pending=pending))
@@ -132,7 +139,8 @@ def refit_due(n_obs: int) -> dict:
 
     problem, points, values = _data(n_obs + 56, 3)
     first = int(0.9 * n_obs)
-    opt = make_optimizer(problem.space, "botorch", seed=0, background_refit="off")
+    opt = make_optimizer(problem.space, "botorch", seed=0, background_refit="off",
+                         thompson_threshold=65)  # qLogNEI, as part 1
     opt.tell(points[:first], values[:first])
     opt.ask(1)  # hyper-parameters fitted at 0.9 n_obs (one cheap ask)
     opt.tell(points[first:n_obs], values[first:n_obs])
@@ -174,10 +182,110 @@ def refit_due(n_obs: int) -> dict:
     return out
 
 
+def _from_state(problem, state: dict, **options):
+    again = json.loads(json.dumps(state))
+    again["options"].update(options)
+    return optimizer_from_state(problem.space, again)
+
+
+def across_switch(sizes: list[int], fitted_at: int, old_budget_at: int | None) -> dict:
+    """ask(8, 56 pending) on both sides of the switch to the local model (``max_train`` =
+    1000): at each size, from kept hyper-parameters fitted at ``fitted_at`` (a refit is due),
+    the due ask (refit in the background, as the async controller runs it) and, with the
+    refit's values (fitted at 1000), the ask between refits. ``thompson_threshold`` 65 keeps
+    these asks sequential qLogNEI (the default picks Thompson sampling for 8 + 56 = 64 in
+    flight, also measured between refits). Anchor in the same run: one cold exact-GP fit on
+    1000 observations. ``old_budget_at``: the ask between refits at that size again with the
+    search budget before (2048 raw / 20 restarts whatever the size)."""
+    from bayes.surrogate import DeferredExecutor
+
+    problem, points, values = _data(max(sizes) + 56, 4)
+    pending = points[-56:]
+    opt = make_optimizer(problem.space, "botorch", seed=0, background_refit="off")
+    opt.tell(points[:fitted_at], values[:fitted_at])
+    opt.ask(1)  # hyper-parameters fitted at fitted_at (an ask of one point)
+    base = json.loads(json.dumps(opt.state_dict()))
+
+    def quality(batch):
+        scores = [problem.objective(p) for p in batch]
+        return {"batch_mean": float(np.mean(scores)), "batch_best": float(np.max(scores))}
+
+    def state_at(n: int, hyper: dict | None = None) -> dict:
+        o = optimizer_from_state(problem.space, json.loads(json.dumps(base)))
+        o.tell(points[fitted_at:n], values[fitted_at:n])
+        state = json.loads(json.dumps(o.state_dict()))
+        if hyper is not None:
+            state["counters"]["hyper"]["objective"] = {**hyper, "fitted_at": n}
+        return state
+
+    X = problem.space.to_unit_many(points[:1000])
+    _, anchor = _cpu(lambda: fit_gp(X, np.asarray(values[:1000]).reshape(-1, 1), None))
+    out = {"anchor_cold_fit_1000_cpu_s": anchor, "fitted_at": fitted_at,
+           "best_observed": {n: float(max(values[:n])) for n in sizes}}
+    print(json.dumps(out), flush=True)
+    refit = None
+    for n in sizes:
+        due = _from_state(problem, state_at(n), background_refit="when_ready",
+                          thompson_threshold=65)
+        due.refit_executor = executor = DeferredExecutor()
+        batch, cpu = _cpu(lambda due=due: due.ask(8, pending=pending))
+        row = {"n_obs": n, "due_ask": {"cpu_s": cpu, "method": due.last_ask_method,
+                                       "refit_started": bool(executor.queued),
+                                       "train_size": due.last_train_size, **quality(batch)}}
+        if n == 1000:
+            future, refit_cpu = _cpu(executor.run_next)
+            refit = {"values": future.result()[0], "likelihood": "inferred"}
+            out["refit_at_1000_cpu_s"] = refit_cpu
+        out[f"n{n}"] = row
+        print(json.dumps(row), flush=True)
+    for n in sizes:
+        state = state_at(n, refit)
+        kept = _from_state(problem, state, thompson_threshold=65)
+        batch, cpu = _cpu(lambda kept=kept: kept.ask(8, pending=pending))
+        out[f"n{n}"]["kept_ask"] = {"cpu_s": cpu, "method": kept.last_ask_method,
+                                    "refit": kept.last_refit, **quality(batch)}
+        default = _from_state(problem, state)
+        batch, cpu = _cpu(lambda default=default: default.ask(8, pending=pending))
+        out[f"n{n}"]["default_kept_ask"] = {"cpu_s": cpu, "method": default.last_ask_method,
+                                            **quality(batch)}
+        print(json.dumps(out[f"n{n}"]), flush=True)
+        if n == old_budget_at:
+            old = _from_state(problem, state, thompson_threshold=65, full_search_until=10**9)
+            batch, cpu = _cpu(lambda old=old: old.ask(8, pending=pending))
+            out[f"n{n}"]["kept_ask_old_budget"] = {"cpu_s": cpu, **quality(batch)}
+            print(json.dumps(out[f"n{n}"]["kept_ask_old_budget"]), flush=True)
+    return out
+
+
+def batch_method(sizes: list[int], q: int, n_pending: int) -> dict:
+    """ask(q, n_pending) with q + n_pending >= 64 in flight (64 workers): Thompson sampling (the
+    default now) against sequential qLogNEI (``thompson_threshold`` out of reach, the choice
+    before: 62 pending were below the threshold), from one state with kept hyper-parameters."""
+    out = {}
+    for n in sizes:
+        problem, points, values = _data(n + n_pending, 5)
+        opt = make_optimizer(problem.space, "botorch", seed=0, background_refit="off")
+        opt.tell(points[:n], values[:n])
+        opt.ask(1)  # the hyper-parameters, kept
+        state = json.loads(json.dumps(opt.state_dict()))
+        pending = points[n:]
+        row = {"best_observed": float(max(values[:n]))}
+        for name, options in (("thompson", {}), ("qlognei", {"thompson_threshold": 10**9})):
+            o = _from_state(problem, state, **options)
+            batch, cpu = _cpu(lambda o=o, pending=pending: o.ask(q, pending=pending))
+            scores = [problem.objective(p) for p in batch]
+            row[name] = {"cpu_s": cpu, "method": o.last_ask_method,
+                         "batch_mean": float(np.mean(scores)), "batch_best": float(np.max(scores))}
+        out[f"n{n}"] = row
+        print(json.dumps({f"n{n}": row}), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="250 and 500 observations")
-    parser.add_argument("--part", choices=["both", "ask8", "ask256", "refit"], default="both",
+    parser.add_argument("--part", choices=["both", "ask8", "ask256", "refit", "switch", "method"],
+                        default="both",
                         help="run one part only (e.g. two processes side by side)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
@@ -192,6 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.part == "refit":
         # 8 beyond the size, as the kept ask of part 1: the local GP and its search
         results["ask8_pending56_refit_due"] = refit_due(small_n + 8)
+    if args.part == "switch":
+        results["ask8_pending56_across_switch"] = across_switch([999, 1000, 1001, 1008], 900, 1000)
+    if args.part == "method":
+        results["ask4_pending62_method"] = batch_method([1000, 5000], 4, 62)
     if args.part in ("both", "ask256"):
         results["ask256_pending256"] = large_batch(large_n)
     text = json.dumps(results, indent=2)

@@ -16,6 +16,7 @@
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_quality.py --seeds 2 --budget 40 --q 4
     ... --seeds 2 --first-seed 3     # seeds 3 and 4 only
+    ... --seeds 1 --first-seed 2 --problems branincurrin --methods qlognei   # one missing run
 """
 
 from __future__ import annotations
@@ -209,12 +210,16 @@ def main(argv=None):
     parser.add_argument("--budget", type=int, default=40)
     parser.add_argument("--q", type=int, default=4)
     parser.add_argument("--problems", default="hartmann6,ackley5,levy4,branincurrin")
+    parser.add_argument("--methods", default=None,
+                        help="only these methods, e.g. qlognei (the plain loop; default: all)")
     parser.add_argument("--out", type=Path, default=Path("bench_bo_quality.jsonl"))
     args = parser.parse_args(argv)
     runners = {"microloop": run_microloop, "qlognei": run_qlognei, "turbo": run_turbo}
     for name in args.problems.split(","):
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             methods = ["microloop", "qlognei"] if name == "branincurrin" else list(runners)
+            if args.methods:
+                methods = [m for m in methods if m in args.methods.split(",")]
             for method in methods:
                 start = time.process_time()
                 if name == "branincurrin":

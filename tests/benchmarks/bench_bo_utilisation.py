@@ -50,7 +50,7 @@ def hartmann4(unit: np.ndarray) -> np.ndarray:
 
 
 def simulate(workers: int, n_start: int, window_s: float, look_ahead: bool,
-             seed: int, warmup_s: float = EVAL_S) -> dict:
+             seed: int, warmup_s: float = EVAL_S, log_asks: bool = False) -> dict:
     space = Space({f"x{i}": (0.0, 1.0) for i in range(DIM)})
     rng = np.random.default_rng(seed)
     asker = make_optimizer(space, "botorch", seed=seed, n_initial=1,
@@ -79,6 +79,7 @@ def simulate(workers: int, n_start: int, window_s: float, look_ahead: bool,
     untold: list[tuple[dict, float]] = []
     ask_until, ready, last_ask_s = None, None, 0.0
     costs: list[tuple[int, int, int, float]] = []  # (n, pending, observations, CPU s)
+    methods: list[str] = []
     busy_s, t, t_end, t_from = 0.0, 0.0, warmup_s + window_s, warmup_s
     while t < t_end:
         t_next = t + POLL_S
@@ -116,6 +117,11 @@ def simulate(workers: int, n_start: int, window_s: float, look_ahead: bool,
                 ready = asker.ask(n, pending)
                 last_ask_s = time.process_time() - cpu
                 costs.append((n, len(pending), asker.n_observations, last_ask_s))
+                methods.append(asker.last_ask_method)
+                if log_asks:
+                    print(f"  ask at t = {t:.0f} s: n {n}, pending {len(pending)}, "
+                          f"{asker.n_observations} observations, {last_ask_s:.2f} CPU-s, "
+                          f"{asker.last_ask_method}", flush=True)
                 ask_until = t + last_ask_s
                 while refits.queued:  # started by this ask: on their own core from its end
                     fn, future = refits.queued.pop(0)
@@ -123,7 +129,7 @@ def simulate(workers: int, n_start: int, window_s: float, look_ahead: bool,
                     result, refit_s = _cpu(fn)
                     refit_cpu.append(refit_s)
                     running_refits.append((ask_until + refit_s, future, result))
-    return {"utilisation": busy_s / (workers * window_s), "asks": costs,
+    return {"utilisation": busy_s / (workers * window_s), "asks": costs, "methods": methods,
             "observations": asker.n_observations, "refit_cpu_s": refit_cpu}
 
 
@@ -142,6 +148,7 @@ def main() -> None:
     parser.add_argument("--anchor", choices=["yes", "no", "only"], default="yes",
                         help="also (or only) run the loop without look-ahead")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-asks", action="store_true", help="print every ask")
     args = parser.parse_args()
     print(f"optimiser: botorch defaults, background_refit = when_ready; "
           f"window {args.window:.0f} virtual s after {args.warmup:.0f} s warm-up"
@@ -151,9 +158,9 @@ def main() -> None:
     for workers in args.workers:
         for n_start in args.observations:
             anchor = (None if args.anchor == "no" else simulate(
-                workers, n_start, args.window, False, args.seed, args.warmup))
+                workers, n_start, args.window, False, args.seed, args.warmup, args.log_asks))
             run = anchor if args.anchor == "only" else simulate(
-                workers, n_start, args.window, True, args.seed, args.warmup)
+                workers, n_start, args.window, True, args.seed, args.warmup, args.log_asks)
             n_asks = len(run["asks"])
             asks = run["asks"] or [(0, 0, 0, 0.0)]  # no ask in the window: zeros
             cpu = [c for *_, c in asks]
@@ -163,7 +170,9 @@ def main() -> None:
                   f"{n_asks:>5} {statistics.mean(a[0] for a in asks):>7.1f} "
                   f"{statistics.mean(a[1] for a in asks):>8.0f} "
                   f"{statistics.mean(cpu):>10.2f} {max(cpu):>6.2f} "
-                  f"{' '.join(f'{r:.1f}' for r in run['refit_cpu_s']) or '-':>13}", flush=True)
+                  f"{' '.join(f'{r:.1f}' for r in run['refit_cpu_s']) or '-':>13}  "
+                  + ", ".join(f"{m} {run['methods'].count(m)}"
+                              for m in sorted(set(run["methods"]))), flush=True)
 
 
 if __name__ == "__main__":
