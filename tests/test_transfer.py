@@ -181,6 +181,12 @@ def test_the_shipped_cs3_tables_export_and_warm_start_the_200W_campaign(tmp_path
     power = load_campaign("cs3_power", profile="paper")
     task, why = source_task(out, power, power.space.to_bayes_space())
     assert why == "" and len(task["observations"]) == 40
+    fitted = tmp_path / "cs3_10W_gp.json"
+    config = load_campaign("cs3", profile="paper")
+    fitted.write_text(json.dumps(observations_from_table(folder, config, TABLE_SUMMARY_NAME,
+                                                         surrogate=True)))
+    task, why = source_task(fitted, power, power.space.to_bayes_space())
+    assert why == "" and len(task["surrogate"]["train_Y"]) == 40
     with pytest.raises(ValueError, match="fidelity.n_cubes is 2 there but 1"):
         observations_from_table(folder, load_campaign("cs3"), TABLE_SUMMARY_NAME)
     with pytest.raises(ValueError, match="objective.power_W is 10.0 there but 200.0"):

@@ -217,7 +217,8 @@ def _check_summary_matches(summary_path: Path, config: CampaignConfig) -> None:
 
 
 def observations_from_table(directory: Path, config: CampaignConfig,
-                            summary_name: str | None = None) -> dict[str, Any]:
+                            summary_name: str | None = None,
+                            surrogate: bool = False) -> dict[str, Any]:
     """The observations file of a folder that keeps only a campaign's trials.csv (e.g. the
     case-study data under docs/data/case-studies), its context taken from ``config``: the
     campaign file (and profile) it was run with, which the table does not record. That is an
@@ -226,7 +227,8 @@ def observations_from_table(directory: Path, config: CampaignConfig,
     and fidelity must agree with ``config`` (ValueError otherwise).
 
     Rows: completed trials, feasible or not (failed ones are not observations), with the
-    parameters the campaign varies and their noise variance when recorded."""
+    parameters the campaign varies and their noise variance when recorded. ``surrogate``: also
+    the GP fitted on them, as `export_observations` does."""
     table = Path(directory) / TRIALS_NAME
     if not table.exists():
         raise ValueError(f"{directory} holds neither {FROZEN_CONFIG} nor {TRIALS_NAME}")
@@ -274,10 +276,16 @@ def observations_from_table(directory: Path, config: CampaignConfig,
                              "reason": "" if feasible else (row.get("reason") or "")})
     from jobs.provenance import package_version as installed_version
 
+    extra: dict[str, Any] = {}
+    if surrogate:
+        from hpc.campaign.surrogate import fit_surrogate
+
+        extra["surrogate"] = fit_surrogate(config, observations)
     return {
         "schema_version": OBSERVATIONS_SCHEMA,
         "context": campaign_context(config),
         "observations": observations,
+        **extra,
         "provenance": {"campaign": config.name, "description": config.description,
                        "microloop_version": installed_version(),
                        "exported_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

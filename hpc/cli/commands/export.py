@@ -51,13 +51,11 @@ def export(
             raise ValueError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG}); for a "
                              "folder with a trials.csv only, name the campaign file it was run "
                              "with: --campaign NAME [--profile P] [--seed S]")
-        elif surrogate:
-            raise ValueError("--surrogate needs a campaign folder (its journal); a trials.csv "
-                             "alone exports observations only")
         else:
             config = load_campaign(campaign, overrides={"optimizer": {"seed": seed}},
                                    profile=profile)
-            data = observations_from_table(directory, config, TABLE_SUMMARY_NAME)
+            data = observations_from_table(directory, config, TABLE_SUMMARY_NAME,
+                                           surrogate=surrogate)
     except (ValueError, ConfigError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
