@@ -156,6 +156,10 @@ EXEMPT = {
     "docs/optimisers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_bo_ask.py --part method":
         "cost: fits GPs on 1000 of 1000 and 5000 observations (minutes); "
         "tests/test_optimizer.py checks the batch-method rule it measures",
+    "docs/optimisers.md: OMP_NUM_THREADS=1 nice -n 5 python "
+    "tests/benchmarks/bench_multi_fidelity_cs3.py":
+        "cost: real cs3 evaluations at two 96^3 cubes, 1-2 CPU-min per seed plus its anchors; "
+        "tests/test_multi_fidelity.py runs a multi-fidelity campaign",
     "docs/campaigns.md: python tests/benchmarks/bench_transfer_cs3.py --compare-cold "
     "$SEED_DIR/cs3_power --compare-transfer transfer_seed_0":
         "cost: compares the folders of paper-profile campaigns (hours of runs); "

@@ -15,12 +15,15 @@ import tomli_w
 
 from hpc.campaign.config import load_campaign
 from hpc.campaign.controller import Campaign
+from hpc.campaign.folder import TABLE_SUMMARY_NAME
 from hpc.campaign.journal import read_journal
 from hpc.campaign.warm_start import (
     OBSERVATIONS_SCHEMA,
     campaign_context,
     context_difference,
+    observations_from_table,
     read_observations_file,
+    source_task,
 )
 
 MICROLOOP = [sys.executable, "-m", "hpc.cli"]
@@ -135,6 +138,59 @@ def test_export_then_import_warm_starts_with_the_same_checks(tmp_path):
         warm_start={"from_file": str(out), "allow": ["fidelity"]})), tmp_path / "allowed")
     allowed.close()
     assert allowed.optimizer.n_observations == 2
+    # the same campaign's trials.csv alone (no journal, no campaign.toml), its context named
+    # by the campaign file: the same observations as the journal's, number for number
+    table_only = tmp_path / "table_only"
+    table_only.mkdir()
+    (table_only / "trials.csv").write_bytes((tmp_path / "run" / "trials.csv").read_bytes())
+    refused = subprocess.run([*MICROLOOP, "export", str(table_only), "--out", str(out)],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2 and "--campaign" in refused.stderr
+    from_table = observations_from_table(table_only, load_campaign(source))
+    assert from_table["context"] == data["context"]
+    assert [{k: o[k] for k in ("trial_id", "params", "value", "noise_var", "feasible")}
+            for o in from_table["observations"]] == [
+        {k: o[k] for k in ("trial_id", "params", "value", "noise_var", "feasible")}
+        for o in data["observations"]]
+
+
+CASE_STUDY_CS3 = Path(__file__).resolve().parents[1] / "docs/data/case-studies/cs3"
+
+
+def test_the_shipped_cs3_tables_export_and_warm_start_the_200W_campaign(tmp_path):
+    """The case-study data keep trials.csv and the report's summary only: exported with the
+    campaign file and profile they were run with, they become a source task of the 200 W
+    campaign; the wrong profile is refused by the summary kept beside the table."""
+    folder = CASE_STUDY_CS3 / "seed_0" / "cs3"
+    out = tmp_path / "cs3_10W.json"
+    env = dict(os.environ, PYBAMM_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1")
+    done = subprocess.run([*MICROLOOP, "export", str(folder), "--out", str(out), "--campaign",
+                           "cs3", "--profile", "paper", "--seed", "0"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = read_observations_file(out)
+    summary = json.loads((folder / "report_summary.json").read_text())
+    values = [o["value"] for o in data["observations"]]
+    assert len(values) == summary["n_complete"] == 40
+    best = max(data["observations"], key=lambda o: o["value"])
+    # the report's best trial, which its own code picked from the journal
+    assert best["trial_id"] == summary["best"]["trial_id"]
+    assert best["value"] == pytest.approx(summary["best"]["objective"], rel=1e-12)
+    assert data["context"]["fidelity"] == {"n_cubes": 2, "cube_voxels": 96, "voxel_um": 1.0}
+    assert "asserted" in data["provenance"]["rebuilt_from"]
+    power = load_campaign("cs3_power", profile="paper")
+    task, why = source_task(out, power, power.space.to_bayes_space())
+    assert why == "" and len(task["observations"]) == 40
+    fitted = tmp_path / "cs3_10W_gp.json"
+    config = load_campaign("cs3", profile="paper")
+    fitted.write_text(json.dumps(observations_from_table(folder, config, TABLE_SUMMARY_NAME,
+                                                         surrogate=True)))
+    task, why = source_task(fitted, power, power.space.to_bayes_space())
+    assert why == "" and len(task["surrogate"]["train_Y"]) == 40
+    with pytest.raises(ValueError, match="fidelity.n_cubes is 2 there but 1"):
+        observations_from_table(folder, load_campaign("cs3"), TABLE_SUMMARY_NAME)
+    with pytest.raises(ValueError, match="objective.power_W is 10.0 there but 200.0"):
+        observations_from_table(folder, power, TABLE_SUMMARY_NAME)
 
 
 def test_warm_start_options_are_validated_with_the_accepted_values(tmp_path):

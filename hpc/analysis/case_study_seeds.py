@@ -46,7 +46,7 @@ from hpc.analysis.case_studies import (
     ragone_curve,
     refine_crossing_W,
 )
-from hpc.campaign.folder import FROZEN_CONFIG, REPORT_FOLDER, TRIALS_NAME
+from hpc.campaign.folder import FROZEN_CONFIG, REPORT_FOLDER, TABLE_SUMMARY_NAME, TRIALS_NAME
 
 #: the issue's target for the objective's noise: relative standard error of a design's value
 SPREAD_TARGET = 0.02
@@ -637,7 +637,7 @@ def _export_data(comparison: SeedComparison, comparison_dir: Path, out: Path) ->
             target = out / f"seed_{r.seed}" / r.campaign
             target.mkdir(parents=True, exist_ok=True)
             for name, copy_as in ((TRIALS_NAME, TRIALS_NAME),
-                                  (f"{REPORT_FOLDER}/summary.json", "report_summary.json")):
+                                  (f"{REPORT_FOLDER}/summary.json", TABLE_SUMMARY_NAME)):
                 if (source / name).exists():
                     shutil.copyfile(source / name, target / copy_as)
 

@@ -19,6 +19,8 @@ TRIALS_NAME = "trials.csv"
 JOBS_FOLDER = "jobs"
 REPORT_FOLDER = "report"
 LOCK_NAME = ".controller.lock"
+#: the report's summary.json as exported case-study data keep it beside trials.csv (no report/)
+TABLE_SUMMARY_NAME = "report_summary.json"
 
 __all__ = ["FROZEN_CONFIG", "JOBS_FOLDER", "JOURNAL_NAME", "LOCK_NAME", "OPTIMIZER_STATE",
-           "REPORT_FOLDER", "STORE_NAME", "TRIALS_NAME"]
+           "REPORT_FOLDER", "STORE_NAME", "TABLE_SUMMARY_NAME", "TRIALS_NAME"]

@@ -27,6 +27,7 @@ Both sources, a campaign folder (`[warm_start] campaigns`) and an exported file
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import hashlib
 import json
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc.campaign.config import CampaignConfig, ConfigError, load_campaign
-from hpc.campaign.folder import FROZEN_CONFIG
+from hpc.campaign.folder import FROZEN_CONFIG, TRIALS_NAME
 from hpc.campaign.journal import read_journal
 from hpc.campaign.trials import fold_events
 
@@ -165,6 +166,134 @@ def export_observations(directory: Path, surrogate: bool = False) -> dict[str, A
                        "microloop_version": package_version,
                        "exported_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                        "n_observations": len(observations)},
+    }
+
+
+def _table_float(row: Mapping[str, str], column: str, where: str) -> float | None:
+    """A trials.csv cell as a float (None when empty); ValueError naming the cell otherwise."""
+    text = (row.get(column) or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: column {column!r} holds {text!r}, not a number") from None
+
+
+def _check_summary_matches(summary_path: Path, config: CampaignConfig) -> None:
+    """A report summary.json kept beside a trials table (the case-study data keep one) must
+    agree with the campaign file the context is taken from: objective, power/C-rate, bounds,
+    fixed values and fidelity. ValueError naming the first difference."""
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{summary_path}: cannot read it: {error}") from None
+    objective = config.objective.model_dump(mode="json")
+    here = {
+        "objective.kind": objective["kind"], "objective.power_W": objective["power_W"],
+        "objective.c_rate": objective["c_rate"],
+        "bounds": {k: list(v) for k, v in config.space.bounds().items()},
+        "fixed": config.space.fixed(),
+        "fidelity.n_cubes": config.fidelity.n_cubes,
+        "fidelity.cube_voxels": config.fidelity.cube_voxels,
+        "fidelity.voxel_um": config.fidelity.voxel_um,
+    }
+    there_objective = summary.get("objective", {})
+    there_fidelity = summary.get("fidelity", {})
+    there = {
+        "objective.kind": there_objective.get("kind"),
+        "objective.power_W": there_objective.get("power_W"),
+        "objective.c_rate": there_objective.get("c_rate"),
+        "bounds": {k: list(v) for k, v in summary.get("bounds", {}).items()},
+        "fixed": summary.get("fixed", {}),
+        "fidelity.n_cubes": there_fidelity.get("n_cubes"),
+        "fidelity.cube_voxels": there_fidelity.get("cube_voxels"),
+        "fidelity.voxel_um": there_fidelity.get("voxel_um"),
+    }
+    for key, value in here.items():
+        if there[key] != value:
+            raise ValueError(f"{summary_path}: {key} is {there[key]!r} there but {value!r} in the "
+                             f"campaign file {config.name!r} (wrong campaign or profile?)")
+
+
+def observations_from_table(directory: Path, config: CampaignConfig,
+                            summary_name: str | None = None,
+                            surrogate: bool = False) -> dict[str, Any]:
+    """The observations file of a folder that keeps only a campaign's trials.csv (e.g. the
+    case-study data under docs/data/case-studies), its context taken from ``config``: the
+    campaign file (and profile) it was run with, which the table does not record. That is an
+    assertion by the caller, so the provenance says so; when ``summary_name`` names the
+    campaign report's summary.json kept beside the table, its objective, bounds, fixed values
+    and fidelity must agree with ``config`` (ValueError otherwise).
+
+    Rows: completed trials, feasible or not (failed ones are not observations), with the
+    parameters the campaign varies and their noise variance when recorded. ``surrogate``: also
+    the GP fitted on them, as `export_observations` does."""
+    table = Path(directory) / TRIALS_NAME
+    if not table.exists():
+        raise ValueError(f"{directory} holds neither {FROZEN_CONFIG} nor {TRIALS_NAME}")
+    if config.fidelity.levels:
+        raise ValueError(f"{table}: a multi-fidelity campaign's table cannot be read without "
+                         "its journal (each row's level); export the campaign folder instead")
+    if summary_name is not None and (Path(directory) / summary_name).exists():
+        _check_summary_matches(Path(directory) / summary_name, config)
+    names = sorted(config.space.bounds())
+    with open(table, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [n for n in names if n not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{table}: no column for {', '.join(missing)}, which the campaign "
+                             f"file {config.name!r} varies (wrong campaign?)")
+        rows = list(reader)
+        columns = set(reader.fieldnames or [])
+    fixed = config.space.fixed()
+    observations = []
+    for number, row in enumerate(rows, start=2):
+        if row.get("status") != "complete":
+            continue
+        where = f"{table} line {number}"
+        params: dict[str, float] = {}
+        for name in names:
+            value = _table_float(row, name, where)
+            if value is None:
+                raise ValueError(f"{where}: parameter {name!r} is empty")
+            params[name] = value
+        for name, fixed_value in fixed.items():   # as the journal holds them: fixed ones too
+            value = _table_float(row, name, where) if name in columns else fixed_value
+            if value != fixed_value:
+                raise ValueError(f"{where}: {name!r} is {value} but the campaign file "
+                                 f"{config.name!r} fixes it at {fixed_value} (wrong campaign?)")
+            params[name] = float(fixed_value)
+        feasible = row.get("feasible") == "True"
+        value = _table_float(row, "objective", where)
+        if feasible and (value is None or not math.isfinite(value)):
+            raise ValueError(f"{where}: a feasible trial needs a finite objective; got "
+                             f"{row.get('objective')!r}")
+        observations.append({"trial_id": int(row["trial_id"]), "params": params,
+                             "value": value if feasible else None,
+                             "noise_var": _table_float(row, "objective_noise_var", where),
+                             "feasible": feasible,
+                             "reason": "" if feasible else (row.get("reason") or "")})
+    from jobs.provenance import package_version as installed_version
+
+    extra: dict[str, Any] = {}
+    if surrogate:
+        from hpc.campaign.surrogate import fit_surrogate
+
+        extra["surrogate"] = fit_surrogate(config, observations)
+    return {
+        "schema_version": OBSERVATIONS_SCHEMA,
+        "context": campaign_context(config),
+        "observations": observations,
+        **extra,
+        "provenance": {"campaign": config.name, "description": config.description,
+                       "microloop_version": installed_version(),
+                       "exported_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                       "n_observations": len(observations),
+                       # what the table does not hold: the context is the exporter's claim
+                       "rebuilt_from": f"{TRIALS_NAME} (no journal, no frozen config): the "
+                                       "context is the named campaign file's, asserted by the "
+                                       "exporter"},
     }
 
 

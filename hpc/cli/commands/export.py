@@ -7,6 +7,11 @@ generator weights leave the folder (a trained generator is named by its sha256 o
 `--surrogate` adds the GP fitted on them (hpc/campaign/surrogate.py). Import it
 with `[warm_start] from_file = "obs.json"`; the same checks as for a campaign folder apply
 (hpc/campaign/warm_start.py).
+
+A folder that keeps only a campaign's trials.csv (the case-study data under
+docs/data/case-studies: no journal, no frozen config) exports with `--campaign NAME [--profile P]
+[--seed S]`: the campaign file it was run with supplies the context the table does not record
+(a report summary.json kept beside it as report_summary.json must agree with it).
 """
 
 from __future__ import annotations
@@ -24,13 +29,34 @@ def export(
     surrogate: bool = typer.Option(False, "--surrogate",
                                    help="Also the fitted GP: hyper-parameters and training data "
                                         "(microloop.surrogate/1, docs/formats.md)."),
+    campaign: str | None = typer.Option(
+        None, "--campaign", metavar="FILE|NAME",
+        help="DIR holds only a trials.csv (no campaign.toml): the campaign file it was run "
+             "with, which supplies the context the table does not record."),
+    profile: str | None = typer.Option(None, "--profile", help="With --campaign: its profile."),
+    seed: int | None = typer.Option(None, "--seed", help="With --campaign: its optimiser seed."),
 ) -> None:
     """Write a campaign's observations (no voxels, no weights) for `[warm_start] from_file`."""
-    from hpc.campaign.warm_start import export_observations
+    from hpc.campaign.config import ConfigError, load_campaign
+    from hpc.campaign.folder import FROZEN_CONFIG, TABLE_SUMMARY_NAME
+    from hpc.campaign.warm_start import export_observations, observations_from_table
 
     try:
-        data = export_observations(directory, surrogate=surrogate)
-    except ValueError as error:
+        if (directory / FROZEN_CONFIG).exists():
+            if campaign is not None:
+                raise ValueError(f"{directory} is a campaign folder (it has {FROZEN_CONFIG}): "
+                                 "its own config is the context; drop --campaign")
+            data = export_observations(directory, surrogate=surrogate)
+        elif campaign is None:
+            raise ValueError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG}); for a "
+                             "folder with a trials.csv only, name the campaign file it was run "
+                             "with: --campaign NAME [--profile P] [--seed S]")
+        else:
+            config = load_campaign(campaign, overrides={"optimizer": {"seed": seed}},
+                                   profile=profile)
+            data = observations_from_table(directory, config, TABLE_SUMMARY_NAME,
+                                           surrogate=surrogate)
+    except (ValueError, ConfigError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     text = json.dumps(data, indent=2, allow_nan=False)
