@@ -149,24 +149,7 @@ def export_observations(directory: Path, surrogate: bool = False) -> dict[str, A
         raise ValueError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
     config = load_campaign(frozen)
     observations = _observations_of(fold_events(read_journal(directory)).values())
-    from jobs.provenance import package_version as installed_version
-
-    package_version = installed_version()
-    extra: dict[str, Any] = {}
-    if surrogate:
-        from hpc.campaign.surrogate import fit_surrogate
-
-        extra["surrogate"] = fit_surrogate(config, observations)
-    return {
-        "schema_version": OBSERVATIONS_SCHEMA,
-        "context": campaign_context(config),
-        "observations": observations,
-        **extra,
-        "provenance": {"campaign": config.name, "description": config.description,
-                       "microloop_version": package_version,
-                       "exported_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                       "n_observations": len(observations)},
-    }
+    return _observations_document(config, observations, surrogate)
 
 
 def _table_float(row: Mapping[str, str], column: str, where: str) -> float | None:
@@ -274,6 +257,17 @@ def observations_from_table(directory: Path, config: CampaignConfig,
                              "noise_var": _table_float(row, "objective_noise_var", where),
                              "feasible": feasible,
                              "reason": "" if feasible else (row.get("reason") or "")})
+    # what the table does not hold: the context is the exporter's claim
+    return _observations_document(
+        config, observations, surrogate,
+        rebuilt_from=f"{TRIALS_NAME} (no journal, no frozen config): the context is the named "
+                     "campaign file's, asserted by the exporter")
+
+
+def _observations_document(config: Any, observations: list[dict[str, Any]], surrogate: bool,
+                           **provenance: str) -> dict[str, Any]:
+    """The observations file's content (OBSERVATIONS_SCHEMA): context, observations, the fitted
+    GP when asked, and provenance (plus `provenance`'s extra keys)."""
     from jobs.provenance import package_version as installed_version
 
     extra: dict[str, Any] = {}
@@ -289,11 +283,7 @@ def observations_from_table(directory: Path, config: CampaignConfig,
         "provenance": {"campaign": config.name, "description": config.description,
                        "microloop_version": installed_version(),
                        "exported_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                       "n_observations": len(observations),
-                       # what the table does not hold: the context is the exporter's claim
-                       "rebuilt_from": f"{TRIALS_NAME} (no journal, no frozen config): the "
-                                       "context is the named campaign file's, asserted by the "
-                                       "exporter"},
+                       "n_observations": len(observations), **provenance},
     }
 
 
