@@ -102,5 +102,8 @@ def test_the_command_writes_the_comparison(tmp_path):
     data = json.loads((out / "fronts.json").read_text())
     assert len(data["campaigns"]) == 2 and (out / "fronts.png").stat().st_size > 0
     bad = runner.invoke(app, ["fronts", str(tmp_path / "a"), "--out", str(out),
-                              "--reference", "zero"])
-    assert bad.exit_code == 2 and "--reference" in bad.output
+                              "--reference", "0"])   # one value for two objectives
+    assert bad.exit_code == 2 and "--reference needs one value per objective" in bad.output
+    good = runner.invoke(app, ["fronts", str(tmp_path / "a"), "--out", str(out),
+                               "--reference", "1", "--reference", "1"])
+    assert good.exit_code == 0 and "hypervolume: 1-1" in good.output, good.output

@@ -17,21 +17,15 @@ def fronts(
                                          help="Multi-objective campaign folders (their "
                                               "report/summary.json) or report summary.json files."),
     out: Path = typer.Option(..., "--out", help="Folder for fronts.md, fronts.json, fronts.png."),
-    reference: str = typer.Option(None, "--reference", help="Hypervolume reference point, one "
-                                  "value per objective, comma-separated (default: the origin, "
-                                  "when every value is >= 0)."),
+    reference: list[float] = typer.Option(None, "--reference", help="Hypervolume reference "
+                                          "point, one value per objective: repeat the flag "
+                                          "(--reference 0 --reference 0; default: the origin, "
+                                          "when every value is >= 0)."),
 ) -> None:
     """Compare the Pareto fronts of several multi-objective campaigns (e.g. optimiser seeds)."""
     from hpc.analysis.pareto_seeds import compare_fronts, write_fronts
 
-    ref = None
-    if reference is not None:
-        try:
-            ref = [float(x) for x in reference.split(",")]
-        except ValueError:
-            typer.echo(f"error: --reference must be comma-separated numbers such as 0,0; got "
-                       f"{reference!r}", err=True)
-            raise typer.Exit(2) from None
+    ref = list(reference) if reference else None
     try:
         comparison = compare_fronts(sources, ref)
     except (FileNotFoundError, ValueError) as error:
