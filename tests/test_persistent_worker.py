@@ -186,3 +186,28 @@ def test_forked_jobs_are_found_by_their_tag_and_polled_from_a_new_scheduler(tmp_
     finally:
         submitter.cancel(ids)
         submitter.close()
+
+
+def test_a_job_reaped_by_another_schedulers_fork_server_is_not_gone_before_its_record(
+        tmp_path, monkeypatch):
+    # the race the tag test above hit under load: the fork server reaps the job, and only then
+    # writes its exit record; a scheduler that does not own the server must not call the job
+    # GONE in between (it would end without the record's reason), only once no record came
+    import subprocess
+
+    from hpc.machine.scheduler import local
+    from hpc.machine.scheduler.memory_guard import record_path
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()   # reaped: neither alive nor a zombie, as after the fork server's wait4
+    job_id = str(ended.pid)
+    reader = local.LocalScheduler(tmp_path)
+    assert reader.states([job_id])[job_id].phase == "running"   # waiting for its record
+    record_path(tmp_path, job_id).write_text(json.dumps(
+        {"exit_code": None, "signal": 9, "killed_by_guard": False, "forked": True}))
+    state = reader.states([job_id])[job_id]
+    assert state.phase == "ended" and "killed by signal 9" in state.detail
+    other = str(ended.pid)   # same pid, no record: gone once the server's time has passed
+    record_path(tmp_path, job_id).unlink()
+    monkeypatch.setattr(local, "RECORD_WAIT_S", 0.0)
+    assert reader.states([other])[other].phase == "ended"

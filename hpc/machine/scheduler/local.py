@@ -67,6 +67,9 @@ class LocalScheduler(SubmititFiles):
         self._ex.update_parameters(timeout_min=float(walltime_min))
         self.max_array_size = max_array_size or 10**6
         self._jobs: dict[str, Any] = {}
+        # re-attached jobs seen gone without an exit record: since when (a fork server of
+        # another scheduler reaps a job and writes its record a moment later)
+        self._gone_since: dict[str, float] = {}
 
     def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
                      tag: str | None = None, offset: int = 0) -> list[str]:
@@ -168,7 +171,14 @@ class LocalScheduler(SubmititFiles):
                                                   and self._fork.awaiting_record(job_id)):
             return SchedulerState("running", "EXITING (the fork server is recording its end)")
         record = self._guard_record(job_id)
-        return SchedulerState("ended", f"GONE ({record})" if record else "GONE")
+        if record:
+            return SchedulerState("ended", f"GONE ({record})")
+        # no record yet: a fork server we do not own may have reaped the job and not yet
+        # written its record; give it the time a live server takes before calling it gone
+        first_seen = self._gone_since.setdefault(job_id, time.monotonic())
+        if time.monotonic() - first_seen < RECORD_WAIT_S:
+            return SchedulerState("running", "EXITING (waiting for its exit record)")
+        return SchedulerState("ended", "GONE")
 
     def _forked_record(self, job_id: str) -> dict | None:
         """The fork server's record of an ended forked job, None for a running or fresh one
