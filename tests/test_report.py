@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -66,6 +67,38 @@ def test_gp_partial_dependence_and_length_scales_follow_the_function():
     assert np.ptp(gp.mean[1]) < 0.2 * np.ptp(gp.mean[0])
     with pytest.raises(ValueError, match="same for every trial"):
         analyse_gp(x, np.ones(16))
+
+
+def test_gp_analysis_at_the_report_size_needs_no_joint_covariance_of_its_points():
+    """The report's partial dependence uses each point's marginal sd only; at its default grid
+    (41 x 256 points per parameter) a joint posterior built their 10 496^2 covariance: a 1.7 GB
+    peak (and 9 CPU-s) for a 6-trial campaign's report, where a small SLURM job's memory limit
+    would kill it. In a fresh process (the suite's own peak hides any growth) the analysis must
+    add less than 200 MB, far below the 881 MB one such matrix of doubles takes."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from hpc.analysis.report import analyse_gp\n"
+        "from bayes.botorch_backend import fit_gp\n"
+        "def hwm():\n"
+        "    line = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+        "    return int(line.split()[1]) * 1024\n"
+        "x = np.random.default_rng(0).random((6, 4))\n"
+        "y = np.sin(3 * x).sum(axis=1)\n"
+        "fit_gp(x, y.reshape(-1, 1), None)\n"          # imports and first-call costs first
+        "before = hwm()\n"
+        "gp = analyse_gp(x, y)\n"
+        "assert gp.sd.shape == (4, 41) and np.isfinite(gp.sd).all()\n"
+        "print(hwm() - before)\n")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    added_bytes = int(done.stdout.strip().splitlines()[-1])
+    assert added_bytes < 200 * 2**20, f"analyse_gp added {added_bytes / 2**20:.0f} MB"
 
 
 def test_to_unit_scales_by_the_campaign_bounds():
