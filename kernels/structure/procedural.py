@@ -59,7 +59,7 @@ _RELAX_SWEEPS = 25
 # is closer than allowed, and a packing that still is after this many is a named failure.
 _REARRANGE_SWEEPS = 400
 _REARRANGE_PUSH_OVERLAP = 0.08  # pushes a little past the limit so the sweeps end
-CALENDERING_MODELS = ("flatten", "rearrange")
+CALENDERING_MODELS = ranges.CALENDERING_MODELS
 # Weight of the second-nearest distance in the CBD score at adhesion 0: > 1 favours deep necks.
 NECK_WEIGHT = 2.0
 _ALLOWED_OVERLAP = 0.10  # centres may approach to (1 - this) * (r_i + r_j)
