@@ -96,7 +96,8 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
         # the CBD as a nanoporous domain ([cell] model_options cbd_volume): place its volume
         density = RHO_CBD_G_CM3 if cbd_domain is None else cbd_domain.domain_density_g_cm3
         volume = generate_structure(manufacturing, size, spec.fidelity.voxel_um, seed,
-                                    cbd_density_g_cm3=density)
+                                    cbd_density_g_cm3=density,
+                                    calendering=spec.generator.calendering)
     elif cbd_domain is not None:
         raise ValueError("cell.model_options.cbd_volume = 'nanoporous_domain' needs "
                          "generator.kind = 'procedural' (a trained generator places the solid "

@@ -149,13 +149,15 @@ def test_cbd_raises_the_pore_tortuosity_by_the_published_factor(porosity):
     assert low <= math.exp(np.mean(np.log(ratios))) <= high
 
 
-def _axis_taus(am_wt_frac: float, porosity: float, seeds=(0, 1, 2)) -> list[float]:
+def _axis_taus(am_wt_frac: float, porosity: float, seeds=(0, 1, 2),
+               calendering: str = "flatten") -> list[float]:
     """Geometric means over 64 um cubes at 1 um of the pore tortuosity along axes 0, 1, 2
     (axis 0 is the calendering direction)."""
     logs = np.zeros(3)
     for seed in seeds:
         volume = procedural.generate_structure(
-            procedural.ManufacturingParams(am_wt_frac, porosity, 0.5), 64, 1.0, seed=seed)
+            procedural.ManufacturingParams(am_wt_frac, porosity, 0.5), 64, 1.0, seed=seed,
+            calendering=calendering)
         logs += [math.log(tortuosity_factor(volume, axis=axis)[0]) for axis in range(3)]
     return [math.exp(v / len(seeds)) for v in logs]
 
@@ -174,6 +176,18 @@ def test_calendering_makes_the_through_plane_direction_the_most_tortuous():
     assert through > 1.2 * max(in_y, in_z)
     through, in_y, in_z = _axis_taus(0.96, 0.55)
     assert through / math.sqrt(in_y * in_z) == pytest.approx(1.0, abs=0.12)
+
+
+def test_calendering_by_rearrangement_leaves_the_pore_space_isotropic():
+    # Hard NMC secondary particles are not flattened by the calender, they rearrange (or crack):
+    # with calendering="rearrange" the same electrode (porosity 0.30, 96 wt%) has round
+    # particles, so no direction is preferred and the through-plane tau falls below the
+    # flattened one. Measured (three 64^3 cubes at 1 um): 3.89 through-plane against 3.94 / 3.81
+    # in-plane (flatten: 4.71 against 3.35 / 3.39).
+    through, in_y, in_z = _axis_taus(0.96, 0.30, calendering="rearrange")
+    assert through / math.sqrt(in_y * in_z) == pytest.approx(1.0, abs=0.08)
+    flat_through, _, _ = _axis_taus(0.96, 0.30)
+    assert through < flat_through / 1.1
 
 
 def _procedural_taus(am_wt_frac: float, porosity: float) -> tuple[float, float]:

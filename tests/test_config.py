@@ -319,7 +319,7 @@ _SECTIONS = {
     "space": ["am_wt_frac", "porosity", "binder_adhesion", "mass_loading_mg_cm2", "log_scale"],
     "objective": ["kind", "power_W", "c_rate", "half_cell", "noise_from_samples",
                   "min_percolating_fraction"],
-    "generator": ["kind", "model_path", "mean_diameter_um", "diameter_spread"],
+    "generator": ["kind", "model_path", "mean_diameter_um", "diameter_spread", "calendering"],
     "fidelity": ["n_cubes", "cube_voxels", "voxel_um", "backend", "rel_tol",
                  "conductivity_am_S_m", "mpi_ranks", "from_convergence"],
     "cell": ["parameter_set", "packaging", "thickness_um", "ragone_powers_W", "calibration"],
@@ -373,6 +373,7 @@ _NOT_A_BOOL = st.one_of(st.integers(), st.floats(allow_nan=False), st.sampled_fr
 _CHOICES = {
     ("objective", "kind"): ["energy_density_Wh_L", "specific_energy_Wh_kg", "capacity_mAh_g"],
     ("generator", "kind"): ["procedural", "default", "model"],
+    ("generator", "calendering"): ["flatten", "rearrange"],
     ("fidelity", "backend"): ["taufactor", "native"],
     ("optimizer", "backend"): ["botorch", "dragonfly", "sobol", "random"],
     ("optimizer", "mode"): ["async", "sync"],

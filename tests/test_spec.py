@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from jobs.contract.spec import EvaluationSpec, validate_params
@@ -92,3 +93,41 @@ def test_a_mass_loading_that_makes_a_cathode_the_cell_model_refuses_fails_the_pa
     with pytest.raises(ValueError, match="388"):
         validate_params({"am_wt_frac": 0.80, "porosity": 0.55}, spec)
     assert validate_params({**PARAMS, "mass_loading_mg_cm2": 20.0})["mass_loading_mg_cm2"] == 20.0
+
+
+def _phase_change_ratio(volume: np.ndarray) -> float:
+    """AM phase changes per voxel step through the thickness (axis 0) over in-plane (axis 1)."""
+    am = volume == 1
+    return float(np.mean(am != np.roll(am, 1, axis=0)) / np.mean(am != np.roll(am, 1, axis=1)))
+
+
+def test_the_campaign_files_calendering_reaches_the_generated_cubes():
+    # [generator] calendering = "rearrange" must travel campaign file -> spec -> make_volume: the
+    # dense cube then has round particles (as many phase changes through the thickness as in
+    # plane) where the default's flattened ones give ~1.5x more through the thickness.
+    from hpc.campaign.config import parse_campaign
+    from jobs.generate import make_volume
+
+    base = {"name": "calendering", "space": {"am_wt_frac": [0.9, 0.97], "porosity": [0.2, 0.4],
+                                             "mass_loading_mg_cm2": 20.0},
+            "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+            "fidelity": {"n_cubes": 1, "cube_voxels": 64, "voxel_um": 0.5}}
+    ratios = {}
+    for calendering in ("flatten", "rearrange"):
+        config = parse_campaign({**base, "generator": {"calendering": calendering}})
+        spec = EvaluationSpec.from_dict(config.to_spec_dict())
+        assert spec.generator.calendering == calendering
+        ratios[calendering] = _phase_change_ratio(
+            make_volume({"am_wt_frac": 0.95, "porosity": 0.20}, spec, seed=3))
+    assert ratios["flatten"] > 1.25
+    assert 0.9 < ratios["rearrange"] < 1.1
+
+
+@pytest.mark.parametrize(("generator", "accepted"), [
+    ({"calendering": "squash"}, "one of ['flatten', 'rearrange']"),
+    ({"kind": "default", "calendering": "rearrange"}, "'flatten' unless generator.kind"),
+])
+def test_calendering_is_refused_by_name(generator, accepted):
+    with pytest.raises(ValueError) as info:
+        EvaluationSpec.from_dict({"generator": generator})
+    assert "generator.calendering" in str(info.value) and accepted in str(info.value)

@@ -14,8 +14,10 @@ from kernels.structure.procedural import (
     RHO_AM_G_CM3,
     RHO_CBD_G_CM3,
     ManufacturingParams,
+    calendered_particles,
     calendering_factor,
     generate_structure,
+    max_overlap,
     target_phase_fractions,
 )
 
@@ -127,6 +129,58 @@ def test_calendering_flattens_particles_along_axis_0() -> None:
     loose_ratio = _transition_rate(loose, 0) / _transition_rate(loose, 1)
     assert dense_ratio > 1.25  # shorter chords through the thickness: flattened particles
     assert 0.85 < loose_ratio < 1.15  # uncalendered: round
+
+
+def test_rearranged_calendering_keeps_the_particles_round() -> None:
+    # Hard NMC secondary particles rearrange under the calender instead of flattening
+    # (docs/cell-model.md, issue 15): the same dense electrode as above, whose flattened
+    # particles give 1.5x more phase changes through the thickness, must be round.
+    dense = generate_structure(ManufacturingParams(0.95, 0.20), 64, voxel_um=0.5, seed=3,
+                               calendering="rearrange") == AM
+    for in_plane in (1, 2):
+        assert 0.9 < _transition_rate(dense, 0) / _transition_rate(dense, in_plane) < 1.1
+    centres, radii, box_um, squash = calendered_particles(
+        ManufacturingParams(0.95, 0.20), 64, 0.5, seed=3, calendering="rearrange")
+    assert squash == 1.0  # spheres in the final box, not spheroids
+    assert np.allclose(box_um, 32.0)
+
+
+@pytest.mark.parametrize("params", [ManufacturingParams(0.80, 0.20, 0.0),
+                                    ManufacturingParams(0.98, 0.20, 1.0),
+                                    ManufacturingParams(0.90, 0.35, 0.5)])
+def test_rearranged_packing_overlaps_stay_within_the_limit(params) -> None:
+    # The compressed centres overlap far more than a coating; the relaxation in the final box
+    # must end with every pair's centre distance >= 0.9 (r_i + r_j), at the densest corners too.
+    centres, radii, box_um, _ = calendered_particles(params, 64, 1.0, seed=2,
+                                                     calendering="rearrange")
+    assert max_overlap(centres, radii, box_um) <= 0.10 + 1e-12
+    # the spheres hold the final box's AM fraction (before voxel rounding)
+    sphere_volume = float(np.sum(4.0 / 3.0 * np.pi * radii**3))
+    am = target_phase_fractions(params.am_wt_frac, params.porosity)["am"]
+    assert am <= sphere_volume / float(np.prod(box_um)) < am + 0.02
+
+
+def test_rearranged_volume_has_exact_fractions_and_is_deterministic() -> None:
+    params = ManufacturingParams(am_wt_frac=0.9, porosity=0.3, binder_adhesion=0.3)
+    volume = generate_structure(params, (40, 48, 56), 1.0, seed=4, calendering="rearrange")
+    fractions = target_phase_fractions(0.9, 0.3)
+    n = volume.size
+    assert int(np.sum(volume == PORE)) == round(fractions["pore"] * n)
+    assert int(np.sum(volume == CBD)) == round(fractions["cbd"] * n)
+    assert int(np.sum(volume == AM)) == n - round(fractions["pore"] * n) - round(fractions["cbd"] * n)
+    again = generate_structure(params, (40, 48, 56), 1.0, seed=4, calendering="rearrange")
+    other = generate_structure(params, (40, 48, 56), 1.0, seed=5, calendering="rearrange")
+    assert np.array_equal(volume, again)
+    assert not np.array_equal(volume, other)
+    for axis in range(3):  # periodic: the wrap looks like any neighbouring pair of slices
+        wrap = np.mean(np.take(volume, 0, axis=axis) != np.take(volume, -1, axis=axis))
+        interior = np.mean(np.take(volume, 0, axis=axis) != np.take(volume, 1, axis=axis))
+        assert wrap < 1.6 * interior + 0.02
+
+
+def test_unknown_calendering_model_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"calendering must be one of \['flatten', 'rearrange'\]"):
+        generate_structure(ManufacturingParams(0.9, 0.3), 16, 1.0, seed=0, calendering="squash")
 
 
 def test_binder_adhesion_moves_cbd_from_necks_to_films() -> None:

@@ -259,6 +259,9 @@ class GeneratorConfig(_Section):
     model_path: PathText | None = None
     mean_diameter_um: in_range(ranges.MEAN_DIAMETER_UM) = 8.0
     diameter_spread: in_range(ranges.DIAMETER_SPREAD) = 0.25
+    #: how the procedural simulator calenders (kernels.cell.ranges.CALENDERING_MODELS):
+    #: "flatten" (default, oblate particles) or "rearrange" (round particles, packing compressed)
+    calendering: Literal[ranges.CALENDERING_MODELS] = "flatten"
 
     @model_validator(mode="after")
     def _model_needs_path(self) -> GeneratorConfig:
@@ -266,6 +269,9 @@ class GeneratorConfig(_Section):
             raise ValueError("kind = 'model' needs model_path = 'path/to/generator.pt'")
         if self.kind != "model" and self.model_path:
             raise ValueError("model_path is only used with kind = 'model'")
+        if self.calendering != "flatten" and self.kind != "procedural":
+            raise ValueError(f"calendering = {self.calendering!r} needs kind = 'procedural' "
+                             "(a trained generator samples the structures it was trained on)")
         return self
 
 
@@ -660,6 +666,7 @@ class CampaignConfig(_Section):
                 "kind": gen.model_path if gen.kind == "model" else gen.kind,
                 "mean_diameter_um": gen.mean_diameter_um,
                 "diameter_spread": gen.diameter_spread,
+                "calendering": gen.calendering,
             },
             "objective": self.objective.model_dump(),
             "cell": cell,

@@ -88,7 +88,10 @@ def campaign_context(config: CampaignConfig) -> dict[str, Any]:
         "generator": {"kind": generator.kind,
                       "model_sha256": _model_digest(generator.model_path),
                       "mean_diameter_um": generator.mean_diameter_um,
-                      "diameter_spread": generator.diameter_spread},
+                      "diameter_spread": generator.diameter_spread,
+                      # only when not the default: older contexts compare equal
+                      **({"calendering": generator.calendering}
+                         if generator.calendering != "flatten" else {})},
         "cell": {k: v for k, v in config.cell.model_dump(mode="json").items()
                  if k != "calibration"},
         "cell_calibration_sha256": _model_digest(config.cell.calibration),

@@ -89,6 +89,8 @@ class GeneratorSpec:
     kind: str = PROCEDURAL
     mean_diameter_um: float = 8.0
     diameter_spread: float = 0.25
+    # how the procedural simulator calenders: "flatten" (default) or "rearrange" (round particles)
+    calendering: str = "flatten"
 
     def validate(self) -> None:
         _require(isinstance(self.kind, str) and self.kind != "",
@@ -97,6 +99,11 @@ class GeneratorSpec:
                  self.kind)
         ranges.MEAN_DIAMETER_UM.check(self.mean_diameter_um, "generator.mean_diameter_um")
         ranges.DIAMETER_SPREAD.check(self.diameter_spread, "generator.diameter_spread")
+        _require(self.calendering in ranges.CALENDERING_MODELS, "generator.calendering",
+                 f"one of {list(ranges.CALENDERING_MODELS)}", self.calendering)
+        _require(self.calendering == "flatten" or self.kind == PROCEDURAL, "generator.calendering",
+                 f"'flatten' unless generator.kind = '{PROCEDURAL}' (a trained generator samples "
+                 f"the structures it was trained on)", self.calendering)
 
     @property
     def is_procedural(self) -> bool:

@@ -7,8 +7,13 @@ through-thickness (calendering) direction. The steps mimic how an electrode is m
 1. *Mixing and coating*: lognormal spherical particles are dropped at random into a periodic box
    that is taller than the final one by 1 / calendering factor, then pushed apart until they
    overlap only slightly (a few relaxation sweeps over close pairs).
-2. *Calendering*: the box is compressed along axis 0 by the calendering factor, so the spheres
-   become oblate; a denser electrode (lower porosity) is compressed more.
+2. *Calendering*: the box is compressed along axis 0 by the calendering factor; a denser
+   electrode (lower porosity) is compressed more. Two models (`CALENDERING_MODELS`):
+   "flatten" (the default) compresses the particles with the box, so the spheres become oblate;
+   "rearrange" keeps them spheres, as hard NMC secondary particles are (they rearrange or crack,
+   they do not flatten): the coating holds the same spheres at the lower solid fraction
+   phi_AM * factor, their centres are compressed with the box and the packing is relaxed again in
+   the final box until no pair overlaps beyond the allowed limit (docs/cell-model.md, issue 15).
 3. *Drying of the binder*: the CBD gathers where the binder wets. For every voxel the signed
    distances to the nearest (d1) and second-nearest (d2) particle surfaces are computed; the
    CBD fills the non-AM voxels with the lowest score d1 + 2 (1 - adhesion) d2. With adhesion 0
@@ -49,6 +54,12 @@ UNCALENDERED_POROSITY = 0.55
 MIN_CALENDERING_FACTOR = 0.65
 
 _RELAX_SWEEPS = 25
+# "rearrange": sweeps of the relaxation in the final box after the centres were compressed. The
+# compressed centres overlap far more than a fresh coating; the sweeps stop as soon as no pair
+# is closer than allowed, and a packing that still is after this many is a named failure.
+_REARRANGE_SWEEPS = 400
+_REARRANGE_PUSH_OVERLAP = 0.08  # pushes a little past the limit so the sweeps end
+CALENDERING_MODELS = ranges.CALENDERING_MODELS
 # Weight of the second-nearest distance in the CBD score at adhesion 0: > 1 favours deep necks.
 NECK_WEIGHT = 2.0
 _ALLOWED_OVERLAP = 0.10  # centres may approach to (1 - this) * (r_i + r_j)
@@ -123,10 +134,10 @@ def _shape3(size_voxels: int | tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(int(n) for n in shape)  # type: ignore[return-value]
 
 
-def _pack_particles(
+def _draw_particles(
     box_um: np.ndarray, solid_fraction: float, params: ManufacturingParams, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Centres (n, 3) and radii (n,) of spheres filling `solid_fraction` of a periodic box."""
+    """Random centres (n, 3) and lognormal radii (n,) of spheres of `solid_fraction` of a box."""
     sigma = params.diameter_spread
     median_d = params.mean_diameter_um * math.exp(-0.5 * sigma**2)  # lognormal mean = given mean
     box_volume = float(np.prod(box_um))
@@ -141,19 +152,28 @@ def _pack_particles(
         total += 4.0 / 3.0 * math.pi * r**3
     r_arr = np.sort(np.array(radii))[::-1].copy()
     centres = rng.random((len(r_arr), 3)) * box_um
-    for _ in range(_RELAX_SWEEPS):
+    return centres, r_arr
+
+
+def _relax(centres: np.ndarray, r_arr: np.ndarray, box_um: np.ndarray, sweeps: int,
+           push_overlap: float = _ALLOWED_OVERLAP) -> tuple[np.ndarray, bool]:
+    """Push pairs closer than (1 - push_overlap) (r_i + r_j) apart to that distance, for at most
+    `sweeps` sweeps; True once no pair is closer than (1 - _ALLOWED_OVERLAP) (r_i + r_j). A
+    push_overlap below the allowed one reaches the limit in a few sweeps instead of
+    approaching it asymptotically."""
+    for _ in range(sweeps):
         tree = cKDTree(centres, boxsize=box_um)
         pairs = tree.query_pairs(2.0 * float(r_arr.max()), output_type="ndarray")
         if len(pairs) == 0:
-            break
+            return centres, True
         i, j = pairs[:, 0], pairs[:, 1]
         delta = centres[j] - centres[i]
         delta -= box_um * np.round(delta / box_um)  # minimum image
         dist = np.linalg.norm(delta, axis=1)
-        allowed = (1.0 - _ALLOWED_OVERLAP) * (r_arr[i] + r_arr[j])
+        if not (dist < (1.0 - _ALLOWED_OVERLAP) * (r_arr[i] + r_arr[j])).any():
+            return centres, True
+        allowed = (1.0 - push_overlap) * (r_arr[i] + r_arr[j])
         close = dist < allowed
-        if not close.any():
-            break
         i, j, delta, dist, allowed = i[close], j[close], delta[close], dist[close], allowed[close]
         direction = delta / np.maximum(dist, 1e-9)[:, None]
         push = 0.5 * (allowed - dist)[:, None] * direction
@@ -161,7 +181,48 @@ def _pack_particles(
         np.add.at(moves, i, -push)
         np.add.at(moves, j, push)
         centres = np.mod(centres + moves, box_um)
+    return centres, False
+
+
+def _pack_particles(
+    box_um: np.ndarray, solid_fraction: float, params: ManufacturingParams, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (n, 3) and radii (n,) of spheres filling `solid_fraction` of a periodic box."""
+    centres, r_arr = _draw_particles(box_um, solid_fraction, params, rng)
+    centres, _ = _relax(centres, r_arr, box_um, _RELAX_SWEEPS)
     return centres, r_arr
+
+
+def _pack_rearranged(
+    box_um: np.ndarray, solid_fraction: float, squash: float, params: ManufacturingParams,
+    rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spheres of `solid_fraction` of the final periodic box `box_um`, calendered by
+    rearrangement: coated in the box stretched by 1 / squash along axis 0 (where they fill
+    solid_fraction * squash), centres compressed by squash, relaxed in the final box."""
+    tall_um = box_um * np.array([1.0 / squash, 1.0, 1.0])
+    centres, r_arr = _pack_particles(tall_um, solid_fraction * squash, params, rng)
+    centres = np.mod(centres * np.array([squash, 1.0, 1.0]), box_um)
+    centres, relaxed = _relax(centres, r_arr, box_um, _REARRANGE_SWEEPS,
+                              push_overlap=_REARRANGE_PUSH_OVERLAP)
+    if not relaxed:
+        raise ValueError(
+            f"calendering='rearrange': {len(r_arr)} spheres at solid fraction {solid_fraction:.3f} "
+            f"still overlap by more than {_ALLOWED_OVERLAP:.0%} of r_i + r_j after "
+            f"{_REARRANGE_SWEEPS} relaxation sweeps")
+    return centres, r_arr
+
+
+def max_overlap(centres: np.ndarray, radii: np.ndarray, box_um: np.ndarray) -> float:
+    """Largest 1 - d_ij / (r_i + r_j) over the pairs of a periodic packing (0: none touch)."""
+    tree = cKDTree(centres, boxsize=box_um)
+    pairs = tree.query_pairs(2.0 * float(radii.max()), output_type="ndarray")
+    if len(pairs) == 0:
+        return 0.0
+    delta = centres[pairs[:, 1]] - centres[pairs[:, 0]]
+    delta -= box_um * np.round(delta / box_um)
+    ratio = np.linalg.norm(delta, axis=1) / (radii[pairs[:, 0]] + radii[pairs[:, 1]])
+    return float(max(0.0, 1.0 - ratio.min()))
 
 
 #: From this many voxels on, the distance fields are one numba loop
@@ -231,12 +292,44 @@ def _lowest(score: np.ndarray, count: int) -> np.ndarray:
     return np.argpartition(score, count - 1)[:count]
 
 
+def calendered_particles(
+    params: ManufacturingParams,
+    size_voxels: int | tuple[int, int, int],
+    voxel_um: float,
+    seed: int,
+    cbd_density_g_cm3: float = RHO_CBD_G_CM3,
+    calendering: str = "flatten",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The particles `generate_structure` voxelises: centres (n, 3) and radii (n,) in um, the
+    box (3,) in um they are periodic in and the axis-0 squash from that frame to the volume's
+    (1 for "rearrange": spheres in the final box; the calendering factor for "flatten":
+    spheres in the uncalendered box, spheroids in the volume)."""
+    params.validate()
+    if calendering not in CALENDERING_MODELS:
+        raise ValueError(f"calendering must be one of {list(CALENDERING_MODELS)}, "
+                         f"got {calendering!r}")
+    shape = _shape3(size_voxels)
+    if not (_is_real(voxel_um) and math.isfinite(voxel_um) and voxel_um > 0):
+        raise ValueError(f"voxel_um must be a positive number, got {voxel_um!r}")
+    rng = np.random.default_rng(seed)
+    fractions = target_phase_fractions(params.am_wt_frac, params.porosity, cbd_density_g_cm3)
+    factor = calendering_factor(params.porosity)
+    final_um = np.array(shape, dtype=float) * voxel_um
+    if calendering == "rearrange":
+        centres, radii = _pack_rearranged(final_um, fractions["am"], factor, params, rng)
+        return centres, radii, final_um, 1.0
+    box_um = np.array([shape[0] * voxel_um / factor, shape[1] * voxel_um, shape[2] * voxel_um])
+    centres, radii = _pack_particles(box_um, fractions["am"], params, rng)
+    return centres, radii, box_um, factor
+
+
 def generate_structure(
     params: ManufacturingParams,
     size_voxels: int | tuple[int, int, int],
     voxel_um: float,
     seed: int,
     cbd_density_g_cm3: float = RHO_CBD_G_CM3,
+    calendering: str = "flatten",
 ) -> np.ndarray:
     """A periodic three-phase volume (uint8: 0 pore, 1 AM, 2 CBD) with exact phase fractions.
 
@@ -244,21 +337,17 @@ def generate_structure(
     counts equal the target fractions of `target_phase_fractions` rounded to whole voxels.
     cbd_density_g_cm3: the density the recipe's CBD mass is placed at (solid 1.8 by default;
     a nanoporous domain's 0.93 places the domain, see `target_phase_fractions`).
+    calendering: "flatten" (default: particles compressed with the box, oblate) or "rearrange"
+    (spheres whose packing is compressed; see the module docstring).
     """
-    params.validate()
+    centres, radii, _, squash = calendered_particles(params, size_voxels, voxel_um, seed,
+                                                     cbd_density_g_cm3, calendering)
     shape = _shape3(size_voxels)
-    if not (_is_real(voxel_um) and math.isfinite(voxel_um) and voxel_um > 0):
-        raise ValueError(f"voxel_um must be a positive number, got {voxel_um!r}")
-    rng = np.random.default_rng(seed)
     fractions = target_phase_fractions(params.am_wt_frac, params.porosity, cbd_density_g_cm3)
     n_total = int(np.prod(shape))
     n_pore = int(round(fractions["pore"] * n_total))
     n_cbd = int(round(fractions["cbd"] * n_total))
     n_am = n_total - n_pore - n_cbd
-
-    squash = calendering_factor(params.porosity)
-    box_um = np.array([shape[0] * voxel_um / squash, shape[1] * voxel_um, shape[2] * voxel_um])
-    centres, radii = _pack_particles(box_um, fractions["am"], params, rng)
     # CBD reaches at most a fraction of a radius from the particles; the margin keeps the
     # neck score defined in the whole region the CBD can occupy.
     reach_um = max(0.5 * float(np.median(radii)), 3.0 * voxel_um)

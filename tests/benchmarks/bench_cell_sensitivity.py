@@ -21,6 +21,11 @@ grid's argmax is then scored on each cube alone, so every cell also gives the cu
 spread: "obj ± s" is the objective's standard deviation over the cubes at that optimum and
 "(+c ± d %)" the change against the defaults' optimum, cube by cube (mean ± standard deviation
 over the three cubes). The table ranks assumptions, it does not certify optima.
+
+The generator's calendering model (kernels.structure.procedural, calendering = "flatten" by
+default, "rearrange": round particles) changes the structure, so the "calendering: rearrange"
+row is scored on cubes of its own, characterised with the solid CBD and cached under keys that
+end in the model's name (the default cubes' keys are those of earlier runs).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ CUBE_VOXELS = 48
 VOXEL_UM = 1.0
 SEEDS = (0, 1, 2)
 CBD_PHASES = ("solid", "nanoporous_domain")  # CellModelOptions.cbd_volume
+# (CBD phase, generator calendering model) of the cubes characterised per microstructure
+STRUCTURES = (("solid", "flatten"), ("nanoporous_domain", "flatten"), ("solid", "rearrange"))
 GRID_WT = (0.80, 0.86, 0.92, 0.97)
 GRID_POROSITY = (0.25, 0.33, 0.42, 0.50)
 CS3_WT = (0.80, 0.88, 0.97)
@@ -74,7 +81,8 @@ def microstructures() -> list[tuple[float, float, float]]:
     return sorted(keys)
 
 
-def characterise(key: tuple[float, float, float], seed: int, cbd_phase: str) -> dict:
+def characterise(key: tuple[float, float, float], seed: int, cbd_phase: str,
+                 calendering: str = "flatten") -> dict:
     """Metrics of one procedural cube, with sigma_eff for every conductivity set (solid CBD) or
     the default set (the CBD as a nanoporous domain, placed, conducting and ion-permeable)."""
     from kernels.cell.options import CellModelOptions
@@ -92,14 +100,15 @@ def characterise(key: tuple[float, float, float], seed: int, cbd_phase: str) -> 
     domain = CellModelOptions(cbd_volume=cbd_phase).cbd_domain()
     density = RHO_CBD_G_CM3 if domain is None else domain.domain_density_g_cm3
     volume = generate_structure(ManufacturingParams(wt, porosity, adhesion), CUBE_VOXELS,
-                                VOXEL_UM, seed=seed, cbd_density_g_cm3=density)
+                                VOXEL_UM, seed=seed, cbd_density_g_cm3=density,
+                                calendering=calendering)
     areas, coverage = specific_surface_areas(volume, VOXEL_UM)
     tau, percolating = tortuosity_factor(volume, 0, "native", 1e-3, cbd_domain=domain)
     sets = SIGMA_SETS if domain is None else {"default": None}
     sigmas = {name: effective_conductivity_S_m(volume, 0, *_sigma_values(name), backend="native",
                                                rel_tol=1e-3) for name in sets}
     out = {"am_wt_frac": wt, "porosity_recipe": porosity, "binder_adhesion": adhesion,
-           "seed": seed, "cbd_volume": cbd_phase,
+           "seed": seed, "cbd_volume": cbd_phase, "calendering": calendering,
            "volume_fraction": volume_fractions(volume), "specific_surface_area_per_um": areas,
            "cbd_coverage": coverage, "tortuosity_factor": tau if percolating else None,
            "percolating": percolating, "am_particle_radius_um": am_particle_radius_um(
@@ -109,22 +118,25 @@ def characterise(key: tuple[float, float, float], seed: int, cbd_phase: str) -> 
     return out
 
 
-def cache_key(key: tuple[float, float, float], seed: int, cbd_phase: str) -> str:
-    return json.dumps([*key, seed, cbd_phase])
+def cache_key(key: tuple[float, float, float], seed: int, cbd_phase: str,
+              calendering: str = "flatten") -> str:
+    if calendering == "flatten":  # the default: the keys of the runs before the option
+        return json.dumps([*key, seed, cbd_phase])
+    return json.dumps([*key, seed, cbd_phase, calendering])
 
 
 def load_or_characterise() -> dict[str, dict]:
     cached = json.loads(METRICS_FILE.read_text()) if METRICS_FILE.exists() else {}
     changed = False
     for key in microstructures():
-        for cbd_phase in CBD_PHASES:
+        for cbd_phase, calendering in STRUCTURES:
             for seed in SEEDS:
-                name = cache_key(key, seed, cbd_phase)
+                name = cache_key(key, seed, cbd_phase, calendering)
                 if name not in cached:
                     start = time.process_time()
-                    cached[name] = characterise(key, seed, cbd_phase)
+                    cached[name] = characterise(key, seed, cbd_phase, calendering)
                     changed = True
-                    print(f"characterised {key} seed {seed} {cbd_phase} in "
+                    print(f"characterised {key} seed {seed} {cbd_phase} {calendering} in "
                           f"{time.process_time() - start:.1f} CPU-s", file=sys.stderr)
     if changed:
         DATA.mkdir(exist_ok=True)
@@ -183,6 +195,8 @@ def choices() -> dict[str, tuple[dict, dict, str]]:
         "separator tau 3.5": ({"separator_bruggeman": round(b_separator, 3)}, {}, "default"),
         "thermal lumped": ({"thermal": "lumped"}, {}, "default"),
         "CBD as nanoporous domain": ({"cbd_volume": "nanoporous_domain"}, {}, "default"),
+        "calendering: rearrange (round particles)": ({"_calendering": "rearrange"}, {},
+                                                     "default"),
         "all legacy": ({**legacy, "_no_measured_radius": True}, {}, "legacy"),
     }
 
@@ -224,8 +238,8 @@ def main() -> None:
     start = time.perf_counter()
     cpu_start = time.process_time()
     metrics = load_or_characterise()
-    cubes = {(key, phase): [metrics[cache_key(key, seed, phase)] for seed in SEEDS]
-             for key in microstructures() for phase in CBD_PHASES}
+    cubes = {(key, structure): [metrics[cache_key(key, seed, *structure)] for seed in SEEDS]
+             for key in microstructures() for structure in STRUCTURES}
     means = {k: mean_metrics(v) for k, v in cubes.items()}
     print(f"metrics ready after {time.perf_counter() - start:.0f} s", file=sys.stderr)
     studies = {
@@ -246,8 +260,9 @@ def main() -> None:
     for name, (option_changes, packaging_changes, sigma_set) in choices().items():
         option_changes = dict(option_changes)
         measured_radius = not option_changes.pop("_no_measured_radius", False)
+        calendering = option_changes.pop("_calendering", "flatten")
         options = CellModelOptions.from_dict({**CellModelOptions().to_dict(), **option_changes})
-        phase = options.cbd_volume
+        phase = (options.cbd_volume, calendering)
         packaging = Packaging4680.from_dict(packaging_changes)
         results[name] = {}
         for study, (half_cell, load, grid) in studies.items():
