@@ -378,10 +378,13 @@ def test_a_multi_fidelity_campaign_runs_each_trial_at_its_level_and_confirms_at_
     assert all(levels[i] == 1 and trials[i].recommendation for i in range(5 - n_confirm, 5))
     assert not any(trials[i].recommendation for i in range(5 - n_confirm))
     cheap = [trials[i] for i in range(2) if trials[i].objective is not None]
-    if n_confirm == 2 and cheap:   # the second confirmation is a design seen cheap only
-        names = list(trials[0].params)   # (the best one unless it is the recommendation)
-        assert any([trials[4].params[k] for k in names] == pytest.approx(
-            [t.params[k] for k in names]) for t in cheap)
+    names = list(trials[0].params)
+    others = [t for t in sorted(cheap, key=lambda t: -t.objective)   # not the recommendation
+              if [t.params[k] for k in names] != pytest.approx([trials[3].params[k]
+                                                                 for k in names])]
+    if n_confirm == 2 and others:   # the second confirmation: the best design seen cheap only
+        assert [trials[4].params[k] for k in names] == pytest.approx(
+            [others[0].params[k] for k in names])
     for trial in trials.values():           # each ran at its own level's cube count and size
         if trial.result is None:
             continue
