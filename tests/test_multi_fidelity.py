@@ -216,6 +216,55 @@ def test_the_recommendation_is_not_a_design_only_a_biased_cheap_level_has_seen()
     assert _augmented_branin(mean_rule["x1"], mean_rule["x2"], 1.0) < confirmed - 5.0
 
 
+def _branin_told(**options):
+    opt = make_optimizer(BRANIN, backend="multi_fidelity", seed=0, fidelity_costs=[5.0, 45.0],
+                         acquisition="two_step", **options)
+    for x1, x2, level in BRANIN_SEEN:
+        opt.tell({"x1": x1, "x2": x2, FIDELITY_KEY: level},
+                 _augmented_branin(x1, x2, (0.5, 1.0)[level]))
+    return opt
+
+
+def test_the_confirmations_are_the_recommendation_and_the_best_cheap_design_at_the_top():
+    """The campaign's last two evaluations: recommend() and the design with the best cheap
+    value (here (3.45, 1.36), -0.86 at s = 0.5, never seen at the top), both at the top level;
+    the campaign's answer is the better measured one, so it is never below either: Branin's
+    true top values decide, not the model."""
+    opt = _branin_told()
+    assert opt.n_confirmations == 2
+    points = opt.confirmations()
+    assert points[0] == opt.recommend()
+    assert points[1] == {"x1": 3.45, "x2": 1.36, FIDELITY_KEY: 1}
+    values = [_augmented_branin(p["x1"], p["x2"], 1.0) for p in points]
+    for point, value in zip(points, values, strict=True):
+        opt.tell(point, value)
+    _, best = opt.best()
+    assert best == max(max(values), max(_augmented_branin(x1, x2, 1.0)
+                                        for x1, x2, lv in BRANIN_SEEN if lv == 1))
+    # the rule before 2026-12-02, one confirmation, is the option "recommendation"
+    only = _branin_told(confirm="recommendation")
+    assert only.n_confirmations == 1 and only.confirmations() == [only.recommend()]
+
+
+def test_the_best_cheap_design_already_seen_at_the_top_is_not_confirmed_again():
+    """A design whose top-level value is known is not re-measured: the next best cheap one is
+    confirmed; with no cheap design left only the recommendation is."""
+    opt = _branin_told()
+    opt.tell({"x1": 3.45, "x2": 1.36, FIDELITY_KEY: 1}, _augmented_branin(3.45, 1.36, 1.0))
+    points = opt.confirmations()
+    assert points[1] == {"x1": -3.66, "x2": 12.75, FIDELITY_KEY: 1}   # the next best cheap
+    top_only = make_optimizer(LINE, backend="multi_fidelity", seed=0, fidelity_costs=[1.0, 10.0])
+    for x in (0.1, 0.5, 0.9):
+        top_only.tell({"x": x, FIDELITY_KEY: 1}, _quadratic({"x": x}))
+    assert top_only.confirmations() == [top_only.recommend()]
+
+
+def test_confirm_is_checked_by_name():
+    with pytest.raises(ValueError, match="confirm"):
+        make_optimizer(LINE, backend="multi_fidelity", fidelity_costs=[1.0, 10.0],
+                       confirm="best")
+
+
 @pytest.mark.parametrize("sd", [-1.0, float("nan"), "2", True])
 def test_recommend_sd_is_checked_by_name(sd):
     with pytest.raises(ValueError, match="recommend_sd"):
@@ -306,12 +355,15 @@ def test_the_report_best_is_a_top_level_trial(tmp_path):
     assert data.best().trial_id == 0
 
 @pytest.mark.slow
-@pytest.mark.parametrize("acquisition", ["mfkg", "two_step"])
+@pytest.mark.parametrize(("acquisition", "confirm"), [("mfkg", "recommendation"),
+                                                      ("two_step", "recommendation"),
+                                                      ("two_step", None)])
 def test_a_multi_fidelity_campaign_runs_each_trial_at_its_level_and_confirms_at_the_top(
-        tmp_path, acquisition):
+        tmp_path, acquisition, confirm):
     from hpc.campaign.controller import Campaign
 
-    path = _mf_campaign(tmp_path, optimizer={"options": {"acquisition": acquisition}})
+    options = {"acquisition": acquisition, **({"confirm": confirm} if confirm else {})}
+    path = _mf_campaign(tmp_path, optimizer={"options": options})
     path.write_text(path.read_text().replace('n_cubes = 2\ncube_voxels = 24\n', ""))
     controller = Campaign.create(load_campaign(path), tmp_path / "run")
     try:
@@ -322,8 +374,17 @@ def test_a_multi_fidelity_campaign_runs_each_trial_at_its_level_and_confirms_at_
     assert progress.complete + progress.failed == 5
     levels = [trials[i].fidelity_level for i in range(5)]
     assert levels[:3] == [0, 0, 1]          # the initial design
-    assert levels[4] == 1 and trials[4].recommendation
-    assert not any(trials[i].recommendation for i in range(4))
+    n_confirm = 1 if confirm == "recommendation" else 2   # the default confirms two designs
+    assert all(levels[i] == 1 and trials[i].recommendation for i in range(5 - n_confirm, 5))
+    assert not any(trials[i].recommendation for i in range(5 - n_confirm))
+    cheap = [trials[i] for i in range(2) if trials[i].objective is not None]
+    names = list(trials[0].params)
+    others = [t for t in sorted(cheap, key=lambda t: -t.objective)   # not the recommendation
+              if [t.params[k] for k in names] != pytest.approx([trials[3].params[k]
+                                                                 for k in names])]
+    if n_confirm == 2 and others:   # the second confirmation: the best design seen cheap only
+        assert [trials[4].params[k] for k in names] == pytest.approx(
+            [others[0].params[k] for k in names])
     for trial in trials.values():           # each ran at its own level's cube count and size
         if trial.result is None:
             continue

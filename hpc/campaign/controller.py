@@ -540,29 +540,35 @@ class Campaign:
         free = min(self.max_concurrent - len(in_flight), self.budget - len(self.trials))
         if free <= 0:
             return
-        recommendation = False
-        if self.multi_fidelity and self.budget - len(self.trials) == 1:
-            # the last evaluation confirms the recommendation at the top fidelity, proposed
-            # once everything else has been told
+        confirmed = 0   # the first `confirmed` points are confirmations at the top level
+        left = self.budget - len(self.trials)
+        confirm = self.optimizer.n_confirmations if self.multi_fidelity else 0
+        if self.multi_fidelity and left <= confirm:
+            # the last evaluations confirm at the top fidelity the recommendation (and, by the
+            # optimiser's option confirm, the best cheap-level design), proposed once everything
+            # else has been told
             if in_flight:
                 return
             try:
-                points, recommendation = [self.optimizer.recommend()], True
+                points = self.optimizer.confirmations()[:left]
+                confirmed = len(points)
             except ValueError as error:   # no feasible design yet: nothing to confirm
-                log.warning("no recommendation to confirm (%s); the last evaluation is an "
-                            "ordinary proposal", error)
-                points = self.optimizer.ask(1, [])
+                log.warning("no recommendation to confirm (%s); the last evaluations are "
+                            "ordinary proposals", error)
+                points = self.optimizer.ask(left, [])
+            if 0 < confirmed < left:   # no cheap design left to confirm: an ordinary proposal
+                points += self.optimizer.ask(left - confirmed, [dict(p) for p in points])
         else:
             pending = [self._optimizer_point(t) for t in in_flight]
-            if self.multi_fidelity:  # keep the last slot for the recommendation
-                free = min(free, self.budget - 1 - len(self.trials))
+            if self.multi_fidelity:  # keep the last slots for the confirmations
+                free = min(free, left - confirm)
             points = self.optimizer.ask(free, pending)
         if not points and not in_flight:
             raise CampaignError(f"the {self.config.optimizer.backend} optimiser proposed no new "
                                 f"point with nothing in flight; {len(self.trials)} of "
                                 f"{self.budget} evaluations done")
         new_ids = []
-        for point in points:
+        for index, point in enumerate(points):
             trial_id = len(self.trials)
             extra: dict[str, Any] = {}
             if self.multi_fidelity:
@@ -570,7 +576,7 @@ class Campaign:
 
                 point = dict(point)
                 extra = {"fidelity_level": int(point.pop(FIDELITY_KEY)),
-                         "recommendation": recommendation}
+                         "recommendation": index < confirmed}
             params = {**self.config.space.fixed(), **{k: float(v) for k, v in point.items()}}
             self.journal_event("proposed", trial_id=trial_id, params=params, **extra)
             self._guard.add(params)

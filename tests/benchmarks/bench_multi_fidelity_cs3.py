@@ -12,8 +12,9 @@ Real evaluations (jobs.evaluate: procedural structure, transport solves, PyBaMM 
 2. Multi-fidelity arm: the ``multi_fidelity`` back-end (``--acquisition``, default
    ``two_step``), two levels (``--low N VOXELS``, default one 32^3 cube; the top level is the
    paper profile's), its initial design then its own choices until ``--max-evaluations`` less
-   one or the CPU budget (``--budget-top`` top-level evaluations' worth) is spent; then its
-   ``recommend()`` evaluated at the top level, as a campaign does.
+   the confirmations or the CPU budget (``--budget-top`` top-level evaluations' worth) is
+   spent; then its ``confirmations()`` (``--confirm``: the recommendation, and by default the
+   best cheap-level design too) evaluated at the top level, as a campaign does.
 3. The single-fidelity campaign's cost to the target: the evaluations each documented seed
    needed (trial order) times the anchor's CPU per top-level evaluation, plus the ``botorch``
    back-end's asks replayed on its own observations here (``--replay-asks``).
@@ -41,7 +42,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("PYBAMM_DISABLE_TELEMETRY", "true")
 
-from bayes.multi_fidelity import FIDELITY_KEY  # noqa: E402
+from bayes.multi_fidelity import FIDELITY_KEY, MultiFidelityOptimizer  # noqa: E402
 from bayes.optimizer import make_optimizer, optimizer_from_state  # noqa: E402
 from hpc.campaign.config import load_campaign  # noqa: E402
 from jobs.evaluate import evaluate  # noqa: E402
@@ -118,45 +119,51 @@ def anchor(out: Path, folder: Path, table: list[dict], trial_ids: list[int], lev
 
 
 def multi_fidelity_arm(out: Path, folder: Path, seed: int, level_specs, costs, config,
-                       acquisition: str, max_evaluations: int, budget_cpu_s: float) -> dict:
+                       acquisition: str, max_evaluations: int, budget_cpu_s: float,
+                       confirm: str) -> dict:
     space = config.space.to_bayes_space()
     fixed = config.space.fixed()
-    path = out / f"mf_{acquisition}_seed{seed}.json"
+    path = out / f"mf_{acquisition}_{confirm}_seed{seed}.json"
     run = json.loads(path.read_text()) if path.exists() else {"evaluations": [], "state": None}
     opt = (optimizer_from_state(space, run["state"]) if run["state"] else
            make_optimizer(space, backend="multi_fidelity", seed=seed, fidelity_costs=costs,
-                          acquisition=acquisition))
+                          acquisition=acquisition, confirm=confirm))
     top = len(level_specs) - 1
-    while "confirmation" not in run:
+    while "confirmations" not in run:
         spent = sum(e["cpu_s"] + e["ask_cpu_s"] for e in run["evaluations"])
         n = len(run["evaluations"])
         started = time.process_time()
-        if n + 1 >= max_evaluations or spent + costs[-1] > budget_cpu_s:
-            point = opt.recommend()   # the campaign's last evaluation: confirmed at the top
+        last = opt.n_confirmations
+        if n + last >= max_evaluations or spent + last * costs[-1] > budget_cpu_s:
+            points = opt.confirmations()   # the campaign's last evaluations, at the top level
             key = "confirmation"
         else:
-            [point] = opt.ask(1)
+            points = opt.ask(1)
             key = "evaluation"
         ask_cpu = time.process_time() - started
-        level = int(point[FIDELITY_KEY])
-        design = {k: v for k, v in point.items() if k != FIDELITY_KEY}
-        done = timed_evaluation(folder / f"level{level}", OWN_TRIALS + 1000 * seed + n,
-                                {**fixed, **design}, level_specs[level])
-        row = {"design": design, "level": level, "ask_cpu_s": ask_cpu, **done}
+        rows = []
+        for i, point in enumerate(points):
+            level = int(point[FIDELITY_KEY])
+            design = {k: v for k, v in point.items() if k != FIDELITY_KEY}
+            done = timed_evaluation(folder / f"level{level}", OWN_TRIALS + 1000 * seed + n + i,
+                                    {**fixed, **design}, level_specs[level])
+            rows.append({"design": design, "level": level,
+                         "ask_cpu_s": ask_cpu if i == 0 else 0.0, **done})
+            print(f"seed {seed} {key} {n + i}: level {level} value {done['value']} "
+                  f"cpu {done['cpu_s']:.1f} ask {rows[-1]['ask_cpu_s']:.1f}", flush=True)
         if key == "confirmation":
-            run["confirmation"] = row
+            run["confirmations"] = rows
         else:
-            if "failed" in done:   # what the campaign tells of a failed trial
-                opt.tell_failed([point], [done["failed"]])
+            [row], [point] = rows, points
+            if "failed" in row:   # what the campaign tells of a failed trial
+                opt.tell_failed([point], [row["failed"]])
             else:
-                opt.tell(point, done["value"], noise_var=done["noise_var"],
-                         feasible=done["feasible"])
+                opt.tell(point, row["value"], noise_var=row["noise_var"],
+                         feasible=row["feasible"])
             run["evaluations"].append(row)
             run["state"] = opt.state_dict()
         path.write_text(json.dumps(run))
-        print(f"seed {seed} {key} {n}: level {level} value {done['value']} "
-              f"cpu {done['cpu_s']:.1f} ask {ask_cpu:.1f}", flush=True)
-    rows = [*run["evaluations"], run["confirmation"]]
+    rows = [*run["evaluations"], *run["confirmations"]]
     trace, cpu, best = [], 0.0, None
     for row in rows:
         cpu += row["cpu_s"] + row["ask_cpu_s"]
@@ -165,7 +172,8 @@ def multi_fidelity_arm(out: Path, folder: Path, seed: int, level_specs, costs, c
         trace.append((cpu, best))
     return {"trace": trace, "levels": [r["level"] for r in rows],
             "failed": [(i, r["level"], r["failed"]) for i, r in enumerate(rows) if "failed" in r],
-            "confirmation": run["confirmation"], "ask_cpu_s": sum(r["ask_cpu_s"] for r in rows),
+            "confirmations": run["confirmations"],
+            "ask_cpu_s": sum(r["ask_cpu_s"] for r in rows),
             "eval_cpu_s": sum(r["cpu_s"] for r in rows)}
 
 
@@ -194,6 +202,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--low", type=int, nargs=2, default=(1, 32), metavar=("N", "VOXELS"))
     parser.add_argument("--acquisition", default="two_step", choices=("two_step", "mfkg"))
+    parser.add_argument("--confirm", default=MultiFidelityOptimizer.OPTIONS["confirm"],
+                        choices=MultiFidelityOptimizer.CONFIRMS,
+                        help="what the last evaluations confirm at the top level")
     parser.add_argument("--anchor-trials", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-evaluations", type=int, default=24)
     parser.add_argument("--budget-top", type=float, default=12.0,
@@ -219,7 +230,7 @@ def main() -> None:
         costs = [round(c, 3) for c in ref["cpu_s_per_level"]]
         arms = {seed: multi_fidelity_arm(args.out, folder, seed, level_specs, costs, config,
                                          args.acquisition, args.max_evaluations,
-                                         args.budget_top * costs[-1])
+                                         args.budget_top * costs[-1], args.confirm)
                 for seed in args.seeds}
     single_evals = [evaluations_to([r["value"] for r in t], target) for t in tables]
     asks = ([cached(args.out / f"replay_asks_seed{s}.json",
@@ -240,7 +251,7 @@ def main() -> None:
                                            if b is not None and b >= target), None),
             "evaluations": len(arm["levels"]), "levels": arm["levels"],
             "failed": arm["failed"],
-            "confirmation": arm["confirmation"], "ask_cpu_s": round(arm["ask_cpu_s"], 1),
+            "confirmations": arm["confirmations"], "ask_cpu_s": round(arm["ask_cpu_s"], 1),
             "eval_cpu_s": round(arm["eval_cpu_s"], 1), "trace": arm["trace"]}
             for seed, arm in arms.items()},
     }
