@@ -188,34 +188,6 @@ def _augmented_branin(x1: float, x2: float, s: float) -> float:
     return float(AugmentedBranin(negate=True)(torch.tensor([[x1, x2, s]], dtype=torch.float64)))
 
 
-def test_the_recommendation_is_not_a_design_only_a_biased_cheap_level_has_seen():
-    """The confirmation is one top-level evaluation: it goes where the model is sure. Here it
-    lands in one of Branin's three optimal basins (within 10 % of the box's side of a known
-    minimiser), where the posterior-mean rule (recommend_sd = 0, the rule before 2026-12-02)
-    chose x ~ (10, 0), seen at s = 0.5 only (the bench: -11.0 there, -8.2 at this rounded
-    data's (9.7, 0)), with -0.6 confirmed at the top."""
-    def told(**options):
-        opt = make_optimizer(BRANIN, backend="multi_fidelity", seed=0, fidelity_costs=[5.0, 45.0],
-                             acquisition="two_step", **options)
-        for x1, x2, level in BRANIN_SEEN:
-            opt.tell({"x1": x1, "x2": x2, FIDELITY_KEY: level},
-                     _augmented_branin(x1, x2, (0.5, 1.0)[level]))
-        return opt
-
-    minimisers = np.array([[-np.pi, 12.275], [np.pi, 2.275], [9.42478, 2.475]])
-
-    def distance(point):
-        return float(np.min(np.hypot(*(minimisers - [point["x1"], point["x2"]]).T)))
-
-    point = told().recommend()
-    assert point[FIDELITY_KEY] == 1
-    assert distance(point) < 1.5
-    mean_rule = told(recommend_sd=0.0).recommend()   # the posterior mean's maximum
-    assert distance(mean_rule) > 1.5
-    confirmed = max(_augmented_branin(x1, x2, 1.0) for x1, x2, lv in BRANIN_SEEN if lv == 1)
-    assert _augmented_branin(mean_rule["x1"], mean_rule["x2"], 1.0) < confirmed - 5.0
-
-
 def _branin_told(**options):
     opt = make_optimizer(BRANIN, backend="multi_fidelity", seed=0, fidelity_costs=[5.0, 45.0],
                          acquisition="two_step", **options)
@@ -223,6 +195,26 @@ def _branin_told(**options):
         opt.tell({"x1": x1, "x2": x2, FIDELITY_KEY: level},
                  _augmented_branin(x1, x2, (0.5, 1.0)[level]))
     return opt
+
+
+def test_the_recommendation_is_not_a_design_only_a_biased_cheap_level_has_seen():
+    """The confirmation is one top-level evaluation: it goes where the model is sure. Here it
+    lands in one of Branin's three optimal basins (within 10 % of the box's side of a known
+    minimiser), where the posterior-mean rule (recommend_sd = 0, the rule before 2026-12-02)
+    chose x ~ (10, 0), seen at s = 0.5 only (the bench: -11.0 there, -8.2 at this rounded
+    data's (9.7, 0)), with -0.6 confirmed at the top."""
+    minimisers = np.array([[-np.pi, 12.275], [np.pi, 2.275], [9.42478, 2.475]])
+
+    def distance(point):
+        return float(np.min(np.hypot(*(minimisers - [point["x1"], point["x2"]]).T)))
+
+    point = _branin_told().recommend()
+    assert point[FIDELITY_KEY] == 1
+    assert distance(point) < 1.5
+    mean_rule = _branin_told(recommend_sd=0.0).recommend()   # the posterior mean's maximum
+    assert distance(mean_rule) > 1.5
+    confirmed = max(_augmented_branin(x1, x2, 1.0) for x1, x2, lv in BRANIN_SEEN if lv == 1)
+    assert _augmented_branin(mean_rule["x1"], mean_rule["x2"], 1.0) < confirmed - 5.0
 
 
 def test_the_confirmations_are_the_recommendation_and_the_best_cheap_design_at_the_top():
