@@ -44,6 +44,10 @@ VOXEL_FACE_EXCESS = 1.5  # faces of a randomly oriented voxelised plane / its ar
 #: below it scipy's, cheaper than loading numba in a process that would not need it otherwise.
 FUSED_MIN_VOXELS = 64**3
 USE_FUSED = True
+#: From FUSED_MIN_VOXELS on (and with USE_FUSED), the watershed and the contact faces are the
+#: numba kernels (kernels.metrics._watershed_kernels: skimage's labels; the same face count);
+#: False keeps skimage's watershed and the numpy faces (the benchmark compares both).
+USE_FUSED_FLOOD = True
 #: block size of the watershed (1: on the voxels; 2: on 2×2×2 blocks, the opt-in cheaper split)
 WATERSHED_STRIDES = (1, 2)  # False forces scipy's transform (the tests compare both)
 
@@ -61,7 +65,17 @@ def distance_to_background(foreground: np.ndarray) -> np.ndarray:
 
 
 def _contact_faces(labels: np.ndarray) -> int:
-    """Voxel faces between two different particles (labels > 0)."""
+    """Voxel faces between two different particles (labels > 0); one numba pass on large
+    volumes (kernels.metrics._particle_kernels.contact_faces, the same count)."""
+    if USE_FUSED and USE_FUSED_FLOOD and labels.size >= FUSED_MIN_VOXELS:
+        from kernels.metrics._particle_kernels import contact_faces
+
+        return int(contact_faces(np.ascontiguousarray(labels)))
+    return _contact_faces_numpy(labels)
+
+
+def _contact_faces_numpy(labels: np.ndarray) -> int:
+    """_contact_faces in three boolean numpy passes (small volumes; the reference)."""
     count = 0
     for axis in range(3):
         low = [slice(None)] * 3
@@ -94,6 +108,12 @@ def _split_particles(am: np.ndarray, distance: np.ndarray, spacing: int,
                            exclude_border=False)
     markers = np.zeros(am.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    if USE_FUSED and USE_FUSED_FLOOD and am.size >= FUSED_MIN_VOXELS:
+        from kernels.metrics._watershed_kernels import FLOODED, flood_labels
+
+        status, _, labels = flood_labels(distance, am, markers)
+        if status == FLOODED:  # else a distance that is not sqrt of an integer: skimage's
+            return labels
     return watershed(-distance, markers, mask=am)
 
 
