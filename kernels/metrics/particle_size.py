@@ -13,10 +13,13 @@ face-count excess of a randomly oriented plane). Checked against the simulator's
 in tests/test_cell_physics.py (within 10 % at 1 and 0.5 um voxels), and against spheres of known
 radius, separate and fused, in tests/test_particle_size.py.
 
-Cost at 128³ (CPU-s): the distance transform 0.11 (numba, exact; scipy's took 0.45), the seeds
-~0.12, the watershed ~0.57. The watershed is skimage's priority flood; a numba copy of the same
-flood (the same order, hence the same labels) was measured no faster: the binary heap is the
-cost, and any faster queue would order the tied seeds differently and so change the labels.
+Cost at 128³ (CPU-s, 0.4 um): the distance transform 0.11 (numba, exact; scipy's took 0.45), the
+seeds (skimage's peak_local_max) ~0.14, the watershed 0.35-0.47 (skimage's: 0.66-0.73 in the
+same runs, tests/benchmarks/bench_particle_size.py; 1.5-1.9x). The watershed is a numba replica of skimage's priority
+flood (kernels.metrics._watershed_kernels): the same labels, voxel for voxel. A FIFO per exact
+distance value would be cheaper still but is skimage's order only when no two seeds share a
+distance (equal seeds pop in the heap's layout order); on electrodes they always tie, so the
+replica keeps skimage's binary heap, on flat keys.
 
 Opt-in cheaper split (``watershed_stride=2``): the seeds and the flood run on 2×2×2 blocks
 (block maximum of the exact fine distance, a block is AM if any of its voxels is), the block
