@@ -19,7 +19,8 @@ distance), so they take a few hundred distinct values and an item's value is a b
   value*: a marker's age 0 puts it first in its FIFO.
 * Markers of equal value all have age 0, and the heap pops them in an order set by its internal
   layout, which a FIFO cannot know. That order moves labels: on procedural electrodes such ties
-  (mostly among the many one-voxel-deep seeds, k = 1) decide voxels in every cube measured. So
+  (down to the one-voxel-deep seeds, k = 1) exist in every cube measured and moved
+  60-1100 voxels of a 96³ cube in 4 of 5 (tests/test_particle_size.py shows one). So
   with tied markers the flood is a replica of skimage's binary heap (`_heap_flood`: the same
   sift rules on the same order, hence the same layout and pops), cheaper by its flat keys (one
   int64: bucket | age | position, compared without the position bits), a bottom-up sift-down
