@@ -1,4 +1,5 @@
-"""The exact Euclidean distance transform of kernels.metrics.particle_size as a numba kernel.
+"""The exact Euclidean distance transform of kernels.metrics.particle_size as a numba kernel
+(and its count of particle-particle contact faces, one pass instead of three numpy ones).
 
 scipy's `distance_transform_edt` builds the full feature transform (the index of every voxel's
 nearest background voxel, 3 int arrays) and then the distances from it: 0.46 CPU-s at 128³,
@@ -106,3 +107,30 @@ def distance_to_background(foreground):
                 sq[i, j, k] = np.sqrt(sq[i, j, k])
     return sq
 
+
+
+@_jit
+def contact_faces(labels):
+    """Voxel faces between two different particles (labels > 0) of a 3D int label array: the
+    three boolean numpy passes of particle_size._contact_faces in one pass, the same count."""
+    nx, ny, nz = labels.shape
+    count = 0
+    for i in range(nx):
+        for j in range(ny):
+            for k in range(nz):
+                a = labels[i, j, k]
+                if a <= 0:
+                    continue
+                if i + 1 < nx:
+                    b = labels[i + 1, j, k]
+                    if b > 0 and b != a:
+                        count += 1
+                if j + 1 < ny:
+                    b = labels[i, j + 1, k]
+                    if b > 0 and b != a:
+                        count += 1
+                if k + 1 < nz:
+                    b = labels[i, j, k + 1]
+                    if b > 0 and b != a:
+                        count += 1
+    return count

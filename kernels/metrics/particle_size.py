@@ -13,10 +13,13 @@ face-count excess of a randomly oriented plane). Checked against the simulator's
 in tests/test_cell_physics.py (within 10 % at 1 and 0.5 um voxels), and against spheres of known
 radius, separate and fused, in tests/test_particle_size.py.
 
-Cost at 128³ (CPU-s): the distance transform 0.11 (numba, exact; scipy's took 0.45), the seeds
-~0.12, the watershed ~0.57. The watershed is skimage's priority flood; a numba copy of the same
-flood (the same order, hence the same labels) was measured no faster: the binary heap is the
-cost, and any faster queue would order the tied seeds differently and so change the labels.
+Cost at 128³ (CPU-s, 0.4 um): the distance transform 0.11 (numba, exact; scipy's took 0.45), the
+seeds (skimage's peak_local_max) ~0.14, the watershed 0.35-0.47 (skimage's: 0.66-0.73 in the
+same runs, tests/benchmarks/bench_particle_size.py; 1.5-1.9x). The watershed is a numba replica of skimage's priority
+flood (kernels.metrics._watershed_kernels): the same labels, voxel for voxel. A FIFO per exact
+distance value would be cheaper still but is skimage's order only when no two seeds share a
+distance (equal seeds pop in the heap's layout order); on electrodes they always tie, so the
+replica keeps skimage's binary heap, on flat keys.
 
 Opt-in cheaper split (``watershed_stride=2``): the seeds and the flood run on 2×2×2 blocks
 (block maximum of the exact fine distance, a block is AM if any of its voxels is), the block
@@ -44,6 +47,10 @@ VOXEL_FACE_EXCESS = 1.5  # faces of a randomly oriented voxelised plane / its ar
 #: below it scipy's, cheaper than loading numba in a process that would not need it otherwise.
 FUSED_MIN_VOXELS = 64**3
 USE_FUSED = True
+#: From FUSED_MIN_VOXELS on (and with USE_FUSED), the watershed and the contact faces are the
+#: numba kernels (kernels.metrics._watershed_kernels: skimage's labels; the same face count);
+#: False keeps skimage's watershed and the numpy faces (the benchmark compares both).
+USE_FUSED_FLOOD = True
 #: block size of the watershed (1: on the voxels; 2: on 2×2×2 blocks, the opt-in cheaper split)
 WATERSHED_STRIDES = (1, 2)  # False forces scipy's transform (the tests compare both)
 
@@ -61,7 +68,17 @@ def distance_to_background(foreground: np.ndarray) -> np.ndarray:
 
 
 def _contact_faces(labels: np.ndarray) -> int:
-    """Voxel faces between two different particles (labels > 0)."""
+    """Voxel faces between two different particles (labels > 0); one numba pass on large
+    volumes (kernels.metrics._particle_kernels.contact_faces, the same count)."""
+    if USE_FUSED and USE_FUSED_FLOOD and labels.size >= FUSED_MIN_VOXELS:
+        from kernels.metrics._particle_kernels import contact_faces
+
+        return int(contact_faces(np.ascontiguousarray(labels)))
+    return _contact_faces_numpy(labels)
+
+
+def _contact_faces_numpy(labels: np.ndarray) -> int:
+    """_contact_faces in three boolean numpy passes (small volumes; the reference)."""
     count = 0
     for axis in range(3):
         low = [slice(None)] * 3
@@ -94,6 +111,12 @@ def _split_particles(am: np.ndarray, distance: np.ndarray, spacing: int,
                            exclude_border=False)
     markers = np.zeros(am.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    if USE_FUSED and USE_FUSED_FLOOD and am.size >= FUSED_MIN_VOXELS:
+        from kernels.metrics._watershed_kernels import FLOODED, flood_labels
+
+        status, _, labels = flood_labels(distance, am, markers)
+        if status == FLOODED:  # else a distance that is not sqrt of an integer: skimage's
+            return labels
     return watershed(-distance, markers, mask=am)
 
 
