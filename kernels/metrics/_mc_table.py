@@ -144,13 +144,23 @@ def _edge_faces() -> list[set[int]]:
             for e in range(N_EDGES)]
 
 
-def _edge_midpoints() -> np.ndarray:
+_FLAT_PENALTY = 1e3  # a triangle lying in a cube face: the neighbour cell owns that plane
+
+
+@lru_cache(maxsize=1)
+def _split_weights() -> list[list[list[float]]]:
+    """weight[a][b][c] of the triangle on edges a, b, c: minus its area with the points at the
+    edge midpoints, plus _FLAT_PENALTY if it lies in a cube face (one table: cheap to build)."""
     corners = edge_corners()
     offsets = np.array([[(c >> d) & 1 for d in range(3)] for c in range(N_CORNERS)], float)
-    return 0.5 * (offsets[corners[:, 0]] + offsets[corners[:, 1]])
-
-
-_FLAT_PENALTY = 1e3  # a triangle lying in a cube face: the neighbour cell owns that plane
+    mid = 0.5 * (offsets[corners[:, 0]] + offsets[corners[:, 1]])
+    a, b, c = np.meshgrid(np.arange(N_EDGES), np.arange(N_EDGES), np.arange(N_EDGES),
+                          indexing="ij")
+    area = 0.5 * np.linalg.norm(np.cross(mid[b] - mid[a], mid[c] - mid[a]), axis=-1)
+    faces = _edge_faces()
+    flat = np.array([[[bool(faces[i] & faces[j] & faces[k]) for k in range(N_EDGES)]
+                      for j in range(N_EDGES)] for i in range(N_EDGES)])
+    return (-area + _FLAT_PENALTY * flat).tolist()
 
 
 def _triangulate(loop: tuple[int, ...]) -> list[tuple[int, int, int]]:
@@ -159,16 +169,8 @@ def _triangulate(loop: tuple[int, ...]) -> list[tuple[int, int, int]]:
     polygon, O(L^3) for L <= 12). Largest, because that is the split closest to Lewiner's
     tiling (today's path) on electrodes: a fan was -0.3 % on the total area, the least-area
     split -0.6 %, this one +0.07 % (64³ at 1 um; docs/solvers.md)."""
-    mid = _edge_midpoints()
-    faces = _edge_faces()
+    weight = _split_weights()
     n = len(loop)
-
-    def weight(a: int, b: int, c: int) -> float:
-        ea, eb, ec = loop[a], loop[b], loop[c]
-        cross = np.cross(mid[eb] - mid[ea], mid[ec] - mid[ea])
-        flat = bool(faces[ea] & faces[eb] & faces[ec])
-        return -0.5 * float(np.linalg.norm(cross)) + (_FLAT_PENALTY if flat else 0.0)
-
     cost = [[0.0] * n for _ in range(n)]
     split = [[-1] * n for _ in range(n)]
     for gap in range(2, n):
@@ -176,7 +178,7 @@ def _triangulate(loop: tuple[int, ...]) -> list[tuple[int, int, int]]:
             b = a + gap
             best, arg = math.inf, -1
             for m in range(a + 1, b):
-                value = cost[a][m] + cost[m][b] + weight(a, m, b)
+                value = cost[a][m] + cost[m][b] + weight[loop[a]][loop[m]][loop[b]]
                 if value < best - 1e-12:
                     best, arg = value, m
             cost[a][b], split[a][b] = best, arg
@@ -196,7 +198,7 @@ def _triangulate(loop: tuple[int, ...]) -> list[tuple[int, int, int]]:
 
 @lru_cache(maxsize=1)
 def build_case_table() -> CaseTable:
-    """All 256 cases with every resolution of their ambiguous faces (built once, ~0.05 s)."""
+    """All 256 cases with every resolution of their ambiguous faces (built once per process)."""
     cycles = face_corner_cycles()
     n_ambiguous = np.zeros(256, np.int64)
     ambiguous_faces = np.full((256, N_FACES), -1, np.int64)
