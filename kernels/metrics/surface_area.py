@@ -41,8 +41,8 @@ numbers: on procedural 64³-128³ electrodes (5 recipe corners, both calendering
 and the particle radius within 0.05 %; spheres agree to 0.01 %. The outward probes follow
 skimage's own edge normals (summed over the cells sharing the edge), rebuilt in the pass,
 because the AM-pore / AM-CBD split moved by 2 % with a cell's own gradient alone. At 128³ the
-stage is 1.7x (0.4 um) to 2.0x (1 um) cheaper, not the 3x issue 22 asked: the normals' sum is
-half of the pass. Not the default: it would move the documented numbers for that gain
+stage is 1.7x (0.4 um) to 2.0x (1 um) cheaper, not the 3x issue 22 asked (the pass 0.116 CPU-s,
+a third of it the normals' sums; smoothing 0.022). Not the default: it would move the documented numbers for that gain
 (docs/solvers.md, "Surface area without skimage").
 """
 
