@@ -42,8 +42,8 @@ and the particle radius within 0.05 %; spheres agree to 0.01 %. The outward prob
 skimage's own edge normals (summed over the cells sharing the edge), rebuilt in the pass,
 because the AM-pore / AM-CBD split moved by 2 % with a cell's own gradient alone. At 128³ the
 stage is 1.7x (0.4 um) to 2.0x (1 um) cheaper, not the 3x issue 22 asked (the pass 0.116 CPU-s,
-a third of it the normals' sums; smoothing 0.022). Not the default: it would move the documented numbers for that gain
-(docs/solvers.md, "Surface area without skimage").
+a third of it the normals' sums; smoothing 0.022). Not the default: it would move the documented
+numbers for that gain (docs/solvers.md, "Surface area without skimage").
 """
 
 from __future__ import annotations
