@@ -12,11 +12,20 @@ import math
 import numpy as np
 import pytest
 
+from kernels.metrics import surface_area
 from kernels.metrics.surface_area import interface_areas_voxels
 from kernels.metrics.volume import specific_surface_areas
 from kernels.structure.procedural import AM, CBD, PORE, ManufacturingParams, generate_structure
 
 N = 32
+
+
+@pytest.fixture(autouse=True, params=surface_area.METHODS)
+def method(request, monkeypatch) -> str:
+    """Every closed-form and additivity test runs on both paths: skimage's marching cubes and
+    the fused pass with its built case table."""
+    monkeypatch.setattr(surface_area, "DEFAULT_METHOD", request.param)
+    return request.param
 
 
 def am_pore_area(volume: np.ndarray) -> float:
@@ -99,18 +108,15 @@ def test_the_fused_pass_gives_the_numpy_paths_areas(shape, seed) -> None:
     """Same clip pieces, centroids and outward probes in the same float32 arithmetic: the
     areas of every phase agree to 1e-6 (they differ only by summation order), on a procedural
     electrode cut into a box that is not a cube (axis order and box clipping both matter)."""
-    from kernels.metrics import (
-        _surface_kernels,  # noqa: F401  (the fused pass exists)
-        surface_area,
-    )
+    from kernels.metrics import _surface_kernels  # noqa: F401  (the fused pass exists)
 
     volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 80, 0.5, seed=seed)
     volume = np.ascontiguousarray(volume[: shape[0], : shape[1], : shape[2]])
     assert volume.size >= surface_area.FUSED_MIN_VOXELS
-    fused = interface_areas_voxels(volume, solid_label=AM, other_labels=(PORE, CBD))
+    fused = interface_areas_voxels(volume, AM, (PORE, CBD), method="skimage")
     try:
         surface_area.USE_FUSED = False
-        plain = interface_areas_voxels(volume, solid_label=AM, other_labels=(PORE, CBD))
+        plain = interface_areas_voxels(volume, AM, (PORE, CBD), method="skimage")
     finally:
         surface_area.USE_FUSED = True
     assert plain[PORE] > 0 and plain[CBD] > 0
@@ -119,8 +125,8 @@ def test_the_fused_pass_gives_the_numpy_paths_areas(shape, seed) -> None:
     # labels held in a wider integer type (and labels beyond a byte) take the numpy path
     wide = volume.astype(np.int64)
     wide[wide == CBD] = 300
-    assert interface_areas_voxels(wide, AM, (PORE, 300))[300] == pytest.approx(plain[CBD],
-                                                                               rel=1e-6)
+    assert interface_areas_voxels(wide, AM, (PORE, 300), method="skimage")[300] == \
+        pytest.approx(plain[CBD], rel=1e-6)
 
 
 @pytest.mark.parametrize("radius,centre", [(4.5, (31.7, 32.2, 31.4)), (9.0, (32.3, 31.6, 32.1)),

@@ -10,6 +10,10 @@ thinner than about a voxel. Measured on voxelised spheres at random sub-voxel ce
 at radius 3.5 voxels, within +-2.6 % at 4-6, +2.2 to +3.2 % from 10 to 40 (the flat-surface limit;
 axis-aligned flat faces are exact); -3 to -7 % at radius 3, below which no method on voxels is
 reliable. (sigma 0.5 would sit at +4.4 % on large spheres, too close to the 5 % budget.)
+Re-measured with 8 centres per radius (tests/benchmarks/bench_surface_area.py, both methods
+equal to the shown digits): -1.5 to -5.0 % at 3.5, -0.6 to -2.2 % at 4, -1.6 to +0.9 % at 5,
+-0.3 to +2.0 % at 6, +2.2 to +2.6 % at 10, +2.9 to +3.2 % at 20, +3.1 to +3.2 % at 40, -2.8 to
+-6.3 % at 3: radius 3.5 reaches -5 % at some centres.
 
 Each triangle of the AM surface is then given the phase on its outer side (pore or CBD) by looking
 0.5, 1 and 1.5 voxels outward along its normal and taking the first non-AM label, so
@@ -27,6 +31,19 @@ Cost: on volumes of FUSED_MIN_VOXELS and more the per-triangle work (clip, area,
 is one numba pass (kernels.metrics._surface_kernels) with the same float32 arithmetic as the
 numpy path below, so the areas agree to ~1e-8; what remains is skimage's marching cubes (~0.19
 CPU-s at 128³, ~220 ns per triangle), which a method with the same numbers cannot avoid.
+
+method="fused" (opt-in) replaces marching cubes too: one numba pass meshes each cell and
+measures its triangles on the spot, storing no mesh (kernels.metrics._marching_kernels), with a
+case table built from the cube's geometry (kernels.metrics._mc_table: asymptotic decider on
+ambiguous faces, the largest-area split of each loop). Other triangles than Lewiner's, so other
+numbers: on procedural 64³-128³ electrodes (5 recipe corners, both calendering models, 0.4 and
+1 um) the total AM area is within 0.12 % of "skimage", the CBD coverage within 0.0025 (absolute)
+and the particle radius within 0.05 %; spheres agree to 0.01 %. The outward probes follow
+skimage's own edge normals (summed over the cells sharing the edge), rebuilt in the pass,
+because the AM-pore / AM-CBD split moved by 2 % with a cell's own gradient alone. At 128³ the
+stage is 1.7x (0.4 um) to 2.0x (1 um) cheaper, not the 3x issue 22 asked (the pass 0.116 CPU-s,
+a third of it the normals' sums; smoothing 0.022). Not the default: it would move the documented
+numbers for that gain (docs/solvers.md, "Surface area without skimage").
 """
 
 from __future__ import annotations
@@ -47,6 +64,12 @@ _OUTWARD_STEPS_VOXELS = (0.5, 1.0, 1.5)
 #: CPU-s per process, which a 32³ quick campaign's job would pay for a 10 ms stage).
 FUSED_MIN_VOXELS = 64**3
 USE_FUSED = True  # False forces the numpy path (the tests compare both)
+#: "skimage": skimage's marching cubes, then the per-triangle pass above (the default: the
+#: documented numbers). "fused": marching cubes and the per-triangle work in one numba pass
+#: (kernels.metrics._marching_kernels), opt-in: within 0.2 % of "skimage" on electrodes but
+#: only ~1.7x cheaper for the stage (module docstring).
+METHODS = ("skimage", "fused")
+DEFAULT_METHOD = "skimage"
 
 
 def _clip_to_half_space(tri: np.ndarray, parent: np.ndarray, axis: int, bound: float,
@@ -97,15 +120,22 @@ def _clip_to_box(corners: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarra
 
 
 def interface_areas_voxels(
-    volume: np.ndarray, solid_label: int = 1, other_labels: tuple[int, ...] = (0, 2)
+    volume: np.ndarray, solid_label: int = 1, other_labels: tuple[int, ...] = (0, 2),
+    method: str | None = None,
 ) -> dict[int, float]:
     """Area (in voxel faces, i.e. voxel^2) of the `solid_label` surface facing each other label.
 
     A triangle whose outward probes all land in `solid_label` (a sliver between two touching
-    particles) is counted for the first of `other_labels`.
+    particles) is counted for the first of `other_labels`. `method`: one of METHODS (None:
+    DEFAULT_METHOD); "fused" needs uint8 labels (its sums are a table of 256 labels).
     """
-    from skimage import measure  # imported here: a heavy import only the metrics need
-
+    method = DEFAULT_METHOD if method is None else method
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    fits_byte = volume.dtype == np.uint8 and all(0 <= label < 256 for label in other_labels)
+    if method == "fused" and not fits_byte:
+        raise ValueError("method 'fused' needs a uint8 volume and labels below 256, got "
+                         f"{volume.dtype} and {other_labels}")
     areas = {label: 0.0 for label in other_labels}
     solid = volume == solid_label
     if not solid.any() or solid.all():
@@ -115,16 +145,23 @@ def interface_areas_voxels(
                                     truncate=_TRUNCATE)
     if field.max() <= 0.5 or field.min() >= 0.5:
         return areas
+    steps = np.asarray(_OUTWARD_STEPS_VOXELS, np.float32)
+    if method == "fused":
+        from kernels.metrics._marching_kernels import fused_areas
+
+        by_label = fused_areas(field, 0.5, volume, _PAD_VOXELS, solid_label, other_labels[0],
+                               steps)
+        return {label: float(by_label[label]) for label in other_labels}
+    from skimage import measure  # imported here: a heavy import only the metrics need
+
     vertices, faces, normals, _ = measure.marching_cubes(field, 0.5)  # normals point outward
     # uint8 labels only: the pass adds areas into a table of 256 labels (campaign volumes are
     # uint8; any other integer dtype takes the numpy path)
-    if (USE_FUSED and volume.size >= FUSED_MIN_VOXELS and volume.dtype == np.uint8
-            and all(0 <= label < 256 for label in other_labels)):
+    if USE_FUSED and volume.size >= FUSED_MIN_VOXELS and fits_byte:
         from kernels.metrics._surface_kernels import areas_by_outer_label
 
         by_label = areas_by_outer_label(vertices, faces, normals, volume, _PAD_VOXELS,
-                                        solid_label, other_labels[0],
-                                        np.asarray(_OUTWARD_STEPS_VOXELS, np.float32))
+                                        solid_label, other_labels[0], steps)
         return {label: float(by_label[label]) for label in other_labels}
     vertex_normal = normals[faces].sum(axis=1)  # per triangle, before clipping
     corners, parent = _clip_to_box(vertices[faces] - _PAD_VOXELS, volume.shape)
