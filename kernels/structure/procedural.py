@@ -14,6 +14,10 @@ through-thickness (calendering) direction. The steps mimic how an electrode is m
    they do not flatten): the coating holds the same spheres at the lower solid fraction
    phi_AM * factor, their centres are compressed with the box and the packing is relaxed again in
    the final box until no pair overlaps beyond the allowed limit (docs/cell-model.md, issue 15).
+   Its two relaxations run on a Verlet neighbour list (kernels.structure._verlet: the same
+   pushes, summed in another order) and end on a fresh full pair search; "flatten" keeps
+   `_relax`, a fresh k-d tree search every sweep, so its volumes stay bit for bit those of
+   every documented number.
 3. *Drying of the binder*: the CBD gathers where the binder wets. For every voxel the signed
    distances to the nearest (d1) and second-nearest (d2) particle surfaces are computed; the
    CBD fills the non-AM voxels with the lowest score d1 + 2 (1 - adhesion) d2. With adhesion 0
