@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kernels.structure import procedural
+from kernels.structure._verlet import NeighbourList, fresh_close_pairs, relax_listed
 from kernels.structure.procedural import (
     AM,
     CBD,
@@ -176,6 +179,130 @@ def test_rearranged_volume_has_exact_fractions_and_is_deterministic() -> None:
         wrap = np.mean(np.take(volume, 0, axis=axis) != np.take(volume, -1, axis=axis))
         interior = np.mean(np.take(volume, 0, axis=axis) != np.take(volume, 1, axis=axis))
         assert wrap < 1.6 * interior + 0.02
+
+
+# sha256 of flatten volumes made before "rearrange" moved to a Verlet list (numpy 2.3.5, scipy
+# 1.17.1): the default feeds every documented case-study number, so its volumes must not move.
+FLATTEN_VOLUME_SHA256 = {
+    ((0.80, 0.20, 0.0), 48, 1.0, 0):
+        "ee22cc6fd5eba652dbe54dcd565200d584045c64a280496f671c98b021d6bacd",
+    ((0.97, 0.25, 1.0), 48, 1.0, 1):
+        "1a9cee85d1306b97443e4346e2039bce2ee8726b8c7bbd86df39b8d9594839a2",
+    ((0.96, 0.30, 0.5), 64, 0.4, 2):
+        "4354e09c9e8062bcbcc7f9e3a724396fce07220ee28eba1dcd801fbde0b56cec",
+    ((0.90, 0.55, 0.3), 40, 0.5, 3):
+        "0f1a9940c51a2d5a14f536986dbf1d63c6165939a3ddaeba9196b625301f0be0",
+    ((0.96, 0.30, 0.5), 64, 1.0, 7):
+        "c6cae3a45c4542cfe1d53978a2bc882e942a27ae5ae59ee8ae74aabfac1d80ca",
+}
+
+
+@pytest.mark.parametrize("case", list(FLATTEN_VOLUME_SHA256))
+def test_flatten_volumes_are_bit_identical_to_the_stored_reference(case) -> None:
+    recipe, size, voxel_um, seed = case
+    volume = generate_structure(ManufacturingParams(*recipe), size, voxel_um, seed=seed)
+    assert hashlib.sha256(volume.tobytes()).hexdigest() == FLATTEN_VOLUME_SHA256[case]
+
+
+DENSE_CORNERS = [(0.80, 0.20), (0.97, 0.25), (0.96, 0.30)]
+
+
+@pytest.mark.parametrize("voxel_um, size", [(1.0, 64), (0.4, 96)])
+@pytest.mark.parametrize("recipe", DENSE_CORNERS)
+def test_rearranged_packing_meets_the_limit_against_a_fresh_search(recipe, voxel_um, size):
+    # The Verlet-list relaxation ends on its own list; a fresh full k-d tree search of the
+    # returned packing must find no pair closer than 0.9 (r_i + r_j) either.
+    params = ManufacturingParams(*recipe)
+    centres, radii, box_um, _ = calendered_particles(params, size, voxel_um, seed=1,
+                                                     calendering="rearrange")
+    assert len(fresh_close_pairs(centres, radii, box_um, 0.9)) == 0
+    assert max_overlap(centres, radii, box_um) <= 0.10
+    again = calendered_particles(params, size, voxel_um, seed=1, calendering="rearrange")
+    assert np.array_equal(centres, again[0]) and np.array_equal(radii, again[1])
+
+
+@pytest.mark.parametrize("recipe, seed", [((0.97, 0.25), 0), ((0.80, 0.20), 3), ((0.90, 0.35), 5)])
+def test_verlet_relaxation_reproduces_the_full_search_relaxation(recipe, seed, monkeypatch):
+    # The same pushes as the per-sweep full search (`_relax`), only summed in another order:
+    # the packings agree to rounding, so the rearranged numbers measured before still hold.
+    params = ManufacturingParams(*recipe)
+    new = calendered_particles(params, 64, 1.0, seed=seed, calendering="rearrange")
+    monkeypatch.setattr(procedural, "REARRANGE_ON_VERLET_LIST", False)
+    old = calendered_particles(params, 64, 1.0, seed=seed, calendering="rearrange")
+    assert np.array_equal(new[1], old[1])
+    delta = new[0] - old[0]
+    delta -= new[2] * np.round(delta / new[2])
+    assert np.abs(delta).max() < 1e-9
+
+
+def _listed_close_pairs(neighbours: NeighbourList, centres: np.ndarray) -> np.ndarray:
+    i, j = neighbours.pairs(centres)
+    delta = centres[j] - centres[i]
+    delta -= neighbours.box_um * np.round(delta / neighbours.box_um)
+    close = np.linalg.norm(delta, axis=1) < neighbours.cut_factor * (
+        neighbours.radii[i] + neighbours.radii[j])
+    pairs = np.stack([i[close], j[close]], axis=1)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def test_verlet_list_finds_the_close_pairs_a_fresh_search_finds_after_moves() -> None:
+    # Random moves of up to a third of the skin per step, some particles drifting steadily:
+    # after every step the list (rebuilt only by the skin rule) must give exactly the close
+    # pairs of a fresh search. A rule that waits longer (one displacement instead of two,
+    # or twice the skin) misses pairs here.
+    rng = np.random.default_rng(0)
+    box_um = np.array([60.0, 50.0, 55.0])
+    radii = rng.uniform(2.0, 5.0, 400)
+    centres = rng.random((400, 3)) * box_um
+    drift = rng.normal(size=(400, 3)) * (rng.random(400) < 0.1)[:, None]
+    neighbours = NeighbourList(radii, box_um, cut_factor=0.9, skin_um=1.5)
+    for _ in range(120):
+        assert np.array_equal(_listed_close_pairs(neighbours, centres),
+                              fresh_close_pairs(centres, radii, box_um, 0.9))
+        moves = 0.5 * drift / np.sqrt(3.0) + rng.uniform(-0.25, 0.25, (400, 3))
+        centres = np.mod(centres + moves, box_um)
+        neighbours.moved(moves)
+    assert 10 < neighbours.builds < 120  # rebuilt, but not every step
+
+
+def test_verlet_list_rebuilds_when_two_particles_close_the_skin_together() -> None:
+    # Two spheres (r 2 and 3) start 0.01 um outside the list (0.9 * 5 + skin 1, across the
+    # periodic boundary), far from a third, and approach each other 0.26 um each per step:
+    # after two steps they are 0.03 um inside the cut-off. Only a rule that counts both
+    # displacements (1.04 >= skin) rebuilds in time; any looser one misses the pair.
+    box_um = np.array([40.0, 40.0, 40.0])
+    radii = np.array([2.0, 3.0, 2.5])
+    gap_um = 0.9 * 5.0 + 1.0 + 0.01
+    centres = np.array([[1.0, 20.0, 20.0], [1.0 - gap_um + 40.0, 20.0, 20.0], [20.0, 5.0, 5.0]])
+    neighbours = NeighbourList(radii, box_um, cut_factor=0.9, skin_um=1.0)
+    assert len(_listed_close_pairs(neighbours, centres)) == 0
+    step = np.array([[-0.26, 0.0, 0.0], [0.26, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    for expected_builds in (1, 2):
+        centres = np.mod(centres + step, box_um)
+        neighbours.moved(step)
+        listed = _listed_close_pairs(neighbours, centres)
+        assert np.array_equal(listed, fresh_close_pairs(centres, radii, box_um, 0.9))
+        assert neighbours.builds == expected_builds
+    assert listed.tolist() == [[0, 1]]
+
+
+def test_a_verlet_list_that_is_never_rebuilt_is_caught_by_the_fresh_search(monkeypatch):
+    # The relaxation's last word is a fresh search, not its list: with the rebuilds switched
+    # off it must fail by name rather than return a packing that breaks the limit.
+    params = ManufacturingParams(0.97, 0.25)
+    monkeypatch.setattr(NeighbourList, "needs_rebuild", lambda self: self.builds == 0)
+    with pytest.raises(RuntimeError, match="the Verlet list missed"):
+        calendered_particles(params, 64, 1.0, seed=0, calendering="rearrange")
+
+
+def test_relaxation_that_does_not_converge_is_a_named_failure() -> None:
+    rng = np.random.default_rng(1)
+    box_um = np.array([20.0, 20.0, 20.0])
+    radii = np.full(60, 4.0)  # 2.7x the box volume in spheres: cannot relax
+    centres, relaxed, builds = relax_listed(rng.random((60, 3)) * box_um, radii, box_um, 30,
+                                            0.08, 0.10, 1.0)
+    assert not relaxed and builds >= 1
+    assert len(fresh_close_pairs(centres, radii, box_um, 0.9)) > 0
 
 
 def test_unknown_calendering_model_is_refused_by_name() -> None:
