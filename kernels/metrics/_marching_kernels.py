@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from kernels.metrics._mc_table import build_case_table
-from kernels.metrics._surface_kernels import _MAX_PIECES, _add_piece, _clip_plane
+from kernels.metrics._surface_kernels import _MAX_PIECES, _add_clipped
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
 
@@ -200,16 +200,8 @@ def fused_areas_by_outer_label(field, level, volume, pad, solid_label, default_l
                         normal32[0] = np.float32(nx)
                         normal32[1] = np.float32(ny)
                         normal32[2] = np.float32(nz)
-                        n_pieces = 1
-                        src, dst = buf_a, buf_b
-                        for d in range(3):
-                            n_pieces = _clip_plane(src, n_pieces, dst, d, lower, False)
-                            src, dst = dst, src
-                            n_pieces = _clip_plane(src, n_pieces, dst, d, upper[d], True)
-                            src, dst = dst, src
-                        for p in range(n_pieces):
-                            _add_piece(src, p, normal32, volume, solid_label, default_label,
-                                       steps, out)
+                        _add_clipped(buf_a, buf_b, lower, upper, normal32, volume,
+                                     solid_label, default_label, steps, out)
                         continue
                     ax = pos[e1, 0] - pos[e0, 0]
                     ay = pos[e1, 1] - pos[e0, 1]

@@ -108,6 +108,22 @@ def _add_piece(tri, p, normal, volume, solid_label, default_label, steps, out):
 
 
 @_jit
+def _add_clipped(buf_a, buf_b, lower, upper, normal, volume, solid_label, default_label, steps,
+                 out):
+    """Clip the triangle in buf_a[0] to the box [lower, upper] (buf_b as the second buffer)
+    and add each piece's area to the label on its outer side."""
+    n_pieces = 1
+    src, dst = buf_a, buf_b
+    for k in range(3):
+        n_pieces = _clip_plane(src, n_pieces, dst, k, lower, False)
+        src, dst = dst, src
+        n_pieces = _clip_plane(src, n_pieces, dst, k, upper[k], True)
+        src, dst = dst, src
+    for p in range(n_pieces):
+        _add_piece(src, p, normal, volume, solid_label, default_label, steps, out)
+
+
+@_jit
 def areas_by_outer_label(vertices, faces, normals, volume, pad, solid_label, default_label,
                          steps):
     """Mesh area (voxel^2) inside the box [-0.5, n - 0.5] per label on the outer side (index =
@@ -143,13 +159,6 @@ def areas_by_outer_label(vertices, faces, normals, volume, pad, solid_label, def
         if not crossing:
             _add_piece(buf_a, 0, normal, volume, solid_label, default_label, steps, out)
             continue
-        n_pieces = 1
-        src, dst = buf_a, buf_b
-        for k in range(3):
-            n_pieces = _clip_plane(src, n_pieces, dst, k, lower, False)
-            src, dst = dst, src
-            n_pieces = _clip_plane(src, n_pieces, dst, k, upper[k], True)
-            src, dst = dst, src
-        for p in range(n_pieces):
-            _add_piece(src, p, normal, volume, solid_label, default_label, steps, out)
+        _add_clipped(buf_a, buf_b, lower, upper, normal, volume, solid_label, default_label,
+                     steps, out)
     return out
