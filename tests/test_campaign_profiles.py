@@ -65,3 +65,13 @@ def test_paper_wide_boxes_contain_the_paper_box_and_stay_inside_the_physical_ran
                 assert physical.contains(widened[0]) and physical.contains(widened[1])
         assert wide.space.am_wt_frac[1] > paper.space.am_wt_frac[1]
         assert wide.space.porosity[0] < paper.space.porosity[0]
+
+
+def test_paper_rearrange_is_the_paper_campaign_with_round_particles_only():
+    """The calendering comparison of docs/case-studies.md: one named option, nothing else moved."""
+    for name in ("cs3_power", "cs1_3C"):
+        paper = load_campaign(name, profile="paper")
+        rearranged = load_campaign(name, profile="paper_rearrange")
+        assert paper.generator.calendering == "flatten"
+        assert rearranged.generator.calendering == "rearrange"
+        assert rearranged.model_copy(update={"generator": paper.generator}) == paper
