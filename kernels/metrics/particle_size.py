@@ -46,13 +46,18 @@ VOXEL_FACE_EXCESS = 1.5  # faces of a randomly oriented voxelised plane / its ar
 #: (kernels.metrics._particle_kernels: the same exact distances, 0.46 -> ~0.05 CPU-s at 128³);
 #: below it scipy's, cheaper than loading numba in a process that would not need it otherwise.
 FUSED_MIN_VOXELS = 64**3
+#: False: scipy's transform, skimage's seeds and watershed, numpy faces (the tests compare both)
 USE_FUSED = True
 #: From FUSED_MIN_VOXELS on (and with USE_FUSED), the watershed and the contact faces are the
 #: numba kernels (kernels.metrics._watershed_kernels: skimage's labels; the same face count);
 #: False keeps skimage's watershed and the numpy faces (the benchmark compares both).
 USE_FUSED_FLOOD = True
+#: From FUSED_MIN_VOXELS on (and with USE_FUSED), the seeds are the numba kernel
+#: (kernels.metrics._seed_kernels: skimage's peak_local_max peaks in its order); False keeps
+#: skimage's (the benchmark and the tests compare both).
+USE_FUSED_SEEDS = True
 #: block size of the watershed (1: on the voxels; 2: on 2×2×2 blocks, the opt-in cheaper split)
-WATERSHED_STRIDES = (1, 2)  # False forces scipy's transform (the tests compare both)
+WATERSHED_STRIDES = (1, 2)
 
 
 def distance_to_background(foreground: np.ndarray) -> np.ndarray:
@@ -90,11 +95,27 @@ def _contact_faces_numpy(labels: np.ndarray) -> int:
     return count
 
 
+def _seeds(am: np.ndarray, distance: np.ndarray, spacing: int) -> np.ndarray:
+    """The watershed's seeds (n, 3): skimage's peak_local_max of the distance inside the AM,
+    ``spacing`` apart, in its order (it numbers the markers); the numba replica on large
+    volumes, skimage's where the replica says it is not exact (non-finite values, or every AM
+    voxel a maximum)."""
+    from skimage.feature import peak_local_max
+
+    if USE_FUSED and USE_FUSED_SEEDS and am.size >= FUSED_MIN_VOXELS:
+        from kernels.metrics._seed_kernels import EXACT, seed_peaks
+
+        status, peaks = seed_peaks(distance, am, spacing)
+        if status == EXACT:
+            return peaks
+    return peak_local_max(distance, min_distance=spacing, labels=am.astype(np.int32),
+                          exclude_border=False)
+
+
 def _split_particles(am: np.ndarray, distance: np.ndarray, spacing: int,
                      stride: int) -> np.ndarray:
     """Particle labels (0 off the AM) of the watershed of -distance, seeds ``spacing`` apart,
     on blocks of ``stride`` voxels per axis (labels copied back to the voxels)."""
-    from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     if stride > 1:
@@ -107,8 +128,7 @@ def _split_particles(am: np.ndarray, distance: np.ndarray, spacing: int,
         for axis in range(3):
             labels = np.repeat(labels, stride, axis=axis)
         return labels[: shape[0], : shape[1], : shape[2]] * am
-    peaks = peak_local_max(distance, min_distance=spacing, labels=am.astype(np.int32),
-                           exclude_border=False)
+    peaks = _seeds(am, distance, spacing)
     markers = np.zeros(am.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     if USE_FUSED and USE_FUSED_FLOOD and am.size >= FUSED_MIN_VOXELS:
