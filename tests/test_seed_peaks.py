@@ -104,18 +104,23 @@ def test_the_seeds_are_skimages_on_separate_spheres_and_cubes_in_the_corners() -
 
 @pytest.mark.parametrize("spacing", [1, 2, 3, 6])
 def test_the_seeds_are_skimages_on_quantised_noise(spacing) -> None:
-    """Random values in few levels (plateaus and ties everywhere) in a random mask with
-    holes; at spacing 2 more than 2050 candidates, so skimage's spacing pass runs in several
-    KD-tree batches, which are one greedy pass."""
+    """Random values in few levels (plateaus and ties everywhere), all of them negative, in a
+    random mask with holes; at spacing 2 more than 2050 candidates, so skimage's spacing pass
+    runs in several KD-tree batches, which are one greedy pass. Off the mask the image is
+    below the mask (the threshold is the image's minimum, not 0: negative peaks count) or
+    above it (the threshold is the mask's minimum, and the larger values off the mask are not
+    in any window)."""
     rng = np.random.default_rng(spacing)
     shape = (70, 61, 66)
-    image = rng.integers(0, 6, size=shape).astype(np.float64) / 4.0
+    levels = rng.integers(0, 6, size=shape).astype(np.float64) / 4.0 - 2.0
     mask = ndimage.binary_opening(rng.random(shape) < 0.8)
-    image[~mask] = -3.0  # below the mask: the threshold is the image's minimum, not 0
-    status, index, _ = S._candidates(image, mask, spacing)
-    assert status == S.EXACT and (spacing != 2 or len(index) > 2050)
-    _assert_skimages(image, mask, spacing)
-    _assert_skimages(image.astype(np.float32), mask, spacing)
+    for off_mask in (-3.0, 9.0):
+        image = np.where(mask, levels, off_mask)
+        status, index, value = S._candidates(image, mask, spacing)
+        assert status == S.EXACT and (spacing != 2 or len(index) > 2050)
+        assert value.min() < 0
+        _assert_skimages(image, mask, spacing)
+        _assert_skimages(image.astype(np.float32), mask, spacing)
 
 
 def test_the_tie_order_is_what_picks_the_seeds_on_plateaus() -> None:
