@@ -13,10 +13,17 @@ face-count excess of a randomly oriented plane). Checked against the simulator's
 in tests/test_cell_physics.py (within 10 % at 1 and 0.5 um voxels), and against spheres of known
 radius, separate and fused, in tests/test_particle_size.py.
 
-Cost at 128³ (CPU-s, 0.4 um): the distance transform 0.11 (numba, exact; scipy's took 0.45), the
-seeds (skimage's peak_local_max) ~0.14, the watershed 0.35-0.47 (skimage's: 0.66-0.73 in the
-same runs, tests/benchmarks/bench_particle_size.py; 1.5-1.9x). The watershed is a numba replica of skimage's priority
-flood (kernels.metrics._watershed_kernels): the same labels, voxel for voxel. A FIFO per exact
+Cost at 128³ (CPU-s, tests/benchmarks/bench_particle_size.py, 2026-12-03, load 10): the
+distance transform 0.10 (numba, exact; scipy's took 0.45), the seeds 0.04 (skimage's
+peak_local_max: 0.11 at 0.4 um, 0.33 at 1 um, where the spacing is 2 and the candidates many),
+the watershed 0.34-0.37 (skimage's: 0.51-0.59); the whole stage 0.52 at 0.4 um and 0.55 at 1 um
+(0.58 and 0.86 with skimage's seeds, 0.76 and 1.06 with skimage's seeds and watershed).
+
+The seeds are a numba replica of skimage's peak_local_max (kernels.metrics._seed_kernels): the
+same peaks in the same order, which numbers the markers; where it cannot promise that
+(non-finite values, or every AM voxel a maximum: skimage's binary-opening rule) it says so and
+skimage's is called. The watershed is a numba replica of skimage's priority flood
+(kernels.metrics._watershed_kernels): the same labels, voxel for voxel. A FIFO per exact
 distance value would be cheaper still but is skimage's order only when no two seeds share a
 distance (equal seeds pop in the heap's layout order); on electrodes they always tie, so the
 replica keeps skimage's binary heap, on flat keys.
@@ -24,11 +31,15 @@ replica keeps skimage's binary heap, on flat keys.
 Opt-in cheaper split (``watershed_stride=2``): the seeds and the flood run on 2×2×2 blocks
 (block maximum of the exact fine distance, a block is AM if any of its voxels is), the block
 labels are copied back to the fine AM voxels and the contact faces counted at the fine
-resolution (a staircase plane has the same face-count excess at any step size). 0.85 -> 0.21
-CPU-s at 128³; radii within 1.2 % of the default split on procedural 128³ cubes at 0.4 um
-(-1.2 % to +1.1 %, smaller than the 3 % cube-to-cube scatter, but systematic per design),
-spheres within 5 % as the default (tests/test_particle_size.py). Not the default: it would move
-the documented case-study numbers (docs/solvers.md).
+resolution (a staircase plane has the same face-count excess at any step size). 0.52-0.55 ->
+0.20-0.22 CPU-s at 128³ (the bench above). Its radius shift grows with the voxel size
+(tests/benchmarks/measure_stride_radius.py, 2026-12-03, 128³, recipes 0.9/0.35/0.5,
+0.98/0.2/1.0, 0.8/0.55/0.0, two cubes each): at 0.4 um
+-0.8 % to +2.7 % (+2.6/+2.7 % at 0.98/0.2/1.0; the earlier claim, within 1.2 %, held for the
+other two); at 1 um -7 % to -14 % (-13.2/-13.9 % at 0.9/0.35/0.5: 3.57 against 4.14 um), where a
+block is 2 um, half a particle's radius. Spheres within 5 % as the default
+(tests/test_particle_size.py). Not the default: it would move the documented case-study numbers
+(docs/solvers.md), and at 1 um it is no longer the same measurement.
 """
 
 from __future__ import annotations
@@ -46,13 +57,18 @@ VOXEL_FACE_EXCESS = 1.5  # faces of a randomly oriented voxelised plane / its ar
 #: (kernels.metrics._particle_kernels: the same exact distances, 0.46 -> ~0.05 CPU-s at 128³);
 #: below it scipy's, cheaper than loading numba in a process that would not need it otherwise.
 FUSED_MIN_VOXELS = 64**3
+#: False: scipy's transform, skimage's seeds and watershed, numpy faces (the tests compare both)
 USE_FUSED = True
 #: From FUSED_MIN_VOXELS on (and with USE_FUSED), the watershed and the contact faces are the
 #: numba kernels (kernels.metrics._watershed_kernels: skimage's labels; the same face count);
 #: False keeps skimage's watershed and the numpy faces (the benchmark compares both).
 USE_FUSED_FLOOD = True
+#: From FUSED_MIN_VOXELS on (and with USE_FUSED), the seeds are the numba kernel
+#: (kernels.metrics._seed_kernels: skimage's peak_local_max peaks in its order); False keeps
+#: skimage's (the benchmark and the tests compare both).
+USE_FUSED_SEEDS = True
 #: block size of the watershed (1: on the voxels; 2: on 2×2×2 blocks, the opt-in cheaper split)
-WATERSHED_STRIDES = (1, 2)  # False forces scipy's transform (the tests compare both)
+WATERSHED_STRIDES = (1, 2)
 
 
 def distance_to_background(foreground: np.ndarray) -> np.ndarray:
@@ -90,11 +106,27 @@ def _contact_faces_numpy(labels: np.ndarray) -> int:
     return count
 
 
+def _seeds(am: np.ndarray, distance: np.ndarray, spacing: int) -> np.ndarray:
+    """The watershed's seeds (n, 3): skimage's peak_local_max of the distance inside the AM,
+    ``spacing`` apart, in its order (it numbers the markers); the numba replica on large
+    volumes, skimage's where the replica says it is not exact (non-finite values, or every AM
+    voxel a maximum)."""
+    from skimage.feature import peak_local_max
+
+    if USE_FUSED and USE_FUSED_SEEDS and am.size >= FUSED_MIN_VOXELS:
+        from kernels.metrics._seed_kernels import EXACT, seed_peaks
+
+        status, peaks = seed_peaks(distance, am, spacing)
+        if status == EXACT:
+            return peaks
+    return peak_local_max(distance, min_distance=spacing, labels=am.astype(np.int32),
+                          exclude_border=False)
+
+
 def _split_particles(am: np.ndarray, distance: np.ndarray, spacing: int,
                      stride: int) -> np.ndarray:
     """Particle labels (0 off the AM) of the watershed of -distance, seeds ``spacing`` apart,
     on blocks of ``stride`` voxels per axis (labels copied back to the voxels)."""
-    from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     if stride > 1:
@@ -107,8 +139,7 @@ def _split_particles(am: np.ndarray, distance: np.ndarray, spacing: int,
         for axis in range(3):
             labels = np.repeat(labels, stride, axis=axis)
         return labels[: shape[0], : shape[1], : shape[2]] * am
-    peaks = peak_local_max(distance, min_distance=spacing, labels=am.astype(np.int32),
-                           exclude_border=False)
+    peaks = _seeds(am, distance, spacing)
     markers = np.zeros(am.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     if USE_FUSED and USE_FUSED_FLOOD and am.size >= FUSED_MIN_VOXELS:

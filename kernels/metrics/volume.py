@@ -231,7 +231,8 @@ def characterise_volume(
     on_stage: called with each of STAGES once it is done (progress on a large volume, whose
     stages take minutes each).
     watershed_stride: the particle split of the AM radius on voxels (1, the default) or on
-    2×2×2 blocks (2: ≈ 4× cheaper, radii within ≈ 1.2 %; kernels.metrics.particle_size).
+    2×2×2 blocks (2: ≈ 2.5× cheaper; radii -0.8 to +2.7 % off at 0.4 um voxels, -7 to -14 %
+    at 1 um; kernels.metrics.particle_size).
     """
     done = on_stage or (lambda _stage: None)
     validate_labels(volume)
