@@ -69,7 +69,8 @@ def test_paper_wide_boxes_contain_the_paper_box_and_stay_inside_the_physical_ran
 
 def test_paper_rearrange_is_the_paper_campaign_with_round_particles_only():
     """The calendering comparison of docs/case-studies.md: one named option, nothing else moved."""
-    for name in ("cs3_power", "cs1_3C"):
+    members = [name for names in CASE_STUDIES.values() for name in names] + ["cs3_pareto"]
+    for name in members:
         paper = load_campaign(name, profile="paper")
         rearranged = load_campaign(name, profile="paper_rearrange")
         assert paper.generator.calendering == "flatten"
