@@ -54,7 +54,7 @@ AM_LABEL = 1
 SEED_SPACING_FRACTION = 0.3
 VOXEL_FACE_EXCESS = 1.5  # faces of a randomly oriented voxelised plane / its area
 #: From this many voxels on, the distance transform is the numba kernel
-#: (kernels.metrics._particle_kernels: the same exact distances, 0.46 -> ~0.05 CPU-s at 128³);
+#: (kernels.metrics._particle_kernels: the same exact distances, 0.46 -> 0.10 CPU-s at 128³);
 #: below it scipy's, cheaper than loading numba in a process that would not need it otherwise.
 FUSED_MIN_VOXELS = 64**3
 #: False: scipy's transform, skimage's seeds and watershed, numpy faces (the tests compare both)
