@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from kernels.metrics.solvers import native, solve
+    from kernels.metrics.solvers import native, solve, spanning_cluster
     from kernels.structure.procedural import ManufacturingParams, generate_structure
 
     native.warm_up()
@@ -64,13 +64,22 @@ def main() -> None:
                 times.setdefault(("fine level (float32)", new), []).append(
                     time.process_time() - start)
                 start = time.process_time()
+                native._hierarchy_from(native._fine_level(sigma32)[0])
+                times.setdefault(("fine + coarse levels, coarsest inverse", new), []).append(
+                    time.process_time() - start)
+                start = time.process_time()
+                spanning_cluster(field > 0)
+                times.setdefault(("spanning-cluster labelling", new), []).append(
+                    time.process_time() - start)
+                start = time.process_time()
                 result = solve(field, backend="native")
                 times.setdefault(("whole solve", new), []).append(time.process_time() - start)
                 results[new].add((result.relative_conductance, result.iterations))
         native.FUSED_SETUP = True
         if results[False] != results[True] or len(results[True]) != 1:
             raise SystemExit(f"{name}: old and new differ: {results}")
-        for stage in ("fine level (float32)", "whole solve"):
+        for stage in ("fine level (float32)", "fine + coarse levels, coarsest inverse",
+                      "spanning-cluster labelling", "whole solve"):
             old = statistics.median(times[(stage, False)])
             new = statistics.median(times[(stage, True)])
             print(f"| {name} | {stage} | {old:.4f} | {new:.4f} | {old / new:.2f}× |")
