@@ -14,7 +14,9 @@ the neighbouring rows still in cache, and fuse what the multigrid cycle does in 
 * on the finest grid the face conductances are not stored at all: they are the harmonic means
   of the (normalised) voxel conductivities ``sig``, computed per plane and row from ``sig``
   exactly as ``native._fine_stencil`` computes them (same operations, same rounding; a binary
-  field's are products). That replaces three face arrays by one field.
+  field's are products). That replaces three face arrays by one field;
+* ``fine_setup``: the finest level itself (faces, diagonal, electrode links, CG's initial
+  guess) from the field in one pass, the torch set-up's numbers bit for bit.
 
 Every kernel takes the stencil as ``(diag, gx, gy, gz, sig, binary, tiny)``: stored face arrays
 when ``sig`` has size 1, else faces from ``sig`` (gx, gy, gz are then placeholders). Identical
