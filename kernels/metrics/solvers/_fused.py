@@ -14,7 +14,9 @@ the neighbouring rows still in cache, and fuse what the multigrid cycle does in 
 * on the finest grid the face conductances are not stored at all: they are the harmonic means
   of the (normalised) voxel conductivities ``sig``, computed per plane and row from ``sig``
   exactly as ``native._fine_stencil`` computes them (same operations, same rounding; a binary
-  field's are products). That replaces three face arrays by one field.
+  field's are products). That replaces three face arrays by one field;
+* ``fine_setup``: the finest level itself (faces, diagonal, electrode links, CG's initial
+  guess) from the field in one pass, the torch set-up's numbers bit for bit.
 
 Every kernel takes the stencil as ``(diag, gx, gy, gz, sig, binary, tiny)``: stored face arrays
 when ``sig`` has size 1, else faces from ``sig`` (gx, gy, gz are then placeholders). Identical
@@ -409,3 +411,62 @@ def island_residual_correct(diag, gx, gy, gz, sig, binary, tiny, labels, cells, 
     _sweep_apply(diag, gx, gy, gz, sig, binary, x.dtype.type(tiny), x, r, x, _dummy(x),
                  (1, 1, 1), 3, labels, cells, sums)
     _island_scatter(labels, cells, sums, inverse_diag, x.reshape(-1))
+
+
+# The finest level's set-up (native._fine_level): the torch form computes the three faces'
+# harmonic means, their sum per cell and the initial guess in about 45 whole-array passes at
+# 128³ (each ``a * b``, ``mul_``, ``clamp_``, ``div_``, every ``s[...] += g`` of the face sum, the
+# ``diag == 0`` mask, the profile times ``sigma > 0``). Here one pass over the field writes
+# them all, with the torch operations' arithmetic in their order (so the same numbers bit for
+# bit: ``tests/test_solver_fused.py``).
+
+
+@_jit
+def _fine_setup(sig, profile, hi, tiny, gx, gy, gz, diag, b_lo, b_hi,
+                x):  # pragma: no cover - jitted
+    """Faces (harmonic means), diagonal (face sum as native._face_sum adds it, then the
+    electrode links on layers 0 and ``hi``, 1 where nothing couples), the links 2σ to the
+    electrodes and the initial guess ``profile[i]`` on conducting cells. ``sig`` is the
+    normalised field, already padded with zeros to the level's (even) shape."""
+    n1, n2, n3 = sig.shape
+    for i in range(n1 - 1):
+        _harmonic(sig[i], sig[i + 1], gx[i], False, tiny)
+    for i in range(n1):
+        if n2 > 1:
+            _harmonic(sig[i, :-1], sig[i, 1:], gy[i], False, tiny)
+        if n3 > 1:
+            _harmonic(sig[i, :, :-1], sig[i, :, 1:], gz[i], False, tiny)
+    for j in range(n2):
+        for k in range(n3):
+            b_lo[j, k] = sig[0, j, k] + sig[0, j, k]  # 2σ, exactly
+            b_hi[j, k] = sig[hi, j, k] + sig[hi, j, k]
+    zero = diag.dtype.type(0.0)
+    one = diag.dtype.type(1.0)
+    for i in range(n1):
+        for j in range(n2):
+            for k in range(n3):
+                s = zero
+                if i < n1 - 1:
+                    s += gx[i, j, k]
+                if i > 0:
+                    s += gx[i - 1, j, k]
+                if j < n2 - 1:
+                    s += gy[i, j, k]
+                if j > 0:
+                    s += gy[i, j - 1, k]
+                if k < n3 - 1:
+                    s += gz[i, j, k]
+                if k > 0:
+                    s += gz[i, j, k - 1]
+                if i == 0:
+                    s += b_lo[j, k]
+                if i == hi:
+                    s += b_hi[j, k]
+                diag[i, j, k] = one if s == zero else s
+                x[i, j, k] = profile[i] if sig[i, j, k] > zero else zero
+
+
+def fine_setup(sig, profile, hi, tiny, gx, gy, gz, diag, b_lo, b_hi, x) -> None:
+    """Fill the finest level's faces, diagonal, electrode links and the initial guess from
+    the padded normalised field ``sig`` in one pass (see ``_fine_setup``)."""
+    _fine_setup(sig, profile, hi, sig.dtype.type(tiny), gx, gy, gz, diag, b_lo, b_hi, x)
