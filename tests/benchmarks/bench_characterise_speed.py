@@ -23,14 +23,15 @@ About 2 CPU-minutes at 2 cubes of 128³ with TauFactor (its two solves take most
 zarr write and read, surface area, tortuosity, conductivity, particle size) with the solver's
 defaults, alternating per cube between
 
-* ``before``: main at the start of issue 22's session of 2026-12-02 (the robust solve's plain
-  Galerkin coarse correction, scale 1);
-* ``now``: the defaults (the robust solve over-corrected, scale 2), plus the opt-in particle
-  size on 2×2×2 blocks (``watershed_stride=2``) timed as its own row;
+* ``before``: main at the start of issue 22's session of 2026-12-03 (the robust solve's stop
+  referred to the electrode current, ``native.STOP_RULE = "current"``);
+* ``now``: the defaults (the stop referred to the dissipated power, ``"energy"``), plus the
+  opt-in particle size on 2×2×2 blocks (``watershed_stride=2``) timed as its own row;
 
 and checks that both give the same metrics (within 1e-6; σ_eff within 1e-3, the solve's
 rel_tol, and the difference printed). (Until 2026-12-02 ``before`` was the numpy/torch paths
-before the numba kernels: the table of "Speed: the robust solve's cluster corrections".) About
+before the numba kernels: the table of "Speed: the robust solve's cluster corrections"; until
+2026-12-03 the robust coarse correction at scale 1: "Speed: the robust solve over-corrected".) About
 1 CPU-minute at 3 cubes of 128³.
 """
 
@@ -91,15 +92,14 @@ TOLERANCE = {"sigma": 1e-3}  # the solve's rel_tol; every other metric 1e-6
 
 
 def _configure_stages(mode: str) -> None:
-    """'before': the robust solve's coarse correction at scale 1 (main before issue 22's
-    session of 2026-12-02); 'now': the defaults."""
+    """'before': the robust solve's stop referred to the electrode current, TAIL_SAFETY 32
+    (main before issue 22's session of 2026-12-03); 'now': the defaults."""
     from kernels.metrics import particle_size, surface_area
     from kernels.structure import procedural
 
     procedural.USE_FUSED = surface_area.USE_FUSED = particle_size.USE_FUSED = True
     native.FUSED_ISLANDS = True
-    scale = 1.0 if mode == "before" else native.ROBUST_CORRECTION_SCALE
-    native.ROBUST = dataclasses.replace(native.ROBUST, correction_scale=scale)
+    native.STOP_RULE = "current" if mode == "before" else "energy"
 
 
 def _store_stages(size: int, seed: int, mode: str, folder: Path) -> tuple[dict, dict]:
