@@ -20,6 +20,7 @@ high-contrast cases of docs/solvers.md "High conductivity contrast"; the record'
 
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --record runs.json [--quick]
     python tests/benchmarks/bench_stop_rule.py --evaluate runs.json
+    OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --timing 3   # CPU-s, old/new
 
 About 6 CPU-minutes for every case (``--quick``: the 40³ and 64³ ones, ≈ 1).
 """
@@ -72,7 +73,7 @@ def _cases(quick: bool):
     if quick:
         return
     bench = ManufacturingParams(0.9, 0.35, 0.5)  # bench_characterise_speed's cube
-    for seed in (1, 2, 3):
+    for seed in (0, 1, 2, 3):  # seed 0: docs/solvers.md's bench cube; 1-3: --stages' cubes
         labels = generate_structure(bench, 128, 0.4, seed=seed)
         for sam, scbd in (CONTRASTS if seed == 1 else CONTRASTS[:1]):
             yield (f"128³ 0.4 µm (0.9, 0.35, 0.5) seed {seed} {sam:g}/{scbd:g}",
@@ -218,12 +219,55 @@ def evaluate(path: Path) -> list[str]:
     return lines
 
 
+def timing(repeats: int) -> list[str]:
+    """CPU seconds of the default electronic solve (``effective_conductivity_S_m``'s field) on
+    the 128³ bench cubes, old rule ("current" ×32) and new ("energy") alternating."""
+    import statistics
+    import time
+
+    torch.set_num_threads(1)
+    native.warm_up()
+    lines = ["| cube | its old → new | CPU-s old | CPU-s new | old / new | σ new / old − 1 |",
+             "|---|---|---|---|---|---|"]
+    sums = {"current": 0.0, "energy": 0.0}
+    for seed in (0, 1, 2, 3):
+        labels = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 128, 0.4, seed=seed)
+        field = _field(labels, *DEFAULT)
+        times: dict[str, list[float]] = {"current": [], "energy": []}
+        results = {}
+        saved = native.STOP_RULE
+        try:
+            for _ in range(repeats):
+                for rule in ("current", "energy"):  # alternate: both see the same load
+                    native.STOP_RULE = rule
+                    start = time.process_time()
+                    results[rule] = native.solve(field, rel_tol=1e-3)
+                    times[rule].append(time.process_time() - start)
+        finally:
+            native.STOP_RULE = saved
+        old, new = (statistics.median(times[r]) for r in ("current", "energy"))
+        sums["current"] += old
+        sums["energy"] += new
+        change = results["energy"].relative_conductance / results["current"].relative_conductance
+        lines.append(f"| seed {seed} | {results['current'].iterations} → "
+                     f"{results['energy'].iterations} | {old:.3f} | {new:.3f} | "
+                     f"{old / new:.2f}× | {change - 1:+.1e} |")
+    lines.append(f"| **sum** | | {sums['current']:.3f} | {sums['energy']:.3f} | "
+                 f"{sums['current'] / sums['energy']:.2f}× | |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--record", type=Path, default=None)
     parser.add_argument("--evaluate", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="only the 40³ and 64³ cases")
+    parser.add_argument("--timing", type=int, default=0, metavar="REPEATS",
+                        help="CPU-s of the default solve on the 128³ bench cubes, old vs new")
     args = parser.parse_args()
+    if args.timing:
+        print("\n".join(timing(args.timing)))
+        print(f"load {os.getloadavg()[0]:.1f}")
     if args.record:
         record(args.record, args.quick)
     path = args.evaluate or args.record

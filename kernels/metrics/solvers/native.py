@@ -55,10 +55,11 @@ four things, each needed at contrast 1e6 on procedural electrodes:
   stop when the estimate ε < rel_tol × (E − ε). The current converges far more slowly than the
   energy at high contrast (56× the conductance after 10 iterations on a 64³ electrode at
   1e6): referred to it (the rule until 2026-12-03, TAIL_SAFETY = 32) the stop returned values
-  5.8 % off at rel_tol 1e-2, and needed the ×32 margin at 1e-3. Replayed on 43 recorded solves
-  (40³ against sparse LU, 64³ and 128³ against rel_tol 1e-11), the largest error is 0.22 /
-  0.25 / 0.70 × rel_tol at 1e-2 / 1e-3 / 1e-4, in 8 % fewer iterations at 1e-3 (19 % on the
-  three 128³ cubes at the loop's default contrast; docs/solvers.md "The robust solve's stop").
+  5.8 % off at rel_tol 1e-2, and needed the ×32 margin at 1e-3 (×4 stopped 0.81 % off).
+  Replayed on 44 recorded solves (40³ against sparse LU, 64³ and 128³ against rel_tol
+  1e-11), the largest error is 0.22 / 0.33 / 0.70 × rel_tol at 1e-2 / 1e-3 / 1e-4, in 9 %
+  fewer iterations at 1e-3 (24 % on the four 128³ cubes at the loop's default contrast, 38 ->
+  29; docs/solvers.md "The robust solve's stop").
 """
 
 from __future__ import annotations
@@ -104,9 +105,9 @@ TAIL_SAFETY = 32.0
 # The robust stop's reference (docs/solvers.md "The robust solve's stop"): "energy" asks for
 # ENERGY_TAIL_SAFETY × the tail below rel_tol × (dissipated power − that estimate); "current"
 # is the rule until 2026-12-03 (TAIL_SAFETY × the tail below rel_tol × the electrode current).
-# Replayed on 43 solves 40³-128³ at contrasts 1e3-1e6 (bench_stop_rule.py), the largest error
-# at rel_tol 1e-2 / 1e-3 / 1e-4 was 0.22 / 0.25 / 0.70 × rel_tol ("current" ×32: 5.8 / 0.13 /
-# 0.13 ×, the first > 1), in 453 iterations against 494 at 1e-3.
+# Replayed on 44 solves 40³-128³ at contrasts 1e3-1e6 (bench_stop_rule.py), the largest error
+# at rel_tol 1e-2 / 1e-3 / 1e-4 was 0.22 / 0.33 / 0.70 × rel_tol ("current" ×32: 5.8 / 0.13 /
+# 0.13 ×, the first > 1), in 461 iterations against 506 at 1e-3.
 STOP_RULE = "energy"
 ENERGY_TAIL_SAFETY = 8.0
 # Run the stencil, the residual and the Jacobi sweeps as fused numba kernels on CPU tensors
