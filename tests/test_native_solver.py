@@ -277,9 +277,9 @@ def test_robust_stop_is_within_rel_tol_of_a_direct_solve(monkeypatch, safety):
 
 
 def test_robust_stop_is_within_a_loose_rel_tol_where_the_current_misleads():
-    """64³ at 0.4 µm (0.98 / 0.55 / 1.0) at contrast 1e6: at iteration 10-11 the electrode
-    current was 26-56× the conductance, and the rule referred to it stopped 5.6 % off at
-    rel_tol 1 %. Reference: native at rel_tol 1e-9 (the stop's own limit, far below)."""
+    """64³ at 0.4 µm (0.98 / 0.55 / 1.0) at contrast 1e6: at iterations 11-12 the electrode
+    current was 56× and 26× the conductance, and the rule referred to it stopped there 5.6 %
+    off at rel_tol 1 %. Reference: native at rel_tol 1e-9."""
     field = _robust_field((0.98, 0.55, 1.0), 64, 0.4)
     exact = native.solve(field, rel_tol=1e-9).relative_conductance
     result = native.solve(field, rel_tol=1e-2)

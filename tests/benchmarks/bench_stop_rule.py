@@ -55,9 +55,11 @@ CORNERS_64 = [(0.80, 0.20, 0.0), (0.85, 0.30, 1.0), (0.9, 0.35, 0.5), (0.97, 0.3
 REL_TOLS = (1e-2, 1e-3, 1e-4)
 DEEP_TOL = 1e-11
 RECORD_STEPS = 400
-# (kind, factor): ("current", 32) the old rule, ("energy", S), ("radau", c) μ = θ_min / c
+# (kind, factor[, window]): ("current", 32) the old rule, ("energy", S) the new one at S = 8,
+# a third entry replacing TAIL_WINDOW; ("radau", c): Gauss-Radau with μ = θ_min / c
 RULES = [("current", 32.0), ("current", 8.0), ("energy", 32.0), ("energy", 16.0),
-         ("energy", 8.0), ("energy", 4.0), ("radau", 2.0), ("radau", 4.0), ("radau", 8.0)]
+         ("energy", 8.0), ("energy", 4.0), ("energy", 8.0, 4), ("energy", 8.0, 3),
+         ("energy", 8.0, 2), ("radau", 1.0), ("radau", 2.0), ("radau", 4.0), ("radau", 8.0)]
 
 
 def _cases(quick: bool):
@@ -167,21 +169,23 @@ def _radau_bound(steps: list[dict], mu: float) -> float:
 
 
 def _stops(steps: list[dict], rule: tuple, rel_tol: float) -> bool:
-    kind, factor = rule
+    kind, factor, window = (*rule, native.TAIL_WINDOW)[:3]
     if kind == "radau":
         decreases = [s["decrease"] for s in steps]
         if not decreases[-1] < decreases[-2]:  # never while the decrease is not falling
             return False
         error = _radau_bound(steps, _smallest_ritz(steps) / factor)
         return error * (1.0 + rel_tol) < rel_tol * steps[-1]["energy"]
-    saved = native.STOP_RULE, native.TAIL_SAFETY, native.ENERGY_TAIL_SAFETY
+    saved = native.STOP_RULE, native.TAIL_SAFETY, native.ENERGY_TAIL_SAFETY, native.TAIL_WINDOW
     native.STOP_RULE = kind
     native.TAIL_SAFETY = native.ENERGY_TAIL_SAFETY = factor
+    native.TAIL_WINDOW = window
     try:
         history = native._History(steps[-1]["energy"], [s["decrease"] for s in steps])
         return native._converged(history, native.ROBUST, rel_tol, steps[-1]["current"])
     finally:
-        native.STOP_RULE, native.TAIL_SAFETY, native.ENERGY_TAIL_SAFETY = saved
+        (native.STOP_RULE, native.TAIL_SAFETY, native.ENERGY_TAIL_SAFETY,
+         native.TAIL_WINDOW) = saved
 
 
 def replay(run: dict, rule: tuple, rel_tol: float) -> tuple[int, float]:
@@ -196,7 +200,8 @@ def replay(run: dict, rule: tuple, rel_tol: float) -> tuple[int, float]:
 def evaluate(path: Path) -> list[str]:
     runs = json.loads(path.read_text())
     label = {rule: (f"radau μ = θ_min/{rule[1]:g}" if rule[0] == "radau"
-                    else f"{rule[0]} ×{rule[1]:g}") for rule in RULES}
+                    else f"{rule[0]} ×{rule[1]:g}"
+                    + (f", window {rule[2]}" if len(rule) > 2 else "")) for rule in RULES}
     big = [i for i, run in enumerate(runs) if run["name"].startswith("128³")]
     lines = [f"{len(runs)} cases; iterations: sum over all, over the {len(big)} 128³ ones, "
              "and the 128³ cubes one by one", ""]
