@@ -118,12 +118,14 @@ def _recording():
         native._History, native.ROBUST = saved_history, saved_robust
 
 
-def record(path: Path, quick: bool) -> None:
+def record(path: Path, quick: bool, cases: int = 0) -> None:
     from tests.test_solver_contrast import direct_sigma_eff
 
     torch.set_num_threads(1)
     runs = []
-    for name, field, reference in _cases(quick):
+    for number, (name, field, reference) in enumerate(_cases(quick)):
+        if cases and number >= cases:
+            break
         with _recording() as steps:
             result = native.solve(field, rel_tol=DEEP_TOL)
         assert result.method.endswith(f"native {native.ROBUST.name}"), result.method
@@ -224,9 +226,10 @@ def evaluate(path: Path) -> list[str]:
     return lines
 
 
-def timing(repeats: int) -> list[str]:
+def timing(repeats: int, size: int = 128) -> list[str]:
     """CPU seconds of the default electronic solve (``effective_conductivity_S_m``'s field) on
-    the 128³ bench cubes, old rule ("current" ×32) and new ("energy") alternating."""
+    the bench cubes (``size``³, 0.4 µm), old rule ("current" ×32) and new ("energy")
+    alternating."""
     import statistics
     import time
 
@@ -236,7 +239,7 @@ def timing(repeats: int) -> list[str]:
              "|---|---|---|---|---|---|"]
     sums = {"current": 0.0, "energy": 0.0}
     for seed in (0, 1, 2, 3):
-        labels = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 128, 0.4, seed=seed)
+        labels = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), size, 0.4, seed=seed)
         field = _field(labels, *DEFAULT)
         times: dict[str, list[float]] = {"current": [], "energy": []}
         results = {}
@@ -269,12 +272,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the 40³ and 64³ cases")
     parser.add_argument("--timing", type=int, default=0, metavar="REPEATS",
                         help="CPU-s of the default solve on the 128³ bench cubes, old vs new")
+    parser.add_argument("--size", type=int, default=128, help="the --timing cubes' edge")
+    parser.add_argument("--cases", type=int, default=0, help="record only the first N (0: all)")
     args = parser.parse_args()
     if args.timing:
-        print("\n".join(timing(args.timing)))
+        print("\n".join(timing(args.timing, args.size)))
         print(f"load {os.getloadavg()[0]:.1f}")
     if args.record:
-        record(args.record, args.quick)
+        record(args.record, args.quick, args.cases)
     path = args.evaluate or args.record
     if path:
         print(f"load {os.getloadavg()[0]:.1f}")
