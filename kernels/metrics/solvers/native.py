@@ -53,7 +53,7 @@ four things, each needed at contrast 1e6 on procedural electrodes:
   geometric series (× ENERGY_TAIL_SAFETY = 8; never while the decreases are not falling),
   referred to the dissipated power E(x_k) = E(x_0) − Σ α r·p, not to the electrode current:
   stop when the estimate ε < rel_tol × (E − ε). The current converges far more slowly than the
-  energy at high contrast (56× the conductance after 10 iterations on a 64³ electrode at
+  energy at high contrast (56× the conductance after 11 iterations on a 64³ electrode at
   1e6): referred to it (the rule until 2026-12-03, TAIL_SAFETY = 32) the stop returned values
   5.8 % off at rel_tol 1e-2, and needed the ×32 margin at 1e-3 (×4 stopped 0.81 % off).
   Replayed on 44 recorded solves (40³ against sparse LU, 64³ and 128³ against rel_tol
@@ -680,7 +680,7 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
     converged = False
     it = 0
     # the robust stop compares its error estimate with the dissipated power, tracked as E(x_0)
-    # minus the decreases (within 2e-9 of E(x_k) on every measured case, docs/solvers.md)
+    # minus the decreases (within 1.8e-8 G of E(x_k) on every recorded step, docs/solvers.md)
     history = _History(_energy(fine, x) if method.geometric_tail else math.nan)
     while it < method.max_iterations and rho > 0:
         it += 1
