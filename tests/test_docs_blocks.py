@@ -207,6 +207,11 @@ SCALED_SHELL = {
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_native_setup.py --size "
     "128 --repeats":
         {"set": {"--size": ["16"], "--repeats": ["1"]}},
+    "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --record "
+    "runs.json":
+        {"set": {"--cases": ["1"]}},
+    "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --timing 3":
+        {"set": {"--timing": ["1"], "--size": ["24"]}},
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_startup.py --jobs 3":
         {"set": {"--jobs": ["1"]}},
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_solvers.py --sizes 64 128":

@@ -248,3 +248,60 @@ def test_registry_rescales_to_the_callers_maximum():
 def test_bad_input_names_the_field(kwargs, field_name):
     with pytest.raises(ValueError, match=field_name):
         native.solve(**kwargs)
+
+
+# ---------------------------------------------------------------- the robust method's stop
+
+
+def _robust_field(params: tuple[float, float, float], size: int, voxel_um: float) -> np.ndarray:
+    """σ_AM / σ_CBD = 1e-3 / 1e3 S/m (contrast 1e6: the robust method) on a procedural cube."""
+    labels = generate_structure(ManufacturingParams(*params), size, voxel_um, seed=0)
+    return np.array([0.0, 1e-3, 1e3], dtype=np.float32)[labels]
+
+
+@pytest.mark.parametrize("safety", [None, 4.0])
+def test_robust_stop_is_within_rel_tol_of_a_direct_solve(monkeypatch, safety):
+    """40³ at contrast 1e6 against sparse LU. With the tail's safety at 4 the rule referred to
+    the electrode current stopped after 8 iterations 0.81 % off (rel_tol 0.1 %); referred to
+    the dissipated power it runs to 11, 0.008 % off; the default safety (8) as well."""
+    from tests.test_solver_contrast import direct_sigma_eff
+
+    field = _robust_field((0.97, 0.30, 0.5), 40, 1.0)
+    if safety is not None:
+        monkeypatch.setattr(native, "TAIL_SAFETY", safety)
+        monkeypatch.setattr(native, "ENERGY_TAIL_SAFETY", safety, raising=False)
+    result = native.solve(field, rel_tol=1e-3)
+    assert result.method == f"native {native.ROBUST.name}" and result.converged
+    sigma = result.relative_conductance * float(field.max())
+    assert sigma == pytest.approx(direct_sigma_eff(field), rel=1e-3)
+
+
+def test_robust_stop_is_within_a_loose_rel_tol_where_the_current_misleads():
+    """64³ at 0.4 µm (0.98 / 0.55 / 1.0) at contrast 1e6: at iterations 11-12 the electrode
+    current was 56× and 26× the conductance, and the rule referred to it stopped there 5.6 %
+    off at rel_tol 1 %. Reference: native at rel_tol 1e-9."""
+    field = _robust_field((0.98, 0.55, 1.0), 64, 0.4)
+    exact = native.solve(field, rel_tol=1e-9).relative_conductance
+    result = native.solve(field, rel_tol=1e-2)
+    assert result.converged
+    assert result.relative_conductance == pytest.approx(exact, rel=1e-2)
+    assert result.relative_conductance >= exact * (1 - 1e-9)  # an upper bound, as documented
+
+
+def test_robust_stop_tracks_the_dissipated_power_it_returns(monkeypatch):
+    """The stop's reference, E(x_0) minus CG's decreases α r·p, is the dissipated power the
+    solve returns (evaluated from x itself), to rounding: the identity the rule rests on."""
+    tracked: list[native._History] = []
+
+    class Spy(native._History):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            tracked.append(self)
+
+    monkeypatch.setattr(native, "_History", Spy)
+    field = _robust_field((0.97, 0.30, 0.5), 40, 1.0)
+    result = native.solve(field, rel_tol=1e-6)
+    n1, n2, n3 = field.shape
+    assert len(tracked) == 1 and len(tracked[0].decreases) == result.iterations
+    assert tracked[0].energy * n1 / (n2 * n3) == pytest.approx(result.relative_conductance,
+                                                                 rel=1e-9)

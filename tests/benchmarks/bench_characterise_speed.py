@@ -23,16 +23,19 @@ About 2 CPU-minutes at 2 cubes of 128³ with TauFactor (its two solves take most
 zarr write and read, surface area, tortuosity, conductivity, particle size) with the solver's
 defaults, alternating per cube between
 
-* ``before``: main at the start of issue 22's session of 2026-12-03 (native's finest level
-  built by torch operations, ``native.FUSED_SETUP = False``);
-* ``now``: the defaults (the finest level built in one numba pass), plus the opt-in particle
-  size on 2×2×2 blocks (``watershed_stride=2``) timed as its own row;
+* ``before``: main at the start of issue 22's session of 2026-12-03: native's finest level
+  built by torch operations (``native.FUSED_SETUP = False``), the robust solve's stop referred
+  to the electrode current (``native.STOP_RULE = "current"``), skimage's watershed seeds
+  (``particle_size.USE_FUSED_SEEDS = False``);
+* ``now``: the defaults (the finest level in one numba pass, the stop referred to the
+  dissipated power, the numba seeds), plus the opt-in particle size on 2×2×2 blocks
+  (``watershed_stride=2``) timed as its own row;
 
 and checks that both give the same metrics (within 1e-6; σ_eff within 1e-3, the solve's
-rel_tol, and the difference printed: the set-up is bit-identical, so it is 0). (Until
-2026-12-02 ``before`` was the numpy/torch paths before the numba kernels: the table of "Speed:
-the robust solve's cluster corrections"; on 2026-12-02 the robust solve's coarse correction at
-scale 1.) About 1 CPU-minute at 3 cubes of 128³.
+rel_tol, and the difference printed). (Until 2026-12-02 ``before`` was the numpy/torch paths
+before the numba kernels: the table of "Speed: the robust solve's cluster corrections"; until
+2026-12-03 the robust coarse correction at scale 1: "Speed: the robust solve over-corrected".) About
+1 CPU-minute at 3 cubes of 128³.
 """
 
 from __future__ import annotations
@@ -92,14 +95,16 @@ TOLERANCE = {"sigma": 1e-3}  # the solve's rel_tol; every other metric 1e-6
 
 
 def _configure_stages(mode: str) -> None:
-    """'before': native's finest level built by the torch operations (main before issue 22's
-    session of 2026-12-03); 'now': the defaults (one numba pass)."""
+    """'before': main before issue 22's session of 2026-12-03 (torch set-up, the stop on the
+    electrode current, skimage's seeds); 'now': the defaults."""
     from kernels.metrics import particle_size, surface_area
     from kernels.structure import procedural
 
     procedural.USE_FUSED = surface_area.USE_FUSED = particle_size.USE_FUSED = True
     native.FUSED_ISLANDS = True
     native.FUSED_SETUP = mode != "before"
+    native.STOP_RULE = "current" if mode == "before" else "energy"
+    particle_size.USE_FUSED_SEEDS = mode != "before"
 
 
 def _store_stages(size: int, seed: int, mode: str, folder: Path) -> tuple[dict, dict]:
