@@ -140,18 +140,21 @@ def interface_areas_voxels(
     solid = volume == solid_label
     if not solid.any() or solid.all():
         return areas
+    steps = np.asarray(_OUTWARD_STEPS_VOXELS, np.float32)
+    if method == "fused":
+        from kernels.metrics._marching_kernels import fused_areas, smoothed_indicator
+
+        # the same smoothed field as below, to the bit, without its three copies
+        field = smoothed_indicator(volume, solid_label, _PAD_VOXELS, SMOOTHING_SIGMA_VOXELS,
+                                   _TRUNCATE)
+        by_label = fused_areas(field, 0.5, volume, _PAD_VOXELS, solid_label, other_labels[0],
+                               steps)
+        return {label: float(by_label[label]) for label in other_labels}
     padded = np.pad(solid.astype(np.float32), _PAD_VOXELS, mode="edge")
     field = ndimage.gaussian_filter(padded, SMOOTHING_SIGMA_VOXELS, mode="nearest",
                                     truncate=_TRUNCATE)
     if field.max() <= 0.5 or field.min() >= 0.5:
         return areas
-    steps = np.asarray(_OUTWARD_STEPS_VOXELS, np.float32)
-    if method == "fused":
-        from kernels.metrics._marching_kernels import fused_areas
-
-        by_label = fused_areas(field, 0.5, volume, _PAD_VOXELS, solid_label, other_labels[0],
-                               steps)
-        return {label: float(by_label[label]) for label in other_labels}
     from skimage import measure  # imported here: a heavy import only the metrics need
 
     vertices, faces, normals, _ = measure.marching_cubes(field, 0.5)  # normals point outward
