@@ -339,10 +339,11 @@ def _nibbles(above, i, j, row):
 
 
 @_jit
-def _finish_layer(field, level, above, layers, i, ring, has_next, crossing, unit):
+def _finish_layer(field, level, above, layers, i, ring, has_next, vertex):
     """Each crossed edge whose low end is in layer i: where it crosses the level (t from its
     low end, as _positions) and its unit normal (as the two-scan pass), computed once per edge
-    rather than once per cell that uses it; stored at parity i % 2."""
+    rather than once per cell that uses it; vertex[((i % 2 * 3 + axis) * m1 + j) * m2 + k] =
+    (t, unit normal): one cache line per vertex."""
     lo = above[i % 2]
     hi = above[(i + 1) % 2]
     m1, m2 = field.shape[1], field.shape[2]
@@ -365,14 +366,15 @@ def _finish_layer(field, level, above, layers, i, ring, has_next, crossing, unit
                     continue
                 ga = np.float64(field[i, j, k]) - level
                 gb = np.float64(fb) - level
-                crossing[p, axis, j, k] = ga / (ga - gb)
+                row = ((p * 3 + axis) * m1 + j) * m2 + k
+                vertex[row, 0] = ga / (ga - gb)
                 sx = layers[i % ring, axis, j, k, 0]
                 sy = layers[i % ring, axis, j, k, 1]
                 sz = layers[i % ring, axis, j, k, 2]
                 inv = 1.0 / np.sqrt(max(sx * sx + sy * sy + sz * sz, 1e-300))
-                unit[p, axis, j, k, 0] = sx * inv
-                unit[p, axis, j, k, 1] = sy * inv
-                unit[p, axis, j, k, 2] = sz * inv
+                vertex[row, 1] = sx * inv
+                vertex[row, 2] = sy * inv
+                vertex[row, 3] = sz * inv
 
 
 @_jit
@@ -403,8 +405,13 @@ def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, defaul
     above = np.empty((2, m1, m2), np.uint8)
     row = np.empty(m2, np.uint8)
     n_cells = (m1 - 1) * (m2 - 1)
-    crossing = np.empty((2, 3, m1, m2), np.float64)  # per layer parity: t of each crossed edge
-    unit = np.empty((2, 3, m1, m2, 3), np.float64)  # and its unit normal
+    vertex = np.empty((2 * 3 * m1 * m2, 4), np.float64)  # see _finish_layer
+    vertex_row = np.empty((2, 12), np.int64)  # slab parity, edge: its row at j = k = 0
+    for q in range(2):
+        for e in range(12):
+            a = edge_corners[e, 0]
+            vertex_row[q, e] = ((((q + (a & 1)) % 2) * 3 + (e >> 2)) * m1
+                                + (a >> 1 & 1)) * m2 + (a >> 2 & 1)
     listed = np.empty((2, n_cells, 3), np.int32)  # per slab parity: j, k, configuration
     n_listed = np.zeros(2, np.int64)
     for j in range(m1):
@@ -449,7 +456,7 @@ def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, defaul
                             layers[x, e >> 2, y, z, d] = acc + uses * (ga + t * (gb - ga))
             n_listed[i % 2] = n
         # layer i's edges have all their cells' gradients now: their points and unit normals
-        _finish_layer(field, level, above, layers, i, ring, i < m0 - 1, crossing, unit)
+        _finish_layer(field, level, above, layers, i, ring, i < m0 - 1, vertex)
         if i == 0:
             continue
         s = i - 1  # measure slab s: its edges lie in layers s and s + 1, both complete
@@ -461,11 +468,11 @@ def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, defaul
             for u in range(n_used[cfg]):  # the points and unit normals of its crossed edges
                 e = used_edges[cfg, u]
                 a = edge_corners[e, 0]
-                x, y, z = (s + (a & 1)) % 2, j + (a >> 1 & 1), k + (a >> 2 & 1)
+                at = vertex_row[s % 2, e] + j * m2 + k
                 for d in range(3):
                     pos[e, d] = np.float64((a >> d) & 1)
-                    nrm[e, d] = unit[x, e >> 2, y, z, d]
-                pos[e, e >> 2] += crossing[x, e >> 2, y, z]
+                    nrm[e, d] = vertex[at, 1 + d]
+                pos[e, e >> 2] += vertex[at, 0]
             clip = edge_i or j < pad or j > pad + n1 - 2 or k < pad or k > pad + n2 - 2
             oi, oj, ok = s - pad, j - pad, k - pad
             for t in range(n_triangles[cfg]):
