@@ -27,8 +27,8 @@ tests check it): two_scan_areas, as first built (each cell's case found twice, o
 gradients, once to measure; each crossed edge's point and unit normal recomputed by every cell
 that uses it), kept as the reference; fused_areas (the one used), which finds each cell's case
 once, lists the slab's surface cells, and computes each crossed edge's point and unit normal
-once, when its last gradient is in (_finish_layer). 1.14-1.17x for the pass at 128³ (interleaved,
-load 9; tests/benchmarks/bench_surface_area.py has the stage). The field it meshes comes from
+once, when its last gradient is in (_finish_layer). At 128³ 1.17-1.22x the two-scan pass at
+0.4 um, 0.95-1.14x at 1 um across runs (interleaved, load 7-9; docs/solvers.md). The field it meshes comes from
 smoothed_indicator: scipy's gaussian_filter of the padded indicator to the bit, from the labels,
 2.7x cheaper than building the float and padded copies and calling scipy.
 
