@@ -44,7 +44,7 @@ because the AM-pore / AM-CBD split moved by 2 % with a cell's own gradient alone
 the one above to the bit, smoothed in one numba pass from the labels (no float, padded copies;
 2.7x cheaper than scipy's), and its pass visits each cell once for its case (the two-scan pass
 it replaced gives the same sums to the bit and is kept as the tests' reference). At 128³ the
-stage is 2.5x cheaper than "skimage" (0.4 um) and ~2.3x (1 um), not the 3x issue 22 asked:
+stage is 2.3-2.5x cheaper than "skimage" at 0.4 and 1 um, not the 3x issue 22 asked:
 what remains is the per-triangle work (docs/solvers.md, "Surface area without skimage"). Not
 the default: it would move the documented numbers by up to 0.1 % for that gain.
 """
