@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from kernels.metrics._marching_kernels import mesh
+from kernels.metrics._marching_kernels import fused_areas, mesh, smoothed_indicator, two_scan_areas
 from kernels.metrics._mc_table import build_case_table, edge_corners, face_corner_cycles
-from kernels.metrics.surface_area import interface_areas_voxels
+from kernels.metrics.surface_area import (
+    _OUTWARD_STEPS_VOXELS,
+    _PAD_VOXELS,
+    _TRUNCATE,
+    SMOOTHING_SIGMA_VOXELS,
+    interface_areas_voxels,
+)
 from kernels.structure.procedural import AM, CBD, PORE, ManufacturingParams, generate_structure
 
 
@@ -108,3 +114,65 @@ def test_the_fused_pass_needs_byte_labels() -> None:
         interface_areas_voxels(volume, AM, (PORE, CBD), method="fused")
     with pytest.raises(ValueError, match="method"):
         interface_areas_voxels(volume.astype(np.uint8), AM, (PORE, CBD), method="lewiner")
+
+
+def _scipy_field(volume: np.ndarray, solid_label: int) -> np.ndarray:
+    """The skimage path's smoothed field: pad a float copy by replication, then scipy."""
+    padded = np.pad((volume == solid_label).astype(np.float32), _PAD_VOXELS, mode="edge")
+    return ndimage.gaussian_filter(padded, SMOOTHING_SIGMA_VOXELS, mode="nearest",
+                                   truncate=_TRUNCATE)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 4), (2, 2, 2), (7, 3, 9), (13, 11, 12)])
+def test_the_fused_smoothing_is_scipys_to_the_bit(shape: tuple[int, int, int]) -> None:
+    """Random labels (every voxel its own feature, the padded faces included) and a volume
+    thinner than the filter: the fused stage's field must be scipy's, bit for bit, so that
+    both methods mesh the same field."""
+    volume = np.random.default_rng(sum(shape)).integers(0, 3, shape).astype(np.uint8)
+    field = smoothed_indicator(volume, AM, _PAD_VOXELS, SMOOTHING_SIGMA_VOXELS, _TRUNCATE)
+    assert field.dtype == np.float32
+    assert np.array_equal(field, _scipy_field(volume, AM))
+
+
+def test_the_fused_smoothing_is_scipys_on_an_electrode() -> None:
+    volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 48, 1.0, seed=2)
+    assert np.array_equal(
+        smoothed_indicator(volume, AM, _PAD_VOXELS, SMOOTHING_SIGMA_VOXELS, _TRUNCATE),
+        _scipy_field(volume, AM))
+
+
+def test_the_fused_smoothing_refuses_other_widths() -> None:
+    with pytest.raises(ValueError, match="5 taps"):
+        smoothed_indicator(np.zeros((4, 4, 4), np.uint8), AM, 1, 1.0, 4.0)
+
+
+@pytest.mark.parametrize("recipe,voxel_um,calendering", [
+    ((0.9, 0.35, 0.5), 0.4, "flatten"), ((0.80, 0.20, 0.0), 1.0, "rearrange"),
+    ((0.98, 0.55, 1.0), 1.0, "flatten"),
+])
+def test_the_one_scan_pass_equals_the_two_scan_pass(recipe, voxel_um, calendering) -> None:
+    """The one-scan pass (each cell's case once; points and unit normals once per edge) does the
+    two-scan pass's arithmetic in the same order: the same 256 sums to the bit, on electrodes
+    (box clipping, all three labels) and on a cut of one."""
+    volume = generate_structure(ManufacturingParams(*recipe), 40, voxel_um, seed=5,
+                                calendering=calendering)
+    steps = np.asarray(_OUTWARD_STEPS_VOXELS, np.float32)
+    for sub in (volume, volume[3:31, 5:, :17]):
+        sub = np.ascontiguousarray(sub)
+        field = _scipy_field(sub, AM)
+        one = fused_areas(field, 0.5, sub, _PAD_VOXELS, AM, PORE, steps)
+        two = two_scan_areas(field, 0.5, sub, _PAD_VOXELS, AM, PORE, steps)
+        assert one[PORE] > 0 and one[CBD] > 0
+        assert np.array_equal(one, two)
+
+
+def test_the_one_scan_pass_equals_the_two_scan_pass_on_rough_fields() -> None:
+    """A rough random field (many ambiguous faces, thin features) with labels 0-2."""
+    rng = np.random.default_rng(11)
+    volume = rng.integers(0, 3, (18, 21, 19)).astype(np.uint8)
+    field = ndimage.gaussian_filter(rng.random((20, 23, 21)), 0.7).astype(np.float32)
+    level = float(np.median(field))
+    steps = np.asarray(_OUTWARD_STEPS_VOXELS, np.float32)
+    one = fused_areas(field, level, volume, 1, AM, PORE, steps)
+    assert one.sum() > 100
+    assert np.array_equal(one, two_scan_areas(field, level, volume, 1, AM, PORE, steps))
