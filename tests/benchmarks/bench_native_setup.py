@@ -20,17 +20,7 @@ import time
 
 import numpy as np
 import torch
-
-
-def _copy_GB_s(megabytes: int = 128, repeats: int = 5) -> float:
-    a = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
-    b = np.empty_like(a)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.process_time()
-        np.copyto(b, a)
-        best = min(best, time.process_time() - start)
-    return 2 * a.nbytes / best / 1e9
+from bench_solvers import _copy_bandwidth_GB_s  # the same bandwidth anchor as the solver bench
 
 
 def main() -> None:
@@ -49,7 +39,7 @@ def main() -> None:
     fields = {"pore": (labels == 0).astype(np.float32),
               "electronic 1/0.1 S/m": np.array([0, 1.0, 0.1], np.float32)[labels],
               "default 1e-2/117 S/m": np.array([0, 1e-2, 117], np.float32)[labels]}
-    print(f"load average {os.getloadavg()}, copy {_copy_GB_s():.1f} GB/s")
+    print(f"load average {os.getloadavg()}, copy {_copy_bandwidth_GB_s(repeats=5):.1f} GB/s")
     print("| solve | stage | old CPU-s | new CPU-s | old / new |")
     print("|---|---|---|---|---|")
     for name, field in fields.items():
@@ -84,7 +74,7 @@ def main() -> None:
             new = statistics.median(times[(stage, True)])
             print(f"| {name} | {stage} | {old:.4f} | {new:.4f} | {old / new:.2f}× |")
         print(f"| {name} | value, iterations | {results[True]} | | |")
-    print(f"load average {os.getloadavg()}, copy {_copy_GB_s():.1f} GB/s")
+    print(f"load average {os.getloadavg()}, copy {_copy_bandwidth_GB_s(repeats=5):.1f} GB/s")
 
 
 if __name__ == "__main__":
