@@ -742,7 +742,8 @@ def _converged(history: _History, method: _Method, rel_tol: float, current: floa
     """Whether the dissipated power is within ``rel_tol`` of the conductance.
 
     CG's remaining error in energy is exactly the sum of all its future decreases. The fast
-    method: its last decrease / TOLERANCE_SAFETY below rel_tol × the electrode current. The robust one (STOP_RULE "energy"): the extrapolated remaining error ε
+    method: its last decrease / TOLERANCE_SAFETY below rel_tol × the electrode current. The
+    robust one (STOP_RULE "energy"): the extrapolated remaining error ε
     (ENERGY_TAIL_SAFETY × the geometric tail) below rel_tol × (E − ε), a lower bound of the
     conductance when ε bounds the error, i.e. (E − G) / G ≤ rel_tol. The electrode current is
     no such reference at high contrast: on a 64³ electrode at 1e6 it was 56× the conductance at
