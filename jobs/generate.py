@@ -61,6 +61,12 @@ def load_generator(spec: EvaluationSpec, device: str = "cpu") -> Any:
         raise ValueError(f"fidelity.voxel_um must be the generator's voxel size "
                          f"{model_voxel_um} um for generator.kind={spec.generator.kind!r}, "
                          f"got {spec.fidelity.voxel_um}")
+    trained = generator.trained_calendering(model)
+    if spec.generator.calendering is not None and spec.generator.calendering != trained:
+        raise ValueError(f"generator.calendering must be the one generator.kind="
+                         f"{spec.generator.kind!r} was trained on ({trained!r}; a trained "
+                         f"generator samples the structures it learnt), or omitted; got "
+                         f"{spec.generator.calendering!r}")
     return model.to(device)
 
 
@@ -97,7 +103,7 @@ def make_volume(params: dict[str, float], spec: EvaluationSpec, seed: int,
         density = RHO_CBD_G_CM3 if cbd_domain is None else cbd_domain.domain_density_g_cm3
         volume = generate_structure(manufacturing, size, spec.fidelity.voxel_um, seed,
                                     cbd_density_g_cm3=density,
-                                    calendering=spec.generator.calendering)
+                                    calendering=spec.generator.procedural_calendering)
     elif cbd_domain is not None:
         raise ValueError("cell.model_options.cbd_volume = 'nanoporous_domain' needs "
                          "generator.kind = 'procedural' (a trained generator places the solid "

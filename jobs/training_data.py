@@ -17,7 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from kernels.generator.model import params_to_dict
-from kernels.structure.procedural import ManufacturingParams, generate_structure
+from kernels.structure.procedural import (
+    DEFAULT_CALENDERING,
+    ManufacturingParams,
+    generate_structure,
+)
 
 DEFAULT_GRID: dict[str, list[float]] = {
     "am_wt_frac": [0.85, 0.90, 0.95],
@@ -36,6 +40,8 @@ class TrainingSet:
     voxel_um: float
     source: str
     fixed_params: dict[str, float] = field(default_factory=dict)
+    #: the procedural simulator's calendering model, None for volumes from files or zarr
+    calendering: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.params) != len(self.volumes) or not self.volumes:
@@ -55,7 +61,8 @@ class TrainingSet:
     def describe(self) -> dict:
         return {"source": self.source, "n_volumes": len(self.volumes),
                 "shapes": sorted({list(v.shape).__repr__() for v in self.volumes}),
-                "voxel_um": self.voxel_um, "fixed_params": self.fixed_params}
+                "voxel_um": self.voxel_um, "fixed_params": self.fixed_params,
+                **({"calendering": self.calendering} if self.calendering is not None else {})}
 
 
 def _check_volume(volume: np.ndarray, name: str) -> np.ndarray:
@@ -72,8 +79,10 @@ def _check_volume(volume: np.ndarray, name: str) -> np.ndarray:
 def procedural_training_set(grid: dict[str, list[float]] | None = None, size_voxels: int = 64,
                             voxel_um: float = 0.4, samples_per_point: int = 1, seed: int = 0,
                             mean_diameter_um: float = 8.0,
-                            diameter_spread: float = 0.25) -> TrainingSet:
-    """Volumes of the procedural simulator at every point of a parameter grid (a full product)."""
+                            diameter_spread: float = 0.25,
+                            calendering: str = DEFAULT_CALENDERING) -> TrainingSet:
+    """Volumes of the procedural simulator at every point of a parameter grid (a full product),
+    calendered by `calendering` (recorded with the model: `trained_calendering`)."""
     grid = dict(DEFAULT_GRID if grid is None else grid)
     for key in ("am_wt_frac", "porosity"):
         if key not in grid:
@@ -87,12 +96,13 @@ def procedural_training_set(grid: dict[str, list[float]] | None = None, size_vox
         values = params_to_dict(p)
         mp = ManufacturingParams(**values)
         for s in range(samples_per_point):
-            volumes.append(generate_structure(mp, size_voxels, voxel_um, seed=seed + 1000 * k + s))
+            volumes.append(generate_structure(mp, size_voxels, voxel_um, seed=seed + 1000 * k + s,
+                                              calendering=calendering))
             params.append({key: values[key] for key in keys})
     fixed = {"mean_diameter_um": mean_diameter_um, "diameter_spread": diameter_spread}
     fixed = {k: v for k, v in fixed.items() if k not in grid}
     return TrainingSet(params, volumes, voxel_um, source=f"procedural grid {json.dumps(grid)}",
-                       fixed_params=fixed)
+                       fixed_params=fixed, calendering=calendering)
 
 
 #: Parameters that describe the particles, not the recipe: recorded as the model's fixed

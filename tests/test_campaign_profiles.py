@@ -67,12 +67,16 @@ def test_paper_wide_boxes_contain_the_paper_box_and_stay_inside_the_physical_ran
         assert wide.space.porosity[0] < paper.space.porosity[0]
 
 
-def test_paper_rearrange_is_the_paper_campaign_with_round_particles_only():
-    """The calendering comparison of docs/case-studies.md: one named option, nothing else moved."""
+def test_the_calendering_profiles_move_the_paper_campaign_by_the_calendering_only():
+    """The calendering comparison of docs/case-studies.md: one named option, nothing else moved.
+    `paper` runs the default (round particles, "rearrange"), `paper_rearrange` names it (the
+    documented 'Under round particles' runs), `paper_flatten` reproduces the runs before."""
     members = [name for names in CASE_STUDIES.values() for name in names] + ["cs3_pareto"]
     for name in members:
         paper = load_campaign(name, profile="paper")
         rearranged = load_campaign(name, profile="paper_rearrange")
-        assert paper.generator.calendering == "flatten"
-        assert rearranged.generator.calendering == "rearrange"
-        assert rearranged.model_copy(update={"generator": paper.generator}) == paper
+        flattened = load_campaign(name, profile="paper_flatten")
+        assert paper.generator.calendering == "rearrange"
+        assert rearranged == paper
+        assert flattened.generator.calendering == "flatten"
+        assert flattened.model_copy(update={"generator": paper.generator}) == paper

@@ -49,7 +49,7 @@ def real_result(tmp_path_factory) -> dict:
     spec = EvaluationSpec.from_dict({
         "fidelity": {"n_cubes": 1, "cube_voxels": 24, "voxel_um": 1.0, "rel_tol": 1e-2},
         "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
-        "cell": {"ragone_powers_W": [5.0, 20.0, 100.0, 400.0, 3000.0]}, "seed": 3})
+        "cell": {"ragone_powers_W": [5.0, 20.0, 100.0, 400.0, 10000.0]}, "seed": 3})
     params = {"am_wt_frac": 0.92, "porosity": 0.35, "binder_adhesion": 0.5,
               "mass_loading_mg_cm2": 15.0}
     result = evaluate(tmp_path_factory.mktemp("eval"), 0, params, spec)
@@ -120,7 +120,7 @@ def test_ragone_in_literature_units_uses_the_4680_can(real_result: dict, tmp_pat
     curve = ragone_per_mass_and_volume(powers, sweep)
     assert float(curve["cell_volume_L"]) == pytest.approx(math.pi * 0.23 ** 2 * 0.8, rel=2e-3)
     assert 0.25 < float(curve["cell_mass_kg"]) < 0.45
-    assert not sweep[-1]["feasible"]            # 3 kW: the curve ends (drawn on the edge)
+    assert not sweep[-1]["feasible"]            # 10 kW: the curve ends (drawn on the edge)
     path = plot_ragone({"design": curve, "same design": curve}, tmp_path / "r.png", "t",
                        crossing_W=50.0)
     assert matplotlib.image.imread(path).shape[1] >= 900

@@ -123,11 +123,75 @@ def test_the_campaign_files_calendering_reaches_the_generated_cubes():
     assert 0.9 < ratios["rearrange"] < 1.1
 
 
-@pytest.mark.parametrize(("generator", "accepted"), [
-    ({"calendering": "squash"}, "one of ['flatten', 'rearrange']"),
-    ({"kind": "default", "calendering": "rearrange"}, "'flatten' unless generator.kind"),
-])
-def test_calendering_is_refused_by_name(generator, accepted):
+def test_the_default_structures_have_round_particles():
+    # a campaign file and a spec that name no calendering model get the default, round,
+    # rearranged particles: as many AM phase changes through the thickness as in plane (the
+    # flattened ones of the old default give > 1.25x more through the thickness, above)
+    from hpc.campaign.config import parse_campaign
+    from jobs.generate import make_volume
+
+    config = parse_campaign({"name": "default", "space": {"am_wt_frac": [0.9, 0.97],
+                                                          "porosity": [0.2, 0.4],
+                                                          "mass_loading_mg_cm2": 20.0},
+                             "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+                             "fidelity": {"n_cubes": 1, "cube_voxels": 64, "voxel_um": 0.5}})
+    assert config.generator.calendering == "rearrange"
+    for spec in (EvaluationSpec.from_dict(config.to_spec_dict()),
+                 EvaluationSpec.from_dict({"fidelity": {"cube_voxels": 64, "voxel_um": 0.5}})):
+        ratio = _phase_change_ratio(make_volume({"am_wt_frac": 0.95, "porosity": 0.20}, spec,
+                                                seed=3))
+        assert 0.9 < ratio < 1.1
+
+
+def test_calendering_is_refused_by_name():
     with pytest.raises(ValueError) as info:
-        EvaluationSpec.from_dict({"generator": generator})
-    assert "generator.calendering" in str(info.value) and accepted in str(info.value)
+        EvaluationSpec.from_dict({"generator": {"calendering": "squash"}})
+    assert "generator.calendering" in str(info.value)
+    assert "one of ['flatten', 'rearrange']" in str(info.value)
+
+
+def test_a_trained_generator_samples_the_calendering_it_learnt():
+    # the shipped model learnt flattened procedural volumes: a campaign naming no model gets
+    # that; naming the other one is refused, in the campaign file and in a spec
+    from hpc.campaign.config import ConfigError, parse_campaign
+    from jobs.generate import load_generator
+    from kernels.generator.model import load_default_model, trained_calendering
+
+    assert trained_calendering(load_default_model()) == "flatten"
+    base = {"name": "trained", "space": {"am_wt_frac": [0.88, 0.92], "porosity": [0.3, 0.4],
+                                         "mass_loading_mg_cm2": 20.0},
+            "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0}}
+    config = parse_campaign({**base, "generator": {"kind": "default"}})
+    assert config.generator.calendering == "flatten"
+    spec = EvaluationSpec.from_dict(config.to_spec_dict())
+    assert load_generator(spec) is not None
+    with pytest.raises(ConfigError) as info:
+        parse_campaign({**base, "generator": {"kind": "default", "calendering": "rearrange"}})
+    assert "generator.calendering" in str(info.value) and "'flatten'" in str(info.value)
+    wrong = EvaluationSpec.from_dict({**config.to_spec_dict(),
+                                      "generator": {"kind": "default", "calendering": "rearrange"}})
+    with pytest.raises(ValueError, match="generator.calendering"):
+        load_generator(wrong)
+
+
+def test_a_frozen_campaign_from_before_the_option_resumes_flattened(tmp_path):
+    # a campaign.toml frozen before [generator] calendering existed ran the only model there
+    # was, "flatten": read as a campaign folder it must stay that, not take today's default
+    from hpc.campaign.config import (
+        dump_campaign,
+        load_campaign,
+        load_frozen_campaign,
+        parse_campaign,
+    )
+
+    config = parse_campaign({"name": "old", "space": {"am_wt_frac": [0.88, 0.92],
+                                                      "porosity": [0.3, 0.4],
+                                                      "mass_loading_mg_cm2": 20.0},
+                             "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0}})
+    frozen = tmp_path / "campaign.toml"
+    dump_campaign(config, frozen)
+    assert 'calendering = "rearrange"' in frozen.read_text()   # recorded from now on
+    assert load_frozen_campaign(frozen).generator.calendering == "rearrange"
+    frozen.write_text(frozen.read_text().replace('calendering = "rearrange"\n', ""))
+    assert load_frozen_campaign(frozen).generator.calendering == "flatten"
+    assert load_campaign(frozen).generator.calendering == "rearrange"  # a new campaign file

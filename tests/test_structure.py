@@ -126,8 +126,10 @@ def test_volume_is_periodic_in_every_axis() -> None:
 def test_calendering_flattens_particles_along_axis_0() -> None:
     assert calendering_factor(0.55) == pytest.approx(1.0)
     assert calendering_factor(0.20) < calendering_factor(0.35) < 1.0
-    dense = generate_structure(ManufacturingParams(0.95, 0.20), 64, voxel_um=0.5, seed=3) == AM
-    loose = generate_structure(ManufacturingParams(0.95, 0.55), 64, voxel_um=0.5, seed=3) == AM
+    dense = generate_structure(ManufacturingParams(0.95, 0.20), 64, voxel_um=0.5, seed=3,
+                               calendering="flatten") == AM
+    loose = generate_structure(ManufacturingParams(0.95, 0.55), 64, voxel_um=0.5, seed=3,
+                               calendering="flatten") == AM
     dense_ratio = _transition_rate(dense, 0) / _transition_rate(dense, 1)
     loose_ratio = _transition_rate(loose, 0) / _transition_rate(loose, 1)
     assert dense_ratio > 1.25  # shorter chords through the thickness: flattened particles
@@ -182,7 +184,8 @@ def test_rearranged_volume_has_exact_fractions_and_is_deterministic() -> None:
 
 
 # sha256 of flatten volumes made before "rearrange" moved to a Verlet list (numpy 2.3.5, scipy
-# 1.17.1): the default feeds every documented case-study number, so its volumes must not move.
+# 1.17.1): "flatten" (the default until 2026-12-03, `--profile paper_flatten`) feeds every
+# case-study number documented before then, so its volumes must not move.
 FLATTEN_VOLUME_SHA256 = {
     ((0.80, 0.20, 0.0), 48, 1.0, 0):
         "ee22cc6fd5eba652dbe54dcd565200d584045c64a280496f671c98b021d6bacd",
@@ -200,8 +203,33 @@ FLATTEN_VOLUME_SHA256 = {
 @pytest.mark.parametrize("case", list(FLATTEN_VOLUME_SHA256))
 def test_flatten_volumes_are_bit_identical_to_the_stored_reference(case) -> None:
     recipe, size, voxel_um, seed = case
-    volume = generate_structure(ManufacturingParams(*recipe), size, voxel_um, seed=seed)
+    volume = generate_structure(ManufacturingParams(*recipe), size, voxel_um, seed=seed,
+                                calendering="flatten")
     assert hashlib.sha256(volume.tobytes()).hexdigest() == FLATTEN_VOLUME_SHA256[case]
+
+
+# sha256 of the default ("rearrange") volumes of the same recipes, made by the code that ran the
+# documented 'Under round particles' case studies (numpy 2.3.5, scipy 1.17.1): no calendering
+# argument must give exactly these, so the default's documented numbers do not move either.
+REARRANGE_VOLUME_SHA256 = {
+    ((0.80, 0.20, 0.0), 48, 1.0, 0):
+        "3815dab19ef5a0226757e3e3974c679cea0f7f933fdbac0e41e9854c2fe6d506",
+    ((0.97, 0.25, 1.0), 48, 1.0, 1):
+        "aa55f5f04200a7405496a4908edf10ed3841ba8f969a38df8a5044b6775c8249",
+    ((0.96, 0.30, 0.5), 64, 0.4, 2):
+        "07d6e481ee28f799a3c958dee657f5239020b470d9428f8abe88b9e19cdc2bbf",
+    ((0.90, 0.55, 0.3), 40, 0.5, 3):
+        "a73adcc7cb4e4dbdb0e9247086a0b188dde8a30ea5dcf1dd54c73ab2ffb7c5e2",
+    ((0.96, 0.30, 0.5), 64, 1.0, 7):
+        "d4f371fc0aba54d93ade130a433e68c60e291c7749a519cc92a91e8aa89e6f4d",
+}
+
+
+@pytest.mark.parametrize("case", list(REARRANGE_VOLUME_SHA256))
+def test_default_volumes_are_the_rearranged_reference(case) -> None:
+    recipe, size, voxel_um, seed = case
+    volume = generate_structure(ManufacturingParams(*recipe), size, voxel_um, seed=seed)
+    assert hashlib.sha256(volume.tobytes()).hexdigest() == REARRANGE_VOLUME_SHA256[case]
 
 
 DENSE_CORNERS = [(0.80, 0.20), (0.97, 0.25), (0.96, 0.30)]

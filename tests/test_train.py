@@ -307,3 +307,36 @@ def test_zarr_training_set_names_why_a_store_does_not_open(tmp_path, monkeypatch
     monkeypatch.setattr(zarr, "open", broken)
     with pytest.raises(TypeError, match="internal zarr error"):
         zarr_training_set(tmp_path / "plain")
+
+
+def test_a_trained_model_records_the_calendering_it_learnt_and_campaigns_keep_to_it(tiny_set,
+                                                                                    tmp_path):
+    # procedural training volumes carry their calendering model into the model file; a campaign
+    # with that model samples those structures and refuses to be told otherwise
+    from hpc.campaign.config import ConfigError, parse_campaign
+    from kernels.generator.model import trained_calendering
+
+    assert tiny_set.describe()["calendering"] == "rearrange"   # the simulator's default
+    out = tmp_path / "flat.pt"
+    runner = CliRunner()
+    result = runner.invoke(app, ["train-generator", "procedural", "--out", str(out), "--steps", "1",
+                                 "--crop", "16", "--batch", "1", "--volume-voxels", "24",
+                                 "--voxel-um", "0.8", "--threads", "1", "--widths", "16,12,8,8",
+                                 "--max-lag", "6", "--calendering", "flatten",
+                                 "--grid", "am_wt_frac=0.85,0.95", "--grid", "porosity=0.3,0.4"])
+    assert result.exit_code == 0, result.output
+    model = load_model(out)
+    assert trained_calendering(model) == "flatten"
+    assert tuple(model.config.widths) == (16, 12, 8, 8) and model.config.max_lag_voxels == 6
+    base = {"name": "own", "space": {"am_wt_frac": [0.86, 0.94], "porosity": [0.32, 0.38],
+                                     "mass_loading_mg_cm2": 15.0},
+            "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+            "generator": {"kind": "model", "model_path": str(out)}}
+    assert parse_campaign(base).generator.calendering == "flatten"
+    with pytest.raises(ConfigError, match="generator.calendering"):
+        parse_campaign({**base, "generator": {**base["generator"], "calendering": "rearrange"}})
+    for bad, hint in ((["--widths", "16,x"], "--widths"), (["--calendering", "squash"],
+                                                             "--calendering")):
+        refused = runner.invoke(app, ["train-generator", "procedural", "--out",
+                                      str(tmp_path / "no.pt"), "--steps", "1", *bad])
+        assert refused.exit_code == 2 and hint in refused.output

@@ -81,13 +81,15 @@ def test_a_multi_fidelity_source_gives_a_single_fidelity_campaign_its_own_fideli
 
 def test_observations_made_with_flattened_particles_are_refused_by_a_rearranging_campaign(
         tmp_path):
-    # the calendering model changes every structure, so the values too: a campaign with
-    # [generator] calendering = "rearrange" must not take observations of the default's
-    flat = load_campaign(tiny_campaign(tmp_path / "flat.toml"))
+    # the calendering model changes every structure, so the values too: a campaign with the
+    # default (round particles) or [generator] calendering = "rearrange" must not take
+    # observations of flattened particles (the default until 2026-12-03)
+    flat = load_campaign(tiny_campaign(tmp_path / "flat.toml",
+                                       generator={"calendering": "flatten"}))
     obs = _file(tmp_path / "flat.json", campaign_context(flat), [(_design(0.9), 400.0, {})])
-    rearranged = load_campaign(tiny_campaign(tmp_path / "round.toml",
-                                             generator={"calendering": "rearrange"}))
-    seen, why = warm_start_observations(obs, rearranged, rearranged.space.to_bayes_space())
-    assert seen == [] and "calendering" in why
+    for name, generator in (("default", {}), ("round", {"calendering": "rearrange"})):
+        rearranged = load_campaign(tiny_campaign(tmp_path / f"{name}.toml", generator=generator))
+        seen, why = warm_start_observations(obs, rearranged, rearranged.space.to_bayes_space())
+        assert seen == [] and "calendering" in why
     seen, why = warm_start_observations(obs, flat, flat.space.to_bayes_space())
     assert why == "" and len(seen) == 1

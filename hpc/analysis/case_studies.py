@@ -125,11 +125,11 @@ def load_optimum(folder: Path) -> Optimum | None:
     best = data.best()
     if best is None:
         return None
-    from hpc.campaign.config import load_campaign
+    from hpc.campaign.config import load_frozen_campaign
     from jobs.contract.spec import EvaluationSpec
     from jobs.simulate import cell_options
 
-    spec = EvaluationSpec.from_dict(load_campaign(folder / FROZEN_CONFIG).to_spec_dict())
+    spec = EvaluationSpec.from_dict(load_frozen_campaign(folder / FROZEN_CONFIG).to_spec_dict())
     design = best.result.cell.design if best.result and best.result.cell else None
     return Optimum(
         campaign=data.name, objective_kind=str(data.objective.get("kind")),

@@ -361,9 +361,9 @@ def _fidelity_label(config: dict[str, Any]) -> str:
 def confirmation_spec(folder: Path, confirm: ConfirmFidelity) -> dict[str, Any]:
     """The campaign's evaluation spec at the confirmation fidelity: new cubes (seed offset),
     each also scored on its own, no Ragone sweep (the comparison sweeps the design itself)."""
-    from hpc.campaign.config import load_campaign
+    from hpc.campaign.config import load_frozen_campaign
 
-    spec = load_campaign(folder / FROZEN_CONFIG).to_spec_dict()
+    spec = load_frozen_campaign(folder / FROZEN_CONFIG).to_spec_dict()
     spec["fidelity"] = {**spec["fidelity"], "n_cubes": confirm.n_cubes,
                         "cube_voxels": confirm.cube_voxels}
     spec["objective"] = {**spec["objective"], "noise_from_samples": True}

@@ -259,9 +259,11 @@ class GeneratorConfig(_Section):
     model_path: PathText | None = None
     mean_diameter_um: in_range(ranges.MEAN_DIAMETER_UM) = 8.0
     diameter_spread: in_range(ranges.DIAMETER_SPREAD) = 0.25
-    #: how the procedural simulator calenders (kernels.cell.ranges.CALENDERING_MODELS):
-    #: "flatten" (default, oblate particles) or "rearrange" (round particles, packing compressed)
-    calendering: Literal[ranges.CALENDERING_MODELS] = "flatten"
+    #: how the structures are calendered (kernels.cell.ranges.CALENDERING_MODELS): "rearrange"
+    #: (round particles, packing compressed) or "flatten" (oblate particles). None: the
+    #: generator's own, filled in by parse_campaign: ranges.DEFAULT_CALENDERING for the
+    #: simulator, what a trained model's procedural volumes used (a different value is an error)
+    calendering: Literal[ranges.CALENDERING_MODELS] | None = None
 
     @model_validator(mode="after")
     def _model_needs_path(self) -> GeneratorConfig:
@@ -269,9 +271,6 @@ class GeneratorConfig(_Section):
             raise ValueError("kind = 'model' needs model_path = 'path/to/generator.pt'")
         if self.kind != "model" and self.model_path:
             raise ValueError("model_path is only used with kind = 'model'")
-        if self.calendering != "flatten" and self.kind != "procedural":
-            raise ValueError(f"calendering = {self.calendering!r} needs kind = 'procedural' "
-                             "(a trained generator samples the structures it was trained on)")
         return self
 
 
@@ -643,6 +642,8 @@ class CampaignConfig(_Section):
         """The JSON-safe `jobs.contract.spec.EvaluationSpec` dict every evaluation receives."""
         if self.fidelity.voxel_um is None:   # built without parse_campaign
             return _with_voxel_size(self, self.name).to_spec_dict()
+        if self.generator.calendering is None and self.generator.kind == "procedural":
+            return _with_calendering(self, self.name).to_spec_dict()
         gen = self.generator
         cell: dict[str, Any] = {
             "parameter_set": self.cell.parameter_set,
@@ -876,7 +877,7 @@ def parse_campaign(data: dict[str, Any], source: str = "<dict>",
             f"invalid campaign file {source}:\n  cell.calibration: file "
             f"{config.cell.calibration!r} does not exist (write one with `microloop calibrate`)"
         )
-    config = _with_voxel_size(config, source)
+    config = _with_calendering(_with_voxel_size(config, source), source)
     try:
         config.to_spec_dict()
     except ConfigError:
@@ -943,10 +944,23 @@ def _check_warm_start_folders(config: CampaignConfig, source: str) -> None:
 def trained_generator_voxel_um(kind: str, model_path: str | None = None) -> float:
     """The voxel size (um) a trained generator was trained at, stored with its weights
     (`kernels.generator.network.GeneratorConfig.voxel_um`); ValueError if the file is no model."""
+    return float(_trained_generator(kind, model_path).config.voxel_um)
+
+
+def trained_generator_calendering(kind: str, model_path: str | None = None) -> str | None:
+    """The calendering model of the procedural volumes a trained generator learnt (None: it
+    learnt other data), from its training metadata (`kernels.generator.model.trained_calendering`)."""
+    from kernels.generator import model as generator
+
+    return generator.trained_calendering(_trained_generator(kind, model_path))
+
+
+def _trained_generator(kind: str, model_path: str | None = None) -> Any:
+    """The trained generator a [generator] section names; ValueError if the file is no model."""
     from kernels.generator import model as generator
 
     if kind == "default":
-        return float(generator.load_default_model().config.voxel_um)
+        return generator.load_default_model()
     if model_path is None:
         raise ValueError("generator.model_path is needed for kind = 'model'")
     try:
@@ -958,7 +972,34 @@ def trained_generator_voxel_um(kind: str, model_path: str | None = None) -> floa
         raise ValueError(f"generator.model_path: {model_path!r} is not a generator saved by "
                          f"`microloop train-generator` ({type(error).__name__}: "
                          f"{str(error)[:200]})") from None
-    return float(model.config.voxel_um)
+    return model
+
+
+def _with_calendering(config: CampaignConfig, source: str) -> CampaignConfig:
+    """generator.calendering filled in: the simulator's default, or what a trained generator's
+    procedural training volumes used (a different value given is an error: a trained model
+    samples the structures it learnt, whatever the campaign file says)."""
+    generator = config.generator
+    if generator.kind == "procedural":
+        calendering = generator.calendering or ranges.DEFAULT_CALENDERING
+    else:
+        try:
+            calendering = trained_generator_calendering(generator.kind, generator.model_path)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(f"invalid campaign file {source}:\n  {error}") from None
+        if generator.calendering is not None and generator.calendering != calendering:
+            which = ("the shipped generator (generator.kind = 'default')"
+                     if generator.kind == "default" else f"the generator in {generator.model_path!r}")
+            learnt = (f"was trained on {calendering!r}-calendered volumes" if calendering
+                      else "was trained on volumes from files, not the simulator")
+            raise ConfigError(
+                f"invalid campaign file {source}:\n  generator.calendering: "
+                f"{generator.calendering!r} is not what {which} samples: it {learnt}; remove "
+                "generator.calendering (the model's is used), use kind = 'procedural', or "
+                f"train a model on {generator.calendering!r} volumes (`microloop "
+                f"train-generator procedural --calendering {generator.calendering}`)")
+    return config.model_copy(update={"generator": generator.model_copy(
+        update={"calendering": calendering})})
 
 
 def _with_voxel_size(config: CampaignConfig, source: str) -> CampaignConfig:
@@ -1087,10 +1128,26 @@ def campaign_profiles(name_or_path: str | Path) -> list[str]:
     return sorted(profiles) if isinstance(profiles, dict) else []
 
 
+#: What a frozen campaign.toml written before a setting existed ran with, where that differs from
+#: today's default: [generator] calendering appeared on 2026-12-02 (every frozen config since
+#: records it) and its default became "rearrange" on 2026-12-03; before, there was only "flatten".
+FROZEN_LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"generator": {"calendering": "flatten"}}
+
+
+def load_frozen_campaign(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None
+                         ) -> CampaignConfig:
+    """A campaign folder's frozen config (FROZEN_CONFIG) as the campaign ran: a setting it does
+    not record takes the value it had when the file was written (FROZEN_LEGACY_DEFAULTS), not
+    today's default, so a resumed campaign never changes its structures half-way."""
+    return load_campaign(path, overrides, legacy_defaults=FROZEN_LEGACY_DEFAULTS)
+
+
 def load_campaign(name_or_path: str | Path, overrides: dict[str, dict[str, Any]] | None = None,
-                  profile: str | None = None) -> CampaignConfig:
+                  profile: str | None = None,
+                  legacy_defaults: dict[str, dict[str, Any]] | None = None) -> CampaignConfig:
     """Read, apply a named profile, override (e.g. {"optimizer": {"budget": 4}}) and validate
-    a campaign file. Overrides win over the profile, the profile over the plain sections."""
+    a campaign file. Overrides win over the profile, the profile over the plain sections;
+    `legacy_defaults` fill only keys the file does not give (see load_frozen_campaign)."""
     path = resolve_campaign_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -1100,6 +1157,10 @@ def load_campaign(name_or_path: str | Path, overrides: dict[str, dict[str, Any]]
         raise ConfigError(f"campaign file {path} is not UTF-8 text (TOML must be): {error}") from None
     except OSError as error:
         raise ConfigError(f"campaign file {path} cannot be read: {error}") from None
+    for section, values in (legacy_defaults or {}).items():
+        table = data.get(section, {})
+        if isinstance(table, dict):
+            data[section] = {**values, **table}
     data = apply_profile(data, profile, str(path))
     for section, values in (overrides or {}).items():
         table = data.setdefault(section, {})

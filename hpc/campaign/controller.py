@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpc.campaign.config import CampaignConfig, ConfigError, dump_campaign, load_campaign
+from hpc.campaign.config import CampaignConfig, ConfigError, dump_campaign, load_frozen_campaign
 from hpc.campaign.folder import FROZEN_CONFIG, JOBS_FOLDER, LOCK_NAME, OPTIMIZER_STATE
 from hpc.campaign.journal import Journal, json_safe, read_journal
 from hpc.campaign.proposer import (
@@ -243,7 +243,7 @@ class Campaign:
         if not frozen.exists():
             raise CampaignError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
         check_campaign_folder(directory)
-        config = load_campaign(frozen, overrides)
+        config = load_frozen_campaign(frozen, overrides)
         lock = _lock_campaign(Path(directory).absolute(), wait_s)  # before any write: a refused resume
         try:                                                # must not change a running campaign
             if overrides:

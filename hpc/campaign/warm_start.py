@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpc.campaign.config import CampaignConfig, ConfigError, load_campaign
+from hpc.campaign.config import CampaignConfig, ConfigError, load_frozen_campaign
 from hpc.campaign.folder import FROZEN_CONFIG, TRIALS_NAME
 from hpc.campaign.journal import read_journal
 from hpc.campaign.trials import fold_events
@@ -89,9 +89,10 @@ def campaign_context(config: CampaignConfig) -> dict[str, Any]:
                       "model_sha256": _model_digest(generator.model_path),
                       "mean_diameter_um": generator.mean_diameter_um,
                       "diameter_spread": generator.diameter_spread,
-                      # only when not the default: older contexts compare equal
+                      # only when not "flatten", the one model before 2026-12-02: older
+                      # contexts (flattened structures) compare equal
                       **({"calendering": generator.calendering}
-                         if generator.calendering != "flatten" else {})},
+                         if generator.calendering not in (None, "flatten") else {})},
         "cell": {k: v for k, v in config.cell.model_dump(mode="json").items()
                  if k != "calibration"},
         "cell_calibration_sha256": _model_digest(config.cell.calibration),
@@ -150,7 +151,7 @@ def export_observations(directory: Path, surrogate: bool = False) -> dict[str, A
     frozen = directory / FROZEN_CONFIG
     if not frozen.exists():
         raise ValueError(f"{directory} is not a campaign folder (no {FROZEN_CONFIG})")
-    config = load_campaign(frozen)
+    config = load_frozen_campaign(frozen)
     observations = _observations_of(fold_events(read_journal(directory)).values())
     return _observations_document(config, observations, surrogate)
 
@@ -380,7 +381,7 @@ def _load_source(source: Path) -> tuple[dict[str, Any], list[dict[str, Any]], An
     if not frozen.exists():
         return {}, [], None, f"{source} is not a campaign folder (no {FROZEN_CONFIG})"
     try:
-        other = load_campaign(frozen)
+        other = load_frozen_campaign(frozen)
     except ConfigError as error:
         return {}, [], None, f"its campaign.toml does not load: {error}"
     return (campaign_context(other),

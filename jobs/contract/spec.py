@@ -89,8 +89,10 @@ class GeneratorSpec:
     kind: str = PROCEDURAL
     mean_diameter_um: float = 8.0
     diameter_spread: float = 0.25
-    # how the procedural simulator calenders: "flatten" (default) or "rearrange" (round particles)
-    calendering: str = "flatten"
+    # how the structures are calendered: "rearrange" (round particles) or "flatten" (oblate);
+    # None: the generator's own (ranges.DEFAULT_CALENDERING for the procedural simulator, what
+    # a trained model's procedural training volumes used; a given value must equal the model's)
+    calendering: str | None = None
 
     def validate(self) -> None:
         _require(isinstance(self.kind, str) and self.kind != "",
@@ -99,15 +101,19 @@ class GeneratorSpec:
                  self.kind)
         ranges.MEAN_DIAMETER_UM.check(self.mean_diameter_um, "generator.mean_diameter_um")
         ranges.DIAMETER_SPREAD.check(self.diameter_spread, "generator.diameter_spread")
-        _require(self.calendering in ranges.CALENDERING_MODELS, "generator.calendering",
-                 f"one of {list(ranges.CALENDERING_MODELS)}", self.calendering)
-        _require(self.calendering == "flatten" or self.kind == PROCEDURAL, "generator.calendering",
-                 f"'flatten' unless generator.kind = '{PROCEDURAL}' (a trained generator samples "
-                 f"the structures it was trained on)", self.calendering)
+        _require(self.calendering is None or self.calendering in ranges.CALENDERING_MODELS,
+                 "generator.calendering",
+                 f"one of {list(ranges.CALENDERING_MODELS)}, or omitted for the generator's own",
+                 self.calendering)
 
     @property
     def is_procedural(self) -> bool:
         return self.kind == PROCEDURAL
+
+    @property
+    def procedural_calendering(self) -> str:
+        """The calendering model the procedural simulator runs with."""
+        return ranges.DEFAULT_CALENDERING if self.calendering is None else self.calendering
 
 
 @dataclass(frozen=True)

@@ -97,10 +97,12 @@ MEAN_DIAMETER_UM = PhysicalRange(
     "mean_diameter_um", 0.5, 50.0, "um",
     "mean particle diameter before calendering (NMC secondary particles are 3-20 um); the "
     "simulator packs lognormal spheres of this mean")
-#: How the procedural simulator calenders (kernels.structure.procedural): "flatten" (the
-#: default) compresses the particles with the box into oblate spheroids; "rearrange" keeps hard
-#: NMC secondary particles spheres and compresses their packing (docs/cell-model.md, issue 15).
+#: How the procedural simulator calenders (kernels.structure.procedural): "rearrange" (the
+#: default) keeps hard NMC secondary particles spheres and compresses their packing; "flatten"
+#: (the default until 2026-12-03) compresses the particles with the box into oblate spheroids,
+#: which shrinks their 3V/S with calendering (docs/cell-model.md, issue 15).
 CALENDERING_MODELS = ("flatten", "rearrange")
+DEFAULT_CALENDERING = "rearrange"
 
 DIAMETER_SPREAD = PhysicalRange(
     "diameter_spread", 0.0, 1.0, "-",

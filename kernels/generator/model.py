@@ -364,6 +364,16 @@ def load_default_model() -> ConditionalGenerator:
     return load_state_bytes(ref.read_bytes())
 
 
+def trained_calendering(model: Any) -> str | None:
+    """The calendering model of the procedural volumes `model` was trained on, as recorded in
+    its training metadata; "flatten" for a procedural training set recorded before the field
+    existed (the simulator's only model then); None when it learnt other data (files, zarr)."""
+    data = dict(getattr(model, "training_info", {}) or {}).get("data") or {}
+    if data.get("calendering") is not None:
+        return str(data["calendering"])
+    return "flatten" if str(data.get("source", "")).startswith("procedural") else None
+
+
 # ----------------------------------------------------------------------------- training
 @dataclass
 class TrainingTargets:

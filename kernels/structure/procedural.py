@@ -9,11 +9,12 @@ through-thickness (calendering) direction. The steps mimic how an electrode is m
    overlap only slightly (a few relaxation sweeps over close pairs).
 2. *Calendering*: the box is compressed along axis 0 by the calendering factor; a denser
    electrode (lower porosity) is compressed more. Two models (`CALENDERING_MODELS`):
-   "flatten" (the default) compresses the particles with the box, so the spheres become oblate;
-   "rearrange" keeps them spheres, as hard NMC secondary particles are (they rearrange or crack,
-   they do not flatten): the coating holds the same spheres at the lower solid fraction
-   phi_AM * factor, their centres are compressed with the box and the packing is relaxed again in
-   the final box until no pair overlaps beyond the allowed limit (docs/cell-model.md, issue 15).
+   "rearrange" (the default) keeps the particles spheres, as hard NMC secondary particles are
+   (they rearrange or crack, they do not flatten): the coating holds the same spheres at the
+   lower solid fraction phi_AM * factor, their centres are compressed with the box and the
+   packing is relaxed again in the final box until no pair overlaps beyond the allowed limit;
+   "flatten" (the default until 2026-12-03) compresses the particles with the box, so the spheres
+   become oblate and their 3V/S shrinks with calendering (docs/cell-model.md, issue 15).
    Its two relaxations run on a Verlet neighbour list (kernels.structure._verlet: the same
    pushes, summed in another order) and end on a fresh full pair search; "flatten" keeps
    `_relax`, a fresh k-d tree search every sweep, so its volumes stay bit for bit those of
@@ -70,6 +71,7 @@ _REARRANGE_SKIN_RADII = 1.0
 #: list; kept for bench_calendering_speed.py, which measures both in one run.
 REARRANGE_ON_VERLET_LIST = True
 CALENDERING_MODELS = ranges.CALENDERING_MODELS
+DEFAULT_CALENDERING = ranges.DEFAULT_CALENDERING
 # Weight of the second-nearest distance in the CBD score at adhesion 0: > 1 favours deep necks.
 NECK_WEIGHT = 2.0
 _ALLOWED_OVERLAP = 0.10  # centres may approach to (1 - this) * (r_i + r_j)
@@ -319,7 +321,7 @@ def calendered_particles(
     voxel_um: float,
     seed: int,
     cbd_density_g_cm3: float = RHO_CBD_G_CM3,
-    calendering: str = "flatten",
+    calendering: str = DEFAULT_CALENDERING,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """The particles `generate_structure` voxelises: centres (n, 3) and radii (n,) in um, the
     box (3,) in um they are periodic in and the axis-0 squash from that frame to the volume's
@@ -350,7 +352,7 @@ def generate_structure(
     voxel_um: float,
     seed: int,
     cbd_density_g_cm3: float = RHO_CBD_G_CM3,
-    calendering: str = "flatten",
+    calendering: str = DEFAULT_CALENDERING,
 ) -> np.ndarray:
     """A periodic three-phase volume (uint8: 0 pore, 1 AM, 2 CBD) with exact phase fractions.
 
@@ -358,8 +360,8 @@ def generate_structure(
     counts equal the target fractions of `target_phase_fractions` rounded to whole voxels.
     cbd_density_g_cm3: the density the recipe's CBD mass is placed at (solid 1.8 by default;
     a nanoporous domain's 0.93 places the domain, see `target_phase_fractions`).
-    calendering: "flatten" (default: particles compressed with the box, oblate) or "rearrange"
-    (spheres whose packing is compressed; see the module docstring).
+    calendering: "rearrange" (default: spheres whose packing is compressed) or "flatten"
+    (particles compressed with the box, oblate; see the module docstring).
     """
     centres, radii, _, squash = calendered_particles(params, size_voxels, voxel_um, seed,
                                                      cbd_density_g_cm3, calendering)

@@ -22,10 +22,11 @@ spread: "obj ± s" is the objective's standard deviation over the cubes at that 
 "(+c ± d %)" the change against the defaults' optimum, cube by cube (mean ± standard deviation
 over the three cubes). The table ranks assumptions, it does not certify optima.
 
-The generator's calendering model (kernels.structure.procedural, calendering = "flatten" by
-default, "rearrange": round particles) changes the structure, so the "calendering: rearrange"
-row is scored on cubes of its own, characterised with the solid CBD and cached under keys that
-end in the model's name (the default cubes' keys are those of earlier runs).
+The generator's calendering model (kernels.structure.procedural: "rearrange", round particles,
+by default since 2026-12-03; "flatten", oblate particles, before) changes the structure, so the
+"calendering: flatten" row is scored on cubes of its own, characterised with the solid CBD. The
+flattened cubes' cache keys are those of the runs before the option existed; the rearranged
+cubes' keys end in the model's name.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ CUBE_VOXELS = 48
 VOXEL_UM = 1.0
 SEEDS = (0, 1, 2)
 CBD_PHASES = ("solid", "nanoporous_domain")  # CellModelOptions.cbd_volume
-# (CBD phase, generator calendering model) of the cubes characterised per microstructure
-STRUCTURES = (("solid", "flatten"), ("nanoporous_domain", "flatten"), ("solid", "rearrange"))
+# (CBD phase, generator calendering model) of the cubes characterised per microstructure: the
+# default model with both CBD phases, the other model with the solid CBD
+STRUCTURES = (("solid", "rearrange"), ("nanoporous_domain", "rearrange"), ("solid", "flatten"))
 GRID_WT = (0.80, 0.86, 0.92, 0.97)
 GRID_POROSITY = (0.25, 0.33, 0.42, 0.50)
 CS3_WT = (0.80, 0.88, 0.97)
@@ -82,7 +84,7 @@ def microstructures() -> list[tuple[float, float, float]]:
 
 
 def characterise(key: tuple[float, float, float], seed: int, cbd_phase: str,
-                 calendering: str = "flatten") -> dict:
+                 calendering: str) -> dict:
     """Metrics of one procedural cube, with sigma_eff for every conductivity set (solid CBD) or
     the default set (the CBD as a nanoporous domain, placed, conducting and ion-permeable)."""
     from kernels.cell.options import CellModelOptions
@@ -119,8 +121,8 @@ def characterise(key: tuple[float, float, float], seed: int, cbd_phase: str,
 
 
 def cache_key(key: tuple[float, float, float], seed: int, cbd_phase: str,
-              calendering: str = "flatten") -> str:
-    if calendering == "flatten":  # the default: the keys of the runs before the option
+              calendering: str) -> str:
+    if calendering == "flatten":  # the only model before the option: the keys of those runs
         return json.dumps([*key, seed, cbd_phase])
     return json.dumps([*key, seed, cbd_phase, calendering])
 
@@ -195,9 +197,11 @@ def choices() -> dict[str, tuple[dict, dict, str]]:
         "separator tau 3.5": ({"separator_bruggeman": round(b_separator, 3)}, {}, "default"),
         "thermal lumped": ({"thermal": "lumped"}, {}, "default"),
         "CBD as nanoporous domain": ({"cbd_volume": "nanoporous_domain"}, {}, "default"),
-        "calendering: rearrange (round particles)": ({"_calendering": "rearrange"}, {},
-                                                     "default"),
-        "all legacy": ({**legacy, "_no_measured_radius": True}, {}, "legacy"),
+        "calendering: flatten (oblate particles, the default until 2026-12-03)": (
+            {"_calendering": "flatten"}, {}, "default"),
+        # the model before issue 15: its cell-model choices on its (flattened) structures
+        "all legacy": ({**legacy, "_no_measured_radius": True, "_calendering": "flatten"}, {},
+                       "legacy"),
     }
 
 
@@ -234,6 +238,7 @@ def _spread(values: list[float]) -> float:
 
 def main() -> None:
     from kernels.cell.model import CellModel, CellModelOptions, Packaging4680
+    from kernels.structure.procedural import DEFAULT_CALENDERING
 
     start = time.perf_counter()
     cpu_start = time.process_time()
@@ -260,7 +265,7 @@ def main() -> None:
     for name, (option_changes, packaging_changes, sigma_set) in choices().items():
         option_changes = dict(option_changes)
         measured_radius = not option_changes.pop("_no_measured_radius", False)
-        calendering = option_changes.pop("_calendering", "flatten")
+        calendering = option_changes.pop("_calendering", DEFAULT_CALENDERING)
         options = CellModelOptions.from_dict({**CellModelOptions().to_dict(), **option_changes})
         phase = (options.cbd_volume, calendering)
         packaging = Packaging4680.from_dict(packaging_changes)

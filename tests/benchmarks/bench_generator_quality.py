@@ -84,19 +84,22 @@ def summarise(rows: list[dict]) -> dict[str, tuple[float, float]]:
 
 
 def procedural_rows(params: dict, size: int, voxel_um: float, seeds: int,
-                    cache: dict | None) -> tuple[list[dict], float]:
-    """Metrics of the procedural volumes (deterministic per seed, so they may come from a cache)."""
+                    cache: dict | None, calendering: str) -> tuple[list[dict], float]:
+    """Metrics of the procedural volumes (deterministic per seed, so they may come from a cache;
+    the keys of "flatten", the only model when the cache was started, name no model)."""
     from kernels.structure.procedural import ManufacturingParams, generate_structure
 
     rows, t_total = [], 0.0
     for s in range(seeds):
-        key = json.dumps([params, size, voxel_um, 100 + s], sort_keys=True)
+        key = json.dumps([params, size, voxel_um, 100 + s]
+                         + ([] if calendering == "flatten" else [calendering]), sort_keys=True)
         if cache is not None and key in cache:
             rows.append(cache[key]["row"])
             t_total += cache[key]["seconds"]
             continue
         t0 = time.perf_counter()
-        volume = generate_structure(ManufacturingParams(**params), size, voxel_um, seed=100 + s)
+        volume = generate_structure(ManufacturingParams(**params), size, voxel_um, seed=100 + s,
+                                    calendering=calendering)
         seconds = time.perf_counter() - t0
         rows.append(measure(volume, voxel_um))
         t_total += seconds
@@ -106,17 +109,24 @@ def procedural_rows(params: dict, size: int, voxel_um: float, seeds: int,
 
 
 def run(model_source: str | None, size: int, seeds: int, voxel_um: float,
-        cache: dict | None = None) -> dict:
-    """Measure every point; with model_source None only the procedural side (to fill a cache)."""
+        cache: dict | None = None, calendering: str | None = None) -> dict:
+    """Measure every point; with model_source None only the procedural side (to fill a cache).
+    The simulator calenders as the model's training volumes were (`trained_calendering`), or as
+    `calendering` says, or by default."""
     from jobs.train import load_model
-    from kernels.generator.model import in_training_envelope, sample
+    from kernels.generator.model import in_training_envelope, sample, trained_calendering
+    from kernels.structure.procedural import DEFAULT_CALENDERING
 
     model = load_model(model_source) if model_source is not None else None
     if model is not None and abs(model.config.voxel_um - voxel_um) > 1e-12:
         raise ValueError(f"the model makes {model.config.voxel_um} um voxels, not {voxel_um}")
+    learnt = trained_calendering(model) if model is not None else None
+    if calendering is not None and learnt is not None and calendering != learnt:
+        raise ValueError(f"--calendering {calendering!r}: the model learnt {learnt!r} volumes")
+    calendering = calendering or learnt or DEFAULT_CALENDERING
     results = []
     for label, kind, params in POINTS:
-        pm, t_proc = procedural_rows(params, size, voxel_um, seeds, cache)
+        pm, t_proc = procedural_rows(params, size, voxel_um, seeds, cache, calendering)
         if model is None:
             print(f"{label} procedural done", flush=True)
             continue
@@ -281,11 +291,14 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None,
                         help="JSON file of procedural metrics to reuse (they are seeded)")
     parser.add_argument("--procedural-only", action="store_true", help="only fill --cache")
+    parser.add_argument("--calendering", default=None, choices=("flatten", "rearrange"),
+                        help="the simulator's calendering (default: the model's training "
+                        "volumes', else the simulator's default)")
     args = parser.parse_args()
     cache = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
     try:
         report = run(None if args.procedural_only else args.model, args.size, args.seeds,
-                     args.voxel_um, cache)
+                     args.voxel_um, cache, args.calendering)
     finally:
         if args.cache:
             args.cache.write_text(json.dumps(cache, default=float))

@@ -1,7 +1,8 @@
 """What the voxel staircase in tau does to the case-study answers (issue 15, the Kokam tau gap).
 
 Re-scores the sensitivity table's grid (tests/benchmarks/bench_cell_sensitivity.py: the same
-designs, the same three 48^3 cubes at 1 um per design, solid CBD, default model options) with
+designs, the same three 48^3 cubes at 1 um per design, solid CBD, default model options, the
+generator's default calendering, kernels.structure.procedural.DEFAULT_CALENDERING) with
 each cube's pore tortuosity replaced by its continuum value from
 kernels.metrics.resolution.extrapolated_tortuosity_factor (the cube at 1 um and the same particles
 at 0.5 and 0.33 um, 3 tau(1/3) - 2 tau(1/2), accepted only in the first-order range); every other
@@ -37,6 +38,12 @@ import bench_cell_sensitivity as table  # noqa: E402
 TAU_FILE = table.DATA / "tau_continuum_metrics.json"
 
 
+def _calendering() -> str:
+    from kernels.structure.procedural import DEFAULT_CALENDERING
+
+    return DEFAULT_CALENDERING
+
+
 def continuum_tau(key: tuple[float, float, float], seed: int) -> dict:
     """The cube's tau at 1 and 0.5 um and the extrapolated value (None when refused)."""
     from kernels.metrics.resolution import ResolutionNotAsymptotic, extrapolated_tortuosity_factor
@@ -46,7 +53,8 @@ def continuum_tau(key: tuple[float, float, float], seed: int) -> dict:
     side_um = table.CUBE_VOXELS * table.VOXEL_UM
 
     def volume_at(voxel_um: float):
-        return generate_structure(params, round(side_um / voxel_um), voxel_um, seed=seed)
+        return generate_structure(params, round(side_um / voxel_um), voxel_um, seed=seed,
+                                  calendering=_calendering())
 
     try:
         result = extrapolated_tortuosity_factor(volume_at, table.VOXEL_UM)
@@ -67,7 +75,7 @@ def main() -> None:
     taus = json.loads(TAU_FILE.read_text()) if TAU_FILE.exists() else {}
     for key in table.microstructures():
         for seed in table.SEEDS:
-            name = table.cache_key(key, seed, "solid")
+            name = table.cache_key(key, seed, "solid", _calendering())
             if name not in taus:
                 taus[name] = continuum_tau(key, seed)
     TAU_FILE.write_text(json.dumps(taus, indent=1, sort_keys=True))
@@ -75,7 +83,7 @@ def main() -> None:
 
     cubes, continuum = {}, {}
     for key in table.microstructures():
-        names = [table.cache_key(key, seed, "solid") for seed in table.SEEDS]
+        names = [table.cache_key(key, seed, "solid", _calendering()) for seed in table.SEEDS]
         cubes[key] = [metrics[n] for n in names]
         if all(taus[n]["tau_continuum"] is not None for n in names):
             continuum[key] = [{**metrics[n], "tortuosity_factor": taus[n]["tau_continuum"]}
@@ -135,9 +143,11 @@ def main() -> None:
                       if by_cube else "n/a")
         print(f"| {study} | {fmt(whole)} | {fmt(subset)} | {fmt(extrapolated)} | "
               f"{change:+.0f} %; {cubes_text} | {left_out} of {len(grid)} |")
-    ratios = [taus[n]["tau_continuum"] / taus[n]["tau_1um"] for n in taus
+    used = [table.cache_key(key, seed, "solid", _calendering())
+            for key in table.microstructures() for seed in table.SEEDS]
+    ratios = [taus[n]["tau_continuum"] / taus[n]["tau_1um"] for n in used
               if taus[n]["tau_continuum"] is not None]
-    print(f"\ntau continuum / tau 1 um over {len(ratios)} of {len(taus)} cubes: "
+    print(f"\ntau continuum / tau 1 um over {len(ratios)} of {len(used)} cubes: "
           f"{min(ratios):.2f}-{max(ratios):.2f} (median {sorted(ratios)[len(ratios) // 2]:.2f});"
           f" microstructures left out ({len(refused)}): {refused}", file=sys.stderr)
     print(f"total {time.perf_counter() - start:.0f} s wall, "

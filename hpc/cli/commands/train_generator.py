@@ -68,6 +68,13 @@ def train_generator_command(
                                    "binder_adhesion=0,0.5,1"),
     volume_voxels: int = typer.Option(96, help="procedural only: side of each training volume."),
     samples_per_point: int = typer.Option(1, help="procedural only: volumes per grid point."),
+    widths: str = typer.Option("48,32,16,8", help="Channels of the generator's stages, "
+                               "coarsest first (comma-separated; the shipped model: 64,48,32,16)."),
+    max_lag: int = typer.Option(12, help="Largest two-point lag the loss matches, voxels (the "
+                                "shipped model: 16; must be below --crop)."),
+    calendering: str | None = typer.Option(None, help="procedural only: the simulator's "
+                                           "calendering model, 'rearrange' (default) or "
+                                           "'flatten'; kept in the model."),
 ) -> None:
     """Train the conditional 3D generator; writes OUT, OUT.ckpt and the loss plot."""
     import sys
@@ -95,9 +102,25 @@ def train_generator_command(
     if data == "procedural":
         procedural = {"grid": _parse_grid(grid), "size_voxels": volume_voxels,
                       "samples_per_point": samples_per_point}
-    elif grid:
-        raise typer.BadParameter("only for DATA = procedural", param_hint="--grid")
+        if calendering is not None:
+            from kernels.cell.ranges import CALENDERING_MODELS
+
+            if calendering not in CALENDERING_MODELS:
+                raise typer.BadParameter(f"must be one of {list(CALENDERING_MODELS)}, got "
+                                         f"{calendering!r}", param_hint="--calendering")
+            procedural["calendering"] = calendering
+    elif grid or calendering is not None:
+        raise typer.BadParameter("only for DATA = procedural",
+                                 param_hint="--grid" if grid else "--calendering")
+    try:
+        stage_widths = tuple(int(w) for w in widths.split(",") if w.strip())
+    except ValueError:
+        stage_widths = ()
+    if not stage_widths or min(stage_widths) < 1:
+        raise typer.BadParameter(f"must be positive integers like 48,32,16,8, got {widths!r}",
+                                 param_hint="--widths")
     options = TrainOptions(steps=steps, batch=batch, crop_voxels=crop, learning_rate=learning_rate,
+                           widths=stage_widths, max_lag_voxels=max_lag,
                            checkpoint_every=checkpoint_every, seed=seed, device=device,
                            crisp_weight=crisp_weight, method=method, init_from=init_from,
                            n_critic=n_critic,
