@@ -134,6 +134,9 @@ def test_report_with_a_failed_trial_and_one_completed_trial(tmp_path):
     # the numbers depend on the fidelity: the summary records it
     assert {"n_cubes": 1, "cube_voxels": 24, "voxel_um": 1.0}.items() <= data["fidelity"].items()
     assert "- Fidelity: " in summary and "cube_voxels = 24" in summary
+    # ... and on the structures: the generator, calendering included (the default's)
+    assert data["generator"]["kind"] == "procedural"
+    assert data["generator"]["calendering"] == "rearrange"
     assert data["best"]["objective"] == pytest.approx(
         json.loads((folder / "trials" / "0" / "result.json").read_text())["objective"]["value"])
 

@@ -165,7 +165,7 @@ def test_the_shipped_cs3_tables_export_and_warm_start_the_200W_campaign(tmp_path
     out = tmp_path / "cs3_10W.json"
     env = dict(os.environ, PYBAMM_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1")
     done = subprocess.run([*MICROLOOP, "export", str(folder), "--out", str(out), "--campaign",
-                           "cs3", "--profile", "paper", "--seed", "0"],
+                           "cs3", "--profile", "paper_flatten", "--seed", "0"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     data = read_observations_file(out)
@@ -178,11 +178,12 @@ def test_the_shipped_cs3_tables_export_and_warm_start_the_200W_campaign(tmp_path
     assert best["value"] == pytest.approx(summary["best"]["objective"], rel=1e-12)
     assert data["context"]["fidelity"] == {"n_cubes": 2, "cube_voxels": 96, "voxel_um": 1.0}
     assert "asserted" in data["provenance"]["rebuilt_from"]
-    power = load_campaign("cs3_power", profile="paper")
+    assert "calendering" not in data["context"]["generator"]   # "flatten": as older contexts
+    power = load_campaign("cs3_power", profile="paper_flatten")
     task, why = source_task(out, power, power.space.to_bayes_space())
     assert why == "" and len(task["observations"]) == 40
     fitted = tmp_path / "cs3_10W_gp.json"
-    config = load_campaign("cs3", profile="paper")
+    config = load_campaign("cs3", profile="paper_flatten")
     fitted.write_text(json.dumps(observations_from_table(folder, config, TABLE_SUMMARY_NAME,
                                                          surrogate=True)))
     task, why = source_task(fitted, power, power.space.to_bayes_space())
@@ -191,6 +192,17 @@ def test_the_shipped_cs3_tables_export_and_warm_start_the_200W_campaign(tmp_path
         observations_from_table(folder, load_campaign("cs3"), TABLE_SUMMARY_NAME)
     with pytest.raises(ValueError, match="objective.power_W is 10.0 there but 200.0"):
         observations_from_table(folder, power, TABLE_SUMMARY_NAME)
+    # a summary that records its generator (reports since 2026-12-03) refuses the wrong one
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    (recorded / "trials.csv").write_bytes((folder / "trials.csv").read_bytes())
+    (recorded / TABLE_SUMMARY_NAME).write_text(json.dumps(
+        {**summary, "generator": {"kind": "procedural", "calendering": "flatten"}}))
+    assert observations_from_table(recorded, config, TABLE_SUMMARY_NAME)["observations"]
+    with pytest.raises(ValueError, match="generator.calendering is 'flatten' there but "
+                                         "'rearrange'"):
+        observations_from_table(recorded, load_campaign("cs3", profile="paper"),
+                                TABLE_SUMMARY_NAME)
 
 
 def test_the_shipped_warm_started_200W_campaigns_reach_the_cold_optimum_sooner():

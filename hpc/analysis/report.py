@@ -616,6 +616,15 @@ def _fidelity(data: CampaignData) -> dict[str, Any]:
     return dict(config.get("fidelity", {}))
 
 
+def _generator(data: CampaignData) -> dict[str, Any]:
+    """The campaign's [generator] table as frozen (the structures every number rests on), with
+    what a file frozen before a setting existed ran with (FROZEN_LEGACY_DEFAULTS)."""
+    from hpc.campaign.config import FROZEN_LEGACY_DEFAULTS
+
+    config = tomllib.loads((data.directory / "campaign.toml").read_text())
+    return {**FROZEN_LEGACY_DEFAULTS["generator"], **dict(config.get("generator", {}))}
+
+
 def _voxel_um(data: CampaignData) -> float:
     config = tomllib.loads((data.directory / "campaign.toml").read_text())
     return float(config.get("fidelity", {}).get("voxel_um", 1.0))
@@ -814,7 +823,7 @@ def write_report(directory: str | Path, progress: Callable[[str], None] | None =
         "name": data.name, "description": data.description, "objective": data.objective,
         "bounds": data.bounds, "fixed": data.fixed, "budget": data.budget,
         "cell_model": data.cell_model, "calibration": data.calibration,
-        "fidelity": _fidelity(data),
+        "fidelity": _fidelity(data), "generator": _generator(data),
         "n_trials": len(data.trials), "n_complete": len(scored) + len(infeasible),
         "n_failed": len(data.failed), "n_infeasible": len(infeasible),
         "best": rows[0] if rows else None, "best_designs": rows, "gp": gp_info,

@@ -170,7 +170,8 @@ def _table_float(row: Mapping[str, str], column: str, where: str) -> float | Non
 def _check_summary_matches(summary_path: Path, config: CampaignConfig) -> None:
     """A report summary.json kept beside a trials table (the case-study data keep one) must
     agree with the campaign file the context is taken from: objective, power/C-rate, bounds,
-    fixed values and fidelity. ValueError naming the first difference."""
+    fixed values, fidelity and, where the summary records it (reports since 2026-12-03), the
+    generator's calendering model. ValueError naming the first difference."""
     try:
         summary = json.loads(summary_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -197,6 +198,9 @@ def _check_summary_matches(summary_path: Path, config: CampaignConfig) -> None:
         "fidelity.cube_voxels": there_fidelity.get("cube_voxels"),
         "fidelity.voxel_um": there_fidelity.get("voxel_um"),
     }
+    if "generator" in summary:
+        here["generator.calendering"] = config.generator.calendering
+        there["generator.calendering"] = summary["generator"].get("calendering")
     for key, value in here.items():
         if there[key] != value:
             raise ValueError(f"{summary_path}: {key} is {there[key]!r} there but {value!r} in the "
