@@ -165,6 +165,17 @@ def test_rearranged_packing_overlaps_stay_within_the_limit(params) -> None:
     assert am <= sphere_volume / float(np.prod(box_um)) < am + 0.02
 
 
+def test_a_box_too_small_for_round_particles_is_a_named_failure_with_its_remedies() -> None:
+    # 12.8 um cube, 8 um spheres at the densest recipe: too few spheres to pack without
+    # overlap; the error must say why and what to change, not return a volume
+    params = ManufacturingParams(0.97, 0.20, 0.5)
+    with pytest.raises(ValueError, match="too few spheres") as info:
+        generate_structure(params, 32, 0.4, seed=0)
+    assert "at least ~4 mean diameters (32 um)" in str(info.value)
+    assert "calendering='flatten'" in str(info.value)
+    assert generate_structure(params, 32, 0.4, seed=0, calendering="flatten").shape == (32,) * 3
+
+
 def test_rearranged_volume_has_exact_fractions_and_is_deterministic() -> None:
     params = ManufacturingParams(am_wt_frac=0.9, porosity=0.3, binder_adhesion=0.3)
     volume = generate_structure(params, (40, 48, 56), 1.0, seed=4, calendering="rearrange")

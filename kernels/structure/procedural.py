@@ -229,10 +229,17 @@ def _pack_rearranged(
         centres, relaxed = _relax(centres, r_arr, box_um, _REARRANGE_SWEEPS,
                                   push_overlap=_REARRANGE_PUSH_OVERLAP)
     if not relaxed:
+        # measured (8 um mean diameter, the recipe box's densest corners, 12 seeds): packs fail
+        # in boxes below ~3 mean diameters (spread 0.25) or ~4 (spread 0.5), and at spread 0.75
+        # up to 6, where a few large spheres fill a small periodic box
         raise ValueError(
             f"calendering='rearrange': {len(r_arr)} spheres at solid fraction {solid_fraction:.3f} "
             f"still overlap by more than {_ALLOWED_OVERLAP:.0%} of r_i + r_j after "
-            f"{_REARRANGE_SWEEPS} relaxation sweeps")
+            f"{_REARRANGE_SWEEPS} relaxation sweeps: a box of {float(np.min(box_um)):.1f} um "
+            f"holds too few spheres this size (largest diameter {2 * float(np.max(r_arr)):.1f} "
+            f"um) to pack this densely; use a cube of at least ~4 mean diameters "
+            f"({4 * params.mean_diameter_um:.0f} um), a narrower diameter_spread, or "
+            f"calendering='flatten'")
     return centres, r_arr
 
 
