@@ -5,7 +5,7 @@ write the weights and the quality table back.
         [--method slicegan] [--init-from default] [--resume-dir DIR] [--batch 16] [--crop 64]
     python tests/benchmarks/gpu_train_generator.py --out-dir /tmp/dry --dry-run   # CPU, ~1 min
 
-`--dry-run` runs every step at toy sizes (8 corner points of the grid at 32^3, 2 training
+`--dry-run` runs every step at toy sizes (8 corner points of the grid at 48^3, 2 training
 steps at batch 2 x 16^3 crops, the benchmark at 32^3 with the simulator measured too), so the
 script is known to work end to end before a GPU session is spent on it.
 
