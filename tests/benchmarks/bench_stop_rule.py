@@ -21,6 +21,11 @@ high-contrast cases of docs/solvers.md "High conductivity contrast"; the record'
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --record runs.json [--quick]
     python tests/benchmarks/bench_stop_rule.py --evaluate runs.json
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --timing 3   # CPU-s, old/new
+    OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --timing 3 --compare islands
+
+``--compare`` picks what ``--timing``'s old and new differ by: ``stop`` (default) the stop rule
+(``native.STOP_RULE`` "current" / "energy"), ``islands`` the robust preconditioner's cluster
+corrections (``native.SPARSE_ISLANDS`` False / True: dense stencil passes / the boundary faces).
 
 About 6 CPU-minutes for every case (``--quick``: the 40³ and 64³ ones, ≈ 1).
 """
@@ -226,42 +231,47 @@ def evaluate(path: Path) -> list[str]:
     return lines
 
 
-def timing(repeats: int, size: int = 128) -> list[str]:
+# --compare: the native module flag that --timing's old and new set, and its two values
+COMPARISONS = {"stop": ("STOP_RULE", "current", "energy"),
+               "islands": ("SPARSE_ISLANDS", False, True)}
+
+
+def timing(repeats: int, size: int = 128, compare: str = "stop") -> list[str]:
     """CPU seconds of the default electronic solve (``effective_conductivity_S_m``'s field) on
-    the bench cubes (``size``³, 0.4 µm), old rule ("current" ×32) and new ("energy")
-    alternating."""
+    the bench cubes (``size``³, 0.4 µm), old and new (COMPARISONS[compare]) alternating."""
     import statistics
     import time
 
     torch.set_num_threads(1)
     native.warm_up()
-    lines = ["| cube | its old → new | CPU-s old | CPU-s new | old / new | σ new / old − 1 |",
+    flag, *settings = COMPARISONS[compare]
+    lines = [f"old / new: native.{flag} = {settings[0]!r} / {settings[1]!r}", "",
+             "| cube | its old → new | CPU-s old | CPU-s new | old / new | σ new / old − 1 |",
              "|---|---|---|---|---|---|"]
-    sums = {"current": 0.0, "energy": 0.0}
+    sums = [0.0, 0.0]
     for seed in (0, 1, 2, 3):
         labels = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), size, 0.4, seed=seed)
         field = _field(labels, *DEFAULT)
-        times: dict[str, list[float]] = {"current": [], "energy": []}
-        results = {}
-        saved = native.STOP_RULE
+        times: list[list[float]] = [[], []]
+        results = [None, None]
+        saved = getattr(native, flag)
         try:
             for _ in range(repeats):
-                for rule in ("current", "energy"):  # alternate: both see the same load
-                    native.STOP_RULE = rule
+                for which, value in enumerate(settings):  # alternate: both see the same load
+                    setattr(native, flag, value)
                     start = time.process_time()
-                    results[rule] = native.solve(field, rel_tol=1e-3)
-                    times[rule].append(time.process_time() - start)
+                    results[which] = native.solve(field, rel_tol=1e-3)
+                    times[which].append(time.process_time() - start)
         finally:
-            native.STOP_RULE = saved
-        old, new = (statistics.median(times[r]) for r in ("current", "energy"))
-        sums["current"] += old
-        sums["energy"] += new
-        change = results["energy"].relative_conductance / results["current"].relative_conductance
-        lines.append(f"| seed {seed} | {results['current'].iterations} → "
-                     f"{results['energy'].iterations} | {old:.3f} | {new:.3f} | "
-                     f"{old / new:.2f}× | {change - 1:+.1e} |")
-    lines.append(f"| **sum** | | {sums['current']:.3f} | {sums['energy']:.3f} | "
-                 f"{sums['current'] / sums['energy']:.2f}× | |")
+            setattr(native, flag, saved)
+        old, new = (statistics.median(t) for t in times)
+        sums[0] += old
+        sums[1] += new
+        assert all(r.converged for r in results)
+        change = results[1].relative_conductance / results[0].relative_conductance
+        lines.append(f"| seed {seed} | {results[0].iterations} → {results[1].iterations} | "
+                     f"{old:.3f} | {new:.3f} | {old / new:.2f}× | {change - 1:+.1e} |")
+    lines.append(f"| **sum** | | {sums[0]:.3f} | {sums[1]:.3f} | {sums[0] / sums[1]:.2f}× | |")
     return lines
 
 
@@ -273,10 +283,12 @@ def main() -> None:
     parser.add_argument("--timing", type=int, default=0, metavar="REPEATS",
                         help="CPU-s of the default solve on the 128³ bench cubes, old vs new")
     parser.add_argument("--size", type=int, default=128, help="the --timing cubes' edge")
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="stop",
+                        help="what --timing's old and new differ by (see the docstring)")
     parser.add_argument("--cases", type=int, default=0, help="record only the first N (0: all)")
     args = parser.parse_args()
     if args.timing:
-        print("\n".join(timing(args.timing, args.size)))
+        print("\n".join(timing(args.timing, args.size, args.compare)))
         print(f"load {os.getloadavg()[0]:.1f}")
     if args.record:
         record(args.record, args.quick, args.cases)
