@@ -48,7 +48,8 @@ four things, each needed at contrast 1e6 on procedural electrodes:
 * an extra coarse space of one indicator function per cluster of the well-conducting phase
   (applied before and after the cycle, symmetrically): such clusters float at nearly uniform
   potentials set by weak links, modes the 2×2×2 aggregates cannot represent, which otherwise
-  give CG long plateaus;
+  give CG long plateaus. Its corrections read a list of the faces leaving the clusters (the
+  only cells where A Z c is nonzero) rather than a float64 stencil pass each (SPARSE_ISLANDS);
 * a stop on the remaining error extrapolated from the last TAIL_WINDOW decreases as a
   geometric series (× ENERGY_TAIL_SAFETY = 8; never while the decreases are not falling),
   referred to the dissipated power E(x_k) = E(x_0) − Σ α r·p, not to the electrode current:
