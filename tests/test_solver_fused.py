@@ -245,7 +245,9 @@ def test_fused_island_corrections_equal_the_torch_operations(electrode, compact)
 @needs_numba
 def test_fused_islands_leave_the_robust_solve_unchanged(monkeypatch, electrode):
     """Same value, iterations and residual with and without the island kernels, and the
-    direct solve's value (high contrast: 1e6, and the loop's default)."""
+    direct solve's value (high contrast: 1e6, and the loop's default). The dense corrections
+    (SPARSE_ISLANDS off): the sparse ones are tests/test_solver_robust_fused.py's."""
+    monkeypatch.setattr(native, "SPARSE_ISLANDS", False)
     for am, cbd in ((0.01, 117.0), (0.001, 1000.0)):
         field = _field(electrode, am, cbd)
         results = []

@@ -32,7 +32,9 @@ defaults, alternating per cube between
   (``watershed_stride=2``) timed as its own row;
 
 and checks that both give the same metrics (within 1e-6; σ_eff within 1e-3, the solve's
-rel_tol, and the difference printed). (Until 2026-12-02 ``before`` was the numpy/torch paths
+rel_tol, and the difference printed). ``--stages --before passes``: ``before`` is instead the
+defaults with the robust solve's dense cluster corrections and torch CG steps
+(``native.SPARSE_ISLANDS = native.FUSED_CG = False``): only the conductivity stage differs. (Until 2026-12-02 ``before`` was the numpy/torch paths
 before the numba kernels: the table of "Speed: the robust solve's cluster corrections"; until
 2026-12-03 the robust coarse correction at scale 1: "Speed: the robust solve over-corrected".) About
 1 CPU-minute at 3 cubes of 128³.
@@ -94,14 +96,21 @@ BLOCKS = "particle size, 2×2×2 blocks (opt-in)"
 TOLERANCE = {"sigma": 1e-3}  # the solve's rel_tol; every other metric 1e-6
 
 
+BEFORE = "session"  # --before: what the --stages "before" column is (see the docstring)
+
+
 def _configure_stages(mode: str) -> None:
     """'before': main before issue 22's session of 2026-12-03 (torch set-up, the stop on the
-    electrode current, skimage's seeds); 'now': the defaults."""
+    electrode current, skimage's seeds), or with BEFORE "passes" the defaults with the dense
+    cluster corrections and torch CG steps; 'now': the defaults."""
     from kernels.metrics import particle_size, surface_area
     from kernels.structure import procedural
 
     procedural.USE_FUSED = surface_area.USE_FUSED = particle_size.USE_FUSED = True
     native.FUSED_ISLANDS = True
+    native.SPARSE_ISLANDS = native.FUSED_CG = mode != "before" or BEFORE != "passes"
+    if BEFORE == "passes":
+        mode = "now"
     native.FUSED_SETUP = mode != "before"
     native.STOP_RULE = "current" if mode == "before" else "energy"
     particle_size.USE_FUSED_SEEDS = mode != "before"
@@ -218,8 +227,13 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true",
                         help="every stage of a cube, before/now (surface area, distance "
                              "transform, store read); see the module docstring")
+    parser.add_argument("--before", choices=("session", "passes"), default="session",
+                        help="--stages: 'passes' compares only the robust solve's passes "
+                             "around its cycle (native.SPARSE_ISLANDS, FUSED_CG)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    global BEFORE
+    BEFORE = args.before
     if args.stages:
         text = "\n".join(stage_profile(args.size, args.cubes))
         print(text)

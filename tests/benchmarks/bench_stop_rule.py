@@ -21,6 +21,20 @@ high-contrast cases of docs/solvers.md "High conductivity contrast"; the record'
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --record runs.json [--quick]
     python tests/benchmarks/bench_stop_rule.py --evaluate runs.json
     OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --timing 3   # CPU-s, old/new
+    OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --timing 3 --compare passes
+
+``--fast-check``: the fast method's stop (its last decrease / TOLERANCE_SAFETY below rel_tol ×
+the electrode current) measured, not changed, at contrast <= FAST_MAX_CONTRAST: pore fields and
+electronic ones at 1/1, 0.18/10, 1/0.1 and 1/0.0101 S/m, on the 40³ electrodes (against sparse
+LU), the 64³ corners and (without ``--quick``) the 128³ bench cubes (against the robust method
+at rel_tol 1e-10); the fast solve's error / rel_tol at rel_tol 1e-2, 1e-3, 1e-4.
+
+    OMP_NUM_THREADS=1 python tests/benchmarks/bench_stop_rule.py --fast-check [--quick]
+
+``--compare`` picks what ``--timing``'s old and new differ by: ``stop`` (default) the stop rule
+(``native.STOP_RULE`` "current" / "energy"), ``passes`` the robust solve's passes around its
+cycle (``native.SPARSE_ISLANDS`` and ``native.FUSED_CG`` False / True: the cluster corrections
+by dense stencil passes / from the boundary faces, CG's vector work in torch / numba).
 
 About 6 CPU-minutes for every case (``--quick``: the 40³ and 64³ ones, ≈ 1).
 """
@@ -226,42 +240,114 @@ def evaluate(path: Path) -> list[str]:
     return lines
 
 
-def timing(repeats: int, size: int = 128) -> list[str]:
+# --compare: the native module flags that --timing's old and new set, with their two values
+COMPARISONS = {"stop": {"STOP_RULE": ("current", "energy")},
+               "passes": {"SPARSE_ISLANDS": (False, True), "FUSED_CG": (False, True)}}
+
+
+def timing(repeats: int, size: int = 128, compare: str = "stop") -> list[str]:
     """CPU seconds of the default electronic solve (``effective_conductivity_S_m``'s field) on
-    the bench cubes (``size``³, 0.4 µm), old rule ("current" ×32) and new ("energy")
-    alternating."""
+    the bench cubes (``size``³, 0.4 µm), old and new (COMPARISONS[compare]) alternating."""
     import statistics
     import time
 
     torch.set_num_threads(1)
     native.warm_up()
-    lines = ["| cube | its old → new | CPU-s old | CPU-s new | old / new | σ new / old − 1 |",
+    flags = COMPARISONS[compare]
+    lines = ["old / new: " + ", ".join(f"native.{flag} = {old!r} / {new!r}"
+                                       for flag, (old, new) in flags.items()), "",
+             "| cube | its old → new | CPU-s old | CPU-s new | old / new | σ new / old − 1 |",
              "|---|---|---|---|---|---|"]
-    sums = {"current": 0.0, "energy": 0.0}
+    sums = [0.0, 0.0]
     for seed in (0, 1, 2, 3):
         labels = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), size, 0.4, seed=seed)
         field = _field(labels, *DEFAULT)
-        times: dict[str, list[float]] = {"current": [], "energy": []}
-        results = {}
-        saved = native.STOP_RULE
+        times: list[list[float]] = [[], []]
+        results = [None, None]
+        saved = {flag: getattr(native, flag) for flag in flags}
         try:
             for _ in range(repeats):
-                for rule in ("current", "energy"):  # alternate: both see the same load
-                    native.STOP_RULE = rule
+                for which in (0, 1):  # alternate: both see the same load
+                    for flag, values in flags.items():
+                        setattr(native, flag, values[which])
                     start = time.process_time()
-                    results[rule] = native.solve(field, rel_tol=1e-3)
-                    times[rule].append(time.process_time() - start)
+                    results[which] = native.solve(field, rel_tol=1e-3)
+                    times[which].append(time.process_time() - start)
         finally:
-            native.STOP_RULE = saved
-        old, new = (statistics.median(times[r]) for r in ("current", "energy"))
-        sums["current"] += old
-        sums["energy"] += new
-        change = results["energy"].relative_conductance / results["current"].relative_conductance
-        lines.append(f"| seed {seed} | {results['current'].iterations} → "
-                     f"{results['energy'].iterations} | {old:.3f} | {new:.3f} | "
-                     f"{old / new:.2f}× | {change - 1:+.1e} |")
-    lines.append(f"| **sum** | | {sums['current']:.3f} | {sums['energy']:.3f} | "
-                 f"{sums['current'] / sums['energy']:.2f}× | |")
+            for flag, value in saved.items():
+                setattr(native, flag, value)
+        old, new = (statistics.median(t) for t in times)
+        sums[0] += old
+        sums[1] += new
+        assert all(r.converged for r in results)
+        change = results[1].relative_conductance / results[0].relative_conductance
+        lines.append(f"| seed {seed} | {results[0].iterations} → {results[1].iterations} | "
+                     f"{old:.3f} | {new:.3f} | {old / new:.2f}× | {change - 1:+.1e} |")
+    lines.append(f"| **sum** | | {sums[0]:.3f} | {sums[1]:.3f} | {sums[0] / sums[1]:.2f}× | |")
+    return lines
+
+
+# 1/0.0101: contrast 99 (1/0.01 is 100.0000002 in float32: the robust method)
+FAST_CONTRASTS = [(1.0, 1.0), (0.18, 10.0), (1.0, 0.1), (1.0, 0.0101)]
+
+
+def _fast_cases(quick: bool):
+    """(name, field, reference 'lu' or 'deep') at contrast <= FAST_MAX_CONTRAST."""
+    def fields(labels):
+        yield "pore", (labels == 0).astype(np.float32)
+        for sam, scbd in FAST_CONTRASTS:
+            yield f"{sam:g}/{scbd:g}", _field(labels, sam, scbd)
+
+    for params in PARAMS_40:
+        labels = generate_structure(ManufacturingParams(*params), 40, 1.0, seed=0)
+        for name, field in fields(labels):
+            yield f"40³ 1 µm {params} {name}", field, "lu"
+    for params in CORNERS_64:
+        labels = generate_structure(ManufacturingParams(*params), 64, 0.4, seed=0)
+        for name, field in fields(labels):
+            yield f"64³ 0.4 µm {params} {name}", field, "deep"
+    if quick:
+        return
+    for seed in (0, 1, 2, 3):
+        labels = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 128, 0.4, seed=seed)
+        for name, field in fields(labels):
+            yield f"128³ 0.4 µm (0.9, 0.35, 0.5) seed {seed} {name}", field, "deep"
+
+
+def fast_check(quick: bool) -> list[str]:
+    """The fast method's error / rel_tol where it stops, per rel_tol: worst case and median."""
+    import statistics
+
+    from tests.test_solver_contrast import direct_sigma_eff
+
+    torch.set_num_threads(1)
+    errors: dict[float, list[tuple[float, str, int]]] = {tol: [] for tol in REL_TOLS}
+    for name, field, reference in _fast_cases(quick):
+        if reference == "lu":
+            exact = direct_sigma_eff(field) / float(field.max())
+        else:
+            saved = native.FAST_MAX_CONTRAST
+            native.FAST_MAX_CONTRAST = 0.0  # the robust method, far past rel_tol
+            try:
+                deep = native.solve(field, rel_tol=1e-10)
+            finally:
+                native.FAST_MAX_CONTRAST = saved
+            assert deep.converged, name
+            exact = deep.relative_conductance
+        for tol in REL_TOLS:
+            result = native.solve(field, rel_tol=tol)
+            fast = result.method == f"native {native.FAST.name}"
+            errors[tol].append(((result.relative_conductance / exact - 1) / tol,
+                                name if fast else f"{name} ({result.method})",
+                                result.iterations))
+        print(name, " ".join(f"{e[-1][0]:+.3f}" for e in errors.values()), flush=True)
+    lines = [f"{len(errors[REL_TOLS[0]])} fast solves; error / rel_tol where the fast stop "
+             "stops", "", "| rel_tol | worst | case | its | median | > 1 |", "|---|---|---|---|---|---|"]
+    for tol, rows in errors.items():
+        worst = max(rows, key=lambda row: abs(row[0]))
+        over = sum(abs(row[0]) > 1 for row in rows)
+        lines.append(f"| {tol:g} | {worst[0]:+.3f} | {worst[1]} | {worst[2]} | "
+                     f"{statistics.median(abs(r[0]) for r in rows):.3f} | {over} |")
     return lines
 
 
@@ -273,10 +359,17 @@ def main() -> None:
     parser.add_argument("--timing", type=int, default=0, metavar="REPEATS",
                         help="CPU-s of the default solve on the 128³ bench cubes, old vs new")
     parser.add_argument("--size", type=int, default=128, help="the --timing cubes' edge")
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="stop",
+                        help="what --timing's old and new differ by (see the docstring)")
     parser.add_argument("--cases", type=int, default=0, help="record only the first N (0: all)")
+    parser.add_argument("--fast-check", action="store_true",
+                        help="the fast method's stop against references (see the docstring)")
     args = parser.parse_args()
+    if args.fast_check:
+        print("\n".join(fast_check(args.quick)))
+        print(f"load {os.getloadavg()[0]:.1f}")
     if args.timing:
-        print("\n".join(timing(args.timing, args.size)))
+        print("\n".join(timing(args.timing, args.size, args.compare)))
         print(f"load {os.getloadavg()[0]:.1f}")
     if args.record:
         record(args.record, args.quick, args.cases)

@@ -470,3 +470,232 @@ def fine_setup(sig, profile, hi, tiny, gx, gy, gz, diag, b_lo, b_hi, x) -> None:
     """Fill the finest level's faces, diagonal, electrode links and the initial guess from
     the padded normalised field ``sig`` in one pass (see ``_fine_setup``)."""
     _fine_setup(sig, profile, hi, sig.dtype.type(tiny), gx, gy, gz, diag, b_lo, b_hi, x)
+
+
+# The robust preconditioner's cluster corrections on the clusters' boundary faces only
+# (native.SPARSE_ISLANDS). Both corrections need a residual: before the cycle r − A Z c1 (the
+# cycle's right-hand side), after it Zᵀ (r − A (Z c1 + z)). Each was a whole float64 stencil
+# pass, although A Z c is zero everywhere but on the faces that leave a cluster (clusters
+# never share a face), and Zᵀ A z sums, per cluster, only the flux through those faces and
+# its electrode links (the faces inside a cluster cancel). So the set-up lists those faces
+# once (cluster cell, outside cell or -1 for an electrode link, conductance, cluster) and the
+# corrections read them, plus one cast pass each way between CG's float64 vectors and the
+# cycle's float32 ones. Same linear map; rounding differs (the dense form cancels the faces
+# inside a cluster in floating point, these sums never form them).
+
+
+@_jit
+def _island_cycle_rhs(labels, cells, res, inverse_diag, sums, coef, f_label, f_cell_t,
+                      f_other_t, f_g, touched, delta, out):  # pragma: no cover - jitted
+    """sums = Zᵀ res, coef = sums · inverse_diag (the first correction's cluster values, in
+    the order of ``_island_correct``), and out = res − A Z coef in out's dtype."""
+    for a in range(sums.size):
+        sums[a] = 0.0
+    for c in range(cells.size):
+        sums[labels[c]] += res[cells[c]]
+    for a in range(sums.size):
+        coef[a] = sums[a] * inverse_diag[a]
+    for n in range(res.size):
+        out[n] = res[n]
+    for t in range(delta.size):
+        delta[t] = 0.0
+    for f in range(f_g.size):
+        v = f_g[f] * coef[f_label[f]]
+        delta[f_cell_t[f]] -= v
+        if f_other_t[f] >= 0:
+            delta[f_other_t[f]] += v
+    for t in range(touched.size):
+        n = touched[t]
+        out[n] = res[n] + delta[t]
+
+
+@_jit
+def _island_cycle_out(z, sums, coef, diag_islands, inverse_diag, f_label, f_cell, f_other,
+                      f_g, labels, cells, out):  # pragma: no cover - jitted
+    """out = z + Z (coef + c2), c2 = inverse_diag · Zᵀ (res − A (Z coef + z)) evaluated as
+    sums − D coef − Σ_faces g (z_cell − z_other) (z_other = 0 on an electrode link)."""
+    second = np.empty(sums.size, np.float64)
+    for a in range(sums.size):
+        second[a] = sums[a] - diag_islands[a] * coef[a]
+    for f in range(f_g.size):
+        other = np.float64(z[f_other[f]]) if f_other[f] >= 0 else 0.0
+        second[f_label[f]] -= f_g[f] * (np.float64(z[f_cell[f]]) - other)
+    for a in range(sums.size):
+        second[a] *= inverse_diag[a]
+    for n in range(z.size):
+        out[n] = z[n]
+    for c in range(cells.size):
+        a = labels[c]
+        out[cells[c]] = (out[cells[c]] + coef[a]) + second[a]
+
+
+def island_cycle_rhs(labels, cells, res, inverse_diag, sums, coef, f_label, f_cell_t,
+                     f_other_t, f_g, touched, delta, out):
+    """The first cluster correction's values (into sums, coef) and the cycle's right-hand
+    side res − A Z coef, written in out's precision (all arrays flat)."""
+    _island_cycle_rhs(labels, cells, res, inverse_diag, sums, coef, f_label, f_cell_t,
+                      f_other_t, f_g, touched, delta, out)
+
+
+def island_cycle_out(z, sums, coef, diag_islands, inverse_diag, f_label, f_cell, f_other,
+                     f_g, labels, cells, out):
+    """The preconditioner's output from the cycle's z: both cluster corrections added (flat)."""
+    _island_cycle_out(z, sums, coef, diag_islands, inverse_diag, f_label, f_cell, f_other,
+                      f_g, labels, cells, out)
+
+
+@_jit
+def _high_cells(sig, shape):  # pragma: no cover - jitted
+    """Cells above the geometric mean of the smallest positive and the largest value of sig
+    (native._islands' threshold, the same float64 arithmetic), padded with False to shape."""
+    lowest, highest = np.inf, -np.inf
+    flat = sig.reshape(-1)
+    for n in range(flat.size):
+        v = flat[n]
+        if v > 0:
+            lowest = min(lowest, v)
+            highest = max(highest, v)
+    threshold = np.sqrt(np.float64(lowest) * np.float64(highest))
+    high = np.zeros(shape, np.bool_)
+    n1, n2, n3 = sig.shape
+    for i in range(n1):
+        for j in range(n2):
+            for k in range(n3):
+                high[i, j, k] = sig[i, j, k] > threshold
+    return high
+
+
+def high_cells(sig, shape):
+    """The boolean mask of native._islands' high-conductivity cells (padded to shape)."""
+    return _high_cells(sig, shape)
+
+
+@_jit
+def _island_space(labels, k, gx, gy, gz, b_lo, b_hi, hi):  # pragma: no cover - jitted
+    """The clusters' cells and labels (ascending cells, as np.flatnonzero), the faces leaving
+    them and their electrode links in cell order (neighbours -x, +x, -y, +y, -z, +z, then the
+    link): (label, cell, other or -1, g); the touched cells and the faces' positions among
+    them; Zᵀ A Z (per cluster: the conductance of its faces and links)."""
+    n1, n2, n3 = labels.shape
+    plane = n2 * n3
+    flat = labels.reshape(-1)
+    inside = 0
+    for n in range(flat.size):
+        if flat[n] != 0:
+            inside += 1
+    cells = np.empty(inside, np.int64)
+    cell_labels = np.empty(inside, np.int64)
+    c = 0
+    for n in range(flat.size):
+        if flat[n] != 0:
+            cells[c], cell_labels[c] = n, flat[n]
+            c += 1
+    count = 0
+    for stage in range(2):
+        if stage == 1:
+            label = np.empty(count, np.int64)
+            cell = np.empty(count, np.int64)
+            other = np.empty(count, np.int64)
+            g = np.empty(count, np.float64)
+        else:
+            label = cell = other = np.empty(0, np.int64)
+            g = np.empty(0, np.float64)
+        f = 0
+        for c in range(inside):
+            n, a = cells[c], cell_labels[c]
+            i, rest = n // plane, n % plane
+            j, kk = rest // n3, rest % n3
+            for d in range(7):
+                m, v = -1, 0.0
+                if d == 0 and i > 0:
+                    m, v = n - plane, gx[i - 1, j, kk]
+                elif d == 1 and i < n1 - 1:
+                    m, v = n + plane, gx[i, j, kk]
+                elif d == 2 and j > 0:
+                    m, v = n - n3, gy[i, j - 1, kk]
+                elif d == 3 and j < n2 - 1:
+                    m, v = n + n3, gy[i, j, kk]
+                elif d == 4 and kk > 0:
+                    m, v = n - 1, gz[i, j, kk - 1]
+                elif d == 5 and kk < n3 - 1:
+                    m, v = n + 1, gz[i, j, kk]
+                elif d == 6:
+                    if i == 0:
+                        v += b_lo[j, kk]
+                    if i == hi:
+                        v += b_hi[j, kk]
+                if not v > 0 or (m >= 0 and flat[m] != 0):
+                    continue
+                if stage == 1:
+                    label[f] = a
+                    cell[f] = n
+                    other[f] = m
+                    g[f] = v
+                f += 1
+        count = f
+    diag = np.zeros(k + 1, np.float64)
+    for f in range(count):
+        diag[label[f]] += g[f]
+    pos = np.zeros(flat.size, np.int32)
+    for f in range(count):
+        pos[cell[f]] = 1
+        if other[f] >= 0:
+            pos[other[f]] = 1
+    touched_count = 0
+    for n in range(flat.size):
+        touched_count += pos[n]
+    touched = np.empty(touched_count, np.int64)
+    t = 0
+    for n in range(flat.size):
+        if pos[n]:
+            touched[t] = n
+            pos[n] = t
+            t += 1
+    cell_t = np.empty(count, np.int64)
+    other_t = np.empty(count, np.int64)
+    for f in range(count):
+        cell_t[f] = pos[cell[f]]
+        other_t[f] = pos[other[f]] if other[f] >= 0 else -1
+    return cells, cell_labels, label, cell, other, g, touched, cell_t, other_t, diag
+
+
+def island_space(labels, k, gx, gy, gz, b_lo, b_hi, hi):
+    """(cells, cell labels, then native._BoundaryFaces' label, cell, other, g, touched,
+    cell_t, other_t and diag) from the clusters' labels (1..k, 0 outside) and the stencil."""
+    return _island_space(labels, k, gx, gy, gz, b_lo, b_hi, hi)
+
+
+# Flexible CG's vector work in the robust method (native.FUSED_CG): torch ran each dot product
+# and update as its own pass over float64 vectors (p·q, r·p, x += αp, r_old = r, r −= αq, r·z,
+# r_old·z). Here p·q and r·p share one pass, the two updates another, and r·z with q·z a third;
+# r_old is not kept: the Polak-Ribiere term z·(r − r_old) is −α z·q (r − r_old = −α q).
+
+
+@_jit_sum
+def _two_dots(u, v, w):  # pragma: no cover - jitted
+    """(u·v, u·w) summed in float64 in one pass over flat arrays."""
+    uv = 0.0
+    uw = 0.0
+    for n in range(u.size):
+        uv += u[n] * v[n]
+        uw += u[n] * w[n]
+    return uv, uw
+
+
+@_jit
+def _cg_update(x, p, r, q, alpha):  # pragma: no cover - jitted
+    """x += alpha p and r -= alpha q in one pass over flat arrays."""
+    for n in range(x.size):
+        x[n] += alpha * p[n]
+        r[n] -= alpha * q[n]
+
+
+def two_dots(u, v, w) -> tuple[float, float]:
+    """(u·v, u·w) of flat float64 arrays."""
+    uv, uw = _two_dots(u, v, w)
+    return float(uv), float(uw)
+
+
+def cg_update(x, p, r, q, alpha: float) -> None:
+    """x += alpha p, r -= alpha q (flat arrays, in place)."""
+    _cg_update(x, p, r, q, alpha)

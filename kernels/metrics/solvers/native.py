@@ -48,7 +48,8 @@ four things, each needed at contrast 1e6 on procedural electrodes:
 * an extra coarse space of one indicator function per cluster of the well-conducting phase
   (applied before and after the cycle, symmetrically): such clusters float at nearly uniform
   potentials set by weak links, modes the 2×2×2 aggregates cannot represent, which otherwise
-  give CG long plateaus;
+  give CG long plateaus. Its corrections read a list of the faces leaving the clusters (the
+  only cells where A Z c is nonzero) rather than a float64 stencil pass each (SPARSE_ISLANDS);
 * a stop on the remaining error extrapolated from the last TAIL_WINDOW decreases as a
   geometric series (× ENERGY_TAIL_SAFETY = 8; never while the decreases are not falling),
   referred to the dissipated power E(x_k) = E(x_0) − Σ α r·p, not to the electrode current:
@@ -125,6 +126,14 @@ FUSED_ISLANDS = True
 # Build the finest level (faces, diagonal, initial guess) in one numba pass on a fused grid
 # instead of ~45 torch array passes (same numbers; False forces the torch operations).
 FUSED_SETUP = True
+# The robust preconditioner's two cluster corrections from a list of the faces leaving the
+# clusters (set-up) instead of a float64 stencil pass each, and the cycle's right-hand side
+# and output cast in the same passes (same linear map, rounding differs; False: the passes).
+SPARSE_ISLANDS = True
+# Flexible CG's dot products and updates (the robust method on a fused fine level) in three
+# numba passes per step instead of seven torch ones, without the copy of the old residual
+# (same iteration, rounding differs; False: the torch operations).
+FUSED_CG = True
 HARMONIC_GUARD = 1e-30  # 2ab / max(a + b, guard): only guards 0 / 0 (both voxels insulating)
 _FUSED_MODULE: object = None  # the kernels module once imported; False when numba is missing
 
@@ -577,6 +586,8 @@ class _Islands:
     # numba kernels for both corrections (a fused fine level): the same sums in the same order
     # as the torch operations, touching only the cluster cells
     fused: bool = False
+    # SPARSE_ISLANDS: the faces leaving the clusters (_BoundaryFaces); None: dense passes
+    boundary: _BoundaryFaces | None = None
 
     def correct(self, res: torch.Tensor, out: torch.Tensor) -> None:
         """out += Z (Zᵀ A Z)⁻¹ Zᵀ res (touching only the cluster cells)."""
@@ -603,9 +614,33 @@ class _Islands:
         self.correct(self.buffer, out)
 
 
+@dataclass
+class _BoundaryFaces:
+    """The faces between a cluster cell and an outside cell, and the clusters' electrode links
+    (outside = -1): the only places where A Z c is nonzero, all that Zᵀ A z sums. Flat numpy
+    arrays, sorted by the cluster cell; ``touched`` the cells A Z c reaches (ascending),
+    ``cell_t`` / ``other_t`` the faces' positions in it."""
+
+    label: np.ndarray
+    cell: np.ndarray
+    other: np.ndarray
+    g: np.ndarray  # float64 conductance of the face (or link)
+    touched: np.ndarray
+    cell_t: np.ndarray
+    other_t: np.ndarray
+    diag: np.ndarray  # (k + 1,) Zᵀ A Z, of which inverse_diag is the inverse
+    sums: np.ndarray  # scratch: Zᵀ res
+    coef: np.ndarray  # scratch: the first correction's cluster values
+    delta: np.ndarray  # scratch: A Z coef on the touched cells
+
+
 def _islands(levels: list[_Level], sigma: torch.Tensor) -> _Islands | None:
     """The high-conductivity clusters of ``sigma`` (above the geometric mean of its extremes)."""
     fine = levels[0]
+    fused = bool(FUSED_ISLANDS and fine.fused and sigma.device.type == "cpu")
+    if (fused and SPARSE_ISLANDS and fine.gx is not None
+            and fine.diag.dtype == sigma.dtype == torch.float64):
+        return _sparse_islands(fine, sigma)
     positive = sigma[sigma > 0]
     threshold = math.sqrt(float(positive.min()) * float(positive.max()))
     high = np.zeros(fine.shape, dtype=bool)
@@ -624,8 +659,27 @@ def _islands(levels: list[_Level], sigma: torch.Tensor) -> _Islands | None:
     diag = torch.bincount(labels_t, weights=fine.t.reshape(-1)[cells_t], minlength=k + 1)
     inverse = torch.zeros_like(diag)
     inverse[1:] = 1.0 / diag[1:]  # > 0: every cluster lies on the spanning cluster
-    fused = bool(FUSED_ISLANDS and fine.fused and sigma.device.type == "cpu")
     return _Islands(cells_t, labels_t, inverse, torch.empty_like(fine.t), fused=fused)
+
+
+def _sparse_islands(fine: _Level, sigma: torch.Tensor) -> _Islands | None:
+    """_islands for SPARSE_ISLANDS: the same clusters (threshold and labelling), their cells
+    and the faces leaving them listed by one numba pass, Zᵀ A Z summed over those faces (the
+    dense form's A 1_H cancels the faces inside a cluster in floating point instead)."""
+    high = _FUSED_MODULE.high_cells(sigma.numpy(), fine.shape)
+    labels, k = ndimage.label(high)
+    if k == 0:
+        return None
+    host = (fine.gx, fine.gy, fine.gz, fine.b_lo, fine.b_hi)
+    cells, cell_labels, *faces, diag = _FUSED_MODULE.island_space(
+        labels, k, *(a.numpy() for a in host), fine.hi)
+    inverse = np.zeros_like(diag)
+    inverse[1:] = 1.0 / diag[1:]  # > 0: every cluster lies on the spanning cluster
+    boundary = _BoundaryFaces(*faces, diag, np.zeros(k + 1), np.zeros(k + 1),
+                              np.zeros(faces[4].size))
+    return _Islands(torch.from_numpy(cells), torch.from_numpy(cell_labels),
+                    torch.from_numpy(inverse), torch.empty_like(fine.t), fused=True,
+                    boundary=boundary)
 
 
 def _precondition(levels: list[_Level], cycle_levels: list[_Level], res: torch.Tensor,
@@ -640,6 +694,19 @@ def _precondition(levels: list[_Level], cycle_levels: list[_Level], res: torch.T
         cycle_fine.r.copy_(res)
         _cycle(cycle_levels, 0, method)
         out.copy_(cycle_fine.z)
+        return
+    faces = islands.boundary
+    if faces is not None and _fusable(res, out, cycle_fine.r, cycle_fine.z):
+        labels, cells = islands.labels.numpy(), islands.cells.numpy()
+        _FUSED_MODULE.island_cycle_rhs(labels, cells, res.view(-1).numpy(),
+                                       islands.inverse_diag.numpy(), faces.sums, faces.coef,
+                                       faces.label, faces.cell_t, faces.other_t, faces.g,
+                                       faces.touched, faces.delta, cycle_fine.r.view(-1).numpy())
+        _cycle(cycle_levels, 0, method)
+        _FUSED_MODULE.island_cycle_out(cycle_fine.z.view(-1).numpy(), faces.sums, faces.coef,
+                                       faces.diag, islands.inverse_diag.numpy(), faces.label,
+                                       faces.cell, faces.other, faces.g, labels, cells,
+                                       out.view(-1).numpy())
         return
     out.zero_()
     islands.correct(res, out)
@@ -669,7 +736,8 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
         r, z = fine.r, fine.z  # the V-cycle reads fine.r and writes fine.z: share them with CG
     else:
         r, z = torch.empty_like(fine.r), torch.empty_like(fine.z)
-    r_old = torch.empty_like(r) if flexible else None
+    fused_cg = bool(FUSED_CG and flexible and _host(fine) is not None and _fusable(x, r, z))
+    r_old = torch.empty_like(r) if flexible and not fused_cg else None
 
     def precondition() -> None:
         if shared:
@@ -690,19 +758,27 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
     # the robust stop compares its error estimate with the dissipated power, tracked as E(x_0)
     # minus the decreases (within 1.8e-8 G of E(x_k) on every recorded step, docs/solvers.md)
     history = _History(_energy(fine, x) if method.geometric_tail else math.nan)
+    flat = tuple(a.view(-1).numpy() for a in (x, r, z, p, q)) if fused_cg else ()
     while it < method.max_iterations and rho > 0:
         it += 1
         _apply(fine, p, q)
-        pq = float(torch.dot(p.view(-1), q.view(-1)))
+        if fused_cg:
+            pq, rp = _FUSED_MODULE.two_dots(flat[3], flat[4], flat[1])
+        else:
+            pq = float(torch.dot(p.view(-1), q.view(-1)))
         if pq <= 0:
             break
-        # r.p = r.z = rho in exact arithmetic; the flexible form takes r.p (exact line search)
-        rp = float(torch.dot(r.view(-1), p.view(-1))) if flexible else rho
+        if not fused_cg:
+            # r.p = r.z = rho in exact arithmetic; the flexible form takes r.p (exact line search)
+            rp = float(torch.dot(r.view(-1), p.view(-1))) if flexible else rho
         alpha = rp / pq
-        x.add_(p, alpha=alpha)
-        if flexible:
-            r_old.copy_(r)
-        r.add_(q, alpha=-alpha)
+        if fused_cg:
+            _FUSED_MODULE.cg_update(flat[0], flat[3], flat[1], flat[4], alpha)
+        else:
+            x.add_(p, alpha=alpha)
+            if flexible:
+                r_old.copy_(r)
+            r.add_(q, alpha=-alpha)
         # alpha * r.p is the exact decrease of the dissipated power in this step; the fast
         # method compares it with the current through the high electrode (a cheap estimate of
         # the conductance), the robust one with the dissipated power.
@@ -712,10 +788,14 @@ def _pcg(levels: list[_Level], x: torch.Tensor, rel_tol: float, method: _Method,
             converged = True
             break
         precondition()
-        rho_new = float(torch.dot(r.view(-1), z.view(-1)))
-        beta = rho_new / rho
-        if flexible:  # Polak-Ribiere: z.(r - r_old) / rho_old
-            beta -= float(torch.dot(r_old.view(-1), z.view(-1))) / rho
+        if fused_cg:  # Polak-Ribiere with r - r_old = -alpha q
+            rho_new, zq = _FUSED_MODULE.two_dots(flat[2], flat[1], flat[4])
+            beta = -alpha * zq / rho
+        else:
+            rho_new = float(torch.dot(r.view(-1), z.view(-1)))
+            beta = rho_new / rho
+            if flexible:  # Polak-Ribiere: z.(r - r_old) / rho_old
+                beta -= float(torch.dot(r_old.view(-1), z.view(-1))) / rho
         torch.add(z, p, alpha=beta, out=p)
         rho = rho_new
     else:

@@ -1,0 +1,198 @@
+"""The robust preconditioner's cluster corrections on the clusters' boundary faces
+(``native.SPARSE_ISLANDS``) compute what the dense stencil passes compute.
+
+Both corrections of the cluster coarse space need ``A Z c`` or ``Zᵀ A z``; the sparse form reads
+them from a list of the faces leaving the clusters and their electrode links, built once per
+solve. A face left out, a link forgotten or a cluster mislabelled shows up here against the
+dense stencil (``native._apply``), against the dense preconditioner, as a preconditioner that
+is no longer symmetric positive definite, or as a solve away from a sparse LU solve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from kernels.metrics.solvers import native, solve, spanning_cluster
+from kernels.structure.procedural import ManufacturingParams, generate_structure
+from tests.test_solver_contrast import direct_sigma_eff
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
+                                reason="numba is not installed")
+
+# loop default 1e-2/116.55 S/m (1.2e4), 1e3, 1e6
+CONTRASTS = [(0.01, 116.55), (0.1, 100.0), (0.001, 1000.0)]
+
+
+@pytest.fixture(autouse=True)
+def _fused_on_small_grids(monkeypatch):
+    """The fused kernels (and so the sparse corrections) run from FUSED_MIN_CELLS up."""
+    monkeypatch.setattr(native, "FUSED_MIN_CELLS", 0)
+
+
+@pytest.fixture(scope="module")
+def electrode() -> np.ndarray:
+    params = ManufacturingParams(am_wt_frac=0.90, porosity=0.30, binder_adhesion=0.5)
+    return generate_structure(params, 28, 0.5, seed=3)
+
+
+def _field(labels: np.ndarray, am: float, cbd: float) -> np.ndarray:
+    return np.array([0.0, am, cbd], dtype=np.float32)[labels]
+
+
+def _robust_levels(field: np.ndarray) -> tuple[list[native._Level], torch.Tensor]:
+    """The robust method's float64 hierarchy (masked) of ``field``, as ``native._run`` builds it."""
+    sigma = torch.from_numpy(np.where(spanning_cluster(field > 0), field, 0) / field.max())
+    sigma = sigma.to(torch.float64)
+    fine, _ = native._fine_level(sigma)
+    levels = native._hierarchy_from(fine)
+    for level in levels:
+        level.active_mask = native._coupled(level).to(torch.float64)
+    return levels, sigma
+
+
+def _islands(monkeypatch, levels, sigma, sparse: bool) -> native._Islands:
+    monkeypatch.setattr(native, "SPARSE_ISLANDS", sparse)
+    islands = native._islands(levels, sigma)
+    assert islands is not None and (islands.boundary is not None) == sparse
+    return islands
+
+
+@pytest.mark.parametrize("am, cbd", CONTRASTS)
+def test_boundary_faces_give_the_dense_cluster_operator(monkeypatch, electrode, am, cbd):
+    """A Z c from the face list equals the dense stencil applied to Z c; Zᵀ A z summed over
+    the faces equals the cluster sums of the dense A z; Zᵀ A Z equals the dense form's."""
+    levels, sigma = _robust_levels(_field(electrode, am, cbd))
+    fine = levels[0]
+    dense = _islands(monkeypatch, levels, sigma, False)
+    sparse = _islands(monkeypatch, levels, sigma, True)
+    assert torch.equal(dense.cells, sparse.cells) and torch.equal(dense.labels, sparse.labels)
+    faces = sparse.boundary
+    k = sparse.inverse_diag.numel()
+    assert k > 3 and faces.g.size > 0 and (faces.other < 0).any()  # electrode links listed
+    np.testing.assert_allclose(faces.diag[1:], 1.0 / dense.inverse_diag.numpy()[1:], rtol=1e-12)
+
+    rng = np.random.default_rng(3)
+    coef = rng.standard_normal(k)
+    coef[0] = 0.0
+    zc = torch.zeros(fine.shape, dtype=torch.float64)
+    zc.view(-1)[sparse.cells] = torch.from_numpy(coef)[sparse.labels]
+    expected = native._apply(fine, zc, torch.empty_like(zc)).view(-1).numpy()
+    from_faces = np.zeros(zc.numel())
+    values = faces.g * coef[faces.label]
+    np.add.at(from_faces, faces.cell, values)
+    inner = faces.other >= 0
+    np.add.at(from_faces, faces.other[inner], -values[inner])
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(from_faces, expected, rtol=0, atol=1e-12 * scale)
+    assert set(np.flatnonzero(np.abs(expected) > 1e-9 * scale)) <= set(faces.touched)
+
+    z = torch.from_numpy(rng.standard_normal(fine.shape))
+    az = native._apply(fine, z, torch.empty_like(z)).view(-1).numpy()
+    cluster_sums = np.bincount(sparse.labels.numpy(), weights=az[sparse.cells.numpy()],
+                               minlength=k)
+    zf = z.view(-1).numpy()
+    outside = np.where(inner, zf[np.maximum(faces.other, 0)], 0.0)
+    face_sums = np.bincount(faces.label, weights=faces.g * (zf[faces.cell] - outside),
+                            minlength=k)
+    np.testing.assert_allclose(face_sums, cluster_sums, rtol=0,
+                               atol=1e-10 * np.abs(az).max())
+
+
+@pytest.mark.parametrize("am, cbd", CONTRASTS)
+@pytest.mark.parametrize("cycle_dtype", [torch.float64, torch.float32])
+def test_sparse_preconditioner_equals_the_dense_one(monkeypatch, electrode, am, cbd,
+                                                    cycle_dtype):
+    """out = B res with the face-list corrections and with the dense stencil passes: the same
+    linear map, equal to rounding (float64 cycle ~1e-13; a float32 cycle rounds its
+    right-hand side, computed in a different order, to float32 ~1e-7)."""
+    levels, sigma = _robust_levels(_field(electrode, am, cbd))
+    cycle_levels = levels
+    if cycle_dtype != torch.float64:
+        cycle_levels = [native._cast_level(level, cycle_dtype) for level in levels]
+    res = torch.from_numpy(np.random.default_rng(5).random(levels[0].shape))
+    outs = []
+    for sparse in (False, True):
+        islands = _islands(monkeypatch, levels, sigma, sparse)
+        out = torch.full_like(res, np.nan)
+        native._precondition(levels[:1], cycle_levels, res, out, native.ROBUST, islands)
+        outs.append(out)
+    dense, sparse_out = outs
+    assert torch.isfinite(sparse_out).all()
+    tol = 1e-11 if cycle_dtype == torch.float64 else 1e-5
+    assert float((sparse_out - dense).abs().max()) <= tol * float(dense.abs().max())
+
+
+def test_sparse_preconditioner_is_symmetric_positive_definite(monkeypatch, electrode):
+    """As tests/test_solver_contrast.py's dense check: B assembled column by column on a 12³
+    crop at 1e6 (float64 cycle), symmetric, eigenvalues against A in (0, 2]."""
+    field = _field(electrode[:12, :12, :12], 0.001, 1000.0)
+    levels, sigma = _robust_levels(field)
+    islands = _islands(monkeypatch, levels, sigma, True)
+    method = dataclasses.replace(native.ROBUST, cycle_dtype=None)
+    fine = levels[0]
+    cells = torch.from_numpy(np.flatnonzero(fine.active_mask.view(-1).numpy()))
+    n = cells.numel()
+    b, a = np.zeros((n, n)), np.zeros((n, n))
+    unit, out, image = (torch.zeros(fine.shape, dtype=torch.float64) for _ in range(3))
+    for j in range(n):
+        unit.zero_()
+        unit.view(-1)[cells[j]] = 1.0
+        native._precondition(levels, levels, unit, out, method, islands)
+        b[:, j] = out.view(-1)[cells].numpy()
+        native._apply(fine, unit, image)
+        a[:, j] = image.view(-1)[cells].numpy()
+    assert np.abs(b - b.T).max() <= 1e-9 * np.abs(b).max()
+    lower = np.linalg.cholesky(a)
+    eigenvalues = np.linalg.eigvalsh(lower.T @ (0.5 * (b + b.T)) @ lower)
+    assert eigenvalues.min() > 0.05 and eigenvalues.max() <= 2.0 + 1e-9
+
+
+@pytest.mark.parametrize("am, cbd", CONTRASTS)
+def test_sparse_islands_solve_matches_a_direct_solve(monkeypatch, electrode, am, cbd):
+    """Converged, within rel_tol of sparse LU, and within rounding of the dense path."""
+    field = _field(electrode, am, cbd)
+    exact = direct_sigma_eff(field) / field.max()
+    results = {}
+    for sparse in (False, True):
+        monkeypatch.setattr(native, "SPARSE_ISLANDS", sparse)
+        results[sparse] = solve(field, rel_tol=1e-3)
+    new, old = results[True], results[False]
+    assert new.converged and new.method == f"native {native.ROBUST.name}"
+    assert new.relative_conductance == pytest.approx(exact, rel=1e-3)
+    assert abs(new.iterations - old.iterations) <= 1
+    if new.iterations == old.iterations:
+        assert new.relative_conductance == pytest.approx(old.relative_conductance, rel=1e-6)
+
+
+def test_sparse_islands_where_the_cbd_percolates(monkeypatch):
+    """A CBD network carrying the current (0.90 wt%, 32³ at 1 µm) at contrast 1e6."""
+    labels = generate_structure(ManufacturingParams(0.90, 0.30, 0.5), 32, 1.0, seed=1)
+    field = _field(labels, 0.001, 1000.0)
+    monkeypatch.setattr(native, "SPARSE_ISLANDS", True)
+    result = solve(field, rel_tol=1e-3)
+    assert result.converged and "float64" in result.method
+    assert result.relative_conductance * field.max() == pytest.approx(direct_sigma_eff(field),
+                                                                      rel=1e-3)
+
+
+@pytest.mark.parametrize("am, cbd", CONTRASTS)
+def test_fused_cg_steps_match_the_torch_ones(monkeypatch, electrode, am, cbd):
+    """Flexible CG's dots and updates in numba passes (FUSED_CG, no stored old residual):
+    the same iterations as the torch operations, the value equal to rounding, within rel_tol
+    of sparse LU."""
+    field = _field(electrode, am, cbd)
+    results = {}
+    for fused in (False, True):
+        monkeypatch.setattr(native, "FUSED_CG", fused)
+        results[fused] = solve(field, rel_tol=1e-3)
+    new, old = results[True], results[False]
+    assert new.converged and new.iterations == old.iterations
+    assert new.relative_conductance == pytest.approx(old.relative_conductance, rel=1e-8)
+    assert new.residual == pytest.approx(old.residual, rel=1e-6)
+    assert new.relative_conductance == pytest.approx(direct_sigma_eff(field) / field.max(),
+                                                     rel=1e-3)
