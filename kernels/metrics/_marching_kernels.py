@@ -40,6 +40,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from kernels.metrics import _surface_kernels
 from kernels.metrics._mc_table import build_case_table
 from kernels.metrics._surface_kernels import _MAX_PIECES, _add_clipped
 
@@ -130,7 +131,7 @@ def _above4(field, i, j, k, level):
 @_jit
 def fused_areas_by_outer_label(field, level, volume, pad, solid_label, default_label, steps,
                                edge_corners, face_corners, n_ambiguous, ambiguous_faces,
-                               config_offset, n_triangles, triangles, edge_uses):
+                               config_offset, n_triangles, triangles, edge_uses, fast_clip):
     """Area (voxel^2) inside the box [-0.5, n - 0.5] of the `level` surface of the `pad`-padded
     `field`, per label on its outer side (index = label value)."""
     out = np.zeros(256, np.float64)
@@ -211,7 +212,7 @@ def fused_areas_by_outer_label(field, level, volume, pad, solid_label, default_l
                         normal32[1] = np.float32(ny)
                         normal32[2] = np.float32(nz)
                         _add_clipped(buf_a, buf_b, lower, upper, normal32, volume,
-                                     solid_label, default_label, steps, out)
+                                     solid_label, default_label, steps, out, fast_clip)
                         continue
                     ax = pos[e1, 0] - pos[e0, 0]
                     ay = pos[e1, 1] - pos[e0, 1]
@@ -290,12 +291,15 @@ def _table_args() -> tuple[np.ndarray, ...]:
 
 
 def two_scan_areas(field: np.ndarray, level: float, volume: np.ndarray, pad: int,
-                   solid_label: int, default_label: int, steps: np.ndarray) -> np.ndarray:
+                   solid_label: int, default_label: int, steps: np.ndarray,
+                   fast_clip: bool | None = None) -> np.ndarray:
     """fused_areas_by_outer_label with the case table (256 sums, index = label): the first
-    version of the pass, kept as the reference the one-scan pass must equal to the bit."""
+    version of the pass, kept as the reference the one-scan pass must equal to the bit.
+    fast_clip: None takes _surface_kernels.FAST_CLIP."""
+    fast = _surface_kernels.FAST_CLIP if fast_clip is None else bool(fast_clip)
     return fused_areas_by_outer_label(np.ascontiguousarray(field, np.float32), float(level),
                                       volume, pad, solid_label, default_label,
-                                      np.asarray(steps, np.float32), *_table_args())
+                                      np.asarray(steps, np.float32), *_table_args(), fast)
 
 
 def mesh(field: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -391,7 +395,7 @@ def _finish_layer(field, level, above, layers, i, ring, has_next, vertex):
 def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, default_label, steps,
                                   edge_corners, face_corners, n_ambiguous, ambiguous_faces,
                                   config_offset, n_triangles, triangles, edge_uses,
-                                  gradient_edges, n_used, used_edges):
+                                  gradient_edges, n_used, used_edges, fast_clip):
     """fused_areas_by_outer_label with each cell visited once for its case: slab i's surface
     cells add their gradients and are listed (j, k, configuration); slab i - 1 is then measured
     from its list, its normals complete. Same arithmetic in the same order: the same sums."""
@@ -508,7 +512,7 @@ def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, defaul
                     normal32[1] = np.float32(ny)
                     normal32[2] = np.float32(nz)
                     _add_clipped(buf_a, buf_b, lower, upper, normal32, volume, solid_label,
-                                 default_label, steps, out)
+                                 default_label, steps, out, fast_clip)
                     continue
                 ax = pos[e1, 0] - pos[e0, 0]
                 ay = pos[e1, 1] - pos[e0, 1]
@@ -538,12 +542,15 @@ def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, defaul
 
 
 def fused_areas(field: np.ndarray, level: float, volume: np.ndarray, pad: int, solid_label: int,
-                default_label: int, steps: np.ndarray) -> np.ndarray:
-    """one_scan_areas_by_outer_label with the case table (256 sums, index = label)."""
+                default_label: int, steps: np.ndarray,
+                fast_clip: bool | None = None) -> np.ndarray:
+    """one_scan_areas_by_outer_label with the case table (256 sums, index = label);
+    fast_clip: None takes _surface_kernels.FAST_CLIP (the same sums either way)."""
+    fast = _surface_kernels.FAST_CLIP if fast_clip is None else bool(fast_clip)
     return one_scan_areas_by_outer_label(np.ascontiguousarray(field, np.float32), float(level),
                                          volume, pad, solid_label, default_label,
                                          np.asarray(steps, np.float32), *_table_args(),
-                                         _gradient_edges(), *_used_edges())
+                                         _gradient_edges(), *_used_edges(), fast)
 
 
 def gaussian_taps(sigma: float, truncate: float) -> np.ndarray:

@@ -164,10 +164,12 @@ def interface_areas_voxels(
     # uint8 labels only: the pass adds areas into a table of 256 labels (campaign volumes are
     # uint8; any other integer dtype takes the numpy path)
     if USE_FUSED and volume.size >= FUSED_MIN_VOXELS and fits_byte:
+        from kernels.metrics import _surface_kernels
         from kernels.metrics._surface_kernels import areas_by_outer_label
 
         by_label = areas_by_outer_label(vertices, faces, normals, volume, _PAD_VOXELS,
-                                        solid_label, other_labels[0], steps)
+                                        solid_label, other_labels[0], steps,
+                                        _surface_kernels.FAST_CLIP)
         return {label: float(by_label[label]) for label in other_labels}
     vertex_normal = normals[faces].sum(axis=1)  # per triangle, before clipping
     corners, parent = _clip_to_box(vertices[faces] - _PAD_VOXELS, volume.shape)
