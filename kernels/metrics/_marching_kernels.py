@@ -586,12 +586,15 @@ def _smoothed_indicator5(volume, solid_label, pad, taps):
     w0, w1, w2 = taps[0], taps[1], taps[2]
     plane = m1 * m2
     indicator = np.empty((n0, plane), np.float32)  # each label plane, padded in axes 1, 2
-    for q0 in range(n0):
+    for q0 in range(n0):  # each row's interior in one loop, its `pad` ends replicated after
         for p1 in range(m1):
-            q1 = min(max(p1 - pad, 0), n1 - 1)
-            for p2 in range(m2):
-                q2 = min(max(p2 - pad, 0), n2 - 1)
-                indicator[q0, p1 * m2 + p2] = 1.0 if volume[q0, q1, q2] == solid_label else 0.0
+            src = volume[q0, min(max(p1 - pad, 0), n1 - 1)]
+            dst = indicator[q0, p1 * m2: (p1 + 1) * m2]
+            for x in range(n2):
+                dst[pad + x] = np.float32(src[x] == solid_label)
+            for x in range(pad):
+                dst[x] = dst[pad]
+                dst[pad + n2 + x] = dst[pad + n2 - 1]
     first = np.empty((m0, plane), np.float32)
     for p0 in range(m0):  # axis 0: whole planes (the padded ones clamp into the volume)
         q = p0 - pad
@@ -609,8 +612,13 @@ def _smoothed_indicator5(volume, solid_label, pad, taps):
     line = np.empty(m2 + 4, np.float32)
     for p0 in range(m0):
         for p1 in range(m1):
-            for x in range(m2 + 4):
-                line[x] = second[p0, p1, min(max(x - 2, 0), m2 - 1)]
+            src = second[p0, p1]  # the row between two replicated ends, without clamps
+            line[0] = src[0]
+            line[1] = src[0]
+            for x in range(m2):
+                line[x + 2] = src[x]
+            line[m2 + 2] = src[m2 - 1]
+            line[m2 + 3] = src[m2 - 1]
             _pass5(line[0:], line[1:], line[2:], line[3:], line[4:], w0, w1, w2, out[p0, p1],
                    m2)
     return out
