@@ -42,7 +42,7 @@ import numpy as np
 
 from kernels.metrics import _surface_kernels
 from kernels.metrics._mc_table import build_case_table
-from kernels.metrics._surface_kernels import _MAX_PIECES, _add_clipped
+from kernels.metrics._surface_kernels import _MAX_PIECES, _add_clipped, _add_piece, _inside_box
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
 
@@ -511,6 +511,10 @@ def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, defaul
                     normal32[0] = np.float32(nx)
                     normal32[1] = np.float32(ny)
                     normal32[2] = np.float32(nz)
+                    if fast_clip and _inside_box(buf_a, lower, upper):  # the clip keeps it whole
+                        _add_piece(buf_a, 0, normal32, volume, solid_label, default_label, steps,
+                                   out)
+                        continue
                     _add_clipped(buf_a, buf_b, lower, upper, normal32, volume, solid_label,
                                  default_label, steps, out, fast_clip)
                     continue

@@ -178,6 +178,17 @@ def _all_kept(src, n_src, axis, bound, keep_below):
 
 
 @_jit
+def _inside_box(tri, lower, upper):
+    """Whether triangle tri[0] lies in the box [lower, upper] (every plane of _add_clipped would
+    keep it whole: the same float32 side tests)."""
+    for v in range(3):
+        for k in range(3):
+            if not (tri[0, v, k] - lower >= _F0 and tri[0, v, k] - upper[k] <= _F0):
+                return False
+    return True
+
+
+@_jit
 def _add_clipped(buf_a, buf_b, lower, upper, normal, volume, solid_label, default_label, steps,
                  out, fast):
     """Clip the triangle in buf_a[0] to the box [lower, upper] (buf_b as the second buffer)
