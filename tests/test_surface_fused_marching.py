@@ -107,6 +107,18 @@ def test_the_fused_pass_gives_todays_areas_on_electrodes(recipe, voxel_um, calen
         assert fused[label] == pytest.approx(today[label], rel=5e-3)
 
 
+def test_the_default_is_the_fused_pass_and_other_dtypes_take_skimages() -> None:
+    """The fused pass is the default for uint8 volumes (it differs from skimage's triangulation,
+    so equality to the bit tells the two apart); an int64 volume, which the fused pass's
+    256-label table does not take, falls back to "skimage" rather than failing."""
+    volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 48, 1.0, seed=4)
+    fused = interface_areas_voxels(volume, AM, (PORE, CBD), method="fused")
+    today = interface_areas_voxels(volume, AM, (PORE, CBD), method="skimage")
+    assert fused != today
+    assert interface_areas_voxels(volume, AM, (PORE, CBD)) == fused
+    assert interface_areas_voxels(volume.astype(np.int64), AM, (PORE, CBD)) == today
+
+
 def test_the_fused_pass_needs_byte_labels() -> None:
     volume = np.zeros((8, 8, 8), np.int64)
     volume[2:5] = AM
