@@ -274,7 +274,8 @@ def test_the_contact_face_count_is_numpys() -> None:
 def test_the_packed_heap_flood_is_the_two_array_floods_and_skimages(monkeypatch) -> None:
     """The heap flood on one array (state and bucket packed, PACKED_HEAP) against the first
     two-array version and skimage's watershed, forced to the heap: an electrode with tied
-    seeds, a seedless AM component (stays 0), a seed outside the mask, and a box all but full."""
+    seeds, a seedless AM component (stays 0), a seed outside the mask, a box all but full (int16
+    packing), and 32768 seeds (labels beyond int16: int32 packing)."""
     from kernels.metrics import _watershed_kernels as W
 
     volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 64, 0.7, seed=5)
@@ -295,6 +296,14 @@ def test_the_packed_heap_flood_is_the_two_array_floods_and_skimages(monkeypatch)
     full_seeds[4, 4, 3] = 1
     full_seeds[8, 7, 6] = 2
     cases.append((full, ndimage.distance_transform_edt(full), full_seeds))
+    # 32768 labels: more than int16 holds, so the packed flood stays on int32
+    box = np.ones((64, 64, 64), bool)
+    box[0, 0, 0] = False
+    lattice = np.zeros(box.shape, np.int32)
+    lattice[::2, ::2, ::2] = np.arange(1, 32769).reshape(32, 32, 32)
+    lattice[0, 0, 0] = 0
+    lattice[1, 1, 1] = 1
+    cases.append((box, ndimage.distance_transform_edt(box), lattice))
     for mask, dist, seed in cases:
         reference = _skimage_labels(dist, seed, mask)
         results = []

@@ -167,15 +167,21 @@ def _heap_flood(state, bucket, order, s0, s1, capacity, idx_bits, age_bits):
 
 
 @_jit
+def _pack(state, bucket, packed):
+    """state and bucket as one array (see _heap_flood_packed); `packed` may be `state`."""
+    for p in range(state.shape[0]):
+        v = state[p]
+        packed[p] = -2 - bucket[p] if v == 0 else v
+
+
+@_jit
 def _heap_flood_packed(state, bucket, order, s0, s1, capacity, idx_bits, age_bits):
-    """_heap_flood with state and bucket in one int32 array (-1 outside the mask, -2 - bucket
+    """_heap_flood on one array `state` from _pack (-1 outside the mask, -2 - bucket
     unlabelled, the label once labelled: a voxel's bucket is read only while it is unlabelled),
     so a neighbour's test and its bucket are one memory access, not two arrays' (the flood
-    visits the volume in distance order, all over it). The same pushes, pops and labels."""
+    visits the volume in distance order, all over it); int16 where labels and buckets fit,
+    half the bytes again. The same pushes, pops and labels. `bucket` is read for the markers."""
     offsets = (-s0, -s1, -1, 1, s1, s0)
-    for p in range(state.shape[0]):
-        if state[p] == 0:
-            state[p] = -2 - bucket[p]
     keys = np.empty(capacity, np.int64)
     idx_mask = (np.int64(1) << idx_bits) - 1
     b_shift = idx_bits + age_bits
@@ -278,6 +284,21 @@ def _flood(distance, mask, markers, method, packed):
         if idx_bits + age_bits + _bits(n_buckets) > 62:
             return TOO_LARGE, method, out
         if packed:
+            max_label = 0
+            for m in range(order.shape[0]):
+                max_label = max(max_label, state[order[m]])
+            if max_label <= 32767 and n_buckets <= 32766:
+                small = np.empty(state.shape[0], np.int16)
+                _pack(state, bucket, small)
+                _heap_flood_packed(small, bucket, order, s0, s1, max(n_inside, 1), idx_bits,
+                                   age_bits)
+                for i in range(nx):
+                    for j in range(ny):
+                        base = (i + 1) * s0 + (j + 1) * s1 + 1
+                        for k in range(nz):
+                            out[i, j, k] = max(np.int32(small[base + k]), 0)
+                return FLOODED, method, out
+            _pack(state, bucket, state)
             _heap_flood_packed(state, bucket, order, s0, s1, max(n_inside, 1), idx_bits,
                                age_bits)
         else:
