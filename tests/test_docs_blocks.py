@@ -200,10 +200,11 @@ SCALED_SHELL = {
                  "--warmup": ["5"]}},
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_characterise_speed.py "
     "--cubes 2":
-        {"set": {"--cubes": ["1"], "--size": ["24"], "--no-taufactor": []}},
+        {"set": {"--cubes": ["1"], "--size": ["48"], "--no-taufactor": []}},
+    # 48^3 at 0.4 um: the default round particles need a box of ~2.4 diameters to pack
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_characterise_speed.py "
     "--stages --cubes 3":
-        {"set": {"--cubes": ["1"], "--size": ["24"]}},
+        {"set": {"--cubes": ["1"], "--size": ["48"]}},
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_native_setup.py --size "
     "128 --repeats":
         {"set": {"--size": ["16"], "--repeats": ["1"]}},

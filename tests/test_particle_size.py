@@ -269,3 +269,48 @@ def test_the_contact_face_count_is_numpys() -> None:
                      (labels[:, :, :-1], labels[:, :, 1:])))
     assert _particle_kernels.contact_faces(labels) == expected
     assert particle_size._contact_faces(labels) == expected
+
+
+def test_the_packed_heap_flood_is_the_two_array_floods_and_skimages(monkeypatch) -> None:
+    """The heap flood on one array (state and bucket packed, PACKED_HEAP) against the first
+    two-array version and skimage's watershed, forced to the heap: an electrode with tied
+    seeds, a seedless AM component (stays 0), a seed outside the mask, a box all but full (int16
+    packing), and 32768 seeds (labels beyond int16: int32 packing)."""
+    from kernels.metrics import _watershed_kernels as W
+
+    volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 64, 0.7, seed=5)
+    am = volume == 1
+    distance, markers = _seeded(am)
+    cases = [(am, distance, markers)]
+    small = np.zeros((7, 5, 6), bool)
+    small[2:5, 1:4, 1:4] = True
+    small[0:2, 0:5, 4:6] = True  # seedless component
+    seeds = np.zeros(small.shape, np.int32)
+    seeds[3, 2, 2] = 4
+    seeds[2, 1, 1] = 7
+    seeds[6, 4, 0] = 9  # outside the mask
+    cases.append((small, ndimage.distance_transform_edt(small), seeds))
+    full = np.ones((9, 8, 7), bool)
+    full[0, 0, 0] = False
+    full_seeds = np.zeros(full.shape, np.int32)
+    full_seeds[4, 4, 3] = 1
+    full_seeds[8, 7, 6] = 2
+    cases.append((full, ndimage.distance_transform_edt(full), full_seeds))
+    # 32768 labels: more than int16 holds, so the packed flood stays on int32
+    box = np.ones((64, 64, 64), bool)
+    box[0, 0, 0] = False
+    lattice = np.zeros(box.shape, np.int32)
+    lattice[::2, ::2, ::2] = np.arange(1, 32769).reshape(32, 32, 32)
+    lattice[0, 0, 0] = 0
+    lattice[1, 1, 1] = 1
+    cases.append((box, ndimage.distance_transform_edt(box), lattice))
+    for mask, dist, seed in cases:
+        reference = _skimage_labels(dist, seed, mask)
+        results = []
+        for packed in (False, True):
+            monkeypatch.setattr(W, "PACKED_HEAP", packed)
+            status, method, labels = W.flood_labels(dist, mask, seed, method=W.HEAP)
+            assert (status, method) == (W.FLOODED, W.HEAP)
+            results.append(labels)
+        assert np.array_equal(results[0], reference)
+        assert np.array_equal(results[1], reference)

@@ -140,3 +140,44 @@ def test_spheres_in_a_large_box_have_four_pi_r_squared(radius, centre) -> None:
         4 * math.pi * radius**2, rel=0.05)
     corner = ball((-0.5, -0.5, -0.5), 2 * radius, (n, n, n))
     assert am_pore_area(corner) == pytest.approx(4 * math.pi * (2 * radius) ** 2 / 8, rel=0.05)
+
+
+def test_the_fast_clip_gives_the_first_clips_pieces_and_areas_to_the_bit() -> None:
+    """_surface_kernels' clip without allocations, skipping the planes that keep a triangle
+    whole (FAST_CLIP), against the first version: the same pieces per plane and the same sums
+    per label, on triangles around the box faces and corners, with vertices exactly on the
+    planes (random labels, so each piece's outward probe matters)."""
+    from kernels.metrics import _surface_kernels as sk
+
+    rng = np.random.default_rng(3)
+    n = 12
+    volume = rng.integers(0, 3, (n, n, n)).astype(np.uint8)
+    upper = np.full(3, np.float32(n - 0.5))
+    lower = np.float32(-0.5)
+    steps = np.asarray(surface_area._OUTWARD_STEPS_VOXELS, np.float32)
+    anchors = np.array([-0.5, n - 0.5, 5.0], np.float32)
+    for trial in range(3000):
+        tri = rng.uniform(-3.0, 3.0, (3, 3)).astype(np.float32)
+        tri += anchors[rng.integers(0, 3, 3)]  # near a face, an edge, a corner or inside
+        if trial % 3 == 0:  # a vertex exactly on a plane
+            tri[rng.integers(0, 3), rng.integers(0, 3)] = anchors[rng.integers(0, 2)]
+        normal = rng.normal(size=3).astype(np.float32)
+        normal /= np.float32(np.linalg.norm(normal))
+        sums = []
+        for fast in (False, True):
+            buf_a = np.zeros((sk._MAX_PIECES, 3, 3), np.float32)
+            buf_b = np.zeros((sk._MAX_PIECES, 3, 3), np.float32)
+            buf_a[0] = tri
+            out = np.zeros(256, np.float64)
+            sk._add_clipped(buf_a, buf_b, lower, upper, normal, volume, AM, PORE, steps, out,
+                            fast)
+            sums.append(out)
+        assert np.array_equal(sums[0], sums[1]), trial
+        for axis in range(3):
+            for bound, below in ((lower, False), (upper[axis], True)):
+                first = np.zeros((4, 3, 3), np.float32)
+                second = np.zeros((4, 3, 3), np.float32)
+                n_first = sk._clip_plane(tri[None].copy(), 1, first, axis, bound, below)
+                n_second = sk._clip_plane_scalar(tri[None].copy(), 1, second, axis, bound, below)
+                assert n_first == n_second
+                assert np.array_equal(first[:n_first], second[:n_second])

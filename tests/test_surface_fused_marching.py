@@ -107,6 +107,18 @@ def test_the_fused_pass_gives_todays_areas_on_electrodes(recipe, voxel_um, calen
         assert fused[label] == pytest.approx(today[label], rel=5e-3)
 
 
+def test_the_default_is_the_fused_pass_and_other_dtypes_take_skimages() -> None:
+    """The fused pass is the default for uint8 volumes (it differs from skimage's triangulation,
+    so equality to the bit tells the two apart); an int64 volume, which the fused pass's
+    256-label table does not take, falls back to "skimage" rather than failing."""
+    volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 48, 1.0, seed=4)
+    fused = interface_areas_voxels(volume, AM, (PORE, CBD), method="fused")
+    today = interface_areas_voxels(volume, AM, (PORE, CBD), method="skimage")
+    assert fused != today
+    assert interface_areas_voxels(volume, AM, (PORE, CBD)) == fused
+    assert interface_areas_voxels(volume.astype(np.int64), AM, (PORE, CBD)) == today
+
+
 def test_the_fused_pass_needs_byte_labels() -> None:
     volume = np.zeros((8, 8, 8), np.int64)
     volume[2:5] = AM
@@ -116,9 +128,9 @@ def test_the_fused_pass_needs_byte_labels() -> None:
         interface_areas_voxels(volume.astype(np.uint8), AM, (PORE, CBD), method="lewiner")
 
 
-def _scipy_field(volume: np.ndarray, solid_label: int) -> np.ndarray:
+def _scipy_field(volume: np.ndarray, solid_label: int, pad: int = _PAD_VOXELS) -> np.ndarray:
     """The skimage path's smoothed field: pad a float copy by replication, then scipy."""
-    padded = np.pad((volume == solid_label).astype(np.float32), _PAD_VOXELS, mode="edge")
+    padded = np.pad((volume == solid_label).astype(np.float32), pad, mode="edge")
     return ndimage.gaussian_filter(padded, SMOOTHING_SIGMA_VOXELS, mode="nearest",
                                    truncate=_TRUNCATE)
 
@@ -132,6 +144,16 @@ def test_the_fused_smoothing_is_scipys_to_the_bit(shape: tuple[int, int, int]) -
     field = smoothed_indicator(volume, AM, _PAD_VOXELS, SMOOTHING_SIGMA_VOXELS, _TRUNCATE)
     assert field.dtype == np.float32
     assert np.array_equal(field, _scipy_field(volume, AM))
+
+
+@pytest.mark.parametrize("pad", [0, 2, 3])
+def test_the_fused_smoothing_is_scipys_with_other_paddings(pad: int) -> None:
+    """The replicated row ends (each row's interior is filled first, its ends copied after)
+    for paddings other than the stage's one layer."""
+    volume = np.random.default_rng(pad).integers(0, 3, (6, 9, 7)).astype(np.uint8)
+    assert np.array_equal(
+        smoothed_indicator(volume, AM, pad, SMOOTHING_SIGMA_VOXELS, _TRUNCATE),
+        _scipy_field(volume, AM, pad))
 
 
 def test_the_fused_smoothing_is_scipys_on_an_electrode() -> None:

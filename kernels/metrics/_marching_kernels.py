@@ -40,8 +40,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from kernels.metrics import _surface_kernels
 from kernels.metrics._mc_table import build_case_table
-from kernels.metrics._surface_kernels import _MAX_PIECES, _add_clipped
+from kernels.metrics._surface_kernels import _MAX_PIECES, _add_clipped, _add_piece, _inside_box
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
 
@@ -130,7 +131,7 @@ def _above4(field, i, j, k, level):
 @_jit
 def fused_areas_by_outer_label(field, level, volume, pad, solid_label, default_label, steps,
                                edge_corners, face_corners, n_ambiguous, ambiguous_faces,
-                               config_offset, n_triangles, triangles, edge_uses):
+                               config_offset, n_triangles, triangles, edge_uses, fast_clip):
     """Area (voxel^2) inside the box [-0.5, n - 0.5] of the `level` surface of the `pad`-padded
     `field`, per label on its outer side (index = label value)."""
     out = np.zeros(256, np.float64)
@@ -211,7 +212,7 @@ def fused_areas_by_outer_label(field, level, volume, pad, solid_label, default_l
                         normal32[1] = np.float32(ny)
                         normal32[2] = np.float32(nz)
                         _add_clipped(buf_a, buf_b, lower, upper, normal32, volume,
-                                     solid_label, default_label, steps, out)
+                                     solid_label, default_label, steps, out, fast_clip)
                         continue
                     ax = pos[e1, 0] - pos[e0, 0]
                     ay = pos[e1, 1] - pos[e0, 1]
@@ -290,12 +291,15 @@ def _table_args() -> tuple[np.ndarray, ...]:
 
 
 def two_scan_areas(field: np.ndarray, level: float, volume: np.ndarray, pad: int,
-                   solid_label: int, default_label: int, steps: np.ndarray) -> np.ndarray:
+                   solid_label: int, default_label: int, steps: np.ndarray,
+                   fast_clip: bool | None = None) -> np.ndarray:
     """fused_areas_by_outer_label with the case table (256 sums, index = label): the first
-    version of the pass, kept as the reference the one-scan pass must equal to the bit."""
+    version of the pass, kept as the reference the one-scan pass must equal to the bit.
+    fast_clip: None takes _surface_kernels.FAST_CLIP."""
+    fast = _surface_kernels.FAST_CLIP if fast_clip is None else bool(fast_clip)
     return fused_areas_by_outer_label(np.ascontiguousarray(field, np.float32), float(level),
                                       volume, pad, solid_label, default_label,
-                                      np.asarray(steps, np.float32), *_table_args())
+                                      np.asarray(steps, np.float32), *_table_args(), fast)
 
 
 def mesh(field: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -391,7 +395,7 @@ def _finish_layer(field, level, above, layers, i, ring, has_next, vertex):
 def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, default_label, steps,
                                   edge_corners, face_corners, n_ambiguous, ambiguous_faces,
                                   config_offset, n_triangles, triangles, edge_uses,
-                                  gradient_edges, n_used, used_edges):
+                                  gradient_edges, n_used, used_edges, fast_clip):
     """fused_areas_by_outer_label with each cell visited once for its case: slab i's surface
     cells add their gradients and are listed (j, k, configuration); slab i - 1 is then measured
     from its list, its normals complete. Same arithmetic in the same order: the same sums."""
@@ -507,8 +511,12 @@ def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, defaul
                     normal32[0] = np.float32(nx)
                     normal32[1] = np.float32(ny)
                     normal32[2] = np.float32(nz)
+                    if fast_clip and _inside_box(buf_a, lower, upper):  # the clip keeps it whole
+                        _add_piece(buf_a, 0, normal32, volume, solid_label, default_label, steps,
+                                   out)
+                        continue
                     _add_clipped(buf_a, buf_b, lower, upper, normal32, volume, solid_label,
-                                 default_label, steps, out)
+                                 default_label, steps, out, fast_clip)
                     continue
                 ax = pos[e1, 0] - pos[e0, 0]
                 ay = pos[e1, 1] - pos[e0, 1]
@@ -538,12 +546,15 @@ def one_scan_areas_by_outer_label(field, level, volume, pad, solid_label, defaul
 
 
 def fused_areas(field: np.ndarray, level: float, volume: np.ndarray, pad: int, solid_label: int,
-                default_label: int, steps: np.ndarray) -> np.ndarray:
-    """one_scan_areas_by_outer_label with the case table (256 sums, index = label)."""
+                default_label: int, steps: np.ndarray,
+                fast_clip: bool | None = None) -> np.ndarray:
+    """one_scan_areas_by_outer_label with the case table (256 sums, index = label);
+    fast_clip: None takes _surface_kernels.FAST_CLIP (the same sums either way)."""
+    fast = _surface_kernels.FAST_CLIP if fast_clip is None else bool(fast_clip)
     return one_scan_areas_by_outer_label(np.ascontiguousarray(field, np.float32), float(level),
                                          volume, pad, solid_label, default_label,
                                          np.asarray(steps, np.float32), *_table_args(),
-                                         _gradient_edges(), *_used_edges())
+                                         _gradient_edges(), *_used_edges(), fast)
 
 
 def gaussian_taps(sigma: float, truncate: float) -> np.ndarray:
@@ -579,12 +590,15 @@ def _smoothed_indicator5(volume, solid_label, pad, taps):
     w0, w1, w2 = taps[0], taps[1], taps[2]
     plane = m1 * m2
     indicator = np.empty((n0, plane), np.float32)  # each label plane, padded in axes 1, 2
-    for q0 in range(n0):
+    for q0 in range(n0):  # each row's interior in one loop, its `pad` ends replicated after
         for p1 in range(m1):
-            q1 = min(max(p1 - pad, 0), n1 - 1)
-            for p2 in range(m2):
-                q2 = min(max(p2 - pad, 0), n2 - 1)
-                indicator[q0, p1 * m2 + p2] = 1.0 if volume[q0, q1, q2] == solid_label else 0.0
+            src = volume[q0, min(max(p1 - pad, 0), n1 - 1)]
+            dst = indicator[q0, p1 * m2: (p1 + 1) * m2]
+            for x in range(n2):
+                dst[pad + x] = np.float32(src[x] == solid_label)
+            for x in range(pad):
+                dst[x] = dst[pad]
+                dst[pad + n2 + x] = dst[pad + n2 - 1]
     first = np.empty((m0, plane), np.float32)
     for p0 in range(m0):  # axis 0: whole planes (the padded ones clamp into the volume)
         q = p0 - pad
@@ -602,8 +616,13 @@ def _smoothed_indicator5(volume, solid_label, pad, taps):
     line = np.empty(m2 + 4, np.float32)
     for p0 in range(m0):
         for p1 in range(m1):
-            for x in range(m2 + 4):
-                line[x] = second[p0, p1, min(max(x - 2, 0), m2 - 1)]
+            src = second[p0, p1]  # the row between two replicated ends, without clamps
+            line[0] = src[0]
+            line[1] = src[0]
+            for x in range(m2):
+                line[x + 2] = src[x]
+            line[m2 + 2] = src[m2 - 1]
+            line[m2 + 3] = src[m2 - 1]
             _pass5(line[0:], line[1:], line[2:], line[3:], line[4:], w0, w1, w2, out[p0, p1],
                    m2)
     return out

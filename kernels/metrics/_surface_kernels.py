@@ -24,6 +24,9 @@ _HALF = np.float32(0.5)
 _THIRD_DIVISOR = np.float32(3.0)
 _TINY = np.float32(1e-12)
 _MAX_PIECES = 64  # each of the six box planes at most doubles a triangle's pieces
+#: True: _add_clipped skips the planes that keep a triangle whole and clips without
+#: allocating (same pieces to the bit); False: the first version (the benchmark's anchor).
+FAST_CLIP = True
 
 
 @_jit
@@ -108,24 +111,110 @@ def _add_piece(tri, p, normal, volume, solid_label, default_label, steps, out):
 
 
 @_jit
+def _clip_plane_scalar(src, n_src, dst, axis, bound, keep_below):
+    """_clip_plane with the same float32 arithmetic, without its two allocations per call and
+    with the whole-triangle copy as a loop: at 128³ the fused pass spent ~25 % of its time in
+    the ~3 % of triangles of the box's cell shell (~0.9 us per clipped triangle)."""
+    n_dst = 0
+    for t in range(n_src):
+        s0 = src[t, 0, axis] - bound
+        s1 = src[t, 1, axis] - bound
+        s2 = src[t, 2, axis] - bound
+        if keep_below:
+            in0, in1, in2 = s0 <= _F0, s1 <= _F0, s2 <= _F0
+        else:
+            in0, in1, in2 = s0 >= _F0, s1 >= _F0, s2 >= _F0
+        count = np.int64(in0) + np.int64(in1) + np.int64(in2)
+        if count == 3:
+            for v in range(3):
+                for k in range(3):
+                    dst[n_dst, v, k] = src[t, v, k]
+            n_dst += 1
+            continue
+        if count == 0:
+            continue
+        # the odd vertex (the only inside one, or the only outside one) first, same orientation
+        odd = count == 1
+        if in0 == odd:
+            i0, i1, i2, sa, sb, sc = 0, 1, 2, s0, s1, s2
+        elif in1 == odd:
+            i0, i1, i2, sa, sb, sc = 1, 2, 0, s1, s2, s0
+        else:
+            i0, i1, i2, sa, sb, sc = 2, 0, 1, s2, s0, s1
+        t01 = sa / (sa - sb)
+        t02 = sa / (sa - sc)
+        if count == 1:  # the inside corner and the two crossings
+            for k in range(3):
+                a = src[t, i0, k]
+                dst[n_dst, 0, k] = a
+                dst[n_dst, 1, k] = a + t01 * (src[t, i1, k] - a)
+                dst[n_dst, 2, k] = a + t02 * (src[t, i2, k] - a)
+            n_dst += 1
+        else:  # the quadrilateral p01, v1, v2, p02 as two triangles
+            for k in range(3):
+                a = src[t, i0, k]
+                p01 = a + t01 * (src[t, i1, k] - a)
+                p02 = a + t02 * (src[t, i2, k] - a)
+                dst[n_dst, 0, k] = p01
+                dst[n_dst, 1, k] = src[t, i1, k]
+                dst[n_dst, 2, k] = src[t, i2, k]
+                dst[n_dst + 1, 0, k] = p01
+                dst[n_dst + 1, 1, k] = src[t, i2, k]
+                dst[n_dst + 1, 2, k] = p02
+            n_dst += 2
+    return n_dst
+
+
+@_jit
+def _all_kept(src, n_src, axis, bound, keep_below):
+    """Whether every vertex of the `n_src` pieces is on the kept side (the plane then copies
+    them unchanged, so it can be skipped)."""
+    for t in range(n_src):
+        for v in range(3):
+            side = src[t, v, axis] - bound
+            if not (side <= _F0 if keep_below else side >= _F0):
+                return False
+    return True
+
+
+@_jit
+def _inside_box(tri, lower, upper):
+    """Whether triangle tri[0] lies in the box [lower, upper] (every plane of _add_clipped would
+    keep it whole: the same float32 side tests)."""
+    for v in range(3):
+        for k in range(3):
+            if not (tri[0, v, k] - lower >= _F0 and tri[0, v, k] - upper[k] <= _F0):
+                return False
+    return True
+
+
+@_jit
 def _add_clipped(buf_a, buf_b, lower, upper, normal, volume, solid_label, default_label, steps,
-                 out):
+                 out, fast):
     """Clip the triangle in buf_a[0] to the box [lower, upper] (buf_b as the second buffer)
-    and add each piece's area to the label on its outer side."""
+    and add each piece's area to the label on its outer side. `fast` (FAST_CLIP): skip the
+    planes that keep every piece as it is and clip with _clip_plane_scalar; the same pieces
+    to the bit as the first version (fast=False, kept for the tests and the benchmark)."""
     n_pieces = 1
     src, dst = buf_a, buf_b
     for k in range(3):
-        n_pieces = _clip_plane(src, n_pieces, dst, k, lower, False)
-        src, dst = dst, src
-        n_pieces = _clip_plane(src, n_pieces, dst, k, upper[k], True)
-        src, dst = dst, src
+        for side in range(2):
+            below = side == 1
+            bound = upper[k] if below else lower
+            if fast:
+                if _all_kept(src, n_pieces, k, bound, below):
+                    continue
+                n_pieces = _clip_plane_scalar(src, n_pieces, dst, k, bound, below)
+            else:
+                n_pieces = _clip_plane(src, n_pieces, dst, k, bound, below)
+            src, dst = dst, src
     for p in range(n_pieces):
         _add_piece(src, p, normal, volume, solid_label, default_label, steps, out)
 
 
 @_jit
 def areas_by_outer_label(vertices, faces, normals, volume, pad, solid_label, default_label,
-                         steps):
+                         steps, fast_clip=True):
     """Mesh area (voxel^2) inside the box [-0.5, n - 0.5] per label on the outer side (index =
     label value), from marching cubes' vertices, faces and outward vertex normals on the
     `pad`-padded field."""
@@ -160,5 +249,5 @@ def areas_by_outer_label(vertices, faces, normals, volume, pad, solid_label, def
             _add_piece(buf_a, 0, normal, volume, solid_label, default_label, steps, out)
             continue
         _add_clipped(buf_a, buf_b, lower, upper, normal, volume, solid_label, default_label,
-                     steps, out)
+                     steps, out, fast_clip)
     return out

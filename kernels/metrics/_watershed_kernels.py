@@ -41,6 +41,9 @@ TOO_LARGE = 2  #: bucket, age and position do not fit one int64 key (far above 5
 BUCKETS = 0  #: method: FIFO per value (markers' values all distinct)
 HEAP = 1  #: method: the replica of skimage's heap (some markers share a value)
 _MAX_VOXELS = 2**31 - 1  # skimage's ages are int32
+#: True: the heap flood keeps state and bucket in one array (_heap_flood_packed, the same
+#: labels); False: two arrays, as first built (the tests and bench_particle_size compare them)
+PACKED_HEAP = True
 
 
 @_jit
@@ -163,6 +166,49 @@ def _heap_flood(state, bucket, order, s0, s1, capacity, idx_bits, age_bits):
             n = _push(keys, n, (b << b_shift) | (age << idx_bits) | q, idx_bits)
 
 
+@_jit
+def _pack(state, bucket, packed):
+    """state and bucket as one array (see _heap_flood_packed); `packed` may be `state`."""
+    for p in range(state.shape[0]):
+        v = state[p]
+        packed[p] = -2 - bucket[p] if v == 0 else v
+
+
+@_jit
+def _heap_flood_packed(state, bucket, order, s0, s1, capacity, idx_bits, age_bits):
+    """_heap_flood on one array `state` from _pack (-1 outside the mask, -2 - bucket
+    unlabelled, the label once labelled: a voxel's bucket is read only while it is unlabelled),
+    so a neighbour's test and its bucket are one memory access, not two arrays' (the flood
+    visits the volume in distance order, all over it); int16 where labels and buckets fit,
+    half the bytes again. The same pushes, pops and labels. `bucket` is read for the markers."""
+    offsets = (-s0, -s1, -1, 1, s1, s0)
+    keys = np.empty(capacity, np.int64)
+    idx_mask = (np.int64(1) << idx_bits) - 1
+    b_shift = idx_bits + age_bits
+    n = 0
+    for m in range(order.shape[0]):
+        p = order[m]
+        n = _push(keys, n, (np.int64(bucket[p]) << b_shift) | p, idx_bits)
+    age = np.int64(1)
+    while n > 0:
+        top = keys[0]
+        n -= 1
+        if n > 0:
+            _sift_down(keys, n, keys[n], idx_bits)
+        p = top & idx_mask
+        cur = top >> b_shift
+        label = state[p]
+        for q_off in offsets:
+            q = p + q_off
+            v = state[q]
+            if v >= -1:  # outside the mask, or labelled
+                continue
+            age += 1
+            state[q] = label
+            b = max(np.int64(-2 - v), cur)
+            n = _push(keys, n, (b << b_shift) | (age << idx_bits) | q, idx_bits)
+
+
 @_jit_inline
 def _push(keys, n, key, idx_bits):
     """Append and sift up while strictly smaller than the parent; the new count."""
@@ -214,9 +260,10 @@ def _bits(n):
 
 
 @_jit
-def _flood(distance, mask, markers, method):
+def _flood(distance, mask, markers, method, packed):
     """(status, method used, labels int32) of the marker flood of -distance inside mask;
-    method -1 picks BUCKETS when no two markers tie, else HEAP."""
+    method -1 picks BUCKETS when no two markers tie, else HEAP; packed: HEAP on one array
+    (_heap_flood_packed)."""
     nx, ny, nz = distance.shape
     s0, s1 = (ny + 2) * (nz + 2), nz + 2
     out = np.zeros((nx, ny, nz), np.int32)
@@ -236,7 +283,26 @@ def _flood(distance, mask, markers, method):
         age_bits = _bits(n_inside + 1)
         if idx_bits + age_bits + _bits(n_buckets) > 62:
             return TOO_LARGE, method, out
-        _heap_flood(state, bucket, order, s0, s1, max(n_inside, 1), idx_bits, age_bits)
+        if packed:
+            max_label = 0
+            for m in range(order.shape[0]):
+                max_label = max(max_label, state[order[m]])
+            if max_label <= 32767 and n_buckets <= 32766:
+                small = np.empty(state.shape[0], np.int16)
+                _pack(state, bucket, small)
+                _heap_flood_packed(small, bucket, order, s0, s1, max(n_inside, 1), idx_bits,
+                                   age_bits)
+                for i in range(nx):
+                    for j in range(ny):
+                        base = (i + 1) * s0 + (j + 1) * s1 + 1
+                        for k in range(nz):
+                            out[i, j, k] = max(np.int32(small[base + k]), 0)
+                return FLOODED, method, out
+            _pack(state, bucket, state)
+            _heap_flood_packed(state, bucket, order, s0, s1, max(n_inside, 1), idx_bits,
+                               age_bits)
+        else:
+            _heap_flood(state, bucket, order, s0, s1, max(n_inside, 1), idx_bits, age_bits)
     for i in range(nx):
         for j in range(ny):
             base = (i + 1) * s0 + (j + 1) * s1 + 1
@@ -262,4 +328,4 @@ def flood_labels(distance: np.ndarray, mask: np.ndarray, markers: np.ndarray, *,
         raise ValueError(f"method must be None, BUCKETS or HEAP, got {method!r}")
     return _flood(np.ascontiguousarray(distance, dtype=np.float64),
                   np.ascontiguousarray(mask, dtype=np.bool_),
-                  np.ascontiguousarray(markers, dtype=np.int32), chosen)
+                  np.ascontiguousarray(markers, dtype=np.int32), chosen, bool(PACKED_HEAP))

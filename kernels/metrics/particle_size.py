@@ -13,11 +13,12 @@ face-count excess of a randomly oriented plane). Checked against the simulator's
 in tests/test_cell_physics.py (within 10 % at 1 and 0.5 um voxels), and against spheres of known
 radius, separate and fused, in tests/test_particle_size.py.
 
-Cost at 128³ (CPU-s, tests/benchmarks/bench_particle_size.py, 2026-12-03, load 10): the
-distance transform 0.10 (numba, exact; scipy's took 0.45), the seeds 0.04 (skimage's
-peak_local_max: 0.11 at 0.4 um, 0.33 at 1 um, where the spacing is 2 and the candidates many),
-the watershed 0.34-0.37 (skimage's: 0.51-0.59); the whole stage 0.52 at 0.4 um and 0.55 at 1 um
-(0.58 and 0.86 with skimage's seeds, 0.76 and 1.06 with skimage's seeds and watershed).
+Cost at 128³ (CPU-s, tests/benchmarks/bench_particle_size.py, 2026-12-03, load 1.8): the
+distance transform 0.07 (numba, exact; scipy's took 0.45), the seeds 0.03 (skimage's
+peak_local_max: 0.09 at 0.4 um, 0.26 at 1 um, where the spacing is 2 and the candidates many),
+the watershed 0.14 (skimage's: 0.34-0.36; the replica on two arrays, before its state and
+buckets were packed into one: 0.20); the whole stage 0.26 at 0.4 um and 0.27 at 1 um (0.57 and
+0.78 with skimage's seeds and watershed).
 
 The seeds are a numba replica of skimage's peak_local_max (kernels.metrics._seed_kernels): the
 same peaks in the same order, which numbers the markers; where it cannot promise that

@@ -3,7 +3,8 @@
 Counting voxel faces overestimates the area of a curved surface by about 50 % (an isotropic
 surface element exposes |n_x| + |n_y| + |n_z| = 3/2 of its area as faces, on average). Instead the
 active-material (AM) indicator is smoothed with a narrow Gaussian (sigma = 0.55 voxel) and
-triangulated at level 0.5 with marching cubes (scikit-image, Lewiner); the area is the mesh area.
+triangulated at level 0.5 with marching cubes (method="fused", the default: a numba pass
+with its own case table; method="skimage": scikit-image's Lewiner); the area is the mesh area.
 Why 0.55: marching cubes on the raw binary field is +8 % on spheres (facets cut corners of the
 staircase), while smoothing pulls curved surfaces inward (-sigma^2 / r) and erases features
 thinner than about a voxel. Measured on voxelised spheres at random sub-voxel centres: -2 to -3 %
@@ -27,26 +28,28 @@ indicator is first padded by edge replication (the structure continued straight 
 faces), smoothed and meshed, and the mesh is clipped exactly to the box: a particle cut by the box
 boundary contributes its inner surface up to the face, and areas are additive over sub-volumes.
 
-Cost: on volumes of FUSED_MIN_VOXELS and more the per-triangle work (clip, area, outward probes)
+Cost of "skimage": on volumes of FUSED_MIN_VOXELS and more the per-triangle work (clip, area, outward probes)
 is one numba pass (kernels.metrics._surface_kernels) with the same float32 arithmetic as the
 numpy path below, so the areas agree to ~1e-8; what remains is skimage's marching cubes (~0.19
 CPU-s at 128³, ~220 ns per triangle), which a method with the same numbers cannot avoid.
 
-method="fused" (opt-in) replaces marching cubes too: one numba pass meshes each cell and
-measures its triangles on the spot, storing no mesh (kernels.metrics._marching_kernels), with a
-case table built from the cube's geometry (kernels.metrics._mc_table: asymptotic decider on
-ambiguous faces, the largest-area split of each loop). Other triangles than Lewiner's, so other
-numbers: on procedural 64³-128³ electrodes (5 recipe corners, both calendering models, 0.4 and
-1 um) the total AM area is within 0.12 % of "skimage", the CBD coverage within 0.0025 (absolute)
-and the particle radius within 0.05 %; spheres agree to 0.01 %. The outward probes follow
-skimage's own edge normals (summed over the cells sharing the edge), rebuilt in the pass,
-because the AM-pore / AM-CBD split moved by 2 % with a cell's own gradient alone. Its field is
-the one above to the bit, smoothed in one numba pass from the labels (no float, padded copies;
-2.7x cheaper than scipy's), and its pass visits each cell once for its case (the two-scan pass
-it replaced gives the same sums to the bit and is kept as the tests' reference). At 128³ the
-stage is 2.3-2.5x cheaper than "skimage" at 0.4 and 1 um, not the 3x issue 22 asked:
-what remains is the per-triangle work (docs/solvers.md, "Surface area without skimage"). Not
-the default: it would move the documented numbers by up to 0.1 % for that gain.
+method="fused" (the default since 2026-12-03 for uint8 volumes; "skimage" stays reachable by
+name) replaces marching cubes too: one numba pass meshes each cell and measures its triangles
+on the spot, storing no mesh (kernels.metrics._marching_kernels), with a case table built from
+the cube's geometry (kernels.metrics._mc_table: asymptotic decider on ambiguous faces, the
+largest-area split of each loop). Other triangles than Lewiner's, so other numbers: on
+procedural 64³-128³ electrodes (5 recipe corners, both calendering models, 0.4 and 1 um) the
+total AM area is within 0.12 % of "skimage", the CBD coverage within 0.0025 (absolute) and the
+particle radius within 0.05 %; spheres agree to 0.01 %. The outward probes follow skimage's own
+edge normals (summed over the cells sharing the edge), rebuilt in the pass, because the
+AM-pore / AM-CBD split moved by 2 % with a cell's own gradient alone. Its field is the one
+above to the bit, smoothed in one numba pass from the labels (no float, padded copies), and its
+pass visits each cell once for its case (the two-scan pass it replaced gives the same sums to
+the bit and is kept as the tests' reference). The cells of the box's shell (~3 % of the
+triangles) clip without allocating and skip the planes that keep a triangle whole
+(_surface_kernels.FAST_CLIP; the same pieces to the bit): they had taken ~25 % of the pass. At
+128³ the stage is 3.3x (0.4 um) and 3.6x (1 um) cheaper than "skimage" (best of 21, same run;
+docs/solvers.md, "Surface area without skimage").
 """
 
 from __future__ import annotations
@@ -67,12 +70,13 @@ _OUTWARD_STEPS_VOXELS = (0.5, 1.0, 1.5)
 #: CPU-s per process, which a 32³ quick campaign's job would pay for a 10 ms stage).
 FUSED_MIN_VOXELS = 64**3
 USE_FUSED = True  # False forces the numpy path (the tests compare both)
-#: "skimage": skimage's marching cubes, then the per-triangle pass above (the default: the
-#: documented numbers). "fused": marching cubes and the per-triangle work in one numba pass
-#: (kernels.metrics._marching_kernels), opt-in: within 0.2 % of "skimage" on electrodes but
-#: only ~2.3-2.5x cheaper for the stage (module docstring).
+#: "fused" (the default for uint8 volumes): marching cubes and the per-triangle work in one
+#: numba pass (kernels.metrics._marching_kernels), within 0.12 % of "skimage" on electrodes and
+#: ~3.3-3.6x cheaper for the stage at 128³ (module docstring). "skimage": skimage's marching
+#: cubes, then the per-triangle pass above (the default until 2026-12-03, reachable by name; a
+#: volume of any other integer dtype takes it, the fused sums being a table of 256 labels).
 METHODS = ("skimage", "fused")
-DEFAULT_METHOD = "skimage"
+DEFAULT_METHOD = "fused"
 
 
 def _clip_to_half_space(tri: np.ndarray, parent: np.ndarray, axis: int, bound: float,
@@ -130,12 +134,14 @@ def interface_areas_voxels(
 
     A triangle whose outward probes all land in `solid_label` (a sliver between two touching
     particles) is counted for the first of `other_labels`. `method`: one of METHODS (None:
-    DEFAULT_METHOD); "fused" needs uint8 labels (its sums are a table of 256 labels).
+    DEFAULT_METHOD, or "skimage" where the labels are not uint8); "fused" needs uint8 labels
+    (its sums are a table of 256 labels).
     """
-    method = DEFAULT_METHOD if method is None else method
+    fits_byte = volume.dtype == np.uint8 and all(0 <= label < 256 for label in other_labels)
+    if method is None:  # the default; "fused" only where its 256-label table holds the labels
+        method = "skimage" if DEFAULT_METHOD == "fused" and not fits_byte else DEFAULT_METHOD
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    fits_byte = volume.dtype == np.uint8 and all(0 <= label < 256 for label in other_labels)
     if method == "fused" and not fits_byte:
         raise ValueError("method 'fused' needs a uint8 volume and labels below 256, got "
                          f"{volume.dtype} and {other_labels}")
@@ -164,10 +170,12 @@ def interface_areas_voxels(
     # uint8 labels only: the pass adds areas into a table of 256 labels (campaign volumes are
     # uint8; any other integer dtype takes the numpy path)
     if USE_FUSED and volume.size >= FUSED_MIN_VOXELS and fits_byte:
+        from kernels.metrics import _surface_kernels
         from kernels.metrics._surface_kernels import areas_by_outer_label
 
         by_label = areas_by_outer_label(vertices, faces, normals, volume, _PAD_VOXELS,
-                                        solid_label, other_labels[0], steps)
+                                        solid_label, other_labels[0], steps,
+                                        _surface_kernels.FAST_CLIP)
         return {label: float(by_label[label]) for label in other_labels}
     vertex_normal = normals[faces].sum(axis=1)  # per triangle, before clipping
     corners, parent = _clip_to_box(vertices[faces] - _PAD_VOXELS, volume.shape)

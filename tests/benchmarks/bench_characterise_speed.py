@@ -38,6 +38,9 @@ defaults with the robust solve's dense cluster corrections and torch CG steps
 before the numba kernels: the table of "Speed: the robust solve's cluster corrections"; until
 2026-12-03 the robust coarse correction at scale 1: "Speed: the robust solve over-corrected".) About
 1 CPU-minute at 3 cubes of 128³.
+``--surface-before skimage``: ``before`` also meshes the surface with skimage
+(``surface_area.DEFAULT_METHOD = "skimage"``, the default until 2026-12-03; ``now`` the fused
+pass), the surface metrics and the radius then compared within SURFACE_TOLERANCE.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ import torch  # noqa: E402
 from kernels.metrics import volume as V  # noqa: E402
 from kernels.metrics.particle_size import am_particle_radius_um  # noqa: E402
 from kernels.metrics.solvers import native, solve  # noqa: E402
+from kernels.metrics.surface_area import DEFAULT_METHOD as _SURFACE_DEFAULT  # noqa: E402
 from kernels.structure.procedural import ManufacturingParams, generate_structure  # noqa: E402
 
 PARAMS = ManufacturingParams(am_wt_frac=0.9, porosity=0.35, binder_adhesion=0.5)
@@ -94,18 +98,26 @@ STORE_STAGES = ("generate", "zarr write + read", "surface area", "tortuosity", "
                 "particle size")
 BLOCKS = "particle size, 2×2×2 blocks (opt-in)"
 TOLERANCE = {"sigma": 1e-3}  # the solve's rel_tol; every other metric 1e-6
+#: --surface-before skimage: the surface metrics of the two triangulations (total AM area
+#: within 0.12 %, each label within 0.5 %, coverage within 0.0025 at 128³: docs/solvers.md,
+#: "Surface area without skimage"), and the radius that takes that area (within 0.05 %)
+SURFACE_TOLERANCE = {"am_pore": 5e-3, "am_cbd": 5e-3, "coverage": 4e-3, "radius": 1e-3,
+                     "radius, blocks": 1e-3}
 
 
 BEFORE = "session"  # --before: what the --stages "before" column is (see the docstring)
 
 
-def _configure_stages(mode: str) -> None:
+def _configure_stages(mode: str, surface_before: str | None = None) -> None:
     """'before': main before issue 22's session of 2026-12-03 (torch set-up, the stop on the
-    electrode current, skimage's seeds), or with BEFORE "passes" the defaults with the dense
-    cluster corrections and torch CG steps; 'now': the defaults."""
+    electrode current, skimage's seeds; skimage's surface with surface_before="skimage"), or
+    with BEFORE "passes" the defaults with the dense cluster corrections and torch CG steps;
+    'now': the defaults."""
     from kernels.metrics import particle_size, surface_area
     from kernels.structure import procedural
 
+    surface_area.DEFAULT_METHOD = (surface_before if mode == "before" and surface_before
+                                   else _SURFACE_DEFAULT)
     procedural.USE_FUSED = surface_area.USE_FUSED = particle_size.USE_FUSED = True
     native.FUSED_ISLANDS = True
     native.SPARSE_ISLANDS = native.FUSED_CG = mode != "before" or BEFORE != "passes"
@@ -147,14 +159,15 @@ def _store_stages(size: int, seed: int, mode: str, folder: Path) -> tuple[dict, 
                    "radius": radius, **extra}
 
 
-def stage_profile(size: int, cubes: int) -> list[str]:
+def stage_profile(size: int, cubes: int, surface_before: str | None = None) -> list[str]:
     """The --stages table: CPU s per cube by stage, before and now, in the same run."""
+    tolerance = {**TOLERANCE, **(SURFACE_TOLERANCE if surface_before else {})}
     import tempfile
 
     _configure("fast")
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("before", "now"):  # warm-up: imports, numba's cached kernels
-            _configure_stages(mode)
+            _configure_stages(mode, surface_before)
             _store_stages(64, 1000, mode, Path(tmp) / f"warm_{mode}")
             _store_stages(size, 1001, mode, Path(tmp) / f"warm_{mode}")
         per_mode = {m: {s: [] for s in STORE_STAGES} for m in ("before", "now")}
@@ -163,7 +176,7 @@ def stage_profile(size: int, cubes: int) -> list[str]:
         for cube in range(cubes):
             values = {}
             for mode in ("before", "now"):  # alternate: both see the same load
-                _configure_stages(mode)
+                _configure_stages(mode, surface_before)
                 times, values[mode] = _store_stages(size, 1 + cube, mode, Path(tmp) / mode)
                 for stage, t in times.items():
                     if stage == BLOCKS:
@@ -172,7 +185,7 @@ def stage_profile(size: int, cubes: int) -> list[str]:
                         per_mode[mode][stage].append(t)
             for key, a in values["before"].items():
                 b = values["now"][key]
-                assert abs(a - b) <= TOLERANCE.get(key, 1e-6) * abs(a), (key, a, b)
+                assert abs(a - b) <= tolerance.get(key, 1e-6) * abs(a), (key, a, b)
             notes.append(f"cube {cube + 1}: σ_eff now/before − 1 = "
                          f"{values['now']['sigma'] / values['before']['sigma'] - 1:+.2e}; "
                          f"radius on blocks / on voxels − 1 = "
@@ -180,7 +193,9 @@ def stage_profile(size: int, cubes: int) -> list[str]:
     _configure_stages("now")
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load "
              f"{os.getloadavg()[0]:.1f}; {cubes} cubes of {size}³, CPU s per cube (median), "
-             "one thread; metrics equal within 1e-6 (σ_eff within 1e-3)", "",
+             "one thread; metrics equal within 1e-6 (σ_eff within 1e-3"
+             + ("; 'before' meshed by skimage, surface metrics and radius within "
+                f"{SURFACE_TOLERANCE}" if surface_before else "") + ")", "",
              "| stage | before | now | speed-up |", "|---|---|---|---|"]
     totals = {m: sum(statistics.median(v) for v in per_mode[m].values()) for m in per_mode}
     for stage in STORE_STAGES:
@@ -204,7 +219,7 @@ def _anchor(size: int) -> list[dict]:
     volume = generate_structure(PARAMS, size, VOXEL_UM, seed=100)
     fields = {"pore": (volume == 0).astype(np.float32),
               "electronic 1/0.1 S/m": np.array([0, 1.0, 0.1], np.float32)[volume]}
-    warm = generate_structure(PARAMS, 24, VOXEL_UM, seed=0)
+    warm = generate_structure(PARAMS, 48, VOXEL_UM, seed=0)  # packs: 2.4 diameters
     solve((warm == 0).astype(np.float32), backend="taufactor")
     rows = []
     _configure("fast")
@@ -224,6 +239,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--no-taufactor", action="store_true")
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--surface-before", choices=("skimage",), default=None,
+                        help="with --stages: 'before' meshes with skimage (the surface default "
+                        "until 2026-12-03); surface metrics then compared within "
+                        "SURFACE_TOLERANCE")
     parser.add_argument("--stages", action="store_true",
                         help="every stage of a cube, before/now (surface area, distance "
                              "transform, store read); see the module docstring")
@@ -235,7 +254,7 @@ def main() -> None:
     global BEFORE
     BEFORE = args.before
     if args.stages:
-        text = "\n".join(stage_profile(args.size, args.cubes))
+        text = "\n".join(stage_profile(args.size, args.cubes, args.surface_before))
         print(text)
         if args.markdown:
             args.markdown.write_text(text + "\n")

@@ -4,9 +4,9 @@
 
 Three parts, each measured against the skimage path (method="skimage") in the same run:
 
-1. speed: 128³ procedural cubes (0.9 / 0.35 / 0.5) at 0.4 and 1 um, both methods and the fused
-   stage as first built (scipy smoothing of a padded float copy, then the two-scan pass
-   _marching_kernels.two_scan_areas) interleaved in random order, the stage's CPU seconds
+1. speed: 128³ procedural cubes (0.9 / 0.35 / 0.5) at 0.4 and 1 um, both methods, each also
+   with the box clip as first built (_surface_kernels.FAST_CLIP = False, the anchor of the
+   fast clip; same sums to the bit), interleaved in random order, the stage's CPU seconds
    (time.process_time, best of --repeats) and the ratios to skimage;
 2. electrodes: procedural volumes over recipe corners, both calendering models, 0.4 and 1 um,
    64³-128³: relative differences of the total AM area and of AM-pore and AM-CBD, and of the
@@ -25,10 +25,8 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
 
-import kernels.metrics.surface_area as sa  # noqa: E402
-from kernels.metrics._marching_kernels import two_scan_areas  # noqa: E402
+import kernels.metrics._surface_kernels as sk  # noqa: E402
 from kernels.metrics.particle_size import am_particle_radius_um  # noqa: E402
 from kernels.metrics.surface_area import interface_areas_voxels  # noqa: E402
 from kernels.structure.procedural import (  # noqa: E402
@@ -45,30 +43,24 @@ RECIPES = ((0.9, 0.35, 0.5), (0.80, 0.20, 0.0), (0.98, 0.55, 1.0), (0.80, 0.55, 
 
 
 def _areas(volume: np.ndarray, method: str) -> dict[int, float]:
-    if method == "fused_before":
-        return _fused_before(volume)
-    return interface_areas_voxels(volume, solid_label=AM, other_labels=(PORE, CBD),
-                                  method=method)
-
-
-def _fused_before(volume: np.ndarray) -> dict[int, float]:
-    """The fused stage as first built (the anchor of this change), same numbers to the bit."""
-    padded = np.pad((volume == AM).astype(np.float32), sa._PAD_VOXELS, mode="edge")
-    field = ndimage.gaussian_filter(padded, sa.SMOOTHING_SIGMA_VOXELS, mode="nearest",
-                                    truncate=sa._TRUNCATE)
-    by_label = two_scan_areas(field, 0.5, volume, sa._PAD_VOXELS, AM, PORE,
-                              np.asarray(sa._OUTWARD_STEPS_VOXELS, np.float32))
-    return {PORE: float(by_label[PORE]), CBD: float(by_label[CBD])}
+    # "<method>_first_clip": the box clip as first built (_surface_kernels.FAST_CLIP = False)
+    first_clip = method.endswith("_first_clip")
+    try:
+        sk.FAST_CLIP = not first_clip
+        return interface_areas_voxels(volume, solid_label=AM, other_labels=(PORE, CBD),
+                                      method=method.removesuffix("_first_clip"))
+    finally:
+        sk.FAST_CLIP = True
 
 
 def speed(repeats: int) -> None:
     print("## speed: 128³ cube 0.9/0.35/0.5, CPU-s of the stage (best of", repeats,
           "interleaved in random order)")
-    print("| voxel um | skimage | fused before | fused | ratio before | ratio | total diff | "
-          "pore diff | cbd diff | before == fused |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| voxel um | skimage first clip | fused first clip | ratio first clip | skimage | "
+          "fused | ratio | total diff | pore diff | cbd diff | clips equal |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
-    methods = (*METHODS, "fused_before")
+    methods = (*METHODS, "skimage_first_clip", "fused_first_clip")
     for voxel_um in (0.4, 1.0):
         volume = generate_structure(ManufacturingParams(0.9, 0.35, 0.5), 128, voxel_um, seed=1)
         for method in methods:  # warm-up: imports and compilation out of the timings
@@ -82,12 +74,13 @@ def speed(repeats: int) -> None:
                 times[method].append(time.process_time() - start)
         best = {m: min(t) for m, t in times.items()}
         a, b = result["skimage"], result["fused"]
-        print(f"| {voxel_um} | {best['skimage']:.3f} | {best['fused_before']:.3f} | "
-              f"{best['fused']:.3f} | {best['skimage'] / best['fused_before']:.2f}x | "
+        same = (result["skimage_first_clip"] == a and result["fused_first_clip"] == b)
+        print(f"| {voxel_um} | {best['skimage_first_clip']:.3f} | {best['fused_first_clip']:.3f} | "
+              f"{best['skimage_first_clip'] / best['fused_first_clip']:.2f}x | "
+              f"{best['skimage']:.3f} | {best['fused']:.3f} | "
               f"{best['skimage'] / best['fused']:.2f}x | "
               f"{(b[PORE] + b[CBD]) / (a[PORE] + a[CBD]) - 1:+.4%} | "
-              f"{b[PORE] / a[PORE] - 1:+.4%} | {b[CBD] / a[CBD] - 1:+.4%} | "
-              f"{result['fused_before'] == b} |")
+              f"{b[PORE] / a[PORE] - 1:+.4%} | {b[CBD] / a[CBD] - 1:+.4%} | {same} |")
     print(f"load average {os.getloadavg()[0]:.2f}\n")
 
 
