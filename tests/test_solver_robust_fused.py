@@ -74,7 +74,9 @@ def test_boundary_faces_give_the_dense_cluster_operator(monkeypatch, electrode, 
     faces = sparse.boundary
     k = sparse.inverse_diag.numel()
     assert k > 3 and faces.g.size > 0 and (faces.other < 0).any()  # electrode links listed
-    np.testing.assert_allclose(faces.diag[1:], 1.0 / dense.inverse_diag.numpy()[1:], rtol=1e-12)
+    # the same sums in another order: at contrast 1e6 the clusters' diagonals lose ~1e-11 of
+    # their value to rounding (measured on the default round-particle electrode: 3.9e-11)
+    np.testing.assert_allclose(faces.diag[1:], 1.0 / dense.inverse_diag.numpy()[1:], rtol=1e-9)
 
     rng = np.random.default_rng(3)
     coef = rng.standard_normal(k)
@@ -123,7 +125,7 @@ def test_sparse_preconditioner_equals_the_dense_one(monkeypatch, electrode, am, 
         outs.append(out)
     dense, sparse_out = outs
     assert torch.isfinite(sparse_out).all()
-    tol = 1e-11 if cycle_dtype == torch.float64 else 1e-5
+    tol = 1e-9 if cycle_dtype == torch.float64 else 1e-5   # rounding: 9.4e-11 measured at 1e6
     assert float((sparse_out - dense).abs().max()) <= tol * float(dense.abs().max())
 
 
