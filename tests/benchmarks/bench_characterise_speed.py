@@ -38,6 +38,11 @@ defaults with the robust solve's dense cluster corrections and torch CG steps
 before the numba kernels: the table of "Speed: the robust solve's cluster corrections"; until
 2026-12-03 the robust coarse correction at scale 1: "Speed: the robust solve over-corrected".) About
 1 CPU-minute at 3 cubes of 128³.
+``--stages --before start``: ``before`` is main at the start of 2026-12-03's second session:
+the dense cluster corrections and torch CG steps, the first box clip
+(``_surface_kernels.FAST_CLIP = False``), the two-array flood
+(``_watershed_kernels.PACKED_HEAP = False``) and skimage's surface (as ``--surface-before
+skimage``).
 ``--surface-before skimage``: ``before`` also meshes the surface with skimage
 (``surface_area.DEFAULT_METHOD = "skimage"``, the default until 2026-12-03; ``now`` the fused
 pass), the surface metrics and the radius then compared within SURFACE_TOLERANCE.
@@ -111,17 +116,20 @@ BEFORE = "session"  # --before: what the --stages "before" column is (see the do
 def _configure_stages(mode: str, surface_before: str | None = None) -> None:
     """'before': main before issue 22's session of 2026-12-03 (torch set-up, the stop on the
     electrode current, skimage's seeds; skimage's surface with surface_before="skimage"), or
-    with BEFORE "passes" the defaults with the dense cluster corrections and torch CG steps;
-    'now': the defaults."""
-    from kernels.metrics import particle_size, surface_area
+    with BEFORE "passes" the defaults with the dense cluster corrections and torch CG steps,
+    or with BEFORE "start" main at the start of 2026-12-03's second session (those, the first
+    box clip, the two-array flood and skimage's surface); 'now': the defaults."""
+    from kernels.metrics import _surface_kernels, _watershed_kernels, particle_size, surface_area
     from kernels.structure import procedural
 
     surface_area.DEFAULT_METHOD = (surface_before if mode == "before" and surface_before
                                    else _SURFACE_DEFAULT)
     procedural.USE_FUSED = surface_area.USE_FUSED = particle_size.USE_FUSED = True
     native.FUSED_ISLANDS = True
-    native.SPARSE_ISLANDS = native.FUSED_CG = mode != "before" or BEFORE != "passes"
-    if BEFORE == "passes":
+    native.SPARSE_ISLANDS = native.FUSED_CG = mode != "before" or BEFORE == "session"
+    _surface_kernels.FAST_CLIP = _watershed_kernels.PACKED_HEAP = (mode != "before"
+                                                                   or BEFORE != "start")
+    if BEFORE in ("passes", "start"):
         mode = "now"
     native.FUSED_SETUP = mode != "before"
     native.STOP_RULE = "current" if mode == "before" else "energy"
@@ -246,13 +254,16 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true",
                         help="every stage of a cube, before/now (surface area, distance "
                              "transform, store read); see the module docstring")
-    parser.add_argument("--before", choices=("session", "passes"), default="session",
+    parser.add_argument("--before", choices=("session", "passes", "start"), default="session",
                         help="--stages: 'passes' compares only the robust solve's passes "
-                             "around its cycle (native.SPARSE_ISLANDS, FUSED_CG)")
+                             "around its cycle (native.SPARSE_ISLANDS, FUSED_CG); 'start' "
+                             "main at the start of 2026-12-03's second session")
     args = parser.parse_args()
     torch.set_num_threads(1)
     global BEFORE
     BEFORE = args.before
+    if BEFORE == "start":   # its surface is skimage's: compared within SURFACE_TOLERANCE
+        args.surface_before = "skimage"
     if args.stages:
         text = "\n".join(stage_profile(args.size, args.cubes, args.surface_before))
         print(text)
