@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -135,9 +136,17 @@ def test_slurm_study_generates_its_sources_in_array_tasks(tmp_path):
                for i in range(2)]
     jobs = [m["job_id"] for m in markers]
     assert all(jobs) and len(set(jobs)) == 2   # two array tasks, one volume each
-    sources = [row for row in _sacct("microloop-convergence-source")
-               if row[0].split("_")[0] in {j for j in jobs}]
-    assert len(sources) == 2 and all(state == "COMPLETED" for _, state, _ in sources)
+    # the accounting daemon records finished jobs asynchronously (seconds behind on a loaded
+    # machine): wait for both rows before reading them
+    deadline = time.monotonic() + 60
+    while True:
+        sources = [row for row in _sacct("microloop-convergence-source")
+                   if row[0].split("_")[0] in {j for j in jobs}]
+        done = len(sources) == 2 and all(state == "COMPLETED" for _, state, _ in sources)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    assert done, sources
     assert all(mem == f"{int(estimate_source_mem_gb(96) * 1024)}M" for *_, mem in sources)
     # the same volumes as made in one process
     local = tmp_path / "local"

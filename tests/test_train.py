@@ -321,7 +321,8 @@ def test_a_trained_model_records_the_calendering_it_learnt_and_campaigns_keep_to
     runner = CliRunner()
     result = runner.invoke(app, ["train-generator", "procedural", "--out", str(out), "--steps", "1",
                                  "--crop", "16", "--batch", "1", "--volume-voxels", "24",
-                                 "--voxel-um", "0.8", "--threads", "1", "--widths", "16,12,8,8",
+                                 "--voxel-um", "0.8", "--threads", "1", "--widths", "16", "--widths", "12",
+                                 "--widths", "8", "--widths", "8",
                                  "--max-lag", "6", "--calendering", "flatten",
                                  "--grid", "am_wt_frac=0.85,0.95", "--grid", "porosity=0.3,0.4"])
     assert result.exit_code == 0, result.output
@@ -335,8 +336,8 @@ def test_a_trained_model_records_the_calendering_it_learnt_and_campaigns_keep_to
     assert parse_campaign(base).generator.calendering == "flatten"
     with pytest.raises(ConfigError, match="generator.calendering"):
         parse_campaign({**base, "generator": {**base["generator"], "calendering": "rearrange"}})
-    for bad, hint in ((["--widths", "16,x"], "--widths"), (["--calendering", "squash"],
-                                                             "--calendering")):
+    for bad, hint in ((["--widths", "16", "--widths", "0"], "--widths"),
+                      (["--calendering", "squash"], "--calendering")):
         refused = runner.invoke(app, ["train-generator", "procedural", "--out",
                                       str(tmp_path / "no.pt"), "--steps", "1", *bad])
         assert refused.exit_code == 2 and hint in refused.output

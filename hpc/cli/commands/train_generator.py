@@ -68,8 +68,10 @@ def train_generator_command(
                                    "binder_adhesion=0,0.5,1"),
     volume_voxels: int = typer.Option(96, help="procedural only: side of each training volume."),
     samples_per_point: int = typer.Option(1, help="procedural only: volumes per grid point."),
-    widths: str = typer.Option("48,32,16,8", help="Channels of the generator's stages, "
-                               "coarsest first (comma-separated; the shipped model: 64,48,32,16)."),
+    widths: list[int] = typer.Option([], "--widths", help="Channels of one of the generator's "
+                                     "stages, coarsest first; repeat the flag for each (default "
+                                     "48 32 16 8; the shipped model: --widths 64 --widths 48 "
+                                     "--widths 32 --widths 16)."),
     max_lag: int = typer.Option(12, help="Largest two-point lag the loss matches, voxels (the "
                                 "shipped model: 16; must be below --crop)."),
     calendering: str | None = typer.Option(None, help="procedural only: the simulator's "
@@ -112,12 +114,9 @@ def train_generator_command(
     elif grid or calendering is not None:
         raise typer.BadParameter("only for DATA = procedural",
                                  param_hint="--grid" if grid else "--calendering")
-    try:
-        stage_widths = tuple(int(w) for w in widths.split(",") if w.strip())
-    except ValueError:
-        stage_widths = ()
-    if not stage_widths or min(stage_widths) < 1:
-        raise typer.BadParameter(f"must be positive integers like 48,32,16,8, got {widths!r}",
+    stage_widths = tuple(widths) or TrainOptions.widths
+    if min(stage_widths) < 1:
+        raise typer.BadParameter(f"channels must be >= 1, got {list(stage_widths)}",
                                  param_hint="--widths")
     options = TrainOptions(steps=steps, batch=batch, crop_voxels=crop, learning_rate=learning_rate,
                            widths=stage_widths, max_lag_voxels=max_lag,
