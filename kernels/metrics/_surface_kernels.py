@@ -30,6 +30,32 @@ FAST_CLIP = True
 
 
 @_jit
+def _emit_pieces(src, t, i0, i1, i2, t01, t02, count, dst, n_dst):
+    """Write the kept part of triangle `t` (odd vertex i0, crossings at t01 and t02 along its
+    edges to i1 and i2) to `dst` from `n_dst`: the inside corner and the two crossings when one
+    vertex is kept, else the quadrilateral p01, v1, v2, p02 as two triangles; returns the new
+    count. Shared by both clips, so their pieces are the same to the bit."""
+    if count == 1:
+        for k in range(3):
+            a = src[t, i0, k]
+            dst[n_dst, 0, k] = a
+            dst[n_dst, 1, k] = a + t01 * (src[t, i1, k] - a)
+            dst[n_dst, 2, k] = a + t02 * (src[t, i2, k] - a)
+        return n_dst + 1
+    for k in range(3):
+        a = src[t, i0, k]
+        p01 = a + t01 * (src[t, i1, k] - a)
+        p02 = a + t02 * (src[t, i2, k] - a)
+        dst[n_dst, 0, k] = p01
+        dst[n_dst, 1, k] = src[t, i1, k]
+        dst[n_dst, 2, k] = src[t, i2, k]
+        dst[n_dst + 1, 0, k] = p01
+        dst[n_dst + 1, 1, k] = src[t, i2, k]
+        dst[n_dst + 1, 2, k] = p02
+    return n_dst + 2
+
+
+@_jit
 def _clip_plane(src, n_src, dst, axis, bound, keep_below):
     """The pieces of the `n_src` triangles in `src` on the kept side of x[axis] = bound (the
     numpy _clip_to_half_space, triangle by triangle); returns how many were written to `dst`."""
@@ -58,25 +84,7 @@ def _clip_plane(src, n_src, dst, axis, bound, keep_below):
         s0, s1, s2 = side[i0], side[i1], side[i2]
         t01 = s0 / (s0 - s1)
         t02 = s0 / (s0 - s2)
-        if count == 1:  # the inside corner and the two crossings
-            for k in range(3):
-                a = src[t, i0, k]
-                dst[n_dst, 0, k] = a
-                dst[n_dst, 1, k] = a + t01 * (src[t, i1, k] - a)
-                dst[n_dst, 2, k] = a + t02 * (src[t, i2, k] - a)
-            n_dst += 1
-        else:  # the quadrilateral p01, v1, v2, p02 as two triangles
-            for k in range(3):
-                a = src[t, i0, k]
-                p01 = a + t01 * (src[t, i1, k] - a)
-                p02 = a + t02 * (src[t, i2, k] - a)
-                dst[n_dst, 0, k] = p01
-                dst[n_dst, 1, k] = src[t, i1, k]
-                dst[n_dst, 2, k] = src[t, i2, k]
-                dst[n_dst + 1, 0, k] = p01
-                dst[n_dst + 1, 1, k] = src[t, i2, k]
-                dst[n_dst + 1, 2, k] = p02
-            n_dst += 2
+        n_dst = _emit_pieces(src, t, i0, i1, i2, t01, t02, count, dst, n_dst)
     return n_dst
 
 
@@ -143,25 +151,7 @@ def _clip_plane_scalar(src, n_src, dst, axis, bound, keep_below):
             i0, i1, i2, sa, sb, sc = 2, 0, 1, s2, s0, s1
         t01 = sa / (sa - sb)
         t02 = sa / (sa - sc)
-        if count == 1:  # the inside corner and the two crossings
-            for k in range(3):
-                a = src[t, i0, k]
-                dst[n_dst, 0, k] = a
-                dst[n_dst, 1, k] = a + t01 * (src[t, i1, k] - a)
-                dst[n_dst, 2, k] = a + t02 * (src[t, i2, k] - a)
-            n_dst += 1
-        else:  # the quadrilateral p01, v1, v2, p02 as two triangles
-            for k in range(3):
-                a = src[t, i0, k]
-                p01 = a + t01 * (src[t, i1, k] - a)
-                p02 = a + t02 * (src[t, i2, k] - a)
-                dst[n_dst, 0, k] = p01
-                dst[n_dst, 1, k] = src[t, i1, k]
-                dst[n_dst, 2, k] = src[t, i2, k]
-                dst[n_dst + 1, 0, k] = p01
-                dst[n_dst + 1, 1, k] = src[t, i2, k]
-                dst[n_dst + 1, 2, k] = p02
-            n_dst += 2
+        n_dst = _emit_pieces(src, t, i0, i1, i2, t01, t02, count, dst, n_dst)
     return n_dst
 
 
