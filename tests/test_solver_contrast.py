@@ -227,6 +227,29 @@ def test_robust_method_needs_few_iterations_at_the_loops_default_contrast(params
     assert result.relative_conductance * field.max() == pytest.approx(exact, rel=1e-3)
 
 
+def assert_preconditioner_spd(levels, cells, method, islands) -> None:
+    """B (the preconditioner) and A assembled column by column on `cells` of the finest level:
+    B symmetric, and the eigenvalues of B against A in (0.05, 2]: positive definite, and the
+    over-corrected coarse correction reflects, never amplifies, the coarse modes."""
+    import torch
+
+    fine = levels[0]
+    n = cells.numel()
+    b, a = np.zeros((n, n)), np.zeros((n, n))
+    unit, out, image = (torch.zeros(fine.shape, dtype=torch.float64) for _ in range(3))
+    for j in range(n):
+        unit.zero_()
+        unit.view(-1)[cells[j]] = 1.0
+        native._precondition(levels, levels, unit, out, method, islands)
+        b[:, j] = out.view(-1)[cells].numpy()
+        native._apply(fine, unit, image)
+        a[:, j] = image.view(-1)[cells].numpy()
+    assert np.abs(b - b.T).max() <= 1e-9 * np.abs(b).max()
+    lower = np.linalg.cholesky(a)
+    eigenvalues = np.linalg.eigvalsh(lower.T @ (0.5 * (b + b.T)) @ lower)
+    assert eigenvalues.min() > 0.05 and eigenvalues.max() <= 2.0 + 1e-9
+
+
 def test_robust_preconditioner_is_symmetric_positive_definite(electrode):
     """CG needs B symmetric positive definite: the robust cycle with its over-corrected coarse
     correction and the cluster coarse space, assembled column by column on a 12³ crop at
@@ -246,17 +269,4 @@ def test_robust_preconditioner_is_symmetric_positive_definite(electrode):
     padded = np.zeros(fine.shape, dtype=bool)
     padded[:12, :12, :12] = mask
     cells = torch.from_numpy(np.flatnonzero(padded))
-    n = cells.numel()
-    b, a = np.zeros((n, n)), np.zeros((n, n))
-    unit, out, image = (torch.zeros(fine.shape, dtype=torch.float64) for _ in range(3))
-    for j in range(n):
-        unit.zero_()
-        unit.view(-1)[cells[j]] = 1.0
-        native._precondition(levels, levels, unit, out, method, islands)
-        b[:, j] = out.view(-1)[cells].numpy()
-        native._apply(fine, unit, image)
-        a[:, j] = image.view(-1)[cells].numpy()
-    assert np.abs(b - b.T).max() <= 1e-9 * np.abs(b).max()
-    lower = np.linalg.cholesky(a)
-    eigenvalues = np.linalg.eigvalsh(lower.T @ (0.5 * (b + b.T)) @ lower)
-    assert eigenvalues.min() > 0.05 and eigenvalues.max() <= 2.0 + 1e-9
+    assert_preconditioner_spd(levels, cells, method, islands)

@@ -19,10 +19,16 @@ import torch
 
 from kernels.metrics.solvers import native, solve, spanning_cluster
 from kernels.structure.procedural import ManufacturingParams, generate_structure
-from tests.test_solver_contrast import direct_sigma_eff
+from tests.test_solver_contrast import assert_preconditioner_spd, direct_sigma_eff
+from tests.test_solver_fused import _field, small_electrode
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None,
                                 reason="numba is not installed")
+
+
+@pytest.fixture(scope="module")
+def electrode() -> np.ndarray:
+    return small_electrode()
 
 # loop default 1e-2/116.55 S/m (1.2e4), 1e3, 1e6
 CONTRASTS = [(0.01, 116.55), (0.1, 100.0), (0.001, 1000.0)]
@@ -32,16 +38,6 @@ CONTRASTS = [(0.01, 116.55), (0.1, 100.0), (0.001, 1000.0)]
 def _fused_on_small_grids(monkeypatch):
     """The fused kernels (and so the sparse corrections) run from FUSED_MIN_CELLS up."""
     monkeypatch.setattr(native, "FUSED_MIN_CELLS", 0)
-
-
-@pytest.fixture(scope="module")
-def electrode() -> np.ndarray:
-    params = ManufacturingParams(am_wt_frac=0.90, porosity=0.30, binder_adhesion=0.5)
-    return generate_structure(params, 28, 0.5, seed=3)
-
-
-def _field(labels: np.ndarray, am: float, cbd: float) -> np.ndarray:
-    return np.array([0.0, am, cbd], dtype=np.float32)[labels]
 
 
 def _robust_levels(field: np.ndarray) -> tuple[list[native._Level], torch.Tensor]:
@@ -138,20 +134,7 @@ def test_sparse_preconditioner_is_symmetric_positive_definite(monkeypatch, elect
     method = dataclasses.replace(native.ROBUST, cycle_dtype=None)
     fine = levels[0]
     cells = torch.from_numpy(np.flatnonzero(fine.active_mask.view(-1).numpy()))
-    n = cells.numel()
-    b, a = np.zeros((n, n)), np.zeros((n, n))
-    unit, out, image = (torch.zeros(fine.shape, dtype=torch.float64) for _ in range(3))
-    for j in range(n):
-        unit.zero_()
-        unit.view(-1)[cells[j]] = 1.0
-        native._precondition(levels, levels, unit, out, method, islands)
-        b[:, j] = out.view(-1)[cells].numpy()
-        native._apply(fine, unit, image)
-        a[:, j] = image.view(-1)[cells].numpy()
-    assert np.abs(b - b.T).max() <= 1e-9 * np.abs(b).max()
-    lower = np.linalg.cholesky(a)
-    eigenvalues = np.linalg.eigvalsh(lower.T @ (0.5 * (b + b.T)) @ lower)
-    assert eigenvalues.min() > 0.05 and eigenvalues.max() <= 2.0 + 1e-9
+    assert_preconditioner_spd(levels, cells, method, islands)
 
 
 @pytest.mark.parametrize("am, cbd", CONTRASTS)
