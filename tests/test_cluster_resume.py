@@ -153,11 +153,19 @@ def _drop_submitted(folder: Path) -> int:
     return len(lines) - len(kept)
 
 
-def _jobs_named(name: str) -> list[tuple[str, str]]:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "--name", name,
-                          "-S", "now-1hour"], capture_output=True, text=True, timeout=60,
-                         check=True).stdout
-    return [tuple(line.split("|")[:2]) for line in out.splitlines() if line.strip()]
+def _jobs_named(name: str, at_least: int = 0) -> list[tuple[str, str]]:
+    """The accounting rows of the jobs called `name`. The accounting daemon records jobs
+    asynchronously (seconds behind on a loaded machine; a CI run once read none), so wait up to
+    a minute for `at_least` rows before returning what it has."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "--name", name,
+                              "-S", "now-1hour"], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+        rows = [tuple(line.split("|")[:2]) for line in out.splitlines() if line.strip()]
+        if len(rows) >= at_least or time.monotonic() > deadline:
+            return rows
+        time.sleep(1.0)
 
 
 @pytest.mark.slurm
@@ -195,7 +203,7 @@ def test_resume_reattaches_to_queued_jobs_a_killed_controller_never_journaled(tm
     finally:
         resumed.close()
     assert progress.complete == 2, [t.reason for t in resumed.trials.values()]
-    jobs = _jobs_named(f"microloop-{name}")
+    jobs = _jobs_named(f"microloop-{name}", at_least=len(submitted))
     assert sorted(job for job, _ in jobs) == sorted(submitted.values()), jobs  # nothing twice
 
 
