@@ -10,7 +10,9 @@
   skeleton alone (calendered electrodes, Usseglio-Viretta et al., J. Electrochem. Soc. 165, A3403,
   2018, abstract).
 - Rate capability of the design -> inputs -> DFN path against a measured cell: the Ecker et al.
-  (2015) Kokam 7.5 A h cell at 1C and 5C (tests/data/ecker2015, digitised curves).
+  (2015) Kokam 7.5 A h cell at 1C and 5C (tests/data/ecker2015, digitised curves), and the
+  Chen2020 (LG M50) cell against its own measured discharges at C/10, C/2, 1C and 1.5C (Chen et
+  al. 2020's validation records, Zenodo 4032561; tests/data/chen2020_lgm50).
 - Rate capability of a high-loading NMC811 half cell: the water-processed NMC811 electrodes of
   Batteries 2024, 10(3), 100 (AIT Austrian Institute of Technology; DOI 10.3390/batteries10030100,
   abstract: areal capacity >= 4 mAh/cm^2, 3 wt% binder, 150 mAh/g at 1C), the one NMC811 half-cell
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -40,6 +43,9 @@ import pytest
 
 from kernels.metrics.volume import tortuosity_factor
 from kernels.structure import procedural
+
+if TYPE_CHECKING:
+    from kernels.cell.model import CellModelOptions, ElectrodeDesign
 
 DATA = Path(__file__).parent / "data" / "ecker2015"
 # Usseglio-Viretta et al. 2018: tortuosity with the CBD / tortuosity of the AM skeleton only,
@@ -400,3 +406,86 @@ def test_high_loading_nmc811_half_cell_at_1c():
     assert low < c10 < high
     assert AIT2024_NMC811_1C_MAH_G <= c1 < c10
     assert c1 / AIT2024_NMC811_1C_MAH_G <= 1.3
+
+
+LGM50_DATA = Path(__file__).parent / "data" / "chen2020_lgm50"
+# The documented gaps at the LG M50's measured rates (docs/cell-model.md); the test turns red if
+# either widens. 1.5C / C/10 retention against the measured 0.985: 0.955 with the parameter set's
+# c_max (3.1 points under: an isothermal DFN whose transport has no temperature dependence,
+# against cells ending 24-27 K above the chamber), 0.82 with c_max from the AM density (the
+# cathode's whole window from its charged state is less than the cells deliver at C/10).
+LGM50_OWN_BASIS_RETENTION_GAP = 0.04
+LGM50_DEFAULT_BASIS_MIN_RETENTION = 0.80
+
+
+def _lgm50_model_capacities(options: CellModelOptions, design: ElectrodeDesign,
+                            current_density_A_m2: dict[float, float]
+                            ) -> tuple[dict[float, float], float]:
+    """Capacity (A h per m^2) of the Chen2020 cell at each measured current (A) of the M50,
+    given as its current density (A/m^2), and the cathode's capacity from its charged state."""
+    from kernels.cell.model import CellModel, Packaging4680
+
+    model = CellModel("Chen2020", packaging=Packaging4680(np_ratio=None), options=options)
+    roll_area_m2 = model.jelly_roll(design).electrode_area_m2
+    q_nominal_Ah_m2 = model.nominal_capacity_Ah_m2(design)
+    capacities = {}
+    for current_A, density in current_density_A_m2.items():
+        result = model.discharge_c_rate(design, density / q_nominal_Ah_m2)
+        assert result.feasible, result.reason
+        capacities[current_A] = result.capacity_Ah / roll_area_m2
+    return capacities, model.cathode_capacity_Ah_m2(design)
+
+
+def test_rate_capability_of_the_measured_lg_m50():
+    """The Chen2020 cathode as an ElectrodeDesign with its own anode, through design -> inputs ->
+    DFN at the current densities of the measured LG M50 discharges at C/10, C/2, 1C and 1.5C
+    (Chen et al. 2020's validation records, two cells; tests/data/chen2020_lgm50).
+
+    With the parameter set's own c_max every capacity must lie within 3 % of the measurement;
+    the 1.5C / C/10 retention (0.955 against 0.985) misses 3 points by 0.1 and is guarded as
+    the documented gap. With the default c_max from the AM density the C/10 capacity lies within
+    3 % too, but the cathode can take back only 4.93 A h on the M50's area from its charged
+    state, less than the 5.00 A h both cells deliver at C/10, so it is driven to its end and the
+    capacity falls with rate (retention 0.82): the measured mismatch, guarded so it cannot
+    widen. Tolerance: not the measurement's (the two cells agree within 0.2 %, their retentions
+    within 0.1 point) but the model's: isothermal at 25 °C against cells 1-2 K above a 26.8 °C
+    chamber at C/10 and 24-27 K above it at the end of 1.5C; 3 % as the C/20 and Kokam tests.
+    """
+    import pybamm
+
+    from kernels.cell.model import CellModelOptions, ElectrodeDesign
+
+    values = pybamm.ParameterValues("Chen2020")
+    eps = values["Positive electrode porosity"]
+    phi = values["Positive electrode active material volume fraction"]
+    radius_um = values["Positive particle radius [m]"] * 1e6
+    design = ElectrodeDesign(
+        porosity=eps, am_volume_fraction=phi,
+        thickness_um=values["Positive electrode thickness [m]"] * 1e6,
+        tortuosity_factor=eps ** (1.0 - values["Positive electrode Bruggeman coefficient "
+                                                "(electrolyte)"]),
+        specific_surface_area_per_um=3.0 * phi / radius_um,
+        effective_conductivity_S_m=values["Positive electrode conductivity [S.m-1]"],
+        particle_radius_um=radius_um)
+    m50_area_m2 = values["Electrode height [m]"] * values["Electrode width [m]"]
+    records = pd.read_csv(LGM50_DATA / "lgm50_rate_discharges.csv")
+    # the cells agree within 0.2 %: their mean per current is the measurement
+    measured_Ah_m2 = (records.groupby("current_A")["capacity_Ah"].mean() / m50_area_m2).to_dict()
+    assert sorted(measured_Ah_m2) == [0.5, 2.5, 5.0, 7.5]
+    density = {current_A: current_A / m50_area_m2 for current_A in measured_Ah_m2}
+    low, high = min(measured_Ah_m2), max(measured_Ah_m2)
+    measured_retention = measured_Ah_m2[high] / measured_Ah_m2[low]
+
+    own, _ = _lgm50_model_capacities(CellModelOptions(capacity_basis="parameter_set"), design,
+                                     density)
+    for current_A, capacity in own.items():
+        assert capacity == pytest.approx(measured_Ah_m2[current_A], rel=0.03), current_A
+    assert (measured_retention - LGM50_OWN_BASIS_RETENTION_GAP <= own[high] / own[low]
+            <= measured_retention + 0.03)
+
+    default, cathode_Ah_m2 = _lgm50_model_capacities(CellModelOptions(), design, density)
+    assert default[low] == pytest.approx(measured_Ah_m2[low], rel=0.03)
+    assert cathode_Ah_m2 < measured_Ah_m2[low]      # why the default basis fades
+    assert all(default[c] <= measured_Ah_m2[c] * 1.03 for c in default)
+    assert (LGM50_DEFAULT_BASIS_MIN_RETENTION <= default[high] / default[low]
+            <= measured_retention + 0.03)
