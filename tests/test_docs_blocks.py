@@ -223,6 +223,13 @@ SCALED_SHELL = {
     # one timed run per back-end as the two lines above: each run is a fresh process (torch,
     # numba, the copy anchor: ~5 CPU-s at any size), and the page's default 2 made this line
     # 115 of the file's 274 CPU-s; the median-of-repeats path is the same for 1 or 2
+    # round particles pack only in boxes of ~3 diameters or more: 40 voxels at 1 um, 8 um
+    "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_solvers.py --calendering "
+    "rearrange --sizes":
+        {"set": {"--sizes": ["40"], "--repeats": ["1"]}},
+    "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_solvers.py --calendering "
+    "flatten --sizes":
+        {"set": {"--sizes": ["16"], "--repeats": ["1"]}},
     "docs/solvers.md: python tests/benchmarks/bench_solvers.py --sizes 64 --params 0.8,0.2,0.0":
         {"set": {"--sizes": ["16"], "--repeats": ["1"]}},
 }
