@@ -49,7 +49,9 @@ def load_generator(spec: EvaluationSpec, device: str = "cpu") -> Any:
         raise RuntimeError(f"generator.kind={spec.generator.kind!r} needs kernels.generator.model, "
                            f"which could not be imported ({error}); use 'procedural'") from error
     if spec.generator.kind == DEFAULT_MODEL:
-        model = generator.load_default_model()
+        # the shipped model that learnt the spec's calendering (a campaign frozen with the
+        # flattened particles' model resumes on it); None: the default file
+        model = generator.load_default_model(spec.generator.calendering)
     else:
         model_path = Path(spec.generator.kind)
         if not model_path.is_file():

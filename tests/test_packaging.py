@@ -30,6 +30,8 @@ from hpc.cli.app import DISTRIBUTION, app
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.name for p in (REPO / "hpc" / "campaigns").glob("*.toml"))
 WEIGHTS = "kernels/generator/weights/generator_default.pt"
+#: the flattened particles' model, shipped so campaigns that sampled it resume on it
+FLATTEN_WEIGHTS = "kernels/generator/weights/generator_default_flatten.pt"
 # any warning of setuptools' own (its words for a data folder that is not a listed package
 # among them); the build runs with -W always so none is hidden
 PACKAGING_WARNINGS = ("SetuptoolsWarning", "SetuptoolsDeprecationWarning", "would be ignored",
@@ -92,6 +94,7 @@ def test_wheel_and_sdist_carry_every_shipped_file_and_build_cleanly(installed):
     for name in SHIPPED:
         assert f"hpc/campaigns/{name}" in wheel_names and f"hpc/campaigns/{name}" in sdist
     assert WEIGHTS in wheel_names and WEIGHTS in sdist
+    assert FLATTEN_WEIGHTS in wheel_names and FLATTEN_WEIGHTS in sdist
     assert "slurm_templates/controller.sh" in wheel_names
     entry_points = next(n for n in wheel_names if n.endswith(".dist-info/entry_points.txt"))
     assert entry_points.startswith("microloop_electrodes-")

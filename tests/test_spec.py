@@ -150,28 +150,55 @@ def test_calendering_is_refused_by_name():
     assert "one of ['flatten', 'rearrange']" in str(info.value)
 
 
-def test_a_trained_generator_samples_the_calendering_it_learnt():
-    # the shipped model learnt flattened procedural volumes: a campaign naming no model gets
-    # that; naming the other one is refused, in the campaign file and in a spec
-    from hpc.campaign.config import ConfigError, parse_campaign
-    from jobs.generate import load_generator
-    from kernels.generator.model import load_default_model, trained_calendering
+def test_the_shipped_generators_sample_the_calendering_they_learnt():
+    # the default shipped model learnt the simulator's default round particles; the model of
+    # the flattened particles (the shipped one until 2026-12-03) is reached by naming that
+    # calendering, and gives the very cubes it gave then; a model file samples what it learnt
+    import zlib
 
-    assert trained_calendering(load_default_model()) == "flatten"
+    from hpc.campaign.config import parse_campaign
+    from jobs.generate import load_generator
+    from kernels.generator.model import load_default_model, sample, trained_calendering
+
+    assert trained_calendering(load_default_model()) == "rearrange"
+    assert trained_calendering(load_default_model("flatten")) == "flatten"
+    with pytest.raises(ValueError, match=r"generator.calendering must be one of \['flatten', "
+                                         r"'rearrange'\]"):
+        load_default_model("round")
     base = {"name": "trained", "space": {"am_wt_frac": [0.88, 0.92], "porosity": [0.3, 0.4],
                                          "mass_loading_mg_cm2": 20.0},
             "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0}}
     config = parse_campaign({**base, "generator": {"kind": "default"}})
-    assert config.generator.calendering == "flatten"
-    spec = EvaluationSpec.from_dict(config.to_spec_dict())
-    assert load_generator(spec) is not None
-    with pytest.raises(ConfigError) as info:
-        parse_campaign({**base, "generator": {"kind": "default", "calendering": "rearrange"}})
-    assert "generator.calendering" in str(info.value) and "'flatten'" in str(info.value)
-    wrong = EvaluationSpec.from_dict({**config.to_spec_dict(),
-                                      "generator": {"kind": "default", "calendering": "rearrange"}})
-    with pytest.raises(ValueError, match="generator.calendering"):
-        load_generator(wrong)
+    assert config.generator.calendering == "rearrange"
+    assert trained_calendering(load_generator(EvaluationSpec.from_dict(config.to_spec_dict()))) \
+        == "rearrange"
+    flat = parse_campaign({**base, "generator": {"kind": "default", "calendering": "flatten"}})
+    assert flat.generator.calendering == "flatten"
+    model = load_generator(EvaluationSpec.from_dict(flat.to_spec_dict()))
+    cube = sample({"am_wt_frac": 0.9, "porosity": 0.35, "binder_adhesion": 0.5}, n=1, size=32,
+                  seed=0, model=model)[0]
+    assert zlib.crc32(cube.tobytes()) == 940785461   # the shipped model's cube before the swap
+
+
+def test_a_campaign_frozen_with_the_old_shipped_generator_resumes_on_it(tmp_path):
+    # a campaign.toml of kind = "default" frozen before the calendering was recorded sampled
+    # the flattened particles' model: resumed, it must sample that model again, not the new one
+    from hpc.campaign.config import dump_campaign, load_frozen_campaign, parse_campaign
+    from jobs.generate import load_generator
+    from kernels.generator.model import trained_calendering
+
+    config = parse_campaign({"name": "old", "space": {"am_wt_frac": [0.88, 0.92],
+                                                      "porosity": [0.3, 0.4],
+                                                      "mass_loading_mg_cm2": 20.0},
+                             "objective": {"kind": "energy_density_Wh_L", "power_W": 10.0},
+                             "generator": {"kind": "default"}})
+    frozen = tmp_path / "campaign.toml"
+    dump_campaign(config, frozen)
+    frozen.write_text(frozen.read_text().replace('calendering = "rearrange"\n', ""))
+    resumed = load_frozen_campaign(frozen)
+    assert resumed.generator.calendering == "flatten"
+    model = load_generator(EvaluationSpec.from_dict(resumed.to_spec_dict()))
+    assert trained_calendering(model) == "flatten"
 
 
 def test_a_frozen_campaign_from_before_the_option_resumes_flattened(tmp_path):

@@ -941,26 +941,31 @@ def _check_warm_start_folders(config: CampaignConfig, source: str) -> None:
                               ) from None
 
 
-def trained_generator_voxel_um(kind: str, model_path: str | None = None) -> float:
+def trained_generator_voxel_um(kind: str, model_path: str | None = None,
+                               calendering: str | None = None) -> float:
     """The voxel size (um) a trained generator was trained at, stored with its weights
     (`kernels.generator.network.GeneratorConfig.voxel_um`); ValueError if the file is no model."""
-    return float(_trained_generator(kind, model_path).config.voxel_um)
+    return float(_trained_generator(kind, model_path, calendering).config.voxel_um)
 
 
-def trained_generator_calendering(kind: str, model_path: str | None = None) -> str | None:
+def trained_generator_calendering(kind: str, model_path: str | None = None,
+                                  asked: str | None = None) -> str | None:
     """The calendering model of the procedural volumes a trained generator learnt (None: it
-    learnt other data), from its training metadata (`kernels.generator.model.trained_calendering`)."""
+    learnt other data), from its training metadata (`kernels.generator.model.trained_calendering`).
+    kind 'default' with `asked` one of the shipped models' calenderings: that shipped model."""
     from kernels.generator import model as generator
 
-    return generator.trained_calendering(_trained_generator(kind, model_path))
+    return generator.trained_calendering(_trained_generator(kind, model_path, asked))
 
 
-def _trained_generator(kind: str, model_path: str | None = None) -> Any:
-    """The trained generator a [generator] section names; ValueError if the file is no model."""
+def _trained_generator(kind: str, model_path: str | None = None,
+                       calendering: str | None = None) -> Any:
+    """The trained generator a [generator] section names (kind 'default': the shipped model of
+    `calendering`, or the default one); ValueError if the file is no model."""
     from kernels.generator import model as generator
 
     if kind == "default":
-        return generator.load_default_model()
+        return generator.load_default_model(calendering)
     if model_path is None:
         raise ValueError("generator.model_path is needed for kind = 'model'")
     try:
@@ -984,7 +989,8 @@ def _with_calendering(config: CampaignConfig, source: str) -> CampaignConfig:
         calendering = generator.calendering or ranges.DEFAULT_CALENDERING
     else:
         try:
-            calendering = trained_generator_calendering(generator.kind, generator.model_path)
+            calendering = trained_generator_calendering(generator.kind, generator.model_path,
+                                                        generator.calendering)
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(f"invalid campaign file {source}:\n  {error}") from None
         if generator.calendering is not None and generator.calendering != calendering:
@@ -1010,7 +1016,8 @@ def _with_voxel_size(config: CampaignConfig, source: str) -> CampaignConfig:
         voxel_um = PROCEDURAL_VOXEL_UM if fidelity.voxel_um is None else fidelity.voxel_um
     else:
         try:
-            voxel_um = trained_generator_voxel_um(generator.kind, generator.model_path)
+            voxel_um = trained_generator_voxel_um(generator.kind, generator.model_path,
+                                                  generator.calendering)
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(f"invalid campaign file {source}:\n  {error}") from None
         which = ("the shipped generator (generator.kind = 'default')" if generator.kind == "default"

@@ -34,6 +34,11 @@ from kernels.structure.two_point import DEFAULT_PAIRS, one_hot, two_point_map
 
 FORMAT_VERSION = 1
 DEFAULT_WEIGHTS = "generator_default.pt"
+#: the shipped weights by the calendering of the procedural volumes they learnt: the default
+#: file learnt the simulator's default (round particles); the flattened particles' model, the
+#: shipped one until 2026-12-03, stays so campaigns that sampled it resume on the same cubes
+SHIPPED_WEIGHTS: dict[str, str] = {"rearrange": DEFAULT_WEIGHTS,
+                                   "flatten": "generator_default_flatten.pt"}
 PHASE_ORDER = ("pore", "am", "cbd")
 # Parameters a design may carry. Those the model is not conditioned on are accepted and ignored
 # by sampling (mass loading sets the electrode thickness, not the microstructure).
@@ -354,13 +359,20 @@ def default_weights_available() -> bool:
     return resources.files("kernels.generator").joinpath("weights", DEFAULT_WEIGHTS).is_file()
 
 
-def load_default_model() -> ConditionalGenerator:
-    """The generator shipped with microloop (trained on the procedural simulator)."""
-    ref = resources.files("kernels.generator").joinpath("weights", DEFAULT_WEIGHTS)
+def load_default_model(calendering: str | None = None) -> ConditionalGenerator:
+    """The generator shipped with microloop (trained on the procedural simulator): the one
+    that learnt `calendering`'s volumes (a key of SHIPPED_WEIGHTS), by default the default
+    file's (round particles, the simulator's default calendering)."""
+    if calendering is not None and calendering not in SHIPPED_WEIGHTS:
+        raise ValueError(f"generator.calendering must be one of {sorted(SHIPPED_WEIGHTS)} for the "
+                         f"shipped generator (kind = 'default'), got {calendering!r}")
+    name = DEFAULT_WEIGHTS if calendering is None else SHIPPED_WEIGHTS[calendering]
+    ref = resources.files("kernels.generator").joinpath("weights", name)
     if not ref.is_file():
         raise FileNotFoundError(
-            f"the shipped generator weights kernels/weights/{DEFAULT_WEIGHTS} are missing from this "
-            "installation; train one with `microloop train-generator procedural --out model.pt`")
+            f"the shipped generator weights kernels/generator/weights/{name} are missing from "
+            "this installation; train one with `microloop train-generator procedural --out "
+            "model.pt`")
     return load_state_bytes(ref.read_bytes())
 
 

@@ -301,7 +301,7 @@ def main() -> None:
                      args.voxel_um, cache, args.calendering)
     finally:
         if args.cache:
-            args.cache.write_text(json.dumps(cache, default=float))
+            args.cache.write_text(json.dumps(cache, default=float, indent=0))
     if args.procedural_only:
         return
     table = markdown(report)
