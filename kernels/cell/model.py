@@ -499,3 +499,22 @@ def get_cell_model(
         if key not in _MODELS:
             _MODELS[key] = CellModel(parameter_set, half_cell, packaging, **kwargs)
         return _MODELS[key]
+
+
+def published_cathode_design(parameter_set: str) -> ElectrodeDesign:
+    """The positive electrode a PyBaMM parameter set describes, as an ElectrodeDesign (its
+    porosity, AM fraction, thickness, Bruggeman tortuosity, 3φ/R surface, conductivity and
+    particle radius), so that a published cell runs through the design → inputs → DFN path
+    the optimiser's designs take (the validations against measured cells)."""
+    values = pybamm.ParameterValues(parameter_set)
+    porosity = values["Positive electrode porosity"]
+    am_fraction = values["Positive electrode active material volume fraction"]
+    radius_um = values["Positive particle radius [m]"] * 1e6
+    exponent = values["Positive electrode Bruggeman coefficient (electrolyte)"]
+    return ElectrodeDesign(
+        porosity=porosity, am_volume_fraction=am_fraction,
+        thickness_um=values["Positive electrode thickness [m]"] * 1e6,
+        tortuosity_factor=porosity ** (1.0 - exponent),
+        specific_surface_area_per_um=3.0 * am_fraction / radius_um,
+        effective_conductivity_S_m=values["Positive electrode conductivity [S.m-1]"],
+        particle_radius_um=radius_um)

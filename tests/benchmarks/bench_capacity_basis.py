@@ -142,20 +142,9 @@ def _factory(name: str):
 
 
 def chen2020_design() -> ElectrodeDesign:
-    import pybamm
+    from kernels.cell.model import published_cathode_design
 
-    values = pybamm.ParameterValues("Chen2020")
-    eps = values["Positive electrode porosity"]
-    phi = values["Positive electrode active material volume fraction"]
-    radius_um = values["Positive particle radius [m]"] * 1e6
-    return ElectrodeDesign(
-        porosity=eps, am_volume_fraction=phi,
-        thickness_um=values["Positive electrode thickness [m]"] * 1e6,
-        tortuosity_factor=eps ** (1.0 - values["Positive electrode Bruggeman coefficient "
-                                                "(electrolyte)"]),
-        specific_surface_area_per_um=3.0 * phi / radius_um,
-        effective_conductivity_S_m=values["Positive electrode conductivity [S.m-1]"],
-        particle_radius_um=radius_um)
+    return published_cathode_design("Chen2020")
 
 
 def high_loading_metrics() -> dict:
