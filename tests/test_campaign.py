@@ -6,6 +6,7 @@ PyBaMM) at the lowest fidelity: 2 cubes of 24^3 voxels.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -282,4 +283,63 @@ def test_a_kill_between_submission_and_journaling_reattaches_to_the_started_job(
     assert progress.complete == 1
     submitted = _events(folder, "submitted")
     assert len(submitted) == 1 and submitted[0]["recovered"] is True
+    assert len(list((folder / "jobs").glob("*_result.pkl"))) == 1  # it ran once
+
+
+@pytest.mark.slow
+def test_a_job_request_left_unread_by_a_stopped_fork_server_is_not_submitted_again(tmp_path):
+    """The controller dies after writing a job request to its fork server's pipe and before
+    reading the pid, while the server is stopped (SIGSTOP: a loaded machine's slow server).
+    The resumed controller must wait for the old server to read it and re-attach to the job it
+    forks; before, it found no job, submitted the trial again and both jobs ran."""
+    import threading
+
+    campaign = tiny_campaign(tmp_path / "c.toml",
+                             optimizer={"backend": "sobol", "budget": 1, "max_concurrent": 1},
+                             resources={"dask_workers": 0, "persistent_worker": True})
+    folder = tmp_path / "run"
+    first = Campaign.create(load_campaign(campaign), folder)
+    first._warm_set = True   # no warm-up evaluation in the servers: it is not what is tested
+    client = first.executor.scheduler._fork
+    stopped: list[int] = []
+
+    def write_then_die(request):   # the kill lands between the request and its answer
+        server = client._server()  # started and warmed up, ready for requests
+        os.kill(server.pid, signal.SIGSTOP)
+        stopped.append(server.pid)
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        server.stdin.close()       # what the kernel does to the dead controller's pipe end
+        raise KeyboardInterrupt
+
+    client._ask = write_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            first.run()
+        first.close()
+        assert [e["event"] for e in read_journal(folder)][-1] == "submitting"
+        (old_server,) = stopped
+        resume_later = threading.Timer(4.0, os.kill, (old_server, signal.SIGCONT))
+        resume_later.start()
+        second = Campaign.open(folder)
+        second._warm_set = True
+        try:
+            progress = second.run(report=None)
+        finally:
+            second.close()
+        resume_later.join()
+        deadline = time.monotonic() + 120   # the old server (our child) exits once its job
+        while time.monotonic() < deadline:  # has ended: reap it, then count the results
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(old_server, os.WNOHANG)[0] == 0:
+                    time.sleep(0.2)
+                    continue
+            break
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert progress.complete == 1
+    submitted = _events(folder, "submitted")
+    assert len(submitted) == 1 and submitted[0].get("recovered") is True, submitted
     assert len(list((folder / "jobs").glob("*_result.pkl"))) == 1  # it ran once

@@ -397,3 +397,69 @@ def test_cli_run_on_malformed_files_names_the_field_and_writes_nothing(tmp_path,
     assert _files_under(work) == {"campaign.toml"}   # no target folder, no runs/, nothing else
     assert toml.read_bytes() == before
     assert not os.path.exists(work / "runs")
+
+
+#: A Dask scheduler in its own process that stands for a controller's: it takes the cell
+#: sweeps' graph, writes `argv[1]` and then never answers (as a controller SIGKILLed at that
+#: instant), so the test can kill it while the job waits in `client.gather`.
+_HOLDING_SCHEDULER = """
+import sys, time
+from pathlib import Path
+from distributed import LocalCluster
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+class Hold(SchedulerPlugin):
+    def update_graph(self, scheduler, *args, **kwargs):
+        Path(sys.argv[1]).write_text("graph received")
+        time.sleep(3600)
+
+cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                       dashboard_address=":0")
+cluster.scheduler.add_plugin(Hold())
+print(cluster.scheduler_address, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_job_whose_dask_scheduler_dies_mid_gather_solves_its_sweeps_itself(tmp_path):
+    """The SIGKILL/resume race (tests/test_campaign.py once saw a trial "submitted" twice under
+    load): a job waiting for its sweeps when the controller, and with it the Dask scheduler, is
+    killed got FutureCancelledError ("scheduler-connection-lost"), which is neither OSError nor
+    TimeoutError, so the attempt failed and the resumed controller ran the trial again. The job
+    must fall back to solving here, with the objective of an evaluation without Dask."""
+    import signal
+    import threading
+
+    from hpc.campaign.controller import preflight
+    from hpc.machine.evaluation_task import EvaluationTask
+
+    spec = preflight(tiny_config())
+    params = {"am_wt_frac": 0.9, "porosity": 0.35, "binder_adhesion": 0.5,
+              "mass_loading_mg_cm2": 15.0}
+    alone = EvaluationTask()(str(tmp_path / "a"), 0, params, spec, 1, None)
+    marker = tmp_path / "graph_received"
+    scheduler = subprocess.Popen([sys.executable, "-c", _HOLDING_SCHEDULER, str(marker)],
+                                 stdout=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, OMP_NUM_THREADS="1"))
+    killed = threading.Event()
+
+    def kill_once_the_sweeps_wait() -> None:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if marker.exists():
+            scheduler.send_signal(signal.SIGKILL)
+            killed.set()
+
+    try:
+        address = scheduler.stdout.readline().strip()
+        assert address.startswith("tcp://"), address
+        watcher = threading.Thread(target=kill_once_the_sweeps_wait, daemon=True)
+        watcher.start()
+        orphan = EvaluationTask()(str(tmp_path / "b"), 0, params, spec, 1, address)
+        watcher.join(timeout=5)
+    finally:
+        scheduler.kill()
+        scheduler.wait(timeout=30)
+    assert killed.is_set(), "the sweeps never reached the scheduler"
+    assert orphan["objective"] == alone["objective"]   # same seed, same design, same number

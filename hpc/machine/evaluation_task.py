@@ -15,6 +15,7 @@ sweeps run in the job's own process instead of failing the evaluation.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -26,6 +27,14 @@ from typing import Any
 import submitit
 
 MPI_LAUNCHER_ENV = "MICROLOOP_MPI_LAUNCHER"
+#: What the cell sweeps raise when the campaign's Dask scheduler is gone: no answer at connect
+#: (OSError, TimeoutError), and, for a job already waiting in `client.gather` when the
+#: controller holding the scheduler is killed, distributed's FutureCancelledError ("cancelled
+#: for reason: scheduler-connection-lost", a concurrent.futures.CancelledError). Before the
+#: last was named here such a job failed its attempt and the resumed controller ran the trial
+#: a second time (tests/test_hardening_more.py reproduces it by killing a real scheduler).
+DASK_GONE_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError,
+                                                     concurrent.futures.CancelledError)
 
 
 def started_marker(campaign_dir: str | Path, trial_id: int, attempt: int) -> Path:
@@ -172,7 +181,7 @@ class EvaluationTask(submitit.helpers.Checkpointable):
         try:
             result = evaluate_design(campaign_dir, trial_id, params, spec,
                                      dask_scheduler_address=dask_address)
-        except (OSError, TimeoutError) as error:
+        except DASK_GONE_ERRORS as error:
             if dask_address is None:
                 raise
             # The campaign's Dask scheduler is gone (e.g. the controller was killed and is being

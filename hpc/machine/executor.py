@@ -170,6 +170,14 @@ class Executor:
                 self.consecutive_refusals = 0
         return ids
 
+    def settle_submissions(self, wait_s: float) -> None:
+        """Before `find_submission` after a restart: wait (at most `wait_s`, then
+        ExecutorError) until no job of an earlier controller can still start from a request
+        it left unread (a local fork server's pipe); a no-op where the scheduler has none."""
+        wait = getattr(self.scheduler, "wait_for_unread_requests", None)
+        if wait is not None:
+            wait(wait_s)
+
     def find_submission(self, tag: str) -> dict[int, str]:
         """The queued or running jobs of the submission `tag`: {call position: job id}."""
         return self.scheduler.find_tagged(tag)

@@ -59,6 +59,17 @@ def label_path(folder: str | Path, pid: int | str) -> Path:
     return Path(folder) / f"{pid}{LABEL_SUFFIX}"
 
 
+def open_path(folder: str | Path, pid: int | str) -> Path:
+    """Exists while server `pid` may still read a request: from before it says it is ready
+    until its input has ended. A resumed controller waits for these to go before it decides
+    that a cut submission started no job (a request can sit unread in a dead controller's
+    pipe; the server would fork it later)."""
+    return Path(folder) / f"fork_server_{pid}{OPEN_SUFFIX}"
+
+
+OPEN_SUFFIX = ".open"
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -197,8 +208,16 @@ class ForkServer:
                     while b"\n" in buffer:
                         line, buffer = buffer.split(b"\n", 1)
                         if line.strip():
-                            stdout.write(json.dumps(self._answer(line)) + "\n")
-                            stdout.flush()
+                            answer = json.dumps(self._answer(line)) + "\n"
+                            try:
+                                stdout.write(answer)
+                                stdout.flush()
+                            except BrokenPipeError:   # the controller died after asking:
+                                open_input = False     # the job runs on, its label written
+                                _silence_stdout()
+                                break
+                if not open_input:   # every request it will ever read has been answered
+                    open_path(self.folder, os.getpid()).unlink(missing_ok=True)
             else:
                 time.sleep(INTERVAL_S)
             self.watch()
@@ -209,6 +228,13 @@ class ForkServer:
             return {"pid": self.start(request)}
         except (ValueError, KeyError, TypeError, OSError) as error:
             return {"error": f"{type(error).__name__}: {error}"}
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: its pipe's reader is gone (no traceback at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 def _kill(tree: list[int]) -> None:
@@ -259,9 +285,18 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     server = ForkServer(args.folder)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    sys.stdout.write(json.dumps({"ready": os.getpid()}) + "\n")
-    sys.stdout.flush()
-    server.serve(sys.stdin, sys.stdout)
+    opened = open_path(args.folder, os.getpid())
+    _write_atomic(opened, str(os.getpid()))
+    try:
+        try:
+            sys.stdout.write(json.dumps({"ready": os.getpid()}) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:   # the controller died while this server warmed up
+            _silence_stdout()
+            return 0
+        server.serve(sys.stdin, sys.stdout)
+    finally:
+        opened.unlink(missing_ok=True)
     return 0
 
 

@@ -21,6 +21,7 @@ from hpc.machine.scheduler.base import (
     FORK_LABEL_SUFFIX,
     FORK_MARKER,
     TAG_ENV,
+    ExecutorError,
     FailureKind,
     JobOutcome,
     SchedulerState,
@@ -136,6 +137,34 @@ class LocalScheduler(SubmititFiles):
                 found[position] = pid
         return found
 
+    def wait_for_unread_requests(self, wait_s: float) -> None:
+        """Wait until no fork server but this scheduler's own may still read a request.
+
+        Why: a controller killed after writing a job request to its server's pipe and before
+        reading the pid leaves the request unread if that server is slow (busy, stopped, a
+        loaded machine); the server forks it later, after a resumed controller found no
+        label and no marker and submitted the trial again (two jobs for one attempt). Each
+        server holds `fork_server_<pid>.open` until its input has ended (fork_server.py).
+        Raises ExecutorError after `wait_s`: which server, so nothing is resubmitted blind."""
+        from hpc.machine.scheduler.fork_server import OPEN_SUFFIX
+
+        own = self._fork.pid if self._fork is not None else None
+        deadline = time.monotonic() + wait_s
+        while True:
+            busy = []
+            for path in self.folder.glob(f"fork_server_*{OPEN_SUFFIX}"):
+                pid = path.name[len("fork_server_"):-len(OPEN_SUFFIX)]
+                if pid.isdigit() and pid != own and _is_forked(int(pid)):
+                    busy.append(pid)   # alive (a dead server's file is stale: it reads nothing)
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise ExecutorError(
+                    f"fork server(s) {', '.join(sorted(busy))} of an earlier controller still "
+                    f"hold unread job requests after {wait_s:g} s (stopped or overloaded?); a "
+                    "trial of a cut submission may still be started by them")
+            time.sleep(0.2)
+
     def classify_submission_error(self, message: str) -> FailureKind:
         transient = (os.strerror(errno.EAGAIN), os.strerror(errno.ENOMEM))
         return "transient" if any(text in message for text in transient) else "permanent"
@@ -247,6 +276,11 @@ class ForkServerClient:
         self._ended_unrecorded: dict[str, float] = {}
         self.starts = 0  # servers started (1 unless one died)
         self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> str | None:
+        """The running server's pid, None before the first submission."""
+        return str(self._process.pid) if self._process is not None else None
 
     def awaiting_record(self, job_id: str) -> bool:
         """A job of this server's that has ended (a zombie, or just reaped) while the server,
