@@ -12,6 +12,7 @@ journals that trial's failure and completes the others.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -211,3 +212,32 @@ def test_a_job_reaped_by_another_schedulers_fork_server_is_not_gone_before_its_r
     record_path(tmp_path, job_id).unlink()
     monkeypatch.setattr(local, "RECORD_WAIT_S", 0.0)
     assert reader.states([other])[other].phase == "ended"
+
+
+LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
+
+
+@pytest.mark.skipif(not os.access(LAST_PID, os.W_OK),
+                    reason="needs a writable /proc/sys/kernel/ns_last_pid (Linux, root) to make "
+                           "the next process take a chosen pid")
+def test_a_reused_process_id_does_not_hand_on_an_earlier_jobs_result(tmp_path):
+    # job ids are pids, and pids wrap (pid_max 32768 here): a new job that gets the pid of an
+    # earlier job of the folder must not read as ended with that job's result and record
+    executor = Executor("local", tmp_path, walltime_min=5, persistent_worker=True)
+    [first] = executor.submit_array(math.factorial, [(5,)])
+    assert _wait(executor, [first], timeout_s=120)[first].state == "finished"
+    assert executor.outcome(first).value == 120
+    for _ in range(20):   # another process may take the pid first: then try again
+        LAST_PID.write_text(str(int(first) - 1))
+        [second] = executor.submit_array(time.sleep, [(2,)])
+        if second == first:
+            break
+        _wait(executor, [second], timeout_s=120)
+    else:
+        pytest.skip("the pid was taken by other processes 20 times")
+    assert executor.poll([second])[second].state == "running"   # not the old job's end
+    assert _wait(executor, [second], timeout_s=120)[second].state == "finished"
+    assert executor.outcome(second).value is None                # time.sleep's, not 120
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "stale").iterdir()) == sorted(
+        [f"{first}_0_result", f"{first}_memory"])
+    executor.close()

@@ -74,6 +74,29 @@ class LocalScheduler(SubmititFiles):
 
     def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
                      tag: str | None = None, offset: int = 0) -> list[str]:
+        started = time.time()
+        ids = self._submit_array(fn, args_list, tag, offset)
+        self._set_aside_stale(ids, started)
+        return ids
+
+    def _set_aside_stale(self, job_ids: Sequence[str], started: float) -> None:
+        """A job id is a process id, and process ids are reused (pid_max is 32768 here): an
+        earlier job of this folder with the same pid left its result and exit record, which
+        would read as the new job's end, with another trial's result. Files older than the
+        submission cannot be the new job's (it writes them when it ends): moved to stale/."""
+        for job_id in job_ids:
+            for path in (self.result_path(job_id), record_path(self.folder, job_id)):
+                try:
+                    written = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if written < started:
+                    aside = self.folder / "stale"
+                    aside.mkdir(exist_ok=True)
+                    os.replace(path, aside / f"{path.name}.{int(written)}")
+
+    def _submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
+                      tag: str | None, offset: int) -> list[str]:
         if self._fork is not None:
             return self._fork.submit_array(fn, args_list, tag, offset)
         jobs = []
