@@ -980,6 +980,12 @@ def _trained_generator(kind: str, model_path: str | None = None,
     return model
 
 
+def _generator_named(generator: Any) -> str:
+    """A trained generator as the errors about it name it."""
+    return ("the shipped generator (generator.kind = 'default')" if generator.kind == "default"
+            else f"the generator in {generator.model_path!r}")
+
+
 def _with_calendering(config: CampaignConfig, source: str) -> CampaignConfig:
     """generator.calendering filled in: the simulator's default, or what a trained generator's
     procedural training volumes used (a different value given is an error: a trained model
@@ -994,8 +1000,7 @@ def _with_calendering(config: CampaignConfig, source: str) -> CampaignConfig:
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(f"invalid campaign file {source}:\n  {error}") from None
         if generator.calendering is not None and generator.calendering != calendering:
-            which = ("the shipped generator (generator.kind = 'default')"
-                     if generator.kind == "default" else f"the generator in {generator.model_path!r}")
+            which = _generator_named(generator)
             learnt = (f"was trained on {calendering!r}-calendered volumes" if calendering
                       else "was trained on volumes from files, not the simulator")
             raise ConfigError(
@@ -1020,8 +1025,7 @@ def _with_voxel_size(config: CampaignConfig, source: str) -> CampaignConfig:
                                                   generator.calendering)
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(f"invalid campaign file {source}:\n  {error}") from None
-        which = ("the shipped generator (generator.kind = 'default')" if generator.kind == "default"
-                 else f"the generator in {generator.model_path!r}")
+        which = _generator_named(generator)
         if fidelity.voxel_um is not None and not math.isclose(fidelity.voxel_um, voxel_um,
                                                               rel_tol=1e-9):
             raise ConfigError(
