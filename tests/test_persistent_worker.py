@@ -227,6 +227,7 @@ def test_a_reused_process_id_does_not_hand_on_an_earlier_jobs_result(tmp_path):
     [first] = executor.submit_array(math.factorial, [(5,)])
     assert _wait(executor, [first], timeout_s=120)[first].state == "finished"
     assert executor.outcome(first).value == 120
+    time.sleep(1.5)   # a pid comes round long after its job ended (local.STALE_MARGIN_S)
     for _ in range(20):   # another process may take the pid first: then try again
         LAST_PID.write_text(str(int(first) - 1))
         [second] = executor.submit_array(time.sleep, [(2,)])

@@ -32,6 +32,8 @@ from hpc.machine.scheduler.base import (
 from hpc.machine.scheduler.memory_guard import GIB, describe, process_tree, record_path
 from hpc.machine.scheduler.submitit_files import SubmititFiles
 
+#: files of a new job's pid written more than this before its submission are an earlier job's
+STALE_MARGIN_S = 1.0
 #: run by file path (standard library only): it starts in milliseconds, imports nothing of ours
 GUARD_SCRIPT = Path(__file__).with_name("memory_guard.py")
 
@@ -83,14 +85,18 @@ class LocalScheduler(SubmititFiles):
         """A job id is a process id, and process ids are reused (pid_max is 32768 here): an
         earlier job of this folder with the same pid left its result and exit record, which
         would read as the new job's end, with another trial's result. Files older than the
-        submission cannot be the new job's (it writes them when it ends): moved to stale/."""
+        submission cannot be the new job's (it writes them when it ends): moved to stale/.
+        The margin: file times come from the kernel's coarse clock, which lags time.time() by
+        up to a few ms, so a quick job's own result could look older than its submission; an
+        earlier owner of the pid ended long before (the pid came round after pid_max forks)."""
+        before = started - STALE_MARGIN_S
         for job_id in job_ids:
             for path in (self.result_path(job_id), record_path(self.folder, job_id)):
                 try:
                     written = path.stat().st_mtime
                 except FileNotFoundError:
                     continue
-                if written < started:
+                if written < before:
                     aside = self.folder / "stale"
                     aside.mkdir(exist_ok=True)
                     os.replace(path, aside / f"{path.name}.{int(written)}")
