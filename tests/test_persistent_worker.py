@@ -413,3 +413,21 @@ def test_a_folder_from_before_identity_records_reads_its_live_job_as_before(tmp_
     finally:
         submitter.cancel([job_id])
         submitter.close()
+
+
+def test_a_job_found_by_its_tag_is_recorded_anew_over_an_earlier_jobs_record(tmp_path):
+    # a controller killed between starting a job and recording it leaves an earlier job's
+    # record of that pid; the resumed controller finds the job by its tag (its environment):
+    # that proves the process, so the record is rewritten and the job reads RUNNING
+    submitter = LocalScheduler(tmp_path, walltime_min=5)
+    [job_id] = submitter.submit_array(time.sleep, [(60.0,)], tag="t2a1")
+    try:
+        record = tmp_path / f"{job_id}_process.json"
+        own = json.loads(record.read_text())
+        record.write_text(json.dumps({**own, "start_ticks": own["start_ticks"] - 1000}))
+        resumed = LocalScheduler(tmp_path, walltime_min=5)
+        assert resumed.find_tagged("t2a1") == {0: job_id}
+        assert json.loads(record.read_text()) == own
+        assert resumed.states([job_id])[job_id] == SchedulerState("running", "RUNNING")
+    finally:
+        submitter.cancel([job_id])

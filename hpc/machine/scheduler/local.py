@@ -121,6 +121,10 @@ class LocalScheduler(SubmititFiles):
                 # submitit copies this process's environment into the job: the tag rides there
                 with _environment(TAG_ENV, tag_label(tag, offset + index) if tag else None):
                     jobs.append(self._ex.submit(fn, *args))
+                # at once, not after the loop: a controller killed within the array leaves
+                # the jobs it started recorded. Our child, not waited for: even ended, it
+                # still holds its pid
+                write_identity(self.folder, int(jobs[-1].job_id))
         except OSError as error:  # fork/exec failed: out of processes or memory
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # a full disk stops the campaign; it is no attempt's failure
@@ -131,8 +135,6 @@ class LocalScheduler(SubmititFiles):
             job_id = str(job.job_id)
             self._jobs[job_id] = job
             ids.append(job_id)
-            # our child, not waited for: even if it has ended it still holds its pid
-            write_identity(self.folder, int(job_id))
         return ids
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> str:
@@ -164,6 +166,11 @@ class LocalScheduler(SubmititFiles):
             position = parse_tag_label(label, tag)
             if position is not None and labels.get(parent, ("",))[0] != label:
                 found[position] = str(pid)
+                if CHECK_IDENTITY:
+                    # its label proves the process is the job: recorded anew, in case a
+                    # controller killed right after starting it left an earlier job's record
+                    # of that pid (or none) in place
+                    write_identity(self.folder, pid)
         # forked jobs (resources.persistent_worker) share their server's environment: the
         # server leaves each one's label in a file
         for path in self.folder.glob(f"*{FORK_LABEL_SUFFIX}"):
