@@ -168,6 +168,9 @@ EXEMPT = {
 
 #: benchmark lines run scaled down: options set (replacing the page's) or dropped
 SCALED_SHELL = {
+    "docs/campaigns.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_local_identity.py "
+    "--jobs 8":
+        {"set": {"--jobs": ["2"], "--calls": ["20"], "--repeats": ["2"]}},
     "docs/convergence.md: python tests/benchmarks/bench_convergence_scale.py runs/c1000":
         {"set": {}, "after_microloop": "--dir runs/c1000"},
     "docs/generator.md: python tests/benchmarks/gpu_train_generator.py --out-dir /tmp/gen_dry "

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_config import _invalid
 from test_hardening import campaign_copy, cli, finished_campaign, full_filesystem, tiny_config
+from test_persistent_worker import _kill_tree, _other_campaigns_job, _start_on_pid, needs_last_pid
 
 from hpc.campaign.config import ConfigError, dump_campaign, load_campaign, parse_campaign
 from hpc.machine.executor import Executor
@@ -303,6 +304,41 @@ def test_status_says_how_a_gone_local_job_ended(campaign_copy):
     running = json.loads(result.output)["running"]
     assert [r["job_id"] for r in running] == [job_id]
     assert running[0]["state"].startswith("GONE (killed by signal 9 (out of memory? peak RSS")
+
+
+@needs_last_pid
+def test_status_does_not_show_a_job_whose_pid_went_to_another_process_as_running(
+        campaign_copy):
+    """The job died (no result) while no controller ran, and another campaign's submitit job
+    got its pid: `status` once showed that stranger as the job RUNNING."""
+    import tomllib
+
+    from hpc.campaign.journal import Journal
+    from hpc.machine.scheduler.local import PID_TAKEN
+
+    frozen = campaign_copy / "campaign.toml"
+    data = tomllib.loads(frozen.read_text())
+    data["resources"]["executor"] = "local"   # the finished copy ran in-process (debug)
+    frozen.write_text(tomli_w.dumps(data))
+    executor = Executor("local", campaign_copy / "jobs", mem_gb=None, result_grace_s=0.0)
+    job_id = executor.submit(os._exit, 3)
+    assert _wait(executor, job_id).state == "failed"
+    journal = Journal(campaign_copy)
+    journal.append("proposed", trial_id=2, params={"am_wt_frac": 0.9, "porosity": 0.3})
+    journal.append("submitted", trial_id=2, attempt=1, job_id=job_id)
+    journal.close()
+    held: list = []
+    stranger = _start_on_pid(int(job_id), _other_campaigns_job(campaign_copy.parent / "o", held))
+    if stranger is None:
+        pytest.skip("the pid was taken by other processes 20 times")
+    try:
+        result = cli("status", str(campaign_copy), "--json")
+    finally:
+        _kill_tree(stranger.pid)
+        stranger.wait()
+    assert result.exit_code == 0, result.output
+    running = json.loads(result.output)["running"]
+    assert [(r["job_id"], r["state"]) for r in running] == [(job_id, f"GONE ({PID_TAKEN})")]
 
 
 # ---- the frozen config is written atomically ---------------------------------------------------

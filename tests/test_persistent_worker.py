@@ -28,7 +28,8 @@ from hpc.campaign.config import load_campaign  # noqa: E402
 from hpc.campaign.controller import Campaign  # noqa: E402
 from hpc.machine.evaluation_task import EvaluationTask, warm_up_evaluation  # noqa: E402
 from hpc.machine.executor import EVALUATION_PRELOAD, Executor  # noqa: E402
-from hpc.machine.scheduler.local import LocalScheduler  # noqa: E402
+from hpc.machine.scheduler.base import SchedulerState  # noqa: E402
+from hpc.machine.scheduler.local import PID_TAKEN, LocalScheduler  # noqa: E402
 from hpc.machine.scheduler.memory_guard import record_path  # noqa: E402
 
 JOB_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYBAMM_DISABLE_TELEMETRY": "true"}
@@ -242,3 +243,191 @@ def test_a_reused_process_id_does_not_hand_on_an_earlier_jobs_result(tmp_path):
     assert sorted(p.name.split(".")[0] for p in (tmp_path / "stale").iterdir()) == sorted(
         [f"{first}_0_result", f"{first}_memory"])
     executor.close()
+
+
+# ---- a re-attached job whose pid now belongs to another process ---------------------------
+#
+# A local job id is a pid. The controller is killed, one of its jobs ends (without a result:
+# killed, or its fork server gone too) and the kernel gives the pid to another process. The
+# cases below make the next fork take that pid (ns_last_pid) and give it to what a machine
+# running campaigns really starts: another campaign's submitit job, or a fork server (the
+# resumed controller's own). Both pass the command-line check that alone decided before.
+
+def _start_on_pid(pid: int, start):
+    """`start()` (a Popen) made to run on `pid`; None if other processes took it 20 times."""
+    for _ in range(20):
+        LAST_PID.write_text(str(pid - 1))
+        process = start()
+        if process.pid == pid:
+            # Popen returns once exec has begun; the new command line shows a moment later
+            deadline = time.monotonic() + 10
+            while not Path(f"/proc/{pid}/cmdline").read_bytes():
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.01)
+            return process
+        _kill_tree(process.pid)
+        process.wait()
+    return None
+
+
+def _kill_tree(pid: int) -> None:
+    """End a process this test started, with its children (submitit's task ignores SIGTERM)."""
+    import signal
+
+    from hpc.machine.scheduler.memory_guard import process_tree
+
+    for member in reversed(process_tree(pid)):
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _other_campaigns_job(folder: Path, held: list):
+    """Starts a submitit job of another folder; `held` keeps its handle (submitit cancels a
+    job whose handle is deleted)."""
+    import submitit
+
+    def start():
+        held.append(submitit.LocalExecutor(folder).submit(time.sleep, 60.0))
+        return held[-1]._process
+    return start
+
+
+def _wait_ended(scheduler: LocalScheduler, job_id: str, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while (state := scheduler.states([job_id])[job_id]).phase != "ended":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    return state
+
+
+needs_last_pid = pytest.mark.skipif(
+    not os.access(LAST_PID, os.W_OK),
+    reason="needs a writable /proc/sys/kernel/ns_last_pid (Linux, root) to make the next "
+           "process take a chosen pid")
+
+
+@needs_last_pid
+def test_a_resumed_scheduler_reads_a_job_whose_pid_went_to_another_job_as_ended(tmp_path):
+    # the submitit path: the job dies without a result while its controller is down, and
+    # another campaign's submitit job gets its pid. Before, the resumed scheduler read that
+    # stranger as the job RUNNING (for its whole life) and `cancel` sent it SIGTERM.
+    jobs = tmp_path / "jobs"
+    submitter = LocalScheduler(jobs, walltime_min=5)
+    [job_id] = submitter.submit_array(os._exit, [(3,)])
+    _wait_ended(submitter, job_id)           # reaped: its pid is free
+    assert not submitter.has_result(job_id)
+    del submitter                            # the controller is gone
+    held: list = []
+    stranger = _start_on_pid(int(job_id), _other_campaigns_job(tmp_path / "other", held))
+    if stranger is None:
+        pytest.skip("the pid was taken by other processes 20 times")
+    try:
+        resumed = Executor("local", jobs, walltime_min=5, result_grace_s=0.0)
+        status = resumed.poll([job_id])[job_id]
+        assert status.state == "failed", status
+        assert PID_TAKEN in status.detail and "without a result" in status.detail
+        resumed.cancel([job_id])
+        time.sleep(0.5)
+        assert stranger.poll() is None        # never signalled: it is not ours
+    finally:
+        _kill_tree(stranger.pid)
+        stranger.wait()
+
+
+@needs_last_pid
+def test_a_forked_job_whose_pid_went_to_a_new_fork_server_is_ended_and_never_killed(tmp_path):
+    # the fork-server path: the server dies with the controller (no exit record), the job
+    # then dies too, and the pid goes to a new fork server. Before, the resumed scheduler read
+    # the job RUNNING, and `cancel` SIGKILLed the new server's whole process tree.
+    import ctypes
+    import signal
+
+    from hpc.machine.scheduler.local import ForkServerClient
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_CHILD_SUBREAPER = 36   # orphans come to this test (pid 1 may not reap them)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    jobs = tmp_path / "jobs"
+    stranger = None
+    try:
+        submitter = LocalScheduler(jobs, walltime_min=5, persistent_worker=True)
+        [job_id] = submitter.submit_array(time.sleep, [(60.0,)])
+        server = submitter._fork._process
+        server.kill()
+        server.wait()
+        os.kill(int(job_id), signal.SIGKILL)
+        os.waitpid(int(job_id), 0)             # reaped here (the subreaper): its pid is free
+        assert not record_path(jobs, job_id).exists()
+        del submitter
+        other = ForkServerClient(tmp_path / "other", walltime_min=5, mem_gb=None, preload=(),
+                                 warm=None, env=None)
+        (tmp_path / "other").mkdir()
+        stranger = _start_on_pid(int(job_id), other._server)
+        if stranger is None:
+            pytest.skip("the pid was taken by other processes 20 times")
+        resumed = LocalScheduler(jobs, walltime_min=5, persistent_worker=True)
+        state = resumed.states([job_id])[job_id]
+        assert state.phase == "ended" and PID_TAKEN in state.detail, state
+        resumed.cancel([job_id])
+        time.sleep(0.5)
+        assert stranger.poll() is None         # the new server lives
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        if stranger is not None:
+            stranger.kill()
+            stranger.wait()
+
+
+@pytest.mark.parametrize("forked", [False, True], ids=["submitit", "forked"])
+def test_a_job_that_runs_on_across_a_controller_restart_still_reads_running(tmp_path, forked):
+    # the identity check must not turn a live job into a false "ended" (its trial would run
+    # twice): a new scheduler on the folder reads it RUNNING, finds it by its tag, cancels it
+    submitter = LocalScheduler(tmp_path, walltime_min=5, persistent_worker=forked)
+    [job_id] = submitter.submit_array(time.sleep, [(60.0,)], tag="t1a1")
+    try:
+        assert json.loads((tmp_path / f"{job_id}_process.json").read_text())["start_ticks"] > 0
+        resumed = LocalScheduler(tmp_path, walltime_min=5)
+        assert resumed.states([job_id])[job_id] == SchedulerState("running", "RUNNING")
+        assert resumed.find_tagged("t1a1") == {0: job_id}
+        resumed.cancel([job_id])
+        state = _wait_ended(resumed, job_id)
+        assert PID_TAKEN not in state.detail   # ended by the cancel, not taken for a stranger
+    finally:
+        submitter.cancel([job_id])
+        submitter.close()
+
+
+def test_a_folder_from_before_identity_records_reads_its_live_job_as_before(tmp_path):
+    # a campaign started before `<pid>_process.json` existed: the command line decides, so its
+    # still-running job is not taken for a stranger
+    submitter = LocalScheduler(tmp_path, walltime_min=5, persistent_worker=True)
+    [job_id] = submitter.submit_array(time.sleep, [(60.0,)])
+    try:
+        (tmp_path / f"{job_id}_process.json").unlink()
+        resumed = LocalScheduler(tmp_path, walltime_min=5)
+        assert resumed.states([job_id])[job_id].phase == "running"
+        resumed.cancel([job_id])
+        assert "killed by signal 9" in _wait_ended(resumed, job_id).detail
+    finally:
+        submitter.cancel([job_id])
+        submitter.close()
+
+
+def test_a_job_found_by_its_tag_is_recorded_anew_over_an_earlier_jobs_record(tmp_path):
+    # a controller killed between starting a job and recording it leaves an earlier job's
+    # record of that pid; the resumed controller finds the job by its tag (its environment):
+    # that proves the process, so the record is rewritten and the job reads RUNNING
+    submitter = LocalScheduler(tmp_path, walltime_min=5)
+    [job_id] = submitter.submit_array(time.sleep, [(60.0,)], tag="t2a1")
+    try:
+        record = tmp_path / f"{job_id}_process.json"
+        own = json.loads(record.read_text())
+        record.write_text(json.dumps({**own, "start_ticks": own["start_ticks"] - 1000}))
+        resumed = LocalScheduler(tmp_path, walltime_min=5)
+        assert resumed.find_tagged("t2a1") == {0: job_id}
+        assert json.loads(record.read_text()) == own
+        assert resumed.states([job_id])[job_id] == SchedulerState("running", "RUNNING")
+    finally:
+        submitter.cancel([job_id])

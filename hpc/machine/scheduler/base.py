@@ -9,6 +9,8 @@ Protocol, registered in `hpc.machine.scheduler.SCHEDULERS`.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +120,10 @@ class Scheduler(Protocol):
 #: knows them; and the suffix of the file holding a forked job's tag label
 FORK_MARKER = "microloop-fork-server"
 FORK_LABEL_SUFFIX = "_label.txt"
+#: A local job's process as it was at its submission (`process_identity`), kept in
+#: ``<folder>/<pid>_process.json``: a resumed controller's proof that the process now on that
+#: pid is still the job and not a later process the pid was given to
+PROCESS_SUFFIX = "_process.json"
 
 #: What marks a job as part of a tagged submission (a SLURM comment, a local job's environment).
 TAG_PREFIX = "microloop-submission"
@@ -138,6 +144,36 @@ def parse_tag_label(label: str, tag: str) -> int | None:
         return None
     rest = label[len(prefix):].strip()
     return int(rest) if rest.isdigit() else None
+
+
+def identity_path(folder: str | Path, job_id: str | int) -> Path:
+    """Where the identity of local job `job_id`'s process is kept."""
+    return Path(folder) / f"{job_id}{PROCESS_SUFFIX}"
+
+
+def process_identity(pid: int) -> dict[str, Any] | None:
+    """What tells process `pid` from any later process given the same pid: this boot's id and
+    its start time in clock ticks since boot (/proc/<pid>/stat field 22); None without such a
+    process (or a /proc to read). Exact, unlike a start time compared with a submission time:
+    two processes on one pid in one clock tick would need pid_max forks within it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return {"boot_id": boot_id, "start_ticks": int(fields[19])}
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def write_identity(folder: str | Path, pid: int) -> None:
+    """Record process `pid` as local job `pid`; called while it cannot have been reaped (the
+    caller is its parent and has not waited for it), so it is the job's own process."""
+    identity = process_identity(pid)
+    if identity is None:   # no /proc: nothing to compare later either (pid_alive decides)
+        return
+    path = identity_path(folder, pid)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(identity))
+    os.replace(tmp, path)
 
 
 def tail_text(path: Path, n_chars: int = 1500) -> str:

@@ -43,6 +43,7 @@ from typing import Any
 
 from hpc.machine.scheduler.base import FORK_LABEL_SUFFIX as LABEL_SUFFIX
 from hpc.machine.scheduler.base import FORK_MARKER as MARKER
+from hpc.machine.scheduler.base import write_identity
 from hpc.machine.scheduler.memory_guard import (
     oom_kills,
     process_tree,
@@ -142,6 +143,9 @@ class ForkServer:
         pid = os.fork()
         if pid == 0:
             _run_child(self.folder, request)
+        # before the answer and before any wait4: the child cannot have been reaped, so the
+        # process read is the job's (the controller's proof against a later owner of the pid)
+        write_identity(self.folder, pid)
         if label:
             _write_atomic(label_path(self.folder, pid), str(label))
         mem = request.get("mem_bytes")

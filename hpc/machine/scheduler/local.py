@@ -26,8 +26,11 @@ from hpc.machine.scheduler.base import (
     JobOutcome,
     SchedulerState,
     SubmissionError,
+    identity_path,
     parse_tag_label,
+    process_identity,
     tag_label,
+    write_identity,
 )
 from hpc.machine.scheduler.memory_guard import GIB, describe, process_tree, record_path
 from hpc.machine.scheduler.submitit_files import SubmititFiles
@@ -36,6 +39,13 @@ from hpc.machine.scheduler.submitit_files import SubmititFiles
 STALE_MARGIN_S = 1.0
 #: run by file path (standard library only): it starts in milliseconds, imports nothing of ours
 GUARD_SCRIPT = Path(__file__).with_name("memory_guard.py")
+#: a re-attached job's pid counts as the job only if the process there is the one recorded at
+#: its submission (`<pid>_process.json`); False: the command line alone decides, as before
+#: (another submitit job or a fork server on a reused pid then read as the job, and `cancel`
+#: signalled them). Kept for comparing the two in one process.
+CHECK_IDENTITY = True
+#: why a re-attached job whose pid another process now has is read as ended
+PID_TAKEN = "process ended while the controller was down; pid now belongs to another process"
 
 
 class LocalScheduler(SubmititFiles):
@@ -111,6 +121,10 @@ class LocalScheduler(SubmititFiles):
                 # submitit copies this process's environment into the job: the tag rides there
                 with _environment(TAG_ENV, tag_label(tag, offset + index) if tag else None):
                     jobs.append(self._ex.submit(fn, *args))
+                # at once, not after the loop: a controller killed within the array leaves
+                # the jobs it started recorded. Our child, not waited for: even ended, it
+                # still holds its pid
+                write_identity(self.folder, int(jobs[-1].job_id))
         except OSError as error:  # fork/exec failed: out of processes or memory
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # a full disk stops the campaign; it is no attempt's failure
@@ -152,11 +166,16 @@ class LocalScheduler(SubmititFiles):
             position = parse_tag_label(label, tag)
             if position is not None and labels.get(parent, ("",))[0] != label:
                 found[position] = str(pid)
+                if CHECK_IDENTITY:
+                    # its label proves the process is the job: recorded anew, in case a
+                    # controller killed right after starting it left an earlier job's record
+                    # of that pid (or none) in place
+                    write_identity(self.folder, pid)
         # forked jobs (resources.persistent_worker) share their server's environment: the
         # server leaves each one's label in a file
         for path in self.folder.glob(f"*{FORK_LABEL_SUFFIX}"):
             pid = path.name[:-len(FORK_LABEL_SUFFIX)]
-            if not pid.isdigit() or not pid_alive(int(pid)):
+            if not pid.isdigit() or not job_process_alive(self.folder, pid):
                 continue
             try:
                 position = parse_tag_label(path.read_text().strip(), tag)
@@ -224,7 +243,13 @@ class LocalScheduler(SubmititFiles):
             return SchedulerState("ended", f"EXITED ({self._guard_record(job_id) or how})")
         # re-attached after a controller restart: the process is not our child any more
         if pid_alive(int(job_id)):
-            return SchedulerState("running", "RUNNING")
+            if job_process_alive(self.folder, job_id):
+                return SchedulerState("running", "RUNNING")
+            # the job ended while no controller watched (reaped, so any record is written)
+            # and the kernel gave its pid to another process: ended, with what it left
+            record = self._guard_record(job_id)
+            return SchedulerState("ended", f"GONE ({record + '; ' if record else ''}"
+                                           f"{PID_TAKEN})")
         if _unreaped_fork_child(int(job_id)) or (self._fork is not None
                                                   and self._fork.awaiting_record(job_id)):
             return SchedulerState("running", "EXITING (the fork server is recording its end)")
@@ -258,7 +283,11 @@ class LocalScheduler(SubmititFiles):
         return describe(record)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
+        """Stop these jobs; a pid whose process is not the job's (it ended, and the pid was
+        given to another process) is never signalled."""
         for job_id in job_ids:
+            if not self._owns(job_id):
+                continue
             try:
                 if _is_forked(int(job_id)):
                     # a forked job runs submitit's task directly, which ignores SIGTERM (it
@@ -269,6 +298,18 @@ class LocalScheduler(SubmititFiles):
                     os.kill(int(job_id), signal.SIGTERM)
             except (ProcessLookupError, ValueError):
                 pass
+
+    def _owns(self, job_id: str) -> bool:
+        """Whether the process on pid `job_id` is that job's: our own child not yet waited
+        for (its pid cannot have been reused), else a re-attached job's recorded process."""
+        if not CHECK_IDENTITY:
+            return True   # as before: whatever holds the pid is signalled
+        if not job_id.isdigit():
+            return False
+        process = getattr(self._jobs.get(job_id), "_process", None)
+        if process is not None and process.returncode is None:
+            return True
+        return job_process_alive(self.folder, job_id)
 
     def set_warm(self, warm: tuple[Callable[..., Any], tuple[Any, ...]] | None) -> None:
         """The call the fork server runs once before its first job (no effect on fresh jobs,
@@ -480,6 +521,24 @@ def _unreaped_fork_child(pid: int) -> bool:
         return FORK_MARKER.encode() in Path(f"/proc/{fields[1]}/cmdline").read_bytes()
     except (OSError, IndexError):
         return False
+
+
+def job_process_alive(folder: Path, job_id: str | int) -> bool:
+    """Whether local job `job_id` of `folder` still runs: its pid holds a submitit or
+    fork-server process and, where its identity was recorded at submission, that very process
+    (not a later one the pid was given to after the job ended). Without a record (a folder from
+    before records, no /proc, or a record garbled by someone else: ours are written whole) the
+    command line decides, as before."""
+    pid = int(job_id)
+    if not pid_alive(pid):
+        return False
+    if not CHECK_IDENTITY:
+        return True
+    try:
+        recorded = json.loads(identity_path(folder, job_id).read_text())
+    except (OSError, ValueError):
+        return True
+    return recorded == process_identity(pid)
 
 
 def pid_alive(pid: int) -> bool:
