@@ -254,7 +254,12 @@ def test_a_reused_process_id_does_not_hand_on_an_earlier_jobs_result(tmp_path):
 # resumed controller's own). Both pass the command-line check that alone decided before.
 
 def _start_on_pid(pid: int, start):
-    """`start()` (a Popen) made to run on `pid`; None if other processes took it 20 times."""
+    """`start()` (a Popen) made to run on `pid`; None if other processes took it 20 times.
+
+    First past the next clock tick of the kernel's process start times (1/CLK_TCK s): the
+    forced pid comes round within milliseconds here, where a real reuse needs pid_max forks,
+    and a stranger started in the job's own tick would carry the job's identity."""
+    time.sleep(3.0 / os.sysconf("SC_CLK_TCK"))
     for _ in range(20):
         LAST_PID.write_text(str(pid - 1))
         process = start()
@@ -394,6 +399,28 @@ def test_a_job_that_runs_on_across_a_controller_restart_still_reads_running(tmp_
         resumed.cancel([job_id])
         state = _wait_ended(resumed, job_id)
         assert PID_TAKEN not in state.detail   # ended by the cancel, not taken for a stranger
+    finally:
+        submitter.cancel([job_id])
+        submitter.close()
+
+
+def test_a_job_exiting_while_its_process_is_read_is_not_taken_for_a_stranger(tmp_path,
+                                                                           monkeypatch):
+    # the race the fresh-clone CI hit: a killed job's command line is read while it still
+    # runs, its /proc stat a moment later is gone (it exited in between). Reading no identity
+    # is not another process's: the job is ending, not GONE with its pid taken (which, on the
+    # code before, ended it at once with the wrong reason)
+    from hpc.machine.scheduler import local
+
+    submitter = LocalScheduler(tmp_path, walltime_min=5, persistent_worker=True)
+    [job_id] = submitter.submit_array(time.sleep, [(60.0,)])
+    try:
+        resumed = LocalScheduler(tmp_path, walltime_min=5)
+        assert resumed.states([job_id])[job_id] == SchedulerState("running", "RUNNING")
+        monkeypatch.setattr(local, "process_identity", lambda pid: None)  # the stat vanished
+        state = resumed.states([job_id])[job_id]
+        assert PID_TAKEN not in state.detail and state.phase == "running", state
+        assert not local.pid_taken(tmp_path, job_id)
     finally:
         submitter.cancel([job_id])
         submitter.close()

@@ -18,7 +18,7 @@ def campaign_status(directory: Path) -> dict[str, Any]:
     from hpc.campaign.safe_paths import check_campaign_folder
     from hpc.campaign.trials import fold_events
     from hpc.machine.executor import ExecutorError, _pid_alive, query_slurm_states
-    from hpc.machine.scheduler.local import PID_TAKEN, job_process_alive
+    from hpc.machine.scheduler.local import PID_TAKEN, job_process_alive, pid_taken
 
     frozen = Path(directory) / FROZEN_CONFIG
     if not frozen.exists():
@@ -60,7 +60,8 @@ def campaign_status(directory: Path) -> dict[str, Any]:
             item["state"] = "FINISHED" if done else ("RUNNING" if alive else "GONE")
             if item["state"] == "GONE":  # the local memory guard's record says how it ended
                 item["state"] = _local_end(jobs, item["job_id"]) or "GONE"
-            if item["state"] == "GONE" and held:   # its pid went to another process
+            if item["state"] == "GONE" and held and pid_taken(jobs, item["job_id"]):
+                # its pid went to another process
                 item["state"] = f"GONE ({PID_TAKEN})"
     best = best_trial(trials)
     events = read_journal(Path(directory))

@@ -245,11 +245,14 @@ class LocalScheduler(SubmititFiles):
         if pid_alive(int(job_id)):
             if job_process_alive(self.folder, job_id):
                 return SchedulerState("running", "RUNNING")
-            # the job ended while no controller watched (reaped, so any record is written)
-            # and the kernel gave its pid to another process: ended, with what it left
-            record = self._guard_record(job_id)
-            return SchedulerState("ended", f"GONE ({record + '; ' if record else ''}"
-                                           f"{PID_TAKEN})")
+            if pid_taken(self.folder, job_id):
+                # the job ended while no controller watched (reaped, so any record is
+                # written) and the kernel gave its pid to another process: ended, with what
+                # it left
+                record = self._guard_record(job_id)
+                return SchedulerState("ended", f"GONE ({record + '; ' if record else ''}"
+                                               f"{PID_TAKEN})")
+            # else it exited between the two reads of /proc: an ending job, read below
         if _unreaped_fork_child(int(job_id)) or (self._fork is not None
                                                   and self._fork.awaiting_record(job_id)):
             return SchedulerState("running", "EXITING (the fork server is recording its end)")
@@ -539,6 +542,21 @@ def job_process_alive(folder: Path, job_id: str | int) -> bool:
     except (OSError, ValueError):
         return True
     return recorded == process_identity(pid)
+
+
+def pid_taken(folder: Path, job_id: str | int) -> bool:
+    """Whether pid `job_id` now holds a process other than the one recorded for that job: a
+    record exists and the live process's identity differs. False when the process vanished
+    while being read (an exiting job, whose stat is gone a moment after its command line: not
+    a stranger) or with no record to compare."""
+    if not CHECK_IDENTITY:
+        return False
+    try:
+        recorded = json.loads(identity_path(folder, job_id).read_text())
+    except (OSError, ValueError):
+        return False
+    current = process_identity(int(job_id))
+    return current is not None and pid_alive(int(job_id)) and recorded != current
 
 
 def pid_alive(pid: int) -> bool:
