@@ -123,8 +123,13 @@ def _factory(name: str):
     """(full cell model with packaging, half cell model) builder of a candidate."""
     if name == "charge remap (b)":
         return lambda packaging, half: ChargeRemapModel(half_cell=half, packaging=packaging)
-    parameter_set, rho_am_g_cm3 = "Chen2020", RHO_AM_G_CM3
-    if name.startswith("rho_AM "):
+    parameter_set, rho_am_g_cm3, calibration = "Chen2020", RHO_AM_G_CM3, None
+    if name.startswith("am_density, cathode D x"):
+        # a faster cathode solid diffusion (a what-if: how far the default is from the M50 data)
+        scale = float(name.rsplit("x", 1)[1])
+        options = CellModelOptions()
+        calibration = {"values": {"cathode_diffusivity_scale": scale}}
+    elif name.startswith("rho_AM "):
         # a denser AM: c_max = rho_AM / M (the default mapping) and every mAh/g and gram with it
         rho_am_g_cm3, options = float(name.split()[1]), CellModelOptions()
     elif name == "parameter_set (anchor)":
@@ -138,7 +143,8 @@ def _factory(name: str):
     else:
         raise KeyError(name)
     return lambda packaging, half: CellModel(parameter_set, half_cell=half, packaging=packaging,
-                                             rho_am_g_cm3=rho_am_g_cm3, options=options)
+                                             rho_am_g_cm3=rho_am_g_cm3, options=options,
+                                             calibration=calibration)
 
 
 def chen2020_design() -> ElectrodeDesign:
@@ -233,6 +239,15 @@ CANDIDATES = {
     # O'Regan et al.'s whole re-parameterisation of the M50 (its anode, diffusivities, j0), on
     # the Chen2020 designs (conductivity 0.18 S/m as typed in, O'Regan's own is 0.85)
     "oregan2022_set": "ORegan2022 set, own c_max",
+    # the default with the cathode's solid diffusivity scaled: x1.53 is O'Regan et al. 2022's
+    # Arrhenius (E = 1449 K x R, 12.0 kJ/mol) from 25 to 53.5 degC, the two cells' mean temperature at
+    # the end of the 1.5C discharge (an upper bound on what self-heating does to it); x3, x10:
+    # what-ifs locating the diffusivity at which the default would pass the M50 rate data
+    "am_density_D_x1.53": "am_density, cathode D x1.53",
+    "am_density_D_x3": "am_density, cathode D x3",
+    "am_density_D_x5": "am_density, cathode D x5",
+    "am_density_D_x7": "am_density, cathode D x7",
+    "am_density_D_x10": "am_density, cathode D x10",
 }
 
 
