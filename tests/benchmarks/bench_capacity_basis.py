@@ -113,6 +113,41 @@ class ChargeRemapModel(CellModel):
 
 _ORIGINAL_PARAMETER_VALUES = cell_pybamm.parameter_values
 
+#: width (in x) over which the "OCP end" candidate's drop grows e-fold (50 mV at the knee, about
+#: 1 V three widths past it: the steep fall of a layered oxide's OCP near full lithiation)
+OCP_END_WIDTH = 0.01
+OCP_END_DROP_AT_KNEE_V = 0.05
+
+
+class OcpEndModel(CellModel):
+    """Chen2020's c_max (its window) with an OCP that falls steeply past x = knee.
+
+    The hypothesis of the "left open" note: a cathode OCP whose discharged end reaches the
+    cut-off before x = 1 ends the half cell before the window, so a large window (which the M50
+    rate data need) and a ~200 mAh/g half cell might coexist. U(x) - 0.05 V exp((x - knee) / 0.01).
+    """
+
+    def __init__(self, knee: float, half_cell: bool = False,
+                 packaging: Packaging4680 | None = None) -> None:
+        super().__init__("Chen2020", half_cell=half_cell, packaging=packaging,
+                         options=CellModelOptions(capacity_basis="parameter_set"))
+        self._knee = knee
+        self._sims: dict[tuple, tuple[object, object]] = {}
+
+    def _values(self, *args, **kwargs):
+        import pybamm
+
+        values = _ORIGINAL_PARAMETER_VALUES(*args, **kwargs)
+        ocp, knee = values[KEY_OCP], self._knee
+
+        def ocp_with_end(sto):
+            return ocp(sto) - OCP_END_DROP_AT_KNEE_V * pybamm.exp((sto - knee) / OCP_END_WIDTH)
+
+        values.update({KEY_OCP: ocp_with_end})
+        return values
+
+    _sim = ChargeRemapModel._sim
+
 
 def _options_for_c_max(c_max_mol_m3: float) -> CellModelOptions:
     """c_max through the existing am_density path (x_charged 0.27 and j0 at the same x kept)."""
@@ -123,6 +158,9 @@ def _factory(name: str):
     """(full cell model with packaging, half cell model) builder of a candidate."""
     if name == "charge remap (b)":
         return lambda packaging, half: ChargeRemapModel(half_cell=half, packaging=packaging)
+    if name.startswith("OCP end at x "):
+        knee = float(name.rsplit(" ", 1)[1])
+        return lambda packaging, half: OcpEndModel(knee, half_cell=half, packaging=packaging)
     parameter_set, rho_am_g_cm3, calibration = "Chen2020", RHO_AM_G_CM3, None
     if name.startswith("am_density, cathode D x"):
         # a faster cathode solid diffusion (a what-if: how far the default is from the M50 data)
@@ -243,6 +281,11 @@ CANDIDATES = {
     # Arrhenius (E = 1449 K x R, 12.0 kJ/mol) from 25 to 53.5 degC, the two cells' mean temperature at
     # the end of the 1.5C discharge (an upper bound on what self-heating does to it); x3, x10:
     # what-ifs locating the diffusivity at which the default would pass the M50 rate data
+    # Chen2020's window with an OCP that falls steeply past the knee (the "left open" hypothesis:
+    # the half cell ends before the window while the M50 keeps it)
+    "ocp_end=0.84": "OCP end at x 0.84",
+    "ocp_end=0.88": "OCP end at x 0.88",
+    "ocp_end=0.92": "OCP end at x 0.92",
     "am_density_D_x1.53": "am_density, cathode D x1.53",
     "am_density_D_x3": "am_density, cathode D x3",
     "am_density_D_x5": "am_density, cathode D x5",
