@@ -458,3 +458,42 @@ def test_a_job_found_by_its_tag_is_recorded_anew_over_an_earlier_jobs_record(tmp
         assert resumed.states([job_id])[job_id] == SchedulerState("running", "RUNNING")
     finally:
         submitter.cancel([job_id])
+
+
+def test_a_job_whose_process_record_cannot_be_written_is_never_run(tmp_path, monkeypatch):
+    """The server forks first and records the child after (its start time is the record): a
+    failure to write the record (a full disk) must leave no job running untracked. Before the
+    gate the child ran its job anyway, and the controller, told the submission failed, would
+    submit the trial again."""
+    import errno
+    import operator
+
+    from submitit.core.utils import DelayedSubmission
+
+    import hpc.machine.scheduler.fork_server as fork_server
+
+    pickle_path = tmp_path / "request.pkl"
+    DelayedSubmission(operator.add, 1, 2).dump(pickle_path)
+
+    def full_disk(folder, pid):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fork_server, "write_identity", full_disk)
+    server = fork_server.ForkServer(tmp_path)
+    request = {"pickle": str(pickle_path), "timeout_s": 60, "mem_bytes": None, "label": "t7"}
+    answer = server._answer(json.dumps(request).encode())
+    time.sleep(1.5)   # time enough for a child that ran on to take its pickle and finish
+    assert pickle_path.exists(), "the job ran: its pickle was taken"
+    assert not list(tmp_path.glob("*_result.pkl"))
+    assert "No space left on device" in answer.get("error", ""), answer
+    assert "nothing was started" in answer["error"]
+    pid = int(re.search(r"job process (\d+)", answer["error"]).group(1))
+    assert server.children == {}
+    assert not list(tmp_path.glob(f"{pid}_*")), sorted(p.name for p in tmp_path.iterdir())
+    assert not Path(f"/proc/{pid}").exists() or _is_other_process(pid)
+
+
+def _is_other_process(pid: int) -> bool:
+    """Whether /proc/pid is a process other than a zombie child of this test's process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return not (fields[0] == "Z" and int(fields[1]) == os.getpid())

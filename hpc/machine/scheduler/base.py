@@ -172,8 +172,12 @@ def write_identity(folder: str | Path, pid: int) -> None:
         return
     path = identity_path(folder, pid)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(identity))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(identity))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)   # no half-written record left behind (a full disk)
+        raise
 
 
 def tail_text(path: Path, n_chars: int = 1500) -> str:

@@ -43,7 +43,7 @@ from typing import Any
 
 from hpc.machine.scheduler.base import FORK_LABEL_SUFFIX as LABEL_SUFFIX
 from hpc.machine.scheduler.base import FORK_MARKER as MARKER
-from hpc.machine.scheduler.base import write_identity
+from hpc.machine.scheduler.base import identity_path, write_identity
 from hpc.machine.scheduler.memory_guard import (
     oom_kills,
     process_tree,
@@ -53,6 +53,8 @@ from hpc.machine.scheduler.memory_guard import (
 )
 
 INTERVAL_S = 0.25
+GATE_GO = b"1"   # what a forked child waits for before it runs its job: its record is written
+GATE_REFUSED_EXIT = 75   # the child's exit code when it gets no go (reaped by the server)
 
 
 def label_path(folder: str | Path, pid: int | str) -> Path:
@@ -139,15 +141,40 @@ class ForkServer:
         self.children: dict[int, _Child] = {}
 
     def start(self, request: dict[str, Any]) -> int:
+        """Fork job `request` and return its pid once its process record (and tag label) is
+        written; if they cannot be written the child never runs the job (it waits at a gate
+        for the go, gets end of file instead, is reaped) and the OSError says so."""
         label = request.get("label")
+        gate_read, gate_write = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(gate_write)
+            go = os.read(gate_read, 1)   # b"" if the server could not record it (or died)
+            os.close(gate_read)
+            if go != GATE_GO:
+                os._exit(GATE_REFUSED_EXIT)
             _run_child(self.folder, request)
-        # before the answer and before any wait4: the child cannot have been reaped, so the
-        # process read is the job's (the controller's proof against a later owner of the pid)
-        write_identity(self.folder, pid)
-        if label:
-            _write_atomic(label_path(self.folder, pid), str(label))
+        os.close(gate_read)
+        try:
+            # before the go, the answer and any wait4: the child cannot have been reaped, so
+            # the process read is the job's (the controller's proof against a later owner of
+            # the pid)
+            write_identity(self.folder, pid)
+            if label:
+                _write_atomic(label_path(self.folder, pid), str(label))
+        except OSError as error:
+            # without its record a resumed controller could not tell the job from a later owner
+            # of its pid, and the controller will be told the submission failed: a job that ran
+            # anyway would run untracked (and twice, once resubmitted)
+            os.close(gate_write)
+            os.waitpid(pid, 0)
+            for path in (identity_path(self.folder, pid), label_path(self.folder, pid)):
+                path.unlink(missing_ok=True)
+            raise OSError(error.errno, f"the job's process record could not be written "
+                                       f"({error.strerror or error}); job process {pid} was "
+                                       f"stopped before it ran, nothing was started") from error
+        os.write(gate_write, GATE_GO)
+        os.close(gate_write)
         mem = request.get("mem_bytes")
         self.children[pid] = _Child(pid, float(request["timeout_s"]),
                                     None if mem is None else int(mem))

@@ -407,6 +407,7 @@ class ForkServerClient:
                        "env": {TAG_ENV: tag_label(tag, offset + index)} if tag else {}}
             answer = self._ask(request)
             if "pid" not in answer:
+                path.unlink(missing_ok=True)   # no job took it
                 raise SubmissionError(f"the fork server refused a job: {answer.get('error')}",
                                       "permanent")
             ids.append(str(answer["pid"]))
