@@ -497,3 +497,54 @@ def _is_other_process(pid: int) -> bool:
     """Whether /proc/pid is a process other than a zombie child of this test's process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return not (fields[0] == "Z" and int(fields[1]) == os.getpid())
+
+
+@needs_last_pid
+@pytest.mark.parametrize("forked", [False, True], ids=["submitit", "forked"])
+def test_a_refusal_part_way_through_an_array_keeps_the_jobs_it_started(tmp_path, forked):
+    """A local array starts job by job: when the server refuses its second job (here the job's
+    process record cannot be written: a directory sits on its path), the first one is running.
+    Before, the whole array was recorded as refused, so the first trial was failed while its
+    job ran on, and it would have been submitted again."""
+    from hpc.machine.scheduler.base import identity_path
+
+    executor = Executor("local", tmp_path, walltime_min=5, persistent_worker=forked)
+    [warm] = executor.submit_array(os.getpid, [()])   # a server is up: its start forks too
+    assert _wait(executor, [warm], timeout_s=120)[warm].state == "finished"
+    handed_on = {warm}
+    for _ in range(20):   # another process may take a chosen pid first: then try again
+        # the first job on target - 1; the second a few pids on (a submitit start takes
+        # three here: the job and two short-lived helpers), where every record is blocked
+        target = int(LAST_PID.read_text()) + 200
+        while any(Path(f"/proc/{p}").exists() for p in range(target - 1, target + 6)):
+            target += 8
+        blockers = [identity_path(tmp_path, target + k) for k in range(6)]
+        for blocker in blockers:
+            blocker.mkdir()
+        LAST_PID.write_text(str(target - 2))
+        ids = executor.submit_array(os.getpid, [(), ()])
+        for blocker in blockers:
+            blocker.rmdir()
+        started = [i for i in ids if i.isdigit()]
+        handed_on.update(started)
+        _wait(executor, started, timeout_s=120)
+        time.sleep(1.0)   # a job started but not handed on has finished by now too
+        ran = {path.name.split("_")[0] for path in tmp_path.glob("*_result.pkl")}
+        assert ran <= handed_on, f"jobs {sorted(ran - handed_on)} ran, recorded as refused"
+        if ids[0] == str(target - 1) and not ids[1].isdigit():
+            break   # the first job started, the second refused: the case to check
+    else:
+        pytest.skip("the chosen pids were taken by other processes 20 times")
+    statuses = executor.poll(ids)
+    assert statuses[ids[0]].state == "finished", statuses
+    outcome = executor.outcome(ids[0])   # the job ran and its result is handed on
+    assert outcome.ok and isinstance(outcome.value, int), outcome
+    if forked:   # a forked job is its own process (submitit's runs its task in a child)
+        assert outcome.value == int(ids[0])
+    assert statuses[ids[1]].state == "failed", statuses
+    assert "process record could not be written" in statuses[ids[1]].detail
+    assert ("nothing was started" if forked else "stopped as it started") in (
+        statuses[ids[1]].detail)
+    refused_pid = int(re.search(r"job process (\d+)", statuses[ids[1]].detail).group(1))
+    assert not Path(f"/proc/{refused_pid}").exists()   # the refused job's process is gone
+    executor.close()

@@ -163,9 +163,10 @@ class Executor:
             try:
                 ids.extend(self._submit_chunk(fn, chunk, tag, start))
             except SubmissionError as error:
+                ids.extend(error.accepted)   # started before the refusal: they run
                 if error.kind == "transient" and not ids:
                     raise  # nothing accepted: the controller submits all of it again later
-                ids.extend(self._record_refusal(error, len(chunk)))
+                ids.extend(self._record_refusal(error, len(chunk) - len(error.accepted)))
             else:
                 self.consecutive_refusals = 0
         return ids
@@ -184,12 +185,21 @@ class Executor:
 
     def _submit_chunk(self, fn: Callable[..., Any], chunk: Sequence[Sequence[Any]],
                       tag: str | None = None, offset: int = 0) -> list[str]:
-        """One scheduler request, retried with exponential back-off while refusals are transient."""
+        """One scheduler request, retried with exponential back-off while refusals are transient.
+
+        A refusal part-way through (a local array starts job by job) keeps the jobs it
+        started: a retry submits only the calls after them, and the error that ends the
+        retries carries every accepted id (`SubmissionError.accepted`)."""
         retry = 0
+        accepted: list[str] = []
         while True:
             try:
-                return self.scheduler.submit_array(fn, chunk, tag=tag, offset=offset)
+                rest = chunk[len(accepted):]
+                return accepted + self.scheduler.submit_array(fn, rest, tag=tag,
+                                                              offset=offset + len(accepted))
             except SubmissionError as error:
+                accepted += error.accepted
+                error.accepted = list(accepted)
                 if error.kind == "permanent" or retry >= self.transient_retries:
                     if error.kind == "transient":
                         log.warning("%s submission still refused after %d retries: %s",

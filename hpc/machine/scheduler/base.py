@@ -56,12 +56,17 @@ class ExecutorError(RuntimeError):
 
 
 class SubmissionError(ExecutorError):
-    """The scheduler refused one submission; `kind` says whether trying again can help."""
+    """The scheduler refused one submission; `kind` says whether trying again can help.
 
-    def __init__(self, message: str, kind: FailureKind) -> None:
+    `accepted`: the job ids of the submission's first calls, which were started before the
+    refusal (a local array is started job by job): they run, and must not be read as refused
+    or submitted again."""
+
+    def __init__(self, message: str, kind: FailureKind, accepted: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.kind: FailureKind = kind
+        self.accepted: list[str] = list(accepted)
 
 
 @runtime_checkable

@@ -144,7 +144,14 @@ class ForkServer:
         """Fork job `request` and return its pid once its process record (and tag label) is
         written; if they cannot be written the child never runs the job (it waits at a gate
         for the go, gets end of file instead, is reaped) and the OSError says so."""
+        # everything read from the request before the fork: a bad field refuses the job with
+        # nothing started (after the fork it would leave a running job answered as refused)
         label = request.get("label")
+        timeout_s = float(request["timeout_s"])
+        mem = request.get("mem_bytes")
+        mem_bytes = None if mem is None else int(mem)
+        if not isinstance(request["pickle"], str):
+            raise TypeError(f"pickle: expected a path, got {request['pickle']!r}")
         gate_read, gate_write = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -162,23 +169,32 @@ class ForkServer:
             write_identity(self.folder, pid)
             if label:
                 _write_atomic(label_path(self.folder, pid), str(label))
+            child = _Child(pid, timeout_s, mem_bytes)
         except OSError as error:
             # without its record a resumed controller could not tell the job from a later owner
             # of its pid, and the controller will be told the submission failed: a job that ran
             # anyway would run untracked (and twice, once resubmitted)
-            os.close(gate_write)
-            os.waitpid(pid, 0)
-            for path in (identity_path(self.folder, pid), label_path(self.folder, pid)):
-                path.unlink(missing_ok=True)
+            self._stop_at_gate(pid, gate_write)
             raise OSError(error.errno, f"the job's process record could not be written "
                                        f"({error.strerror or error}); job process {pid} was "
                                        f"stopped before it ran, nothing was started") from error
+        except BaseException:
+            self._stop_at_gate(pid, gate_write)
+            raise
+        self.children[pid] = child
         os.write(gate_write, GATE_GO)
         os.close(gate_write)
-        mem = request.get("mem_bytes")
-        self.children[pid] = _Child(pid, float(request["timeout_s"]),
-                                    None if mem is None else int(mem))
         return pid
+
+    def _stop_at_gate(self, pid: int, gate_write: int) -> None:
+        """End a child still waiting at its gate (end of file, it exits) and remove its files."""
+        os.close(gate_write)
+        os.waitpid(pid, 0)
+        for path in (identity_path(self.folder, pid), label_path(self.folder, pid)):
+            try:
+                path.unlink()
+            except (FileNotFoundError, IsADirectoryError):   # never written, or not a file
+                pass
 
     def watch(self) -> None:
         """Reap ended children (writing their records) and enforce walltime and memory."""
@@ -257,7 +273,9 @@ class ForkServer:
         try:
             request = json.loads(line)
             return {"pid": self.start(request)}
-        except (ValueError, KeyError, TypeError, OSError) as error:
+        except OSError as error:   # errno: the client tells a full disk from a refusal
+            return {"error": f"{type(error).__name__}: {error}", "errno": error.errno}
+        except (ValueError, KeyError, TypeError) as error:
             return {"error": f"{type(error).__name__}: {error}"}
 
 

@@ -87,7 +87,11 @@ class LocalScheduler(SubmititFiles):
     def submit_array(self, fn: Callable[..., Any], args_list: Sequence[Sequence[Any]],
                      tag: str | None = None, offset: int = 0) -> list[str]:
         started = time.time()
-        ids = self._submit_array(fn, args_list, tag, offset)
+        try:
+            ids = self._submit_array(fn, args_list, tag, offset)
+        except SubmissionError as error:
+            self._set_aside_stale(error.accepted, started)   # they run: as any started job
+            raise
         self._set_aside_stale(ids, started)
         return ids
 
@@ -124,12 +128,32 @@ class LocalScheduler(SubmititFiles):
                 # at once, not after the loop: a controller killed within the array leaves
                 # the jobs it started recorded. Our child, not waited for: even ended, it
                 # still holds its pid
-                write_identity(self.folder, int(jobs[-1].job_id))
+                try:
+                    write_identity(self.folder, int(jobs[-1].job_id))
+                except OSError as error:
+                    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    # as the fork server does: no job runs without its record (a resumed
+                    # controller could not tell it from a later owner of its pid); it was
+                    # started microseconds ago and is still starting its interpreter
+                    job = jobs.pop()
+                    _stop_starting_job(job)
+                    reason = error.strerror or str(error)
+                    raise SubmissionError(
+                        f"the job's process record could not be written ({reason}); job "
+                        f"process {job.job_id} was stopped as it started",
+                        "permanent", accepted=self._keep(jobs)) from error
         except OSError as error:  # fork/exec failed: out of processes or memory
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # a full disk stops the campaign; it is no attempt's failure
+            # the calls before the failing one were started: they run and are handed on
             raise SubmissionError(f"starting a local job failed: {error}",
-                                  self.classify_submission_error(str(error))) from error
+                                  self.classify_submission_error(str(error)),
+                                  accepted=self._keep(jobs)) from error
+        return self._keep(jobs)
+
+    def _keep(self, jobs: Sequence[Any]) -> list[str]:
+        """Hold the started submitit jobs (a dropped handle cancels its job); their ids."""
         ids = []
         for job in jobs:
             job_id = str(job.job_id)
@@ -405,11 +429,22 @@ class ForkServerClient:
                        "mem_bytes": self.mem_bytes,
                        "label": tag_label(tag, offset + index) if tag else None,
                        "env": {TAG_ENV: tag_label(tag, offset + index)} if tag else {}}
-            answer = self._ask(request)
+            try:
+                answer = self._ask(request)
+            except SubmissionError as error:   # the server died: the calls before ran
+                path.unlink(missing_ok=True)
+                raise SubmissionError(error.message, error.kind, accepted=ids) from error
             if "pid" not in answer:
                 path.unlink(missing_ok=True)   # no job took it
-                raise SubmissionError(f"the fork server refused a job: {answer.get('error')}",
-                                      "permanent")
+                message = f"the fork server refused a job: {answer.get('error')}"
+                if answer.get("errno") in (errno.ENOSPC, errno.EDQUOT):
+                    # as on the plain path: a full disk stops the campaign (the jobs already
+                    # started are found again by their tag when it resumes)
+                    raise OSError(answer["errno"], message)
+                kind = ("transient" if answer.get("errno") in (errno.EAGAIN, errno.ENOMEM)
+                        else "permanent")
+                # the calls before this one were started: they run and are handed on
+                raise SubmissionError(message, kind, accepted=ids)
             ids.append(str(answer["pid"]))
             self.pids.add(ids[-1])
         return ids
@@ -505,6 +540,19 @@ def _environment(name: str, value: str | None) -> Iterator[None]:
         os.environ.pop(name, None)
         if previous is not None:
             os.environ[name] = previous
+
+
+def _stop_starting_job(job: Any) -> None:
+    """SIGKILL a submitit job this process has just started (its tree), and reap it."""
+    import signal
+
+    pid = int(job.job_id)
+    for member in reversed(process_tree(pid)):
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    job._process.wait()
 
 
 def _is_forked(pid: int) -> bool:
