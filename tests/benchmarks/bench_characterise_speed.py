@@ -38,6 +38,8 @@ defaults with the robust solve's dense cluster corrections and torch CG steps
 before the numba kernels: the table of "Speed: the robust solve's cluster corrections"; until
 2026-12-03 the robust coarse correction at scale 1: "Speed: the robust solve over-corrected".) About
 1 CPU-minute at 3 cubes of 128³.
+``--stages --before inplace``: ``before`` is the defaults with the cycle's Jacobi sweeps in place
+(``native.OUT_OF_PLACE_JACOBI = False``, the kernel until 2026-12-04): only the two solves differ.
 ``--stages --before start``: ``before`` is main at the start of 2026-12-03's second session:
 the dense cluster corrections and torch CG steps, the first box clip
 (``_surface_kernels.FAST_CLIP = False``), the two-array flood
@@ -129,7 +131,10 @@ def _configure_stages(mode: str, surface_before: str | None = None) -> None:
     native.SPARSE_ISLANDS = native.FUSED_CG = mode != "before" or BEFORE == "session"
     _surface_kernels.FAST_CLIP = _watershed_kernels.PACKED_HEAP = (mode != "before"
                                                                    or BEFORE != "start")
-    if BEFORE in ("passes", "start"):
+    # every 'before' predates the out-of-place Jacobi sweeps (2026-12-04); BEFORE "inplace"
+    # compares only them
+    native.OUT_OF_PLACE_JACOBI = mode != "before"
+    if BEFORE in ("passes", "start", "inplace"):
         mode = "now"
     native.FUSED_SETUP = mode != "before"
     native.STOP_RULE = "current" if mode == "before" else "energy"
@@ -254,10 +259,12 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true",
                         help="every stage of a cube, before/now (surface area, distance "
                              "transform, store read); see the module docstring")
-    parser.add_argument("--before", choices=("session", "passes", "start"), default="session",
+    parser.add_argument("--before", choices=("session", "passes", "start", "inplace"),
+                        default="session",
                         help="--stages: 'passes' compares only the robust solve's passes "
                              "around its cycle (native.SPARSE_ISLANDS, FUSED_CG); 'start' "
-                             "main at the start of 2026-12-03's second session")
+                             "main at the start of 2026-12-03's second session; 'inplace' "
+                             "only the in-place Jacobi sweeps (native.OUT_OF_PLACE_JACOBI)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     global BEFORE

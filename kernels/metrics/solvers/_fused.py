@@ -325,6 +325,96 @@ def jacobi(diag, gx, gy, gz, sig, binary, tiny, r, z, omega, mode=PLAIN, coarse=
             mask if masked else _dummy(z), masked)
 
 
+@_jit
+def _edge_cells(d, xc, gxb, xm, gxf, xp, gy, gz, has_xm, has_xp, r, z, omega, rows,
+                full):  # pragma: no cover - jitted
+    """The Jacobi update z = x + omega (r - A x) / d of the cells ``_inner_sweep`` leaves: all
+    cells of the rows in ``rows`` (full) or only their two end cells, with ``_plane``'s terms
+    in its order (a term only where the neighbour exists) and ``_post_row``'s update: the
+    same numbers as the in-place sweep. Loops, not a call per cell: a call passing ten arrays
+    costs their reference counts each time (a per-cell call made the sweep twice as slow)."""
+    n2, n3 = xc.shape
+    for j in rows:
+        step = 1 if full or n3 < 2 else n3 - 1
+        for k in range(0, n3, step):
+            a = d[j, k] * xc[j, k]
+            if has_xm:
+                a -= gxb[j, k] * xm[j, k]
+            if has_xp:
+                a -= gxf[j, k] * xp[j, k]
+            if j > 0:
+                a -= gy[j - 1, k] * xc[j - 1, k]
+            if j < n2 - 1:
+                a -= gy[j, k] * xc[j + 1, k]
+            if k < n3 - 1:
+                a -= gz[j, k] * xc[j, k + 1]
+            if k > 0:
+                a -= gz[j, k - 1] * xc[j, k - 1]
+            z[j, k] = xc[j, k] + (omega * (r[j, k] - a)) / d[j, k]
+
+
+@_jit
+def _inner_sweep(d, gxb, gxf, gy, gz, xm, xc, xp, r, z, omega):  # pragma: no cover - jitted
+    """z = x + omega (r - A x) / d on the plane's inner cells (rows and columns 1 to n - 2) in
+    one loop: every term present there, in ``_plane``'s order, then ``_post_row``'s update."""
+    n2, n3 = z.shape
+    for j in range(1, n2 - 1):
+        for k in range(1, n3 - 1):
+            a = (d[j, k] * xc[j, k] - gxb[j, k] * xm[j, k] - gxf[j, k] * xp[j, k]
+                 - gy[j - 1, k] * xc[j - 1, k] - gy[j, k] * xc[j + 1, k]
+                 - gz[j, k] * xc[j, k + 1] - gz[j, k - 1] * xc[j, k - 1])
+            z[j, k] = xc[j, k] + (omega * (r[j, k] - a)) / d[j, k]
+
+
+@_jit
+def _jacobi_out_of_place(diag, gx, gy, gz, r, src, dst, omega, mode, coarse, scale, factors,
+                         mask, masked):  # pragma: no cover - jitted
+    n1, n2, n3 = src.shape
+    zplane = np.zeros((n2, n3), src.dtype)
+    every_row = np.arange(n2)
+    outer_rows = np.array([0, n2 - 1]) if n2 > 1 else np.array([0])
+    inner_rows = np.arange(1, n2 - 1)
+    if mode != 0:
+        _prepare_plane(src, r, diag, 0, mode, omega, coarse, scale, factors, mask, masked)
+    for i in range(n1):
+        if mode != 0 and i + 1 < n1:
+            _prepare_plane(src, r, diag, i + 1, mode, omega, coarse, scale, factors, mask,
+                           masked)
+        has_xm, has_xp = i > 0, i < n1 - 1
+        xm = src[i - 1] if has_xm else zplane
+        xp = src[i + 1] if has_xp else zplane
+        gxb = gx[i - 1] if has_xm else zplane
+        gxf = gx[i] if has_xp else zplane
+        gyi = gy[i] if n2 > 1 else zplane
+        gzi = gz[i] if n3 > 1 else zplane
+        d, xc, ri, zi = diag[i], src[i], r[i], dst[i]
+        if has_xm and has_xp and n2 > 2 and n3 > 2:
+            _inner_sweep(d, gxb, gxf, gyi, gzi, xm, xc, xp, ri, zi, omega)
+            _edge_cells(d, xc, gxb, xm, gxf, xp, gyi, gzi, True, True, ri, zi, omega,
+                        outer_rows, True)
+            _edge_cells(d, xc, gxb, xm, gxf, xp, gyi, gzi, True, True, ri, zi, omega,
+                        inner_rows, False)
+        else:
+            _edge_cells(d, xc, gxb, xm, gxf, xp, gyi, gzi, has_xm, has_xp, ri, zi, omega,
+                        every_row, True)
+
+
+def jacobi_out_of_place(diag, gx, gy, gz, sig, binary, tiny, r, src, dst, omega, mode=PLAIN,
+                        coarse=None, scale=1.0, factors=(1, 1, 1), mask=None) -> None:
+    """dst <- one damped Jacobi sweep from src0: ``jacobi``'s numbers without its in-place
+    plane buffers, in one loop per row, about twice as fast (tests/benchmarks/
+    bench_jacobi_forms.py). src0 is src (PLAIN), omega r / diag (FROM_ZERO: written into src)
+    or (src + scale P coarse) * mask (PROLONG: src updated in place). Stored faces only (a
+    level whose faces come from ``sig`` takes ``jacobi``)."""
+    if sig.size > 1:
+        raise ValueError("jacobi_out_of_place needs stored faces (sig of size 1)")
+    dt = src.dtype.type
+    masked = mask is not None
+    _jacobi_out_of_place(diag, gx, gy, gz, r, src, dst, dt(omega), mode,
+                         _dummy(src) if coarse is None else coarse, dt(scale), factors,
+                         mask if masked else _dummy(src), masked)
+
+
 @_jit_sum
 def _energy(diag, gx, gy, gz, sig, binary, tiny, x, b_lo, b_hi, hi):  # pragma: no cover
     n1, n2, n3 = x.shape
