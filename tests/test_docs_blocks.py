@@ -222,6 +222,8 @@ SCALED_SHELL = {
         {"set": {"--timing": ["1"], "--size": ["24"]}},
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_startup.py --jobs 3":
         {"set": {"--jobs": ["1"]}},
+    "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_jacobi_forms.py --repeats 9":
+        {"set": {"--size": ["16"], "--repeats": ["1"]}},
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_solvers.py --sizes 64 128":
         {"set": {"--sizes": ["16"], "--repeats": ["1"]}},
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_solvers.py --sizes 128 "

@@ -327,7 +327,8 @@ def test_the_out_of_place_sweep_gives_the_in_place_sweeps_numbers(dtype, shape):
         for masked in (False, True):
             z, r, gx, gy, gz = (rng.random(shape).astype(dtype) for _ in range(5))
             diag = (rng.random(shape) + 6).astype(dtype)
-            coarse = rng.random(tuple(n // f for n, f in zip(shape, factors))).astype(dtype)
+            coarse = rng.random(tuple(n // f for n, f in zip(shape, factors, strict=True)))
+            coarse = coarse.astype(dtype)
             mask = (rng.random(shape) > 0.3).astype(dtype)
             extra = ({"coarse": coarse, "scale": 2.0, "factors": factors,
                       "mask": mask if masked else None} if mode == _fused.PROLONG else {})
