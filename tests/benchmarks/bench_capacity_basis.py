@@ -277,15 +277,15 @@ CANDIDATES = {
     # O'Regan et al.'s whole re-parameterisation of the M50 (its anode, diffusivities, j0), on
     # the Chen2020 designs (conductivity 0.18 S/m as typed in, O'Regan's own is 0.85)
     "oregan2022_set": "ORegan2022 set, own c_max",
-    # the default with the cathode's solid diffusivity scaled: x1.53 is O'Regan et al. 2022's
-    # Arrhenius (E = 1449 K x R, 12.0 kJ/mol) from 25 to 53.5 degC, the two cells' mean temperature at
-    # the end of the 1.5C discharge (an upper bound on what self-heating does to it); x3, x10:
-    # what-ifs locating the diffusivity at which the default would pass the M50 rate data
     # Chen2020's window with an OCP that falls steeply past the knee (the "left open" hypothesis:
     # the half cell ends before the window while the M50 keeps it)
     "ocp_end=0.84": "OCP end at x 0.84",
     "ocp_end=0.88": "OCP end at x 0.88",
     "ocp_end=0.92": "OCP end at x 0.92",
+    # the default with the cathode's solid diffusivity scaled: x1.53 is O'Regan et al. 2022's
+    # Arrhenius (E = 1449 K x R, 12.0 kJ/mol) from 25 to 53.5 degC, the two cells' mean temperature at
+    # the end of the 1.5C discharge (an upper bound on what self-heating does to it); x3 to x10:
+    # what-ifs locating the diffusivity at which the default would pass the M50 rate data
     "am_density_D_x1.53": "am_density, cathode D x1.53",
     "am_density_D_x3": "am_density, cathode D x3",
     "am_density_D_x5": "am_density, cathode D x5",

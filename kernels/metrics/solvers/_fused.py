@@ -402,7 +402,7 @@ def _jacobi_out_of_place(diag, gx, gy, gz, r, src, dst, omega, mode, coarse, sca
 def jacobi_out_of_place(diag, gx, gy, gz, sig, binary, tiny, r, src, dst, omega, mode=PLAIN,
                         coarse=None, scale=1.0, factors=(1, 1, 1), mask=None) -> None:
     """dst <- one damped Jacobi sweep from src0: ``jacobi``'s numbers without its in-place
-    plane buffers, in one loop per row, about twice as fast (tests/benchmarks/
+    plane buffers, in one loop per row, in 0.55-0.61x its time at 128³ (tests/benchmarks/
     bench_jacobi_forms.py). src0 is src (PLAIN), omega r / diag (FROM_ZERO: written into src)
     or (src + scale P coarse) * mask (PROLONG: src updated in place). Stored faces only (a
     level whose faces come from ``sig`` takes ``jacobi``)."""

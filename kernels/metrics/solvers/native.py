@@ -119,7 +119,7 @@ USE_FUSED = True
 FUSED_MIN_CELLS = 96**3
 # On a fused level with stored faces, run the cycle's Jacobi sweeps out of place in pairs
 # through the level's scratch grid (``_fused.jacobi_out_of_place``: the same numbers, one loop
-# per row, no plane buffers; ≈ 2× faster per sweep, tests/benchmarks/bench_jacobi_forms.py);
+# per row, no plane buffers; 1.6-1.8x faster per sweep, tests/benchmarks/bench_jacobi_forms.py);
 # False keeps the in-place kernel.
 OUT_OF_PLACE_JACOBI = True
 # On a fused hierarchy, compute the finest grid's face conductances from the voxel field in the
