@@ -352,3 +352,84 @@ def test_the_out_of_place_cycle_leaves_the_solves_unchanged(monkeypatch, electro
             result = solve(field, rel_tol=1e-3)
             values.append((result.relative_conductance, result.iterations))
         assert values[0] == values[1]
+
+
+def _binary_level(shape: tuple[int, int, int], dtype: torch.dtype, seed: int):
+    """The fused hierarchy of a random 0/1 field (padded to even sizes by the hierarchy)."""
+    gen = torch.Generator().manual_seed(seed)
+    sigma = (torch.rand(shape, generator=gen, dtype=torch.float64) > 0.35).to(dtype)
+    levels = native._hierarchy(*native._fine_stencil(sigma))
+    if len(levels) == 1:  # too small to coarsen: a coarse level of its own
+        levels.append(native._coarsen(levels[0], native._coarsening_factors(levels[0].shape)))
+        levels[1].fused = levels[0].fused
+    levels[0].active_mask = native._coupled(levels[0]).to(dtype)
+    return levels
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 2, 2), (7, 5, 9), (16, 12, 10), (3, 17, 2), (1, 6, 5),
+                                   (9, 1, 4), (4, 3, 1)])
+def test_face_bits_give_the_stored_faces_numbers(dtype, shape):
+    """`_fused_bits` (a binary finest level's faces as one byte per cell) against the stored
+    faces' kernels: A x, r − A x, sweeps in place, from 0 and after the coarse correction
+    (masked and not), the residual's restriction and the energy, equal bit for bit."""
+    results = []
+    for packed in (False, True):
+        levels = _binary_level(shape, dtype, seed=4)
+        level = levels[0]
+        if packed:
+            native._pack_binary(level)
+            assert level.bits is not None and level.gx is None
+            assert level.bits.dtype == torch.uint8 and level.bits.shape == level.diag.shape
+        gen = torch.Generator().manual_seed(3)  # the same vectors for both
+        level.r.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
+        level.z.copy_(torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype))
+        x = torch.rand(level.shape, generator=gen, dtype=torch.float64).to(dtype)
+        results.append({**_kernel_results(level, levels[1], native.FAST, x),
+                        **{f"{k} (masked)": v for k, v in
+                           _kernel_results(level, levels[1], native.ROBUST, x).items()}})
+    for name, stored in results[0].items():
+        assert torch.equal(stored, results[1][name]), name
+
+
+@needs_numba
+def test_face_bits_are_refused_where_a_face_is_neither_0_nor_1():
+    """A field with another conductivity keeps its stored faces (the bits could not say it)."""
+    from kernels.metrics.solvers import _fused_bits
+
+    gen = torch.Generator().manual_seed(6)
+    sigma = (torch.rand((8, 6, 4), generator=gen, dtype=torch.float64) > 0.3).to(torch.float32)
+    sigma[3, 2, 1] = sigma[3, 2, 2] = 0.5
+    level = native._hierarchy(*native._fine_stencil(sigma))[0]
+    faces = tuple(a.numpy() for a in (level.gx, level.gy, level.gz))
+    assert _fused_bits.pack(*faces, level.shape) is None
+    native._pack_binary(level)
+    assert level.bits is None and level.gx is not None
+
+
+@needs_numba
+def test_the_pore_solve_runs_on_face_bits_and_its_numbers_do_not_move(monkeypatch, electrode):
+    """The fast method's finest level of a pore field holds one byte of faces per cell (no
+    face arrays), the electronic fields keep stored faces, and every value and iteration
+    count equals the stored-face solve's."""
+    seen = []
+    run = native._pcg
+
+    def recording(levels, *args, **kwargs):
+        seen.append((levels[0].bits is not None, levels[0].gx is None))
+        return run(levels, *args, **kwargs)
+
+    monkeypatch.setattr(native, "_pcg", recording)
+    pore = (electrode == 0).astype(np.float32)
+    for field, packed in ((pore, True), (_field(electrode, 1.0, 0.1), False),
+                          (_field(electrode, 0.01, 117.0), False)):
+        values = []
+        for bits in (False, True):
+            monkeypatch.setattr(native, "BINARY_FACES", bits)
+            seen.clear()
+            result = solve(field, rel_tol=1e-3)
+            values.append((result.relative_conductance, result.iterations))
+            assert seen == [(bits and packed, bits and packed)]
+        assert values[0] == values[1]
+    assert values[0][0] == pytest.approx(_direct(_field(electrode, 0.01, 117.0)), rel=1e-3)

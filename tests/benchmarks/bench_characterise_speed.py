@@ -40,6 +40,9 @@ before the numba kernels: the table of "Speed: the robust solve's cluster correc
 1 CPU-minute at 3 cubes of 128³.
 ``--stages --before inplace``: ``before`` is the defaults with the cycle's Jacobi sweeps in place
 (``native.OUT_OF_PLACE_JACOBI = False``, the kernel until 2026-12-04): only the two solves differ.
+``--stages --before faces``: ``before`` is the defaults with the pore solve's finest level on
+stored faces (``native.BINARY_FACES = False``, until 2026-12-04) instead of face bits: only the
+tortuosity differs.
 ``--stages --before start``: ``before`` is main at the start of 2026-12-03's second session:
 the dense cluster corrections and torch CG steps, the first box clip
 (``_surface_kernels.FAST_CLIP = False``), the two-array flood
@@ -133,8 +136,11 @@ def _configure_stages(mode: str, surface_before: str | None = None) -> None:
                                                                    or BEFORE != "start")
     # every 'before' predates the out-of-place Jacobi sweeps (2026-12-04); BEFORE "inplace"
     # compares only them
-    native.OUT_OF_PLACE_JACOBI = mode != "before"
-    if BEFORE in ("passes", "start", "inplace"):
+    native.OUT_OF_PLACE_JACOBI = mode != "before" or BEFORE == "faces"
+    # every 'before' predates the face bits of a binary finest level (2026-12-04); BEFORE
+    # "faces" compares only them
+    native.BINARY_FACES = mode != "before"
+    if BEFORE in ("passes", "start", "inplace", "faces"):
         mode = "now"
     native.FUSED_SETUP = mode != "before"
     native.STOP_RULE = "current" if mode == "before" else "energy"
@@ -259,12 +265,13 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true",
                         help="every stage of a cube, before/now (surface area, distance "
                              "transform, store read); see the module docstring")
-    parser.add_argument("--before", choices=("session", "passes", "start", "inplace"),
+    parser.add_argument("--before", choices=("session", "passes", "start", "inplace", "faces"),
                         default="session",
                         help="--stages: 'passes' compares only the robust solve's passes "
                              "around its cycle (native.SPARSE_ISLANDS, FUSED_CG); 'start' "
                              "main at the start of 2026-12-03's second session; 'inplace' "
-                             "only the in-place Jacobi sweeps (native.OUT_OF_PLACE_JACOBI)")
+                             "only the in-place Jacobi sweeps (native.OUT_OF_PLACE_JACOBI); "
+                             "'faces' only the pore solve's stored faces (native.BINARY_FACES)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     global BEFORE

@@ -10,7 +10,11 @@ z <- z + omega (r - A z) / d, and a stream of the same arrays:
   2026-12-04: the same numbers, the faces of the box included, into a second grid);
 * one loop per row over the whole stencil and the update, in place (a plane copy);
 * the same loop out of place (a second grid written: the form an out-of-place cycle would use);
-* no stencil: the six arrays read and one written once (the bandwidth bound of a sweep).
+* no stencil: the six arrays read and one written once (the bandwidth bound of a sweep);
+* on a binary (0/1) field: the cycle's out-of-place sweep on its stored faces, the same sweep on
+  face bits (``_fused_bits``, one byte per cell: what the pore solve's finest level runs since
+  2026-12-04; its numbers checked equal), and the stream of what the bits sweep moves (three
+  float32 reads and one write, the byte not counted).
 
 Only the inner cells are swept by the three written here (bounds, not replacements: the
 faces of the box are left out).
@@ -32,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kernels.metrics.solvers import _fused  # noqa: E402
+from kernels.metrics.solvers import _fused, _fused_bits  # noqa: E402
 
 _jit = numba.njit(cache=False, boundscheck=False, error_model="numpy")
 
@@ -73,6 +77,50 @@ def stream(d, gx, gy, gz, r, z, out, omega):  # pragma: no cover - jitted
                                                      + gx[i, j, k] + gy[i, j, k] + gz[i, j, k])
 
 
+@_jit
+def stream4(d, r, z, out, omega):  # pragma: no cover - jitted
+    n1, n2, n3 = z.shape
+    for i in range(n1):
+        for j in range(n2):
+            for k in range(n3):
+                out[i, j, k] = z[i, j, k] + omega * (r[i, j, k] - d[i, j, k] * z[i, j, k])
+
+
+def _binary_forms(n: int, rng: np.random.Generator) -> dict:
+    """The sweep of a 0/1 field (65 % conducting) on stored faces and on face bits."""
+    open_ = (rng.random((n, n, n)) < 0.65).astype(np.float32)
+    gx = open_[:-1] * open_[1:]
+    gy = open_[:, :-1] * open_[:, 1:]
+    gz = open_[:, :, :-1] * open_[:, :, 1:]
+    diag = np.zeros_like(open_)
+    for g, axis in ((gx, 0), (gy, 1), (gz, 2)):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        diag[tuple(lo)] += g
+        diag[tuple(hi)] += g
+    diag[diag == 0] = 1.0
+    bits = _fused_bits.pack(gx, gy, gz, open_.shape)
+    z, r = (rng.random((n, n, n), dtype=np.float32) for _ in range(2))
+    field = np.zeros((1, 1, 1), np.float32)
+    stored_out, bits_out = np.empty_like(z), np.empty_like(z)
+    _fused.jacobi_out_of_place(diag, gx, gy, gz, field, False, 1e-30, r, z, stored_out, 0.95)
+    _fused_bits.jacobi_out_of_place(diag, bits, bits, bits, field, False, 1e-30, r, z,
+                                    bits_out, 0.95)
+    assert np.array_equal(stored_out, bits_out)  # the same numbers
+    omega = np.float32(0.95)
+    return {
+        "binary field: _fused.jacobi_out_of_place on stored faces": lambda: (
+            _fused.jacobi_out_of_place(diag, gx, gy, gz, field, False, 1e-30, r, z,
+                                       stored_out, 0.95)),
+        "binary field: _fused_bits.jacobi_out_of_place (the pore solve's since 2026-12-04)":
+            lambda: _fused_bits.jacobi_out_of_place(diag, bits, bits, bits, field, False,
+                                                    1e-30, r, z, bits_out, 0.95),
+        "stream: 3 reads + 1 write (the bits sweep's floats), no stencil": lambda: stream4(
+            diag, r, z, bits_out, omega),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
@@ -95,6 +143,7 @@ def main() -> None:
         "one loop per row, out of place": lambda: one_loop_out_of_place(d, gx, gy, gz, r, z,
                                                                         out, omega),
         "stream: 6 reads + 1 write, no stencil": lambda: stream(d, gx, gy, gz, r, z, out, omega),
+        **_binary_forms(n, rng),
     }
     for form in forms.values():
         form()   # compile / load
