@@ -43,6 +43,11 @@ before the numba kernels: the table of "Speed: the robust solve's cluster correc
 ``--stages --before faces``: ``before`` is the defaults with the pore solve's finest level on
 stored faces (``native.BINARY_FACES = False``, until 2026-12-04) instead of face bits: only the
 tortuosity differs.
+``--stages --before floating``: ``before`` is the defaults with every high-conductivity cluster
+in the robust solve's coarse space (``native.FLOATING_ISLANDS_ONLY = False``, until 2026-12-04)
+instead of only the floating ones: only the conductivity differs.
+``--stages --before dec04``: ``before`` is main at the start of 2026-12-04's second session
+(f3f33f2): both of the above (stored faces, every cluster).
 ``--stages --before start``: ``before`` is main at the start of 2026-12-03's second session:
 the dense cluster corrections and torch CG steps, the first box clip
 (``_surface_kernels.FAST_CLIP = False``), the two-array flood
@@ -136,11 +141,14 @@ def _configure_stages(mode: str, surface_before: str | None = None) -> None:
                                                                    or BEFORE != "start")
     # every 'before' predates the out-of-place Jacobi sweeps (2026-12-04); BEFORE "inplace"
     # compares only them
-    native.OUT_OF_PLACE_JACOBI = mode != "before" or BEFORE == "faces"
+    native.OUT_OF_PLACE_JACOBI = mode != "before" or BEFORE in ("faces", "floating", "dec04")
     # every 'before' predates the face bits of a binary finest level (2026-12-04); BEFORE
     # "faces" compares only them
-    native.BINARY_FACES = mode != "before"
-    if BEFORE in ("passes", "start", "inplace", "faces"):
+    native.BINARY_FACES = mode != "before" or BEFORE == "floating"
+    # and the robust solve's coarse space of only the floating clusters (2026-12-04); BEFORE
+    # "floating" compares only it, "dec04" it and the face bits
+    native.FLOATING_ISLANDS_ONLY = mode != "before" or BEFORE == "faces"
+    if BEFORE in ("passes", "start", "inplace", "faces", "floating", "dec04"):
         mode = "now"
     native.FUSED_SETUP = mode != "before"
     native.STOP_RULE = "current" if mode == "before" else "energy"
@@ -265,13 +273,16 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true",
                         help="every stage of a cube, before/now (surface area, distance "
                              "transform, store read); see the module docstring")
-    parser.add_argument("--before", choices=("session", "passes", "start", "inplace", "faces"),
+    parser.add_argument("--before", choices=("session", "passes", "start", "inplace", "faces",
+                                             "floating", "dec04"),
                         default="session",
                         help="--stages: 'passes' compares only the robust solve's passes "
                              "around its cycle (native.SPARSE_ISLANDS, FUSED_CG); 'start' "
                              "main at the start of 2026-12-03's second session; 'inplace' "
                              "only the in-place Jacobi sweeps (native.OUT_OF_PLACE_JACOBI); "
-                             "'faces' only the pore solve's stored faces (native.BINARY_FACES)")
+                             "'faces' only the pore solve's stored faces (native.BINARY_FACES); "
+                             "'floating' only every cluster in the robust coarse space "
+                             "(native.FLOATING_ISLANDS_ONLY); 'dec04' both")
     args = parser.parse_args()
     torch.set_num_threads(1)
     global BEFORE

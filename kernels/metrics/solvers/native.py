@@ -132,6 +132,13 @@ COMPACT_FINE = False
 # The robust method's island corrections as numba kernels on a fused fine level (the same
 # numbers bit for bit as the torch operations, which False forces).
 FUSED_ISLANDS = True
+# The cluster coarse space holds only the clusters that float: those touching neither electrode
+# layer. A touching cluster's potential is pinned by its electrode links (2σ of the best
+# conductor), so its indicator is no near-null mode: dropping those (at 128³ the one CBD
+# cluster that spans the box, 99 % of the cluster cells) left every iteration count unchanged
+# in 10 measured solves and made each iteration's corrections ~100× smaller (docs/solvers.md,
+# "Speed: only the floating clusters"). False: every cluster (the rule until 2026-12-04).
+FLOATING_ISLANDS_ONLY = True
 # Build the finest level (faces, diagonal, initial guess) in one numba pass on a fused grid
 # instead of ~45 torch array passes (same numbers; False forces the torch operations).
 FUSED_SETUP = True
@@ -687,8 +694,24 @@ class _BoundaryFaces:
     delta: np.ndarray  # scratch: A Z coef on the touched cells
 
 
+def _floating(labels: np.ndarray, k: int, hi: int) -> tuple[np.ndarray, int]:
+    """The clusters of ``labels`` (1..k) that touch neither electrode layer (0 and ``hi``),
+    renumbered 1..k' in their order, the others 0 (all of them if not FLOATING_ISLANDS_ONLY)."""
+    if not FLOATING_ISLANDS_ONLY or k == 0:
+        return labels, k
+    keep = np.ones(k + 1, dtype=bool)
+    keep[0] = False
+    keep[labels[0].reshape(-1)] = False
+    keep[labels[hi].reshape(-1)] = False
+    renumber = np.zeros(k + 1, dtype=labels.dtype)
+    kept = int(keep.sum())
+    renumber[keep] = np.arange(1, kept + 1, dtype=labels.dtype)
+    return renumber[labels], kept
+
+
 def _islands(levels: list[_Level], sigma: torch.Tensor) -> _Islands | None:
-    """The high-conductivity clusters of ``sigma`` (above the geometric mean of its extremes)."""
+    """The floating high-conductivity clusters of ``sigma`` (above the geometric mean of its
+    extremes, touching neither electrode layer: ``_floating``)."""
     fine = levels[0]
     fused = bool(FUSED_ISLANDS and fine.fused and sigma.device.type == "cpu")
     if (fused and SPARSE_ISLANDS and fine.gx is not None
@@ -699,9 +722,10 @@ def _islands(levels: list[_Level], sigma: torch.Tensor) -> _Islands | None:
     high = np.zeros(fine.shape, dtype=bool)
     n1, n2, n3 = sigma.shape
     high[:n1, :n2, :n3] = (sigma > threshold).cpu().numpy()
-    labels, k = ndimage.label(high)
+    labels, k = _floating(*ndimage.label(high), fine.hi)
     if k == 0:
         return None
+    high = labels > 0
     flat = labels.reshape(-1)
     cells = np.flatnonzero(flat)
     cells_t = torch.from_numpy(cells).to(sigma.device)
@@ -720,7 +744,7 @@ def _sparse_islands(fine: _Level, sigma: torch.Tensor) -> _Islands | None:
     and the faces leaving them listed by one numba pass, Zᵀ A Z summed over those faces (the
     dense form's A 1_H cancels the faces inside a cluster in floating point instead)."""
     high = _FUSED_MODULE.high_cells(sigma.numpy(), fine.shape)
-    labels, k = ndimage.label(high)
+    labels, k = _floating(*ndimage.label(high), fine.hi)
     if k == 0:
         return None
     host = (fine.gx, fine.gy, fine.gz, fine.b_lo, fine.b_hi)
