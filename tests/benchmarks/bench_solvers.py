@@ -20,6 +20,14 @@ at sizes up to --tight-max with TauFactor run to conv_crit 1e-4 as an independen
 
     python tests/benchmarks/bench_solvers.py --sizes 64 128 --repeats 2 --markdown out.md
 
+``--steady N``: instead, what a worker that solves many cubes sees. One process per size and
+solve runs TauFactor and native alternately N times on the same field (after
+``native.warm_up()``), and reports each back-end's first solve and the median of the others:
+the first pays the process's fresh memory (page faults) and first calls, the others are the
+steady state of a campaign's persistent worker (39 cubes per design).
+
+    python tests/benchmarks/bench_solvers.py --sizes 128 --steady 4
+
 High contrast (`--electronic-S-m 0.001 1000`): TauFactor does not converge there, so `solve()`
 retries it with native and the "taufactor" row then times TauFactor's failed attempt plus the
 native retry; the printed method says so.
@@ -92,6 +100,72 @@ def _worker(path: str, case: str, backend: str, rel_tol: float,
     }))
 
 
+def _steady_worker(path: str, case: str, rel_tol: float, repeats: int,
+                   electronic_S_m: tuple[float, float]) -> None:
+    """TauFactor and native alternately ``repeats`` times in this process; a JSON line with
+    both back-ends' CPU seconds per solve and their values."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    import kernels.metrics.solvers.native
+    import kernels.metrics.solvers.taufactor_backend  # noqa: F401
+    from kernels.metrics.solvers import solve
+
+    kernels.metrics.solvers.native.warm_up()
+    field = _field(np.load(path), case, electronic_S_m)
+    out: dict[str, dict[str, list]] = {b: {"cpu_s": [], "value": [], "iterations": []}
+                                       for b in ("taufactor", "native")}
+    for _ in range(repeats):
+        for backend in ("taufactor", "native"):
+            start = time.process_time()
+            result = solve(field, axis=0, backend=backend, rel_tol=rel_tol, device="cpu")
+            out[backend]["cpu_s"].append(time.process_time() - start)
+            out[backend]["value"].append(result.relative_conductance)
+            out[backend]["iterations"].append(result.iterations)
+    print(json.dumps({**out, "copy_GB_s": _copy_bandwidth_GB_s()}))
+
+
+def _steady(args: argparse.Namespace, cond: tuple[float, float]) -> None:
+    """The --steady table: first and steady-state solves of both back-ends in one process."""
+    import numpy as np
+
+    from kernels.structure.procedural import ManufacturingParams, generate_structure
+
+    lines = ["| size | solve | TauFactor first | TauFactor steady | native first | "
+             "native steady | native its | steady speed-up | first speed-up | copy GB/s | "
+             "native / TauFactor value − 1 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYBAMM_DISABLE_TELEMETRY="true")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, spec in [(n, p) for n in args.sizes for p in args.params]:
+            am_wt_frac, porosity, adhesion = (float(v) for v in spec.split(","))
+            labels = generate_structure(ManufacturingParams(am_wt_frac, porosity, adhesion),
+                                        size, 1.0, seed=args.seed,
+                                        calendering=args.calendering)
+            path = str(Path(tmp) / f"vol{size}.npy")
+            np.save(path, labels)
+            for case in CASES:
+                cmd = [sys.executable, __file__, "--steady-worker", path, case,
+                       repr(args.rel_tol), str(args.steady), "--electronic-S-m",
+                       *(repr(v) for v in cond)]
+                done = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                      timeout=args.timeout_s, check=True)
+                res = json.loads(done.stdout.strip().splitlines()[-1])
+                tf, nat = res["taufactor"]["cpu_s"], res["native"]["cpu_s"]
+                tf_steady, nat_steady = statistics.median(tf[1:]), statistics.median(nat[1:])
+                value = res["native"]["value"][-1] / res["taufactor"]["value"][-1] - 1
+                lines.append(f"| {size}³ | {case} | {tf[0]:.2f} | {tf_steady:.2f} | "
+                             f"{nat[0]:.3f} | {nat_steady:.3f} | "
+                             f"{res['native']['iterations'][-1]} | "
+                             f"**{tf_steady / nat_steady:.1f}×** | {tf[0] / nat[0]:.1f}× | "
+                             f"{res['copy_GB_s']:.1f} | {value:+.1e} |")
+                print(lines[-1], flush=True)
+    print("\n".join(lines))
+    if args.markdown:
+        args.markdown.write_text("\n".join(lines) + "\n")
+
+
 def _copy_bandwidth_GB_s(megabytes: int = 128, repeats: int = 10) -> float:
     """Best of ``repeats`` single-thread copies of a float32 array (bytes read + written per
     CPU second): the memory-bandwidth bound of this process at this moment."""
@@ -136,12 +210,26 @@ def main() -> None:
                         help="volumes as am_wt_frac,porosity,binder_adhesion (one or more)")
     parser.add_argument("--timeout-s", type=float, default=7200.0)
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
+    parser.add_argument("--steady", type=int, default=0, metavar="N",
+                        help="first and steady-state solves of both back-ends in one process "
+                             "(N solves each, alternating; N >= 2)")
     parser.add_argument("--worker", nargs=4, metavar=("NPY", "CASE", "BACKEND", "REL_TOL"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--steady-worker", nargs=4, metavar=("NPY", "CASE", "REL_TOL", "N"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         path, case, backend, rel_tol = args.worker
         _worker(path, case, backend, float(rel_tol), tuple(args.electronic_S_m))
+        return
+    if args.steady_worker:
+        path, case, rel_tol, repeats = args.steady_worker
+        _steady_worker(path, case, float(rel_tol), int(repeats), tuple(args.electronic_S_m))
+        return
+    if args.steady:
+        if args.steady < 2:
+            parser.error(f"--steady: at least 2 solves per back-end, got {args.steady}")
+        _steady(args, tuple(args.electronic_S_m))
         return
 
     from kernels.structure.procedural import ManufacturingParams, generate_structure

@@ -1032,8 +1032,10 @@ def _fine_level(sigma: torch.Tensor) -> tuple[_Level, torch.Tensor]:
     return level, x
 
 
-def _run(sigma: torch.Tensor, rel_tol: float, method: _Method) -> tuple[float, int, bool, float]:
-    """One multigrid-CG solve of the normalised field ``sigma`` (max 1, 0 off the cluster)."""
+def _run(sigma: torch.Tensor, rel_tol: float, method: _Method,
+         binary: bool = False) -> tuple[float, int, bool, float]:
+    """One multigrid-CG solve of the normalised field ``sigma`` (max 1, 0 off the cluster);
+    ``binary``: every conducting value is 1 (its faces may then be kept as bits)."""
     sigma = sigma.to(method.dtype)
     n1, n2, n3 = sigma.shape
     fine, x = _fine_level(sigma)
@@ -1049,7 +1051,7 @@ def _run(sigma: torch.Tensor, rel_tol: float, method: _Method) -> tuple[float, i
     if levels[0].fused and COMPACT_FINE:
         for level in {id(lv): lv for lv in (levels[0], cycle_levels[0])}.values():
             _compact(level, sigma.to(level.diag.dtype))
-    elif (levels[0].fused and BINARY_FACES and cycle_levels is levels
+    elif (binary and levels[0].fused and BINARY_FACES and cycle_levels is levels
             and not method.mask_inactive):  # the fast method's one hierarchy
         _pack_binary(levels[0])
     del sigma
@@ -1100,7 +1102,8 @@ def solve(conductivity: np.ndarray, axis: int = 0, rel_tol: float = 1e-3,
     del field, mask
     fast_iterations, tried = 0, ""
     if contrast <= FAST_MAX_CONTRAST:
-        relative, fast_iterations, converged, residual = _run(sigma, rel_tol, FAST)
+        relative, fast_iterations, converged, residual = _run(sigma, rel_tol, FAST,
+                                                              binary=contrast == 1.0)
         if converged:
             return TransportSolution(float(relative), fast_iterations, True,
                                      time.perf_counter() - start, residual=residual,
