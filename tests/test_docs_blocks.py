@@ -212,6 +212,9 @@ SCALED_SHELL = {
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_characterise_speed.py "
     "--stages --cubes 3":
         {"set": {"--cubes": ["1"], "--size": ["48"]}},
+    "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_characterise_speed.py "
+    "--stages --before dec04":
+        {"set": {"--cubes": ["1"], "--size": ["48"]}},
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_native_setup.py --size "
     "128 --repeats":
         {"set": {"--size": ["16"], "--repeats": ["1"]}},
@@ -239,6 +242,10 @@ SCALED_SHELL = {
     "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_solvers.py --calendering "
     "flatten --sizes":
         {"set": {"--sizes": ["16"], "--repeats": ["1"]}},
+    # round particles at 40 voxels (as above); two solves per back-end in the one process
+    "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_solvers.py --steady 4 "
+    "--calendering":
+        {"set": {"--sizes": ["40"], "--steady": ["2"]}},
     "docs/solvers.md: python tests/benchmarks/bench_solvers.py --sizes 64 --params 0.8,0.2,0.0":
         {"set": {"--sizes": ["16"], "--repeats": ["1"]}},
 }

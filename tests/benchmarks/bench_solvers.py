@@ -26,7 +26,7 @@ solve runs TauFactor and native alternately N times on the same field (after
 the first pays the process's fresh memory (page faults) and first calls, the others are the
 steady state of a campaign's persistent worker (39 cubes per design).
 
-    python tests/benchmarks/bench_solvers.py --sizes 128 --steady 4
+    python tests/benchmarks/bench_solvers.py --steady 4 --sizes 128
 
 High contrast (`--electronic-S-m 0.001 1000`): TauFactor does not converge there, so `solve()`
 retries it with native and the "taufactor" row then times TauFactor's failed attempt plus the

@@ -45,10 +45,11 @@ four things, each needed at contrast 1e6 on procedural electrodes:
   fast method: with the masking this stays positive definite (measured at contrasts 1e3-1e6)
   and halves the iterations at the loop's default contrast 1.2e4 (24 -> 12 at 128³); the plain
   Galerkin scale 1 it replaced left CG long plateaus on the smooth modes of the CBD network;
-* an extra coarse space of one indicator function per cluster of the well-conducting phase
-  (applied before and after the cycle, symmetrically): such clusters float at nearly uniform
-  potentials set by weak links, modes the 2×2×2 aggregates cannot represent, which otherwise
-  give CG long plateaus. Its corrections read a list of the faces leaving the clusters (the
+* an extra coarse space of one indicator function per floating cluster of the
+  well-conducting phase, one touching neither electrode layer (applied before and after the
+  cycle, symmetrically): such clusters float at nearly uniform potentials set by weak links,
+  modes the 2×2×2 aggregates cannot represent, which otherwise give CG long plateaus (a
+  cluster touching an electrode is pinned by its links: FLOATING_ISLANDS_ONLY). Its corrections read a list of the faces leaving the clusters (the
   only cells where A Z c is nonzero) rather than a float64 stencil pass each (SPARSE_ISLANDS);
 * a stop on the remaining error extrapolated from the last TAIL_WINDOW decreases as a
   geometric series (× ENERGY_TAIL_SAFETY = 8; never while the decreases are not falling),
@@ -136,8 +137,9 @@ FUSED_ISLANDS = True
 # layer. A touching cluster's potential is pinned by its electrode links (2σ of the best
 # conductor), so its indicator is no near-null mode: dropping those (at 128³ the one CBD
 # cluster that spans the box, 99 % of the cluster cells) left every iteration count unchanged
-# in 10 measured solves and made each iteration's corrections ~100× smaller (docs/solvers.md,
-# "Speed: only the floating clusters"). False: every cluster (the rule until 2026-12-04).
+# in 18 measured solves and made each iteration's corrections ~100× smaller (docs/solvers.md,
+# "Speed: a binary finest level as face bits, and only the floating clusters"). False: every
+# cluster (the rule until 2026-12-04).
 FLOATING_ISLANDS_ONLY = True
 # Build the finest level (faces, diagonal, initial guess) in one numba pass on a fused grid
 # instead of ~45 torch array passes (same numbers; False forces the torch operations).
