@@ -433,3 +433,26 @@ def test_the_pore_solve_runs_on_face_bits_and_its_numbers_do_not_move(monkeypatc
             assert seen == [(bits and packed, bits and packed)]
         assert values[0] == values[1]
     assert values[0][0] == pytest.approx(_direct(_field(electrode, 0.01, 117.0)), rel=1e-3)
+
+
+def test_the_fast_hierarchy_ends_at_64_cells_and_the_robust_one_at_1000(monkeypatch, electrode):
+    """The fast method's coarsest grid (dense inverse) has at most FAST_COARSEST_MAX_CELLS =
+    64 cells, the robust method's (Cholesky factor, needed large at contrast 1e6) at most
+    1000; both solves stay within rel_tol of sparse LU."""
+    coarsest = []
+    run = native._pcg
+
+    def recording(levels, *args, **kwargs):
+        cycle_levels = kwargs.get("cycle_levels") or (args[4] if len(args) > 4 else None)
+        coarsest.append((cycle_levels or levels)[-1].diag.numel())
+        return run(levels, *args, **kwargs)
+
+    monkeypatch.setattr(native, "_pcg", recording)
+    electrode = np.concatenate([electrode, electrode[::-1]], axis=0)  # 56 x 28 x 28
+    for field, method, cells in (((electrode == 0).astype(np.float32), native.FAST, (1, 64)),
+                                 (_field(electrode, 0.01, 117.0), native.ROBUST, (65, 1000))):
+        coarsest.clear()
+        result = solve(field, rel_tol=1e-3)
+        assert result.method == f"native {method.name}"
+        assert len(coarsest) == 1 and cells[0] <= coarsest[0] <= cells[1]
+        assert result.relative_conductance == pytest.approx(_direct(field), rel=1e-3)

@@ -84,6 +84,12 @@ FINE_SMOOTHING_SWEEPS = 2  # the same on the finest level, where a sweep costs t
 CYCLE_GAMMA = 2  # coarse problems solved by 2 cycles (W-cycle): cheap in 3D, far fewer CG steps
 COARSE_CORRECTION_SCALE = 2.0  # over-correction compensating piecewise-constant interpolation
 COARSEST_MAX_CELLS = 1000
+# ... for the fast method (contrast <= FAST_MAX_CONTRAST): the dense Cholesky inverse of a
+# 512-cell coarsest grid and its assembly were ~10 ms of a 128³ electronic solve; one level more
+# down to <= 64 cells gave the same iteration counts on the 128³ bench fields (measured
+# 2026-12-04, docs/solvers.md). The robust method keeps 1000: at contrast 1e6 a 64³ electrode
+# (0.98/0.55/1.0) needed 39 iterations with the small grid against 22.
+FAST_COARSEST_MAX_CELLS = 64
 MAX_ITERATIONS = 200
 # Stop when the last step lowered the dissipated power by less than this fraction of rel_tol:
 # on procedural electrodes the remaining error was at most ~1.5x the last decrease.
@@ -196,10 +202,12 @@ class _Method:
     # nonlinear preconditioner, so CG runs in its flexible form (Polak-Ribiere beta, step
     # length from r.p).
     cycle_dtype: torch.dtype | None = None
+    coarsest_max_cells: int = COARSEST_MAX_CELLS  # the hierarchy stops at this many cells
 
 
 FAST = _Method("mg-cg-float32", torch.float32, COARSE_CORRECTION_SCALE, MAX_ITERATIONS,
-               geometric_tail=False, mask_inactive=False, deflate_islands=False)
+               geometric_tail=False, mask_inactive=False, deflate_islands=False,
+               coarsest_max_cells=FAST_COARSEST_MAX_CELLS)
 ROBUST = _Method("mg-cg-float64", torch.float64, ROBUST_CORRECTION_SCALE,
                  ROBUST_MAX_ITERATIONS, geometric_tail=True, mask_inactive=True,
                  deflate_islands=True, cycle_dtype=torch.float32)
@@ -452,10 +460,12 @@ def _hierarchy(gx: torch.Tensor, gy: torch.Tensor, gz: torch.Tensor, b_lo: torch
     return _hierarchy_from(_make_level(gx, gy, gz, b_lo, b_hi, gx.shape[0]))
 
 
-def _hierarchy_from(fine: _Level) -> list[_Level]:
-    """``fine`` plus Galerkin coarse levels down to at most COARSEST_MAX_CELLS cells."""
+def _hierarchy_from(fine: _Level, max_cells: int | None = None) -> list[_Level]:
+    """``fine`` plus Galerkin coarse levels down to at most ``max_cells`` cells
+    (COARSEST_MAX_CELLS by default)."""
+    max_cells = COARSEST_MAX_CELLS if max_cells is None else max_cells
     levels = [fine]
-    while levels[-1].diag.numel() > COARSEST_MAX_CELLS:
+    while levels[-1].diag.numel() > max_cells:
         factors = _coarsening_factors(levels[-1].shape)
         if factors == (1, 1, 1):
             break
@@ -1041,7 +1051,7 @@ def _run(sigma: torch.Tensor, rel_tol: float, method: _Method,
     sigma = sigma.to(method.dtype)
     n1, n2, n3 = sigma.shape
     fine, x = _fine_level(sigma)
-    levels = _hierarchy_from(fine)
+    levels = _hierarchy_from(fine, method.coarsest_max_cells)
     if method.mask_inactive:
         for level in levels:
             level.active_mask = _coupled(level).to(method.dtype)
