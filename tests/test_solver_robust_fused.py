@@ -225,3 +225,32 @@ def test_the_cluster_space_holds_only_the_floating_clusters(monkeypatch, electro
         assert results[only].converged
         assert results[only].relative_conductance == pytest.approx(exact, rel=1e-3)
     assert abs(results[True].iterations - results[False].iterations) <= 1
+
+
+@pytest.mark.parametrize("am, cbd", CONTRASTS)
+def test_float32_faces_move_the_conductance_by_at_most_their_rounding(monkeypatch, electrode,
+                                                                      am, cbd):
+    """ROBUST_FLOAT32_FACES: the finest level holds one set of float32 faces, read by the
+    cycle and by CG's float64 operator alike. Each face is its float64 value within 2^-24,
+    so the conductance (the minimum of the dissipated power) is within 1 ± 2^-24 of the
+    float64-faces one: solved both ways to rel_tol 1e-10, they agree to that bound."""
+    seen = []
+    run = native._pcg
+
+    def recording(levels, *args, **kwargs):
+        cycle = kwargs.get("cycle_levels") or args[4]
+        seen.append((levels[0].gx.dtype, cycle[0].gx is levels[0].gx))
+        return run(levels, *args, **kwargs)
+
+    monkeypatch.setattr(native, "_pcg", recording)
+    field = _field(electrode, am, cbd)
+    values = {}
+    for float32_faces in (False, True):
+        monkeypatch.setattr(native, "ROBUST_FLOAT32_FACES", float32_faces)
+        seen.clear()
+        result = solve(field, rel_tol=1e-10)
+        assert result.converged and "float64" in result.method
+        assert seen == [(torch.float32, True) if float32_faces else (torch.float64, False)]
+        values[float32_faces] = result.relative_conductance
+    assert abs(values[True] / values[False] - 1) <= 2.0**-24 + 1e-9
+    assert values[True] == pytest.approx(direct_sigma_eff(field) / field.max(), rel=1e-6)

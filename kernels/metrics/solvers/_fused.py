@@ -170,11 +170,13 @@ def _sweep_apply(diag, gx, gy, gz, sig, binary, tiny, x, r, out, coarse, factors
     n1, n2, n3 = x.shape
     on_the_fly = sig.size > 1
     dt = x.dtype
-    gxp = np.zeros((n2, n3), dt)
-    gxc = np.zeros((n2, n3), dt)
-    gy2 = np.zeros((n2, n3), dt)
-    gz2 = np.zeros((n2, n3), dt)
+    ft = gx.dtype  # the faces' (float32 faces on the robust method's float64 level)
+    gxp = np.zeros((n2, n3), ft)
+    gxc = np.zeros((n2, n3), ft)
+    gy2 = np.zeros((n2, n3), ft)
+    gz2 = np.zeros((n2, n3), ft)
     tmp = np.empty((n2, n3), dt)
+    ftmp = np.zeros((n2, n3), ft)
     f1, f2, f3 = factors
     if mode == 2:
         coarse[: n1 // f1, : n2 // f2, : n3 // f3] = 0
@@ -199,10 +201,10 @@ def _sweep_apply(diag, gx, gy, gz, sig, binary, tiny, x, r, out, coarse, factors
                 _sigma_faces(sig, i, gxc, gy2, gz2, binary, tiny)
                 gxb, gxf, gyi, gzi = gxp, gxc, gy2, gz2
             else:
-                gxb = gx[i - 1] if i > 0 else tmp
-                gxf = gx[i] if i < n1 - 1 else tmp
-                gyi = gy[i] if n2 > 1 else tmp
-                gzi = gz[i] if n3 > 1 else tmp
+                gxb = gx[i - 1] if i > 0 else ftmp
+                gxf = gx[i] if i < n1 - 1 else ftmp
+                gyi = gy[i] if n2 > 1 else ftmp
+                gzi = gz[i] if n3 > 1 else ftmp
             _plane(diag[i], x[i], gxb, xm, gxf, xp, gyi, gzi, i > 0, i < n1 - 1, dst, post,
                    r[i], tmp, tmp, omega, cp, f2, f3)
         if mode == 3:  # the plane's residual is in tmp: add the cluster cells' values
@@ -418,11 +420,11 @@ def jacobi_out_of_place(diag, gx, gy, gz, sig, binary, tiny, r, src, dst, omega,
 @_jit_sum
 def _energy(diag, gx, gy, gz, sig, binary, tiny, x, b_lo, b_hi, hi):  # pragma: no cover
     n1, n2, n3 = x.shape
-    dt = x.dtype
+    ft = gx.dtype  # the faces' (float32 faces on the robust method's float64 level)
     on_the_fly = sig.size > 1
-    gxc = np.zeros((n2, n3), dt)
-    gy2 = np.zeros((n2, n3), dt)
-    gz2 = np.zeros((n2, n3), dt)
+    gxc = np.zeros((n2, n3), ft)
+    gy2 = np.zeros((n2, n3), ft)
+    gz2 = np.zeros((n2, n3), ft)
     total = 0.0
     for i in range(n1):
         if on_the_fly:

@@ -118,6 +118,13 @@ TAIL_SAFETY = 32.0
 # 0.13 ×, the first > 1), in 461 iterations against 506 at 1e-3.
 STOP_RULE = "energy"
 ENERGY_TAIL_SAFETY = 8.0
+# The robust method's finest faces stored once, in the float32 of its cycle, and read by CG's
+# float64 operator too (float64 arithmetic, the diagonal their float64 sum): one face array set
+# instead of a float64 one plus its float32 copy. The problem solved is then the one with every
+# face conductance rounded to float32: each is within 2^-24 of its float64 value, so the
+# conductance G (the minimum of the dissipated power) is within a factor 1 ± 2^-24 of the
+# float64-faces one (tests/test_solver_robust_fused.py). False: float64 faces (until 2026-12-04).
+ROBUST_FLOAT32_FACES = True
 # Run the stencil, the residual and the Jacobi sweeps as fused numba kernels on CPU tensors
 # (kernels.metrics.solvers._fused) when numba is installed; False forces the torch operations.
 USE_FUSED = True
@@ -389,6 +396,7 @@ def _coarsen(level: _Level, factors: tuple[int, int, int]) -> _Level:
             index: list[slice] = [slice(None)] * 3
             index[d] = slice(1, None, 2)
             g = g[tuple(index)]
+        g = g.to(level.diag.dtype)  # float32 faces of a float64 level: float64 sums
         faces.append(_sum_pairs(g, tuple(e for e in halved if e != d)).contiguous())
     sides = tuple(e - 1 for e in halved if e > 0)  # b_lo, b_hi are (n2, n3)
     b_lo, b_hi = _sum_pairs(level.b_lo, sides), _sum_pairs(level.b_hi, sides)
@@ -1009,12 +1017,15 @@ def _initial_guess(sigma: torch.Tensor, shape: tuple[int, int, int]) -> torch.Te
     return x
 
 
-def _fine_level(sigma: torch.Tensor) -> tuple[_Level, torch.Tensor]:
+def _fine_level(sigma: torch.Tensor,
+                face_dtype: torch.dtype | None = None) -> tuple[_Level, torch.Tensor]:
     """The finest level of ``sigma`` (its stencil and buffers) and the initial guess.
 
     On a fused CPU grid (and FUSED_SETUP) one numba pass over the field writes the faces, the
     diagonal, the electrode links and the guess; otherwise the torch operations do (about 45
     whole-array passes). The same numbers either way (checked bit for bit by the tests).
+    ``face_dtype``: store the faces in this precision on a fused grid (the diagonal is then the
+    sum of the stored faces in sigma's: ROBUST_FLOAT32_FACES).
     """
     n1 = sigma.shape[0]
     shape = _padded_shape(tuple(sigma.shape))
@@ -1029,7 +1040,8 @@ def _fine_level(sigma: torch.Tensor) -> tuple[_Level, torch.Tensor]:
         padded = torch.zeros(shape, dtype=dt, device=dev)
         padded[tuple(slice(0, n) for n in sigma.shape)] = sigma
     s1, s2, s3 = shape
-    gx, gy, gz = (torch.empty(face, dtype=dt, device=dev)
+    ft = dt if face_dtype is None else face_dtype
+    gx, gy, gz = (torch.empty(face, dtype=ft, device=dev)
                   for face in ((s1 - 1, s2, s3), (s1, s2 - 1, s3), (s1, s2, s3 - 1)))
     diag, x = torch.empty(shape, dtype=dt, device=dev), torch.empty(shape, dtype=dt, device=dev)
     b_lo, b_hi = torch.empty((s2, s3), dtype=dt, device=dev), torch.empty((s2, s3), dtype=dt,
@@ -1050,7 +1062,9 @@ def _run(sigma: torch.Tensor, rel_tol: float, method: _Method,
     ``binary``: every conducting value is 1 (its faces may then be kept as bits)."""
     sigma = sigma.to(method.dtype)
     n1, n2, n3 = sigma.shape
-    fine, x = _fine_level(sigma)
+    shared_faces = (ROBUST_FLOAT32_FACES and method.cycle_dtype is not None
+                    and method.cycle_dtype != method.dtype)
+    fine, x = _fine_level(sigma, method.cycle_dtype if shared_faces else None)
     levels = _hierarchy_from(fine, method.coarsest_max_cells)
     if method.mask_inactive:
         for level in levels:
