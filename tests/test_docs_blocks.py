@@ -243,7 +243,7 @@ SCALED_SHELL = {
     "flatten --sizes":
         {"set": {"--sizes": ["16"], "--repeats": ["1"]}},
     # round particles at 40 voxels (as above); two solves per back-end in the one process
-    "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_solvers.py --steady 4 "
+    "docs/solvers.md: OMP_NUM_THREADS=1 python tests/benchmarks/bench_solvers.py --steady 7 "
     "--calendering":
         {"set": {"--sizes": ["40"], "--steady": ["2"]}},
     "docs/solvers.md: python tests/benchmarks/bench_solvers.py --sizes 64 --params 0.8,0.2,0.0":

@@ -47,7 +47,9 @@ tortuosity differs.
 in the robust solve's coarse space (``native.FLOATING_ISLANDS_ONLY = False``, until 2026-12-04)
 instead of only the floating ones: only the conductivity differs.
 ``--stages --before dec04``: ``before`` is main at the start of 2026-12-04's second session
-(f3f33f2): both of the above (stored faces, every cluster).
+(f3f33f2): both of the above (stored faces, every cluster), the robust solve's finest faces in
+float64 (``native.ROBUST_FLOAT32_FACES = False``) and the fast method's coarsest grid of up to
+1000 cells (``native.FAST.coarsest_max_cells``, 64 since).
 ``--stages --before start``: ``before`` is main at the start of 2026-12-03's second session:
 the dense cluster corrections and torch CG steps, the first box clip
 (``_surface_kernels.FAST_CLIP = False``), the two-array flood
@@ -146,8 +148,12 @@ def _configure_stages(mode: str, surface_before: str | None = None) -> None:
     # "faces" compares only them
     native.BINARY_FACES = mode != "before" or BEFORE == "floating"
     # and the robust solve's coarse space of only the floating clusters (2026-12-04); BEFORE
-    # "floating" compares only it, "dec04" it and the face bits
+    # "floating" compares only it, "dec04" every change of that day
     native.FLOATING_ISLANDS_ONLY = mode != "before" or BEFORE == "faces"
+    newest = mode != "before" or BEFORE in ("faces", "floating")
+    native.ROBUST_FLOAT32_FACES = newest
+    native.FAST = dataclasses.replace(native.FAST, coarsest_max_cells=(
+        native.FAST_COARSEST_MAX_CELLS if newest else native.COARSEST_MAX_CELLS))
     if BEFORE in ("passes", "start", "inplace", "faces", "floating", "dec04"):
         mode = "now"
     native.FUSED_SETUP = mode != "before"

@@ -6,8 +6,8 @@ moves per cell. Here each cell's byte says which of its six faces conduct (bit s
 1), so a sweep reads the byte, the diagonal, x and r and writes one value: 17 bytes. The face
 values are exactly the stored ones and every kernel does the stored-face kernels' operations
 in their order (a closed face still subtracts 0 · x, as the stored 0.0 does), so the numbers are
-the same bit for bit (``tests/test_solver_fused.py``). Measured: docs/solvers.md, "Speed: a
-binary finest level as face bits, and only the floating clusters".
+the same bit for bit (``tests/test_solver_fused.py``). Measured: docs/solvers.md, "Speed: face
+bits, floating clusters, float32 robust faces".
 
 The kernels take the stencil as ``_fused`` does, ``(diag, bits, bits, bits, sig, binary,
 tiny)``: ``native`` passes the bits array where the face arrays go, and calls this module's

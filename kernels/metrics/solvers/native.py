@@ -37,8 +37,9 @@ resolve the currents through the weak links, and the unmasked over-correction st
 robust method, used above FAST_MAX_CONTRAST or when the fast one did not converge, changes
 four things, each needed at contrast 1e6 on procedural electrodes:
 
-* float64 throughout, and triangular solves with the coarsest Cholesky factor instead of an
-  explicit inverse (which is wrong in its small components when the operator is ill-conditioned);
+* float64 throughout (the finest faces stored rounded to float32: ROBUST_FLOAT32_FACES), and
+  triangular solves with the coarsest Cholesky factor instead of an explicit inverse (which is
+  wrong in its small components when the operator is ill-conditioned);
 * the coarse correction kept off the inactive cells (whose diagonal is a stand-in 1), so that
   every level's cycle is a symmetric iteration whose error propagator has A-norm at most 1 and
   the preconditioner stays positive definite. The correction is over-corrected (×2) as in the
@@ -151,8 +152,8 @@ FUSED_ISLANDS = True
 # conductor), so its indicator is no near-null mode: dropping those (at 128³ the one CBD
 # cluster that spans the box, 99 % of the cluster cells) left every iteration count unchanged
 # in 18 measured solves and made each iteration's corrections ~100× smaller (docs/solvers.md,
-# "Speed: a binary finest level as face bits, and only the floating clusters"). False: every
-# cluster (the rule until 2026-12-04).
+# "Speed: face bits, floating clusters, float32 robust faces"). False: every cluster (the
+# rule until 2026-12-04).
 FLOATING_ISLANDS_ONLY = True
 # Build the finest level (faces, diagonal, initial guess) in one numba pass on a fused grid
 # instead of ~45 torch array passes (same numbers; False forces the torch operations).
