@@ -100,6 +100,21 @@ def _worker(path: str, case: str, backend: str, rel_tol: float,
     }))
 
 
+def _volumes(args: argparse.Namespace, folder: str):
+    """(size, spec, path of the saved labels) for every --sizes × --params volume."""
+    import numpy as np
+
+    from kernels.structure.procedural import ManufacturingParams, generate_structure
+
+    for size, spec in [(n, p) for n in args.sizes for p in args.params]:
+        am_wt_frac, porosity, adhesion = (float(v) for v in spec.split(","))
+        labels = generate_structure(ManufacturingParams(am_wt_frac, porosity, adhesion), size,
+                                    1.0, seed=args.seed, calendering=args.calendering)
+        path = str(Path(folder) / f"vol{size}_{spec}.npy")
+        np.save(path, labels)
+        yield size, spec, path
+
+
 def _steady_worker(path: str, case: str, rel_tol: float, repeats: int,
                    electronic_S_m: tuple[float, float]) -> None:
     """TauFactor and native alternately ``repeats`` times in this process; a JSON line with
@@ -128,23 +143,13 @@ def _steady_worker(path: str, case: str, rel_tol: float, repeats: int,
 
 def _steady(args: argparse.Namespace, cond: tuple[float, float]) -> None:
     """The --steady table: first and steady-state solves of both back-ends in one process."""
-    import numpy as np
-
-    from kernels.structure.procedural import ManufacturingParams, generate_structure
-
     lines = ["| size | solve | TauFactor first | TauFactor steady | native first | "
              "native steady | native its | steady speed-up | first speed-up | copy GB/s | "
              "native / TauFactor value − 1 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYBAMM_DISABLE_TELEMETRY="true")
     with tempfile.TemporaryDirectory() as tmp:
-        for size, spec in [(n, p) for n in args.sizes for p in args.params]:
-            am_wt_frac, porosity, adhesion = (float(v) for v in spec.split(","))
-            labels = generate_structure(ManufacturingParams(am_wt_frac, porosity, adhesion),
-                                        size, 1.0, seed=args.seed,
-                                        calendering=args.calendering)
-            path = str(Path(tmp) / f"vol{size}.npy")
-            np.save(path, labels)
+        for size, _spec, path in _volumes(args, tmp):
             for case in CASES:
                 cmd = [sys.executable, __file__, "--steady-worker", path, case,
                        repr(args.rel_tol), str(args.steady), "--electronic-S-m",
@@ -232,20 +237,10 @@ def main() -> None:
         _steady(args, tuple(args.electronic_S_m))
         return
 
-    from kernels.structure.procedural import ManufacturingParams, generate_structure
-
     cond = tuple(args.electronic_S_m)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size, spec in [(n, p) for n in args.sizes for p in args.params]:
-            import numpy as np
-
-            am_wt_frac, porosity, adhesion = (float(v) for v in spec.split(","))
-            labels = generate_structure(ManufacturingParams(am_wt_frac, porosity, adhesion),
-                                        size, 1.0, seed=args.seed,
-                                        calendering=args.calendering)
-            path = str(Path(tmp) / f"vol{size}.npy")
-            np.save(path, labels)
+        for size, spec, path in _volumes(args, tmp):
             for case in CASES:
                 runs: dict[str, list[dict]] = {"taufactor": [], "native": []}
                 for _ in range(args.repeats):
