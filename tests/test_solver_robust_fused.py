@@ -254,3 +254,18 @@ def test_float32_faces_move_the_conductance_by_at_most_their_rounding(monkeypatc
         values[float32_faces] = result.relative_conductance
     assert abs(values[True] / values[False] - 1) <= 2.0**-24 + 1e-9
     assert values[True] == pytest.approx(direct_sigma_eff(field) / field.max(), rel=1e-6)
+
+
+def test_a_robust_solve_without_floating_clusters_has_no_cluster_space(monkeypatch, electrode):
+    """Every well-conducting cluster of the 12³ corner touches an electrode layer: the coarse
+    space is empty (the cycle alone preconditions) and the solve still matches sparse LU."""
+    field = _field(electrode[:12, :12, :12], 0.001, 1000.0)
+    levels, sigma = _robust_levels(field)
+    assert native._islands(levels, sigma) is None
+    monkeypatch.setattr(native, "FLOATING_ISLANDS_ONLY", False)
+    assert native._islands(levels, sigma) is not None  # there are clusters, all touching
+    monkeypatch.setattr(native, "FLOATING_ISLANDS_ONLY", True)
+    result = solve(field, rel_tol=1e-3)
+    assert result.converged and "float64" in result.method
+    assert result.relative_conductance == pytest.approx(direct_sigma_eff(field) / field.max(),
+                                                        rel=1e-3)
